@@ -1,0 +1,34 @@
+# One task runner for everything a developer types.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: demo install dev test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+demo: install
+	$(BIN)/paymux demo --port $(PORT)
+
+lint: dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy
+
+test: dev lint
+	$(BIN)/pytest
+
+bench: dev
+	$(BIN)/python bench/lifecycle.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*
