@@ -67,7 +67,7 @@ async def provision(
             )  # fmt: skip
             accounts[name] = account.id
         url = webhook_url or f"{base}/demo/webhooks"
-        endpoint, secret = await webhook_service.create_endpoint(
+        _endpoint, secret = await webhook_service.create_endpoint(
             session, rt.vault, app_id=app.id, livemode=False, url=url, events=["*"]
         )
     return DemoSetup(merchant.id, app.id, key.secret, url, secret, accounts)

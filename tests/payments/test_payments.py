@@ -8,11 +8,11 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from paymux.webhooks.models import Event
 from standardwebhooks import Webhook
 
 from paymux.channels.models import ChannelEvent
 from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
+from paymux.webhooks.models import Event
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
 
 

@@ -235,10 +235,10 @@ def _validate(req: PaymentCreate) -> None:
         )
 
 
-def _new_attempt(payment: Payment, account: ChannelAccount, timeout: float) -> Attempt:
+def _new_attempt(payment: Payment, account: ChannelAccount, call_seconds: float) -> Attempt:
     # Due for a query shortly after the create call must have ended: if this process dies
     # mid-call, the janitor finds the attempt still ``created`` and asks the channel.
-    due = clock.now() + dt.timedelta(seconds=timeout + QUERY_BACKOFF_SECONDS[0])
+    due = clock.now() + dt.timedelta(seconds=call_seconds + QUERY_BACKOFF_SECONDS[0])
     return Attempt(
         id=new_id("att"),
         payment_id=payment.id,
@@ -267,7 +267,8 @@ async def create(
     _validate(req)
     now = clock.now()
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
-    timeout = rt.settings.channel_timeout_seconds
+    call_seconds = rt.settings.channel_timeout_seconds
+    expires_at = now + dt.timedelta(seconds=ttl)
     async with rt.db.transaction() as session:
         accounts = await routing.candidates(
             session, app_id=app_id, livemode=livemode, method=req.method,
@@ -282,20 +283,20 @@ async def create(
             method=req.method, status=PaymentStatus.pending, subject=req.subject,
             description=req.description, customer=dict(req.customer),
             metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
-            expires_at=now + dt.timedelta(seconds=ttl), expiry_due_at=now + dt.timedelta(seconds=ttl),
+            expires_at=expires_at, expiry_due_at=expires_at,
         )  # fmt: skip
-        attempt = _new_attempt(payment, accounts[0], timeout)
+        attempt = _new_attempt(payment, accounts[0], call_seconds)
         _point_at(payment, attempt)
         repo.add(payment)
-        repo.add(attempt)
-        try:
+        try:  # the payment first: the unit of work does not order unrelated mappers by FK
             await session.flush()
         except sa.exc.IntegrityError:
             raise _duplicate(req.out_trade_no) from None
+        repo.add(attempt)
     channel_ms = 0
     for index, account in enumerate(accounts):
         if index > 0:
-            attempt = await _add_attempt(rt, payment.id, account, timeout)
+            attempt = await _add_attempt(rt, payment.id, account, call_seconds)
         outcome = await _call_create(rt, payment, attempt, account)
         channel_ms += outcome.latency_ms
         last = index == len(accounts) - 1
@@ -314,11 +315,11 @@ def _duplicate(out_trade_no: str) -> Conflict:
 
 
 async def _add_attempt(
-    rt: Runtime, payment_id: str, account: ChannelAccount, timeout: float
+    rt: Runtime, payment_id: str, account: ChannelAccount, call_seconds: float
 ) -> Attempt:
     async with rt.db.transaction() as session:
         payment = await PaymentRepository(session).lock(payment_id)
-        attempt = _new_attempt(payment, account, timeout)
+        attempt = _new_attempt(payment, account, call_seconds)
         _point_at(payment, attempt)
         session.add(attempt)
     return attempt
