@@ -29,19 +29,6 @@ def upgrade_sync(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-async def _create_all(database_url: str) -> None:  # TEMPORARY until the first migration lands
-    from paymux import models as _models  # noqa: F401
-    from paymux.kit.db import Base, create_engine
-
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    await engine.dispose()
-
-
 async def upgrade(database_url: str, revision: str = "head") -> None:
     """Alembic's env runs its own event loop, so it runs in a worker thread."""
-    if not any((_find_root() / "migrations" / "versions").glob("*.py")):
-        await _create_all(database_url)
-        return
     await asyncio.to_thread(upgrade_sync, database_url, revision)
