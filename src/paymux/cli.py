@@ -111,7 +111,9 @@ def demo(
     application = create_app(
         settings, sandboxes=sandboxes, run_worker=True, extra_routers=[receiver.router]
     )
-    console.print(demo_mod.banner(done, public_url, database.resolve()), highlight=False)
+    console.print(
+        demo_mod.banner(done, public_url, database.resolve()), highlight=False, soft_wrap=True
+    )
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
