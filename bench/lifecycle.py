@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI, Request  # module level: the receiver's annotations need it
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PAYMUX_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -40,7 +41,6 @@ PAYMUX = str(Path(sys.executable).parent / "paymux")
 # ------------------------------------------------------------------ helper processes
 def run_sandbox(port: int, out: Path) -> None:
     import uvicorn
-    from fastapi import FastAPI
 
     from paymux.demo import make_sandboxes
 
@@ -59,7 +59,6 @@ def run_sandbox(port: int, out: Path) -> None:
 
 def run_receiver(port: int) -> None:
     import uvicorn
-    from fastapi import FastAPI, Request
 
     app = FastAPI()
     seen: set[str] = set()
@@ -118,7 +117,8 @@ async def provision(db_url: str, env: dict[str, str], creds: dict[str, Any], hoo
 
         engine = create_engine(db_url)
         async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
         await engine.dispose()
     await migrate.upgrade(db_url)
     rt = Runtime.build(Settings())
@@ -306,6 +306,8 @@ def main() -> None:
         return run_sandbox(args.port, args.out)
     if args.role == "receiver":
         return run_receiver(args.port)
+    # `timeout` or Ctrl-C: unwind through bench()'s finally, which stops the child processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dbs = [args.only] if args.only else ["sqlite"] + (["postgresql"] if pg_reachable() else [])
     print(f"paymux lifecycle benchmark on {os.cpu_count()} cores")
     for db in dbs:

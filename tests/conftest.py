@@ -194,5 +194,5 @@ async def attempt_ids(stack: Stack, payment_id: str) -> list[str]:
     """The channel order numbers (attempt ids) of a payment, oldest first."""
     from paymux.payments.repository import PaymentRepository
 
-    async with stack.runtime.db.sessionmaker() as session:
+    async with stack.runtime.db.read() as session:
         return [a.id for a in await PaymentRepository(session).attempts_of(payment_id)]

@@ -190,7 +190,7 @@ def merchant_list() -> None:
     from paymux.merchants.repository import MerchantRepository
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
-        async with rt.db.sessionmaker() as s:
+        async with rt.db.read() as s:
             return [
                 {"id": m.id, "name": m.name} for m in await MerchantRepository(s).list_merchants()
             ]
@@ -262,7 +262,7 @@ def channel_list(app_id: str) -> None:
     from paymux.channels.repository import ChannelRepository
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
-        async with rt.db.sessionmaker() as s:
+        async with rt.db.read() as s:
             return [
                 {"id": a.id, "channel": a.channel, "mode": a.mode, "methods": a.methods,
                  "enabled": a.enabled, "priority": a.priority, "fee_rate_bps": a.fee_rate_bps}

@@ -51,7 +51,7 @@ async def wait_for(stack: Stack, tenant: Tenant, payment_id: str, status: str) -
 
 
 async def events_of(stack: Stack, tenant: Tenant, type_: str | None = None) -> list[Event]:
-    async with stack.runtime.db.sessionmaker() as session:
+    async with stack.runtime.db.read() as session:
         stmt = sa.select(Event).where(Event.app_id == tenant.app_id).order_by(Event.id)
         if type_:
             stmt = stmt.where(Event.type == type_)
@@ -59,7 +59,7 @@ async def events_of(stack: Stack, tenant: Tenant, type_: str | None = None) -> l
 
 
 async def inbox_of(stack: Stack, out_trade_no: str) -> list[ChannelEvent]:
-    async with stack.runtime.db.sessionmaker() as session:
+    async with stack.runtime.db.read() as session:
         stmt = sa.select(ChannelEvent).where(ChannelEvent.out_trade_no == out_trade_no)
         return list((await session.scalars(stmt)).all())
 

@@ -185,7 +185,7 @@ async def test_event_is_written_only_with_its_transaction(stack: Stack, tenant: 
             await service.emit(session, app_id=tenant.app_id, livemode=False,
                                type="payment.succeeded", data={"id": "pay_x"})  # fmt: skip
             raise RuntimeError("the change failed")
-    async with stack.runtime.db.sessionmaker() as session:
+    async with stack.runtime.db.read() as session:
         events = (await session.scalars(
             sa.select(Event).where(Event.app_id == tenant.app_id)
         )).all()  # fmt: skip

@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from paymux.kit import money
 from paymux.kit.errors import NotFound
-from paymux.kit.web import SessionDep
+from paymux.kit.web import ReadSessionDep, SessionDep
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 
@@ -41,7 +41,7 @@ async def _load(session: SessionDep, payment_id: str) -> Payment:
 
 
 @router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
-async def pay_page(payment_id: str, session: SessionDep) -> HTMLResponse:
+async def pay_page(payment_id: str, session: ReadSessionDep) -> HTMLResponse:
     payment = await _load(session, payment_id)
     action = payment.next_action or {}
     qr_svg = None
@@ -58,5 +58,5 @@ async def pay_page(payment_id: str, session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/pay/{payment_id}/status", include_in_schema=False)
-async def pay_status(payment_id: str, session: SessionDep) -> dict[str, Any]:
+async def pay_status(payment_id: str, session: ReadSessionDep) -> dict[str, Any]:
     return _status(await _load(session, payment_id))

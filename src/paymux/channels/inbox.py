@@ -41,7 +41,7 @@ async def receive(
     rt: Runtime, *, channel: str, account_id: str, headers: Mapping[str, str], body: bytes
 ) -> Received | None:
     """Handle one notification. None when the account does not exist (the caller answers 404)."""
-    async with rt.db.sessionmaker() as session:
+    async with rt.db.read() as session:
         account = await ChannelRepository(session).get(account_id)
     if account is None or account.channel != channel:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,11 +133,29 @@ def credentials_of(vault: Vault, account: ChannelAccount) -> dict[str, Any]:
     return value
 
 
+_ADAPTERS: OrderedDict[tuple[str, str, int, int], base.ChannelAdapter] = OrderedDict()
+_ADAPTER_CACHE_SIZE = 1024
+
+
 def adapter_for(
     vault: Vault, account: ChannelAccount, http: httpx.AsyncClient
 ) -> base.ChannelAdapter:
-    """Build the channel adapter of one account with its decrypted credentials."""
-    return base.get(account.channel)(credentials_of(vault, account), http)
+    """The channel adapter of one account with its decrypted credentials.
+
+    Building one parses and validates RSA keys (tens of milliseconds), so adapters are cached per
+    process. The key includes the encrypted credentials, which change (fresh nonce) whenever the
+    credentials do, so an updated account never gets a stale adapter.
+    """
+    key = (account.id, account.credentials_enc, id(vault), id(http))
+    adapter = _ADAPTERS.get(key)
+    if adapter is None:
+        adapter = base.get(account.channel)(credentials_of(vault, account), http)
+        _ADAPTERS[key] = adapter
+        if len(_ADAPTERS) > _ADAPTER_CACHE_SIZE:
+            _ADAPTERS.popitem(last=False)
+    else:
+        _ADAPTERS.move_to_end(key)
+    return adapter
 
 
 async def update_account(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -43,9 +44,14 @@ PERIODIC: tuple[Periodic, ...] = (
 )
 
 
+PERIODIC_CHECK_SECONDS = 30.0
+"""How often a worker asks whether a periodic job is due (it learns nothing in between)."""
+
+
 class Worker:
     def __init__(self, rt: Runtime, *, holder: str | None = None) -> None:
         self.rt = rt
+        self._next_check: dict[str, float] = {}
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{token('', 4)}"
         batch = rt.settings.worker_batch_size
         self.jobs: list[tuple[str, Job]] = [
@@ -68,6 +74,12 @@ class Worker:
 
     async def _periodic(self, periodic: Periodic) -> int:
         db = self.rt.db
+        moment = time.monotonic()
+        if self._next_check.get(periodic.name, 0.0) > moment:
+            return 0
+        self._next_check[periodic.name] = moment + min(
+            periodic.every_seconds, PERIODIC_CHECK_SECONDS
+        )
         ttl = max(periodic.every_seconds, 60.0)
         if not await leases.acquire(
             db, periodic.name, self.holder, every=periodic.every_seconds, ttl=ttl

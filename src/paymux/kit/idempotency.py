@@ -72,7 +72,7 @@ async def _reserve(
 
 
 async def _load(db: Database, app_id: str, key: str) -> IdempotencyRecord | None:
-    async with db.sessionmaker() as session:
+    async with db.read() as session:
         stmt = sa.select(IdempotencyRecord).where(
             IdempotencyRecord.app_id == app_id, IdempotencyRecord.key == key
         )

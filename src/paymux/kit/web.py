@@ -38,6 +38,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For endpoints that only read: never waits for writers (DESIGN §3.6)."""
+    async with get_runtime(request).db.read() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+
 T = TypeVar("T")
 
 

@@ -52,7 +52,7 @@ async def authenticate(request: Request) -> AuthContext:
     if cached and cached[0] > time.monotonic():
         return cached[1]
     runtime = get_runtime(request)
-    async with runtime.db.sessionmaker() as session:
+    async with runtime.db.read() as session:
         found = await MerchantRepository(session).find_key(digest)
     if found is None or not constant_time_equal(found[0].key_hash, digest):
         raise AuthenticationError("invalid_api_key", "The API key is not valid.")

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from paymux.channels import service as channel_service
 from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import NotFound
-from paymux.kit.web import RuntimeDep, SessionDep
+from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants import service
 from paymux.merchants.auth import OperatorDep, forget_cached_keys
 from paymux.merchants.repository import MerchantRepository
@@ -37,7 +37,7 @@ async def create_merchant(body: MerchantCreate, _: OperatorDep, session: Session
 
 
 @router.get("/merchants", response_model=list[ObjectOut])
-async def list_merchants(_: OperatorDep, session: SessionDep) -> list[ObjectOut]:
+async def list_merchants(_: OperatorDep, session: ReadSessionDep) -> list[ObjectOut]:
     return [
         ObjectOut(id=m.id, object="merchant", name=m.name, created_at=m.created_at)
         for m in await MerchantRepository(session).list_merchants()
@@ -89,7 +89,7 @@ async def add_channel_account(
 
 @router.get("/apps/{app_id}/channel_accounts", response_model=list[ChannelAccountOut])
 async def list_channel_accounts(
-    app_id: str, _: OperatorDep, session: SessionDep, rt: RuntimeDep
+    app_id: str, _: OperatorDep, session: ReadSessionDep, rt: RuntimeDep
 ) -> list[ChannelAccountOut]:
     if await MerchantRepository(session).get_app(app_id) is None:
         raise NotFound("app", app_id)

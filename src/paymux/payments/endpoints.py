@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from paymux.kit import idempotency
-from paymux.kit.web import ListResponse, PageDep, RuntimeDep, SessionDep
+from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
 from paymux.payments import service
 from paymux.payments.repository import PaymentRepository
@@ -51,7 +51,7 @@ async def create_payment(
 
 @router.get("", response_model=ListResponse[PaymentOut])
 async def list_payments(
-    auth: AuthDep, rt: RuntimeDep, session: SessionDep, page: PageDep,
+    auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep, page: PageDep,
     out_trade_no: Annotated[str | None, Query(max_length=64)] = None,
     status: PaymentStatus | None = None,
     created_gte: dt.datetime | None = None,
@@ -72,7 +72,7 @@ async def list_payments(
 
 @router.get("/{payment_id}", response_model=PaymentOut)
 async def retrieve_payment(
-    payment_id: str, auth: AuthDep, rt: RuntimeDep, session: SessionDep
+    payment_id: str, auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep
 ) -> PaymentOut:
     payment = await service.get(
         session, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id

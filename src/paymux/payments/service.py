@@ -412,7 +412,7 @@ async def get(session: AsyncSession, *, app_id: str, livemode: bool, payment_id:
 # ------------------------------------------------------------------ close and expire
 async def close(rt: Runtime, *, app_id: str, livemode: bool, payment_id: str) -> Payment:
     """Close an unpaid payment, at the channel first so it can no longer be paid there."""
-    async with rt.db.sessionmaker() as session:
+    async with rt.db.read() as session:
         payment = await get(session, app_id=app_id, livemode=livemode, payment_id=payment_id)
     if payment.status == PaymentStatus.closed:
         return payment
@@ -432,7 +432,7 @@ async def expire(rt: Runtime, payment_id: str) -> Payment:
 
 async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus) -> Payment:
     public_url = rt.settings.public_url
-    async with rt.db.sessionmaker() as session:
+    async with rt.db.read() as session:
         attempts = await PaymentRepository(session).open_attempts(payment_id)
         accounts = {a.id: await _account(session, a.channel_account_id) for a in attempts}
     for attempt in attempts:
@@ -486,7 +486,7 @@ async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
 async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
     """Ask the channel about one attempt and apply the answer; schedule the next question if
     the attempt is still open."""
-    async with rt.db.sessionmaker() as session:
+    async with rt.db.read() as session:
         attempt = await PaymentRepository(session).get_attempt(attempt_id)
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from paymux.kit.web import ListResponse, PageDep, RuntimeDep, SessionDep
+from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep
 from paymux.webhooks import service
 from paymux.webhooks.repository import WebhookRepository
@@ -35,13 +35,15 @@ async def create_endpoint(
 
 
 @router.get("/webhook_endpoints", response_model=ListResponse[EndpointOut])
-async def list_endpoints(auth: AuthDep, session: SessionDep) -> ListResponse[EndpointOut]:
+async def list_endpoints(auth: AuthDep, session: ReadSessionDep) -> ListResponse[EndpointOut]:
     rows = await WebhookRepository(session).endpoints(auth.app_id, auth.livemode)
     return ListResponse[EndpointOut](data=[EndpointOut.of(e) for e in rows], has_more=False)
 
 
 @router.get("/webhook_endpoints/{endpoint_id}", response_model=EndpointOut)
-async def retrieve_endpoint(endpoint_id: str, auth: AuthDep, session: SessionDep) -> EndpointOut:
+async def retrieve_endpoint(
+    endpoint_id: str, auth: AuthDep, session: ReadSessionDep
+) -> EndpointOut:
     endpoint = await service.get_endpoint(
         session, app_id=auth.app_id, livemode=auth.livemode, endpoint_id=endpoint_id
     )
@@ -58,7 +60,7 @@ async def delete_endpoint(endpoint_id: str, auth: AuthDep, session: SessionDep) 
 
 @router.get("/events", response_model=ListResponse[EventOut])
 async def list_events(
-    auth: AuthDep, session: SessionDep, page: PageDep,
+    auth: AuthDep, session: ReadSessionDep, page: PageDep,
     type: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ListResponse[EventOut]:  # fmt: skip
     """Newest first. Page with ``starting_after`` = the last id of the previous page."""
@@ -70,7 +72,7 @@ async def list_events(
 
 
 @router.get("/events/{event_id}", response_model=EventOut)
-async def retrieve_event(event_id: str, auth: AuthDep, session: SessionDep) -> EventOut:
+async def retrieve_event(event_id: str, auth: AuthDep, session: ReadSessionDep) -> EventOut:
     event = await service.get_event(
         session, app_id=auth.app_id, livemode=auth.livemode, event_id=event_id
     )
@@ -79,7 +81,7 @@ async def retrieve_event(event_id: str, auth: AuthDep, session: SessionDep) -> E
 
 @router.get("/events/{event_id}/deliveries", response_model=ListResponse[DeliveryOut])
 async def list_deliveries(
-    event_id: str, auth: AuthDep, session: SessionDep
+    event_id: str, auth: AuthDep, session: ReadSessionDep
 ) -> ListResponse[DeliveryOut]:
     """Every delivery of the event (one per endpoint, plus resends) with its attempt log."""
     event = await service.get_event(

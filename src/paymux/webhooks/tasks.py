@@ -17,7 +17,7 @@ import structlog
 
 from paymux.kit import clock
 from paymux.kit.crypto import DecryptionError
-from paymux.kit.db import claim_due
+from paymux.kit.db import any_due, claim_due
 from paymux.runtime import Runtime
 from paymux.webhooks import service, signing
 from paymux.webhooks.models import DeliveryStatus, WebhookDelivery
@@ -42,10 +42,12 @@ class _Send:
 
 async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
     """Attempt every delivery that is due. Returns how many were attempted or canceled."""
+    where = [WebhookDelivery.status == DeliveryStatus.pending]
+    if not await any_due(rt.db, WebhookDelivery.next_attempt_at, where=where):
+        return 0
     async with rt.db.transaction() as session:
         deliveries = await claim_due(
-            session, WebhookDelivery, WebhookDelivery.next_attempt_at,
-            where=[WebhookDelivery.status == DeliveryStatus.pending],
+            session, WebhookDelivery, WebhookDelivery.next_attempt_at, where=where,
             limit=limit, lease_seconds=LEASE_SECONDS,
         )  # fmt: skip
         if not deliveries:
