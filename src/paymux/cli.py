@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from paymux.config import Environment, Settings, get_settings
@@ -41,11 +42,23 @@ def main() -> None:
     app()
 
 
+def _settings() -> Settings:
+    """The configuration, or a clear message and exit code 2 when it is invalid."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            console.print(
+                f"[red]configuration error[/red] {error['msg'].removeprefix('Value error, ')}"
+            )
+        raise typer.Exit(2) from None
+
+
 def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Run ``work`` with a runtime; domain errors become a clear message and exit code 1."""
 
     async def go() -> T:
-        rt = Runtime.build(get_settings())
+        rt = Runtime.build(_settings())
         try:
             return await work(rt)
         finally:
@@ -127,7 +140,7 @@ def serve(
     """Run the API (configure with PAYMUX_* environment variables)."""
     import uvicorn
 
-    get_settings()  # refuse bad configuration before forking
+    _settings()  # refuse bad configuration before forking
     if with_worker:
         os.environ["PAYMUX_RUN_WORKER"] = "1"
     uvicorn.run(
@@ -162,7 +175,7 @@ def keygen() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations to PAYMUX_DATABASE_URL."""
-    url = get_settings().database_url
+    url = _settings().database_url
     asyncio.run(migrate.upgrade(url, revision))
     console.print(f"database at {revision}")
 

@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -49,8 +49,15 @@ PERIODIC_CHECK_SECONDS = 30.0
 
 
 class Worker:
-    def __init__(self, rt: Runtime, *, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        holder: str | None = None,
+        periodic: Sequence[Periodic] = PERIODIC,
+    ) -> None:
         self.rt = rt
+        self.periodic = tuple(periodic)
         self._next_check: dict[str, float] = {}
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{token('', 4)}"
         batch = rt.settings.worker_batch_size
@@ -68,7 +75,7 @@ class Worker:
                 handled += await job(self.rt)
             except Exception:
                 log.exception("job_failed", job=name)
-        for periodic in PERIODIC:
+        for periodic in self.periodic:
             handled += await self._periodic(periodic)
         return handled
 
