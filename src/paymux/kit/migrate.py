@@ -1,4 +1,9 @@
-"""Run Alembic migrations programmatically (CLI ``paymux db upgrade``, demo, tests)."""
+"""Run Alembic migrations programmatically (CLI ``paymux db upgrade``, demo, tests).
+
+The migrations ship inside the package (``paymux/migrations``), so an installed paymux can
+migrate its database without a source checkout; ``alembic.ini`` at the repository root points
+at the same directory for developers who run ``alembic`` itself.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-
-def _find_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "alembic.ini").exists() and (parent / "migrations").is_dir():
-            return parent
-    raise RuntimeError("alembic.ini not found; run from a paymux checkout")
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
-    root = _find_root()
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["database_url"] = database_url
     return cfg
 

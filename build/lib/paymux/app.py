@@ -1,0 +1,101 @@
+"""create_app(): routers, lifespan, middleware — wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from paymux import __version__
+from paymux.config import Settings, get_settings
+from paymux.kit.logging import configure_logging
+from paymux.kit.web import install_error_handlers
+from paymux.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    sandboxes: Mapping[str, Any] | None = None,
+    run_worker: bool = False,
+    extra_routers: list[Any] | None = None,
+) -> FastAPI:
+    """Build the gateway.
+
+    ``runtime``: use this one (tests) instead of building one in the lifespan.
+    ``sandboxes``: channel sandboxes to mount at ``/sandbox/<channel>`` (demo, tests).
+    ``run_worker``: run the worker loop inside this process (``paymux demo``).
+    """
+    settings = settings or (runtime.settings if runtime else get_settings())
+    if os.environ.get("PAYMUX_RUN_WORKER") == "1":  # `paymux serve --with-worker`
+        run_worker = True
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime or Runtime.build(settings)
+        app.state.runtime = rt
+        worker_task: asyncio.Task[None] | None = None
+        if run_worker:
+            from paymux.jobs.worker import Worker
+
+            worker = Worker(rt)
+            worker_task = asyncio.create_task(worker.run_forever())
+        try:
+            yield
+        finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            for sandbox in (sandboxes or {}).values():
+                await sandbox.core.aclose()
+            if owned:
+                await rt.aclose()
+
+    app = FastAPI(
+        title="paymux",
+        version=__version__,
+        summary="Self-hosted aggregated payment gateway",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_error_handlers(app)
+
+    from paymux.cashier.endpoints import router as cashier_router
+    from paymux.channels.endpoints import router as channels_router
+    from paymux.merchants.endpoints import router as operator_router
+    from paymux.payments.endpoints import router as payments_router
+    from paymux.webhooks.endpoints import router as webhooks_router
+
+    app.include_router(payments_router)
+    app.include_router(webhooks_router)
+    app.include_router(operator_router)
+    app.include_router(channels_router)
+    app.include_router(cashier_router)
+    for router in extra_routers or []:
+        app.include_router(router)
+    for name, sandbox in (sandboxes or {}).items():
+        app.mount(f"/sandbox/{name}", sandbox.app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,1 @@
+"""Payment channels: the adapter contract, the registry and one package per channel."""

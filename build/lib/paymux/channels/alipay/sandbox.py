@@ -1,0 +1,494 @@
+"""An Alipay OpenAPI sandbox that speaks the real wire protocol (RSA2, public-key mode).
+
+``POST``/``GET /gateway.do`` dispatches on ``method`` as Alipay does; parameters come from the
+query string and/or an ``application/x-www-form-urlencoded`` body. Every request's signature is
+checked against the registered app's public key (failures answer ``40002
+isv.invalid-signature``), and every JSON answer ``{"<method>_response": {...}, "sign": "..."}``
+is signed, with the sandbox's own "Alipay" key, over the exact text of the response object.
+
+Methods:
+
+- ``alipay.trade.precreate``: creates the order (``WAIT_BUYER_PAY``), answers ``qr_code`` =
+  ``{base_url}/_sandbox/pay/{out_trade_no}``. Repeating it for a pending order with the same
+  amount and subject returns the same code (Alipay's idempotency); otherwise
+  ``ACQ.CONTEXT_INCONSISTENT`` / ``ACQ.TRADE_HAS_SUCCESS`` / ``ACQ.TRADE_HAS_CLOSE``.
+- ``alipay.trade.page.pay`` / ``alipay.trade.wap.pay`` / ``alipay.trade.app.pay``: browser
+  entries. Opening the signed gateway URL (or, standing in for the Alipay app SDK, the app
+  order string as a query) creates the order and redirects (302) to the customer page. As at
+  Alipay, these orders do not exist before that (a query answers ``ACQ.TRADE_NOT_EXIST``).
+  Errors are shown as an HTML error page (HTTP 400). ``QUICK_WAP_WAY`` and the legacy
+  ``QUICK_WAP_PAY`` are both accepted for wap.
+- ``alipay.trade.query``: by ``out_trade_no`` or ``trade_no``; ``ACQ.TRADE_NOT_EXIST`` if unknown.
+- ``alipay.trade.close``: closes a ``WAIT_BUYER_PAY`` order; ``ACQ.TRADE_STATUS_ERROR`` for a
+  paid or already closed one; ``ACQ.TRADE_NOT_EXIST`` if unknown.
+
+Notifications (form POST, ``notify_type=trade_status_sync``, signed over the sorted fields
+minus ``sign``/``sign_type``; acknowledged only by a 200 whose body is exactly ``success``;
+retried 4m 10m 10m 1h 2h 6h 15h like Alipay):
+
+- ``TRADE_SUCCESS`` when the order is paid.
+- ``TRADE_CLOSED`` when an unpaid order is closed by Alipay: the sandbox's "decline" stands
+  for a customer who gives up until the trade times out (Alipay has no failed trade state; its
+  docs list "unpaid trade closed on timeout" as a TRADE_CLOSED trigger that notifies by
+  default), and a pending order found past its ``time_expire`` is closed and notified too
+  (lazily, when the order is next touched through the API).
+- No notification for a close the merchant asked for via ``alipay.trade.close`` (its answer
+  is authoritative) and none for ``WAIT_BUYER_PAY`` (Alipay does not notify it by default).
+
+Divergences from Alipay, on purpose: one sandbox "Alipay" key pair signs for every app (Alipay
+issues one per app); the ``timestamp`` is checked for format, not freshness; the customer page
+(from the shared kit) can still pay an order past ``time_expire`` and redirects to
+``return_url`` without Alipay's signed return parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import escape
+
+from paymux.channels.alipay import protocol as p
+from paymux.channels.sandbox_kit import (
+    OrderStatus,
+    Outcome,
+    SandboxCore,
+    SandboxOrder,
+    customer_router,
+)
+from paymux.kit import clock
+
+RETRY_SCHEDULE: tuple[float, ...] = (240, 600, 600, 3600, 7200, 21600, 54000)
+
+_MESSAGES = {
+    "10000": "Success",
+    "20000": "Service Currently Unavailable",
+    "40001": "Missing Required Arguments",
+    "40002": "Invalid Arguments",
+    "40004": "Business Failed",
+}
+_SERVER_METHODS = (p.METHOD_PRECREATE, p.METHOD_QUERY, p.METHOD_CLOSE)
+_BROWSER_METHODS = {
+    p.METHOD_PAGE_PAY: ("alipay_page", (p.PRODUCT_PAGE,)),
+    p.METHOD_WAP_PAY: ("alipay_wap", (p.PRODUCT_WAP, "QUICK_WAP_PAY")),
+    p.METHOD_APP_PAY: ("alipay_app", (p.PRODUCT_APP,)),
+}
+_MAX_AMOUNT = 100_000_000_00  # 100 million yuan, Alipay's per-trade ceiling, in fen
+
+
+@dataclass
+class SandboxApp:
+    app_id: str
+    public_key: rsa.RSAPublicKey
+    seller_id: str
+
+
+class _Fail(Exception):
+    def __init__(self, code: str, sub_code: str, sub_msg: str) -> None:
+        super().__init__(f"{code} {sub_code}: {sub_msg}")
+        self.code = code
+        self.sub_code = sub_code
+        self.sub_msg = sub_msg
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "msg": _MESSAGES.get(self.code, "Business Failed"),
+            "sub_code": self.sub_code,
+            "sub_msg": self.sub_msg,
+        }
+
+
+class _CreateError(Exception):
+    """Scripted ``create_error``: HTTP 500, nothing created."""
+
+
+def _missing(name: str) -> _Fail:
+    return _Fail("40001", f"isv.missing-{name}", f"缺少{name}参数")
+
+
+def _invalid(name: str, message: str = "") -> _Fail:
+    return _Fail("40002", f"isv.invalid-{name}", message or f"无效的{name}参数")
+
+
+def _business(sub_code: str, message: str) -> _Fail:
+    return _Fail("40004", sub_code, message)
+
+
+def _digits(n: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+def _base_url(request: Request) -> str:
+    root = str(request.scope.get("root_path", ""))
+    return f"{request.url.scheme}://{request.url.netloc}{root}".rstrip("/")
+
+
+def _wire_status(order: SandboxOrder) -> str:
+    return {
+        OrderStatus.pending: "WAIT_BUYER_PAY",
+        OrderStatus.succeeded: "TRADE_SUCCESS",
+        OrderStatus.failed: "TRADE_CLOSED",
+        OrderStatus.closed: "TRADE_CLOSED",
+    }[order.status]
+
+
+def is_ack(response: httpx.Response) -> bool:
+    """Alipay stops retrying only when the merchant prints exactly ``success``."""
+    return response.status_code == 200 and response.content == b"success"
+
+
+class Sandbox:
+    """The Alipay sandbox: ``.core`` (orders, scripts, notifier) and ``.app`` (ASGI)."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient | None = None,
+        time_scale: float = 1.0,
+        hold_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.alipay_public_key = p.public_key_pem(self._alipay_key.public_key())
+        """The sandbox's "Alipay public key" (PEM), as given to every app."""
+        self.apps: dict[str, SandboxApp] = {}
+        self.core = SandboxCore(
+            channel="alipay",
+            retry_schedule=RETRY_SCHEDULE,
+            build_notification=self.build_notification,
+            is_ack=is_ack,
+            http=http,
+            time_scale=time_scale,
+            hold_timeout_seconds=hold_timeout_seconds,
+        )
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------ apps
+    def register_app(
+        self, app_id: str, app_public_key: str, *, seller_id: str | None = None
+    ) -> SandboxApp:
+        """Register an app whose key pair was made elsewhere (e.g. for an SDK client)."""
+        app = SandboxApp(
+            app_id=app_id,
+            public_key=p.load_public_key(app_public_key),
+            seller_id=seller_id or "2088" + _digits(12),
+        )
+        self.apps[app_id] = app
+        return app
+
+    def provision(self, base_url: str) -> dict[str, Any]:
+        """Create an app with a fresh RSA 2048 key pair; return complete adapter credentials."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        app_id = "9021" + _digits(12)
+        while app_id in self.apps:
+            app_id = "9021" + _digits(12)
+        app = self.register_app(app_id, p.public_key_pem(key.public_key()))
+        return {
+            "app_id": app.app_id,
+            "app_private_key": p.private_key_pem(key),
+            "alipay_public_key": self.alipay_public_key,
+            "gateway": f"{base_url.rstrip('/')}/gateway.do",
+            "seller_id": app.seller_id,
+        }
+
+    # ------------------------------------------------------------ notifications
+    def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+        now = clock.now()
+        paid = order.status is OrderStatus.succeeded
+        amount = p.to_yuan(order.amount)
+        fields = {
+            "notify_id": p.format_time(now).replace("-", "").replace(" ", "").replace(":", "")
+            + secrets.token_hex(12),
+            "notify_time": p.format_time(now),
+            "notify_type": "trade_status_sync",
+            "charset": p.CHARSET,
+            "version": p.VERSION,
+            "app_id": order.merchant_id,
+            "auth_app_id": order.merchant_id,
+            "trade_no": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "trade_status": _wire_status(order),
+            "total_amount": amount,
+            "receipt_amount": amount if paid else "0.00",
+            "invoice_amount": amount if paid else "0.00",
+            "buyer_pay_amount": amount if paid else "0.00",
+            "point_amount": "0.00",
+            "buyer_id": str(order.extra["buyer_id"]),
+            "seller_id": str(order.extra["seller_id"]),
+            "subject": order.subject,
+            "gmt_create": p.format_time(order.created_at),
+        }
+        if paid and order.paid_at is not None:
+            fields["gmt_payment"] = p.format_time(order.paid_at)
+            fields["fund_bill_list"] = json.dumps(
+                [{"amount": amount, "fundChannel": "ALIPAYACCOUNT"}], separators=(",", ":")
+            )
+        else:
+            fields["gmt_close"] = p.format_time(order.closed_at or now)
+        fields["sign"] = p.sign(p.notify_sign_content(fields), self._alipay_key)
+        fields["sign_type"] = p.SIGN_TYPE
+        body = p.query_string(fields).encode("ascii")
+        return {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, body
+
+    # ------------------------------------------------------------ request handling
+    @staticmethod
+    async def _read_params(request: Request) -> dict[str, str]:
+        pairs = list(request.query_params.multi_items())
+        if request.method == "POST":
+            body = await request.body()
+            ctype = request.headers.get("content-type", "")
+            if body and (not ctype or "application/x-www-form-urlencoded" in ctype):
+                try:
+                    pairs += parse_qsl(
+                        body.decode("utf-8"), keep_blank_values=True, errors="strict"
+                    )
+                except (UnicodeDecodeError, ValueError):
+                    raise _invalid("parameter", "请求体不是 UTF-8 表单") from None
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            if key in params and params[key] != value:
+                raise _invalid("parameter", f"参数 {key} 重复")
+            params[key] = value
+        return params
+
+    def _authenticate(self, params: dict[str, str]) -> tuple[SandboxApp, dict[str, Any]]:
+        """Common parameters and the request signature; returns the app and biz_content."""
+        for name, wire in (("app-id", "app_id"), ("signature", "sign")):
+            if not params.get(wire):
+                raise _missing(name)
+        app = self.apps.get(params["app_id"])
+        if app is None:
+            raise _invalid("app-id", "无效的AppID参数")
+        sign_type = params.get("sign_type")
+        if not sign_type:
+            raise _missing("signature-type")
+        if sign_type != p.SIGN_TYPE:
+            raise _invalid("signature-type", "无效的签名类型")
+        if params.get("charset", p.CHARSET).lower() != p.CHARSET:
+            raise _invalid("charset", "字符集错误")
+        if not p.verify_request(params, app.public_key):
+            raise _invalid("signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
+        if not params.get("timestamp"):
+            raise _missing("timestamp")
+        try:
+            p.parse_time(params["timestamp"])
+        except ValueError:
+            raise _invalid("timestamp", "非法的时间戳参数") from None
+        if params.get("version", "") != p.VERSION:
+            raise (
+                _invalid("version", "无效的版本号")
+                if params.get("version")
+                else _missing("version")
+            )
+        if params.get("format", p.FORMAT).upper() != p.FORMAT:
+            raise _invalid("format", "无效的数据格式")
+        try:
+            biz = json.loads(params.get("biz_content") or "{}")
+        except json.JSONDecodeError:
+            raise _invalid("parameter", "biz_content 不是合法的 JSON") from None
+        if not isinstance(biz, dict):
+            raise _invalid("parameter", "biz_content 不是 JSON 对象")
+        return app, biz
+
+    def _respond(self, key: str, payload: dict[str, Any]) -> Response:
+        text = p.build_response(key, payload, self._alipay_key)
+        return Response(text.encode("utf-8"), media_type="application/json;charset=utf-8")
+
+    @staticmethod
+    def _trade_fields(biz: dict[str, Any]) -> tuple[str, int, str]:
+        out_trade_no = str(biz.get("out_trade_no") or "")
+        if not out_trade_no:
+            raise _Fail("40002", "isv.missing-parameter", "缺少 out_trade_no")
+        if len(out_trade_no) > 64:
+            raise _business("ACQ.INVALID_PARAMETER", "out_trade_no 过长")
+        text = str(biz.get("total_amount") or "")
+        try:
+            amount = p.to_fen(text)
+        except ValueError:
+            raise _business("ACQ.INVALID_PARAMETER", "total_amount 格式错误") from None
+        if not 1 <= amount <= _MAX_AMOUNT:
+            raise _business("ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额")
+        subject = str(biz.get("subject") or "")
+        if not subject:
+            raise _Fail("40002", "isv.missing-parameter", "缺少 subject")
+        return out_trade_no, amount, subject
+
+    def _expire_if_due(self, order: SandboxOrder) -> None:
+        expires = order.extra.get("expires_at")
+        if (
+            order.status is OrderStatus.pending
+            and isinstance(expires, dt.datetime)
+            and clock.now() >= expires
+        ):
+            self.core.close(order)
+            self.core.spawn(self.core.notify(order))
+
+    def _existing(self, order: SandboxOrder, amount: int, subject: str) -> None:
+        """A repeated create for ``order``: fine only if pending and consistent."""
+        self._expire_if_due(order)
+        if order.status is OrderStatus.succeeded:
+            raise _business("ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
+        if order.status is not OrderStatus.pending:
+            raise _business("ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
+        if order.amount != amount or order.subject != subject:
+            raise _business("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
+
+    async def _create(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], method: str
+    ) -> SandboxOrder:
+        out_trade_no, amount, subject = self._trade_fields(biz)
+        existing = self.core.get_order(app.app_id, out_trade_no)
+        if existing is not None:
+            self._existing(existing, amount, subject)
+            return existing
+        expires_at: dt.datetime | None = None
+        if biz.get("time_expire"):
+            try:
+                expires_at = p.parse_time(str(biz["time_expire"]))
+            except ValueError:
+                raise _business("ACQ.INVALID_PARAMETER", "time_expire 格式错误") from None
+            if expires_at <= clock.now():
+                raise _business("ACQ.INVALID_PARAMETER", "time_expire 已过期")
+        seller = biz.get("seller_id")
+        if seller and seller != app.seller_id:
+            raise _business("ACQ.SELLER_NOT_EXIST", "卖家不存在")
+        script = self.core.take_script(subject)
+        if script.outcome is Outcome.create_error:
+            raise _CreateError
+        now = clock.now()
+        trade_no = p.format_time(now)[:10].replace("-", "") + "22001" + _digits(15)
+        order = self.core.add_order(
+            SandboxOrder(
+                out_trade_no=out_trade_no,
+                channel_trade_no=trade_no,
+                merchant_id=app.app_id,
+                amount=amount,
+                currency=p.CURRENCY,
+                subject=subject,
+                notify_url=params.get("notify_url") or None,
+                method=method,
+                script=script,
+                created_at=now,
+                return_url=params.get("return_url") or None,
+                extra={
+                    "buyer_id": "2088" + _digits(12),
+                    "seller_id": app.seller_id,
+                    "expires_at": expires_at,
+                },
+            )
+        )
+        await self.core.after_create(order)
+        return order
+
+    def _lookup(self, app: SandboxApp, biz: dict[str, Any]) -> SandboxOrder:
+        out_trade_no = biz.get("out_trade_no")
+        trade_no = biz.get("trade_no")
+        if not out_trade_no and not trade_no:
+            raise _Fail("40002", "isv.missing-parameter", "out_trade_no 与 trade_no 不能同时为空")
+        order = self.core.get_order(app.app_id, str(out_trade_no)) if out_trade_no else None
+        if order is None and trade_no:
+            order = next(
+                (
+                    o
+                    for o in self.core.orders.values()
+                    if o.merchant_id == app.app_id and o.channel_trade_no == trade_no
+                ),
+                None,
+            )
+        if order is None:
+            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        self._expire_if_due(order)
+        return order
+
+    async def _server_call(
+        self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        ok = {"code": "10000", "msg": "Success"}
+        if method == p.METHOD_PRECREATE:
+            order = await self._create(app, params, biz, "alipay_qr")
+            qr = f"{base}/_sandbox/pay/{order.out_trade_no}"
+            return {**ok, "out_trade_no": order.out_trade_no, "qr_code": qr}
+        order = self._lookup(app, biz)
+        if method == p.METHOD_CLOSE:
+            if order.status is not OrderStatus.pending:
+                raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+            self.core.close(order)
+            return {**ok, "trade_no": order.channel_trade_no, "out_trade_no": order.out_trade_no}
+        paid = order.status is OrderStatus.succeeded
+        amount = p.to_yuan(order.amount)
+        answer: dict[str, Any] = {
+            **ok,
+            "trade_no": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "buyer_logon_id": "sbx***@sandbox.example",
+            "trade_status": _wire_status(order),
+            "total_amount": amount,
+            "buyer_pay_amount": amount if paid else "0.00",
+            "point_amount": "0.00",
+            "invoice_amount": amount if paid else "0.00",
+            "receipt_amount": amount if paid else "0.00",
+            "buyer_user_id": order.extra["buyer_id"],
+        }
+        if paid and order.paid_at is not None:
+            answer["send_pay_date"] = p.format_time(order.paid_at)
+            answer["fund_bill_list"] = [{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}]
+        return answer
+
+    async def _browser_call(
+        self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> Response:
+        kind, products = _BROWSER_METHODS[method]
+        product = biz.get("product_code")
+        if product and product not in products:
+            raise _business("ACQ.PRODUCT_CODE_ERROR", f"不支持的产品码 {product}")
+        order = await self._create(app, params, biz, kind)
+        return RedirectResponse(f"{base}/_sandbox/pay/{order.out_trade_no}", status_code=302)
+
+    async def handle(self, request: Request) -> Response:
+        base = _base_url(request)
+        try:
+            params = await self._read_params(request)
+        except _Fail as fail:
+            return self._respond("error_response", fail.payload())
+        method = params.get("method", "")
+        browser = method in _BROWSER_METHODS
+        known = browser or method in _SERVER_METHODS
+        key = p.response_key(method) if known else "error_response"
+        try:
+            if not method:
+                raise _missing("method")
+            if not known:
+                raise _invalid("method", "不存在的方法名")
+            app, biz = self._authenticate(params)
+            if browser:
+                return await self._browser_call(app, method, params, biz, base)
+            return self._respond(key, await self._server_call(app, method, params, biz, base))
+        except _CreateError:
+            return Response(b"Internal Server Error", status_code=500, media_type="text/plain")
+        except _Fail as fail:
+            if browser:
+                return HTMLResponse(
+                    f"<!doctype html><title>支付宝 - 错误</title><h1>{escape(fail.code)}</h1>"
+                    f"<p>{escape(fail.sub_code)}: {escape(fail.sub_msg)}</p>",
+                    status_code=400,
+                )
+            return self._respond(key, fail.payload())
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="Alipay sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+        app.add_api_route("/gateway.do", self.handle, methods=["GET", "POST"])
+        app.include_router(
+            customer_router(self.core, title="Alipay sandbox", brand_color="#1677ff")
+        )
+        return app
+
+
+__all__ = ["RETRY_SCHEDULE", "Sandbox", "SandboxApp", "is_ack"]

@@ -1,0 +1,256 @@
+"""The contract between the gateway and a payment channel.
+
+Domain services only see the normalised types here; every channel-specific fact lives in
+``channels/<name>/``. Errors are drawn once, at the top, in three kinds that decide what the
+gateway may do next:
+
+- :class:`RetryableError`: a technical failure where the channel certainly did *not* act
+  (connection refused, DNS, a request rejected before processing). Safe to retry or fail over.
+- :class:`BusinessError`: the channel answered and said no (declined, invalid parameter, order
+  already closed). Final for this request.
+- :class:`UnknownOutcome`: the request may or may not have taken effect (timeout, 5xx, a response
+  we could not verify). Never retried elsewhere; resolved by querying the channel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+import httpx
+from pydantic import BaseModel
+
+
+# ---------------------------------------------------------------- errors
+class ChannelError(Exception):
+    """Base of every error an adapter raises."""
+
+    def __init__(self, code: str, message: str = "", *, raw: Any = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message or code
+        self.raw = raw
+
+
+class RetryableError(ChannelError):
+    """Technical failure; the channel did not act. Safe to retry / fail over."""
+
+
+class BusinessError(ChannelError):
+    """The channel refused; final for this request."""
+
+
+class UnknownOutcome(ChannelError):
+    """The request may or may not have taken effect; resolve by querying."""
+
+
+class InvalidNotification(ChannelError):
+    """A notification failed verification (signature, decryption, identity, freshness)."""
+
+
+class InvalidCredentials(ValueError):
+    """Channel configuration credentials are malformed or incomplete."""
+
+
+# ---------------------------------------------------------------- normalised types
+class ChannelPaymentStatus(StrEnum):
+    """A channel's view of one order, normalised."""
+
+    pending = "pending"
+    """Created at the channel, not yet paid (NOTPAY, USERPAYING, WAIT_BUYER_PAY)."""
+    succeeded = "succeeded"
+    """Paid (SUCCESS, TRADE_SUCCESS, TRADE_FINISHED)."""
+    failed = "failed"
+    """Payment attempt failed at the channel (PAYERROR)."""
+    closed = "closed"
+    """Closed/revoked at the channel; can no longer be paid (CLOSED, REVOKED, TRADE_CLOSED)."""
+    not_found = "not_found"
+    """The channel has no such order (the create never reached it)."""
+
+
+class NextActionType(StrEnum):
+    qr_code = "qr_code"
+    """Show ``code_url`` as a QR code for the customer's wallet app to scan."""
+    redirect = "redirect"
+    """Send the customer's browser to ``url``."""
+    form = "form"
+    """Render ``html`` (an auto-submitting form) in the customer's browser."""
+    sdk_params = "sdk_params"
+    """Hand ``params`` to the wallet's client SDK (JSAPI, app, mini-program)."""
+
+
+@dataclass(frozen=True)
+class NextAction:
+    type: NextActionType
+    code_url: str | None = None
+    url: str | None = None
+    html: str | None = None
+    params: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type.value}
+        for key in ("code_url", "url", "html", "params"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
+
+
+@dataclass(frozen=True)
+class CreatePayment:
+    """What the gateway asks a channel to create. ``out_trade_no`` is our attempt id: a retry
+    of the same attempt is the same request to the channel."""
+
+    out_trade_no: str
+    method: str
+    amount: int
+    currency: str
+    subject: str
+    notify_url: str
+    expires_at: dt.datetime
+    description: str | None = None
+    return_url: str | None = None
+    client_ip: str | None = None
+    customer: Mapping[str, Any] = field(default_factory=dict)
+    """Channel customer identifiers: ``openid`` (WeChat JSAPI/mini), ``buyer_id`` (Alipay)…"""
+
+
+@dataclass(frozen=True)
+class CreatedPayment:
+    channel_trade_no: str | None
+    next_action: NextAction | None
+    status: ChannelPaymentStatus = ChannelPaymentStatus.pending
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """A channel's authoritative view of an order (from a query or a notification)."""
+
+    out_trade_no: str
+    status: ChannelPaymentStatus
+    channel_trade_no: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    paid_at: dt.datetime | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The exact HTTP answer a channel expects to a notification."""
+
+    status_code: int
+    body: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A verified, decrypted channel notification.
+
+    ``event_key`` identifies the channel's event uniquely for this channel account (WeChat's
+    notification ``id``, Alipay's ``notify_id``); the inbox is unique on it.
+    """
+
+    event_key: str
+    payment: PaymentState
+    raw: Any = None
+
+
+# ---------------------------------------------------------------- the adapter contract
+class ChannelAdapter(Protocol):
+    """One channel account's client. Built per call with decrypted credentials and an injected
+    ``httpx.AsyncClient``; holds no state beyond them."""
+
+    name: ClassVar[str]
+    methods: ClassVar[frozenset[str]]
+    currencies: ClassVar[frozenset[str]]
+
+    async def create_payment(self, request: CreatePayment) -> CreatedPayment: ...
+
+    async def query_payment(self, out_trade_no: str) -> PaymentState:
+        """Raises UnknownOutcome/RetryableError on technical failure; returns ``not_found``
+        when the channel has no such order."""
+        ...
+
+    async def close_payment(self, out_trade_no: str) -> None:
+        """Close an unpaid order so it can no longer be paid. Raises BusinessError with code
+        ``already_paid`` if the order was paid meanwhile; closing a closed or unknown order is
+        success."""
+        ...
+
+    async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
+        """Verify (signature, freshness, identity against our credentials) and decode a
+        notification. Raises InvalidNotification."""
+        ...
+
+    def ack(self, ok: bool) -> Ack:
+        """The channel's exact acknowledgement (or refusal, so it retries)."""
+        ...
+
+
+class AdapterFactory(Protocol):
+    name: str
+    methods: frozenset[str]
+    currencies: frozenset[str]
+    credentials_model: type[BaseModel]
+    production_hosts: frozenset[str]
+    """Hosts of the real channel; a test-mode configuration may never point at them."""
+    required_customer: Mapping[str, tuple[str, ...]]
+    """Per method, the ``customer`` fields the channel needs (``wechat_jsapi`` → ``openid``);
+    checked before anything is created."""
+
+    def __call__(
+        self, credentials: Mapping[str, Any], http: httpx.AsyncClient
+    ) -> ChannelAdapter: ...
+
+
+# ---------------------------------------------------------------- registry
+_REGISTRY: dict[str, AdapterFactory] = {}
+
+
+def register(factory: AdapterFactory) -> AdapterFactory:
+    """Class decorator: make an adapter available under its ``name``."""
+    _REGISTRY[factory.name] = factory
+    return factory
+
+
+def load_builtin_channels() -> None:
+    """Import every built-in channel package so it registers itself."""
+    from paymux.channels.alipay import adapter as _alipay  # noqa: F401
+    from paymux.channels.wechatpay import adapter as _wechatpay  # noqa: F401
+
+
+def get(name: str) -> AdapterFactory:
+    load_builtin_channels()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown channel {name!r}") from None
+
+
+def all_channels() -> dict[str, AdapterFactory]:
+    load_builtin_channels()
+    return dict(_REGISTRY)
+
+
+def channels_for_method(method: str) -> list[str]:
+    return [name for name, f in all_channels().items() if method in f.methods]
+
+
+def all_methods() -> set[str]:
+    return {m for f in all_channels().values() for m in f.methods}
+
+
+def required_customer_fields(method: str) -> set[str]:
+    """Customer fields every channel offering ``method`` requires."""
+    needed: set[str] = set()
+    for factory in all_channels().values():
+        needed |= set(getattr(factory, "required_customer", {}).get(method, ()))
+    return needed

@@ -1,0 +1,73 @@
+"""The callback inbox: verify → store raw (unique on the channel's event) → apply once → ack.
+
+A notification that fails verification or the cross-check against our own order is answered
+with a 4xx and leaves no trace but a log line; a duplicate is acknowledged without effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from paymux.channels import base
+from paymux.channels import service as channel_service
+from paymux.channels.models import ChannelEvent
+from paymux.channels.repository import ChannelRepository
+from paymux.kit import clock
+from paymux.kit.ids import new_id
+from paymux.payments import service as payments
+from paymux.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+_KEPT_HEADERS = ("content-type", "user-agent", "request-id")
+
+
+@dataclass(frozen=True)
+class Received:
+    ack: base.Ack
+    result: str
+    """``applied``, ``no_change``, ``duplicate``, ``rejected`` or ``unknown_account``."""
+
+
+def _rejected(ack: base.Ack) -> base.Ack:
+    # The channel's own refusal body, with a 4xx status so nothing upstream mistakes it for 2xx.
+    return base.Ack(status_code=400, body=ack.body, media_type=ack.media_type)
+
+
+async def receive(
+    rt: Runtime, *, channel: str, account_id: str, headers: Mapping[str, str], body: bytes
+) -> Received | None:
+    """Handle one notification. None when the account does not exist (the caller answers 404)."""
+    async with rt.db.read() as session:
+        account = await ChannelRepository(session).get(account_id)
+    if account is None or account.channel != channel:
+        return None
+    adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+    try:
+        note = await adapter.parse_notification(headers, body)
+    except base.InvalidNotification as exc:
+        log.warning("notification_rejected", account=account_id, code=exc.code, why=exc.message)
+        return Received(_rejected(adapter.ack(False)), "rejected")
+    try:
+        async with rt.db.transaction() as session:
+            event = ChannelEvent(
+                id=new_id("cev"), channel=channel, channel_account_id=account_id,
+                event_key=note.event_key[:128], out_trade_no=note.payment.out_trade_no[:64],
+                headers={k: v for k, v in headers.items() if k.lower().startswith(
+                    ("wechatpay-", *_KEPT_HEADERS))},
+                body=body.decode("utf-8", errors="replace"), result="received",
+                received_at=clock.now(),
+            )  # fmt: skip
+            if not await ChannelRepository(session).insert_event(event):
+                return Received(adapter.ack(True), "duplicate")
+            event.result = await payments.apply_notification(
+                session, account, note.payment, rt.settings.public_url
+            )
+    except base.InvalidNotification as exc:
+        log.warning("notification_mismatch", account=account_id, code=exc.code, why=exc.message)
+        return Received(_rejected(adapter.ack(False)), "rejected")
+    log.info("notification", account=account_id, key=note.event_key, result=event.result)
+    return Received(adapter.ack(True), event.result)

@@ -1,0 +1,52 @@
+"""Channel accounts (an app's configured channel credentials) and the notification inbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from paymux.kit.db import Base, JSONType, UTCDateTime
+from paymux.kit.models import created_at_column, updated_at_column
+
+
+class ChannelAccount(Base):
+    """One app's account at one channel: credentials (encrypted), methods offered, fees."""
+
+    __tablename__ = "channel_accounts"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id"), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(32))
+    mode: Mapped[str] = mapped_column(sa.String(8))
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    methods: Mapped[list[str]] = mapped_column(JSONType)
+    currencies: Mapped[list[str]] = mapped_column(JSONType)
+    credentials_enc: Mapped[str] = mapped_column(sa.Text)
+    fee_rate_bps: Mapped[int] = mapped_column(sa.Integer, default=0)
+    """Channel fee in basis points of the amount (60 = 0.6%)."""
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    priority: Mapped[int] = mapped_column(sa.Integer, default=100)
+    """Lower is tried first."""
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = updated_at_column()
+
+
+class ChannelEvent(Base):
+    """The inbox: every verified channel notification, stored raw, applied once."""
+
+    __tablename__ = "channel_events"
+    __table_args__ = (sa.UniqueConstraint("channel_account_id", "event_key"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(sa.String(32))
+    channel_account_id: Mapped[str] = mapped_column(sa.ForeignKey("channel_accounts.id"))
+    event_key: Mapped[str] = mapped_column(sa.String(128))
+    out_trade_no: Mapped[str] = mapped_column(sa.String(64), index=True)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    body: Mapped[str] = mapped_column(sa.Text)
+    result: Mapped[str] = mapped_column(sa.String(32))
+    """What applying it did: ``applied``, ``no_change`` (stale or already known)."""
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,327 @@
+"""Machinery every channel sandbox shares: order book, scripted outcomes, the customer page and
+a notifier that retries like a real channel until the gateway acknowledges.
+
+A channel's ``sandbox.py`` owns everything channel-specific (paths, signatures, encryption, wire
+shapes) and plugs into :class:`SandboxCore` through two callbacks: how to build the signed
+notification for an order, and how to recognise the gateway's acknowledgement.
+
+Scripted outcomes are chosen per order, by the first script whose ``subject`` matches the order's
+subject (or any script without one), consumed once per use unless ``sticky``:
+
+- ``outcome``: ``manual`` (the customer pays or declines on the page), ``succeed`` / ``decline``
+  (pay or fail at once, no customer), ``create_timeout`` (the order is created but the create
+  response is held longer than any client waits), ``create_error`` (HTTP 500, nothing created).
+- ``notify``: ``normal``, ``none`` (only a query learns the result), ``duplicate`` (sent twice at
+  once), ``delayed`` (after ``delay`` seconds), ``out_of_order`` (an older event is delivered
+  after a newer one), ``before_response`` (the notification is sent before the create answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
+
+from paymux.kit import clock
+
+log = structlog.get_logger(__name__)
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+class Outcome(StrEnum):
+    manual = "manual"
+    succeed = "succeed"
+    decline = "decline"
+    create_timeout = "create_timeout"
+    create_error = "create_error"
+
+
+class NotifyMode(StrEnum):
+    normal = "normal"
+    none = "none"
+    duplicate = "duplicate"
+    delayed = "delayed"
+    out_of_order = "out_of_order"
+    before_response = "before_response"
+
+
+class OrderStatus(StrEnum):
+    """Generic order state; each channel maps it onto its own wire vocabulary."""
+
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+    closed = "closed"
+
+
+class Script(BaseModel):
+    outcome: Outcome = Outcome.manual
+    notify: NotifyMode = NotifyMode.normal
+    delay: float = 2.0
+    subject: str | None = None
+    sticky: bool = False
+
+
+@dataclass
+class SandboxOrder:
+    out_trade_no: str
+    channel_trade_no: str
+    merchant_id: str
+    amount: int
+    currency: str
+    subject: str
+    notify_url: str | None
+    method: str
+    script: Script
+    created_at: dt.datetime
+    status: OrderStatus = OrderStatus.pending
+    paid_at: dt.datetime | None = None
+    closed_at: dt.datetime | None = None
+    return_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    notifications_sent: int = 0
+
+
+NotificationBuilder = Callable[
+    [SandboxOrder], Awaitable[tuple[dict[str, str], bytes]] | tuple[dict[str, str], bytes]
+]
+AckCheck = Callable[[httpx.Response], bool]
+
+
+class SandboxCore:
+    """State and behaviour shared by a channel sandbox: orders, scripts, notifications."""
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        retry_schedule: Sequence[float],
+        build_notification: NotificationBuilder | None = None,
+        is_ack: AckCheck | None = None,
+        http: httpx.AsyncClient | None = None,
+        time_scale: float = 1.0,
+        hold_timeout_seconds: float = 30.0,
+    ) -> None:
+        self.channel = channel
+        self.retry_schedule = list(retry_schedule)
+        self.build_notification = build_notification
+        self.is_ack = is_ack or (lambda r: 200 <= r.status_code < 300)
+        self.http = http
+        self.time_scale = time_scale
+        self.hold_timeout_seconds = hold_timeout_seconds
+        self.orders: dict[tuple[str, str], SandboxOrder] = {}
+        self.by_trade_no: dict[str, SandboxOrder] = {}
+        self.scripts: list[Script] = []
+        self.deliveries: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ scripts and orders
+    def add_script(self, script: Script) -> None:
+        self.scripts.append(script)
+
+    def take_script(self, subject: str) -> Script:
+        for i, script in enumerate(self.scripts):
+            if script.subject is None or script.subject == subject:
+                if not script.sticky:
+                    del self.scripts[i]
+                return script
+        return Script()
+
+    def new_trade_no(self, prefix: str = "") -> str:
+        return prefix + clock.now().strftime("%Y%m%d") + secrets.token_hex(8)
+
+    def add_order(self, order: SandboxOrder) -> SandboxOrder:
+        self.orders[(order.merchant_id, order.out_trade_no)] = order
+        self.by_trade_no[order.out_trade_no] = order
+        return order
+
+    def get_order(self, merchant_id: str, out_trade_no: str) -> SandboxOrder | None:
+        return self.orders.get((merchant_id, out_trade_no))
+
+    def find(self, out_trade_no: str) -> SandboxOrder | None:
+        return self.by_trade_no.get(out_trade_no)
+
+    # ------------------------------------------------------------ lifecycle
+    async def after_create(self, order: SandboxOrder) -> None:
+        """Apply the order's script once it exists (before the create answer is sent)."""
+        script = order.script
+        if script.outcome in (Outcome.succeed, Outcome.decline):
+            paid = script.outcome is Outcome.succeed
+            if script.notify is NotifyMode.before_response:
+                self.settle(order, paid=paid)
+                await self._deliver_once_then_retry(order)
+            else:
+                self.settle(order, paid=paid)
+                self.spawn(self.notify(order))
+        if script.outcome is Outcome.create_timeout:
+            await asyncio.sleep(self.hold_timeout_seconds)
+
+    def settle(self, order: SandboxOrder, *, paid: bool) -> bool:
+        """Move a pending order to paid or failed. False if it is no longer pending."""
+        if order.status is not OrderStatus.pending:
+            return False
+        order.status = OrderStatus.succeeded if paid else OrderStatus.failed
+        if paid:
+            order.paid_at = clock.now()
+        return True
+
+    def close(self, order: SandboxOrder) -> bool:
+        if order.status is OrderStatus.succeeded:
+            return False
+        if order.status is OrderStatus.pending:
+            order.status = OrderStatus.closed
+            order.closed_at = clock.now()
+        return True
+
+    async def customer_action(self, order: SandboxOrder, *, paid: bool) -> bool:
+        if not self.settle(order, paid=paid):
+            return False
+        self.spawn(self.notify(order))
+        return True
+
+    # ------------------------------------------------------------ notifications
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _build(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+        assert self.build_notification is not None
+        built = self.build_notification(order)
+        if asyncio.iscoroutine(built) or isinstance(built, Awaitable):
+            return await built
+        return built
+
+    async def _post(self, order: SandboxOrder, headers: dict[str, str], body: bytes) -> bool:
+        if not order.notify_url or self.http is None:
+            return False
+        try:
+            response = await self.http.post(order.notify_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self.deliveries.append({"out_trade_no": order.out_trade_no, "error": repr(exc)})
+            return False
+        order.notifications_sent += 1
+        ok = self.is_ack(response)
+        self.deliveries.append(
+            {"out_trade_no": order.out_trade_no, "status": response.status_code, "acked": ok}
+        )
+        return ok
+
+    async def _deliver_once_then_retry(self, order: SandboxOrder) -> None:
+        headers, body = await self._build(order)
+        if not await self._post(order, headers, body):
+            self.spawn(self._retry(order, headers, body))
+
+    async def _retry(self, order: SandboxOrder, headers: dict[str, str], body: bytes) -> None:
+        for wait in self.retry_schedule:
+            await asyncio.sleep(wait * self.time_scale)
+            if await self._post(order, headers, body):
+                return
+
+    async def notify(self, order: SandboxOrder) -> None:
+        """Deliver the order's notification according to its script, retrying until acked."""
+        mode = order.script.notify
+        if mode is NotifyMode.none or self.build_notification is None:
+            return
+        if mode is NotifyMode.delayed:
+            await asyncio.sleep(order.script.delay * self.time_scale)
+        headers, body = await self._build(order)
+        if mode is NotifyMode.duplicate:
+            results = await asyncio.gather(
+                self._post(order, headers, body), self._post(order, headers, body)
+            )
+            if any(results):
+                return
+        elif await self._post(order, headers, body):
+            return
+        await self._retry(order, headers, body)
+
+
+class PageAction(BaseModel):
+    result: str = "pay"
+
+
+def customer_router(core: SandboxCore, *, title: str, brand_color: str) -> APIRouter:
+    """The sandbox's customer page: what a wallet app shows after the QR is scanned, or the
+    cashier a redirect lands on. ``/_sandbox/pay/{out_trade_no}`` and the control API."""
+    router = APIRouter(prefix="/_sandbox")
+
+    @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
+    async def page(out_trade_no: str) -> HTMLResponse:
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        html = _templates.get_template("sandbox_pay.html").render(
+            order=order, title=title, brand_color=brand_color,
+            amount=f"{order.amount / 100:.2f}" if order.currency != "JPY" else str(order.amount),
+        )  # fmt: skip
+        return HTMLResponse(html)
+
+    @router.post("/pay/{out_trade_no}")
+    async def act(request: Request, out_trade_no: str, result: str = Form("pay")) -> Any:
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        await core.customer_action(order, paid=result == "pay")
+        if order.return_url and order.status is OrderStatus.succeeded:
+            return RedirectResponse(order.return_url, status_code=303)
+        return RedirectResponse(str(request.url), status_code=303)
+
+    @router.post("/orders/{out_trade_no}/pay")
+    async def api_act(out_trade_no: str, body: PageAction) -> dict[str, Any]:
+        """Control API: pay (``{"result": "pay"}``) or decline (``"decline"``) an order."""
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        changed = await core.customer_action(order, paid=body.result == "pay")
+        return {"out_trade_no": out_trade_no, "status": order.status, "changed": changed}
+
+    @router.get("/orders/{out_trade_no}")
+    async def show(out_trade_no: str) -> dict[str, Any]:
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        return {
+            "out_trade_no": order.out_trade_no,
+            "channel_trade_no": order.channel_trade_no,
+            "status": order.status,
+            "amount": order.amount,
+            "notifications_sent": order.notifications_sent,
+        }
+
+    @router.post("/scripts")
+    async def add_script(script: Script) -> dict[str, Any]:
+        """Control API: queue a scripted outcome for the next matching order."""
+        core.add_script(script)
+        return {"queued": len(core.scripts)}
+
+    @router.delete("/scripts")
+    async def clear_scripts() -> dict[str, Any]:
+        core.scripts.clear()
+        return {"queued": 0}
+
+    return router

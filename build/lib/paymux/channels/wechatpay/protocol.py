@@ -1,0 +1,434 @@
+"""WeChat Pay API v3 wire codec: signatures, notification encryption, wire vocabulary.
+
+Pure functions, no I/O. Shared by the adapter (client side) and the sandbox (server side), so
+both speak exactly the same protocol; the tests check both against the official SDK.
+
+- Requests are signed by the merchant: ``METHOD\\nPATH_WITH_QUERY\\nTIMESTAMP\\nNONCE\\nBODY\\n``,
+  SHA256withRSA (PKCS#1 v1.5), base64, carried in the ``Authorization`` header.
+- Responses and notifications are signed by the platform: ``TIMESTAMP\\nNONCE\\nBODY\\n`` over the
+  raw body bytes, carried in the ``Wechatpay-*`` headers. Only public-key mode is supported: the
+  ``Wechatpay-Serial`` is a ``PUB_KEY_ID_…`` id naming a configured platform public key.
+- Notification resources are AEAD_AES_256_GCM encrypted with the merchant's APIv3 key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from paymux.channels.base import ChannelPaymentStatus
+from paymux.kit import clock
+
+AUTH_SCHEMA = "WECHATPAY2-SHA256-RSA2048"
+SIGNATURE_TYPE = AUTH_SCHEMA
+AEAD_ALGORITHM = "AEAD_AES_256_GCM"
+PUBLIC_KEY_ID_PREFIX = "PUB_KEY_ID_"
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
+
+HEADER_SIGNATURE = "Wechatpay-Signature"
+HEADER_TIMESTAMP = "Wechatpay-Timestamp"
+HEADER_NONCE = "Wechatpay-Nonce"
+HEADER_SERIAL = "Wechatpay-Serial"
+HEADER_SIGNATURE_TYPE = "Wechatpay-Signature-Type"
+
+_NONCE_ALPHABET = string.ascii_uppercase + string.digits
+_AUTH_PARAM = re.compile(r'\s*([a-z_]+)="([^"]*)"\s*')
+
+
+# ---------------------------------------------------------------- errors
+class ProtocolError(Exception):
+    """A message failed a protocol check; ``code`` says which."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message or code
+
+
+class SignatureError(ProtocolError):
+    """Missing, malformed or wrong signature, or an unknown key serial."""
+
+
+class StaleTimestamp(ProtocolError):
+    """The signed timestamp is more than five minutes away from now."""
+
+
+class DecryptionError(ProtocolError):
+    """An encrypted resource could not be decrypted (wrong key, tampered, malformed)."""
+
+
+# ---------------------------------------------------------------- keys and helpers
+def generate_private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    """Load an RSA private key from PEM (PKCS#8 ``BEGIN PRIVATE KEY`` or PKCS#1)."""
+    key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def load_public_key(pem: str) -> rsa.RSAPublicKey:
+    """Load an RSA public key from PEM (``BEGIN PUBLIC KEY``)."""
+    key = serialization.load_pem_public_key(pem.strip().encode())
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    return key
+
+
+def private_key_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def public_key_pem(key: rsa.RSAPublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def make_nonce(length: int = 32) -> str:
+    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(length))
+
+
+def unix_now() -> int:
+    return int(clock.now().timestamp())
+
+
+def encode_json(value: Any) -> bytes:
+    """The one JSON encoding used on the wire (compact, UTF-8): sign exactly what is sent."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """``2024-01-31T12:00:00+08:00``: WeChat's time format (Beijing time, seconds)."""
+    return clock.aware(value).astimezone(CHINA_TZ).isoformat(timespec="seconds")
+
+
+def parse_rfc3339(value: str) -> dt.datetime:
+    """Parse a WeChat RFC 3339 time into an aware UTC datetime (ValueError if malformed)."""
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"time without offset: {value!r}")
+    return parsed.astimezone(dt.UTC)
+
+
+def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()}
+
+
+# ---------------------------------------------------------------- RSA signatures
+def rsa_sign(private_key: rsa.RSAPrivateKey, message: bytes) -> str:
+    """SHA256withRSA (PKCS#1 v1.5), base64."""
+    signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode()
+
+
+def rsa_verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def check_fresh(timestamp: str | int, *, now: dt.datetime | None = None) -> None:
+    """Raise :class:`StaleTimestamp` unless ``timestamp`` (unix seconds) is within ±5 minutes."""
+    try:
+        signed_at = dt.datetime.fromtimestamp(int(timestamp), dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise StaleTimestamp("bad_timestamp", f"malformed timestamp {timestamp!r}") from exc
+    current = now or clock.now()
+    if abs(current - signed_at) > MAX_CLOCK_SKEW:
+        raise StaleTimestamp("stale_timestamp", "timestamp is more than 5 minutes off")
+
+
+# ---------------------------------------------------------------- request signatures
+def request_message(
+    method: str, path_with_query: str, timestamp: str | int, nonce: str, body: bytes
+) -> bytes:
+    head = f"{method.upper()}\n{path_with_query}\n{timestamp}\n{nonce}\n".encode()
+    return head + body + b"\n"
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """The parameters of an ``Authorization: WECHATPAY2-SHA256-RSA2048 …`` header."""
+
+    mchid: str
+    nonce_str: str
+    signature: str
+    timestamp: str
+    serial_no: str
+
+    def header(self) -> str:
+        return (
+            f'{AUTH_SCHEMA} mchid="{self.mchid}",nonce_str="{self.nonce_str}",'
+            f'signature="{self.signature}",timestamp="{self.timestamp}",'
+            f'serial_no="{self.serial_no}"'
+        )
+
+
+def sign_request(
+    *,
+    mchid: str,
+    serial_no: str,
+    private_key: rsa.RSAPrivateKey,
+    method: str,
+    path_with_query: str,
+    body: bytes = b"",
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> Authorization:
+    ts = str(unix_now() if timestamp is None else timestamp)
+    nonce = nonce or make_nonce()
+    message = request_message(method, path_with_query, ts, nonce, body)
+    return Authorization(mchid, nonce, rsa_sign(private_key, message), ts, serial_no)
+
+
+def build_authorization(
+    *,
+    mchid: str,
+    serial_no: str,
+    private_key: rsa.RSAPrivateKey,
+    method: str,
+    path_with_query: str,
+    body: bytes = b"",
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> str:
+    """The ``Authorization`` header value for one request."""
+    return sign_request(
+        mchid=mchid,
+        serial_no=serial_no,
+        private_key=private_key,
+        method=method,
+        path_with_query=path_with_query,
+        body=body,
+        timestamp=timestamp,
+        nonce=nonce,
+    ).header()
+
+
+def parse_authorization(header: str) -> Authorization:
+    """Parse an ``Authorization`` header; raises :class:`SignatureError` if malformed."""
+    schema, _, params = header.strip().partition(" ")
+    if schema != AUTH_SCHEMA:
+        raise SignatureError("bad_schema", f"unsupported authorization schema {schema!r}")
+    values: dict[str, str] = {}
+    for part in params.split(","):
+        match = _AUTH_PARAM.fullmatch(part)
+        if match is None:
+            raise SignatureError("bad_authorization", "malformed authorization parameters")
+        values[match.group(1)] = match.group(2)
+    try:
+        return Authorization(
+            mchid=values["mchid"],
+            nonce_str=values["nonce_str"],
+            signature=values["signature"],
+            timestamp=values["timestamp"],
+            serial_no=values["serial_no"],
+        )
+    except KeyError as exc:
+        raise SignatureError("bad_authorization", f"missing {exc.args[0]}") from None
+
+
+def verify_request(
+    auth: Authorization,
+    *,
+    public_key: rsa.RSAPublicKey,
+    method: str,
+    path_with_query: str,
+    body: bytes,
+    check_time: bool = True,
+) -> None:
+    """Verify a merchant request's signature (and freshness); raises ProtocolError."""
+    if check_time:
+        check_fresh(auth.timestamp)
+    message = request_message(method, path_with_query, auth.timestamp, auth.nonce_str, body)
+    if not rsa_verify(public_key, message, auth.signature):
+        raise SignatureError("bad_signature", "request signature does not verify")
+
+
+# ---------------------------------------------------------------- platform signatures
+def response_message(timestamp: str | int, nonce: str, body: bytes) -> bytes:
+    return f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
+
+
+def sign_response(
+    private_key: rsa.RSAPrivateKey,
+    serial: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The ``Wechatpay-*`` headers signing a response or notification body."""
+    ts = str(unix_now() if timestamp is None else timestamp)
+    nonce = nonce or make_nonce()
+    return {
+        HEADER_NONCE: nonce,
+        HEADER_SIGNATURE: rsa_sign(private_key, response_message(ts, nonce, body)),
+        HEADER_TIMESTAMP: ts,
+        HEADER_SERIAL: serial,
+        HEADER_SIGNATURE_TYPE: SIGNATURE_TYPE,
+    }
+
+
+def verify_response(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    public_keys: Mapping[str, rsa.RSAPublicKey],
+    check_time: bool = True,
+) -> str:
+    """Verify a platform-signed response or notification over its raw body bytes.
+
+    ``public_keys`` maps platform key ids (``PUB_KEY_ID_…``) to keys. Returns the serial used;
+    raises :class:`SignatureError` or :class:`StaleTimestamp`.
+    """
+    lowered = _lower_headers(headers)
+    signature = lowered.get(HEADER_SIGNATURE.lower())
+    timestamp = lowered.get(HEADER_TIMESTAMP.lower())
+    nonce = lowered.get(HEADER_NONCE.lower())
+    serial = lowered.get(HEADER_SERIAL.lower())
+    signature_type = lowered.get(HEADER_SIGNATURE_TYPE.lower(), SIGNATURE_TYPE)
+    if not (signature and timestamp and nonce and serial):
+        raise SignatureError("unsigned", "missing Wechatpay signature headers")
+    if signature_type != SIGNATURE_TYPE:
+        raise SignatureError("bad_signature_type", f"unsupported type {signature_type!r}")
+    public_key = public_keys.get(serial)
+    if public_key is None:
+        raise SignatureError("unknown_serial", f"unknown platform key {serial!r}")
+    if check_time:
+        check_fresh(timestamp)
+    if not rsa_verify(public_key, response_message(timestamp, nonce, body), signature):
+        raise SignatureError("bad_signature", "platform signature does not verify")
+    return serial
+
+
+# ---------------------------------------------------------------- AEAD_AES_256_GCM
+def _aead(apiv3_key: str) -> AESGCM:
+    key = apiv3_key.encode()
+    if len(key) != 32:
+        raise DecryptionError("bad_key", "the APIv3 key must be 32 bytes")
+    return AESGCM(key)
+
+
+def aead_encrypt(apiv3_key: str, plaintext: bytes, *, nonce: str, associated_data: str) -> str:
+    """base64(ciphertext ‖ tag)."""
+    sealed = _aead(apiv3_key).encrypt(nonce.encode(), plaintext, associated_data.encode())
+    return base64.b64encode(sealed).decode()
+
+
+def aead_decrypt(apiv3_key: str, ciphertext: str, *, nonce: str, associated_data: str) -> bytes:
+    try:
+        sealed = base64.b64decode(ciphertext, validate=True)
+        return _aead(apiv3_key).decrypt(nonce.encode(), sealed, associated_data.encode())
+    except (InvalidTag, binascii.Error, ValueError) as exc:
+        raise DecryptionError("decrypt_failed", "resource could not be decrypted") from exc
+
+
+def encrypt_resource(
+    apiv3_key: str,
+    plaintext: bytes,
+    *,
+    original_type: str = "transaction",
+    associated_data: str = "transaction",
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """A notification ``resource`` object."""
+    nonce = nonce or make_nonce(12)
+    return {
+        "original_type": original_type,
+        "algorithm": AEAD_ALGORITHM,
+        "ciphertext": aead_encrypt(
+            apiv3_key, plaintext, nonce=nonce, associated_data=associated_data
+        ),
+        "associated_data": associated_data,
+        "nonce": nonce,
+    }
+
+
+def decrypt_resource(apiv3_key: str, resource: Mapping[str, Any]) -> bytes:
+    """Decrypt a notification ``resource`` object; raises :class:`DecryptionError`."""
+    if resource.get("algorithm") != AEAD_ALGORITHM:
+        raise DecryptionError("bad_algorithm", f"unsupported {resource.get('algorithm')!r}")
+    ciphertext, nonce = resource.get("ciphertext"), resource.get("nonce")
+    associated_data = resource.get("associated_data") or ""
+    if not isinstance(ciphertext, str) or not isinstance(nonce, str):
+        raise DecryptionError("bad_resource", "resource lacks ciphertext or nonce")
+    if not isinstance(associated_data, str):
+        raise DecryptionError("bad_resource", "associated_data must be a string")
+    return aead_decrypt(apiv3_key, ciphertext, nonce=nonce, associated_data=associated_data)
+
+
+# ---------------------------------------------------------------- client-side payment signatures
+def jsapi_pay_sign(
+    private_key: rsa.RSAPrivateKey, *, appid: str, timestamp: str, nonce: str, package: str
+) -> str:
+    """``paySign`` for ``WeixinJSBridge.invoke('getBrandWCPayRequest', …)`` / mini programs."""
+    return rsa_sign(private_key, f"{appid}\n{timestamp}\n{nonce}\n{package}\n".encode())
+
+
+def app_pay_sign(
+    private_key: rsa.RSAPrivateKey, *, appid: str, timestamp: str, nonce: str, prepay_id: str
+) -> str:
+    """``sign`` for the app SDK's ``PayReq``."""
+    return rsa_sign(private_key, f"{appid}\n{timestamp}\n{nonce}\n{prepay_id}\n".encode())
+
+
+# ---------------------------------------------------------------- wire vocabulary
+TRADE_STATES: dict[str, ChannelPaymentStatus] = {
+    "SUCCESS": ChannelPaymentStatus.succeeded,
+    "NOTPAY": ChannelPaymentStatus.pending,
+    "USERPAYING": ChannelPaymentStatus.pending,
+    "CLOSED": ChannelPaymentStatus.closed,
+    "REVOKED": ChannelPaymentStatus.closed,
+    "PAYERROR": ChannelPaymentStatus.failed,
+}
+
+TRADE_STATE_DESC: dict[str, str] = {
+    "SUCCESS": "支付成功",
+    "NOTPAY": "订单未支付",
+    "USERPAYING": "用户支付中",
+    "CLOSED": "订单已关闭",
+    "REVOKED": "订单已撤销",
+    "PAYERROR": "支付失败，请重新下单支付",
+}
+
+#: Our method name → (path suffix of the create endpoint, wire ``trade_type``).
+METHOD_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "wechat_native": ("native", "NATIVE"),
+    "wechat_jsapi": ("jsapi", "JSAPI"),
+    "wechat_h5": ("h5", "MWEB"),
+    "wechat_app": ("app", "APP"),
+}
+
+
+def map_trade_state(trade_state: str) -> ChannelPaymentStatus:
+    """WeChat ``trade_state`` → normalised status (ValueError if unknown)."""
+    try:
+        return TRADE_STATES[trade_state]
+    except KeyError:
+        raise ValueError(f"unknown trade_state {trade_state!r}") from None

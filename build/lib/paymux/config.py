@@ -1,0 +1,77 @@
+"""One Settings object (environment prefix ``PAYMUX_``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Published in the docs so the demo runs with no setup; refused anywhere money is real.
+DEV_MASTER_KEY = "ZGV2LW9ubHktbWFzdGVyLWtleS1ub3QtZm9yLXByb2Q="
+
+
+class Environment(StrEnum):
+    dev = "dev"
+    """A developer's machine: insecure defaults allowed."""
+    demo = "demo"
+    """``paymux demo``: sandbox channels, insecure defaults allowed."""
+    test = "test"
+    """The test suite."""
+    prod = "prod"
+    """Anything that may touch real money: a real master key is mandatory."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMUX_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.prod
+    database_url: str = "sqlite+aiosqlite:///./paymux.db"
+    master_key: str | None = Field(default=None, repr=False)
+    """Base64 of 32 random bytes; encrypts channel credentials and webhook secrets at rest."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where channels and customers reach this gateway (notify URLs, hosted pages)."""
+    operator_token: str | None = Field(default=None, repr=False)
+    """Bearer token of the operator API (``/v1/operator``); unset disables it."""
+    log_level: str = "INFO"
+    log_json: bool = False
+    channel_timeout_seconds: float = 10.0
+    payment_expiry_seconds: int = 7200
+    webhook_timeout_seconds: float = 10.0
+    worker_batch_size: int = 50
+    worker_poll_seconds: float = 0.5
+    db_pool_size: int = 10
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env in (Environment.dev, Environment.demo, Environment.test):
+            if self.master_key is None:
+                self.master_key = DEV_MASTER_KEY
+        elif self.master_key in (None, "", DEV_MASTER_KEY):
+            raise ValueError(
+                "PAYMUX_MASTER_KEY must be set to base64 of 32 random bytes outside dev/demo "
+                "(generate one with: paymux keygen)"
+            )
+        try:
+            if len(base64.b64decode(self.master_key or "", validate=True)) != 32:
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise ValueError("PAYMUX_MASTER_KEY must be base64 of exactly 32 bytes") from None
+        return self
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        assert self.master_key is not None
+        return base64.b64decode(self.master_key)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,122 @@
+"""``paymux worker``: the loop that runs every background job.
+
+Queue-like jobs (janitor queries, expiry, webhook deliveries) claim their due rows with
+``FOR UPDATE SKIP LOCKED``, so any number of workers on any hosts share them without
+double work. Periodic jobs (housekeeping) take a fleet-wide lease and run once per period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from paymux.jobs import leases
+from paymux.kit import idempotency
+from paymux.kit.ids import token
+from paymux.payments import tasks as payment_tasks
+from paymux.runtime import Runtime
+from paymux.webhooks import tasks as webhook_tasks
+
+log = structlog.get_logger(__name__)
+
+Job = Callable[[Runtime], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    every_seconds: float
+    run: Job
+
+
+async def _purge_idempotency_keys(rt: Runtime) -> int:
+    return await idempotency.purge_older_than(rt.db, hours=24)
+
+
+PERIODIC: tuple[Periodic, ...] = (
+    Periodic("purge_idempotency_keys", 3600.0, _purge_idempotency_keys),
+)
+
+
+PERIODIC_CHECK_SECONDS = 30.0
+"""How often a worker asks whether a periodic job is due (it learns nothing in between)."""
+
+
+class Worker:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        holder: str | None = None,
+        periodic: Sequence[Periodic] = PERIODIC,
+    ) -> None:
+        self.rt = rt
+        self.periodic = tuple(periodic)
+        self._next_check: dict[str, float] = {}
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{token('', 4)}"
+        batch = rt.settings.worker_batch_size
+        self.jobs: list[tuple[str, Job]] = [
+            ("janitor", lambda r: payment_tasks.query_due(r, limit=batch)),
+            ("expiry", lambda r: payment_tasks.expire_due(r, limit=batch)),
+            ("webhooks", lambda r: webhook_tasks.deliver_due(r, limit=batch)),
+        ]
+
+    async def tick(self) -> int:
+        """Run every job once; returns how many items were handled."""
+        handled = 0
+        for name, job in self.jobs:
+            try:
+                handled += await job(self.rt)
+            except Exception:
+                log.exception("job_failed", job=name)
+        for periodic in self.periodic:
+            handled += await self._periodic(periodic)
+        return handled
+
+    async def _periodic(self, periodic: Periodic) -> int:
+        db = self.rt.db
+        moment = time.monotonic()
+        if self._next_check.get(periodic.name, 0.0) > moment:
+            return 0
+        self._next_check[periodic.name] = moment + min(
+            periodic.every_seconds, PERIODIC_CHECK_SECONDS
+        )
+        ttl = max(periodic.every_seconds, 60.0)
+        if not await leases.acquire(
+            db, periodic.name, self.holder, every=periodic.every_seconds, ttl=ttl
+        ):
+            return 0
+        ran = False
+        try:
+            count = await periodic.run(self.rt)
+            ran = True
+            return count
+        except Exception:
+            log.exception("periodic_failed", job=periodic.name)
+            return 0
+        finally:
+            await leases.release(db, periodic.name, self.holder, ran=ran)
+
+    async def run_until_idle(self, *, max_ticks: int = 100) -> int:
+        """Tick until nothing is due (tests, one-shot runs)."""
+        total = 0
+        for _ in range(max_ticks):
+            handled = await self.tick()
+            total += handled
+            if handled == 0:
+                break
+        return total
+
+    async def run_forever(self) -> None:
+        log.info("worker_started", holder=self.holder)
+        poll = self.rt.settings.worker_poll_seconds
+        while True:
+            handled = await self.tick()
+            if handled == 0:
+                await asyncio.sleep(poll)

@@ -1,0 +1,185 @@
+"""Database plumbing: engine, sessions, declarative base, column types, claiming due rows.
+
+Services take an ``AsyncSession`` and never commit; callers own the transaction
+(:func:`Database.transaction` to write, :func:`Database.read` to only read). On SQLite every
+write transaction starts with ``BEGIN IMMEDIATE`` so writers are serialised (SQLite has no row
+locks) and the same service code is correct on both databases; within a process they also queue
+on an asyncio lock, so they wait in order on the event loop rather than in SQLite's sleeping
+busy handler (which starves under load). Reads use a separate engine with plain deferred
+transactions: in WAL mode they never wait for a writer. On PostgreSQL guarded updates and
+``FOR UPDATE SKIP LOCKED`` do that work, and both contexts share one engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
+
+from paymux.kit import clock
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = clock.aware(value).astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return clock.aware(value)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, sqlite_immediate: bool = True
+) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine, immediate=sqlite_immediate)
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Engine + session factory. One per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock: asyncio.Lock | None = None
+        self.read_engine = self.engine
+        if self.is_sqlite:
+            self._write_lock = asyncio.Lock()
+            self.read_engine = create_engine(url, echo=echo, sqlite_immediate=False)
+        self._read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        Never open one inside another in the same task: on SQLite that waits for itself.
+        """
+        if self._write_lock is None:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self.sessionmaker() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading only (its transaction is rolled back at the end)."""
+        async with self._read_sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+M = TypeVar("M", bound=Base)
+
+
+async def any_due(
+    db: Database,
+    due: InstrumentedAttribute[Any],
+    *,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+) -> bool:
+    """Whether any row is due, by a plain read: idle workers poll with this so they take no
+    write lock (SQLite) or row locks (PostgreSQL) when there is nothing to claim."""
+    stmt = sa.select(sa.literal(1)).where(due.is_not(None), due <= clock.now(), *where).limit(1)
+    async with db.read() as session:
+        return (await session.scalar(stmt)) is not None
+
+
+async def claim_due(
+    session: AsyncSession,
+    model: type[M],
+    due: InstrumentedAttribute[Any],
+    *,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+    limit: int,
+    lease_seconds: float,
+) -> list[M]:
+    """Claim up to ``limit`` rows whose ``due`` time has come, for this worker alone.
+
+    Rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) and
+    their due time is pushed ``lease_seconds`` ahead before the caller's transaction commits, so
+    other workers skip them and a crashed worker's claim simply becomes due again.
+    """
+    now = clock.now()
+    stmt = (
+        sa.select(model)
+        .where(due.is_not(None), due <= now, *where)
+        .order_by(due)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = list((await session.scalars(stmt)).all())
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    for row in rows:
+        setattr(row, due.key, lease_until)
+    await session.flush()
+    return rows

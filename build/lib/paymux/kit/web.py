@@ -1,0 +1,106 @@
+"""FastAPI plumbing shared by every router: runtime access, per-request transactions,
+error rendering, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from paymux.kit.errors import PaymuxError
+from paymux.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed if the endpoint returns, rolled back if it raises.
+
+    Endpoints that call a channel must not hold this across the call (DESIGN §3.6); they use
+    ``runtime.db.transaction()`` for each short step instead.
+    """
+    runtime = get_runtime(request)
+    async with runtime.db.transaction() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For endpoints that only read: never waits for writers (DESIGN §3.6)."""
+    async with get_runtime(request).db.read() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+
+T = TypeVar("T")
+
+
+class ListResponse(BaseModel, Generic[T]):
+    object: str = "list"
+    data: list[T]
+    has_more: bool
+
+
+class PageParams(BaseModel):
+    limit: int
+    starting_after: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    starting_after: Annotated[str | None, Query(max_length=64)] = None,
+) -> PageParams:
+    return PageParams(limit=limit, starting_after=starting_after)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def _error_response(
+    status: int, type_: str, code: str, message: str, param: Any = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"type": type_, "code": code, "message": message, "param": param}},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PaymuxError)
+    async def _paymux(_request: Request, exc: PaymuxError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content=exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        message = first.get("msg", "Invalid request.")
+        return _error_response(
+            400, "invalid_request_error", "parameter_invalid", str(message), ".".join(loc) or None
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return _error_response(
+            exc.status_code,
+            "invalid_request_error",
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+        )

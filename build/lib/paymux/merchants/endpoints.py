@@ -1,0 +1,109 @@
+"""``/v1/operator``: the platform operator's API (merchants, apps, keys, channel accounts).
+
+Authenticated by ``PAYMUX_OPERATOR_TOKEN``; disabled when it is unset.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from paymux.channels import service as channel_service
+from paymux.channels.repository import ChannelRepository
+from paymux.kit.errors import NotFound
+from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
+from paymux.merchants import service
+from paymux.merchants.auth import OperatorDep, forget_cached_keys
+from paymux.merchants.repository import MerchantRepository
+from paymux.merchants.schemas import (
+    AppCreate,
+    ChannelAccountCreate,
+    ChannelAccountOut,
+    ChannelAccountUpdate,
+    KeyCreate,
+    KeyOut,
+    MerchantCreate,
+    ObjectOut,
+)
+
+router = APIRouter(prefix="/v1/operator", tags=["operator"])
+
+
+@router.post("/merchants", status_code=201, response_model=ObjectOut)
+async def create_merchant(body: MerchantCreate, _: OperatorDep, session: SessionDep) -> ObjectOut:
+    merchant = await service.create_merchant(session, name=body.name)
+    return ObjectOut(
+        id=merchant.id, object="merchant", name=merchant.name, created_at=merchant.created_at
+    )
+
+
+@router.get("/merchants", response_model=list[ObjectOut])
+async def list_merchants(_: OperatorDep, session: ReadSessionDep) -> list[ObjectOut]:
+    return [
+        ObjectOut(id=m.id, object="merchant", name=m.name, created_at=m.created_at)
+        for m in await MerchantRepository(session).list_merchants()
+    ]
+
+
+@router.post("/merchants/{merchant_id}/apps", status_code=201, response_model=ObjectOut)
+async def create_app(
+    merchant_id: str, body: AppCreate, _: OperatorDep, session: SessionDep
+) -> ObjectOut:
+    app = await service.create_app(session, merchant_id=merchant_id, name=body.name)
+    return ObjectOut(
+        id=app.id, object="app", name=app.name, merchant=app.merchant_id, created_at=app.created_at
+    )
+
+
+@router.post("/apps/{app_id}/keys", status_code=201, response_model=KeyOut)
+async def create_key(app_id: str, body: KeyCreate, _: OperatorDep, session: SessionDep) -> KeyOut:
+    issued = await service.issue_key(session, app_id=app_id, mode=body.mode)
+    key = issued.key
+    return KeyOut(
+        id=key.id, app=app_id, mode=key.mode, hint=key.hint, secret=issued.secret,
+        created_at=key.created_at,
+    )  # fmt: skip
+
+
+@router.delete("/apps/{app_id}/keys/{key_id}", response_model=KeyOut)
+async def revoke_key(app_id: str, key_id: str, _: OperatorDep, session: SessionDep) -> KeyOut:
+    key = await service.revoke_key(session, app_id=app_id, key_id=key_id)
+    forget_cached_keys()
+    return KeyOut(
+        id=key.id, app=app_id, mode=key.mode, hint=key.hint, created_at=key.created_at,
+        revoked_at=key.revoked_at,
+    )  # fmt: skip
+
+
+@router.post("/apps/{app_id}/channel_accounts", status_code=201, response_model=ChannelAccountOut)
+async def add_channel_account(
+    app_id: str, body: ChannelAccountCreate, _: OperatorDep, session: SessionDep, rt: RuntimeDep
+) -> ChannelAccountOut:
+    account = await channel_service.add_account(
+        session, rt.vault, app_id=app_id, channel=body.channel, mode=body.mode,
+        credentials=body.credentials, methods=body.methods, currencies=body.currencies,
+        fee_rate_bps=body.fee_rate_bps, priority=body.priority, enabled=body.enabled,
+        name=body.name,
+    )  # fmt: skip
+    return ChannelAccountOut.of(account, public_url=rt.settings.public_url)
+
+
+@router.get("/apps/{app_id}/channel_accounts", response_model=list[ChannelAccountOut])
+async def list_channel_accounts(
+    app_id: str, _: OperatorDep, session: ReadSessionDep, rt: RuntimeDep
+) -> list[ChannelAccountOut]:
+    if await MerchantRepository(session).get_app(app_id) is None:
+        raise NotFound("app", app_id)
+    accounts = await ChannelRepository(session).list_for_app(app_id)
+    return [ChannelAccountOut.of(a, public_url=rt.settings.public_url) for a in accounts]
+
+
+@router.patch("/channel_accounts/{account_id}", response_model=ChannelAccountOut)
+async def update_channel_account(
+    account_id: str, body: ChannelAccountUpdate, _: OperatorDep, session: SessionDep,
+    rt: RuntimeDep,
+) -> ChannelAccountOut:  # fmt: skip
+    account = await channel_service.update_account(
+        session, account_id, enabled=body.enabled, priority=body.priority,
+        fee_rate_bps=body.fee_rate_bps,
+    )  # fmt: skip
+    return ChannelAccountOut.of(account, public_url=rt.settings.public_url)

@@ -1,0 +1,95 @@
+"""Shapes of the operator API (merchants, apps, keys, channel accounts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from paymux.channels.models import ChannelAccount
+from paymux.merchants.models import Mode
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class MerchantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+
+
+class AppCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name = "default"
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Mode = Mode.test
+
+
+class ObjectOut(BaseModel):
+    id: str
+    object: str
+    name: str | None = None
+    merchant: str | None = None
+    created_at: dt.datetime
+
+
+class KeyOut(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    app: str
+    mode: Mode
+    hint: str
+    secret: str | None = Field(default=None, description="Shown only in the create response.")
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+class ChannelAccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    mode: Mode = Mode.test
+    credentials: dict[str, Any]
+    methods: list[str] | None = None
+    currencies: list[str] | None = None
+    fee_rate_bps: int = Field(default=0, ge=0, le=10_000)
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    enabled: bool = True
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class ChannelAccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    fee_rate_bps: int | None = Field(default=None, ge=0, le=10_000)
+
+
+class ChannelAccountOut(BaseModel):
+    """Never carries the credentials: they go in, they do not come out."""
+
+    id: str
+    object: Literal["channel_account"] = "channel_account"
+    app: str
+    channel: str
+    mode: str
+    name: str
+    methods: list[str]
+    currencies: list[str]
+    fee_rate_bps: int
+    priority: int
+    enabled: bool
+    notify_url: str
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, account: ChannelAccount, *, public_url: str) -> ChannelAccountOut:
+        return cls(
+            id=account.id, app=account.app_id, channel=account.channel, mode=account.mode,
+            name=account.name, methods=account.methods, currencies=account.currencies,
+            fee_rate_bps=account.fee_rate_bps, priority=account.priority, enabled=account.enabled,
+            notify_url=f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}",
+            created_at=account.created_at,
+        )  # fmt: skip

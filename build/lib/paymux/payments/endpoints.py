@@ -1,0 +1,102 @@
+"""``/v1/payments``: thin HTTP over payments.service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from paymux.kit import idempotency
+from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
+from paymux.merchants.auth import AuthDep
+from paymux.payments import service
+from paymux.payments.repository import PaymentRepository
+from paymux.payments.schemas import PaymentCreate, PaymentFilters, PaymentOut
+from paymux.payments.states import PaymentStatus
+
+router = APIRouter(prefix="/v1/payments", tags=["payments"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+@router.post("", status_code=201, response_model=PaymentOut)
+async def create_payment(
+    body: PaymentCreate, request: Request, auth: AuthDep, rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:  # fmt: skip
+    """Create a payment and its order at a channel; answer with ``next_action``."""
+    channel_ms: list[int] = []
+
+    async def handler() -> tuple[int, Any]:
+        payment, spent = await service.create(
+            rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode, req=body
+        )
+        channel_ms.append(spent)
+        out = PaymentOut.of(payment, public_url=rt.settings.public_url)
+        return 201, out.model_dump(mode="json")
+
+    fingerprint = idempotency.request_fingerprint(
+        "POST", request.url.path, body.model_dump(mode="json")
+    )
+    response = await idempotency.run(
+        rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
+        fingerprint=fingerprint, handler=handler,
+    )  # fmt: skip
+    if channel_ms:
+        response.headers["Paymux-Channel-Time-Ms"] = str(channel_ms[0])
+    return response
+
+
+@router.get("", response_model=ListResponse[PaymentOut])
+async def list_payments(
+    auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep, page: PageDep,
+    out_trade_no: Annotated[str | None, Query(max_length=64)] = None,
+    status: PaymentStatus | None = None,
+    created_gte: dt.datetime | None = None,
+    created_lt: dt.datetime | None = None,
+) -> ListResponse[PaymentOut]:  # fmt: skip
+    """Newest first. Page with ``starting_after`` = the last id of the previous page."""
+    filters = PaymentFilters(
+        out_trade_no=out_trade_no, status=status, created_gte=created_gte, created_lt=created_lt
+    )
+    rows, has_more = await PaymentRepository(session).search(
+        auth.app_id, auth.livemode, filters, limit=page.limit, starting_after=page.starting_after
+    )
+    public_url = rt.settings.public_url
+    return ListResponse[PaymentOut](
+        data=[PaymentOut.of(p, public_url=public_url) for p in rows], has_more=has_more
+    )
+
+
+@router.get("/{payment_id}", response_model=PaymentOut)
+async def retrieve_payment(
+    payment_id: str, auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep
+) -> PaymentOut:
+    payment = await service.get(
+        session, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
+    )
+    return PaymentOut.of(payment, public_url=rt.settings.public_url)
+
+
+@router.post("/{payment_id}/close", response_model=PaymentOut)
+async def close_payment(
+    payment_id: str, request: Request, auth: AuthDep, rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:  # fmt: skip
+    """Close an unpaid payment at the channel and here; closing a closed payment is a no-op."""
+
+    async def handler() -> tuple[int, Any]:
+        payment = await service.close(
+            rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
+        )
+        return 200, PaymentOut.of(payment, public_url=rt.settings.public_url).model_dump(
+            mode="json"
+        )
+
+    return await idempotency.run(
+        rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
+        fingerprint=idempotency.request_fingerprint("POST", request.url.path, None),
+        handler=handler,
+    )  # fmt: skip

@@ -1,0 +1,79 @@
+"""Payments (what the merchant asked for) and attempts (one try at one channel account)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from paymux.kit.db import Base, JSONType, UTCDateTime
+from paymux.kit.models import created_at_column, updated_at_column
+from paymux.payments.states import AttemptStatus, PaymentStatus
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.UniqueConstraint("app_id", "livemode", "out_trade_no"),
+        sa.Index("ix_payments_app_created", "app_id", "livemode", "id"),
+        sa.Index("ix_payments_expiry", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id"))
+    merchant_id: Mapped[str] = mapped_column(sa.ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    out_trade_no: Mapped[str] = mapped_column(sa.String(64))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    method: Mapped[str] = mapped_column(sa.String(32))
+    status: Mapped[PaymentStatus] = mapped_column(sa.String(16))
+    subject: Mapped[str] = mapped_column(sa.String(256))
+    description: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    customer: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    return_url: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    channel: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    channel_account_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    channel_trade_no: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    current_attempt_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    next_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    failure_code: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    failure_message: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expiry_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the expiry job should (next) try to close this payment; null once final."""
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = updated_at_column()
+
+
+class Attempt(Base):
+    """One try of a payment at one channel account. Its id is the ``out_trade_no`` the channel
+    sees, so retrying the same attempt is the same request to the channel."""
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (sa.Index("ix_payment_attempts_query_due", "query_due_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(sa.ForeignKey("payments.id"), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(32))
+    channel_account_id: Mapped[str] = mapped_column(sa.ForeignKey("channel_accounts.id"))
+    method: Mapped[str] = mapped_column(sa.String(32))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[AttemptStatus] = mapped_column(sa.String(16))
+    channel_trade_no: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    next_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    query_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the janitor should next query the channel; null once final."""
+    query_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    channel_latency_ms: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = updated_at_column()

@@ -1,0 +1,90 @@
+"""Every query of payments and attempts."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.payments.models import Attempt, Payment
+from paymux.payments.schemas import PaymentFilters
+from paymux.payments.states import FINAL_ATTEMPT, PaymentStatus
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, obj: Payment | Attempt) -> None:
+        self.session.add(obj)
+
+    async def get(self, app_id: str, livemode: bool, payment_id: str) -> Payment | None:
+        stmt = sa.select(Payment).where(
+            Payment.id == payment_id, Payment.app_id == app_id, Payment.livemode == livemode
+        )
+        return (await self.session.scalars(stmt)).first()
+
+    async def get_public(self, payment_id: str) -> Payment | None:
+        """For the hosted page, which is reached by the unguessable payment id alone."""
+        return await self.session.get(Payment, payment_id)
+
+    async def lock(self, payment_id: str) -> Payment:
+        """The payment row, locked for this transaction (SQLite: writers are serialised)."""
+        stmt = (
+            sa.select(Payment)
+            .where(Payment.id == payment_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).one()
+
+    async def find_by_out_trade_no(
+        self, app_id: str, livemode: bool, out_trade_no: str
+    ) -> Payment | None:
+        stmt = sa.select(Payment).where(
+            Payment.app_id == app_id,
+            Payment.livemode == livemode,
+            Payment.out_trade_no == out_trade_no,
+        )
+        return (await self.session.scalars(stmt)).first()
+
+    async def search(
+        self,
+        app_id: str,
+        livemode: bool,
+        filters: PaymentFilters,
+        *,
+        limit: int,
+        starting_after: str | None,
+    ) -> tuple[list[Payment], bool]:
+        """Newest first; ids sort by creation time, so the cursor is the last id seen."""
+        stmt = sa.select(Payment).where(Payment.app_id == app_id, Payment.livemode == livemode)
+        if filters.out_trade_no is not None:
+            stmt = stmt.where(Payment.out_trade_no == filters.out_trade_no)
+        if filters.status is not None:
+            stmt = stmt.where(Payment.status == filters.status)
+        if filters.created_gte is not None:
+            stmt = stmt.where(Payment.created_at >= filters.created_gte)
+        if filters.created_lt is not None:
+            stmt = stmt.where(Payment.created_at < filters.created_lt)
+        if starting_after is not None:
+            stmt = stmt.where(Payment.id < starting_after)
+        stmt = stmt.order_by(Payment.id.desc()).limit(limit + 1)
+        rows = list((await self.session.scalars(stmt)).all())
+        return rows[:limit], len(rows) > limit
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None:
+        return await self.session.get(Attempt, attempt_id)
+
+    async def attempts_of(self, payment_id: str) -> list[Attempt]:
+        stmt = sa.select(Attempt).where(Attempt.payment_id == payment_id).order_by(Attempt.id)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def open_attempts(self, payment_id: str) -> list[Attempt]:
+        stmt = sa.select(Attempt).where(
+            Attempt.payment_id == payment_id, Attempt.status.not_in(list(FINAL_ATTEMPT))
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    @staticmethod
+    def pending_expired() -> sa.ColumnElement[bool]:
+        return Payment.status == PaymentStatus.pending

@@ -1,0 +1,125 @@
+"""The public shapes of the payments API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from paymux.payments.models import Payment
+
+OutTradeNo = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-|*.]+$")
+]
+"""The merchant's own order number. 32 characters is the tightest channel limit (WeChat)."""
+
+
+class PaymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int = Field(gt=0, le=10**15, description="Minor units of `currency` (fen for CNY).")
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
+    method: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    out_trade_no: OutTradeNo
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=127, strip_whitespace=True)]
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    expires_in: int | None = Field(
+        default=None, ge=60, le=7 * 86400, description="Seconds until the payment expires."
+    )
+    customer: dict[str, Annotated[str, StringConstraints(max_length=128)]] = Field(
+        default_factory=dict,
+        description="Channel customer identifiers: `openid` (wechat_jsapi), `buyer_id`, `ip`.",
+    )
+    metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict
+    )
+    return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    client_ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+    channel: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        default=None, description="Pin a channel (`wechatpay`) or a channel account (`chn_…`)."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 50 or any(not 1 <= len(k) <= 40 for k in value):
+            raise ValueError("metadata: at most 50 keys of 1–40 characters")
+        return value
+
+    @field_validator("return_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("return_url must be an http(s) URL")
+        return value
+
+
+class Failure(BaseModel):
+    code: str
+    message: str | None
+
+
+class PaymentOut(BaseModel):
+    id: str
+    object: Literal["payment"] = "payment"
+    livemode: bool
+    status: str
+    amount: int
+    currency: str
+    method: str
+    channel: str | None
+    channel_account: str | None
+    channel_trade_no: str | None
+    out_trade_no: str
+    subject: str
+    description: str | None
+    next_action: dict[str, Any] | None
+    cashier_url: str
+    failure: Failure | None
+    customer: dict[str, Any]
+    metadata: dict[str, Any]
+    return_url: str | None
+    expires_at: dt.datetime
+    paid_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, payment: Payment, *, public_url: str) -> PaymentOut:
+        failure = (
+            Failure(code=payment.failure_code, message=payment.failure_message)
+            if payment.failure_code
+            else None
+        )
+        return cls(
+            id=payment.id,
+            livemode=payment.livemode,
+            status=payment.status,
+            amount=payment.amount,
+            currency=payment.currency,
+            method=payment.method,
+            channel=payment.channel,
+            channel_account=payment.channel_account_id,
+            channel_trade_no=payment.channel_trade_no,
+            out_trade_no=payment.out_trade_no,
+            subject=payment.subject,
+            description=payment.description,
+            next_action=payment.next_action,
+            cashier_url=f"{public_url.rstrip('/')}/pay/{payment.id}",
+            failure=failure,
+            customer=payment.customer or {},
+            metadata=payment.metadata_ or {},
+            return_url=payment.return_url,
+            expires_at=payment.expires_at,
+            paid_at=payment.paid_at,
+            closed_at=payment.closed_at,
+            created_at=payment.created_at,
+        )
+
+
+class PaymentFilters(BaseModel):
+    out_trade_no: str | None = None
+    status: str | None = None
+    created_gte: dt.datetime | None = None
+    created_lt: dt.datetime | None = None

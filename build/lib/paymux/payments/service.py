@@ -1,0 +1,514 @@
+"""The payment lifecycle: create at a channel, apply what the channel says, close, expire.
+
+Two kinds of function live here, and their names say which:
+
+- functions taking an ``AsyncSession`` change rows inside the caller's transaction and never do
+  network I/O (``apply_state``, ``apply_notification``, ``record_…``);
+- orchestrators taking the ``Runtime`` (``create``, ``close``, ``expire``, ``resolve_attempt``)
+  open short transactions of their own and call the channel **between** them, never inside one.
+
+Every status change goes through the transition tables in :mod:`paymux.payments.states` while
+the payment row is locked, and emits its webhook event in the same transaction (outbox).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.channels import base
+from paymux.channels import service as channel_service
+from paymux.channels.models import ChannelAccount
+from paymux.channels.repository import ChannelRepository
+from paymux.kit import clock, money
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
+from paymux.kit.ids import new_id
+from paymux.payments.models import Attempt, Payment
+from paymux.payments.repository import PaymentRepository
+from paymux.payments.schemas import PaymentCreate, PaymentOut
+from paymux.payments.states import (
+    FINAL_ATTEMPT,
+    AttemptStatus,
+    PaymentStatus,
+    can_transition_attempt,
+    can_transition_payment,
+)
+from paymux.routing import service as routing
+from paymux.runtime import Runtime
+from paymux.webhooks import service as webhooks
+
+log = structlog.get_logger(__name__)
+
+QUERY_BACKOFF_SECONDS = (5, 30, 120, 600, 3600)
+"""When the janitor queries an attempt whose outcome it does not know, by query count."""
+PENDING_FIRST_QUERY = 1
+"""A pending attempt (waiting for the customer) is first queried at QUERY_BACKOFF[1]."""
+EXPIRY_RETRY_SECONDS = 30.0
+
+EVENT_OF = {
+    PaymentStatus.succeeded: "payment.succeeded",
+    PaymentStatus.failed: "payment.failed",
+    PaymentStatus.closed: "payment.closed",
+    PaymentStatus.expired: "payment.expired",
+}
+
+# The channel's view of an order → (attempt status, payment status) it implies.
+_CHANNEL_TO_STATUS: dict[base.ChannelPaymentStatus, tuple[AttemptStatus, PaymentStatus | None]] = {
+    base.ChannelPaymentStatus.pending: (AttemptStatus.pending, None),
+    base.ChannelPaymentStatus.succeeded: (AttemptStatus.succeeded, PaymentStatus.succeeded),
+    base.ChannelPaymentStatus.failed: (AttemptStatus.failed, PaymentStatus.failed),
+    base.ChannelPaymentStatus.closed: (AttemptStatus.closed, PaymentStatus.closed),
+}
+
+
+def next_query_at(count: int) -> dt.datetime:
+    wait = QUERY_BACKOFF_SECONDS[min(count, len(QUERY_BACKOFF_SECONDS) - 1)]
+    return clock.now() + dt.timedelta(seconds=wait)
+
+
+def notify_url(public_url: str, account: ChannelAccount) -> str:
+    return f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}"
+
+
+# ------------------------------------------------------------------ transitions (in a tx)
+async def _emit(session: AsyncSession, payment: Payment, public_url: str) -> None:
+    event_type = EVENT_OF.get(PaymentStatus(payment.status))
+    if event_type is None:
+        return
+    data = PaymentOut.of(payment, public_url=public_url).model_dump(mode="json")
+    await webhooks.emit(
+        session, app_id=payment.app_id, livemode=payment.livemode, type=event_type, data=data
+    )
+
+
+def _move_attempt(attempt: Attempt, target: AttemptStatus) -> bool:
+    current = AttemptStatus(attempt.status)
+    if current == target:
+        return False
+    if not can_transition_attempt(current, target):
+        log.error("attempt_state_conflict", attempt=attempt.id, current=current, target=target)
+        return False
+    attempt.status = target
+    if target in FINAL_ATTEMPT:
+        attempt.query_due_at = None
+    return True
+
+
+async def _move_payment(
+    session: AsyncSession,
+    payment: Payment,
+    target: PaymentStatus,
+    public_url: str,
+    *,
+    failure: tuple[str, str | None] | None = None,
+) -> bool:
+    current = PaymentStatus(payment.status)
+    if current == target:
+        return False
+    if not can_transition_payment(current, target):
+        # e.g. the channel reports a payment we had closed: money moved that we must give back.
+        log.critical("payment_state_conflict", payment=payment.id, current=current, target=target)
+        return False
+    now = clock.now()
+    payment.status = target
+    payment.expiry_due_at = None
+    if target is PaymentStatus.succeeded:
+        payment.paid_at = payment.paid_at or now
+    elif target in (PaymentStatus.closed, PaymentStatus.expired):
+        payment.closed_at = now
+    if failure is not None:
+        payment.failure_code, payment.failure_message = failure
+    await _emit(session, payment, public_url)
+    return True
+
+
+async def apply_state(
+    session: AsyncSession, payment: Payment, attempt: Attempt, state: base.PaymentState,
+    public_url: str,
+) -> bool:  # fmt: skip
+    """Apply a channel's authoritative view of an attempt. ``payment`` must be locked.
+    Returns whether anything changed; stale and repeated states change nothing."""
+    if state.status is base.ChannelPaymentStatus.not_found:
+        return await _attempt_never_created(session, payment, attempt, public_url)
+    if (
+        attempt.status == AttemptStatus.succeeded
+        and state.status is base.ChannelPaymentStatus.closed
+    ):
+        # Alipay reports TRADE_CLOSED for a paid order once it is fully refunded: that is the
+        # refund's business, not a change of this payment.
+        return False
+    attempt_target, payment_target = _CHANNEL_TO_STATUS[state.status]
+    changed = _move_attempt(attempt, attempt_target)
+    if state.channel_trade_no and not attempt.channel_trade_no:
+        attempt.channel_trade_no = state.channel_trade_no
+    if attempt_target is AttemptStatus.pending and changed:
+        attempt.query_due_at = next_query_at(PENDING_FIRST_QUERY)
+    if payment_target is None or attempt.id != payment.current_attempt_id:
+        return changed
+    if payment_target is PaymentStatus.closed and clock.now() >= payment.expires_at:
+        payment_target = PaymentStatus.expired
+    if payment_target is PaymentStatus.succeeded:
+        payment.channel_trade_no = state.channel_trade_no or attempt.channel_trade_no
+        payment.paid_at = state.paid_at or clock.now()
+    failure = None
+    if payment_target is PaymentStatus.failed:
+        failure = (state.failure_code or "payment_failed", state.failure_message)
+    moved = await _move_payment(session, payment, payment_target, public_url, failure=failure)
+    return changed or moved
+
+
+async def _attempt_never_created(
+    session: AsyncSession, payment: Payment, attempt: Attempt, public_url: str
+) -> bool:
+    """The channel has no such order: the create never reached it (or it never existed)."""
+    if attempt.status not in (AttemptStatus.created, AttemptStatus.unknown):
+        # Normal for redirect methods: the channel opens the order only when the customer
+        # arrives (Alipay page/wap/app), so a pending attempt may not exist there yet.
+        log.info("order_not_yet_at_channel", attempt=attempt.id, status=attempt.status)
+        return False
+    _move_attempt(attempt, AttemptStatus.failed)
+    attempt.error_code = attempt.error_code or "not_created_at_channel"
+    if attempt.id != payment.current_attempt_id:
+        return True
+    await _move_payment(
+        session, payment, PaymentStatus.failed, public_url,
+        failure=("channel_error", "The channel never received the order."),
+    )  # fmt: skip
+    return True
+
+
+async def apply_notification(
+    session: AsyncSession, account: ChannelAccount, state: base.PaymentState, public_url: str
+) -> str:
+    """Apply a verified notification after cross-checking it against our own records.
+
+    Raises InvalidNotification — and the caller's transaction (which stored the notification)
+    rolls back — if the order is not this account's or amount/currency disagree: a valid
+    signature alone does not make a notification about *this* order."""
+    repo = PaymentRepository(session)
+    attempt = await repo.get_attempt(state.out_trade_no)
+    if attempt is None or attempt.channel_account_id != account.id:
+        raise base.InvalidNotification("unknown_order", "No such order for this channel account.")
+    if (state.amount is not None and state.amount != attempt.amount) or (
+        state.currency is not None and state.currency != attempt.currency
+    ):
+        raise base.InvalidNotification(
+            "amount_mismatch",
+            f"Notified {state.amount} {state.currency}, order is {attempt.amount} "
+            f"{attempt.currency}.",
+        )
+    payment = await repo.lock(attempt.payment_id)
+    await session.refresh(attempt)
+    changed = await apply_state(session, payment, attempt, state, public_url)
+    return "applied" if changed else "no_change"
+
+
+# ------------------------------------------------------------------ create
+@dataclass(frozen=True)
+class _Outcome:
+    kind: str
+    """``created``, ``declined``, ``unknown`` or ``retryable``."""
+    created: base.CreatedPayment | None = None
+    error: base.ChannelError | None = None
+    latency_ms: int = 0
+
+
+def _validate(req: PaymentCreate) -> None:
+    money.check_amount(req.amount, req.currency)
+    if req.method not in base.all_methods():
+        raise InvalidRequest(
+            "unsupported_method",
+            f"Unknown method {req.method!r}; known: {', '.join(sorted(base.all_methods()))}.",
+            param="method",
+        )
+    missing = sorted(base.required_customer_fields(req.method) - set(req.customer))
+    if missing:
+        raise InvalidRequest(
+            "customer_required",
+            f"{req.method} needs customer.{', customer.'.join(missing)}.",
+            param=f"customer.{missing[0]}",
+        )
+
+
+def _new_attempt(payment: Payment, account: ChannelAccount, call_seconds: float) -> Attempt:
+    # Due for a query shortly after the create call must have ended: if this process dies
+    # mid-call, the janitor finds the attempt still ``created`` and asks the channel.
+    due = clock.now() + dt.timedelta(seconds=call_seconds + QUERY_BACKOFF_SECONDS[0])
+    return Attempt(
+        id=new_id("att"),
+        payment_id=payment.id,
+        channel=account.channel,
+        channel_account_id=account.id,
+        method=payment.method,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=AttemptStatus.created,
+        query_due_at=due,
+        query_count=0,
+    )
+
+
+def _point_at(payment: Payment, attempt: Attempt) -> None:
+    payment.current_attempt_id = attempt.id
+    payment.channel = attempt.channel
+    payment.channel_account_id = attempt.channel_account_id
+
+
+async def create(
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate
+) -> tuple[Payment, int]:
+    """Create a payment and its order at the first channel account that accepts it.
+    Returns the payment and the milliseconds spent waiting for channels."""
+    _validate(req)
+    now = clock.now()
+    ttl = req.expires_in or rt.settings.payment_expiry_seconds
+    call_seconds = rt.settings.channel_timeout_seconds
+    expires_at = now + dt.timedelta(seconds=ttl)
+    async with rt.db.transaction() as session:
+        accounts = await routing.candidates(
+            session, app_id=app_id, livemode=livemode, method=req.method,
+            currency=req.currency, pinned=req.channel,
+        )  # fmt: skip
+        repo = PaymentRepository(session)
+        if await repo.find_by_out_trade_no(app_id, livemode, req.out_trade_no) is not None:
+            raise _duplicate(req.out_trade_no)
+        payment = Payment(
+            id=new_id("pay"), app_id=app_id, merchant_id=merchant_id, livemode=livemode,
+            out_trade_no=req.out_trade_no, amount=req.amount, currency=req.currency,
+            method=req.method, status=PaymentStatus.pending, subject=req.subject,
+            description=req.description, customer=dict(req.customer),
+            metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
+            expires_at=expires_at, expiry_due_at=expires_at,
+        )  # fmt: skip
+        attempt = _new_attempt(payment, accounts[0], call_seconds)
+        _point_at(payment, attempt)
+        repo.add(payment)
+        try:  # the payment first: the unit of work does not order unrelated mappers by FK
+            await session.flush()
+        except sa.exc.IntegrityError:
+            raise _duplicate(req.out_trade_no) from None
+        repo.add(attempt)
+    channel_ms = 0
+    for index, account in enumerate(accounts):
+        if index > 0:
+            attempt = await _add_attempt(rt, payment.id, account, call_seconds)
+        outcome = await _call_create(rt, payment, attempt, account)
+        channel_ms += outcome.latency_ms
+        last = index == len(accounts) - 1
+        payment = await _record_create(rt, payment.id, attempt.id, outcome, last=last)
+        if outcome.kind != "retryable":
+            break
+    return payment, channel_ms
+
+
+def _duplicate(out_trade_no: str) -> Conflict:
+    return Conflict(
+        "duplicate_out_trade_no",
+        f"A payment with out_trade_no {out_trade_no!r} exists already.",
+        param="out_trade_no",
+    )
+
+
+async def _add_attempt(
+    rt: Runtime, payment_id: str, account: ChannelAccount, call_seconds: float
+) -> Attempt:
+    async with rt.db.transaction() as session:
+        payment = await PaymentRepository(session).lock(payment_id)
+        attempt = _new_attempt(payment, account, call_seconds)
+        _point_at(payment, attempt)
+        session.add(attempt)
+    return attempt
+
+
+async def _call_create(
+    rt: Runtime, payment: Payment, attempt: Attempt, account: ChannelAccount
+) -> _Outcome:
+    adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+    request = base.CreatePayment(
+        out_trade_no=attempt.id, method=payment.method, amount=payment.amount,
+        currency=payment.currency, subject=payment.subject,
+        notify_url=notify_url(rt.settings.public_url, account), expires_at=payment.expires_at,
+        description=payment.description, return_url=payment.return_url,
+        client_ip=payment.client_ip, customer=payment.customer or {},
+    )  # fmt: skip
+    started = time.perf_counter()
+    created: base.CreatedPayment | None = None
+    error: base.ChannelError | None = None
+    try:
+        created = await adapter.create_payment(request)
+        kind = "created"
+    except base.BusinessError as exc:
+        kind, error = "declined", exc
+    except base.RetryableError as exc:
+        kind, error = "retryable", exc
+    except base.ChannelError as exc:  # UnknownOutcome and anything unclassified
+        kind, error = "unknown", exc
+    latency = int((time.perf_counter() - started) * 1000)
+    if error is not None:
+        log.info("channel_create_error", attempt=attempt.id, kind=kind, code=error.code)
+    return _Outcome(kind=kind, created=created, error=error, latency_ms=latency)
+
+
+async def _record_create(
+    rt: Runtime, payment_id: str, attempt_id: str, outcome: _Outcome, *, last: bool
+) -> Payment:
+    public_url = rt.settings.public_url
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        attempt = await repo.get_attempt(attempt_id)
+        assert attempt is not None
+        attempt.channel_latency_ms = outcome.latency_ms
+        if outcome.error is not None:
+            attempt.error_code = outcome.error.code[:64]
+            attempt.error_message = outcome.error.message[:500]
+        if outcome.kind == "created":
+            assert outcome.created is not None
+            await _record_created(session, payment, attempt, outcome.created, public_url)
+        elif outcome.kind == "unknown":
+            if _move_attempt(attempt, AttemptStatus.unknown):
+                attempt.query_due_at = next_query_at(0)
+        else:
+            _move_attempt(attempt, AttemptStatus.failed)
+            if outcome.kind == "declined" or last:
+                assert outcome.error is not None
+                code = outcome.error.code if outcome.kind == "declined" else "channel_unavailable"
+                await _move_payment(
+                    session, payment, PaymentStatus.failed, public_url,
+                    failure=(code[:64], outcome.error.message[:500]),
+                )  # fmt: skip
+    return payment
+
+
+async def _record_created(
+    session: AsyncSession, payment: Payment, attempt: Attempt, created: base.CreatedPayment,
+    public_url: str,
+) -> None:  # fmt: skip
+    action = created.next_action.to_dict() if created.next_action else None
+    attempt.next_action = action
+    attempt.channel_trade_no = attempt.channel_trade_no or created.channel_trade_no
+    if payment.status == PaymentStatus.pending:
+        payment.next_action = action
+    # A notification may have beaten the create answer; then this state is old news.
+    state = base.PaymentState(
+        out_trade_no=attempt.id, status=created.status, channel_trade_no=created.channel_trade_no
+    )
+    await apply_state(session, payment, attempt, state, public_url)
+
+
+# ------------------------------------------------------------------ read
+async def get(session: AsyncSession, *, app_id: str, livemode: bool, payment_id: str) -> Payment:
+    payment = await PaymentRepository(session).get(app_id, livemode, payment_id)
+    if payment is None:
+        raise NotFound("payment", payment_id)
+    return payment
+
+
+# ------------------------------------------------------------------ close and expire
+async def close(rt: Runtime, *, app_id: str, livemode: bool, payment_id: str) -> Payment:
+    """Close an unpaid payment, at the channel first so it can no longer be paid there."""
+    async with rt.db.read() as session:
+        payment = await get(session, app_id=app_id, livemode=livemode, payment_id=payment_id)
+    if payment.status == PaymentStatus.closed:
+        return payment
+    if payment.status != PaymentStatus.pending:
+        raise Conflict(
+            "payment_not_closable", f"The payment is {payment.status}; only pending ones close."
+        )
+    payment = await _close_everywhere(rt, payment.id, PaymentStatus.closed)
+    if payment.status == PaymentStatus.succeeded:
+        raise Conflict("payment_succeeded", "The customer paid before the payment could close.")
+    return payment
+
+
+async def expire(rt: Runtime, payment_id: str) -> Payment:
+    return await _close_everywhere(rt, payment_id, PaymentStatus.expired)
+
+
+async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus) -> Payment:
+    public_url = rt.settings.public_url
+    async with rt.db.read() as session:
+        attempts = await PaymentRepository(session).open_attempts(payment_id)
+        accounts = {a.id: await _account(session, a.channel_account_id) for a in attempts}
+    for attempt in attempts:
+        adapter = channel_service.adapter_for(rt.vault, accounts[attempt.id], rt.channel_http)
+        try:
+            await adapter.close_payment(attempt.id)
+        except base.BusinessError as exc:
+            if exc.code != "already_paid":
+                raise UpstreamError(
+                    "channel_error", f"The channel refused to close: {exc}"
+                ) from exc
+            state = await _query(adapter, attempt.id)
+            async with rt.db.transaction() as session:
+                repo = PaymentRepository(session)
+                payment = await repo.lock(payment_id)
+                fresh = await repo.get_attempt(attempt.id)
+                assert fresh is not None
+                await apply_state(session, payment, fresh, state, public_url)
+            return payment
+        except base.ChannelError as exc:
+            raise UpstreamError(
+                "channel_unavailable", f"Could not reach the channel to close: {exc.code}"
+            ) from exc
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        if payment.status != PaymentStatus.pending:
+            return payment
+        for attempt in await repo.open_attempts(payment_id):
+            _move_attempt(attempt, AttemptStatus.closed)
+        await _move_payment(session, payment, target, public_url)
+    return payment
+
+
+async def _query(adapter: base.ChannelAdapter, out_trade_no: str) -> base.PaymentState:
+    try:
+        return await adapter.query_payment(out_trade_no)
+    except base.ChannelError as exc:
+        raise UpstreamError(
+            "channel_unavailable", f"Could not query the channel: {exc.code}"
+        ) from exc
+
+
+async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
+    account = await ChannelRepository(session).get(account_id)
+    assert account is not None
+    return account
+
+
+# ------------------------------------------------------------------ janitor
+async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
+    """Ask the channel about one attempt and apply the answer; schedule the next question if
+    the attempt is still open."""
+    async with rt.db.read() as session:
+        attempt = await PaymentRepository(session).get_attempt(attempt_id)
+        if attempt is None or attempt.status in FINAL_ATTEMPT:
+            return
+        account = await _account(session, attempt.channel_account_id)
+    adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+    state: base.PaymentState | None
+    try:
+        state = await adapter.query_payment(attempt_id)
+    except base.ChannelError as exc:
+        log.info("janitor_query_failed", attempt=attempt_id, code=exc.code)
+        state = None
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(attempt.payment_id)
+        fresh = await repo.get_attempt(attempt_id)
+        assert fresh is not None
+        if state is not None:
+            await apply_state(session, payment, fresh, state, rt.settings.public_url)
+        if fresh.status not in FINAL_ATTEMPT:
+            fresh.query_count += 1
+            fresh.query_due_at = next_query_at(fresh.query_count)
+
+
+def expiry_retry_at() -> dt.datetime:
+    return clock.now() + dt.timedelta(seconds=EXPIRY_RETRY_SECONDS)

@@ -1,0 +1,62 @@
+"""Everything a process holds for its lifetime: settings, database, vault, HTTP clients.
+
+Built once by the API's lifespan, the worker and the CLI; tests build their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from paymux.config import Settings
+from paymux.kit.crypto import Vault
+from paymux.kit.db import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    vault: Vault
+    channel_http: httpx.AsyncClient
+    """Client for calls to channels (adapters get it injected)."""
+    webhook_http: httpx.AsyncClient
+    """Client for merchant webhook deliveries."""
+    owned: list[httpx.AsyncClient] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        channel_http: httpx.AsyncClient | None = None,
+        webhook_http: httpx.AsyncClient | None = None,
+    ) -> Runtime:
+        owned: list[httpx.AsyncClient] = []
+        if channel_http is None:
+            channel_http = httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.channel_timeout_seconds, connect=3.0),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+            owned.append(channel_http)
+        if webhook_http is None:
+            webhook_http = httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=3.0),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            )
+            owned.append(webhook_http)
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url, pool_size=settings.db_pool_size),
+            vault=Vault(settings.master_key_bytes),
+            channel_http=channel_http,
+            webhook_http=webhook_http,
+            owned=owned,
+        )
+
+    async def aclose(self) -> None:
+        for client in self.owned:
+            await client.aclose()
+        await self.db.dispose()

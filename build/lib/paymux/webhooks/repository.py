@@ -1,0 +1,139 @@
+"""Every query of webhook endpoints, events, deliveries and attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.webhooks.models import (
+    DeliveryStatus,
+    Event,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+
+class WebhookRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, obj: WebhookEndpoint | Event | WebhookDelivery | WebhookAttempt) -> None:
+        self.session.add(obj)
+
+    # ---------------------------------------------------------------- endpoints
+    async def endpoint(
+        self, app_id: str, livemode: bool, endpoint_id: str
+    ) -> WebhookEndpoint | None:
+        stmt = sa.select(WebhookEndpoint).where(
+            WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.app_id == app_id,
+            WebhookEndpoint.livemode == livemode,
+            WebhookEndpoint.deleted_at.is_(None),
+        )
+        return (await self.session.scalars(stmt)).first()
+
+    async def endpoints(self, app_id: str, livemode: bool) -> list[WebhookEndpoint]:
+        stmt = (
+            sa.select(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.app_id == app_id,
+                WebhookEndpoint.livemode == livemode,
+                WebhookEndpoint.deleted_at.is_(None),
+            )
+            .order_by(WebhookEndpoint.id)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def endpoints_by_id(self, ids: Sequence[str]) -> dict[str, WebhookEndpoint]:
+        if not ids:
+            return {}
+        stmt = sa.select(WebhookEndpoint).where(WebhookEndpoint.id.in_(set(ids)))
+        return {e.id: e for e in (await self.session.scalars(stmt)).all()}
+
+    async def cancel_pending(self, endpoint_id: str, reason: str) -> int:
+        stmt = (
+            sa.update(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.status == DeliveryStatus.pending,
+            )
+            .values(status=DeliveryStatus.canceled, next_attempt_at=None, last_error=reason)
+        )
+        result = await self.session.execute(stmt)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # ---------------------------------------------------------------- events
+    async def event(self, app_id: str, livemode: bool, event_id: str) -> Event | None:
+        stmt = sa.select(Event).where(
+            Event.id == event_id, Event.app_id == app_id, Event.livemode == livemode
+        )
+        return (await self.session.scalars(stmt)).first()
+
+    async def events(
+        self,
+        app_id: str,
+        livemode: bool,
+        *,
+        type_: str | None,
+        limit: int,
+        starting_after: str | None,
+    ) -> tuple[list[Event], bool]:
+        """Newest first; the cursor is the last id seen (ids sort by creation time)."""
+        stmt = sa.select(Event).where(Event.app_id == app_id, Event.livemode == livemode)
+        if type_ is not None:
+            stmt = stmt.where(Event.type == type_)
+        if starting_after is not None:
+            stmt = stmt.where(Event.id < starting_after)
+        rows = list(
+            (await self.session.scalars(stmt.order_by(Event.id.desc()).limit(limit + 1))).all()
+        )
+        return rows[:limit], len(rows) > limit
+
+    async def events_by_id(self, ids: Sequence[str]) -> dict[str, Event]:
+        if not ids:
+            return {}
+        stmt = sa.select(Event).where(Event.id.in_(set(ids)))
+        return {e.id: e for e in (await self.session.scalars(stmt)).all()}
+
+    # ---------------------------------------------------------------- deliveries
+    async def deliveries_of(self, event_id: str) -> list[WebhookDelivery]:
+        stmt = (
+            sa.select(WebhookDelivery)
+            .where(WebhookDelivery.event_id == event_id)
+            .order_by(WebhookDelivery.id)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def attempts_of(self, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
+        found: dict[str, list[WebhookAttempt]] = {d: [] for d in delivery_ids}
+        if not delivery_ids:
+            return found
+        stmt = (
+            sa.select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(list(delivery_ids)))
+            .order_by(WebhookAttempt.id)
+        )
+        for attempt in (await self.session.scalars(stmt)).all():
+            found[attempt.delivery_id].append(attempt)
+        return found
+
+    async def lock_delivery(self, delivery_id: str) -> WebhookDelivery:
+        stmt = (
+            sa.select(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).one()
+
+    async def lock_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        stmt = (
+            sa.select(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).one()

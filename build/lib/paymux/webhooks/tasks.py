@@ -1,0 +1,104 @@
+"""Worker job: deliver due webhooks.
+
+A batch is claimed in one short transaction (its rows leased with ``FOR UPDATE SKIP LOCKED``),
+POSTed concurrently with no transaction open, and the outcomes recorded in another. A worker
+that dies between the two loses nothing: the lease runs out and the delivery is tried again
+(at-least-once; ``webhook-id`` lets receivers deduplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from paymux.kit import clock
+from paymux.kit.crypto import DecryptionError
+from paymux.kit.db import any_due, claim_due
+from paymux.runtime import Runtime
+from paymux.webhooks import service, signing
+from paymux.webhooks.models import DeliveryStatus, WebhookDelivery
+from paymux.webhooks.repository import WebhookRepository
+
+log = structlog.get_logger(__name__)
+
+LEASE_SECONDS = 60.0
+"""Longer than any attempt can take (the webhook client's timeout is 10 s)."""
+EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class _Send:
+    delivery_id: str
+    attempt_number: int
+    event_id: str
+    url: str
+    secret: str
+    body: bytes
+
+
+async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
+    """Attempt every delivery that is due. Returns how many were attempted or canceled."""
+    where = [WebhookDelivery.status == DeliveryStatus.pending]
+    if not await any_due(rt.db, WebhookDelivery.next_attempt_at, where=where):
+        return 0
+    async with rt.db.transaction() as session:
+        deliveries = await claim_due(
+            session, WebhookDelivery, WebhookDelivery.next_attempt_at, where=where,
+            limit=limit, lease_seconds=LEASE_SECONDS,
+        )  # fmt: skip
+        if not deliveries:
+            return 0
+        repo = WebhookRepository(session)
+        events = await repo.events_by_id([d.event_id for d in deliveries])
+        endpoints = await repo.endpoints_by_id([d.endpoint_id for d in deliveries])
+        sends: list[_Send] = []
+        for delivery in deliveries:
+            endpoint = endpoints[delivery.endpoint_id]
+            if not endpoint.enabled or endpoint.deleted_at is not None:
+                delivery.status = DeliveryStatus.canceled
+                delivery.next_attempt_at = None
+                delivery.last_error = f"endpoint disabled: {endpoint.disabled_reason}"
+                continue
+            try:
+                secret = service.endpoint_secret(rt.vault, endpoint)
+            except DecryptionError:
+                log.error("webhook_secret_unreadable", endpoint=endpoint.id)
+                continue  # stays leased; retried when the lease runs out (key misconfiguration)
+            sends.append(
+                _Send(
+                    delivery.id, delivery.attempt_count + 1, delivery.event_id, endpoint.url,
+                    secret, service.payload(events[delivery.event_id]),
+                )
+            )  # fmt: skip
+    outcomes = await asyncio.gather(*(_post(rt.webhook_http, s) for s in sends))
+    async with rt.db.transaction() as session:
+        for send, outcome in zip(sends, outcomes, strict=True):
+            await service.record_outcome(session, send.delivery_id, send.attempt_number, outcome)
+    return len(deliveries)
+
+
+async def _post(http: httpx.AsyncClient, send: _Send) -> service.Outcome:
+    started_at = clock.now()
+    started = time.perf_counter()
+    headers = signing.headers(send.secret, send.event_id, int(started_at.timestamp()), send.body)
+    headers["user-agent"] = "paymux-webhooks/1"
+
+    def elapsed() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    try:
+        response = await http.post(send.url, content=send.body, headers=headers)
+    except httpx.HTTPError as exc:
+        return service.Outcome(
+            attempted_at=started_at, duration_ms=elapsed(),
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )  # fmt: skip
+    return service.Outcome(
+        attempted_at=started_at, duration_ms=elapsed(), status_code=response.status_code,
+        response_excerpt=response.text[:EXCERPT_CHARS] or None,
+        retry_after=response.headers.get("retry-after"),
+    )  # fmt: skip

@@ -1,0 +1,118 @@
+"""The operator API: merchants, apps, keys (shown once, hashed, revocable), channel accounts
+(credentials validated, encrypted, never returned; test mode only ever reaches a sandbox)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from paymux.channels.models import ChannelAccount
+from paymux.merchants.models import ApiKey
+from tests.conftest import GATEWAY, Stack
+
+OPERATOR = {"Authorization": "Bearer op_test_token_0123456789"}
+
+
+async def _post(stack: Stack, path: str, body: dict[str, Any], status: int = 201) -> Any:
+    r = await stack.client.post(f"/v1/operator{path}", json=body, headers=OPERATOR)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+async def test_operator_token_is_required(stack: Stack) -> None:
+    r = await stack.client.get("/v1/operator/merchants")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    r = await stack.client.get(
+        "/v1/operator/merchants", headers={"Authorization": "Bearer op_wrong"}
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_operator_token"
+
+
+async def test_merchant_app_key_channel_then_take_payments(stack: Stack) -> None:
+    merchant = await _post(stack, "/merchants", {"name": "Operator shop"})
+    app = await _post(stack, f"/merchants/{merchant['id']}/apps", {"name": "web"})
+    key = await _post(stack, f"/apps/{app['id']}/keys", {"mode": "test"})
+    assert key["secret"].startswith("sk_test_") and key["hint"] == key["secret"][-4:]
+    async with stack.runtime.db.read() as session:
+        stored = await session.get(ApiKey, key["id"])
+    assert stored is not None and key["secret"] not in stored.key_hash  # only its hash is kept
+
+    creds = stack.sandboxes["wechatpay"].provision(f"{GATEWAY}/sandbox/wechatpay")
+    body = {"channel": "wechatpay", "credentials": creds, "fee_rate_bps": 60}
+    account = await _post(stack, f"/apps/{app['id']}/channel_accounts", body)
+    assert "credentials" not in account and account["enabled"] is True
+    async with stack.runtime.db.read() as session:
+        row = await session.get(ChannelAccount, account["id"])
+    assert row is not None and creds["mchid"] not in row.credentials_enc  # encrypted at rest
+
+    headers = {"Authorization": f"Bearer {key['secret']}"}
+    payment = await stack.client.post(
+        "/v1/payments", headers=headers,
+        json={"amount": 100, "currency": "CNY", "method": "wechat_native",
+              "out_trade_no": "op-1", "subject": "Operator"},
+    )  # fmt: skip
+    assert payment.status_code == 201, payment.text
+    assert payment.json()["channel_account"] == account["id"]
+
+    patched = await stack.client.patch(
+        f"/v1/operator/channel_accounts/{account['id']}", json={"enabled": False},
+        headers=OPERATOR,
+    )  # fmt: skip
+    assert patched.json()["enabled"] is False
+    refused = await stack.client.post(
+        "/v1/payments", headers=headers,
+        json={"amount": 100, "currency": "CNY", "method": "wechat_native",
+              "out_trade_no": "op-2", "subject": "Operator"},
+    )  # fmt: skip
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "method_unavailable"
+
+    revoked = await stack.client.delete(
+        f"/v1/operator/apps/{app['id']}/keys/{key['id']}", headers=OPERATOR
+    )
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    after = await stack.client.get("/v1/payments", headers=headers)
+    assert after.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"channel": "paypal"}, "unknown_channel"),
+        ({"methods": ["alipay_qr"]}, "unsupported_method"),
+        ({"credentials": {"mchid": "1"}}, "invalid_credentials"),
+        ({"gateway": "https://api.mch.weixin.qq.com"}, "test_mode_requires_sandbox"),
+        ({"mode": "live"}, "live_mode_requires_channel"),
+        ({"fee_rate_bps": -1}, "parameter_invalid"),
+    ],
+)
+async def test_bad_channel_accounts_are_refused(
+    stack: Stack, change: dict[str, Any], code: str
+) -> None:
+    merchant = await _post(stack, "/merchants", {"name": "Strict shop"})
+    app = await _post(stack, f"/merchants/{merchant['id']}/apps", {"name": "web"})
+    creds = stack.sandboxes["wechatpay"].provision(f"{GATEWAY}/sandbox/wechatpay")
+    if "gateway" in change:
+        creds["gateway"] = change.pop("gateway")
+    body = {"channel": "wechatpay", "credentials": creds, **change}
+    error = await _post(stack, f"/apps/{app['id']}/channel_accounts", body, status=400)
+    assert error["error"]["code"] == code
+    async with stack.runtime.db.read() as session:
+        count = await session.scalar(
+            sa.select(sa.func.count()).where(ChannelAccount.app_id == app["id"])
+        )
+    assert count == 0
+
+
+async def test_unknown_parents_are_404(stack: Stack) -> None:
+    r = await stack.client.post(
+        "/v1/operator/merchants/mch_nope/apps", json={"name": "x"}, headers=OPERATOR
+    )
+    assert r.status_code == 404
+    r = await stack.client.post(
+        "/v1/operator/apps/app_nope/keys", json={"mode": "test"}, headers=OPERATOR
+    )
+    assert r.status_code == 404
+    r = await stack.client.get("/v1/operator/apps/app_nope/channel_accounts", headers=OPERATOR)
+    assert r.status_code == 404
