@@ -5,11 +5,14 @@
 
 Processes: the channel sandboxes (WeChat Pay + Alipay, real signatures) in one process, a
 merchant webhook receiver in another, N gateway API processes (``paymux serve --workers N``),
-M ``paymux worker`` processes, and this driver. Prints, per database:
+M ``paymux worker`` processes (on SQLite: one API process with the worker inside, as SQLite is
+deployed), and this driver. Prints, per database:
 
 - lifecycles/s: N payments, closed loop, from the first create to the last webhook received;
 - create latency p50/p99 at half that load (open loop), and the gateway's own overhead
-  (latency minus the time spent waiting for the channel, reported by the gateway per request).
+  (latency minus the time spent waiting for the channel, reported by the gateway per request);
+- the CPU milliseconds each process (and PostgreSQL) spent per lifecycle, which shows where the
+  machine's cores go.
 
     python bench/lifecycle.py                      # SQLite, then PostgreSQL if reachable
     python bench/lifecycle.py --only postgresql --payments 3000 --api 2 --workers 1
@@ -243,8 +246,12 @@ async def bench(db: str, args: argparse.Namespace) -> dict[str, Any]:
         await wait_up(f"{receiver}/count")
         key = await provision(db_url, env, json.loads(creds_file.read_text()), f"{receiver}/hooks")
         api = 1 if db == "sqlite" else args.api
-        workers = 1 if db == "sqlite" else args.workers
+        # SQLite is deployed as one process with its worker inside (docs/deploy.md): its writers
+        # then queue in order on one lock instead of across processes on SQLite's busy handler.
+        workers = 0 if db == "sqlite" else args.workers
         serve = [PAYMUX, "serve", "--port", str(gp), "--workers", str(api)]
+        if db == "sqlite":
+            serve.append("--with-worker")
         procs.append(spawn(serve, env))
         for _ in range(workers):
             procs.append(spawn([PAYMUX, "worker"], env))
@@ -254,7 +261,16 @@ async def bench(db: str, args: argparse.Namespace) -> dict[str, Any]:
         driver.latencies.clear()
         driver.channel_ms.clear()
         driver.errors = 0
+        roles = {"driver": os.getpid(), "sandboxes": procs[0].pid, "receiver": procs[1].pid,
+                 "api": procs[2].pid}  # fmt: skip
+        roles.update({f"worker{i + 1}": p.pid for i, p in enumerate(procs[3:])})
+        before = cpu_by_role(roles)
         rate = await driver.closed_loop(args.payments, args.concurrency)
+        after = cpu_by_role(roles)
+        if db == "sqlite":
+            del before["postgres"], after["postgres"]
+        cpu_ms = {role: round((after[role] - before[role]) * 1000 / args.payments, 2)
+                  for role in after}  # fmt: skip
         await driver.open_loop(rate / 2, args.seconds)
         overhead = [a - b for a, b in zip(driver.latencies, driver.channel_ms, strict=True)]
         await driver.client.aclose()
@@ -268,6 +284,7 @@ async def bench(db: str, args: argparse.Namespace) -> dict[str, Any]:
             "overhead_p50_ms": round(pct(overhead, 0.5), 1),
             "overhead_p99_ms": round(pct(overhead, 0.99), 1),
             "errors": driver.errors,
+            "cpu_ms_per_lifecycle": cpu_ms,
         }  # fmt: skip
     finally:
         for p in procs:
@@ -280,6 +297,40 @@ async def bench(db: str, args: argparse.Namespace) -> dict[str, Any]:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid → (parent pid, command name, CPU seconds used), from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / ticks)
+    return table
+
+
+def cpu_by_role(roles: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each role's process tree (this driver: its own process only,
+    the others are its children), plus the database server."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return table.get(pid, (0, "", 0.0))[2] + sum(tree(c) for c in children.get(pid, []))
+
+    used = {role: tree(pid) for role, pid in roles.items() if role != "driver"}
+    used["driver"] = table.get(roles["driver"], (0, "", 0.0))[2]
+    used["postgres"] = sum(cpu for _, name, cpu in table.values() if name == "postgres")
+    return used
 
 
 def pg_reachable() -> bool:
@@ -313,15 +364,22 @@ def main() -> None:
     for db in dbs:
         result = asyncio.run(bench(db, args))
         print(json.dumps(result))
+        setup = (
+            f"{result['api_processes']} API + {result['worker_processes']} worker processes"
+            if result["worker_processes"]
+            else "1 process with its worker inside"
+        )
         print(
-            f"{db:>10}: {result['lifecycles_per_s']:>7} lifecycles/s "
-            f"({result['api_processes']} API + {result['worker_processes']} worker processes); "
+            f"{db:>10}: {result['lifecycles_per_s']:>7} lifecycles/s ({setup}); "
             f"at {result['half_load_rate']}/s create p50 {result['create_p50_ms']} ms, "
             f"p99 {result['create_p99_ms']} ms; gateway overhead p50 "
             f"{result['overhead_p50_ms']} ms, p99 {result['overhead_p99_ms']} ms; "
             f"errors {result['errors']}",
             flush=True,
         )
+        shares = ", ".join(f"{k} {v}" for k, v in result["cpu_ms_per_lifecycle"].items())
+        total = sum(result["cpu_ms_per_lifecycle"].values())
+        print(f"{'':>12}CPU ms per lifecycle: {shares} (total {total:.1f})", flush=True)
 
 
 if __name__ == "__main__":
