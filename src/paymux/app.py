@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from paymux import __version__
 from paymux.config import Settings, get_settings
 from paymux.kit.logging import configure_logging
-from paymux.kit.web import install_error_handlers
+from paymux.kit.web import RejectNulMiddleware, install_error_handlers
 from paymux.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -73,6 +73,7 @@ def create_app(
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(RejectNulMiddleware)
 
     from paymux.cashier.endpoints import router as cashier_router
     from paymux.channels.endpoints import router as channels_router

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from paymux.channels import base
+from paymux.channels import base, sandbox_kit
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.adapter import AlipayAdapter, AlipayCredentials, classify
 from paymux.channels.alipay.sandbox import Sandbox
@@ -133,11 +133,13 @@ async def wait_for(predicate: Callable[[], bool], rounds: int = 500) -> None:
 
 
 def public_pem_of(private_pem: str) -> str:
-    return p.public_key_pem(p.load_private_key(private_pem).public_key())
+    return sandbox_kit.public_key_pem(p.load_private_key(private_pem).public_key())
 
 
 def new_private_pem() -> str:
-    return p.private_key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return sandbox_kit.private_key_pem(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
 
 
 # ---------------------------------------------------------------- codec

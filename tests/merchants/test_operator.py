@@ -93,6 +93,7 @@ async def test_bad_channel_accounts_are_refused(
     merchant = await _post(stack, "/merchants", {"name": "Strict shop"})
     app = await _post(stack, f"/merchants/{merchant['id']}/apps", {"name": "web"})
     creds = stack.sandboxes["wechatpay"].provision(f"{GATEWAY}/sandbox/wechatpay")
+    change = dict(change)  # the parameter is shared by every backend's run
     if "gateway" in change:
         creds["gateway"] = change.pop("gateway")
     body = {"channel": "wechatpay", "credentials": creds, **change}

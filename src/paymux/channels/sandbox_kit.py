@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -325,3 +327,18 @@ def customer_router(core: SandboxCore, *, title: str, brand_color: str) -> APIRo
         return {"queued": 0}
 
     return router
+
+
+def private_key_pem(key: rsa.RSAPrivateKey) -> str:
+    """PKCS#8 PEM of a key pair a sandbox made for a merchant (what the merchant would download)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def public_key_pem(key: rsa.RSAPublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()

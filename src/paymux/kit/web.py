@@ -3,6 +3,7 @@ error rendering, pagination."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paymux.kit.errors import PaymuxError
 from paymux.runtime import Runtime
@@ -78,6 +80,78 @@ def _error_response(
         status_code=status,
         content={"error": {"type": type_, "code": code, "message": message, "param": param}},
     )
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class RejectNulMiddleware:
+    """Refuse API requests carrying NUL characters (in the path, query or a JSON body) with a
+    400 before any handler runs: no field of ours can hold one, and PostgreSQL cannot store one.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        raw = scope.get("raw_path") or b""
+        query = scope.get("query_string") or b""
+        if "\x00" in scope["path"] or b"%00" in raw or b"%00" in query or b"\x00" in query:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # client went away; let the app see it
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b"\x00" in body or (b"\\u0000" in body and _json_has_nul(body)):
+            await self._refuse(send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Send) -> None:
+        response = _error_response(
+            400, "invalid_request_error", "parameter_invalid",
+            "Text may not contain NUL (\\u0000) characters.",
+        )  # fmt: skip
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _json_has_nul(body: bytes) -> bool:
+    try:
+        return _has_nul(json.loads(body))
+    except ValueError:
+        return False  # not JSON: the endpoint will say so
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -152,20 +152,6 @@ def load_public_key(text: str) -> rsa.RSAPublicKey:
     return key
 
 
-def private_key_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def public_key_pem(key: rsa.RSAPublicKey) -> str:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
 # ---------------------------------------------------------------- signatures
 def sign(message: str, key: rsa.RSAPrivateKey) -> str:
     """SHA256withRSA (PKCS#1 v1.5) over the UTF-8 message, base64."""

@@ -56,6 +56,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
 
+from paymux.channels import sandbox_kit
 from paymux.channels.alipay import protocol as p
 from paymux.channels.sandbox_kit import (
     OrderStatus,
@@ -157,7 +158,7 @@ class Sandbox:
         hold_timeout_seconds: float = 30.0,
     ) -> None:
         self._alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.alipay_public_key = p.public_key_pem(self._alipay_key.public_key())
+        self.alipay_public_key = sandbox_kit.public_key_pem(self._alipay_key.public_key())
         """The sandbox's "Alipay public key" (PEM), as given to every app."""
         self.apps: dict[str, SandboxApp] = {}
         self.core = SandboxCore(
@@ -190,10 +191,10 @@ class Sandbox:
         app_id = "9021" + _digits(12)
         while app_id in self.apps:
             app_id = "9021" + _digits(12)
-        app = self.register_app(app_id, p.public_key_pem(key.public_key()))
+        app = self.register_app(app_id, sandbox_kit.public_key_pem(key.public_key()))
         return {
             "app_id": app.app_id,
-            "app_private_key": p.private_key_pem(key),
+            "app_private_key": sandbox_kit.private_key_pem(key),
             "alipay_public_key": self.alipay_public_key,
             "gateway": f"{base_url.rstrip('/')}/gateway.do",
             "seller_id": app.seller_id,

@@ -92,20 +92,6 @@ def load_public_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
-def private_key_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def public_key_pem(key: rsa.RSAPublicKey) -> str:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
 def make_nonce(length: int = 32) -> str:
     return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(length))
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import (
     OrderStatus,
     Outcome,
@@ -150,7 +151,7 @@ class Sandbox:
         self.platform_public_key_id = (
             protocol.PUBLIC_KEY_ID_PREFIX + "01" + _random(string.digits, 26)
         )
-        self.platform_public_key_pem = protocol.public_key_pem(self._platform_key.public_key())
+        self.platform_public_key_pem = sandbox_kit.public_key_pem(self._platform_key.public_key())
         self.merchants: dict[str, SandboxMerchant] = {}
         core = _WechatCore(
             channel="wechatpay",
@@ -181,7 +182,7 @@ class Sandbox:
             "mchid": merchant.mchid,
             "appid": merchant.appid,
             "merchant_serial_no": merchant.serial_no,
-            "merchant_private_key": protocol.private_key_pem(key),
+            "merchant_private_key": sandbox_kit.private_key_pem(key),
             "apiv3_key": merchant.apiv3_key,
             "platform_public_key_id": self.platform_public_key_id,
             "platform_public_key": self.platform_public_key_pem,

@@ -1,1 +1,0 @@
-"""Payment channels: the adapter contract, the registry and one package per channel."""

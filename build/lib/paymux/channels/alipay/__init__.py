@@ -1,1 +1,0 @@
-"""Alipay OpenAPI (RSA2) channel: wire codec, adapter and sandbox."""

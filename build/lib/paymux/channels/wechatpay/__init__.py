@@ -1,1 +1,0 @@
-"""WeChat Pay API v3: wire codec (``protocol``), adapter (``adapter``) and sandbox (``sandbox``)."""

@@ -1,1 +1,0 @@
-"""Shared plumbing used by every domain."""
