@@ -19,6 +19,7 @@ import structlog
 from paymux.jobs import leases
 from paymux.kit import idempotency
 from paymux.kit.ids import token
+from paymux.ledger import tasks as ledger_tasks
 from paymux.payments import tasks as payment_tasks
 from paymux.runtime import Runtime
 from paymux.webhooks import tasks as webhook_tasks
@@ -65,6 +66,7 @@ class Worker:
             ("janitor", lambda r: payment_tasks.query_due(r, limit=batch)),
             ("expiry", lambda r: payment_tasks.expire_due(r, limit=batch)),
             ("webhooks", lambda r: webhook_tasks.deliver_due(r, limit=batch)),
+            ("ledger_holds", lambda r: ledger_tasks.void_expired(r, limit=batch)),
         ]
 
     async def tick(self) -> int:
