@@ -77,11 +77,25 @@ def create_app(
 
     from paymux.cashier.endpoints import router as cashier_router
     from paymux.channels.endpoints import router as channels_router
+    from paymux.escrow.endpoints import router as escrow_router
+    from paymux.ledger.endpoints import router as ledger_router
     from paymux.merchants.endpoints import router as operator_router
     from paymux.payments.endpoints import router as payments_router
+    from paymux.payouts.endpoints import router as payouts_router
+    from paymux.refunds.endpoints import router as refunds_router
+    from paymux.settlement.endpoints import router as settlement_router
+    from paymux.splits.endpoints import router as splits_router
+    from paymux.wallets.endpoints import router as wallets_router
     from paymux.webhooks.endpoints import router as webhooks_router
 
     app.include_router(payments_router)
+    app.include_router(escrow_router)
+    app.include_router(refunds_router)
+    app.include_router(splits_router)
+    app.include_router(wallets_router)
+    app.include_router(payouts_router)
+    app.include_router(settlement_router)
+    app.include_router(ledger_router)
     app.include_router(webhooks_router)
     app.include_router(operator_router)
     app.include_router(channels_router)

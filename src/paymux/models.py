@@ -1,19 +1,31 @@
 """Imports every domain's models so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from paymux.channels import models as channels_models
+from paymux.funds import models as funds_models
 from paymux.jobs import models as jobs_models
 from paymux.kit import idempotency as idempotency_models
 from paymux.ledger import models as ledger_models
 from paymux.merchants import models as merchants_models
 from paymux.payments import models as payments_models
+from paymux.payouts import models as payouts_models
+from paymux.refunds import models as refunds_models
+from paymux.settlement import models as settlement_models
+from paymux.splits import models as splits_models
+from paymux.wallets import models as wallets_models
 from paymux.webhooks import models as webhooks_models
 
 __all__ = [
     "channels_models",
+    "funds_models",
     "idempotency_models",
     "jobs_models",
     "ledger_models",
     "merchants_models",
     "payments_models",
+    "payouts_models",
+    "refunds_models",
+    "settlement_models",
+    "splits_models",
+    "wallets_models",
     "webhooks_models",
 ]

@@ -273,7 +273,7 @@ async def test_duplicate_notifications_apply_once(stack: Stack) -> None:
         core = stack.sandboxes[channel].core
         order = core.find(attempt)
         assert core.settle(order, paid=True)
-        headers, body = await core._build(order)
+        headers, body = await core.notification_for(order)
         url = f"/notify/{channel}/{tenant.accounts[channel]}"
         answers = await asyncio.gather(
             *[stack.client.post(url, content=body, headers=headers) for _ in range(10)]
@@ -299,19 +299,19 @@ async def test_forged_and_mismatched_notifications_change_nothing(stack: Stack) 
         url = f"/notify/{channel}/{tenant.accounts[channel]}"
         order.status = order.status.__class__.succeeded
         # 1. a genuine notification with one byte changed
-        headers, body = await core._build(order)
+        headers, body = await core.notification_for(order)
         tampered = body.replace(b"1999", b"1") if b"1999" in body else body[:-2] + b"x}"
         r = await stack.client.post(url, content=tampered, headers=headers)
         assert 400 <= r.status_code < 500, r.text
         # 2. correctly signed by the channel, but about a different amount than ours
         order.amount = 1
-        headers, body = await core._build(order)
+        headers, body = await core.notification_for(order)
         r = await stack.client.post(url, content=body, headers=headers)
         assert 400 <= r.status_code < 500, r.text
         order.amount = 1999
         # 3. a genuine notification sent to another merchant's notify URL
         other = await make_tenant(stack)
-        headers, body = await core._build(order)
+        headers, body = await core.notification_for(order)
         r = await stack.client.post(
             f"/notify/{channel}/{other.accounts[channel]}", content=body, headers=headers
         )

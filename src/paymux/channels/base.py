@@ -116,6 +116,9 @@ class CreatePayment:
     client_ip: str | None = None
     customer: Mapping[str, Any] = field(default_factory=dict)
     """Channel customer identifiers: ``openid`` (WeChat JSAPI/mini), ``buyer_id`` (Alipay)…"""
+    profit_sharing: bool = False
+    """Ask the channel to keep the money splittable (WeChat ``settle_info.profit_sharing``; an
+    Alipay trade needs nothing at creation). Set when the channel account does splits itself."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,156 @@ class PaymentState:
     raw: Any = None
 
 
+class ChannelRefundStatus(StrEnum):
+    """A channel's view of one refund, normalised."""
+
+    pending = "pending"
+    """Accepted, money not yet back (WeChat PROCESSING; Alipay: accepted without fund change)."""
+    succeeded = "succeeded"
+    """The money went back (WeChat SUCCESS; Alipay fund_change=Y / REFUND_SUCCESS)."""
+    failed = "failed"
+    """Will not happen as asked (WeChat CLOSED or ABNORMAL — abnormal needs an operator)."""
+    not_found = "not_found"
+    """The channel has no such refund (the request never reached it)."""
+
+
+@dataclass(frozen=True)
+class CreateRefund:
+    """What the gateway asks a channel to refund. ``out_refund_no`` is our refund id: a retry
+    is the same request to the channel, which refunds at most once per number."""
+
+    out_refund_no: str
+    out_trade_no: str
+    """The attempt id that took the money (the channel's ``out_trade_no``)."""
+    channel_trade_no: str | None
+    amount: int
+    """To refund now, in minor units."""
+    total_amount: int
+    """What the order was paid (WeChat requires it)."""
+    currency: str
+    notify_url: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundState:
+    """A channel's authoritative view of a refund (from its answer, a query or a notification)."""
+
+    out_refund_no: str
+    status: ChannelRefundStatus
+    out_trade_no: str | None = None
+    channel_refund_no: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    refunded_at: dt.datetime | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    raw: Any = None
+
+
+class ChannelTransferStatus(StrEnum):
+    """A channel's view of one payout transfer, normalised."""
+
+    pending = "pending"
+    """Accepted, not yet final (Alipay DEALING/WAIT_PAY; WeChat ACCEPTED/PROCESSING/…)."""
+    succeeded = "succeeded"
+    failed = "failed"
+    """Will not arrive; the money is back in (or never left) the platform's channel account."""
+    not_found = "not_found"
+
+
+class PayeeType(StrEnum):
+    """Whom a transfer pays. Each channel accepts some of these."""
+
+    alipay_login_id = "alipay_login_id"
+    """An Alipay account (email or phone number); Alipay checks ``name`` against it."""
+    alipay_user_id = "alipay_user_id"
+    """An Alipay user id (``2088…``)."""
+    alipay_open_id = "alipay_open_id"
+    wechat_openid = "wechat_openid"
+    """A WeChat user's openid under the platform's appid."""
+    bank_card = "bank_card"
+
+
+@dataclass(frozen=True)
+class CreateTransfer:
+    """A payout from the platform's channel account to a person. ``out_biz_no`` is our payout
+    id: a retry is the same request, which the channel pays at most once."""
+
+    out_biz_no: str
+    amount: int
+    currency: str
+    payee_type: PayeeType
+    payee_account: str
+    payee_name: str | None
+    remark: str
+    notify_url: str
+
+
+@dataclass(frozen=True)
+class TransferState:
+    out_biz_no: str
+    status: ChannelTransferStatus
+    channel_transfer_no: str | None = None
+    amount: int | None = None
+    finished_at: dt.datetime | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    raw: Any = None
+
+
+class SplitReceiverType(StrEnum):
+    merchant = "merchant"
+    """Another merchant at the channel (WeChat ``MERCHANT_ID``; Alipay ``userId`` of a
+    company account)."""
+    person = "person"
+    """A person (WeChat ``PERSONAL_OPENID``; Alipay ``loginName`` or ``userId``)."""
+
+
+@dataclass(frozen=True)
+class SplitReceiver:
+    type: SplitReceiverType
+    account: str
+    amount: int
+    description: str
+    name: str | None = None
+    """Real name: WeChat requires it (encrypted) for ``MERCHANT_ID`` receivers."""
+
+
+class ChannelSplitStatus(StrEnum):
+    pending = "pending"
+    """Accepted (WeChat PROCESSING); receivers not yet paid."""
+    succeeded = "succeeded"
+    """Every receiver was paid (WeChat FINISHED with every receiver SUCCESS; Alipay SUCCESS)."""
+    failed = "failed"
+    """No receiver was or will be paid (WeChat: every receiver CLOSED; Alipay FAIL)."""
+    not_found = "not_found"
+
+
+@dataclass(frozen=True)
+class CreateSplit:
+    """Split part of a paid order to receivers through the channel. ``out_order_no`` is our
+    split id (idempotent at the channel)."""
+
+    out_order_no: str
+    out_trade_no: str
+    channel_trade_no: str
+    receivers: tuple[SplitReceiver, ...]
+    finish: bool = True
+    """Release (unfreeze) what is left to the merchant after this split (WeChat
+    ``unfreeze_unsplit``)."""
+
+
+@dataclass(frozen=True)
+class SplitState:
+    out_order_no: str
+    status: ChannelSplitStatus
+    channel_split_no: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    raw: Any = None
+
+
 @dataclass(frozen=True)
 class Ack:
     """The exact HTTP answer a channel expects to a notification."""
@@ -159,8 +312,19 @@ class Notification:
     """
 
     event_key: str
-    payment: PaymentState
+    payment: PaymentState | None = None
+    """Set for payment notifications."""
+    refund: RefundState | None = None
+    """Set for refund notifications (WeChat ``REFUND.*``)."""
     raw: Any = None
+
+    @property
+    def out_trade_no(self) -> str:
+        """The order the notification is about (every notification names one)."""
+        if self.payment is not None:
+            return self.payment.out_trade_no
+        assert self.refund is not None and self.refund.out_trade_no is not None
+        return self.refund.out_trade_no
 
 
 # ---------------------------------------------------------------- the adapter contract
@@ -193,6 +357,40 @@ class ChannelAdapter(Protocol):
     def ack(self, ok: bool) -> Ack:
         """The channel's exact acknowledgement (or refusal, so it retries)."""
         ...
+
+    async def create_refund(self, request: CreateRefund) -> RefundState:
+        """Ask for a refund of a paid order. Returns its state (``pending`` or ``succeeded``).
+        Raises BusinessError when the channel refuses for good (e.g. ``refund_exceeds_payment``,
+        ``insufficient_balance``), RetryableError before the channel accepted anything, and
+        UnknownOutcome when it may have (timeouts, 5xx): the janitor then queries."""
+        ...
+
+    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
+        """The refund's state; ``not_found`` when the channel has no such refund."""
+        ...
+
+
+class TransferCapable(Protocol):
+    """An adapter that can pay out (WeChat merchant transfer, Alipay uni.transfer). Same error
+    rules as :class:`ChannelAdapter`: UnknownOutcome whenever the money may have moved."""
+
+    payee_types: ClassVar[frozenset[PayeeType]]
+
+    async def create_transfer(self, request: CreateTransfer) -> TransferState: ...
+
+    async def query_transfer(self, out_biz_no: str) -> TransferState:
+        """The transfer's state; ``not_found`` when the channel has no such transfer."""
+        ...
+
+
+class SplitCapable(Protocol):
+    """An adapter that can split a paid order at the channel (WeChat profitsharing, Alipay
+    order.settle). Receivers are registered with the channel by the adapter as needed."""
+
+    async def create_split(self, request: CreateSplit) -> SplitState: ...
+
+    async def query_split(self, out_order_no: str, out_trade_no: str,
+                          channel_trade_no: str) -> SplitState: ...  # fmt: skip
 
 
 class AdapterFactory(Protocol):

@@ -18,6 +18,7 @@ from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
 from paymux.kit.ids import new_id
 from paymux.payments import service as payments
+from paymux.refunds import service as refunds
 from paymux.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,7 @@ async def receive(
         async with rt.db.transaction() as session:
             event = ChannelEvent(
                 id=new_id("cev"), channel=channel, channel_account_id=account_id,
-                event_key=note.event_key[:128], out_trade_no=note.payment.out_trade_no[:64],
+                event_key=note.event_key[:128], out_trade_no=note.out_trade_no[:64],
                 headers={k: v for k, v in headers.items() if k.lower().startswith(
                     ("wechatpay-", *_KEPT_HEADERS))},
                 body=body.decode("utf-8", errors="replace"), result="received",
@@ -63,9 +64,13 @@ async def receive(
             )  # fmt: skip
             if not await ChannelRepository(session).insert_event(event):
                 return Received(adapter.ack(True), "duplicate")
-            event.result = await payments.apply_notification(
-                session, account, note.payment, rt.settings.public_url
-            )
+            if note.payment is not None:
+                event.result = await payments.apply_notification(
+                    session, account, note.payment, rt.settings.public_url
+                )
+            else:
+                assert note.refund is not None
+                event.result = await refunds.apply_notification(session, account, note.refund)
     except base.InvalidNotification as exc:
         log.warning("notification_mismatch", account=account_id, code=exc.code, why=exc.message)
         return Received(_rejected(adapter.ack(False)), "rejected")

@@ -14,6 +14,13 @@ subject (or any script without one), consumed once per use unless ``sticky``:
 - ``notify``: ``normal``, ``none`` (only a query learns the result), ``duplicate`` (sent twice at
   once), ``delayed`` (after ``delay`` seconds), ``out_of_order`` (an older event is delivered
   after a newer one), ``before_response`` (the notification is sent before the create answer).
+
+Refunds have their own scripts (:class:`RefundScript`, consumed in order, matched by the paid
+order's subject like order scripts): ``succeed`` (money back at once), ``delayed`` (accepted,
+succeeds after ``delay`` seconds), ``fail`` (accepted, then closed/abnormal after ``delay``),
+``refuse`` (refused at once with the channel's balance-short error), ``create_timeout`` (the
+refund is made but its answer is held) and ``create_error`` (HTTP 500, nothing made), each with
+a ``notify`` mode for channels that notify refunds.
 """
 
 from __future__ import annotations
@@ -73,6 +80,21 @@ class OrderStatus(StrEnum):
     closed = "closed"
 
 
+class RefundOutcome(StrEnum):
+    succeed = "succeed"
+    delayed = "delayed"
+    fail = "fail"
+    refuse = "refuse"
+    create_timeout = "create_timeout"
+    create_error = "create_error"
+
+
+class RefundStatus(StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
 class Script(BaseModel):
     outcome: Outcome = Outcome.manual
     notify: NotifyMode = NotifyMode.normal
@@ -101,9 +123,39 @@ class SandboxOrder:
     notifications_sent: int = 0
 
 
-NotificationBuilder = Callable[
-    [SandboxOrder], Awaitable[tuple[dict[str, str], bytes]] | tuple[dict[str, str], bytes]
-]
+class RefundScript(BaseModel):
+    outcome: RefundOutcome = RefundOutcome.succeed
+    notify: NotifyMode = NotifyMode.normal
+    delay: float = 2.0
+    subject: str | None = None
+    """Matches the refunded order's subject; None matches any."""
+    sticky: bool = False
+
+
+@dataclass
+class SandboxRefund:
+    out_refund_no: str
+    refund_no: str
+    """The channel's own refund id."""
+    order: SandboxOrder
+    amount: int
+    reason: str | None
+    notify_url: str | None
+    script: RefundScript
+    created_at: dt.datetime
+    status: RefundStatus = RefundStatus.pending
+    finished_at: dt.datetime | None = None
+    notifications_sent: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_trade_no(self) -> str:
+        return self.order.out_trade_no
+
+
+Built = Awaitable[tuple[dict[str, str], bytes]] | tuple[dict[str, str], bytes]
+NotificationBuilder = Callable[[SandboxOrder], Built]
+RefundNotificationBuilder = Callable[[SandboxRefund], Built]
 AckCheck = Callable[[httpx.Response], bool]
 
 
@@ -116,6 +168,7 @@ class SandboxCore:
         channel: str,
         retry_schedule: Sequence[float],
         build_notification: NotificationBuilder | None = None,
+        build_refund_notification: RefundNotificationBuilder | None = None,
         is_ack: AckCheck | None = None,
         http: httpx.AsyncClient | None = None,
         time_scale: float = 1.0,
@@ -124,6 +177,7 @@ class SandboxCore:
         self.channel = channel
         self.retry_schedule = list(retry_schedule)
         self.build_notification = build_notification
+        self.build_refund_notification = build_refund_notification
         self.is_ack = is_ack or (lambda r: 200 <= r.status_code < 300)
         self.http = http
         self.time_scale = time_scale
@@ -131,6 +185,8 @@ class SandboxCore:
         self.orders: dict[tuple[str, str], SandboxOrder] = {}
         self.by_trade_no: dict[str, SandboxOrder] = {}
         self.scripts: list[Script] = []
+        self.refund_scripts: list[RefundScript] = []
+        self.refunds: dict[tuple[str, str], SandboxRefund] = {}
         self.deliveries: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -146,6 +202,17 @@ class SandboxCore:
                 return script
         return Script()
 
+    def add_refund_script(self, script: RefundScript) -> None:
+        self.refund_scripts.append(script)
+
+    def take_refund_script(self, subject: str) -> RefundScript:
+        for i, script in enumerate(self.refund_scripts):
+            if script.subject is None or script.subject == subject:
+                if not script.sticky:
+                    del self.refund_scripts[i]
+                return script
+        return RefundScript()
+
     def new_trade_no(self, prefix: str = "") -> str:
         return prefix + clock.now().strftime("%Y%m%d") + secrets.token_hex(8)
 
@@ -159,6 +226,58 @@ class SandboxCore:
 
     def find(self, out_trade_no: str) -> SandboxOrder | None:
         return self.by_trade_no.get(out_trade_no)
+
+    # ------------------------------------------------------------ refunds
+    def get_refund(self, merchant_id: str, out_refund_no: str) -> SandboxRefund | None:
+        return self.refunds.get((merchant_id, out_refund_no))
+
+    def refundable(self, order: SandboxOrder) -> int:
+        """What of a paid order can still be refunded (pending refunds count)."""
+        if order.status is not OrderStatus.succeeded:
+            return 0
+        taken = sum(
+            r.amount for r in self.refunds.values()
+            if r.order is order and r.status is not RefundStatus.failed
+        )  # fmt: skip
+        return order.amount - taken
+
+    def refunds_of(self, order: SandboxOrder) -> list[SandboxRefund]:
+        return [r for r in self.refunds.values() if r.order is order]
+
+    def add_refund(self, refund: SandboxRefund) -> SandboxRefund:
+        """Record an accepted refund. The channel sandbox has already checked the refundable
+        amount and handled ``refuse``/``create_error`` (which create nothing)."""
+        self.refunds[(refund.order.merchant_id, refund.out_refund_no)] = refund
+        return refund
+
+    async def after_refund(self, refund: SandboxRefund) -> None:
+        """Apply the refund's script once it exists (before its answer is sent)."""
+        outcome = refund.script.outcome
+        if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
+            self.finish_refund(refund, succeeded=True)
+            self.spawn(self.notify_refund(refund))
+        elif outcome in (RefundOutcome.delayed, RefundOutcome.fail):
+            self.spawn(self._finish_later(refund, succeeded=outcome is RefundOutcome.delayed))
+        if outcome is RefundOutcome.create_timeout:
+            await asyncio.sleep(self.hold_timeout_seconds)
+
+    def finish_refund(self, refund: SandboxRefund, *, succeeded: bool) -> bool:
+        if refund.status is not RefundStatus.pending:
+            return False
+        refund.status = RefundStatus.succeeded if succeeded else RefundStatus.failed
+        refund.finished_at = clock.now()
+        return True
+
+    async def _finish_later(self, refund: SandboxRefund, *, succeeded: bool) -> None:
+        await asyncio.sleep(refund.script.delay * self.time_scale)
+        if self.finish_refund(refund, succeeded=succeeded):
+            await self.notify_refund(refund)
+
+    async def notify_refund(self, refund: SandboxRefund) -> None:
+        """Deliver the refund's notification (if the channel sends one) per its script."""
+        if self.build_refund_notification is None:
+            return
+        await self._notify(refund, refund.script, self.build_refund_notification)
 
     # ------------------------------------------------------------ lifecycle
     async def after_create(self, order: SandboxOrder) -> None:
@@ -211,56 +330,76 @@ class SandboxCore:
             with contextlib.suppress(BaseException):
                 await task
 
-    async def _build(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+    async def notification_for(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+        """The signed notification the channel would send now for ``order``."""
         assert self.build_notification is not None
-        built = self.build_notification(order)
+        return await self._build(order, self.build_notification)
+
+    @staticmethod
+    async def _build(subject: Any, builder: Callable[[Any], Built]) -> tuple[dict[str, str], bytes]:
+        built = builder(subject)
         if asyncio.iscoroutine(built) or isinstance(built, Awaitable):
             return await built
         return built
 
-    async def _post(self, order: SandboxOrder, headers: dict[str, str], body: bytes) -> bool:
-        if not order.notify_url or self.http is None:
+    async def _post(
+        self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
+    ) -> bool:
+        """POST one notification about an order or a refund; True when acknowledged."""
+        if not subject.notify_url or self.http is None:
             return False
+        about = {"out_trade_no": subject.out_trade_no}
+        if isinstance(subject, SandboxRefund):
+            about["out_refund_no"] = subject.out_refund_no
         try:
-            response = await self.http.post(order.notify_url, content=body, headers=headers)
+            response = await self.http.post(subject.notify_url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            self.deliveries.append({"out_trade_no": order.out_trade_no, "error": repr(exc)})
+            self.deliveries.append({**about, "error": repr(exc)})
             return False
-        order.notifications_sent += 1
+        subject.notifications_sent += 1
         ok = self.is_ack(response)
-        self.deliveries.append(
-            {"out_trade_no": order.out_trade_no, "status": response.status_code, "acked": ok}
-        )
+        self.deliveries.append({**about, "status": response.status_code, "acked": ok})
         return ok
 
     async def _deliver_once_then_retry(self, order: SandboxOrder) -> None:
-        headers, body = await self._build(order)
+        assert self.build_notification is not None
+        headers, body = await self._build(order, self.build_notification)
         if not await self._post(order, headers, body):
             self.spawn(self._retry(order, headers, body))
 
-    async def _retry(self, order: SandboxOrder, headers: dict[str, str], body: bytes) -> None:
+    async def _retry(
+        self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
+    ) -> None:
         for wait in self.retry_schedule:
             await asyncio.sleep(wait * self.time_scale)
-            if await self._post(order, headers, body):
+            if await self._post(subject, headers, body):
                 return
 
     async def notify(self, order: SandboxOrder) -> None:
         """Deliver the order's notification according to its script, retrying until acked."""
-        mode = order.script.notify
-        if mode is NotifyMode.none or self.build_notification is None:
+        if self.build_notification is None:
+            return
+        await self._notify(order, order.script, self.build_notification)
+
+    async def _notify(
+        self, subject: SandboxOrder | SandboxRefund, script: Script | RefundScript,
+        builder: Callable[[Any], Built],
+    ) -> None:  # fmt: skip
+        mode = script.notify
+        if mode is NotifyMode.none:
             return
         if mode is NotifyMode.delayed:
-            await asyncio.sleep(order.script.delay * self.time_scale)
-        headers, body = await self._build(order)
+            await asyncio.sleep(script.delay * self.time_scale)
+        headers, body = await self._build(subject, builder)
         if mode is NotifyMode.duplicate:
             results = await asyncio.gather(
-                self._post(order, headers, body), self._post(order, headers, body)
+                self._post(subject, headers, body), self._post(subject, headers, body)
             )
             if any(results):
                 return
-        elif await self._post(order, headers, body):
+        elif await self._post(subject, headers, body):
             return
-        await self._retry(order, headers, body)
+        await self._retry(subject, headers, body)
 
 
 class PageAction(BaseModel):
@@ -324,7 +463,25 @@ def customer_router(core: SandboxCore, *, title: str, brand_color: str) -> APIRo
     @router.delete("/scripts")
     async def clear_scripts() -> dict[str, Any]:
         core.scripts.clear()
+        core.refund_scripts.clear()
         return {"queued": 0}
+
+    @router.post("/refund_scripts")
+    async def add_refund_script(script: RefundScript) -> dict[str, Any]:
+        """Control API: queue a scripted outcome for the next matching refund."""
+        core.add_refund_script(script)
+        return {"queued": len(core.refund_scripts)}
+
+    @router.get("/orders/{out_trade_no}/refunds")
+    async def show_refunds(out_trade_no: str) -> list[dict[str, Any]]:
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        return [
+            {"out_refund_no": r.out_refund_no, "refund_no": r.refund_no, "amount": r.amount,
+             "status": r.status, "notifications_sent": r.notifications_sent}
+            for r in core.refunds_of(order)
+        ]  # fmt: skip
 
     return router
 

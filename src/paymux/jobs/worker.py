@@ -21,7 +21,11 @@ from paymux.kit import idempotency
 from paymux.kit.ids import token
 from paymux.ledger import tasks as ledger_tasks
 from paymux.payments import tasks as payment_tasks
+from paymux.payouts import tasks as payout_tasks
+from paymux.refunds import tasks as refund_tasks
 from paymux.runtime import Runtime
+from paymux.settlement import tasks as settlement_tasks
+from paymux.splits import tasks as split_tasks
 from paymux.webhooks import tasks as webhook_tasks
 
 log = structlog.get_logger(__name__)
@@ -65,8 +69,13 @@ class Worker:
         self.jobs: list[tuple[str, Job]] = [
             ("janitor", lambda r: payment_tasks.query_due(r, limit=batch)),
             ("expiry", lambda r: payment_tasks.expire_due(r, limit=batch)),
+            ("refunds", lambda r: refund_tasks.query_due(r, limit=batch)),
             ("webhooks", lambda r: webhook_tasks.deliver_due(r, limit=batch)),
             ("ledger_holds", lambda r: ledger_tasks.void_expired(r, limit=batch)),
+            ("splits", lambda r: split_tasks.process_due(r, limit=batch)),
+            ("payouts", lambda r: payout_tasks.send_due(r, limit=batch)),
+            ("escrow", lambda r: settlement_tasks.release_escrows(r, limit=batch)),
+            ("settlement", lambda r: settlement_tasks.settle_due(r)),
         ]
 
     async def tick(self) -> int:

@@ -98,3 +98,20 @@ class LedgerRepository:
             .group_by(LedgerEntry.currency)
         )  # fmt: skip
         return {c: (int(d), int(k)) for c, d, k in (await self.session.execute(stmt)).all()}
+
+    async def statement(
+        self, account_ids: Sequence[str], *, limit: int, starting_after: str | None
+    ) -> tuple[list[tuple[LedgerEntry, LedgerTransaction]], bool]:
+        """Posted entries of the accounts, newest first, with their transactions."""
+        stmt = (
+            sa.select(LedgerEntry, LedgerTransaction)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(LedgerEntry.account_id.in_(list(account_ids)),
+                   LedgerTransaction.status == TxStatus.posted)
+        )  # fmt: skip
+        if starting_after:
+            stmt = stmt.where(LedgerEntry.id < starting_after)
+        rows = (await self.session.execute(stmt.order_by(LedgerEntry.id.desc())
+                                           .limit(limit + 1))).all()  # fmt: skip
+        pairs = [(entry, tx) for entry, tx in rows]
+        return pairs[:limit], len(pairs) > limit

@@ -75,6 +75,17 @@ async def open_account(
     return account
 
 
+async def get_account(session: AsyncSession, account_id: str) -> LedgerAccount:
+    account = await LedgerRepository(session).get_account(account_id)
+    if account is None:
+        raise NotFound("ledger account", account_id)
+    return account
+
+
+async def get_transaction(session: AsyncSession, tx_id: str) -> LedgerTransaction | None:
+    return await session.get(LedgerTransaction, tx_id)
+
+
 async def balance_as_of(session: AsyncSession, account_id: str, as_of: dt.datetime) -> int:
     """The posted balance (on the account's normal side) at a past moment, from its entries."""
     repo = LedgerRepository(session)

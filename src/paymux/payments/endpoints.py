@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from paymux.funds.repository import FundsRepository
+from paymux.funds.schemas import FundsOut
 from paymux.kit import idempotency
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
@@ -77,7 +79,11 @@ async def retrieve_payment(
     payment = await service.get(
         session, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
     )
-    return PaymentOut.of(payment, public_url=rt.settings.public_url)
+    out = PaymentOut.of(payment, public_url=rt.settings.public_url)
+    funds = await FundsRepository(session).get(payment.id)
+    if funds is not None and funds.gross:
+        out.funds = FundsOut.of(funds).model_dump(mode="json")
+    return out
 
 
 @router.post("/{payment_id}/close", response_model=PaymentOut)

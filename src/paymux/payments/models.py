@@ -47,6 +47,8 @@ class Payment(Base):
     expiry_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     """When the expiry job should (next) try to close this payment; null once final."""
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    """Sum of the payment's succeeded refunds."""
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()

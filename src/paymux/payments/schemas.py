@@ -8,11 +8,23 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from paymux.payments.models import Payment
+from paymux.splits.schemas import SplitSpec
 
 OutTradeNo = Annotated[
     str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-|*.]+$")
 ]
 """The merchant's own order number. 32 characters is the tightest channel limit (WeChat)."""
+
+
+class EscrowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    auto_confirm_in: int = Field(
+        default=7 * 86400,
+        ge=60,
+        le=90 * 86400,
+        description="Seconds after payment when the escrow releases itself if nobody acted.",
+    )
 
 
 class PaymentCreate(BaseModel):
@@ -38,6 +50,12 @@ class PaymentCreate(BaseModel):
     client_ip: Annotated[str, StringConstraints(max_length=64)] | None = None
     channel: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         default=None, description="Pin a channel (`wechatpay`) or a channel account (`chn_…`)."
+    )
+    escrow: EscrowSpec | None = Field(
+        default=None, description="Hold the money in escrow until confirmed or released."
+    )
+    split: SplitSpec | None = Field(
+        default=None, description="Profit sharing to run on success (or on escrow release)."
     )
 
     @field_validator("metadata")
@@ -66,6 +84,7 @@ class PaymentOut(BaseModel):
     livemode: bool
     status: str
     amount: int
+    amount_refunded: int
     currency: str
     method: str
     channel: str | None
@@ -84,6 +103,8 @@ class PaymentOut(BaseModel):
     paid_at: dt.datetime | None
     closed_at: dt.datetime | None
     created_at: dt.datetime
+    funds: dict[str, Any] | None = None
+    """Where the money is (escrow, refunds, splits, settlement): on retrieve only."""
 
     @classmethod
     def of(cls, payment: Payment, *, public_url: str) -> PaymentOut:
@@ -97,6 +118,7 @@ class PaymentOut(BaseModel):
             livemode=payment.livemode,
             status=payment.status,
             amount=payment.amount,
+            amount_refunded=payment.amount_refunded or 0,
             currency=payment.currency,
             method=payment.method,
             channel=payment.channel,

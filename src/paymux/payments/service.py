@@ -25,9 +25,14 @@ from paymux.channels import base
 from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
+from paymux.funds import hooks
+from paymux.funds import service as funds
 from paymux.kit import clock, money
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from paymux.kit.ids import new_id
+from paymux.ledger import chart
+from paymux.ledger.chart import Purpose
+from paymux.ledger.models import LedgerAccount
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate, PaymentOut
@@ -40,6 +45,8 @@ from paymux.payments.states import (
 )
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
+from paymux.splits import service as splits
+from paymux.wallets.models import Wallet
 from paymux.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
@@ -106,6 +113,7 @@ async def _move_payment(
     public_url: str,
     *,
     failure: tuple[str, str | None] | None = None,
+    source: LedgerAccount | None = None,
 ) -> bool:
     current = PaymentStatus(payment.status)
     if current == target:
@@ -119,6 +127,7 @@ async def _move_payment(
     payment.expiry_due_at = None
     if target is PaymentStatus.succeeded:
         payment.paid_at = payment.paid_at or now
+        await hooks.payment_succeeded(session, payment, source=source)
     elif target in (PaymentStatus.closed, PaymentStatus.expired):
         payment.closed_at = now
     if failure is not None:
@@ -259,12 +268,94 @@ def _point_at(payment: Payment, attempt: Attempt) -> None:
     payment.channel_account_id = attempt.channel_account_id
 
 
-async def create(
+WALLET_METHOD = "wallet"
+"""Pay with a wallet's balance (``customer.wallet``): settled in the ledger, no channel."""
+
+
+def _new_payment(
+    req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool,
+    expires_at: dt.datetime,
+) -> Payment:  # fmt: skip
+    return Payment(
+        id=new_id("pay"), app_id=app_id, merchant_id=merchant_id, livemode=livemode,
+        out_trade_no=req.out_trade_no, amount=req.amount, currency=req.currency,
+        method=req.method, status=PaymentStatus.pending, subject=req.subject,
+        description=req.description, customer=dict(req.customer),
+        metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
+        expires_at=expires_at, expiry_due_at=expires_at, amount_refunded=0,
+    )  # fmt: skip
+
+
+async def _insert(
+    session: AsyncSession, payment: Payment, req: PaymentCreate, top_up_wallet_id: str | None
+) -> None:
+    """Insert a new payment with its funds plan and declared split (a duplicate number is a
+    409 and inserts nothing)."""
+    repo = PaymentRepository(session)
+    if await repo.find_by_out_trade_no(payment.app_id, payment.livemode,
+                                       payment.out_trade_no) is not None:  # fmt: skip
+        raise _duplicate(payment.out_trade_no)
+    repo.add(payment)
+    try:  # the payment first: the unit of work does not order unrelated mappers by FK
+        await session.flush()
+    except sa.exc.IntegrityError:
+        raise _duplicate(payment.out_trade_no) from None
+    escrow_seconds = req.escrow.auto_confirm_in if req.escrow else None
+    session.add(funds.plan(payment, escrow_seconds=escrow_seconds,
+                           top_up_wallet_id=top_up_wallet_id))  # fmt: skip
+    await session.flush()
+    if req.split is not None:
+        await splits.declare(session, payment, req.split)
+
+
+async def _create_wallet_payment(
     rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate
-) -> tuple[Payment, int]:
+) -> Payment:
+    """Pay with wallet balance: no channel, final at once, refused (creating nothing) when the
+    wallet is short."""
+    money.check_amount(req.amount, req.currency)
+    wallet_id = req.customer.get("wallet")
+    if not wallet_id:
+        raise InvalidRequest("customer_required", "wallet needs customer.wallet.",
+                             param="customer.wallet")  # fmt: skip
+    now = clock.now()
+    async with rt.db.transaction() as session:
+        wallet = await session.get(Wallet, wallet_id)
+        if wallet is None or (wallet.app_id, wallet.livemode) != (app_id, livemode):
+            raise NotFound("wallet", wallet_id)
+        if wallet.currency != req.currency:
+            raise InvalidRequest("currency_mismatch", f"The wallet holds {wallet.currency}.",
+                                 param="currency")  # fmt: skip
+        payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
+                               expires_at=now)  # fmt: skip
+        payment.channel = "wallet"
+        await _insert(session, payment, req, None)
+        source = await chart.wallet(session, wallet.id, Purpose.available, wallet.currency)
+        payment.paid_at = now
+        await _move_payment(session, payment, PaymentStatus.succeeded, rt.settings.public_url,
+                            source=source)  # fmt: skip
+    return payment
+
+
+async def create(
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
+    top_up_wallet_id: str | None = None,
+) -> tuple[Payment, int]:  # fmt: skip
     """Create a payment and its order at the first channel account that accepts it.
     Returns the payment and the milliseconds spent waiting for channels."""
+    if req.method == WALLET_METHOD:
+        if top_up_wallet_id is not None:
+            raise InvalidRequest("unsupported_method", "A wallet cannot top itself up.",
+                                 param="method")  # fmt: skip
+        wallet_payment = await _create_wallet_payment(
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req
+        )
+        return wallet_payment, 0
     _validate(req)
+    # A channel split needs the order kept splittable at the channel from its creation.
+    profit_sharing = bool(
+        req.split and req.split.receivers and req.split.receivers[0].wallet is None
+    )
     now = clock.now()
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     call_seconds = rt.settings.channel_timeout_seconds
@@ -274,30 +365,18 @@ async def create(
             session, app_id=app_id, livemode=livemode, method=req.method,
             currency=req.currency, pinned=req.channel,
         )  # fmt: skip
-        repo = PaymentRepository(session)
-        if await repo.find_by_out_trade_no(app_id, livemode, req.out_trade_no) is not None:
-            raise _duplicate(req.out_trade_no)
-        payment = Payment(
-            id=new_id("pay"), app_id=app_id, merchant_id=merchant_id, livemode=livemode,
-            out_trade_no=req.out_trade_no, amount=req.amount, currency=req.currency,
-            method=req.method, status=PaymentStatus.pending, subject=req.subject,
-            description=req.description, customer=dict(req.customer),
-            metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
-            expires_at=expires_at, expiry_due_at=expires_at,
-        )  # fmt: skip
+        payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
+                               expires_at=expires_at)  # fmt: skip
         attempt = _new_attempt(payment, accounts[0], call_seconds)
         _point_at(payment, attempt)
-        repo.add(payment)
-        try:  # the payment first: the unit of work does not order unrelated mappers by FK
-            await session.flush()
-        except sa.exc.IntegrityError:
-            raise _duplicate(req.out_trade_no) from None
-        repo.add(attempt)
+        await _insert(session, payment, req, top_up_wallet_id)
+        session.add(attempt)
     channel_ms = 0
     for index, account in enumerate(accounts):
         if index > 0:
             attempt = await _add_attempt(rt, payment.id, account, call_seconds)
-        outcome = await _call_create(rt, payment, attempt, account)
+        outcome = await _call_create(rt, payment, attempt, account,
+                                     profit_sharing=profit_sharing)  # fmt: skip
         channel_ms += outcome.latency_ms
         last = index == len(accounts) - 1
         payment = await _record_create(rt, payment.id, attempt.id, outcome, last=last)
@@ -326,8 +405,9 @@ async def _add_attempt(
 
 
 async def _call_create(
-    rt: Runtime, payment: Payment, attempt: Attempt, account: ChannelAccount
-) -> _Outcome:
+    rt: Runtime, payment: Payment, attempt: Attempt, account: ChannelAccount,
+    *, profit_sharing: bool = False,
+) -> _Outcome:  # fmt: skip
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     request = base.CreatePayment(
         out_trade_no=attempt.id, method=payment.method, amount=payment.amount,
@@ -335,6 +415,7 @@ async def _call_create(
         notify_url=notify_url(rt.settings.public_url, account), expires_at=payment.expires_at,
         description=payment.description, return_url=payment.return_url,
         client_ip=payment.client_ip, customer=payment.customer or {},
+        profit_sharing=profit_sharing,
     )  # fmt: skip
     started = time.perf_counter()
     created: base.CreatedPayment | None = None

@@ -42,6 +42,16 @@ EVENT_TYPES: tuple[str, ...] = (
     "payment.failed",
     "payment.closed",
     "payment.expired",
+    "refund.succeeded",
+    "refund.failed",
+    "escrow.released",
+    "split.succeeded",
+    "split.failed",
+    "split.reversed",
+    "settlement.paid",
+    "payout.processing",
+    "payout.succeeded",
+    "payout.failed",
 )
 """Every event type paymux emits; endpoints subscribe to some of them or to ``*``."""
 

@@ -9,9 +9,16 @@ Alipay only creates the trade when the customer scans the QR code or opens the c
 query before that answers ``ACQ.TRADE_NOT_EXIST`` (→ ``not_found``) even though the create
 "succeeded"; the order stays payable until ``time_expire``, which is therefore always sent.
 
+Refunds: ``alipay.trade.refund`` (``out_request_no`` = our refund id, so a repeat can never
+refund twice) and ``alipay.trade.fastpay.refund.query``. Alipay sends no refund notification of
+its own: a refund changes the *trade*, which it notifies as ``trade_status_sync`` (partial →
+``TRADE_SUCCESS``, full → ``TRADE_CLOSED``) carrying ``out_biz_no`` / ``refund_fee`` /
+``gmt_refund``. :meth:`AlipayAdapter.parse_notification` keeps such a trade a *paid* payment
+and adds the refund as ``Notification.refund``.
+
 Every sync response's signature is verified; a response we cannot verify is an
-:class:`~paymux.channels.base.UnknownOutcome`. Errors are classified in one place,
-:func:`classify`.
+:class:`~paymux.channels.base.UnknownOutcome`. Errors are classified by :func:`classify`, with
+per-API tables (:data:`REFUND_ERRORS`, …) for the sub_codes an API documents.
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from paymux.channels import base
 from paymux.channels.alipay import protocol as p
@@ -31,31 +45,44 @@ from paymux.channels.base import (
     BusinessError,
     ChannelError,
     ChannelPaymentStatus,
+    ChannelRefundStatus,
     CreatedPayment,
     CreatePayment,
+    CreateRefund,
     InvalidNotification,
     NextAction,
     NextActionType,
     Notification,
     PaymentState,
+    RefundState,
     RetryableError,
     UnknownOutcome,
 )
 
 PRODUCTION_GATEWAY = "https://openapi.alipay.com/gateway.do"
 SUBJECT_MAX = 256
+REFUND_REASON_MAX = 256
 
 
 class AlipayCredentials(BaseModel):
-    """One Alipay app in public-key mode."""
+    """One Alipay app, in public-key mode or in public-key *certificate* mode (公钥证书: the
+    three certificate fields instead of ``alipay_public_key``). Alipay requires certificate
+    mode for payouts (``alipay.fund.trans.uni.transfer``)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     app_id: str = Field(min_length=1, max_length=32)
     app_private_key: str = Field(min_length=1)
     """The app's RSA private key (PEM, or Alipay's bare base64 PKCS#8)."""
-    alipay_public_key: str = Field(min_length=1)
-    """Alipay's public key for this app (PEM, or bare base64), verifies responses/notifies."""
+    alipay_public_key: str | None = None
+    """Alipay's public key for this app (PEM, or bare base64), verifies responses/notifies.
+    Public-key mode only."""
+    app_cert: str | None = None
+    """Certificate mode: the app's public-key certificate (``appCertPublicKey_<app_id>.crt``)."""
+    alipay_cert: str | None = None
+    """Certificate mode: Alipay's public-key certificate (``alipayCertPublicKey_RSA2.crt``)."""
+    alipay_root_cert: str | None = None
+    """Certificate mode: Alipay's root certificate bundle (``alipayRootCert.crt``)."""
     gateway: str = PRODUCTION_GATEWAY
     seller_id: str | None = None
     """The merchant's PID (2088…); when set, notifications must carry it."""
@@ -68,9 +95,42 @@ class AlipayCredentials(BaseModel):
 
     @field_validator("alipay_public_key")
     @classmethod
-    def _public_key(cls, value: str) -> str:
-        p.load_public_key(value)
-        return value
+    def _public_key(cls, value: str | None) -> str | None:
+        if value:
+            p.load_public_key(value)
+        return value or None
+
+    @field_validator("app_cert", "alipay_cert")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        if value:
+            p.certificate_key(value, "certificate")
+        return value or None
+
+    @field_validator("alipay_root_cert")
+    @classmethod
+    def _root(cls, value: str | None) -> str | None:
+        if value:
+            p.root_cert_sn(value)
+        return value or None
+
+    @model_validator(mode="after")
+    def _mode(self) -> AlipayCredentials:
+        certs = (self.app_cert, self.alipay_cert, self.alipay_root_cert)
+        if any(certs) and not all(certs):
+            raise ValueError("certificate mode needs app_cert, alipay_cert and alipay_root_cert")
+        if not any(certs) and not self.alipay_public_key:
+            raise ValueError("alipay_public_key (or the three certificates) is required")
+        if self.app_cert:
+            app_key, _ = p.certificate_key(self.app_cert, "app_cert")
+            own = p.load_private_key(self.app_private_key).public_key()
+            if app_key.public_numbers() != own.public_numbers():
+                raise ValueError("app_cert does not certify the key of app_private_key")
+        return self
+
+    @property
+    def cert_mode(self) -> bool:
+        return self.app_cert is not None
 
     @field_validator("gateway")
     @classmethod
@@ -90,7 +150,13 @@ class AlipayCredentials(BaseModel):
 
 # ---------------------------------------------------------------- error classification
 _UNKNOWN_SUB_CODES = frozenset(
-    {"ACQ.SYSTEM_ERROR", "aop.ACQ.SYSTEM_ERROR", "isp.unknow-error", "isp.unknown-error"}
+    {
+        "ACQ.SYSTEM_ERROR",
+        "aop.ACQ.SYSTEM_ERROR",
+        "AQC.SYSTEM_ERROR",  # sic: listed so in Alipay's refund/cancel error tables
+        "isp.unknow-error",
+        "isp.unknown-error",
+    }
 )
 _DEFAULT_BUSINESS_CODES = {
     "20001": "insufficient_authorization",
@@ -123,6 +189,29 @@ def classify(code: str, sub_code: str, message: str, *, raw: Any = None) -> Chan
     return UnknownOutcome("unexpected_response", f"code {code!r}: {message}", raw=raw)
 
 
+ErrorTable = Mapping[str, tuple[type[ChannelError], str]]
+
+# alipay.trade.refund's documented sub_codes ("业务错误码" of the API page). A refund is idempotent
+# per ``out_request_no`` (our out_refund_no), so every answer that may hide an accepted refund is
+# UnknownOutcome (ACQ.SYSTEM_ERROR: "请使用相同的参数再次调用"): the janitor queries and may send
+# the same number again, which can never refund twice. The rest are final for this request.
+REFUND_ERRORS: ErrorTable = {
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH": (BusinessError, "insufficient_balance"),
+    # Exceeds what is left: REFUND_AMT_NOT_EQUAL_TOTAL ("退款金额超限"), and what Alipay answers
+    # when out_request_no is set and the amount is too high (REASON_TRADE_REFUND_FEE_ERR).
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": (BusinessError, "refund_exceeds_payment"),
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR": (BusinessError, "refund_exceeds_payment"),
+    "ACQ.REFUND_FEE_ERROR": (BusinessError, "refund_exceeds_payment"),
+    "ACQ.TRADE_NOT_EXIST": (BusinessError, "order_not_found"),
+    "ACQ.TRADE_STATUS_ERROR": (BusinessError, "order_not_paid"),
+    "ACQ.TRADE_HAS_FINISHED": (BusinessError, "refund_window_closed"),  # TRADE_FINISHED
+    "ACQ.TRADE_NOT_ALLOW_REFUND": (BusinessError, "refund_not_allowed"),
+    "ACQ.REASON_TRADE_BEEN_FREEZEN": (BusinessError, "order_frozen"),
+    "ACQ.DISCORDANT_REPEAT_REQUEST": (BusinessError, "duplicate_out_refund_no"),
+    "ACQ.INVALID_PARAMETER": (BusinessError, "invalid_request"),
+}
+
+
 def _backstop(timeout: httpx.Timeout) -> float | None:
     """A deadline over the whole exchange, for transports that do not enforce timeouts
     themselves (in-process ASGI transports)."""
@@ -150,8 +239,22 @@ class AlipayAdapter:
         except ValidationError as exc:
             raise base.InvalidCredentials(f"alipay credentials: {exc.errors()[0]['msg']}") from None
         self.http = http
-        self._private_key = p.load_private_key(self.credentials.app_private_key)
-        self._alipay_key = p.load_public_key(self.credentials.alipay_public_key)
+        creds = self.credentials
+        self._private_key = p.load_private_key(creds.app_private_key)
+        self._cert_params: dict[str, str] = {}
+        self._alipay_cert_sn: str | None = None
+        if creds.app_cert and creds.alipay_cert and creds.alipay_root_cert:
+            _, app_cert_sn = p.certificate_key(creds.app_cert, "app_cert")
+            self._alipay_key, self._alipay_cert_sn = p.certificate_key(
+                creds.alipay_cert, "alipay_cert"
+            )
+            self._cert_params = {
+                "app_cert_sn": app_cert_sn,
+                "alipay_root_cert_sn": p.root_cert_sn(creds.alipay_root_cert),
+            }
+        else:
+            assert creds.alipay_public_key is not None  # the model guarantees one or the other
+            self._alipay_key = p.load_public_key(creds.alipay_public_key)
 
     # ------------------------------------------------------------ requests
     def _signed(
@@ -168,6 +271,7 @@ class AlipayAdapter:
             biz_content=biz,
             notify_url=notify_url,
             return_url=return_url,
+            extra=self._cert_params,
         )
         return p.sign_params(params, self._private_key)
 
@@ -209,21 +313,26 @@ class AlipayAdapter:
         except (UnicodeDecodeError, ValueError) as exc:
             raise UnknownOutcome("unparseable_response", str(exc)) from exc
         if not raw.sign or not p.verify(raw.text, raw.sign, self._alipay_key):
-            raise UnknownOutcome("unverifiable_response", "response signature invalid or missing")
+            why = "response signature invalid or missing"
+            if raw.alipay_cert_sn and raw.alipay_cert_sn != self._alipay_cert_sn:
+                why = f"signed with Alipay certificate {raw.alipay_cert_sn}: update alipay_cert"
+            raise UnknownOutcome("unverifiable_response", why)
         return raw
 
     @staticmethod
-    def _check(raw: p.RawResponse) -> dict[str, Any]:
+    def _check(raw: p.RawResponse, errors: ErrorTable | None = None) -> dict[str, Any]:
+        """The answer's data when it succeeded; otherwise the error it stands for (an API's own
+        ``errors`` table first, then :func:`classify`)."""
         data = raw.data
         code = str(data.get("code", ""))
         if code == p.SUCCESS_CODE and raw.key != "error_response":
             return data
-        raise classify(
-            code,
-            str(data.get("sub_code") or ""),
-            str(data.get("sub_msg") or data.get("msg") or ""),
-            raw=data,
-        )
+        sub_code = str(data.get("sub_code") or "")
+        message = str(data.get("sub_msg") or data.get("msg") or "")
+        if errors is not None and sub_code in errors and sub_code not in _UNKNOWN_SUB_CODES:
+            kind, normalised = errors[sub_code]
+            raise kind(normalised, f"{sub_code}: {message}", raw=data)
+        raise classify(code, sub_code, message, raw=data)
 
     # ------------------------------------------------------------ payments
     def _biz(self, request: CreatePayment, product_code: str) -> dict[str, Any]:
@@ -337,6 +446,120 @@ class AlipayAdapter:
             return
         raise UnknownOutcome("close_refused", f"close refused while {state.status}")
 
+    # ------------------------------------------------------------ refunds
+    async def create_refund(self, request: CreateRefund) -> RefundState:
+        """``alipay.trade.refund`` with ``out_request_no`` = our refund id (required by Alipay
+        for partial refunds; we always send it, so every refund is idempotent per number).
+
+        ``fund_change=Y`` means the money went back in this call → ``succeeded``. ``N`` is what
+        Alipay answers to a repeated number (or a refund it has accepted but not executed):
+        the refund query decides, once, at once → ``succeeded`` if it already shows
+        ``REFUND_SUCCESS``, otherwise ``pending`` (the janitor asks again later)."""
+        if request.currency != p.CURRENCY:
+            raise BusinessError("unsupported_currency", "alipay only refunds CNY")
+        if request.amount <= 0:
+            raise BusinessError("invalid_amount", "refund amount must be a positive number of fen")
+        if request.amount > request.total_amount:
+            raise BusinessError("refund_exceeds_payment", "refund exceeds the order's amount")
+        biz: dict[str, Any] = {
+            "out_trade_no": request.out_trade_no,
+            "refund_amount": p.to_yuan(request.amount),
+            "out_request_no": request.out_refund_no,
+        }
+        if request.reason:
+            biz["refund_reason"] = request.reason[:REFUND_REASON_MAX]
+        raw = await self._call(p.METHOD_REFUND, biz)
+        data = self._check(raw, REFUND_ERRORS)
+        if data.get("out_trade_no") not in (None, request.out_trade_no):
+            raise UnknownOutcome("inconsistent_response", "refund answered for another order")
+        if data.get("fund_change") != p.FUND_CHANGED:
+            try:
+                state = await self.query_refund(request.out_refund_no, request.out_trade_no)
+            except ChannelError:
+                state = None
+            if state is not None and state.status is ChannelRefundStatus.succeeded:
+                return state
+            # Accepted (code 10000): whatever the query said, the refund is not "not found".
+            return RefundState(
+                request.out_refund_no,
+                ChannelRefundStatus.pending,
+                out_trade_no=request.out_trade_no,
+                raw=data,
+            )
+        try:
+            refunded_at = (
+                p.parse_time(str(data["gmt_refund_pay"])) if data.get("gmt_refund_pay") else None
+            )
+        except ValueError as exc:
+            raise UnknownOutcome("unparseable_response", str(exc), raw=data) from exc
+        # ``refund_fee`` is the trade's *total* refunded so far, not this refund's amount.
+        return RefundState(
+            out_refund_no=request.out_refund_no,
+            status=ChannelRefundStatus.succeeded,
+            out_trade_no=request.out_trade_no,
+            refunded_at=refunded_at,
+            raw=data,
+        )
+
+    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
+        """``alipay.trade.fastpay.refund.query`` (``out_trade_no`` + ``out_request_no``).
+
+        ``refund_status=REFUND_SUCCESS`` → ``succeeded``. An answer without ``refund_status``
+        means, in Alipay's words, "the refund request was not received, or the refund did not
+        succeed", and its remedy for both is the same: send the refund again with the same
+        ``out_request_no`` and amount, which can never refund twice. The query cannot tell the
+        two apart, so we answer ``not_found`` and the janitor does exactly that; a refund that
+        is merely slow answers the repeat with ``fund_change=N`` and stays ``pending``.
+        ``ACQ.TRADE_NOT_EXIST`` (no such trade, so no such refund) is ``not_found`` too."""
+        biz = {
+            "out_trade_no": out_trade_no,
+            "out_request_no": out_refund_no,
+            "query_options": ["gmt_refund_pay"],
+        }
+        raw = await self._call(p.METHOD_REFUND_QUERY, biz)
+        try:
+            data = self._check(raw)
+        except BusinessError as exc:
+            if exc.code == "ACQ.TRADE_NOT_EXIST":
+                return RefundState(
+                    out_refund_no,
+                    ChannelRefundStatus.not_found,
+                    out_trade_no=out_trade_no,
+                    raw=raw.data,
+                )
+            raise
+        if data.get("out_request_no") not in (None, "", out_refund_no) or data.get(
+            "out_trade_no"
+        ) not in (None, "", out_trade_no):
+            raise UnknownOutcome("inconsistent_response", "answer is about another refund")
+        try:
+            status = p.map_refund_status(str(data.get("refund_status") or ""))
+            succeeded = status is ChannelRefundStatus.succeeded
+            amount = (
+                p.to_fen(str(data["refund_amount"]))
+                if succeeded and data.get("refund_amount")
+                else None
+            )
+            refunded_at = (
+                p.parse_time(str(data["gmt_refund_pay"]))
+                if succeeded and data.get("gmt_refund_pay")
+                else None
+            )
+        except ValueError as exc:
+            raise UnknownOutcome("unparseable_response", str(exc), raw=data) from exc
+        failed = status is ChannelRefundStatus.failed
+        return RefundState(
+            out_refund_no=out_refund_no,
+            status=status,
+            out_trade_no=out_trade_no,
+            amount=amount,
+            currency=p.CURRENCY if amount is not None else None,
+            refunded_at=refunded_at,
+            failure_code=str(data.get("error_code") or "REFUND_FAIL") if failed else None,
+            failure_message="refund failed at alipay" if failed else None,
+            raw=data,
+        )
+
     # ------------------------------------------------------------ notifications
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
         try:
@@ -367,26 +590,49 @@ class AlipayAdapter:
             raise InvalidNotification("malformed", "notify_id or out_trade_no missing")
         try:
             status = p.map_trade_status(fields.get("trade_status", ""))
+            # A refund changes the trade and notifies like a payment: partial → TRADE_SUCCESS,
+            # full → TRADE_CLOSED ("支付完成后全额退款"), with out_biz_no / refund_fee /
+            # gmt_refund. A trade that was paid stays a paid *payment*; its refunds are
+            # refunds' business, never a reason to close the payment.
+            refund_no = fields.get("out_biz_no") or ""
+            refunded = bool(refund_no and fields.get("gmt_refund"))
+            if status is ChannelPaymentStatus.closed and (refunded or fields.get("gmt_payment")):
+                status = ChannelPaymentStatus.succeeded
             amount = p.to_fen(fields["total_amount"]) if fields.get("total_amount") else None
             paid_at = (
                 p.parse_time(fields["gmt_payment"])
                 if status is ChannelPaymentStatus.succeeded and fields.get("gmt_payment")
                 else None
             )
+            refunded_at = p.parse_time(fields["gmt_refund"]) if refunded else None
         except ValueError as exc:
             raise InvalidNotification("malformed", str(exc)) from None
         if status is ChannelPaymentStatus.succeeded and amount is None:
             raise InvalidNotification("malformed", "paid notification without total_amount")
+        trade_no = fields.get("trade_no") or None
         payment = PaymentState(
             out_trade_no=out_trade_no,
             status=status,
-            channel_trade_no=fields.get("trade_no") or None,
+            channel_trade_no=trade_no,
             amount=amount,
             currency=p.CURRENCY,
             paid_at=paid_at,
             raw=fields,
         )
-        return Notification(event_key=notify_id, payment=payment, raw=fields)
+        # The refund part rides along for whoever wants it: ``refund_fee`` is the trade's total
+        # refunded, not this refund's amount, so the amount stays unknown.
+        refund = (
+            RefundState(
+                out_refund_no=refund_no,
+                status=ChannelRefundStatus.succeeded,
+                out_trade_no=out_trade_no,
+                refunded_at=refunded_at,
+                raw=fields,
+            )
+            if refunded
+            else None
+        )
+        return Notification(event_key=notify_id, payment=payment, refund=refund, raw=fields)
 
     def ack(self, ok: bool) -> Ack:
         return Ack(200, b"success" if ok else b"fail", "text/plain")

@@ -14,6 +14,13 @@ Facts (see /work/shared/PROTOCOLS.md, "Alipay OpenAPI"):
   is cut out of the body, never re-serialised.
 - Async notification (form POST): every field except ``sign`` and ``sign_type``, sorted,
   joined as raw ``k=v`` (empty values kept), verified with the Alipay public key.
+- Public-key *certificate* mode (公钥证书), which Alipay requires for APIs that pay money out
+  (``alipay.fund.trans.uni.transfer``): every request also carries ``app_cert_sn`` (of the app's
+  public-key certificate) and ``alipay_root_cert_sn`` (of each RSA certificate in Alipay's root
+  bundle, joined with ``_``); a certificate's SN is the MD5 hex of its issuer DN (RFC 2253 order)
+  followed by its decimal serial number (the official SDKs' ``getCertSN``/``getRootCertSN``).
+  Answers add ``alipay_cert_sn`` and are verified with the key of Alipay's public-key
+  certificate.
 """
 
 from __future__ import annotations
@@ -21,17 +28,19 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from paymux.channels.base import ChannelPaymentStatus
+from paymux.channels.base import ChannelPaymentStatus, ChannelRefundStatus, ChannelTransferStatus
 from paymux.kit import clock, money
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
@@ -51,6 +60,13 @@ METHOD_WAP_PAY = "alipay.trade.wap.pay"
 METHOD_APP_PAY = "alipay.trade.app.pay"
 METHOD_QUERY = "alipay.trade.query"
 METHOD_CLOSE = "alipay.trade.close"
+METHOD_REFUND = "alipay.trade.refund"
+METHOD_REFUND_QUERY = "alipay.trade.fastpay.refund.query"
+METHOD_TRANSFER = "alipay.fund.trans.uni.transfer"
+METHOD_TRANSFER_QUERY = "alipay.fund.trans.common.query"
+METHOD_ROYALTY_BIND = "alipay.trade.royalty.relation.bind"
+METHOD_SETTLE = "alipay.trade.order.settle"
+METHOD_SETTLE_QUERY = "alipay.trade.order.settle.query"
 
 PRODUCT_PAGE = "FAST_INSTANT_TRADE_PAY"
 PRODUCT_WAP = "QUICK_WAP_WAY"
@@ -65,6 +81,43 @@ TRADE_STATUS: dict[str, ChannelPaymentStatus] = {
 }
 
 
+FUND_CHANGED = "Y"
+"""``alipay.trade.refund`` answer ``fund_change``: ``Y`` = the money moved in this call; ``N``
+(a repeated ``out_request_no``, or a refund still being processed) = ask
+``alipay.trade.fastpay.refund.query``."""
+
+REFUND_SUCCESS = "REFUND_SUCCESS"
+REFUND_STATUS: dict[str, ChannelRefundStatus] = {
+    REFUND_SUCCESS: ChannelRefundStatus.succeeded,
+    # Only the asynchronous refund API (alipay.trade.refund.apply) reports these two; we never
+    # call it, but an app that mixes both would see them.
+    "REFUND_PROCESSING": ChannelRefundStatus.pending,
+    "REFUND_FAIL": ChannelRefundStatus.failed,
+}
+"""``alipay.trade.fastpay.refund.query`` ``refund_status``. Absent = "not received, or not
+successful": see :meth:`AlipayAdapter.query_refund` for what we make of that."""
+
+
+PRODUCT_TRANSFER = "TRANS_ACCOUNT_NO_PWD"
+"""单笔无密转账到支付宝账户."""
+SCENE_TRANSFER = "DIRECT_TRANSFER"
+TRANSFER_MIN = 10
+"""TRANS_ACCOUNT_NO_PWD takes [0.1, 100000000] yuan; in fen."""
+
+TRANSFER_STATUS: dict[str, ChannelTransferStatus] = {
+    "SUCCESS": ChannelTransferStatus.succeeded,
+    "DEALING": ChannelTransferStatus.pending,
+    "WAIT_PAY": ChannelTransferStatus.pending,
+    "INIT": ChannelTransferStatus.pending,
+    "FAIL": ChannelTransferStatus.failed,
+    "CLOSED": ChannelTransferStatus.failed,
+    # A bank card transfer that came back (退票) after SUCCESS: the money is back with us.
+    "REFUND": ChannelTransferStatus.failed,
+}
+"""``status`` of uni.transfer (SUCCESS/FAIL/DEALING/REFUND) and common.query (also WAIT_PAY,
+CLOSED)."""
+
+
 class ProtocolError(ValueError):
     """A message that does not follow the Alipay wire format."""
 
@@ -76,11 +129,18 @@ def format_time(value: dt.datetime) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """Alipay's Beijing-time ``YYYY-MM-DD HH:MM:SS`` → an aware UTC datetime."""
+    """Alipay's Beijing-time ``YYYY-MM-DD HH:MM:SS`` → an aware UTC datetime. A fraction of a
+    second is accepted too: notifications carry ``gmt_refund`` as ``yyyy-MM-dd HH:mm:ss.S``."""
+    stripped = text.strip()
+    whole, dot, fraction = stripped.partition(".")
+    if dot and not (fraction.isascii() and fraction.isdigit() and len(fraction) <= 6):
+        raise ProtocolError(f"not an Alipay time: {text!r}")
     try:
-        local = dt.datetime.strptime(text.strip(), TIME_FORMAT)
+        local = dt.datetime.strptime(whole, TIME_FORMAT)
     except ValueError:
         raise ProtocolError(f"not an Alipay time: {text!r}") from None
+    if fraction:
+        local = local.replace(microsecond=int(fraction.ljust(6, "0")))
     return local.replace(tzinfo=SHANGHAI).astimezone(dt.UTC)
 
 
@@ -97,7 +157,7 @@ def to_fen(text: str) -> int:
     """Alipay's yuan string → integer fen; rejects malformed text and sub-fen precision."""
     try:
         return money.from_major(text, CURRENCY)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: "Infinity"
         raise ProtocolError(str(exc)) from None
 
 
@@ -106,6 +166,23 @@ def map_trade_status(trade_status: str) -> ChannelPaymentStatus:
         return TRADE_STATUS[trade_status]
     except KeyError:
         raise ProtocolError(f"unknown trade_status {trade_status!r}") from None
+
+
+def map_transfer_status(status: str) -> ChannelTransferStatus:
+    try:
+        return TRANSFER_STATUS[status]
+    except KeyError:
+        raise ProtocolError(f"unknown transfer status {status!r}") from None
+
+
+def map_refund_status(refund_status: str) -> ChannelRefundStatus:
+    """``refund_status`` of a refund query; an absent or empty one means ``not_found``."""
+    if not refund_status:
+        return ChannelRefundStatus.not_found
+    try:
+        return REFUND_STATUS[refund_status]
+    except KeyError:
+        raise ProtocolError(f"unknown refund_status {refund_status!r}") from None
 
 
 # ---------------------------------------------------------------- keys
@@ -152,6 +229,49 @@ def load_public_key(text: str) -> rsa.RSAPublicKey:
     return key
 
 
+# ---------------------------------------------------------------- certificates
+_RSA_SIGNATURES = "1.2.840.113549.1.1."
+"""PKCS#1 signature algorithms (sha256WithRSAEncryption …): the root bundle's certificates that
+count for ``alipay_root_cert_sn`` (it also holds an SM2 one, which does not)."""
+
+
+def load_certificates(text: str, kind: str) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(text.strip().encode())
+    except ValueError:
+        raise ProtocolError(f"{kind} is not a PEM certificate") from None
+    if not certificates:
+        raise ProtocolError(f"{kind} holds no certificate")
+    return certificates
+
+
+def cert_sn(certificate: x509.Certificate) -> str:
+    """Alipay's certificate SN: MD5 hex of issuer DN (RFC 2253 order) + decimal serial."""
+    text = certificate.issuer.rfc4514_string() + str(certificate.serial_number)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def root_cert_sn(text: str) -> str:
+    """``alipay_root_cert_sn`` of a root bundle: the SNs of its RSA-signed certificates."""
+    sns = [
+        cert_sn(c)
+        for c in load_certificates(text, "root certificate")
+        if c.signature_algorithm_oid.dotted_string.startswith(_RSA_SIGNATURES)
+    ]
+    if not sns:
+        raise ProtocolError("root certificate bundle holds no RSA certificate")
+    return "_".join(sns)
+
+
+def certificate_key(text: str, kind: str) -> tuple[rsa.RSAPublicKey, str]:
+    """The RSA public key of a (first) certificate in ``text`` and the certificate's SN."""
+    certificate = load_certificates(text, kind)[0]
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ProtocolError(f"{kind} does not hold an RSA key")
+    return key, cert_sn(certificate)
+
+
 # ---------------------------------------------------------------- signatures
 def sign(message: str, key: rsa.RSAPrivateKey) -> str:
     """SHA256withRSA (PKCS#1 v1.5) over the UTF-8 message, base64."""
@@ -195,8 +315,9 @@ def request_params(
     notify_url: str | None = None,
     return_url: str | None = None,
     now: dt.datetime | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The unsigned common parameters of one request."""
+    """The unsigned common parameters of one request (``extra``: ``app_cert_sn`` …)."""
     params = {
         "app_id": app_id,
         "method": method,
@@ -211,6 +332,7 @@ def request_params(
         params["notify_url"] = notify_url
     if return_url:
         params["return_url"] = return_url
+    params.update(extra or {})
     return params
 
 
@@ -248,6 +370,8 @@ class RawResponse:
     """The exact raw JSON text of the response object (what the signature covers)."""
     data: dict[str, Any]
     sign: str | None
+    alipay_cert_sn: str | None = None
+    """Certificate mode: which Alipay certificate signed the answer."""
 
 
 def _top_level_members(text: str) -> dict[str, tuple[int, int]]:
@@ -318,11 +442,23 @@ def extract_response(body: str, method: str) -> RawResponse:
         if not isinstance(value, str):
             raise ProtocolError("sign is not a string")
         signature = value
-    return RawResponse(key=key, text=text, data=data, sign=signature)
+    cert_sn: str | None = None
+    if "alipay_cert_sn" in members:
+        c_start, c_end = members["alipay_cert_sn"]
+        value = json.loads(body[c_start:c_end])
+        cert_sn = value if isinstance(value, str) else None
+    return RawResponse(key=key, text=text, data=data, sign=signature, alipay_cert_sn=cert_sn)
 
 
-def build_response(key: str, payload: Mapping[str, Any], signer: rsa.RSAPrivateKey) -> str:
+def build_response(
+    key: str,
+    payload: Mapping[str, Any],
+    signer: rsa.RSAPrivateKey,
+    *,
+    alipay_cert_sn: str | None = None,
+) -> str:
     """Serialise a signed sync response: the signature covers the exact object text."""
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     signature = sign(text, signer)
-    return "{" + json.dumps(key) + ":" + text + ',"sign":' + json.dumps(signature) + "}"
+    cert = f',"alipay_cert_sn":{json.dumps(alipay_cert_sn)}' if alipay_cert_sn else ""
+    return "{" + json.dumps(key) + ":" + text + cert + ',"sign":' + json.dumps(signature) + "}"

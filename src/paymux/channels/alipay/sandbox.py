@@ -21,6 +21,21 @@ Methods:
 - ``alipay.trade.query``: by ``out_trade_no`` or ``trade_no``; ``ACQ.TRADE_NOT_EXIST`` if unknown.
 - ``alipay.trade.close``: closes a ``WAIT_BUYER_PAY`` order; ``ACQ.TRADE_STATUS_ERROR`` for a
   paid or already closed one; ``ACQ.TRADE_NOT_EXIST`` if unknown.
+- ``alipay.trade.refund``: refunds a ``TRADE_SUCCESS`` trade, following the kit's refund
+  scripts: ``succeed`` → ``fund_change=Y``; ``delayed`` / ``fail`` → ``fund_change=N``, then
+  succeeds after the delay or never; ``refuse`` → ``ACQ.SELLER_BALANCE_NOT_ENOUGH``;
+  ``create_error`` → ``ACQ.SYSTEM_ERROR`` (nothing made); ``create_timeout`` → made, answer
+  held. A repeated ``out_request_no`` with the same amount answers ``fund_change=N`` and moves
+  nothing; with another amount ``ACQ.DISCORDANT_REPEAT_REQUEST``. More than is left →
+  ``ACQ.REASON_TRADE_REFUND_FEE_ERR``; no ``out_request_no`` means one full refund numbered by
+  the ``out_trade_no`` (else ``ACQ.REFUND_AMT_NOT_EQUAL_TOTAL``); an unpaid or fully refunded
+  (``TRADE_CLOSED``) trade → ``ACQ.TRADE_STATUS_ERROR``. ``refund_fee`` is the trade's total
+  refunded.
+- ``alipay.trade.fastpay.refund.query``: ``refund_status=REFUND_SUCCESS`` with
+  ``refund_amount`` (and ``gmt_refund_pay`` when ``query_options`` asks) once the refund
+  succeeded; before that, or for a refund that failed or never came, only ``code``/``msg``
+  [the exact shape of Alipay's empty answer is unverified; the adapter needs only the absent
+  ``refund_status``].
 
 Notifications (form POST, ``notify_type=trade_status_sync``, signed over the sorted fields
 minus ``sign``/``sign_type``; acknowledged only by a 200 whose body is exactly ``success``;
@@ -34,11 +49,16 @@ retried 4m 10m 10m 1h 2h 6h 15h like Alipay):
   (lazily, when the order is next touched through the API).
 - No notification for a close the merchant asked for via ``alipay.trade.close`` (its answer
   is authoritative) and none for ``WAIT_BUYER_PAY`` (Alipay does not notify it by default).
+- After each refund that succeeds, to the trade's notify_url: ``TRADE_SUCCESS`` (partial) or
+  ``TRADE_CLOSED`` (now fully refunded) with ``out_biz_no`` = the refund request number,
+  ``refund_fee`` = total refunded, ``gmt_refund`` (``yyyy-MM-dd HH:mm:ss.S``). None for a
+  refund that fails (it changes no trade).
 
 Divergences from Alipay, on purpose: one sandbox "Alipay" key pair signs for every app (Alipay
-issues one per app); the ``timestamp`` is checked for format, not freshness; the customer page
-(from the shared kit) can still pay an order past ``time_expire`` and redirects to
-``return_url`` without Alipay's signed return parameters.
+issues one per app); refund request numbers are unique per app, not per trade; the
+``timestamp`` is checked for format, not freshness; the customer page (from the shared kit) can
+still pay an order past ``time_expire`` and redirects to ``return_url`` without Alipay's signed
+return parameters.
 """
 
 from __future__ import annotations
@@ -46,6 +66,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -59,10 +80,14 @@ from markupsafe import escape
 from paymux.channels import sandbox_kit
 from paymux.channels.alipay import protocol as p
 from paymux.channels.sandbox_kit import (
+    NotifyMode,
     OrderStatus,
     Outcome,
+    RefundOutcome,
+    RefundStatus,
     SandboxCore,
     SandboxOrder,
+    SandboxRefund,
     customer_router,
 )
 from paymux.kit import clock
@@ -76,7 +101,8 @@ _MESSAGES = {
     "40002": "Invalid Arguments",
     "40004": "Business Failed",
 }
-_SERVER_METHODS = (p.METHOD_PRECREATE, p.METHOD_QUERY, p.METHOD_CLOSE)
+_OK = {"code": "10000", "msg": "Success"}
+_BUYER_LOGON_ID = "sbx***@sandbox.example"
 _BROWSER_METHODS = {
     p.METHOD_PAGE_PAY: ("alipay_page", (p.PRODUCT_PAGE,)),
     p.METHOD_WAP_PAY: ("alipay_wap", (p.PRODUCT_WAP, "QUICK_WAP_PAY")),
@@ -133,15 +159,6 @@ def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{root}".rstrip("/")
 
 
-def _wire_status(order: SandboxOrder) -> str:
-    return {
-        OrderStatus.pending: "WAIT_BUYER_PAY",
-        OrderStatus.succeeded: "TRADE_SUCCESS",
-        OrderStatus.failed: "TRADE_CLOSED",
-        OrderStatus.closed: "TRADE_CLOSED",
-    }[order.status]
-
-
 def is_ack(response: httpx.Response) -> bool:
     """Alipay stops retrying only when the merchant prints exactly ``success``."""
     return response.status_code == 200 and response.content == b"success"
@@ -165,11 +182,22 @@ class Sandbox:
             channel="alipay",
             retry_schedule=RETRY_SCHEDULE,
             build_notification=self.build_notification,
+            build_refund_notification=self.build_refund_notification,
             is_ack=is_ack,
             http=http,
             time_scale=time_scale,
             hold_timeout_seconds=hold_timeout_seconds,
         )
+        ServerMethod = Callable[
+            [SandboxApp, dict[str, str], dict[str, Any], str], Awaitable[dict[str, Any]]
+        ]
+        self._server_methods: dict[str, ServerMethod] = {
+            p.METHOD_PRECREATE: self._precreate,
+            p.METHOD_QUERY: self._query,
+            p.METHOD_CLOSE: self._close,
+            p.METHOD_REFUND: self._refund,
+            p.METHOD_REFUND_QUERY: self._refund_query,
+        }
         self.app = self._build_app()
 
     # ------------------------------------------------------------ apps
@@ -200,8 +228,22 @@ class Sandbox:
             "seller_id": app.seller_id,
         }
 
+    # ------------------------------------------------------------ trade state
+    def refunded(self, order: SandboxOrder) -> int:
+        """What of the order has gone back to the buyer (succeeded refunds), in fen."""
+        return sum(
+            r.amount for r in self.core.refunds_of(order) if r.status is RefundStatus.succeeded
+        )
+
+    def wire_status(self, order: SandboxOrder) -> str:
+        """The order's ``trade_status``: a paid trade refunded in full is ``TRADE_CLOSED``
+        ("支付完成后全额退款")."""
+        if order.status is OrderStatus.succeeded:
+            return "TRADE_CLOSED" if self.refunded(order) >= order.amount else "TRADE_SUCCESS"
+        return "WAIT_BUYER_PAY" if order.status is OrderStatus.pending else "TRADE_CLOSED"
+
     # ------------------------------------------------------------ notifications
-    def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+    def _trade_notification(self, order: SandboxOrder) -> dict[str, str]:
         now = clock.now()
         paid = order.status is OrderStatus.succeeded
         amount = p.to_yuan(order.amount)
@@ -216,7 +258,7 @@ class Sandbox:
             "auth_app_id": order.merchant_id,
             "trade_no": order.channel_trade_no,
             "out_trade_no": order.out_trade_no,
-            "trade_status": _wire_status(order),
+            "trade_status": self.wire_status(order),
             "total_amount": amount,
             "receipt_amount": amount if paid else "0.00",
             "invoice_amount": amount if paid else "0.00",
@@ -234,10 +276,30 @@ class Sandbox:
             )
         else:
             fields["gmt_close"] = p.format_time(order.closed_at or now)
+        return fields
+
+    def _signed_form(self, fields: dict[str, str]) -> tuple[dict[str, str], bytes]:
         fields["sign"] = p.sign(p.notify_sign_content(fields), self._alipay_key)
         fields["sign_type"] = p.SIGN_TYPE
         body = p.query_string(fields).encode("ascii")
         return {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, body
+
+    def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+        return self._signed_form(self._trade_notification(order))
+
+    def build_refund_notification(self, refund: SandboxRefund) -> tuple[dict[str, str], bytes]:
+        """A succeeded refund changes the trade, which Alipay notifies to the *trade's*
+        notify_url: ``trade_status_sync`` with ``out_biz_no`` (the refund request number),
+        ``refund_fee`` (the trade's total refunded) and ``gmt_refund`` (``…HH:mm:ss.S``)."""
+        order = refund.order
+        fields = self._trade_notification(order)
+        finished = refund.finished_at or clock.now()
+        fields["out_biz_no"] = refund.out_refund_no
+        fields["refund_fee"] = p.to_yuan(self.refunded(order))
+        fields["gmt_refund"] = p.format_time(finished) + f".{finished.microsecond // 1000:03d}"
+        if fields["trade_status"] == "TRADE_CLOSED":
+            fields["gmt_close"] = p.format_time(finished)
+        return self._signed_form(fields)
 
     # ------------------------------------------------------------ request handling
     @staticmethod
@@ -409,28 +471,35 @@ class Sandbox:
         self._expire_if_due(order)
         return order
 
-    async def _server_call(
-        self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
+    # ------------------------------------------------------------ server methods
+    async def _precreate(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
     ) -> dict[str, Any]:
-        ok = {"code": "10000", "msg": "Success"}
-        if method == p.METHOD_PRECREATE:
-            order = await self._create(app, params, biz, "alipay_qr")
-            qr = f"{base}/_sandbox/pay/{order.out_trade_no}"
-            return {**ok, "out_trade_no": order.out_trade_no, "qr_code": qr}
+        order = await self._create(app, params, biz, "alipay_qr")
+        qr = f"{base}/_sandbox/pay/{order.out_trade_no}"
+        return {**_OK, "out_trade_no": order.out_trade_no, "qr_code": qr}
+
+    async def _close(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
         order = self._lookup(app, biz)
-        if method == p.METHOD_CLOSE:
-            if order.status is not OrderStatus.pending:
-                raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
-            self.core.close(order)
-            return {**ok, "trade_no": order.channel_trade_no, "out_trade_no": order.out_trade_no}
+        if order.status is not OrderStatus.pending:
+            raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        self.core.close(order)
+        return {**_OK, "trade_no": order.channel_trade_no, "out_trade_no": order.out_trade_no}
+
+    async def _query(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        order = self._lookup(app, biz)
         paid = order.status is OrderStatus.succeeded
         amount = p.to_yuan(order.amount)
         answer: dict[str, Any] = {
-            **ok,
+            **_OK,
             "trade_no": order.channel_trade_no,
             "out_trade_no": order.out_trade_no,
-            "buyer_logon_id": "sbx***@sandbox.example",
-            "trade_status": _wire_status(order),
+            "buyer_logon_id": _BUYER_LOGON_ID,
+            "trade_status": self.wire_status(order),
             "total_amount": amount,
             "buyer_pay_amount": amount if paid else "0.00",
             "point_amount": "0.00",
@@ -442,6 +511,111 @@ class Sandbox:
             answer["send_pay_date"] = p.format_time(order.paid_at)
             answer["fund_bill_list"] = [{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}]
         return answer
+
+    # ------------------------------------------------------------ refunds
+    def _refund_answer(self, refund: SandboxRefund, *, changed: bool) -> dict[str, Any]:
+        order = refund.order
+        answer: dict[str, Any] = {
+            **_OK,
+            "trade_no": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "buyer_logon_id": _BUYER_LOGON_ID,
+            "buyer_user_id": order.extra["buyer_id"],
+            "fund_change": "Y" if changed else "N",
+            "refund_fee": p.to_yuan(self.refunded(order)),
+        }
+        if refund.status is RefundStatus.succeeded and refund.finished_at is not None:
+            answer["gmt_refund_pay"] = p.format_time(refund.finished_at)
+        return answer
+
+    async def _refund(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        order = self._lookup(app, biz)
+        text = str(biz.get("refund_amount") or "")
+        if not text:
+            raise _Fail("40002", "isv.missing-parameter", "缺少 refund_amount")
+        try:
+            amount = p.to_fen(text)
+        except ValueError:
+            raise _business("ACQ.INVALID_PARAMETER", "refund_amount 格式错误") from None
+        if amount <= 0:
+            raise _business("ACQ.REFUND_FEE_ERROR", "交易退款金额有误")
+        given = str(biz.get("out_request_no") or "")
+        if len(given) > 64:
+            raise _business("ACQ.INVALID_PARAMETER", "out_request_no 过长")
+        # Without out_request_no the request number is the out_trade_no: one full refund.
+        out_request_no = given or order.out_trade_no
+        existing = self.core.get_refund(app.app_id, out_request_no)
+        if existing is not None:
+            if existing.order is not order or existing.amount != amount:
+                raise _business("ACQ.DISCORDANT_REPEAT_REQUEST", "不一致的请求")
+            return self._refund_answer(existing, changed=False)
+        if self.wire_status(order) != "TRADE_SUCCESS":
+            raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态非法")
+        if not given and amount != order.amount:
+            raise _business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "撤销或退款金额与订单金额不一致")
+        if amount > self.core.refundable(order):
+            raise _business("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额无效")
+        script = self.core.take_refund_script(order.subject)
+        if script.outcome is RefundOutcome.refuse:
+            raise _business("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足")
+        if script.outcome is RefundOutcome.create_error:
+            raise _business("ACQ.SYSTEM_ERROR", "系统错误")
+        if script.outcome is RefundOutcome.fail:
+            # A refund that never happens changes no trade, so Alipay has nothing to notify.
+            script = script.model_copy(update={"notify": NotifyMode.none})
+        reason = biz.get("refund_reason")
+        refund = self.core.add_refund(
+            SandboxRefund(
+                out_refund_no=out_request_no,
+                refund_no=order.channel_trade_no + "-" + _digits(6),
+                order=order,
+                amount=amount,
+                reason=str(reason) if reason else None,
+                notify_url=order.notify_url,
+                script=script,
+                created_at=clock.now(),
+            )
+        )
+        await self.core.after_refund(refund)
+        return self._refund_answer(refund, changed=refund.status is RefundStatus.succeeded)
+
+    async def _refund_query(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        order = self._lookup(app, biz)
+        out_request_no = str(biz.get("out_request_no") or "")
+        if not out_request_no:
+            raise _Fail("40002", "isv.missing-parameter", "缺少 out_request_no")
+        refund = self.core.get_refund(app.app_id, out_request_no)
+        if (
+            refund is None
+            or refund.order is not order
+            or refund.status is not (RefundStatus.succeeded)
+        ):
+            # "未返回该字段表示退款请求未收到或者退款失败": nothing but the result code.
+            return dict(_OK)
+        answer: dict[str, Any] = {
+            **_OK,
+            "trade_no": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "out_request_no": refund.out_refund_no,
+            "total_amount": p.to_yuan(order.amount),
+            "refund_amount": p.to_yuan(refund.amount),
+            "refund_status": p.REFUND_SUCCESS,
+        }
+        if refund.reason:
+            answer["refund_reason"] = refund.reason
+        options = biz.get("query_options")
+        if isinstance(options, list) and "gmt_refund_pay" in options and refund.finished_at:
+            answer["gmt_refund_pay"] = p.format_time(refund.finished_at)
+        return answer
+
+    async def _server_call(
+        self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        return await self._server_methods[method](app, params, biz, base)
 
     async def _browser_call(
         self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
@@ -461,7 +635,7 @@ class Sandbox:
             return self._respond("error_response", fail.payload())
         method = params.get("method", "")
         browser = method in _BROWSER_METHODS
-        known = browser or method in _SERVER_METHODS
+        known = browser or method in self._server_methods
         key = p.response_key(method) if known else "error_response"
         try:
             if not method:

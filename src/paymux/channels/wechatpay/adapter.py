@@ -1,9 +1,31 @@
-"""WeChat Pay API v3 adapter (direct merchant, platform public-key mode)."""
+"""WeChat Pay API v3 adapter (direct merchant, platform public-key mode).
+
+Payments, refunds (``/v3/refund/domestic/refunds``), payouts and profit sharing.
+
+Payouts use 商家转账 in its 2025 form, "user-confirmation mode":
+``POST /v3/fund-app/mch-transfer/transfer-bills`` creates one bill per payout (``out_bill_no``,
+``transfer_scene_id``, ``openid``, ``transfer_amount``, ``transfer_remark``, ``user_name``
+encrypted with the platform public key, ``transfer_scene_report_infos``, ``notify_url``) and
+``GET …/transfer-bills/out-bill-no/{out_bill_no}`` reads it back. The older batch API
+(``/v3/transfer/batches``, 商家转账到零钱) is closed to merchants who did not use it before the
+2025 switch and pays many people per batch with batch-level states; the bill API pays one person,
+is idempotent per ``out_bill_no`` and is what WeChat documents and the official SDKs
+(``wechatpayv3.mch_transfer_bills``) call today. A bill usually answers ``WAIT_USER_CONFIRM``:
+the payee must accept it in WeChat; its ``package_info`` (kept in ``TransferState.raw``) is what
+the platform's app hands to ``wx.requestMerchantTransfer``. Until then the payout is pending.
+The final state arrives as ``MCHTRANSFER.BILL.FINISHED`` (:meth:`WechatPayAdapter.
+parse_transfer_notification`) or by querying.
+
+Profit sharing registers each receiver (``POST /v3/profitsharing/receivers/add``, idempotent),
+then ``POST /v3/profitsharing/orders`` splits a paid order created with
+``settle_info.profit_sharing``; ``GET /v3/profitsharing/orders/{out_order_no}?transaction_id=``
+reads the result. Receiver names travel encrypted (RSAES-OAEP) under ``Wechatpay-Serial``.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -16,21 +38,47 @@ from paymux.channels.base import (
     BusinessError,
     ChannelError,
     ChannelPaymentStatus,
+    ChannelRefundStatus,
+    ChannelTransferStatus,
     CreatedPayment,
     CreatePayment,
+    CreateRefund,
+    CreateTransfer,
     InvalidCredentials,
     InvalidNotification,
     NextAction,
     NextActionType,
     Notification,
+    PayeeType,
     PaymentState,
+    RefundState,
     RetryableError,
+    TransferState,
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
 
 DEFAULT_GATEWAY = "https://api.mch.weixin.qq.com"
 _DESCRIPTION_MAX = 127
+_REFUND_REASON_MAX = 80
+_REFUNDS_PATH = "/v3/refund/domestic/refunds"
+_TRANSFER_BILLS_PATH = "/v3/fund-app/mch-transfer/transfer-bills"
+_TRANSFER_REMARK_MAX = 32
+#: Fen. From 2,000 yuan WeChat requires the payee's real name; below 0.30 yuan the official SDK
+#: (like the older batch API, which refused it) never sends one.
+_USER_NAME_REQUIRED_FROM = 200_000
+_USER_NAME_ALLOWED_FROM = 30
+
+
+class TransferReportInfo(BaseModel):
+    """One ``transfer_scene_report_infos`` entry WeChat requires for the configured scene
+    (e.g. scene 1000 现金营销: ``活动名称`` and ``奖励说明``). Without ``info_content`` the
+    payout's remark is reported."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    info_type: str = Field(min_length=1, max_length=32)
+    info_content: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class WechatPayCredentials(BaseModel):
@@ -48,6 +96,12 @@ class WechatPayCredentials(BaseModel):
     platform_public_key: str = Field(min_length=1)
     """PEM (``BEGIN PUBLIC KEY``), downloaded from the merchant platform."""
     gateway: str = DEFAULT_GATEWAY
+    transfer_scene_id: str | None = Field(default=None, min_length=1, max_length=36)
+    """The 商家转账 scene the merchant platform granted (e.g. ``1000`` 现金营销, ``1005`` 佣金报酬);
+    payouts are refused until it is set."""
+    transfer_scene_report_infos: list[TransferReportInfo] = Field(default_factory=list)
+    transfer_user_recv_perception: str | None = Field(default=None, min_length=1, max_length=32)
+    """What the payee is told the money is for; WeChat shows the scene's default without it."""
 
     @field_validator("merchant_private_key")
     @classmethod
@@ -149,6 +203,86 @@ def classify_answer(status: int, payload: Any) -> ChannelError:
     return BusinessError(wx_code.lower() or f"http_{status}", message, raw=payload)
 
 
+# Refunds (``/v3/refund/domestic/refunds``) answer with their own codes. A refund is idempotent
+# per ``out_refund_no``, so every answer that may hide an accepted refund is UnknownOutcome: the
+# janitor queries, and a retry with the same number can never refund twice. That includes
+# FREQUENCY_LIMITED, which WeChat also uses for "orders older than a month: retry with the same
+# parameters later".
+_REFUND_ERROR_CODES: dict[str, tuple[type[ChannelError], str]] = {
+    "SYSTEM_ERROR": (UnknownOutcome, "system_error"),  # 500: retry with the same out_refund_no
+    "BANK_ERROR": (UnknownOutcome, "bank_error"),
+    "FREQUENCY_LIMITED": (UnknownOutcome, "frequency_limited"),  # 429
+    "NOT_ENOUGH": (BusinessError, "insufficient_balance"),  # 403: the merchant account is short
+    "NOTENOUGH": (BusinessError, "insufficient_balance"),
+    "RESOURCE_NOT_EXISTS": (BusinessError, "order_not_found"),  # 404: no such (paid) order
+    "ORDER_NOT_EXIST": (BusinessError, "order_not_found"),
+    "USER_ACCOUNT_ABNORMAL": (BusinessError, "user_account_abnormal"),  # 403
+    "NO_AUTH": (BusinessError, "not_authorized"),  # 403: no refund permission
+    "MCH_NOT_EXISTS": (BusinessError, "invalid_credentials"),
+    "APPID_MCHID_NOT_MATCH": (BusinessError, "invalid_credentials"),
+    "SIGN_ERROR": (BusinessError, "sign_error"),
+    "PARAM_ERROR": (BusinessError, "invalid_request"),
+    "INVALID_REQUEST": (BusinessError, "invalid_request"),
+}
+
+# INVALID_REQUEST ("valid format, breaks a business rule") is refined by its message.
+_REFUND_REFUSALS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("超过", "全额退款", "可退金额"), "refund_exceeds_payment"),
+    (("未支付", "已关闭", "订单状态"), "order_not_paid"),
+    (("不一致",), "duplicate_out_refund_no"),
+)
+
+
+def classify_refund_answer(status: int, payload: Any) -> ChannelError:
+    """A verified non-2xx answer to a refund call → error."""
+    wx_code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
+    message = str(payload.get("message", "")) if isinstance(payload, dict) else ""
+    if wx_code in ("INVALID_REQUEST", "PARAM_ERROR"):
+        for fragments, code in _REFUND_REFUSALS:
+            if any(fragment in message for fragment in fragments):
+                return BusinessError(code, message, raw=payload)
+    if wx_code in _REFUND_ERROR_CODES:
+        error, code = _REFUND_ERROR_CODES[wx_code]
+        return error(code, message or wx_code, raw=payload)
+    if status >= 500 or status == 429:
+        return UnknownOutcome(wx_code.lower() or "channel_error", message, raw=payload)
+    return BusinessError(wx_code.lower() or f"http_{status}", message, raw=payload)
+
+
+# Transfer bills (``/v3/fund-app/mch-transfer/transfer-bills``). WeChat: after any non-200 answer
+# never switch to a new out_bill_no until a query shows the bill failed, and treat an unknown
+# error code the same way. So only the codes known to mean "nothing was created" are final;
+# everything else is UnknownOutcome and the janitor queries.
+_TRANSFER_ERROR_CODES: dict[str, tuple[type[ChannelError], str]] = {
+    "SYSTEM_ERROR": (UnknownOutcome, "system_error"),  # 500
+    "FREQUENCY_LIMITED": (UnknownOutcome, "frequency_limited"),  # 429
+    "NOT_ENOUGH": (BusinessError, "insufficient_balance"),  # 403: operating account short
+    "PARAM_ERROR": (BusinessError, "invalid_request"),  # 400
+    "INVALID_REQUEST": (BusinessError, "invalid_request"),  # 400: scene, appid, IP whitelist…
+    "NO_AUTH": (BusinessError, "not_authorized"),  # 403: product not enabled
+    "SIGN_ERROR": (BusinessError, "sign_error"),  # 401
+    "APPID_MCHID_NOT_MATCH": (BusinessError, "invalid_credentials"),
+    "MCH_NOT_EXISTS": (BusinessError, "invalid_credentials"),
+    "NOT_FOUND": (BusinessError, "not_found"),  # 404 on query
+    "RESOURCE_NOT_EXISTS": (BusinessError, "not_found"),
+}
+
+
+def classify_transfer_answer(status: int, payload: Any) -> ChannelError:
+    """A verified non-2xx answer to a transfer call → error."""
+    wx_code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
+    message = str(payload.get("message", "")) if isinstance(payload, dict) else ""
+    if wx_code == "INVALID_REQUEST" and any(f in message for f in ("重复", "不一致")):
+        return BusinessError("duplicate_out_biz_no", message, raw=payload)
+    if wx_code in _TRANSFER_ERROR_CODES:
+        error, code = _TRANSFER_ERROR_CODES[wx_code]
+        return error(code, message or wx_code, raw=payload)
+    return UnknownOutcome(wx_code.lower() or f"http_{status}", message, raw=payload)
+
+
+_Classifier = Callable[[int, Any], ChannelError]
+
+
 # ---------------------------------------------------------------- the adapter
 @base.register
 class WechatPayAdapter:
@@ -160,6 +294,7 @@ class WechatPayAdapter:
         {"api.mch.weixin.qq.com", "api2.mch.weixin.qq.com"}
     )
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {"wechat_jsapi": ("openid",)}
+    payee_types: ClassVar[frozenset[PayeeType]] = frozenset({PayeeType.wechat_openid})
 
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
@@ -169,13 +304,17 @@ class WechatPayAdapter:
         creds = self.credentials
         self._http = http
         self._private_key = protocol.load_private_key(creds.merchant_private_key)
-        self._platform_keys = {
-            creds.platform_public_key_id: protocol.load_public_key(creds.platform_public_key)
-        }
+        self._platform_key = protocol.load_public_key(creds.platform_public_key)
+        self._platform_keys = {creds.platform_public_key_id: self._platform_key}
 
     # ------------------------------------------------------------ transport
     async def _call(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        classify: _Classifier = classify_answer,
     ) -> tuple[int, Any]:
         """Send one signed request; return (status, parsed JSON or None) of a verified 2xx
         answer, raise the classified ChannelError otherwise."""
@@ -219,7 +358,7 @@ class WechatPayAdapter:
                 raise UnknownOutcome("malformed_response", "answer is not JSON", raw=raw) from None
         if 200 <= response.status_code < 300:
             return response.status_code, payload
-        raise classify_answer(response.status_code, payload)
+        raise classify(response.status_code, payload)
 
     @staticmethod
     def _order_path(out_trade_no: str) -> str:
@@ -344,9 +483,237 @@ class WechatPayAdapter:
                 return
             raise
 
-    # ------------------------------------------------------------ notifications
-    async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
+    # ------------------------------------------------------------ refunds
+    async def create_refund(self, request: CreateRefund) -> RefundState:
+        """``POST /v3/refund/domestic/refunds``. The answer is the refund object: usually
+        PROCESSING (pending), SUCCESS for instant refunds to the payer's balance."""
+        if request.currency != "CNY":
+            raise BusinessError("unsupported_currency", "wechatpay only refunds CNY")
+        if request.amount <= 0:
+            raise BusinessError("invalid_amount", "refund amount must be a positive number of fen")
+        if request.amount > request.total_amount:
+            raise BusinessError("refund_exceeds_payment", "refund exceeds the order's amount")
+        body: dict[str, Any] = {
+            "out_trade_no": request.out_trade_no,
+            "out_refund_no": request.out_refund_no,
+        }
+        if request.reason:
+            body["reason"] = request.reason[:_REFUND_REASON_MAX]
+        body["notify_url"] = request.notify_url
+        body["amount"] = {
+            "refund": request.amount,
+            "total": request.total_amount,
+            "currency": request.currency,
+        }
+        _, payload = await self._call("POST", _REFUNDS_PATH, body, classify=classify_refund_answer)
+        return self._checked_refund(payload, request.out_refund_no, request.out_trade_no)
+
+    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
+        """``GET /v3/refund/domestic/refunds/{out_refund_no}``; 404 RESOURCE_NOT_EXISTS →
+        ``not_found``."""
+        path = f"{_REFUNDS_PATH}/{quote(out_refund_no, safe='')}"
+        try:
+            _, payload = await self._call("GET", path, classify=classify_refund_answer)
+        except BusinessError as exc:
+            wx_code = exc.raw.get("code") if isinstance(exc.raw, dict) else None
+            if wx_code == "RESOURCE_NOT_EXISTS":
+                return RefundState(
+                    out_refund_no,
+                    ChannelRefundStatus.not_found,
+                    out_trade_no=out_trade_no,
+                    raw=exc.raw,
+                )
+            raise
+        return self._checked_refund(payload, out_refund_no, out_trade_no)
+
+    def _checked_refund(self, payload: Any, out_refund_no: str, out_trade_no: str) -> RefundState:
+        if not isinstance(payload, dict):
+            raise UnknownOutcome("malformed_response", "refund answer has no body", raw=payload)
+        try:
+            state = self._refund_state(payload, status_field="status")
+        except ValueError as exc:
+            raise UnknownOutcome("malformed_response", str(exc), raw=payload) from exc
+        if state.out_refund_no != out_refund_no or state.out_trade_no not in (None, out_trade_no):
+            raise UnknownOutcome("malformed_response", "answer is about another refund")
+        return state
+
+    @staticmethod
+    def _refund_state(refund: Mapping[str, Any], *, status_field: str) -> RefundState:
+        """A refund object (answer: ``status``) or refund resource (notification:
+        ``refund_status``) → RefundState."""
+        out_refund_no = refund.get("out_refund_no")
+        if not isinstance(out_refund_no, str) or not out_refund_no:
+            raise ValueError("refund lacks out_refund_no")
+        wire_status = str(refund.get(status_field, ""))
+        status = protocol.map_refund_state(wire_status)
+        amount = refund.get("amount")
+        amount = amount if isinstance(amount, dict) else {}
+        refunded = amount.get("refund")
+        currency = amount.get("currency")
+        success_time = refund.get("success_time")
+        refunded_at = (
+            protocol.parse_rfc3339(success_time)
+            if status is ChannelRefundStatus.succeeded
+            and isinstance(success_time, str)
+            and success_time
+            else None
+        )
+        out_trade_no = refund.get("out_trade_no")
+        refund_id = refund.get("refund_id")
+        failed = status is ChannelRefundStatus.failed
+        return RefundState(
+            out_refund_no=out_refund_no,
+            status=status,
+            out_trade_no=str(out_trade_no) if out_trade_no else None,
+            channel_refund_no=str(refund_id) if refund_id else None,
+            amount=refunded if isinstance(refunded, int) else None,
+            currency=str(currency) if currency else ("CNY" if refunded is not None else None),
+            refunded_at=refunded_at,
+            failure_code=wire_status if failed else None,
+            failure_message=protocol.REFUND_STATE_DESC[wire_status] if failed else None,
+            raw=dict(refund),
+        )
+
+    # ------------------------------------------------------------ payouts (商家转账)
+    async def create_transfer(self, request: CreateTransfer) -> TransferState:
+        """``POST /v3/fund-app/mch-transfer/transfer-bills``: one bill per payout, idempotent
+        per ``out_bill_no`` (derived from ``out_biz_no``: :func:`protocol.transfer_bill_no`).
+        Usually answers ``WAIT_USER_CONFIRM`` (pending; ``raw["package_info"]`` lets the payee
+        confirm in WeChat)."""
         creds = self.credentials
+        if request.payee_type not in self.payee_types:
+            raise BusinessError(
+                "unsupported_payee_type", f"wechatpay cannot pay a {request.payee_type}"
+            )
+        if request.currency != "CNY":
+            raise BusinessError("unsupported_currency", "wechatpay only pays out CNY")
+        if request.amount <= 0:
+            raise BusinessError("invalid_amount", "amount must be a positive number of fen")
+        if not request.payee_account:
+            raise BusinessError("invalid_payee", "the payee's openid is required")
+        if creds.transfer_scene_id is None:
+            raise BusinessError("transfer_not_configured", "no transfer_scene_id is configured")
+        if request.amount >= _USER_NAME_REQUIRED_FROM and not request.payee_name:
+            raise BusinessError(
+                "payee_name_required", "from 2,000 yuan WeChat requires the payee's real name"
+            )
+        bill_no = self._bill_no(request.out_biz_no)
+        remark = request.remark[:_TRANSFER_REMARK_MAX]
+        body: dict[str, Any] = {
+            "appid": creds.appid,
+            "out_bill_no": bill_no,
+            "transfer_scene_id": creds.transfer_scene_id,
+            "openid": request.payee_account,
+            "transfer_amount": request.amount,
+            "transfer_remark": remark,
+            "notify_url": request.notify_url,
+            "transfer_scene_report_infos": [
+                {"info_type": info.info_type, "info_content": info.info_content or remark}
+                for info in creds.transfer_scene_report_infos
+            ],
+        }
+        if request.payee_name and request.amount >= _USER_NAME_ALLOWED_FROM:
+            body["user_name"] = protocol.encrypt_sensitive(self._platform_key, request.payee_name)
+        if creds.transfer_user_recv_perception:
+            body["user_recv_perception"] = creds.transfer_user_recv_perception
+        _, payload = await self._call(
+            "POST", _TRANSFER_BILLS_PATH, body, classify=classify_transfer_answer
+        )
+        return self._checked_transfer(payload, request.out_biz_no, bill_no, request.amount)
+
+    async def query_transfer(self, out_biz_no: str) -> TransferState:
+        """``GET /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}``; 404 →
+        ``not_found``."""
+        bill_no = self._bill_no(out_biz_no)
+        path = f"{_TRANSFER_BILLS_PATH}/out-bill-no/{quote(bill_no, safe='')}"
+        try:
+            _, payload = await self._call("GET", path, classify=classify_transfer_answer)
+        except BusinessError as exc:
+            if exc.code == "not_found":
+                return TransferState(out_biz_no, ChannelTransferStatus.not_found, raw=exc.raw)
+            raise
+        return self._checked_transfer(payload, out_biz_no, bill_no, None)
+
+    async def parse_transfer_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, TransferState]:
+        """Verify and decode ``MCHTRANSFER.BILL.FINISHED`` (a bill reached SUCCESS, FAIL or
+        CANCELLED): (the notification ``id``, the transfer's state). The state's ``out_biz_no``
+        is the ``out_bill_no`` WeChat knows (:func:`protocol.transfer_bill_no` of ours)."""
+        envelope, event_key, bill = self._open(headers, body)
+        if envelope.get("event_type") != protocol.TRANSFER_EVENT:
+            raise InvalidNotification("unsupported_event", "not a transfer notification")
+        if not isinstance(bill, dict) or "state" not in bill:
+            raise InvalidNotification("malformed", "resource is not a transfer bill")
+        if bill.get("mchid") != self.credentials.mchid:
+            raise InvalidNotification("wrong_merchant", "notification is for another merchant")
+        out_bill_no = bill.get("out_bill_no")
+        if not isinstance(out_bill_no, str) or not out_bill_no:
+            raise InvalidNotification("malformed", "transfer lacks out_bill_no")
+        try:
+            state = self._transfer_state(bill, out_bill_no, None)
+        except ValueError as exc:
+            raise InvalidNotification("malformed", str(exc)) from exc
+        if bill["state"] not in protocol.TRANSFER_FINAL_STATES:
+            raise InvalidNotification("malformed", "a transfer notification must be final")
+        return event_key, state
+
+    @staticmethod
+    def _bill_no(out_biz_no: str) -> str:
+        try:
+            return protocol.transfer_bill_no(out_biz_no)
+        except ValueError as exc:
+            raise BusinessError("invalid_request", str(exc)) from None
+
+    def _checked_transfer(
+        self, payload: Any, out_biz_no: str, bill_no: str, amount: int | None
+    ) -> TransferState:
+        if not isinstance(payload, dict):
+            raise UnknownOutcome("malformed_response", "transfer answer has no body", raw=payload)
+        mchid = payload.get("mch_id", payload.get("mchid"))
+        if payload.get("out_bill_no") != bill_no or mchid not in (None, self.credentials.mchid):
+            raise UnknownOutcome(
+                "malformed_response", "answer is about another transfer", raw=payload
+            )
+        try:
+            return self._transfer_state(payload, out_biz_no, amount)
+        except ValueError as exc:
+            raise UnknownOutcome("malformed_response", str(exc), raw=payload) from exc
+
+    @staticmethod
+    def _transfer_state(
+        bill: Mapping[str, Any], out_biz_no: str, amount: int | None
+    ) -> TransferState:
+        """A transfer bill (create or query answer, notification resource) → TransferState."""
+        wire_state = str(bill.get("state", ""))
+        status = protocol.map_transfer_state(wire_state)
+        transferred = bill.get("transfer_amount")
+        update_time = bill.get("update_time")
+        finished_at = (
+            protocol.parse_rfc3339(update_time)
+            if wire_state in protocol.TRANSFER_FINAL_STATES
+            and isinstance(update_time, str)
+            and update_time
+            else None
+        )
+        bill_id = bill.get("transfer_bill_no")
+        failed = status is ChannelTransferStatus.failed
+        fail_reason = bill.get("fail_reason")
+        return TransferState(
+            out_biz_no=out_biz_no,
+            status=status,
+            channel_transfer_no=str(bill_id) if bill_id else None,
+            amount=transferred if isinstance(transferred, int) else amount,
+            finished_at=finished_at,
+            failure_code=(str(fail_reason) if fail_reason else wire_state) if failed else None,
+            failure_message=protocol.TRANSFER_STATE_DESC[wire_state] if failed else None,
+            raw=dict(bill),
+        )
+
+    # ------------------------------------------------------------ notifications
+    def _open(self, headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], str, Any]:
+        """Verify a notification's signature and decrypt its resource: (envelope, id, the
+        decrypted JSON resource)."""
         try:
             protocol.verify_response(headers, body, public_keys=self._platform_keys)
         except protocol.ProtocolError as exc:
@@ -363,12 +730,28 @@ class WechatPayAdapter:
         if envelope.get("resource_type", "encrypt-resource") != "encrypt-resource":
             raise InvalidNotification("malformed", "unexpected resource_type")
         try:
-            plaintext = protocol.decrypt_resource(creds.apiv3_key, resource)
-            transaction = json.loads(plaintext)
+            plaintext = protocol.decrypt_resource(self.credentials.apiv3_key, resource)
+            decrypted = json.loads(plaintext)
         except protocol.ProtocolError as exc:
             raise InvalidNotification(exc.code, exc.message) from exc
         except ValueError:
             raise InvalidNotification("malformed", "resource is not JSON") from None
+        return envelope, event_key, decrypted
+
+    async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
+        """Payment (``TRANSACTION.SUCCESS``) and refund (``REFUND.*``) notifications. Transfer
+        notifications are refused here (``Notification`` has no place for them yet): use
+        :meth:`parse_transfer_notification`."""
+        creds = self.credentials
+        envelope, event_key, transaction = self._open(headers, body)
+        event_type = envelope.get("event_type")
+        if isinstance(event_type, str) and event_type.startswith("REFUND."):
+            return self._refund_notification(event_key, event_type, envelope, transaction)
+        if event_type == protocol.TRANSFER_EVENT:
+            raise InvalidNotification(
+                "unsupported_event",
+                "transfer notifications are parsed by parse_transfer_notification",
+            )
         if not isinstance(transaction, dict) or "trade_state" not in transaction:
             raise InvalidNotification("unsupported_event", "resource is not a transaction")
         if transaction.get("mchid") != creds.mchid or transaction.get("appid") != creds.appid:
@@ -380,6 +763,27 @@ class WechatPayAdapter:
         return Notification(
             event_key=event_key, payment=state, raw={**envelope, "resource": transaction}
         )
+
+    def _refund_notification(
+        self, event_key: str, event_type: str, envelope: Mapping[str, Any], refund: Any
+    ) -> Notification:
+        """A decrypted ``REFUND.*`` resource → Notification(refund=…)."""
+        announced = protocol.REFUND_EVENTS.get(event_type)
+        if announced is None:
+            raise InvalidNotification("unsupported_event", f"unknown event {event_type!r}")
+        if not isinstance(refund, dict) or "refund_status" not in refund:
+            raise InvalidNotification("unsupported_event", "resource is not a refund")
+        if refund.get("mchid") != self.credentials.mchid:
+            raise InvalidNotification("wrong_merchant", "notification is for another merchant")
+        if refund.get("refund_status") != announced:
+            raise InvalidNotification("malformed", "refund_status contradicts event_type")
+        try:
+            state = self._refund_state(refund, status_field="refund_status")
+        except ValueError as exc:
+            raise InvalidNotification("malformed", str(exc)) from exc
+        if state.out_trade_no is None:
+            raise InvalidNotification("malformed", "refund lacks out_trade_no")
+        return Notification(event_key=event_key, refund=state, raw={**envelope, "resource": refund})
 
     def ack(self, ok: bool) -> Ack:
         if ok:

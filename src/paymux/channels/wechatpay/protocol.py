@@ -29,7 +29,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from paymux.channels.base import ChannelPaymentStatus
+from paymux.channels.base import (
+    ChannelPaymentStatus,
+    ChannelRefundStatus,
+    ChannelSplitStatus,
+    ChannelTransferStatus,
+)
 from paymux.kit import clock
 
 AUTH_SCHEMA = "WECHATPAY2-SHA256-RSA2048"
@@ -418,3 +423,152 @@ def map_trade_state(trade_state: str) -> ChannelPaymentStatus:
         return TRADE_STATES[trade_state]
     except KeyError:
         raise ValueError(f"unknown trade_state {trade_state!r}") from None
+
+
+# ---------------------------------------------------------------- refunds
+#: ``status`` of a refund object (create / query answer) and ``refund_status`` of a refund
+#: notification resource → normalised status. ABNORMAL (the money could not reach the payer,
+#: e.g. a cancelled card) needs an operator at the merchant platform: failed for us.
+REFUND_STATES: dict[str, ChannelRefundStatus] = {
+    "SUCCESS": ChannelRefundStatus.succeeded,
+    "PROCESSING": ChannelRefundStatus.pending,
+    "CLOSED": ChannelRefundStatus.failed,
+    "ABNORMAL": ChannelRefundStatus.failed,
+}
+
+REFUND_STATE_DESC: dict[str, str] = {
+    "SUCCESS": "退款成功",
+    "PROCESSING": "退款处理中",
+    "CLOSED": "退款关闭",
+    "ABNORMAL": "退款异常",
+}
+
+#: Refund notification ``event_type`` → the ``refund_status`` it announces.
+REFUND_EVENTS: dict[str, str] = {
+    "REFUND.SUCCESS": "SUCCESS",
+    "REFUND.ABNORMAL": "ABNORMAL",
+    "REFUND.CLOSED": "CLOSED",
+}
+
+REFUND_RESOURCE_TYPE = "refund"
+"""``original_type`` and ``associated_data`` of a refund notification resource."""
+
+
+def map_refund_state(status: str) -> ChannelRefundStatus:
+    """WeChat refund ``status`` / ``refund_status`` → normalised status (ValueError if unknown)."""
+    try:
+        return REFUND_STATES[status]
+    except KeyError:
+        raise ValueError(f"unknown refund status {status!r}") from None
+
+
+# ---------------------------------------------------------------- sensitive fields
+# Request fields such as a payee's real name travel encrypted with the platform public key,
+# RSAES-OAEP with SHA-1 (MGF1-SHA-1), base64; the request then names that key in its
+# ``Wechatpay-Serial`` header. (wechatpay-go ``utils.EncryptOAEPWithPublicKey``; the
+# ``wechatpayv3`` SDK's ``rsa_encrypt``.)
+def _oaep() -> padding.OAEP:
+    # SHA-1 is what WeChat's OAEP uses (as a mask/label hash, not a signature): not negotiable.
+    sha1 = hashes.SHA1()  # noqa: S303
+    return padding.OAEP(mgf=padding.MGF1(algorithm=sha1), algorithm=sha1, label=None)
+
+
+def encrypt_sensitive(public_key: rsa.RSAPublicKey, text: str) -> str:
+    """Encrypt one sensitive request field for the platform."""
+    return base64.b64encode(public_key.encrypt(text.encode(), _oaep())).decode()
+
+
+def decrypt_sensitive(private_key: rsa.RSAPrivateKey, ciphertext: str) -> str:
+    """Decrypt a sensitive field (the platform's side); raises :class:`DecryptionError`."""
+    try:
+        return private_key.decrypt(base64.b64decode(ciphertext, validate=True), _oaep()).decode()
+    except (binascii.Error, ValueError) as exc:
+        raise DecryptionError("decrypt_failed", "sensitive field could not be decrypted") from exc
+
+
+# ---------------------------------------------------------------- merchant transfers (商家转账)
+#: ``state`` of a transfer bill (create / query answer, notification resource) → normalised.
+#: WAIT_USER_CONFIRM: the payee must confirm in WeChat (``package_info`` opens that page);
+#: TRANSFERING: confirmed, result not yet known; CANCELING/CANCELLED: the merchant revoked it.
+TRANSFER_STATES: dict[str, ChannelTransferStatus] = {
+    "ACCEPTED": ChannelTransferStatus.pending,
+    "PROCESSING": ChannelTransferStatus.pending,
+    "WAIT_USER_CONFIRM": ChannelTransferStatus.pending,
+    "TRANSFERING": ChannelTransferStatus.pending,
+    "CANCELING": ChannelTransferStatus.pending,
+    "SUCCESS": ChannelTransferStatus.succeeded,
+    "FAIL": ChannelTransferStatus.failed,
+    "CANCELLED": ChannelTransferStatus.failed,
+}
+
+TRANSFER_STATE_DESC: dict[str, str] = {
+    "ACCEPTED": "转账已受理",
+    "PROCESSING": "转账锁定资金中",
+    "WAIT_USER_CONFIRM": "待收款用户确认",
+    "TRANSFERING": "转账中",
+    "SUCCESS": "转账成功",
+    "FAIL": "转账失败",
+    "CANCELING": "转账撤销中",
+    "CANCELLED": "转账撤销完成",
+}
+
+TRANSFER_FINAL_STATES = frozenset({"SUCCESS", "FAIL", "CANCELLED"})
+TRANSFER_EVENT = "MCHTRANSFER.BILL.FINISHED"
+TRANSFER_RESOURCE_TYPE = "mch_payment"
+"""``original_type`` and ``associated_data`` of a transfer notification resource."""
+
+_NOT_BILL_NO = re.compile(r"[^0-9A-Za-z]")
+
+
+def transfer_bill_no(out_biz_no: str) -> str:
+    """Our payout id as WeChat's ``out_bill_no`` (letters and digits only, ≤ 32): every other
+    character is dropped, so ``po_01jd…`` becomes ``po01jd…``. ValueError if nothing valid
+    remains or it is too long."""
+    bill_no = _NOT_BILL_NO.sub("", out_biz_no)
+    if not 1 <= len(bill_no) <= 32:
+        raise ValueError(f"{out_biz_no!r} cannot be a WeChat out_bill_no")
+    return bill_no
+
+
+def map_transfer_state(state: str) -> ChannelTransferStatus:
+    """WeChat transfer bill ``state`` → normalised status (ValueError if unknown)."""
+    try:
+        return TRANSFER_STATES[state]
+    except KeyError:
+        raise ValueError(f"unknown transfer state {state!r}") from None
+
+
+# ---------------------------------------------------------------- profit sharing (分账)
+#: Split order ``state``: PROCESSING until every receiver's ``result`` is final, then FINISHED.
+SPLIT_ORDER_STATES = frozenset({"PROCESSING", "FINISHED"})
+#: A receiver's ``result``: PENDING (待分账), SUCCESS (分账成功), CLOSED (已关闭, not paid).
+SPLIT_RESULTS = frozenset({"PENDING", "SUCCESS", "CLOSED"})
+SPLIT_FAIL_REASONS: dict[str, str] = {
+    "ACCOUNT_ABNORMAL": "分账接收账户异常",
+    "NO_RELATION": "分账关系已解除",
+    "RECEIVER_HIGH_RISK": "高风险接收方",
+    "RECEIVER_REAL_NAME_NOT_VERIFIED": "接收方未实名",
+    "NO_AUTH": "分账权限已解除",
+}
+#: Our receiver type → WeChat ``type``.
+SPLIT_RECEIVER_TYPES: dict[str, str] = {
+    "merchant": "MERCHANT_ID",
+    "person": "PERSONAL_OPENID",
+}
+MAX_SPLIT_RECEIVERS = 50
+SPLIT_ORDER_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+
+
+def split_status(state: str, results: list[str]) -> ChannelSplitStatus:
+    """A split order's ``state`` and its receivers' ``result`` values → normalised status.
+
+    FINISHED with every receiver SUCCESS is succeeded and with every receiver CLOSED failed; a
+    mix is reported succeeded (money did move: see the adapter's ``failure_code``). ValueError
+    on an unknown state or result."""
+    if state not in SPLIT_ORDER_STATES or not set(results) <= SPLIT_RESULTS:
+        raise ValueError(f"unknown split state {state!r} / results {results!r}")
+    if state == "PROCESSING" or "PENDING" in results:
+        return ChannelSplitStatus.pending
+    if results and all(result == "CLOSED" for result in results):
+        return ChannelSplitStatus.failed
+    return ChannelSplitStatus.succeeded

@@ -1,37 +1,50 @@
 """An in-process WeChat Pay API v3 sandbox speaking the real wire protocol.
 
 Serves the real paths (``/v3/pay/transactions/{native,jsapi,h5,app}``, query by out-trade-no,
-close), verifies each request's merchant signature, signs every answer with its platform key
-(public-key mode, ``PUB_KEY_ID_…``) and delivers signed, AEAD-encrypted ``TRANSACTION.SUCCESS``
-notifications with WeChat's retry schedule. Orders, scripted outcomes and the customer page
-come from :mod:`paymux.channels.sandbox_kit`.
+close, ``/v3/refund/domestic/refunds``), verifies each request's merchant signature, signs every
+answer with its platform key (public-key mode, ``PUB_KEY_ID_…``) and delivers signed,
+AEAD-encrypted ``TRANSACTION.SUCCESS`` and ``REFUND.*`` notifications with WeChat's retry
+schedule. Orders, refunds, scripted outcomes and the customer page come from
+:mod:`paymux.channels.sandbox_kit`.
 
 Like WeChat, only a successful payment is notified; a declined order (``PAYERROR``) or a closed
-one (``CLOSED``) is learnt by querying.
+one (``CLOSED``) is learnt by querying. Refunds are notified once final (``REFUND.SUCCESS``,
+``REFUND.CLOSED``, ``REFUND.ABNORMAL``); a failed refund ends ``ABNORMAL`` unless
+:attr:`Sandbox.refund_fail_status` says ``CLOSED``.
+
+Deliberate divergence: WeChat reports a refunded order's ``trade_state`` as ``REFUND``; the
+sandbox keeps ``SUCCESS`` because the adapter does not map ``REFUND`` yet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import secrets
 import string
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import (
+    NotifyMode,
     OrderStatus,
     Outcome,
+    RefundOutcome,
+    RefundScript,
+    RefundStatus,
     SandboxCore,
     SandboxOrder,
+    SandboxRefund,
     customer_router,
 )
 from paymux.channels.wechatpay import protocol
@@ -105,6 +118,74 @@ class _CloseBody(BaseModel):
     mchid: str = Field(min_length=1, max_length=32)
 
 
+class _RefundAmount(BaseModel):
+    refund: StrictInt = Field(ge=1)
+    total: StrictInt = Field(ge=1)
+    currency: str = Field(min_length=1, max_length=16)
+
+
+class _RefundBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    transaction_id: str | None = Field(default=None, min_length=1, max_length=32)
+    out_trade_no: str | None = Field(default=None, min_length=1, max_length=32)
+    out_refund_no: str = Field(pattern=r"^[0-9A-Za-z_\-|*@]{1,64}$")
+    reason: str | None = Field(default=None, max_length=80)
+    notify_url: str | None = Field(default=None, min_length=1, max_length=256)
+    funds_account: str | None = None
+    amount: _RefundAmount
+
+
+class _ReportInfo(BaseModel):
+    info_type: str = Field(min_length=1)
+    info_content: str = Field(min_length=1)
+
+
+class _TransferBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    appid: str = Field(min_length=1, max_length=32)
+    out_bill_no: str = Field(pattern=r"^[0-9A-Za-z]{1,32}$")
+    transfer_scene_id: str = Field(min_length=1, max_length=36)
+    openid: str = Field(min_length=1, max_length=64)
+    user_name: str | None = Field(default=None, min_length=1)
+    transfer_amount: StrictInt = Field(ge=1)
+    transfer_remark: str = Field(min_length=1, max_length=32)
+    notify_url: str | None = Field(default=None, min_length=1, max_length=256)
+    user_recv_perception: str | None = None
+    transfer_scene_report_infos: list[_ReportInfo] = Field(min_length=1)
+
+
+class _Confirm(BaseModel):
+    result: str = "confirm"
+    """``confirm`` (the payee accepts: SUCCESS) or ``decline`` (FAIL)."""
+
+
+@dataclass
+class SandboxTransfer:
+    """One 商家转账 bill."""
+
+    out_bill_no: str
+    transfer_bill_no: str
+    merchant_id: str
+    appid: str
+    openid: str
+    amount: int
+    remark: str
+    scene_id: str
+    user_name: str | None
+    """Decrypted, as the sandbox checked it."""
+    notify_url: str | None
+    script: RefundScript
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    state: str = "ACCEPTED"
+    fail_reason: str | None = None
+    package_info: str = ""
+    notifications_sent: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
@@ -122,11 +203,14 @@ class _WechatCore(SandboxCore):
     later carries a current timestamp, or no receiver's freshness check would accept it)."""
 
     resign: Callable[[bytes], dict[str, str]] | None = None
+    refund_fail_status: str = "ABNORMAL"
 
-    async def _post(self, order: SandboxOrder, headers: dict[str, str], body: bytes) -> bool:
+    async def _post(
+        self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
+    ) -> bool:
         if self.resign is not None:
             headers = {**headers, **self.resign(body)}
-        return await super()._post(order, headers, body)
+        return await super()._post(subject, headers, body)
 
     async def notify(self, order: SandboxOrder) -> None:
         if order.status is OrderStatus.succeeded:
@@ -135,6 +219,18 @@ class _WechatCore(SandboxCore):
     async def _deliver_once_then_retry(self, order: SandboxOrder) -> None:
         if order.status is OrderStatus.succeeded:
             await super()._deliver_once_then_retry(order)
+
+    def finish_refund(self, refund: SandboxRefund, *, succeeded: bool) -> bool:
+        # Fix the wire status at the moment the refund fails: CLOSED or ABNORMAL.
+        if not super().finish_refund(refund, succeeded=succeeded):
+            return False
+        refund.extra["wire_status"] = "SUCCESS" if succeeded else self.refund_fail_status
+        return True
+
+    async def notify_refund(self, refund: SandboxRefund) -> None:
+        # WeChat notifies a refund's final result only.
+        if refund.status is not RefundStatus.pending:
+            await super().notify_refund(refund)
 
 
 class Sandbox:
@@ -153,18 +249,34 @@ class Sandbox:
         )
         self.platform_public_key_pem = sandbox_kit.public_key_pem(self._platform_key.public_key())
         self.merchants: dict[str, SandboxMerchant] = {}
+        self.transfers: dict[tuple[str, str], SandboxTransfer] = {}
+        self.transfer_scripts: list[RefundScript] = []
+        self.transfer_fail_reason = "PAYEE_ACCOUNT_ABNORMAL"
         core = _WechatCore(
             channel="wechatpay",
             retry_schedule=RETRY_SCHEDULE,
             build_notification=self.build_notification,
+            build_refund_notification=self.build_refund_notification,
             is_ack=lambda response: response.status_code in (200, 204),
             http=http,
             time_scale=time_scale,
             hold_timeout_seconds=hold_timeout_seconds,
         )
         core.resign = self.sign
+        self._core = core
         self.core: SandboxCore = core
         self.app = self._build_app()
+
+    @property
+    def refund_fail_status(self) -> str:
+        """How a scripted ``fail`` refund ends: ``ABNORMAL`` (default) or ``CLOSED``."""
+        return self._core.refund_fail_status
+
+    @refund_fail_status.setter
+    def refund_fail_status(self, value: str) -> None:
+        if value not in ("ABNORMAL", "CLOSED"):
+            raise ValueError("a failed refund ends ABNORMAL or CLOSED")
+        self._core.refund_fail_status = value
 
     # ------------------------------------------------------------ merchants
     def provision(self, base_url: str) -> dict[str, Any]:
@@ -294,18 +406,7 @@ class Sandbox:
             uuid.NAMESPACE_URL,
             f"wechatpay:{order.merchant_id}:{order.channel_trade_no}:TRANSACTION.SUCCESS",
         )
-        envelope = {
-            "id": str(event_id),
-            "create_time": protocol.rfc3339(clock.now()),
-            "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
-            "resource": resource,
-        }
-        body = protocol.encode_json(envelope)
-        headers = self.sign(body)
-        headers["Content-Type"] = "application/json"
-        return headers, body
+        return self._signed_event(str(event_id), "TRANSACTION.SUCCESS", "支付成功", resource)
 
     @staticmethod
     def _create_answer(order: SandboxOrder) -> dict[str, Any]:
@@ -315,6 +416,101 @@ class Sandbox:
         if kind == "h5":
             return {"h5_url": order.extra["page_url"]}
         return {"prepay_id": order.extra["prepay_id"]}
+
+    # ------------------------------------------------------------ refund views
+    @staticmethod
+    def _refund_status(refund: SandboxRefund) -> str:
+        if refund.status is RefundStatus.pending:
+            return "PROCESSING"
+        if refund.status is RefundStatus.succeeded:
+            return "SUCCESS"
+        return str(refund.extra.get("wire_status", "ABNORMAL"))
+
+    def refund_object(self, refund: SandboxRefund) -> dict[str, Any]:
+        """The refund as WeChat's refund object (create and query answers)."""
+        order, status = refund.order, self._refund_status(refund)
+        data: dict[str, Any] = {
+            "refund_id": refund.refund_no,
+            "out_refund_no": refund.out_refund_no,
+            "transaction_id": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "channel": "ORIGINAL",
+            "user_received_account": "支付用户零钱",
+            "create_time": protocol.rfc3339(refund.created_at),
+            "status": status,
+            "funds_account": "AVAILABLE",
+            "amount": {
+                "total": order.amount,
+                "refund": refund.amount,
+                "from": [],
+                "payer_total": order.amount,
+                "payer_refund": refund.amount,
+                "settlement_refund": refund.amount,
+                "settlement_total": order.amount,
+                "discount_refund": 0,
+                "currency": order.currency,
+            },
+            "promotion_detail": [],
+        }
+        if status == "SUCCESS" and refund.finished_at is not None:
+            data["success_time"] = protocol.rfc3339(refund.finished_at)
+        return data
+
+    def refund_resource(self, refund: SandboxRefund) -> dict[str, Any]:
+        """The decrypted resource of a ``REFUND.*`` notification."""
+        order, status = refund.order, self._refund_status(refund)
+        data: dict[str, Any] = {
+            "mchid": order.merchant_id,
+            "out_trade_no": order.out_trade_no,
+            "transaction_id": order.channel_trade_no,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_no,
+            "refund_status": status,
+            "user_received_account": "支付用户零钱",
+            "amount": {
+                "total": order.amount,
+                "refund": refund.amount,
+                "payer_total": order.amount,
+                "payer_refund": refund.amount,
+            },
+        }
+        if status == "SUCCESS" and refund.finished_at is not None:
+            data["success_time"] = protocol.rfc3339(refund.finished_at)
+        return data
+
+    def build_refund_notification(self, refund: SandboxRefund) -> tuple[dict[str, str], bytes]:
+        """The signed, encrypted ``REFUND.{SUCCESS,CLOSED,ABNORMAL}`` notification."""
+        status = self._refund_status(refund)
+        event_type = f"REFUND.{status}"
+        assert event_type in protocol.REFUND_EVENTS, "only final refunds are notified"
+        merchant = self.merchants[refund.order.merchant_id]
+        resource = protocol.encrypt_resource(
+            merchant.apiv3_key,
+            protocol.encode_json(self.refund_resource(refund)),
+            original_type=protocol.REFUND_RESOURCE_TYPE,
+            associated_data=protocol.REFUND_RESOURCE_TYPE,
+        )
+        event_id = uuid.uuid5(
+            uuid.NAMESPACE_URL, f"wechatpay:{merchant.mchid}:{refund.refund_no}:{event_type}"
+        )
+        return self._signed_event(str(event_id), event_type, protocol.REFUND_STATE_DESC[status],
+                                  resource)  # fmt: skip
+
+    def _signed_event(
+        self, event_id: str, event_type: str, summary: str, resource: dict[str, str]
+    ) -> tuple[dict[str, str], bytes]:
+        envelope = {
+            "id": event_id,
+            "create_time": protocol.rfc3339(clock.now()),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": resource,
+        }
+        body = protocol.encode_json(envelope)
+        headers = self.sign(body)
+        headers["Content-Type"] = "application/json"
+        return headers, body
 
     # ------------------------------------------------------------ endpoints
     async def _create(self, request: Request, kind: str) -> Response:
@@ -414,6 +610,321 @@ class Sandbox:
             raise WxError(400, "ORDER_PAID", "订单已支付")
         return self._respond(204)
 
+    # ------------------------------------------------------------ refund endpoints
+    def _paid_order(self, merchant: SandboxMerchant, body: _RefundBody) -> SandboxOrder:
+        """The order a refund names by ``out_trade_no`` or ``transaction_id``."""
+        order: SandboxOrder | None = None
+        if body.transaction_id is not None:
+            order = next(
+                (o for o in self.core.orders.values()
+                 if o.merchant_id == merchant.mchid and o.channel_trade_no == body.transaction_id
+                 and o.status in (OrderStatus.succeeded, OrderStatus.failed)),
+                None,
+            )  # fmt: skip
+        elif body.out_trade_no is not None:
+            order = self.core.get_order(merchant.mchid, body.out_trade_no)
+        else:
+            raise WxError(400, "PARAM_ERROR", "transaction_id和out_trade_no必须填写一个")
+        if order is None:
+            raise WxError(404, "RESOURCE_NOT_EXISTS", "订单不存在")
+        return order
+
+    def refundable(self, order: SandboxOrder) -> int:
+        """What of a paid order the merchant can still refund."""
+        return self.core.refundable(order)
+
+    async def _refund(self, request: Request) -> Response:
+        raw = await request.body()
+        merchant = self._authenticate(request, raw)
+        body = self._parse(_RefundBody, raw)
+        if body.amount.currency != "CNY":
+            raise WxError(400, "PARAM_ERROR", "不支持的货币类型")
+        if body.notify_url is not None:
+            notify = urlsplit(body.notify_url)
+            if notify.scheme not in ("http", "https") or not notify.netloc or notify.query:
+                raise WxError(400, "PARAM_ERROR", "notify_url格式错误")
+        order = self._paid_order(merchant, body)
+        existing = self.core.get_refund(merchant.mchid, body.out_refund_no)
+        if existing is not None:
+            # Same number, same request: the same refund; WeChat refunds once per number.
+            if existing.order is not order or (existing.amount, order.amount) != (
+                body.amount.refund, body.amount.total,
+            ):  # fmt: skip
+                raise WxError(400, "INVALID_REQUEST", "商户退款单号对应的退款参数与原请求不一致")
+            return self._respond(200, self.refund_object(existing))
+        if order.status is not OrderStatus.succeeded:
+            raise WxError(400, "INVALID_REQUEST", "订单未支付，不能发起退款")
+        if body.amount.total != order.amount:
+            raise WxError(400, "PARAM_ERROR", "订单金额total与原订单实际支付金额不符")
+        if body.amount.refund > self.refundable(order):
+            raise WxError(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
+        script = self.core.take_refund_script(order.subject)
+        if script.outcome is RefundOutcome.refuse:
+            raise WxError(403, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起")
+        if script.outcome is RefundOutcome.create_error:
+            raise WxError(500, "SYSTEM_ERROR", "系统超时，请使用相同参数稍后重新调用")
+        refund = SandboxRefund(
+            out_refund_no=body.out_refund_no,
+            refund_no="50" + _random(string.digits, 27),
+            order=order,
+            amount=body.amount.refund,
+            reason=body.reason,
+            notify_url=body.notify_url,
+            script=script,
+            created_at=clock.now(),
+        )
+        self.core.add_refund(refund)
+        await self.core.after_refund(refund)
+        return self._respond(200, self.refund_object(refund))
+
+    async def _query_refund(self, request: Request, out_refund_no: str) -> Response:
+        merchant = self._authenticate(request, await request.body())
+        refund = self.core.get_refund(merchant.mchid, out_refund_no)
+        if refund is None:
+            raise WxError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        return self._respond(200, self.refund_object(refund))
+
+    # ------------------------------------------------------------ transfers (商家转账)
+    def add_transfer_script(self, script: RefundScript) -> None:
+        """Queue an outcome for the next transfer whose remark matches ``script.subject``:
+        ``succeed`` (the payee accepts at once), ``delayed`` (WAIT_USER_CONFIRM, accepted after
+        ``delay``), ``fail`` (WAIT_USER_CONFIRM, FAIL after ``delay``), ``refuse`` (403
+        NOT_ENOUGH), ``create_timeout`` (made and accepted, answer held), ``create_error``
+        (500, nothing made)."""
+        self.transfer_scripts.append(script)
+
+    def _take_transfer_script(self, remark: str) -> RefundScript:
+        for i, script in enumerate(self.transfer_scripts):
+            if script.subject is None or script.subject == remark:
+                if not script.sticky:
+                    del self.transfer_scripts[i]
+                return script
+        return RefundScript()
+
+    def transfer_bill(self, transfer: SandboxTransfer) -> dict[str, Any]:
+        """The bill as the query answer shows it (``mch_id``, as WeChat's document spells it)."""
+        data: dict[str, Any] = {
+            "mch_id": transfer.merchant_id,
+            "out_bill_no": transfer.out_bill_no,
+            "transfer_bill_no": transfer.transfer_bill_no,
+            "appid": transfer.appid,
+            "state": transfer.state,
+            "transfer_amount": transfer.amount,
+            "transfer_remark": transfer.remark,
+            "openid": transfer.openid,
+            "create_time": protocol.rfc3339(transfer.created_at),
+            "update_time": protocol.rfc3339(transfer.updated_at),
+        }
+        if transfer.fail_reason:
+            data["fail_reason"] = transfer.fail_reason
+        return data
+
+    @staticmethod
+    def _transfer_answer(transfer: SandboxTransfer) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "out_bill_no": transfer.out_bill_no,
+            "transfer_bill_no": transfer.transfer_bill_no,
+            "create_time": protocol.rfc3339(transfer.created_at),
+            "state": transfer.state,
+        }
+        if transfer.state == "WAIT_USER_CONFIRM":
+            data["package_info"] = transfer.package_info
+        if transfer.fail_reason:
+            data["fail_reason"] = transfer.fail_reason
+        return data
+
+    def transfer_resource(self, transfer: SandboxTransfer) -> dict[str, Any]:
+        """The decrypted resource of ``MCHTRANSFER.BILL.FINISHED``."""
+        data: dict[str, Any] = {
+            "mchid": transfer.merchant_id,
+            "out_bill_no": transfer.out_bill_no,
+            "transfer_bill_no": transfer.transfer_bill_no,
+            "state": transfer.state,
+            "transfer_amount": transfer.amount,
+            "openid": transfer.openid,
+            "create_time": protocol.rfc3339(transfer.created_at),
+            "update_time": protocol.rfc3339(transfer.updated_at),
+        }
+        if transfer.fail_reason:
+            data["fail_reason"] = transfer.fail_reason
+        return data
+
+    def build_transfer_notification(
+        self, transfer: SandboxTransfer
+    ) -> tuple[dict[str, str], bytes]:
+        merchant = self.merchants[transfer.merchant_id]
+        resource = protocol.encrypt_resource(
+            merchant.apiv3_key,
+            protocol.encode_json(self.transfer_resource(transfer)),
+            original_type=protocol.TRANSFER_RESOURCE_TYPE,
+            associated_data=protocol.TRANSFER_RESOURCE_TYPE,
+        )
+        event_id = uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            f"wechatpay:{merchant.mchid}:{transfer.transfer_bill_no}:{protocol.TRANSFER_EVENT}",
+        )
+        return self._signed_event(
+            str(event_id), protocol.TRANSFER_EVENT, "商家转账单据终态通知", resource
+        )
+
+    def finish_transfer(self, transfer: SandboxTransfer, *, succeeded: bool) -> bool:
+        """Move a bill awaiting the payee to SUCCESS or FAIL and notify. False if already final."""
+        if transfer.state in protocol.TRANSFER_FINAL_STATES:
+            return False
+        transfer.state = "SUCCESS" if succeeded else "FAIL"
+        transfer.fail_reason = None if succeeded else self.transfer_fail_reason
+        transfer.updated_at = clock.now()
+        self.core.spawn(self._notify_transfer(transfer))
+        return True
+
+    async def _finish_transfer_later(self, transfer: SandboxTransfer, *, succeeded: bool) -> None:
+        await asyncio.sleep(transfer.script.delay * self.core.time_scale)
+        self.finish_transfer(transfer, succeeded=succeeded)
+
+    async def _post_transfer(self, transfer: SandboxTransfer, body: bytes) -> bool:
+        core = self.core
+        if not transfer.notify_url or core.http is None:
+            return False
+        # Signed afresh per delivery, like every WeChat notification.
+        headers = {"Content-Type": "application/json", **self.sign(body)}
+        try:
+            response = await core.http.post(transfer.notify_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            core.deliveries.append({"out_bill_no": transfer.out_bill_no, "error": repr(exc)})
+            return False
+        transfer.notifications_sent += 1
+        ok = core.is_ack(response)
+        core.deliveries.append(
+            {"out_bill_no": transfer.out_bill_no, "status": response.status_code, "acked": ok}
+        )
+        return ok
+
+    async def _notify_transfer(self, transfer: SandboxTransfer) -> None:
+        """Deliver ``MCHTRANSFER.BILL.FINISHED`` per the bill's script, retrying until acked."""
+        mode = transfer.script.notify
+        if mode is NotifyMode.none or transfer.state not in protocol.TRANSFER_FINAL_STATES:
+            return
+        if mode is NotifyMode.delayed:
+            await asyncio.sleep(transfer.script.delay * self.core.time_scale)
+        _, body = self.build_transfer_notification(transfer)
+        copies = 2 if mode is NotifyMode.duplicate else 1
+        results = await asyncio.gather(
+            *(self._post_transfer(transfer, body) for _ in range(copies))
+        )
+        if any(results):
+            return
+        for wait in self.core.retry_schedule:
+            await asyncio.sleep(wait * self.core.time_scale)
+            if await self._post_transfer(transfer, body):
+                return
+
+    def _user_name(self, request: Request, ciphertext: str | None) -> str | None:
+        """Decrypt a sensitive field sent under ``Wechatpay-Serial`` (our platform key)."""
+        if ciphertext is None:
+            return None
+        if request.headers.get(protocol.HEADER_SERIAL) != self.platform_public_key_id:
+            raise WxError(400, "PARAM_ERROR", "Wechatpay-Serial与加密敏感信息所用的公钥不匹配")
+        try:
+            return protocol.decrypt_sensitive(self._platform_key, ciphertext)
+        except protocol.ProtocolError as exc:
+            raise WxError(400, "PARAM_ERROR", "敏感信息解密失败，请使用微信支付公钥加密") from exc
+
+    async def _transfer(self, request: Request) -> Response:
+        raw = await request.body()
+        merchant = self._authenticate(request, raw)
+        body = self._parse(_TransferBody, raw)
+        if body.appid != merchant.appid:
+            raise WxError(400, "INVALID_REQUEST", "appid与商户号不匹配")
+        if body.notify_url is not None:
+            notify = urlsplit(body.notify_url)
+            if notify.scheme not in ("http", "https") or not notify.netloc or notify.query:
+                raise WxError(400, "PARAM_ERROR", "notify_url格式错误")
+        user_name = self._user_name(request, body.user_name)
+        if body.transfer_amount >= 200_000 and user_name is None:
+            raise WxError(400, "PARAM_ERROR", "转账金额>=2000元时，收款用户姓名必填")
+        existing = self.transfers.get((merchant.mchid, body.out_bill_no))
+        if existing is not None:
+            # Same number, same bill: WeChat pays once per out_bill_no.
+            if (existing.openid, existing.amount, existing.remark, existing.scene_id) != (
+                body.openid, body.transfer_amount, body.transfer_remark, body.transfer_scene_id,
+            ):  # fmt: skip
+                raise WxError(400, "INVALID_REQUEST", "商户单号重复，请核实转账参数")
+            return self._respond(200, self._transfer_answer(existing))
+        script = self._take_transfer_script(body.transfer_remark)
+        if script.outcome is RefundOutcome.refuse:
+            raise WxError(403, "NOT_ENOUGH", "商户运营账户资金不足，充值后可以原单号发起重试，"
+                          "请勿更换商户单号")  # fmt: skip
+        if script.outcome is RefundOutcome.create_error:
+            raise WxError(500, "SYSTEM_ERROR", "系统繁忙，请使用原单号重试")
+        now = clock.now()
+        transfer = SandboxTransfer(
+            out_bill_no=body.out_bill_no,
+            transfer_bill_no="1330" + _random(string.digits, 30),
+            merchant_id=merchant.mchid,
+            appid=body.appid,
+            openid=body.openid,
+            amount=body.transfer_amount,
+            remark=body.transfer_remark,
+            scene_id=body.transfer_scene_id,
+            user_name=user_name,
+            notify_url=body.notify_url,
+            script=script,
+            created_at=now,
+            updated_at=now,
+            state="WAIT_USER_CONFIRM",
+            package_info=base64.b64encode(secrets.token_bytes(72)).decode(),
+            extra={"report_infos": [i.model_dump() for i in body.transfer_scene_report_infos],
+                   "user_recv_perception": body.user_recv_perception},
+        )  # fmt: skip
+        self.transfers[(merchant.mchid, body.out_bill_no)] = transfer
+        outcome = script.outcome
+        if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
+            self.finish_transfer(transfer, succeeded=True)
+        elif outcome in (RefundOutcome.delayed, RefundOutcome.fail):
+            self.core.spawn(
+                self._finish_transfer_later(transfer, succeeded=outcome is RefundOutcome.delayed)
+            )
+        if outcome is RefundOutcome.create_timeout:
+            await asyncio.sleep(self.core.hold_timeout_seconds)
+        return self._respond(200, self._transfer_answer(transfer))
+
+    async def _query_transfer(self, request: Request, out_bill_no: str) -> Response:
+        merchant = self._authenticate(request, await request.body())
+        transfer = self.transfers.get((merchant.mchid, out_bill_no))
+        if transfer is None:
+            raise WxError(404, "NOT_FOUND", "记录不存在")
+        return self._respond(200, self.transfer_bill(transfer))
+
+    def _find_transfer(self, out_bill_no: str) -> SandboxTransfer:
+        for (_, no), transfer in self.transfers.items():
+            if no == out_bill_no:
+                return transfer
+        raise HTTPException(404, "no such transfer")
+
+    def _transfer_router(self) -> APIRouter:
+        router = APIRouter(prefix="/_sandbox")
+
+        @router.post("/transfer_scripts")
+        async def add_transfer_script(script: RefundScript) -> dict[str, Any]:
+            """Control API: queue a scripted outcome for the next matching transfer."""
+            self.add_transfer_script(script)
+            return {"queued": len(self.transfer_scripts)}
+
+        @router.get("/transfers/{out_bill_no}")
+        async def show_transfer(out_bill_no: str) -> dict[str, Any]:
+            transfer = self._find_transfer(out_bill_no)
+            return {**self.transfer_bill(transfer), "user_name": transfer.user_name,
+                    "notifications_sent": transfer.notifications_sent}  # fmt: skip
+
+        @router.post("/transfers/{out_bill_no}/confirm")
+        async def confirm(out_bill_no: str, body: _Confirm) -> dict[str, Any]:
+            """Control API: the payee accepts (``confirm``) or declines a bill in WeChat."""
+            transfer = self._find_transfer(out_bill_no)
+            changed = self.finish_transfer(transfer, succeeded=body.result == "confirm")
+            return {"out_bill_no": out_bill_no, "state": transfer.state, "changed": changed}
+
+        return router
+
     def _create_endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def create(request: Request) -> Response:
             return await self._create(request, kind)
@@ -444,6 +955,24 @@ class Sandbox:
         @app.post("/v3/pay/transactions/out-trade-no/{out_trade_no}/close")
         async def close(request: Request, out_trade_no: str) -> Response:
             return await self._close(request, out_trade_no)
+
+        @app.post("/v3/refund/domestic/refunds")
+        async def refund(request: Request) -> Response:
+            return await self._refund(request)
+
+        @app.get("/v3/refund/domestic/refunds/{out_refund_no}")
+        async def query_refund(request: Request, out_refund_no: str) -> Response:
+            return await self._query_refund(request, out_refund_no)
+
+        @app.post("/v3/fund-app/mch-transfer/transfer-bills")
+        async def transfer(request: Request) -> Response:
+            return await self._transfer(request)
+
+        @app.get("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}")
+        async def query_transfer(request: Request, out_bill_no: str) -> Response:
+            return await self._query_transfer(request, out_bill_no)
+
+        app.include_router(self._transfer_router())
 
         app.include_router(
             customer_router(self.core, title="WeChat Pay sandbox", brand_color="#07c160")

@@ -1,0 +1,524 @@
+"""Ledger transfers per second through the service layer on PostgreSQL, against pgbench.
+
+Creates its own database on the server (dropped at the end, also on Ctrl-C or SIGTERM), migrates
+it, opens ``--accounts`` credit-normal (merchant-style) accounts and funds them from one
+``allow_negative`` clearing account. Then, for each concurrency level C, on a fresh checkpoint
+and for ``--seconds`` each:
+
+- ledger single: C asyncio workers, each committing one ``ledger.transfer`` per database
+  transaction (a random pair of accounts, TPC-B-like, and a unique key);
+- ledger batched: C workers, ``--batch`` transfers per database transaction; the batch's accounts
+  are row-locked first in id order (``LedgerRepository.lock_accounts``), as a caller batching
+  transfers must, or concurrent batches deadlock on each other;
+- ledger batched, disjoint: the same, but each worker moves money only among its own share of
+  the accounts, so batches never wait for each other's row locks (the rate without contention);
+- pgbench: its builtin TPC-B-like script (``-c C -j 2 -M prepared``) on the same database,
+  initialised with ``pgbench -i -s --scale``.
+
+Prints transfers/s, commits/s, latency per commit p50/p99, SQL statements per transfer, and the
+CPU the client (this process, or pgbench) and the PostgreSQL server used in each phase, then the
+ratios to pgbench and whether batched transfers reach the target (≥ 5× pgbench's TPC-B rate).
+Finally checks the books: Σ debits = Σ credits, every transaction has two balanced entries, each
+kept balance equals its entries, and every transfer counted here was recorded exactly once (exit
+status 1 if not).
+
+    python bench/ledger.py                                   # C = 8 and 16, 10 s per phase
+    python bench/ledger.py --quick                           # smoke check
+    python bench/ledger.py --concurrency 8 --batch 500 --accounts 10000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+
+from paymux.kit import migrate
+from paymux.kit.db import Database
+from paymux.ledger import service as ledger
+from paymux.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, Side, TxStatus
+from paymux.ledger.repository import LedgerRepository
+from paymux.ledger.service import credit, debit
+
+DEFAULT_URL = os.environ.get(
+    "PAYMUX_BENCH_PG_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432"
+)
+DB_PREFIX = "paymux_bench_ledger_"
+TARGET = 5.0
+FUNDING = 10**12  # per account: random transfers of 1–100 never hit the floor
+RETRYABLE = {"40P01", "40001"}  # deadlock, serialization failure: retried, and counted
+
+
+# ------------------------------------------------------------------ measurement
+@dataclass
+class Phase:
+    name: str
+    concurrency: int
+    batch: int
+    wall: float = 0.0
+    transfers: int = 0
+    commits: int = 0
+    retries: int = 0
+    statements: int = 0
+    latencies: list[float] = field(default_factory=list)
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+
+    @property
+    def transfers_per_s(self) -> float:
+        return self.transfers / self.wall if self.wall else 0.0
+
+    @property
+    def commits_per_s(self) -> float:
+        return self.commits / self.wall if self.wall else 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def postgres_cpu() -> float:
+    """CPU seconds the PostgreSQL server has used so far: its live processes plus the backends
+    that have exited (the postmaster waits for them, so they are in its children's times)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if raw[raw.index("(") + 1 : raw.rindex(")")] != "postgres":
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def measured(phase: Phase, client: str) -> Iterator[None]:
+    """Wall time and CPU of one phase; ``client`` is ``self`` (this process) or ``children``
+    (pgbench, once it has been waited for)."""
+    clock = time.process_time if client == "self" else children_cpu
+    cpu0, pg0, t0 = clock(), postgres_cpu(), time.perf_counter()
+    yield
+    phase.wall = time.perf_counter() - t0
+    phase.client_cpu, phase.server_cpu = clock() - cpu0, postgres_cpu() - pg0
+
+
+# ------------------------------------------------------------------ database lifecycle
+def admin_dsn(url: URL, database: str = "postgres") -> str:
+    return url.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def create_database(url: URL, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn(url))
+    try:
+        # Leftovers of runs that were killed outright (their pid is gone); never anyone else's.
+        for (stale,) in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", DB_PREFIX + "%"
+        ):
+            pid = stale.removeprefix(DB_PREFIX)
+            if pid.isdigit() and not alive(int(pid)):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: URL, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn(url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def checkpoint(url: URL, name: str) -> None:
+    """Start each phase with no dirty buffers, so no phase pays for another's checkpoint."""
+    conn = await asyncpg.connect(admin_dsn(url, name))
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def server_info(url: URL, name: str) -> str:
+    conn = await asyncpg.connect(admin_dsn(url, name))
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        settings = [
+            f"{s}={await conn.fetchval(f'SHOW {s}')}"
+            for s in ("synchronous_commit", "fsync", "shared_buffers", "max_connections")
+        ]
+        return f"PostgreSQL {version} ({', '.join(settings)})"
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------ ledger
+async def open_accounts(db: Database, n: int) -> tuple[str, list[str]]:
+    """The clearing account and ``n`` merchant accounts, each funded with :data:`FUNDING`."""
+    async with db.transaction() as session:
+        clearing = await ledger.open_account(
+            session, owner_type="bench", owner_id="platform", purpose="clearing",
+            currency="CNY", normal=Side.debit, allow_negative=True,
+        )  # fmt: skip
+    ids: list[str] = []
+    for start in range(0, n, 200):
+        async with db.transaction() as session:
+            for i in range(start, min(n, start + 200)):
+                account = await ledger.open_account(
+                    session, owner_type="merchant", owner_id=f"m{i:06d}", purpose="balance",
+                    currency="CNY", normal=Side.credit,
+                )  # fmt: skip
+                ids.append(account.id)
+    for start in range(0, n, 100):
+        chunk = ids[start : start + 100]
+        async with db.transaction() as session:
+            await LedgerRepository(session).lock_accounts([clearing.id, *chunk])
+            for account_id in chunk:
+                await ledger.transfer(
+                    session, key=f"fund-{account_id}",
+                    legs=[debit(clearing.id, FUNDING), credit(account_id, FUNDING)],
+                )  # fmt: skip
+    return clearing.id, ids
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    orig: Any = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
+
+
+async def ledger_phase(
+    db: Database, ids: list[str], *, name: str, concurrency: int, batch: int, seconds: float,
+    disjoint: bool = False,
+) -> Phase:  # fmt: skip
+    phase = Phase(name, concurrency, batch)
+    statements = [0]
+
+    def count(*_: Any) -> None:
+        statements[0] += 1
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    deadline = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        rng = random.Random(f"{name}-{concurrency}-{batch}-{n}")
+        own = ids[n::concurrency] if disjoint else ids
+        seq = 0
+        while time.perf_counter() < deadline:
+            moves = [(*rng.sample(own, 2), rng.randint(1, 100)) for _ in range(batch)]
+            started = time.perf_counter()
+            try:
+                async with db.transaction() as session:
+                    if batch > 1:
+                        await LedgerRepository(session).lock_accounts(
+                            [a for src, dst, _ in moves for a in (src, dst)]
+                        )
+                    for src, dst, amount in moves:
+                        seq += 1
+                        await ledger.transfer(
+                            session, key=f"{name}-c{concurrency}-k{batch}-w{n}-{seq}",
+                            legs=[debit(src, amount), credit(dst, amount)],
+                        )  # fmt: skip
+            except DBAPIError as exc:
+                if sqlstate(exc) not in RETRYABLE:
+                    raise
+                phase.retries += 1
+                continue
+            phase.latencies.append(time.perf_counter() - started)
+            phase.transfers += batch
+            phase.commits += 1
+
+    try:
+        with measured(phase, "self"):
+            await asyncio.gather(*[worker(n) for n in range(concurrency)])
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    phase.statements = statements[0]
+    return phase
+
+
+async def verify(db: Database, ids: list[str], expected_transactions: int) -> list[str]:
+    """Problems found in the books (none if they are right)."""
+    problems = []
+    debit_amount = sa.case((LedgerEntry.side == Side.debit, LedgerEntry.amount), else_=0)
+    credit_amount = sa.case((LedgerEntry.side == Side.credit, LedgerEntry.amount), else_=0)
+    posted = LedgerTransaction.status == TxStatus.posted
+    async with db.read() as session:
+        totals = await LedgerRepository(session).totals_by_currency()
+        for currency, (debits, credits) in totals.items():
+            if debits != credits:
+                problems.append(f"{currency}: Σ debits {debits} ≠ Σ credits {credits}")
+        transactions = await session.scalar(
+            sa.select(sa.func.count()).select_from(LedgerTransaction).where(posted)
+        )
+        if transactions != expected_transactions:
+            problems.append(f"{transactions} transactions recorded, {expected_transactions} made")
+        lopsided = await session.scalar(
+            sa.select(sa.func.count()).select_from(
+                sa.select(LedgerEntry.transaction_id)
+                .group_by(LedgerEntry.transaction_id)
+                .having(sa.or_(sa.func.count() != 2,
+                               sa.func.sum(debit_amount) != sa.func.sum(credit_amount)))
+                .subquery()
+            )
+        )  # fmt: skip
+        if lopsided:
+            problems.append(f"{lopsided} transactions without two balanced entries")
+        net = dict(
+            (
+                await session.execute(
+                    sa.select(LedgerEntry.account_id, sa.func.sum(debit_amount - credit_amount))
+                    .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+                    .where(posted)
+                    .group_by(LedgerEntry.account_id)
+                )
+            ).all()
+        )
+        accounts = (await session.execute(sa.select(LedgerAccount))).scalars().all()
+        wrong = [
+            a.id
+            for a in accounts
+            if a.balance != (net.get(a.id, 0) * (1 if a.normal == Side.debit else -1))
+        ]
+        if wrong:
+            problems.append(
+                f"{len(wrong)} kept balances differ from their entries, e.g. {wrong[0]}"
+            )
+        merchant_ids = set(ids)
+        merchants = sum(a.balance for a in accounts if a.id in merchant_ids)
+        if merchants != FUNDING * len(ids):
+            problems.append(f"merchant balances sum to {merchants}, not {FUNDING * len(ids)}")
+    return problems
+
+
+# ------------------------------------------------------------------ pgbench
+async def run(cmd: list[str], env: dict[str, str]) -> str:
+    """Run a command to its end (killed if this bench is interrupted); its output."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{text}")
+    return text
+
+
+def pg_env(url: URL) -> dict[str, str]:
+    env = {**os.environ, "PGHOST": url.host or "127.0.0.1", "PGPORT": str(url.port or 5432)}
+    if url.username:
+        env["PGUSER"] = url.username
+    if url.password:
+        env["PGPASSWORD"] = url.password
+    return env
+
+
+def read_pgbench_logs(directory: Path) -> list[float]:
+    """Seconds per transaction from pgbench's logs (``-l``; one file per thread), whose lines
+    are: client, transaction number, elapsed µs, script, epoch seconds, µs."""
+    return [int(line.split()[2]) / 1e6 for log in directory.iterdir() for line in log.open()]
+
+
+async def pgbench_phase(url: URL, name: str, *, concurrency: int, seconds: float) -> Phase:
+    phase = Phase("pgbench tpcb-like", concurrency, 1)
+    with tempfile.TemporaryDirectory(prefix="paymux-pgbench-") as tmp:
+        cmd = ["pgbench", "-c", str(concurrency), "-j", str(min(2, concurrency)),
+               "-T", str(max(1, round(seconds))), "-M", "prepared",
+               "-l", "--log-prefix", f"{tmp}/log", name]  # fmt: skip
+        with measured(phase, "children"):
+            out = await run(cmd, pg_env(url))
+        tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out, re.M)
+        done = re.search(r"^number of transactions actually processed: (\d+)", out, re.M)
+        if tps is None or done is None:
+            raise RuntimeError(f"unexpected pgbench output:\n{out}")
+        phase.latencies = read_pgbench_logs(Path(tmp))
+    phase.commits = phase.transfers = int(done.group(1))
+    # pgbench's own rate leaves out connection set-up; scale the wall time to match it.
+    phase.wall = phase.commits / float(tps.group(1))
+    return phase
+
+
+# ------------------------------------------------------------------ report
+HEADER = (
+    f"{'phase':<18}{'C':>4}{'K':>5}{'transfers/s':>13}{'commits/s':>11}{'p50 ms':>9}"
+    f"{'p99 ms':>9}{'SQL/tr':>8}{'retries':>9}  {'client CPU':>20}  {'postgres CPU':>20}"
+)
+
+
+def row(p: Phase) -> str:
+    def cpu(seconds: float) -> str:
+        share = 100 * seconds / p.wall if p.wall else 0.0
+        per = 1000 * seconds / p.transfers if p.transfers else 0.0
+        return f"{share:4.0f}% ({per:5.2f} ms/tr)"
+
+    sql = f"{p.statements / p.transfers:.2f}" if p.statements and p.transfers else "-"
+    return (
+        f"{p.name:<18}{p.concurrency:>4}{p.batch:>5}{p.transfers_per_s:>13,.0f}"
+        f"{p.commits_per_s:>11,.0f}{pct(p.latencies, 0.5) * 1000:>9.1f}"
+        f"{pct(p.latencies, 0.99) * 1000:>9.1f}{sql:>8}{p.retries:>9}"
+        f"  {cpu(p.client_cpu):>20}  {cpu(p.server_cpu):>20}"
+    )
+
+
+def limit(p: Phase, cores: int) -> str:
+    client, server = p.client_cpu / p.wall, p.server_cpu / p.wall
+    if client >= 0.85:
+        return f"the client's one core ({client:.0%} busy)"
+    if client + server >= 0.85 * cores:
+        return f"the machine's {cores} cores ({client + server:.0%} of one core busy)"
+    return f"waiting (locks, commit flushes, round trips): CPU {client + server:.0%} of one core"
+
+
+def summary(results: dict[int, dict[str, Phase]], cores: int) -> list[str]:
+    lines = []
+    for c, by in results.items():
+        pg = by["pgbench"].transfers_per_s
+        ratio = {kind: p.transfers_per_s / pg for kind, p in by.items()}
+        lines += [
+            f"C={c}: ledger single {by['single'].transfers_per_s:,.0f} tps, batched "
+            f"{by['batched'].transfers_per_s:,.0f} transfers/s (K={by['batched'].batch}; "
+            f"disjoint {by['disjoint'].transfers_per_s:,.0f}), pgbench {pg:,.0f} tps",
+            f"      batched/pgbench {ratio['batched']:.2f}× (disjoint {ratio['disjoint']:.2f}×), "
+            f"single/pgbench {ratio['single']:.2f}×; target batched ≥ {TARGET:g}× pgbench: "
+            + ("met" if ratio["batched"] >= TARGET else "NOT met"),
+        ]
+        lines += [f"      {kind} limited by {limit(p, cores)}" for kind, p in by.items()]
+    return lines
+
+
+# ------------------------------------------------------------------ main
+async def bench(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    # `timeout` or kill: unwind like Ctrl-C does, through the finally that drops the database.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
+    server = make_url(args.url)
+    name = f"{DB_PREFIX}{os.getpid()}"
+    url = server.set(database=name)
+    cores = os.cpu_count() or 1
+    await create_database(server, name)
+    db: Database | None = None
+    try:
+        t0 = time.perf_counter()
+        await migrate.upgrade(url.render_as_string(hide_password=False))
+        db = Database(url.render_as_string(hide_password=False), pool_size=max(args.concurrency))
+        _, ids = await open_accounts(db, args.accounts)
+        made = len(ids)
+        print(f"paymux ledger benchmark on {cores} cores, {await server_info(server, name)}")
+        print(f"database {name}: {args.accounts} accounts opened and funded in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
+        t0 = time.perf_counter()
+        await run(["pgbench", "-i", "-q", "-s", str(args.scale), name], pg_env(server))
+        print(f"pgbench -i -s {args.scale}: {time.perf_counter() - t0:.1f} s", flush=True)
+        # Warm up every pooled connection (prepared statements) and the ORM's caches.
+        warm = max(0.5, min(2.0, args.seconds / 5))
+        for batch in (1, args.batch):
+            p = await ledger_phase(db, ids, name="warmup", concurrency=max(args.concurrency),
+                                   batch=batch, seconds=warm / 2)  # fmt: skip
+            made += p.transfers
+        print(f"\n{args.seconds:g} s per phase\n{HEADER}", flush=True)
+        results: dict[int, dict[str, Phase]] = {}
+        for c in args.concurrency:
+            results[c] = {}
+            for kind, batch, disjoint in (("single", 1, False), ("batched", args.batch, False),
+                                          ("disjoint", args.batch, True)):  # fmt: skip
+                await checkpoint(server, name)
+                p = await ledger_phase(
+                    db, ids, name=f"ledger {kind}", concurrency=c, batch=batch,
+                    seconds=args.seconds, disjoint=disjoint,
+                )  # fmt: skip
+                made += p.transfers
+                results[c][kind] = p
+                print(row(p), flush=True)
+            await checkpoint(server, name)
+            p = await pgbench_phase(server, name, concurrency=c, seconds=args.seconds)
+            results[c]["pgbench"] = p
+            print(row(p), flush=True)
+        print("\nSQL/tr: statements sent per transfer, besides BEGIN, COMMIT and the pool's")
+        print(
+            "pre-ping (BEGIN; ; ROLLBACK) on every checkout. CPU: % of one core; ms per transfer."
+        )
+        print("\n" + "\n".join(summary(results, cores)))
+        problems = await verify(db, ids, made)
+        print(f"\nbooks: {made:,} transfers, " + ("; ".join(problems) if problems else
+              "Σ debits = Σ credits, every transaction two balanced entries, every kept "
+              "balance equals its entries, every transfer recorded once: correct"))  # fmt: skip
+        return 1 if problems else 0
+    finally:
+        if db is not None:
+            await db.dispose()
+        await drop_database(server, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL server (no database)")
+    parser.add_argument("--seconds", type=float, help="per phase (default 10)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="levels (default 8 16)")
+    parser.add_argument("--batch", type=int, help="transfers per batched commit (default 100)")
+    parser.add_argument("--accounts", type=int, help="merchant accounts (default 1000)")
+    parser.add_argument("--scale", type=int, help="pgbench scale (default 10)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    args = parser.parse_args()
+    quick = {"seconds": 2.0, "concurrency": [8], "batch": 20, "accounts": 200, "scale": 1}
+    full = {"seconds": 10.0, "concurrency": [8, 16], "batch": 100, "accounts": 1000, "scale": 10}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    try:
+        import uvloop  # as uvicorn runs the API processes
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            code = runner.run(bench(args))
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        print("interrupted; the benchmark database was dropped", file=sys.stderr)
+        code = 143 if "SIGTERM" in exc.args else 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Settlement dates and fees: pure functions of a merchant's terms (no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from paymux.settlement.models import Cycle, SettlementConfig
+
+TIMEZONE = ZoneInfo("Asia/Shanghai")
+"""Settlement days are calendar days in China Standard Time, like the channels' bills."""
+
+
+def default_config(merchant_id: str) -> SettlementConfig:
+    return SettlementConfig(
+        merchant_id=merchant_id, cycle=Cycle.t1, days=1, weekday=0, fee_bps=0, fee_fixed=0,
+        fee_min=0, fee_max=None,
+    )  # fmt: skip
+
+
+def due_at(config: SettlementConfig, since: dt.datetime) -> dt.datetime:
+    """When money that became the merchant's at ``since`` may be settled."""
+    if config.cycle == Cycle.t0:
+        return since
+    local = since.astimezone(TIMEZONE)
+    midnight = dt.datetime.combine(local.date(), dt.time(), TIMEZONE)
+    if config.cycle == Cycle.weekly:
+        ahead = (config.weekday - local.weekday() - 1) % 7 + 1
+        return (midnight + dt.timedelta(days=ahead)).astimezone(dt.UTC)
+    days = 1 if config.cycle == Cycle.t1 else max(config.days, 0)
+    return (midnight + dt.timedelta(days=days)).astimezone(dt.UTC) if days else since
+
+
+def fee(config: SettlementConfig, amount: int) -> int:
+    """The fee on settling ``amount``: percentage (half up) + fixed, clamped to [min, max] and
+    never more than the amount itself."""
+    if amount <= 0:
+        return 0
+    value = (amount * config.fee_bps + 5_000) // 10_000 + config.fee_fixed
+    value = max(value, config.fee_min)
+    if config.fee_max is not None:
+        value = min(value, config.fee_max)
+    return min(value, amount)
