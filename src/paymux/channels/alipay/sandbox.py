@@ -63,19 +63,25 @@ return parameters.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI, Request, Response
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
+from pydantic import BaseModel
 
 from paymux.channels import sandbox_kit
 from paymux.channels.alipay import protocol as p
@@ -102,6 +108,15 @@ _MESSAGES = {
     "40004": "Business Failed",
 }
 _OK = {"code": "10000", "msg": "Success"}
+_CERT_ONLY = frozenset({p.METHOD_TRANSFER, p.METHOD_TRANSFER_QUERY})
+"""Methods that move money out: Alipay takes them in certificate mode only."""
+_IDENTITY_ATTRIBUTES = {
+    "ALIPAY_USER_ID": "user_id",
+    "ALIPAY_LOGON_ID": "login_id",
+    "ALIPAY_OPEN_ID": "open_id",
+}
+_PERSONAL_TRANSFER_MAX = 50_000_00
+"""转账给个人支付宝账户单笔最多5万元 (EXCEED_LIMIT_PERSONAL_SM_AMOUNT), in fen."""
 _BUYER_LOGON_ID = "sbx***@sandbox.example"
 _BROWSER_METHODS = {
     p.METHOD_PAGE_PAY: ("alipay_page", (p.PRODUCT_PAGE,)),
@@ -116,6 +131,101 @@ class SandboxApp:
     app_id: str
     public_key: rsa.RSAPublicKey
     seller_id: str
+    cert_sn: str | None = None
+    """Certificate mode: the SN of the app's public-key certificate."""
+
+
+@dataclass(frozen=True)
+class Payee:
+    """An Alipay account that can be paid: one person, three ways to name them."""
+
+    user_id: str
+    open_id: str
+    name: str
+    login_id: str | None = None
+
+
+class TransferScript(BaseModel):
+    """The next transfer's outcome, with the kit's refund semantics: ``succeed`` (SUCCESS at
+    once), ``delayed`` (DEALING, SUCCESS after ``delay``), ``fail`` (DEALING, FAIL after
+    ``delay`` with ``error_code``/``fail_reason``), ``refuse`` (PAYER_BALANCE_NOT_ENOUGH),
+    ``create_error`` (SYSTEM_ERROR, nothing made), ``create_timeout`` (made, answer held)."""
+
+    outcome: RefundOutcome = RefundOutcome.succeed
+    delay: float = 2.0
+    sticky: bool = False
+    error_code: str = "PAYEE_ACCOUNT_STATUS_ERROR"
+    fail_reason: str = "收款方账户状态异常"
+
+
+@dataclass
+class SandboxTransfer:
+    app_id: str
+    out_biz_no: str
+    order_id: str
+    pay_fund_order_id: str
+    amount: int
+    identity_type: str
+    identity: str
+    name: str | None
+    payee: Payee
+    order_title: str | None
+    remark: str | None
+    script: TransferScript
+    created_at: dt.datetime
+    status: str = "DEALING"
+    finished_at: dt.datetime | None = None
+    error_code: str | None = None
+    fail_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PayeeIn(BaseModel):
+    name: str
+    login_id: str | None = None
+
+
+class _Authority:
+    """The sandbox's stand-in for Alipay's certificate authority (certificate mode)."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.name = _cert_name("paymux sandbox Root CA")
+        self.root = self._build(self.name, self.key.public_key(), ca=True)
+        self.root_pem = _pem(self.root)
+        self.root_sn = p.root_cert_sn(self.root_pem)
+
+    def issue(self, public_key: rsa.RSAPublicKey, common_name: str) -> str:
+        return _pem(self._build(_cert_name(common_name), public_key, ca=False))
+
+    def _build(self, subject: x509.Name, key: rsa.RSAPublicKey, *, ca: bool) -> x509.Certificate:
+        now = clock.now()
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.name)
+            .public_key(key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def _cert_name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "paymux sandbox"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Certification Authority"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(Encoding.PEM).decode()
 
 
 class _Fail(Exception):
@@ -178,6 +288,13 @@ class Sandbox:
         self.alipay_public_key = sandbox_kit.public_key_pem(self._alipay_key.public_key())
         """The sandbox's "Alipay public key" (PEM), as given to every app."""
         self.apps: dict[str, SandboxApp] = {}
+        self._authority: _Authority | None = None
+        self.alipay_cert: str | None = None
+        """Certificate mode: the sandbox's "Alipay public-key certificate" (PEM)."""
+        self.alipay_cert_sn: str | None = None
+        self.payees: list[Payee] = []
+        self.transfers: dict[tuple[str, str], SandboxTransfer] = {}
+        self.transfer_scripts: list[TransferScript] = []
         self.core = SandboxCore(
             channel="alipay",
             retry_schedule=RETRY_SCHEDULE,
@@ -197,36 +314,86 @@ class Sandbox:
             p.METHOD_CLOSE: self._close,
             p.METHOD_REFUND: self._refund,
             p.METHOD_REFUND_QUERY: self._refund_query,
+            p.METHOD_TRANSFER: self._transfer,
+            p.METHOD_TRANSFER_QUERY: self._transfer_query,
         }
         self.app = self._build_app()
 
     # ------------------------------------------------------------ apps
+    @property
+    def authority(self) -> _Authority:
+        """Made on first use: most sandboxes never see certificate mode."""
+        if self._authority is None:
+            self._authority = _Authority()
+            self.alipay_cert = self._authority.issue(
+                self._alipay_key.public_key(), "paymux sandbox Alipay public key"
+            )
+            self.alipay_cert_sn = p.certificate_key(self.alipay_cert, "alipay_cert")[1]
+        return self._authority
+
     def register_app(
-        self, app_id: str, app_public_key: str, *, seller_id: str | None = None
+        self,
+        app_id: str,
+        app_public_key: str,
+        *,
+        seller_id: str | None = None,
+        cert_sn: str | None = None,
     ) -> SandboxApp:
         """Register an app whose key pair was made elsewhere (e.g. for an SDK client)."""
         app = SandboxApp(
             app_id=app_id,
             public_key=p.load_public_key(app_public_key),
             seller_id=seller_id or "2088" + _digits(12),
+            cert_sn=cert_sn,
         )
         self.apps[app_id] = app
         return app
 
-    def provision(self, base_url: str) -> dict[str, Any]:
-        """Create an app with a fresh RSA 2048 key pair; return complete adapter credentials."""
+    def provision(self, base_url: str, *, cert_mode: bool = False) -> dict[str, Any]:
+        """Create an app with a fresh RSA 2048 key pair; return complete adapter credentials.
+        ``cert_mode``: the app uses public-key certificates (what payouts need) and gets its
+        certificate, the "Alipay" certificate and the root bundle instead of a bare key."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         app_id = "9021" + _digits(12)
         while app_id in self.apps:
             app_id = "9021" + _digits(12)
-        app = self.register_app(app_id, sandbox_kit.public_key_pem(key.public_key()))
-        return {
-            "app_id": app.app_id,
+        creds: dict[str, Any] = {
+            "app_id": app_id,
             "app_private_key": sandbox_kit.private_key_pem(key),
-            "alipay_public_key": self.alipay_public_key,
             "gateway": f"{base_url.rstrip('/')}/gateway.do",
-            "seller_id": app.seller_id,
         }
+        cert_sn: str | None = None
+        if cert_mode:
+            app_cert = self.authority.issue(key.public_key(), f"paymux sandbox app {app_id}")
+            cert_sn = p.certificate_key(app_cert, "app_cert")[1]
+            creds |= {
+                "app_cert": app_cert,
+                "alipay_cert": self.alipay_cert,
+                "alipay_root_cert": self.authority.root_pem,
+            }
+        else:
+            creds["alipay_public_key"] = self.alipay_public_key
+        app = self.register_app(
+            app_id, sandbox_kit.public_key_pem(key.public_key()), cert_sn=cert_sn
+        )
+        creds["seller_id"] = app.seller_id
+        return creds
+
+    # ------------------------------------------------------------ payees
+    def add_payee(self, name: str, login_id: str | None = None) -> Payee:
+        """An Alipay account payouts can reach by user id, open id or (if given) login id."""
+        payee = Payee(
+            user_id="2088" + _digits(12),
+            open_id="074" + secrets.token_hex(14),
+            name=name,
+            login_id=login_id,
+        )
+        self.payees.append(payee)
+        return payee
+
+    def find_payee(self, identity_type: str, identity: str) -> Payee | None:
+        attribute = _IDENTITY_ATTRIBUTES[identity_type]
+        return next((x for x in self.payees if getattr(x, attribute) == identity), None)
 
     # ------------------------------------------------------------ trade state
     def refunded(self, order: SandboxOrder) -> int:
@@ -322,7 +489,9 @@ class Sandbox:
             params[key] = value
         return params
 
-    def _authenticate(self, params: dict[str, str]) -> tuple[SandboxApp, dict[str, Any]]:
+    def _authenticate(
+        self, params: dict[str, str], method: str
+    ) -> tuple[SandboxApp, dict[str, Any]]:
         """Common parameters and the request signature; returns the app and biz_content."""
         for name, wire in (("app-id", "app_id"), ("signature", "sign")):
             if not params.get(wire):
@@ -339,6 +508,7 @@ class Sandbox:
             raise _invalid("charset", "字符集错误")
         if not p.verify_request(params, app.public_key):
             raise _invalid("signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
+        self._check_certificates(app, params, method)
         if not params.get("timestamp"):
             raise _missing("timestamp")
         try:
@@ -361,8 +531,27 @@ class Sandbox:
             raise _invalid("parameter", "biz_content 不是 JSON 对象")
         return app, biz
 
-    def _respond(self, key: str, payload: dict[str, Any]) -> Response:
-        text = p.build_response(key, payload, self._alipay_key)
+    def _check_certificates(self, app: SandboxApp, params: dict[str, str], method: str) -> None:
+        """Certificate mode: the request names the app's and the root certificates by SN.
+        [The sub_codes for a wrong or missing SN are the sandbox's own; unverified.]"""
+        if app.cert_sn is None:
+            if method in _CERT_ONLY:
+                raise _Fail(
+                    "40006", "isv.insufficient-isv-permissions", "资金支出类接口须使用公钥证书模式"
+                )
+            return
+        if not params.get("app_cert_sn"):
+            raise _missing("app-cert-sn")
+        if params["app_cert_sn"] != app.cert_sn:
+            raise _invalid("app-cert-sn", "应用公钥证书序列号不匹配")
+        if params.get("alipay_root_cert_sn") != self.authority.root_sn:
+            raise _invalid("alipay-root-cert-sn", "支付宝根证书序列号不匹配")
+
+    def _respond(
+        self, key: str, payload: dict[str, Any], app: SandboxApp | None = None
+    ) -> Response:
+        cert_sn = self.alipay_cert_sn if app is not None and app.cert_sn else None
+        text = p.build_response(key, payload, self._alipay_key, alipay_cert_sn=cert_sn)
         return Response(text.encode("utf-8"), media_type="application/json;charset=utf-8")
 
     @staticmethod
@@ -612,6 +801,155 @@ class Sandbox:
             answer["gmt_refund_pay"] = p.format_time(refund.finished_at)
         return answer
 
+    # ------------------------------------------------------------ transfers
+    def take_transfer_script(self) -> TransferScript:
+        if not self.transfer_scripts:
+            return TransferScript()
+        script = self.transfer_scripts[0]
+        if not script.sticky:
+            del self.transfer_scripts[0]
+        return script
+
+    @staticmethod
+    def _transfer_answer(transfer: SandboxTransfer) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            **_OK,
+            "out_biz_no": transfer.out_biz_no,
+            "order_id": transfer.order_id,
+            "status": transfer.status,
+        }
+        if transfer.status == "SUCCESS" and transfer.finished_at is not None:
+            answer["pay_fund_order_id"] = transfer.pay_fund_order_id
+            answer["trans_date"] = p.format_time(transfer.finished_at)
+        return answer
+
+    def _finish_transfer(self, transfer: SandboxTransfer, *, succeeded: bool) -> None:
+        if transfer.status != "DEALING":
+            return
+        transfer.finished_at = clock.now()
+        if succeeded:
+            transfer.status = "SUCCESS"
+        else:
+            transfer.status = "FAIL"
+            transfer.error_code = transfer.script.error_code
+            transfer.fail_reason = transfer.script.fail_reason
+
+    async def _finish_transfer_later(self, transfer: SandboxTransfer, *, succeeded: bool) -> None:
+        await asyncio.sleep(transfer.script.delay * self.core.time_scale)
+        self._finish_transfer(transfer, succeeded=succeeded)
+
+    @staticmethod
+    def _check_product(biz: dict[str, Any]) -> None:
+        if biz.get("product_code") != p.PRODUCT_TRANSFER:
+            raise _business("INVALID_PARAMETER", "product_code 须为 TRANS_ACCOUNT_NO_PWD")
+        if biz.get("biz_scene") != p.SCENE_TRANSFER:
+            raise _business("INVALID_PARAMETER", "biz_scene 须为 DIRECT_TRANSFER")
+
+    async def _transfer(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        out_biz_no = str(biz.get("out_biz_no") or "")
+        if not out_biz_no or len(out_biz_no) > 64:
+            raise _business("INVALID_PARAMETER", "out_biz_no 为空或过长")
+        self._check_product(biz)
+        try:
+            amount = p.to_fen(str(biz.get("trans_amount") or ""))
+        except ValueError:
+            raise _business("INVALID_PARAMETER", "trans_amount 格式错误") from None
+        payee_info = biz.get("payee_info")
+        if not isinstance(payee_info, dict):
+            raise _business("INVALID_PARAMETER", "payee_info 不能为空")
+        identity_type = str(payee_info.get("identity_type") or "")
+        identity = str(payee_info.get("identity") or "")
+        name = str(payee_info.get("name") or "") or None
+        if identity_type not in _IDENTITY_ATTRIBUTES or not identity:
+            raise _business("INVALID_PARAMETER", "payee_info 参数有误")
+        if identity_type == "ALIPAY_LOGON_ID" and not name:
+            raise _business("INVALID_PARAMETER", "identity_type 为 ALIPAY_LOGON_ID 时 name 必填")
+        existing = self.transfers.get((app.app_id, out_biz_no))
+        if existing is not None:
+            same = (existing.amount, existing.identity_type, existing.identity, existing.name)
+            if same != (amount, identity_type, identity, name):
+                raise _business(
+                    "PAYMENT_INFO_INCONSISTENCY", "两次请求商户单号一样，但是参数不一致"
+                )
+            return self._transfer_answer(existing)
+        if amount < p.TRANSFER_MIN:
+            raise _business("EXCEED_LIMIT_SM_MIN_AMOUNT", "单笔最低转账金额0.1元")
+        if amount > _PERSONAL_TRANSFER_MAX:
+            raise _business("EXCEED_LIMIT_PERSONAL_SM_AMOUNT", "转账给个人支付宝账户单笔最多5万元")
+        payee = self.find_payee(identity_type, identity)
+        if payee is None:
+            raise _business("PAYEE_NOT_EXIST", "收款账号不存在")
+        if name is not None and name != payee.name:
+            raise _business("PAYEE_USER_INFO_ERROR", "支付宝账号和姓名不匹配，请确认姓名是否正确")
+        script = self.take_transfer_script()
+        if script.outcome is RefundOutcome.refuse:
+            raise _business("PAYER_BALANCE_NOT_ENOUGH", "付款方余额不足")
+        if script.outcome is RefundOutcome.create_error:
+            raise _business("SYSTEM_ERROR", "系统繁忙")
+        now = clock.now()
+        day = p.format_time(now)[:10].replace("-", "")
+        transfer = SandboxTransfer(
+            app_id=app.app_id,
+            out_biz_no=out_biz_no,
+            order_id=day + "110070000" + _digits(15),
+            pay_fund_order_id=day + "110070001" + _digits(15),
+            amount=amount,
+            identity_type=identity_type,
+            identity=identity,
+            name=name,
+            payee=payee,
+            order_title=str(biz.get("order_title") or "") or None,
+            remark=str(biz.get("remark") or "") or None,
+            script=script,
+            created_at=now,
+        )
+        self.transfers[(app.app_id, out_biz_no)] = transfer
+        if script.outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
+            self._finish_transfer(transfer, succeeded=True)
+        else:
+            succeeded = script.outcome is RefundOutcome.delayed
+            self.core.spawn(self._finish_transfer_later(transfer, succeeded=succeeded))
+        if script.outcome is RefundOutcome.create_timeout:
+            await asyncio.sleep(self.core.hold_timeout_seconds)
+        return self._transfer_answer(transfer)
+
+    async def _transfer_query(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        out_biz_no = str(biz.get("out_biz_no") or "")
+        order_id = str(biz.get("order_id") or "")
+        if not out_biz_no and not order_id:
+            raise _Fail("40002", "isv.missing-parameter", "out_biz_no 与 order_id 不能同时为空")
+        if out_biz_no and not order_id:
+            self._check_product(biz)
+        transfer = next(
+            (
+                t
+                for t in self.transfers.values()
+                if t.app_id == app.app_id
+                and (t.order_id == order_id if order_id else t.out_biz_no == out_biz_no)
+            ),
+            None,
+        )
+        if transfer is None:
+            raise _business("ORDER_NOT_EXIST", "转账订单不存在")
+        answer: dict[str, Any] = {
+            **_OK,
+            "order_id": transfer.order_id,
+            "out_biz_no": transfer.out_biz_no,
+            "status": transfer.status,
+        }
+        if transfer.status == "SUCCESS" and transfer.finished_at is not None:
+            answer["pay_fund_order_id"] = transfer.pay_fund_order_id
+            answer["pay_date"] = p.format_time(transfer.finished_at)
+            answer["trans_amount"] = p.to_yuan(transfer.amount)
+        if transfer.status == "FAIL":
+            answer["error_code"] = transfer.error_code
+            answer["fail_reason"] = transfer.fail_reason
+        return answer
+
     async def _server_call(
         self, app: SandboxApp, method: str, params: dict[str, str], biz: dict[str, Any], base: str
     ) -> dict[str, Any]:
@@ -637,15 +975,17 @@ class Sandbox:
         browser = method in _BROWSER_METHODS
         known = browser or method in self._server_methods
         key = p.response_key(method) if known else "error_response"
+        app: SandboxApp | None = None
         try:
             if not method:
                 raise _missing("method")
             if not known:
                 raise _invalid("method", "不存在的方法名")
-            app, biz = self._authenticate(params)
+            app, biz = self._authenticate(params, method)
             if browser:
                 return await self._browser_call(app, method, params, biz, base)
-            return self._respond(key, await self._server_call(app, method, params, biz, base))
+            answer = await self._server_call(app, method, params, biz, base)
+            return self._respond(key, answer, app)
         except _CreateError:
             return Response(b"Internal Server Error", status_code=500, media_type="text/plain")
         except _Fail as fail:
@@ -655,7 +995,7 @@ class Sandbox:
                     f"<p>{escape(fail.sub_code)}: {escape(fail.sub_msg)}</p>",
                     status_code=400,
                 )
-            return self._respond(key, fail.payload())
+            return self._respond(key, fail.payload(), app)
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="Alipay sandbox", docs_url=None, redoc_url=None, openapi_url=None)
@@ -663,7 +1003,43 @@ class Sandbox:
         app.include_router(
             customer_router(self.core, title="Alipay sandbox", brand_color="#1677ff")
         )
+        app.include_router(self._control_router())
         return app
 
+    def _control_router(self) -> APIRouter:
+        router = APIRouter(prefix="/_sandbox")
 
-__all__ = ["RETRY_SCHEDULE", "Sandbox", "SandboxApp", "is_ack"]
+        @router.post("/transfer_scripts")
+        async def add_transfer_script(script: TransferScript) -> dict[str, Any]:
+            """Control API: queue the outcome of the next transfer (uni.transfer)."""
+            self.transfer_scripts.append(script)
+            return {"queued": len(self.transfer_scripts)}
+
+        @router.post("/payees")
+        async def add_payee(body: PayeeIn) -> dict[str, Any]:
+            """Control API: an Alipay account payouts can reach (returns its identities)."""
+            payee = self.add_payee(body.name, body.login_id)
+            return {"user_id": payee.user_id, "open_id": payee.open_id,
+                    "login_id": payee.login_id, "name": payee.name}  # fmt: skip
+
+        @router.get("/transfers/{out_biz_no}")
+        async def show_transfer(out_biz_no: str) -> dict[str, Any]:
+            found = [t for t in self.transfers.values() if t.out_biz_no == out_biz_no]
+            if not found:
+                raise HTTPException(404, "no such transfer")
+            t = found[0]
+            return {"out_biz_no": t.out_biz_no, "order_id": t.order_id, "status": t.status,
+                    "amount": t.amount, "payee_user_id": t.payee.user_id}  # fmt: skip
+
+        return router
+
+
+__all__ = [
+    "RETRY_SCHEDULE",
+    "Payee",
+    "Sandbox",
+    "SandboxApp",
+    "SandboxTransfer",
+    "TransferScript",
+    "is_ack",
+]
