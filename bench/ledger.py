@@ -83,6 +83,8 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    machine_cpu: float = 0.0
+    """All CPU time the machine spent (so what other processes took shows, e.g. a test run)."""
 
     @property
     def transfers_per_s(self) -> float:
@@ -119,6 +121,13 @@ def postgres_cpu() -> float:
     return total / ticks
 
 
+def machine_cpu() -> float:
+    """CPU seconds all cores have been busy since boot (``/proc/stat``: all but idle, iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -129,10 +138,11 @@ def measured(phase: Phase, client: str) -> Iterator[None]:
     """Wall time and CPU of one phase; ``client`` is ``self`` (this process) or ``children``
     (pgbench, once it has been waited for)."""
     clock = time.process_time if client == "self" else children_cpu
-    cpu0, pg0, t0 = clock(), postgres_cpu(), time.perf_counter()
+    cpu0, pg0, all0, t0 = clock(), postgres_cpu(), machine_cpu(), time.perf_counter()
     yield
     phase.wall = time.perf_counter() - t0
     phase.client_cpu, phase.server_cpu = clock() - cpu0, postgres_cpu() - pg0
+    phase.machine_cpu = machine_cpu() - all0
 
 
 # ------------------------------------------------------------------ database lifecycle
@@ -396,13 +406,15 @@ async def pgbench_phase(url: URL, name: str, *, concurrency: int, seconds: float
 HEADER = (
     f"{'phase':<18}{'C':>4}{'K':>5}{'transfers/s':>13}{'commits/s':>11}{'p50 ms':>9}"
     f"{'p99 ms':>9}{'SQL/tr':>8}{'retries':>9}  {'client CPU':>20}  {'postgres CPU':>20}"
+    f"{'other':>7}"
 )
 
 
 LEGEND = """
 C: concurrent workers (pgbench clients); K: transfers per database transaction. disjoint: batched,
 each worker among its own accounts. SQL/tr: statements sent per transfer, besides BEGIN, COMMIT
-and the pool's pre-ping (BEGIN; ; ROLLBACK) per transaction. CPU: % of one core, ms per transfer.
+and the pool's pre-ping (BEGIN; ; ROLLBACK) per transaction. CPU: % of one core, ms per transfer;
+other: CPU of every other process on the machine (a busy neighbour makes the rates unreliable).
 """
 
 
@@ -418,16 +430,21 @@ def row(p: Phase) -> str:
         f"{p.commits_per_s:>11,.0f}{pct(p.latencies, 0.5) * 1000:>9.1f}"
         f"{pct(p.latencies, 0.99) * 1000:>9.1f}{sql:>8}{p.retries:>9}"
         f"  {cpu(p.client_cpu):>20}  {cpu(p.server_cpu):>20}"
+        f"{max(0.0, p.machine_cpu - p.client_cpu - p.server_cpu) / p.wall:>7.0%}"
     )
 
 
 def limit(p: Phase, cores: int) -> str:
-    client, server = p.client_cpu / p.wall, p.server_cpu / p.wall
+    """What most likely bounds the phase's rate, from where the CPU went."""
+    client, server, busy = (t / p.wall for t in (p.client_cpu, p.server_cpu, p.machine_cpu))
     if client >= 0.85:
-        return f"the client's one core ({client:.0%} busy)"
-    if client + server >= 0.85 * cores:
-        return f"the machine's {cores} cores ({client + server:.0%} of one core busy)"
-    return f"waiting (locks, commit flushes, round trips): CPU {client + server:.0%} of one core"
+        return f"the client's one core ({client:.0%} busy; PostgreSQL {server:.0%})"
+    if busy >= 0.85 * cores:
+        other = busy - client - server
+        return (f"the machine's {cores} cores ({busy:.0%} of one core busy: client "
+                f"{client:.0%}, PostgreSQL {server:.0%}, other processes {other:.0%})")  # fmt: skip
+    return (f"waiting (row locks, commit flushes, round trips): client {client:.0%}, "
+            f"PostgreSQL {server:.0%} of one core")  # fmt: skip
 
 
 def summary(results: dict[int, dict[str, Phase]], cores: int) -> list[str]:

@@ -249,8 +249,9 @@ def test_codec_vocabulary_and_time() -> None:
     assert protocol.map_trade_state("CLOSED") is ChannelPaymentStatus.closed
     assert protocol.map_trade_state("REVOKED") is ChannelPaymentStatus.closed
     assert protocol.map_trade_state("PAYERROR") is ChannelPaymentStatus.failed
-    with pytest.raises(ValueError):
-        protocol.map_trade_state("REFUND")
+    assert protocol.map_trade_state("REFUND") is ChannelPaymentStatus.succeeded  # refunds are
+    with pytest.raises(ValueError):  # their own objects; the order stays paid
+        protocol.map_trade_state("UNKNOWN_STATE")
     when = dt.datetime(2024, 1, 31, 4, 0, 5, 123, tzinfo=dt.UTC)
     assert protocol.rfc3339(when) == "2024-01-31T12:00:05+08:00"
     assert protocol.parse_rfc3339("2024-01-31T12:00:05+08:00") == when.replace(microsecond=0)

@@ -96,7 +96,7 @@ async def test_split_registers_receivers_and_splits(env: Env) -> None:
 
     adds = sent_to(env, ADD)
     assert len(adds) == 2
-    platform_key = env.sandbox._platform_key
+    platform_key = env.sandbox.platform_private_key
     for add, (kind, account, name, relation) in zip(adds, [
         ("MERCHANT_ID", PARTNER_MCHID, PARTNER_NAME, "PARTNER"),
         ("PERSONAL_OPENID", OPENID, "张三", "DISTRIBUTOR"),

@@ -154,7 +154,7 @@ async def test_transfer_waits_for_the_payee_then_succeeds(env: Env) -> None:
     # The name travels encrypted: the sandbox decrypted it, and so does the official SDK's
     # decryptor given the platform's private key.
     assert body["user_name"] != "张三"
-    assert wx_utils.rsa_decrypt(body["user_name"], env.sandbox._platform_key) == "张三"
+    assert wx_utils.rsa_decrypt(body["user_name"], env.sandbox.platform_private_key) == "张三"
     assert bill_of(env, request).user_name == "张三"
 
     queried = await env.adapter.query_transfer(request.out_biz_no)

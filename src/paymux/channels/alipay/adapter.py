@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -46,22 +46,40 @@ from paymux.channels.base import (
     ChannelError,
     ChannelPaymentStatus,
     ChannelRefundStatus,
+    ChannelSplitStatus,
+    ChannelTransferStatus,
     CreatedPayment,
     CreatePayment,
     CreateRefund,
+    CreateSplit,
+    CreateTransfer,
     InvalidNotification,
     NextAction,
     NextActionType,
     Notification,
+    PayeeType,
     PaymentState,
     RefundState,
     RetryableError,
+    SplitReceiver,
+    SplitReceiverType,
+    SplitState,
+    TransferState,
     UnknownOutcome,
 )
 
 PRODUCTION_GATEWAY = "https://openapi.alipay.com/gateway.do"
 SUBJECT_MAX = 256
 REFUND_REASON_MAX = 256
+ORDER_TITLE_MAX = 128
+REMARK_MAX = 200
+ROYALTY_DESC_MAX = 128
+IDENTITY_TYPES: Mapping[PayeeType, str] = {
+    PayeeType.alipay_login_id: "ALIPAY_LOGON_ID",
+    PayeeType.alipay_user_id: "ALIPAY_USER_ID",
+    PayeeType.alipay_open_id: "ALIPAY_OPEN_ID",
+}
+"""``payee_info.identity_type`` per payee type."""
 
 
 class AlipayCredentials(BaseModel):
@@ -212,6 +230,60 @@ REFUND_ERRORS: ErrorTable = {
 }
 
 
+# alipay.fund.trans.uni.transfer sub_codes (its "业务错误码", shared with the older
+# toaccount.transfer). SYSTEM_ERROR: "无法判定准确的转账结果 … 采用相同的out_biz_no重发请求，或者
+# … 查询" → UnknownOutcome; the same out_biz_no never pays twice.
+TRANSFER_ERRORS: ErrorTable = {
+    "SYSTEM_ERROR": (UnknownOutcome, "system_error"),
+    "PAYER_BALANCE_NOT_ENOUGH": (BusinessError, "insufficient_balance"),
+    "PAYEE_NOT_EXIST": (BusinessError, "payee_not_found"),
+    "PAYEE_USER_INFO_ERROR": (BusinessError, "payee_name_mismatch"),
+    "PAYEE_ACC_OCUPIED": (BusinessError, "payee_ambiguous"),  # login id of several accounts
+    "PAYMENT_INFO_INCONSISTENCY": (BusinessError, "duplicate_out_biz_no"),
+    "EXCEED_LIMIT_SM_MIN_AMOUNT": (BusinessError, "amount_below_minimum"),
+    "EXCEED_LIMIT_SM_AMOUNT": (BusinessError, "limit_exceeded"),
+    "EXCEED_LIMIT_PERSONAL_SM_AMOUNT": (BusinessError, "limit_exceeded"),
+    "EXCEED_LIMIT_ENT_SM_AMOUNT": (BusinessError, "limit_exceeded"),
+    "EXCEED_LIMIT_DM_MAX_AMOUNT": (BusinessError, "limit_exceeded"),
+    "EXCEED_LIMIT_UNRN_DM_AMOUNT": (BusinessError, "limit_exceeded"),
+    "PERM_AML_NOT_REALNAME_REV": (BusinessError, "payee_restricted"),
+    "PERMIT_NON_BANK_LIMIT_PAYEE": (BusinessError, "payee_restricted"),
+    "PAYER_STATUS_ERROR": (BusinessError, "payer_restricted"),
+    "PAYCARD_UNABLE_PAYMENT": (BusinessError, "payer_restricted"),
+    "PAYER_DATA_INCOMPLETE": (BusinessError, "payer_restricted"),
+    "PERMIT_CHECK_PERM_LIMITED": (BusinessError, "payer_restricted"),
+    "PERMIT_PAYER_LOWEST_FORBIDDEN": (BusinessError, "payer_restricted"),
+    "PERMIT_PAYER_FORBIDDEN": (BusinessError, "payer_restricted"),
+    "CERT_MISS_TRANS_LIMIT": (BusinessError, "payer_restricted"),
+    "CERT_MISS_ACC_LIMIT": (BusinessError, "payer_restricted"),
+    "PAYER_CERT_EXPIRED": (BusinessError, "payer_restricted"),
+    "ACCOUNT_NOT_EXIST": (BusinessError, "payer_restricted"),
+    "MEMO_REQUIRED_IN_TRANSFER_ERROR": (BusinessError, "remark_required"),
+    "REMARK_HAS_SENSITIVE_WORD": (BusinessError, "remark_rejected"),
+    "INVALID_PARAMETER": (BusinessError, "invalid_request"),
+}
+
+
+# alipay.trade.royalty.relation.bind / alipay.trade.order.settle sub_codes. Settle's own page:
+# after a timeout, ACQ.SYSTEM_ERROR or ACQ.TRADE_SETTLE_ERROR "当前请求可能成功也可能失败。
+# 请使用相同的参数再次重试调用" → UnknownOutcome; the same out_request_no settles at most once.
+SPLIT_ERRORS: ErrorTable = {
+    "ACQ.TRADE_SETTLE_ERROR": (UnknownOutcome, "settle_error"),
+    "FREQUENCY_LIMIT": (UnknownOutcome, "frequency_limited"),
+    "ACQ.TRADE_NOT_EXIST": (BusinessError, "order_not_found"),
+    "ACQ.ALLOC_AMOUNT_VALIDATE_ERROR": (BusinessError, "split_exceeds_available"),
+    "ACQ.ROYALTY_RECEIVER_INVALID": (BusinessError, "receiver_not_bound"),
+    "ACQ.USER_NOT_EXIST": (BusinessError, "receiver_not_found"),
+    "ACQ.RELATION_QUANTITY_LIMIT": (BusinessError, "receiver_limit_reached"),
+    "ACQ.PRODUCT_UNSIGN": (BusinessError, "not_authorized"),
+    "ACQ.RECEIVER_LIST_EMPTY": (BusinessError, "invalid_request"),
+    "ACQ.INVALID_RECEIVER_TYPE": (BusinessError, "invalid_request"),
+    "ACQ.INVALID_PARAMETER": (BusinessError, "invalid_request"),
+}
+SPLIT_RECEIVERS_MAX = 20
+"""receiver_list takes at most 20 receivers per bind."""
+
+
 def _backstop(timeout: httpx.Timeout) -> float | None:
     """A deadline over the whole exchange, for transports that do not enforce timeouts
     themselves (in-process ASGI transports)."""
@@ -232,6 +304,8 @@ class AlipayAdapter:
     """``openapi-sandbox.dl.alipaydev.com`` is Alipay's own sandbox: fine for test mode."""
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """No Alipay method here needs a customer identifier (``buyer_id`` is optional)."""
+    payee_types: ClassVar[frozenset[PayeeType]] = frozenset(IDENTITY_TYPES)
+    """Payouts reach an Alipay account by login id, user id (2088…) or open id."""
 
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
@@ -560,6 +634,229 @@ class AlipayAdapter:
             raw=data,
         )
 
+    # ------------------------------------------------------------ payouts
+    async def create_transfer(self, request: CreateTransfer) -> TransferState:
+        """``alipay.fund.trans.uni.transfer`` (TRANS_ACCOUNT_NO_PWD / DIRECT_TRANSFER) with
+        ``out_biz_no`` = our payout id: repeating it pays at most once. Needs certificate-mode
+        credentials, as Alipay does. No ``notify_url`` is sent: Alipay reports transfers
+        through its own subscribed messages (alipay.fund.trans.order.changed), which this
+        adapter does not parse; the query settles every ``pending``/unknown one."""
+        if request.currency != p.CURRENCY:
+            raise BusinessError("unsupported_currency", "alipay only pays out CNY")
+        identity_type = IDENTITY_TYPES.get(request.payee_type)
+        if identity_type is None:
+            raise BusinessError(
+                "unsupported_payee_type", f"alipay cannot pay a {request.payee_type}"
+            )
+        if request.amount < p.TRANSFER_MIN:
+            raise BusinessError("amount_below_minimum", "alipay transfers start at 0.10 CNY")
+        if request.payee_type is PayeeType.alipay_login_id and not request.payee_name:
+            raise BusinessError("payee_name_required", "a login id payee needs the real name")
+        self._require_cert_mode()
+        payee: dict[str, str] = {"identity": request.payee_account, "identity_type": identity_type}
+        if request.payee_name:
+            payee["name"] = request.payee_name
+        biz: dict[str, Any] = {
+            "out_biz_no": request.out_biz_no,
+            "trans_amount": p.to_yuan(request.amount),
+            "product_code": p.PRODUCT_TRANSFER,
+            "biz_scene": p.SCENE_TRANSFER,
+            "payee_info": payee,
+        }
+        if request.remark:
+            biz["order_title"] = request.remark[:ORDER_TITLE_MAX]
+            biz["remark"] = request.remark[:REMARK_MAX]
+        raw = await self._call(p.METHOD_TRANSFER, biz)
+        data = self._check(raw, TRANSFER_ERRORS)
+        return self._transfer_state(data, request.out_biz_no, amount=None)
+
+    async def query_transfer(self, out_biz_no: str) -> TransferState:
+        """``alipay.fund.trans.common.query`` by ``out_biz_no`` (+ product code and scene);
+        ``ORDER_NOT_EXIST`` → ``not_found`` (then sending the same out_biz_no is safe)."""
+        self._require_cert_mode()
+        biz = {
+            "out_biz_no": out_biz_no,
+            "product_code": p.PRODUCT_TRANSFER,
+            "biz_scene": p.SCENE_TRANSFER,
+        }
+        raw = await self._call(p.METHOD_TRANSFER_QUERY, biz)
+        try:
+            data = self._check(raw)
+        except BusinessError as exc:
+            if exc.code == "ORDER_NOT_EXIST":
+                return TransferState(out_biz_no, ChannelTransferStatus.not_found, raw=raw.data)
+            raise
+        amount_text = data.get("trans_amount")
+        try:
+            amount = p.to_fen(str(amount_text)) if amount_text else None
+        except ValueError as exc:
+            raise UnknownOutcome("unparseable_response", str(exc), raw=data) from exc
+        return self._transfer_state(data, out_biz_no, amount=amount)
+
+    def _require_cert_mode(self) -> None:
+        if not self.credentials.cert_mode:
+            raise BusinessError(
+                "cert_mode_required",
+                "alipay pays out only to apps in public-key certificate mode "
+                "(app_cert, alipay_cert, alipay_root_cert)",
+            )
+
+    @staticmethod
+    def _transfer_state(
+        data: Mapping[str, Any], out_biz_no: str, *, amount: int | None
+    ) -> TransferState:
+        if data.get("out_biz_no") not in (None, out_biz_no):
+            raise UnknownOutcome("inconsistent_response", "answer is about another transfer")
+        wire = str(data.get("status") or "")
+        try:
+            status = p.map_transfer_status(wire)
+            when = data.get("trans_date") or data.get("pay_date")
+            finished_at = (
+                p.parse_time(str(when))
+                if status is ChannelTransferStatus.succeeded and when
+                else None
+            )
+        except ValueError as exc:
+            raise UnknownOutcome("unparseable_response", str(exc), raw=dict(data)) from exc
+        failed = status is ChannelTransferStatus.failed
+        order_id = data.get("order_id")
+        return TransferState(
+            out_biz_no=out_biz_no,
+            status=status,
+            channel_transfer_no=str(order_id) if order_id else None,
+            amount=amount,
+            finished_at=finished_at,
+            failure_code=str(data.get("error_code") or wire) if failed else None,
+            failure_message=(str(data.get("fail_reason") or "") or None) if failed else None,
+            raw=dict(data),
+        )
+
+    # ------------------------------------------------------------ profit sharing
+    async def create_split(self, request: CreateSplit) -> SplitState:
+        """Bind the receivers (``alipay.trade.royalty.relation.bind``: binding a bound receiver
+        again succeeds), then ``alipay.trade.order.settle`` with ``out_request_no`` = our
+        split id, ``royalty_mode=sync`` and ``royalty_finish`` when ``finish``. A settle may
+        still fail per receiver (e.g. the seller's balance), so its result comes from one
+        ``alipay.trade.order.settle.query``: see :meth:`query_split`."""
+        if not request.receivers or len(request.receivers) > SPLIT_RECEIVERS_MAX:
+            raise BusinessError("invalid_request", "1 to 20 receivers per alipay split")
+        if any(r.amount <= 0 for r in request.receivers):
+            raise BusinessError("invalid_amount", "every receiver needs a positive amount")
+        if not request.channel_trade_no:
+            raise BusinessError("invalid_request", "alipay splits need the trade_no")
+        entities = [self._royalty_entity(r) for r in request.receivers]
+        bind = await self._call(
+            p.METHOD_ROYALTY_BIND,
+            {"receiver_list": entities, "out_request_no": _bind_request_no(request)},
+        )
+        bound = self._check(bind, SPLIT_ERRORS)
+        if bound.get("result_code") != "SUCCESS":
+            raise BusinessError(
+                "receiver_bind_failed", f"result_code {bound.get('result_code')!r}", raw=bound
+            )
+        biz: dict[str, Any] = {
+            "out_request_no": request.out_order_no,
+            "trade_no": request.channel_trade_no,
+            "royalty_parameters": [
+                {
+                    "royalty_type": p.ROYALTY_TRANSFER,
+                    "trans_in_type": entity["type"],
+                    "trans_in": entity["account"],
+                    "amount": p.to_yuan(receiver.amount),
+                    "desc": receiver.description[:ROYALTY_DESC_MAX],
+                }
+                for receiver, entity in zip(request.receivers, entities, strict=True)
+            ],
+            "royalty_mode": "sync",
+        }
+        if request.finish:
+            biz["extend_params"] = {"royalty_finish": "true"}
+        settled = self._check(await self._call(p.METHOD_SETTLE, biz), SPLIT_ERRORS)
+        if settled.get("trade_no") not in (None, request.channel_trade_no):
+            raise UnknownOutcome("inconsistent_response", "settle answered for another trade")
+        settle_no = str(settled["settle_no"]) if settled.get("settle_no") else None
+        try:
+            state = await self.query_split(
+                request.out_order_no, request.out_trade_no, request.channel_trade_no
+            )
+        except ChannelError:
+            state = None
+        if state is None or state.status is ChannelSplitStatus.not_found:
+            # Accepted (code 10000) but not yet visible: the janitor asks again.
+            return SplitState(
+                request.out_order_no, ChannelSplitStatus.pending, settle_no, raw=settled
+            )
+        return state
+
+    async def query_split(
+        self, out_order_no: str, out_trade_no: str, channel_trade_no: str
+    ) -> SplitState:
+        """``alipay.trade.order.settle.query`` by ``out_request_no`` + ``trade_no``; the
+        ``transfer`` lines of ``royalty_detail_list`` decide: all SUCCESS → ``succeeded``, all
+        FAIL → ``failed``, any PROCESSING → ``pending``. Some paid and some failed is reported
+        ``pending`` with ``failure_code=partially_failed``: neither ``succeeded`` nor
+        ``failed`` would be true, and an operator must look. No such trade, or an answer
+        without lines, → ``not_found``."""
+        biz = {"out_request_no": out_order_no, "trade_no": channel_trade_no}
+        raw = await self._call(p.METHOD_SETTLE_QUERY, biz)
+        try:
+            data = self._check(raw, SPLIT_ERRORS)
+        except BusinessError as exc:
+            if exc.code == "order_not_found":
+                return SplitState(out_order_no, ChannelSplitStatus.not_found, raw=raw.data)
+            raise
+        if data.get("out_request_no") not in (None, "", out_order_no):
+            raise UnknownOutcome("inconsistent_response", "answer is about another split")
+        details = data.get("royalty_detail_list") or []
+        if not isinstance(details, list):
+            raise UnknownOutcome("unparseable_response", "royalty_detail_list is not a list")
+        lines = [
+            d for d in details
+            if isinstance(d, dict) and d.get("operation_type", p.ROYALTY_TRANSFER) == "transfer"
+        ]  # fmt: skip
+        if not lines:
+            return SplitState(out_order_no, ChannelSplitStatus.not_found, raw=data)
+        states = {str(d.get("state") or "") for d in lines}
+        if not states <= p.ROYALTY_STATES:
+            raise UnknownOutcome("unparseable_response", f"royalty states {sorted(states)}")
+        failures = [d for d in lines if d.get("state") == "FAIL"]
+        failure_code = str(failures[0].get("error_code") or "FAIL") if failures else None
+        failure_message = (str(failures[0].get("error_desc") or "") or None) if failures else None
+        if states == {"SUCCESS"}:
+            status = ChannelSplitStatus.succeeded
+        elif states == {"FAIL"}:
+            status = ChannelSplitStatus.failed
+        else:
+            status = ChannelSplitStatus.pending
+            if "PROCESSING" not in states:
+                failure_code = "partially_failed"
+        return SplitState(
+            out_order_no=out_order_no,
+            status=status,
+            channel_split_no=str(data["settle_no"]) if data.get("settle_no") else None,
+            failure_code=failure_code,
+            failure_message=failure_message,
+            raw=data,
+        )
+
+    @staticmethod
+    def _royalty_entity(receiver: SplitReceiver) -> dict[str, str]:
+        """A receiver as a ``receiver_list`` entry: a company is bound by user id; a person by
+        user id when the account is one (2088…), else by login name, which needs the name."""
+        if receiver.type is SplitReceiverType.merchant or p.is_user_id(receiver.account):
+            if not p.is_user_id(receiver.account):
+                raise BusinessError("invalid_receiver", "a merchant receiver needs a 2088… id")
+            kind = p.SPLIT_USER_ID
+        else:
+            if not receiver.name:
+                raise BusinessError("invalid_receiver", "a login-name receiver needs its name")
+            kind = p.SPLIT_LOGIN_NAME
+        entity = {"type": kind, "account": receiver.account}
+        if receiver.name:
+            entity["name"] = receiver.name
+        entity["memo"] = receiver.description[:ROYALTY_DESC_MAX]
+        return entity
+
     # ------------------------------------------------------------ notifications
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
         try:
@@ -636,6 +933,18 @@ class AlipayAdapter:
 
     def ack(self, ok: bool) -> Ack:
         return Ack(200, b"success" if ok else b"fail", "text/plain")
+
+
+def _bind_request_no(request: CreateSplit) -> str:
+    """The bind's ``out_request_no`` (≤ 32 letters, digits, ``_``), derived from the split id so
+    a retried split binds with the same number."""
+    return ("b" + request.out_order_no)[:32]
+
+
+if TYPE_CHECKING:  # the adapter honours the optional capabilities' contracts
+
+    def _capabilities(adapter: AlipayAdapter) -> tuple[base.TransferCapable, base.SplitCapable]:
+        return adapter, adapter
 
 
 __all__ = ["AlipayAdapter", "AlipayCredentials", "classify"]

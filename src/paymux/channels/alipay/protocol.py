@@ -118,6 +118,24 @@ TRANSFER_STATUS: dict[str, ChannelTransferStatus] = {
 CLOSED)."""
 
 
+ROYALTY_TRANSFER = "transfer"
+"""``royalty_type`` / ``operation_type`` of an ordinary split (分账)."""
+ROYALTY_STATES = frozenset({"SUCCESS", "FAIL", "PROCESSING"})
+"""``royalty_detail_list[].state`` of alipay.trade.order.settle.query."""
+SPLIT_USER_ID = "userId"
+SPLIT_LOGIN_NAME = "loginName"
+
+
+def is_user_id(account: str) -> bool:
+    """An Alipay user id: ``2088`` and twelve more digits."""
+    return (
+        len(account) == 16
+        and account.isascii()
+        and account.isdigit()
+        and account.startswith("2088")
+    )
+
+
 class ProtocolError(ValueError):
     """A message that does not follow the Alipay wire format."""
 

@@ -397,6 +397,7 @@ TRADE_STATES: dict[str, ChannelPaymentStatus] = {
     "CLOSED": ChannelPaymentStatus.closed,
     "REVOKED": ChannelPaymentStatus.closed,
     "PAYERROR": ChannelPaymentStatus.failed,
+    "REFUND": ChannelPaymentStatus.succeeded,  # paid, then (partly) refunded: still a payment
 }
 
 TRADE_STATE_DESC: dict[str, str] = {

@@ -1,16 +1,26 @@
 """An in-process WeChat Pay API v3 sandbox speaking the real wire protocol.
 
-Serves the real paths (``/v3/pay/transactions/{native,jsapi,h5,app}``, query by out-trade-no,
-close, ``/v3/refund/domestic/refunds``), verifies each request's merchant signature, signs every
-answer with its platform key (public-key mode, ``PUB_KEY_ID_…``) and delivers signed,
-AEAD-encrypted ``TRANSACTION.SUCCESS`` and ``REFUND.*`` notifications with WeChat's retry
-schedule. Orders, refunds, scripted outcomes and the customer page come from
-:mod:`paymux.channels.sandbox_kit`.
+Serves the real paths — payments (``/v3/pay/transactions/{native,jsapi,h5,app}``, query by
+out-trade-no, close), refunds (``/v3/refund/domestic/refunds``), payouts
+(``/v3/fund-app/mch-transfer/transfer-bills``) and profit sharing (``/v3/profitsharing/
+receivers/add``, ``/v3/profitsharing/orders``) — verifies each request's merchant signature,
+decrypts sensitive fields sent under ``Wechatpay-Serial``, signs every answer with its platform
+key (public-key mode, ``PUB_KEY_ID_…``) and delivers signed, AEAD-encrypted notifications with
+WeChat's retry schedule. Orders, refunds, scripted outcomes and the customer page come from
+:mod:`paymux.channels.sandbox_kit`; transfers and splits take the same kind of scripts
+(:class:`~paymux.channels.sandbox_kit.RefundScript`) from their own queues
+(``/_sandbox/transfer_scripts``, ``/_sandbox/split_scripts``).
 
-Like WeChat, only a successful payment is notified; a declined order (``PAYERROR``) or a closed
-one (``CLOSED``) is learnt by querying. Refunds are notified once final (``REFUND.SUCCESS``,
-``REFUND.CLOSED``, ``REFUND.ABNORMAL``); a failed refund ends ``ABNORMAL`` unless
-:attr:`Sandbox.refund_fail_status` says ``CLOSED``.
+What is notified, like WeChat: a successful payment (``TRANSACTION.SUCCESS``; a declined or
+closed order is learnt by querying), a final refund (``REFUND.SUCCESS``, ``REFUND.CLOSED``,
+``REFUND.ABNORMAL``: a failed refund ends ``ABNORMAL`` unless :attr:`Sandbox.refund_fail_status`
+says ``CLOSED``) and a final transfer bill (``MCHTRANSFER.BILL.FINISHED``). Splits are learnt by
+querying (WeChat's ``PROFITSHARING.*`` notifications are not modelled).
+
+Profit sharing enforces what WeChat does: only orders created with
+``settle_info.profit_sharing`` split, receivers must be added first, at most
+:attr:`Sandbox.max_split_ratio` (30 % by default) of an order may be split away, nothing once
+``unfreeze_unsplit`` released the rest, and money split away can no longer be refunded.
 
 Deliberate divergence: WeChat reports a refunded order's ``trade_state`` as ``REFUND``; the
 sandbox keeps ``SUCCESS`` because the adapter does not map ``REFUND`` yet.
@@ -330,6 +340,12 @@ class Sandbox:
         self._core = core
         self.core: SandboxCore = core
         self.app = self._build_app()
+
+    @property
+    def platform_private_key(self) -> rsa.RSAPrivateKey:
+        """The platform key pair's private half: what decrypts sensitive request fields (tests
+        use it to check encryption independently)."""
+        return self._platform_key
 
     @property
     def refund_fail_status(self) -> str:
@@ -884,7 +900,7 @@ class Sandbox:
             if await self._post_transfer(transfer, body):
                 return
 
-    def _user_name(self, request: Request, ciphertext: str | None) -> str | None:
+    def _sensitive(self, request: Request, ciphertext: str | None) -> str | None:
         """Decrypt a sensitive field sent under ``Wechatpay-Serial`` (our platform key)."""
         if ciphertext is None:
             return None
@@ -905,7 +921,7 @@ class Sandbox:
             notify = urlsplit(body.notify_url)
             if notify.scheme not in ("http", "https") or not notify.netloc or notify.query:
                 raise WxError(400, "PARAM_ERROR", "notify_url格式错误")
-        user_name = self._user_name(request, body.user_name)
+        user_name = self._sensitive(request, body.user_name)
         if body.transfer_amount >= 200_000 and user_name is None:
             raise WxError(400, "PARAM_ERROR", "转账金额>=2000元时，收款用户姓名必填")
         existing = self.transfers.get((merchant.mchid, body.out_bill_no))
@@ -967,7 +983,8 @@ class Sandbox:
                 return transfer
         raise HTTPException(404, "no such transfer")
 
-    def _transfer_router(self) -> APIRouter:
+    def _control_router(self) -> APIRouter:
+        """Control API for transfers and splits (next to sandbox_kit's ``/_sandbox`` routes)."""
         router = APIRouter(prefix="/_sandbox")
 
         @router.post("/transfer_scripts")
@@ -981,6 +998,16 @@ class Sandbox:
             """Control API: queue a scripted outcome for the next matching split."""
             self.add_split_script(script)
             return {"queued": len(self.split_scripts)}
+
+        @router.delete("/transfer_scripts")
+        async def clear_transfer_scripts() -> dict[str, Any]:
+            self.transfer_scripts.clear()
+            return {"queued": 0}
+
+        @router.delete("/split_scripts")
+        async def clear_split_scripts() -> dict[str, Any]:
+            self.split_scripts.clear()
+            return {"queued": 0}
 
         @router.get("/transfers/{out_bill_no}")
         async def show_transfer(out_bill_no: str) -> dict[str, Any]:
@@ -1068,7 +1095,7 @@ class Sandbox:
             raise WxError(400, "PARAM_ERROR", "分账接收方类型为MERCHANT_ID时，name必填")
         if body.relation_type == "CUSTOM" and body.custom_relation is None:
             raise WxError(400, "PARAM_ERROR", "relation_type为CUSTOM时，custom_relation必填")
-        name = self._user_name(request, body.name)
+        name = self._sensitive(request, body.name)
         # Adding a receiver again updates it: the call is idempotent.
         self.split_receivers[(merchant.mchid, body.type, body.account)] = {
             "name": name, "relation_type": body.relation_type,
@@ -1128,7 +1155,7 @@ class Sandbox:
             if receiver.name is not None:
                 if receiver.type != "PERSONAL_OPENID":
                     raise WxError(400, "PARAM_ERROR", "仅个人接收方可传入name")
-                name = self._user_name(request, receiver.name)
+                name = self._sensitive(request, receiver.name)
                 if known["name"] is not None and name != known["name"]:
                     raise WxError(400, "PARAM_ERROR", "分账接收方姓名校验失败")
         total = sum(r.amount for r in body.receivers)
@@ -1231,7 +1258,7 @@ class Sandbox:
         async def query_transfer(request: Request, out_bill_no: str) -> Response:
             return await self._query_transfer(request, out_bill_no)
 
-        app.include_router(self._transfer_router())
+        app.include_router(self._control_router())
 
         @app.post("/v3/profitsharing/receivers/add")
         async def add_receiver(request: Request) -> Response:
