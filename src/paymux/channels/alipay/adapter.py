@@ -1,4 +1,4 @@
-"""Alipay OpenAPI (RSA2, public-key mode) adapter.
+"""Alipay OpenAPI (RSA2; public-key or public-key certificate mode) adapter.
 
 - ``alipay_qr``: ``alipay.trade.precreate`` over HTTP → a QR code for the Alipay app to scan.
 - ``alipay_page`` / ``alipay_wap``: no server call; a signed GET URL of the gateway
@@ -15,6 +15,13 @@ its own: a refund changes the *trade*, which it notifies as ``trade_status_sync`
 ``TRADE_SUCCESS``, full → ``TRADE_CLOSED``) carrying ``out_biz_no`` / ``refund_fee`` /
 ``gmt_refund``. :meth:`AlipayAdapter.parse_notification` keeps such a trade a *paid* payment
 and adds the refund as ``Notification.refund``.
+
+Payouts (:class:`~paymux.channels.base.TransferCapable`): ``alipay.fund.trans.uni.transfer`` /
+``alipay.fund.trans.common.query``, which Alipay serves only to apps in public-key
+*certificate* mode (credentials ``app_cert``, ``alipay_cert``, ``alipay_root_cert``).
+Profit sharing (:class:`~paymux.channels.base.SplitCapable`):
+``alipay.trade.royalty.relation.bind`` then ``alipay.trade.order.settle`` (sync), read back
+with ``alipay.trade.order.settle.query``.
 
 Every sync response's signature is verified; a response we cannot verify is an
 :class:`~paymux.channels.base.UnknownOutcome`. Errors are classified by :func:`classify`, with

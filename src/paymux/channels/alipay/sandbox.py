@@ -1,10 +1,18 @@
-"""An Alipay OpenAPI sandbox that speaks the real wire protocol (RSA2, public-key mode).
+"""An Alipay OpenAPI sandbox that speaks the real wire protocol (RSA2; public-key mode and
+public-key certificate mode).
 
 ``POST``/``GET /gateway.do`` dispatches on ``method`` as Alipay does; parameters come from the
 query string and/or an ``application/x-www-form-urlencoded`` body. Every request's signature is
 checked against the registered app's public key (failures answer ``40002
 isv.invalid-signature``), and every JSON answer ``{"<method>_response": {...}, "sign": "..."}``
 is signed, with the sandbox's own "Alipay" key, over the exact text of the response object.
+
+Certificate mode (``provision(..., cert_mode=True)``): the sandbox plays Alipay's certificate
+authority; the app gets its public-key certificate, the "Alipay" certificate and the root
+bundle. Its requests must carry ``app_cert_sn`` and ``alipay_root_cert_sn`` (the sub_codes for
+a wrong or missing one are the sandbox's own), its answers carry ``alipay_cert_sn``. The
+payout methods answer only certificate-mode apps (``40006 isv.insufficient-isv-permissions``
+otherwise), as Alipay requires.
 
 Methods:
 
@@ -36,6 +44,28 @@ Methods:
   succeeded; before that, or for a refund that failed or never came, only ``code``/``msg``
   [the exact shape of Alipay's empty answer is unverified; the adapter needs only the absent
   ``refund_status``].
+- ``alipay.fund.trans.uni.transfer`` (``TRANS_ACCOUNT_NO_PWD`` / ``DIRECT_TRANSFER``): pays a
+  payee of the sandbox's directory (``POST /_sandbox/payees``) named by ``ALIPAY_USER_ID``,
+  ``ALIPAY_LOGON_ID`` (``name`` required) or ``ALIPAY_OPEN_ID``: unknown → ``PAYEE_NOT_EXIST``,
+  wrong name → ``PAYEE_USER_INFO_ERROR``, under 0.10 → ``EXCEED_LIMIT_SM_MIN_AMOUNT``, over
+  50 000 → ``EXCEED_LIMIT_PERSONAL_SM_AMOUNT``. Outcomes follow ``POST
+  /_sandbox/transfer_scripts`` (:class:`TransferScript`). The same ``out_biz_no`` with the same
+  request answers the existing transfer; with another → ``PAYMENT_INFO_INCONSISTENCY``.
+- ``alipay.fund.trans.common.query``: by ``out_biz_no`` (+ product code and scene) or
+  ``order_id``; ``status`` SUCCESS (with ``pay_date``, ``trans_amount``) / DEALING / FAIL
+  (``error_code``, ``fail_reason``); unknown → ``ORDER_NOT_EXIST`` [sub_code unverified].
+- ``alipay.trade.royalty.relation.bind``: binds ``userId`` / ``loginName`` receivers of the
+  payee directory (``result_code=SUCCESS``; binding again is no error); unknown →
+  ``ACQ.USER_NOT_EXIST``, bad type → ``ACQ.INVALID_RECEIVER_TYPE``, empty →
+  ``ACQ.RECEIVER_LIST_EMPTY``, a name that does not match → ``ACQ.INVALID_PARAMETER``.
+- ``alipay.trade.order.settle``: splits a paid trade to bound receivers (else
+  ``ACQ.ROYALTY_RECEIVER_INVALID``) up to what is neither refunded, split nor released by an
+  earlier ``royalty_finish`` (else ``ACQ.ALLOC_AMOUNT_VALIDATE_ERROR``); answers
+  ``settle_no``. Outcomes follow ``POST /_sandbox/settle_scripts``: ``refuse`` = every
+  receiver FAIL at once (``TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH``). The same
+  ``out_request_no`` answers the same ``settle_no``. No per-trade split ratio is enforced.
+- ``alipay.trade.order.settle.query``: by ``settle_no`` or ``out_request_no`` + ``trade_no``;
+  ``royalty_detail_list`` lines with ``state`` SUCCESS / FAIL / PROCESSING.
 
 Notifications (form POST, ``notify_type=trade_status_sync``, signed over the sorted fields
 minus ``sign``/``sign_type``; acknowledged only by a 200 whose body is exactly ``success``;
