@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 from collections import deque
@@ -88,6 +89,13 @@ class Env:
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
+    async with open_env() as environment:
+        yield environment
+
+
+@contextlib.asynccontextmanager
+async def open_env() -> AsyncIterator[Env]:
+    """An adapter wired to a fresh sandbox, whose notifications reach a recording receiver."""
     receiver = Receiver()
     notifier = httpx.AsyncClient(transport=httpx.ASGITransport(app=receiver.app), timeout=2.0)
     sandbox = Sandbox(http=notifier, time_scale=0.001, hold_timeout_seconds=1.0)
@@ -97,10 +105,12 @@ async def env() -> AsyncIterator[Env]:
     environment = Env(
         sandbox, receiver, client, creds, AlipayAdapter(creds, http), [notifier, client, http]
     )
-    yield environment
-    await sandbox.core.aclose()
-    for c in environment.clients:
-        await c.aclose()
+    try:
+        yield environment
+    finally:
+        await sandbox.core.aclose()
+        for c in environment.clients:
+            await c.aclose()
 
 
 _counter = iter(range(1, 1_000_000))

@@ -16,7 +16,6 @@ import pytest
 
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.adapter import AlipayAdapter
-from paymux.channels.alipay.sandbox import Sandbox
 from paymux.channels.base import (
     BusinessError,
     ChannelPaymentStatus,
@@ -27,26 +26,15 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.sandbox_kit import RefundStatus
-from tests.channels.test_alipay import BASE, Env, Receiver, request, wait_for
+from tests.channels.test_alipay import Env, open_env, request, wait_for
 
 _refund_counter = iter(range(1, 1_000_000))
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    receiver = Receiver()
-    notifier = httpx.AsyncClient(transport=httpx.ASGITransport(app=receiver.app), timeout=2.0)
-    sandbox = Sandbox(http=notifier, time_scale=0.001, hold_timeout_seconds=1.0)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url=BASE)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), timeout=2.0)
-    creds = sandbox.provision(BASE)
-    environment = Env(
-        sandbox, receiver, client, creds, AlipayAdapter(creds, http), [notifier, client, http]
-    )
-    yield environment
-    await sandbox.core.aclose()
-    for c in environment.clients:
-        await c.aclose()
+    async with open_env() as environment:
+        yield environment
 
 
 def refund_no() -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.adapter import AlipayAdapter
-from paymux.channels.alipay.sandbox import Payee, Sandbox
+from paymux.channels.alipay.sandbox import Payee
 from paymux.channels.base import (
     BusinessError,
     ChannelSplitStatus,
@@ -26,26 +26,15 @@ from paymux.channels.base import (
     SplitState,
     UnknownOutcome,
 )
-from tests.channels.test_alipay import BASE, Env, Receiver, request
+from tests.channels.test_alipay import Env, open_env, request
 
 _counter = iter(range(1, 1_000_000))
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    receiver = Receiver()
-    notifier = httpx.AsyncClient(transport=httpx.ASGITransport(app=receiver.app), timeout=2.0)
-    sandbox = Sandbox(http=notifier, time_scale=0.001, hold_timeout_seconds=1.0)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url=BASE)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), timeout=2.0)
-    creds = sandbox.provision(BASE)
-    environment = Env(
-        sandbox, receiver, client, creds, AlipayAdapter(creds, http), [notifier, client, http]
-    )
-    yield environment
-    await sandbox.core.aclose()
-    for c in environment.clients:
-        await c.aclose()
+    async with open_env() as environment:
+        yield environment
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -130,6 +130,16 @@ class RefundScript(BaseModel):
     subject: str | None = None
     """Matches the refunded order's subject; None matches any."""
     sticky: bool = False
+
+
+class Scripted(Protocol):
+    """A scripted outcome of a refund, transfer or split (:meth:`SandboxCore.play`)."""
+
+    @property
+    def outcome(self) -> RefundOutcome: ...
+
+    @property
+    def delay(self) -> float: ...
 
 
 @dataclass
@@ -250,16 +260,32 @@ class SandboxCore:
         self.refunds[(refund.order.merchant_id, refund.out_refund_no)] = refund
         return refund
 
-    async def after_refund(self, refund: SandboxRefund) -> None:
-        """Apply the refund's script once it exists (before its answer is sent)."""
-        outcome = refund.script.outcome
+    async def play(self, script: Scripted, finish: Callable[[bool], object]) -> None:
+        """Play the scripted outcome of an accepted request (a refund, transfer or split) before
+        its answer is sent: ``succeed`` and ``create_timeout`` finish it now, ``delayed`` and
+        ``fail`` after ``script.delay``; ``create_timeout`` then holds the answer. ``refuse`` and
+        ``create_error`` create nothing, so the channel sandbox answers them before this."""
+        outcome = script.outcome
         if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
-            self.finish_refund(refund, succeeded=True)
-            self.spawn(self.notify_refund(refund))
+            finish(True)
         elif outcome in (RefundOutcome.delayed, RefundOutcome.fail):
-            self.spawn(self._finish_later(refund, succeeded=outcome is RefundOutcome.delayed))
+            self.spawn(self._finish_later(script.delay, finish, outcome is RefundOutcome.delayed))
         if outcome is RefundOutcome.create_timeout:
             await asyncio.sleep(self.hold_timeout_seconds)
+
+    async def _finish_later(
+        self, delay: float, finish: Callable[[bool], object], succeeded: bool
+    ) -> None:
+        await asyncio.sleep(delay * self.time_scale)
+        finish(succeeded)
+
+    async def after_refund(self, refund: SandboxRefund) -> None:
+        """Apply the refund's script once it exists (before its answer is sent)."""
+        await self.play(refund.script, lambda ok: self._finish_and_notify(refund, ok))
+
+    def _finish_and_notify(self, refund: SandboxRefund, succeeded: bool) -> None:
+        if self.finish_refund(refund, succeeded=succeeded):
+            self.spawn(self.notify_refund(refund))
 
     def finish_refund(self, refund: SandboxRefund, *, succeeded: bool) -> bool:
         if refund.status is not RefundStatus.pending:
@@ -267,11 +293,6 @@ class SandboxCore:
         refund.status = RefundStatus.succeeded if succeeded else RefundStatus.failed
         refund.finished_at = clock.now()
         return True
-
-    async def _finish_later(self, refund: SandboxRefund, *, succeeded: bool) -> None:
-        await asyncio.sleep(refund.script.delay * self.time_scale)
-        if self.finish_refund(refund, succeeded=succeeded):
-            await self.notify_refund(refund)
 
     async def notify_refund(self, refund: SandboxRefund) -> None:
         """Deliver the refund's notification (if the channel sends one) per its script."""

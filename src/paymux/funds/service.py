@@ -196,8 +196,8 @@ async def release_escrow(
     amount = funds.remaining
     if amount:
         escrow = await location(session, funds)
-        funds.escrow_state = EscrowState.released
-        pending = await location(session, funds)
+        pending = await chart.merchant(session, funds.merchant_id, funds.livemode,
+                                       Purpose.pending, funds.currency)  # fmt: skip
         await ledger.transfer(
             session, key=f"escrow_release:{payment.id}",
             legs=[ledger.debit(escrow, amount), ledger.credit(pending, amount)],

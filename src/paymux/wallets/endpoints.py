@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep
@@ -27,7 +28,7 @@ from paymux.wallets.schemas import (
 router = APIRouter(prefix="/v1", tags=["wallets"])
 
 
-async def _out(session: SessionDep | ReadSessionDep, wallet: Wallet) -> WalletOut:
+async def _out(session: AsyncSession, wallet: Wallet) -> WalletOut:
     return WalletOut.of(wallet, await service.balances(session, wallet))
 
 

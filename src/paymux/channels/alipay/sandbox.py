@@ -93,7 +93,6 @@ return parameters.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import secrets
@@ -900,10 +899,6 @@ class Sandbox:
             transfer.error_code = transfer.script.error_code
             transfer.fail_reason = transfer.script.fail_reason
 
-    async def _finish_transfer_later(self, transfer: SandboxTransfer, *, succeeded: bool) -> None:
-        await asyncio.sleep(transfer.script.delay * self.core.time_scale)
-        self._finish_transfer(transfer, succeeded=succeeded)
-
     @staticmethod
     def _check_product(biz: dict[str, Any]) -> None:
         if biz.get("product_code") != p.PRODUCT_TRANSFER:
@@ -972,13 +967,7 @@ class Sandbox:
             created_at=now,
         )
         self.transfers[(app.app_id, out_biz_no)] = transfer
-        if script.outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
-            self._finish_transfer(transfer, succeeded=True)
-        else:
-            succeeded = script.outcome is RefundOutcome.delayed
-            self.core.spawn(self._finish_transfer_later(transfer, succeeded=succeeded))
-        if script.outcome is RefundOutcome.create_timeout:
-            await asyncio.sleep(self.core.hold_timeout_seconds)
+        await self.core.play(script, lambda ok: self._finish_transfer(transfer, succeeded=ok))
         return self._transfer_answer(transfer)
 
     async def _transfer_query(
@@ -1087,10 +1076,6 @@ class Sandbox:
                 line.error_code = "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH"
                 line.error_desc = "分账余额不足"
 
-    async def _finish_settle_later(self, settle: SandboxSettle, *, succeeded: bool) -> None:
-        await asyncio.sleep(settle.script.delay * self.core.time_scale)
-        self._finish_settle(settle, succeeded=succeeded)
-
     async def _settle(
         self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
     ) -> dict[str, Any]:
@@ -1154,16 +1139,10 @@ class Sandbox:
         self.settles[(app.app_id, trade_no, out_request_no)] = settle
         if finish:
             order.extra["royalty_finished"] = True
-        outcome = script.outcome
-        if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
-            self._finish_settle(settle, succeeded=True)
-        elif outcome is RefundOutcome.refuse:  # processed at once, refused per receiver
+        if script.outcome is RefundOutcome.refuse:  # processed at once, refused per receiver
             self._finish_settle(settle, succeeded=False)
         else:
-            succeeded = outcome is RefundOutcome.delayed
-            self.core.spawn(self._finish_settle_later(settle, succeeded=succeeded))
-        if outcome is RefundOutcome.create_timeout:
-            await asyncio.sleep(self.core.hold_timeout_seconds)
+            await self.core.play(script, lambda ok: self._finish_settle(settle, succeeded=ok))
         return {**_OK, "trade_no": trade_no, "settle_no": settle.settle_no}
 
     async def _settle_query(

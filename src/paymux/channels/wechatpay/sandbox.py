@@ -859,10 +859,6 @@ class Sandbox:
         self.core.spawn(self._notify_transfer(transfer))
         return True
 
-    async def _finish_transfer_later(self, transfer: SandboxTransfer, *, succeeded: bool) -> None:
-        await asyncio.sleep(transfer.script.delay * self.core.time_scale)
-        self.finish_transfer(transfer, succeeded=succeeded)
-
     async def _post_transfer(self, transfer: SandboxTransfer, body: bytes) -> bool:
         core = self.core
         if not transfer.notify_url or core.http is None:
@@ -959,15 +955,7 @@ class Sandbox:
                    "user_recv_perception": body.user_recv_perception},
         )  # fmt: skip
         self.transfers[(merchant.mchid, body.out_bill_no)] = transfer
-        outcome = script.outcome
-        if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
-            self.finish_transfer(transfer, succeeded=True)
-        elif outcome in (RefundOutcome.delayed, RefundOutcome.fail):
-            self.core.spawn(
-                self._finish_transfer_later(transfer, succeeded=outcome is RefundOutcome.delayed)
-            )
-        if outcome is RefundOutcome.create_timeout:
-            await asyncio.sleep(self.core.hold_timeout_seconds)
+        await self.core.play(script, lambda ok: self.finish_transfer(transfer, succeeded=ok))
         return self._respond(200, self._transfer_answer(transfer))
 
     async def _query_transfer(self, request: Request, out_bill_no: str) -> Response:
@@ -1081,10 +1069,6 @@ class Sandbox:
         split.state = "FINISHED"
         return True
 
-    async def _finish_split_later(self, split: SandboxSplit, *, succeeded: bool) -> None:
-        await asyncio.sleep(split.script.delay * self.core.time_scale)
-        self.finish_split(split, succeeded=succeeded)
-
     async def _add_receiver(self, request: Request) -> Response:
         raw = await request.body()
         merchant = self._authenticate(request, raw)
@@ -1190,15 +1174,7 @@ class Sandbox:
         self.splits[(merchant.mchid, body.out_order_no)] = split
         if body.unfreeze_unsplit:
             order.extra["unfrozen"] = True
-        outcome = script.outcome
-        if outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout):
-            self.finish_split(split, succeeded=True)
-        elif outcome in (RefundOutcome.delayed, RefundOutcome.fail):
-            self.core.spawn(
-                self._finish_split_later(split, succeeded=outcome is RefundOutcome.delayed)
-            )
-        if outcome is RefundOutcome.create_timeout:
-            await asyncio.sleep(self.core.hold_timeout_seconds)
+        await self.core.play(script, lambda ok: self.finish_split(split, succeeded=ok))
         return self._respond(200, self.split_answer(split))
 
     async def _query_split(self, request: Request, out_order_no: str) -> Response:
