@@ -82,13 +82,9 @@ class Stack:
 
 
 def _sandboxes(time_scale: float) -> dict[str, Any]:
-    import importlib
+    from paymux.demo import make_sandboxes
 
-    found = {}
-    for name in ("wechatpay", "alipay"):
-        module = importlib.import_module(f"paymux.channels.{name}.sandbox")
-        found[name] = module.Sandbox(time_scale=time_scale, hold_timeout_seconds=5.0)
-    return found
+    return make_sandboxes(time_scale=time_scale, hold_timeout_seconds=5.0)
 
 
 @pytest.fixture(scope="session")

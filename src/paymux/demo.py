@@ -22,14 +22,20 @@ from paymux.runtime import Runtime
 from paymux.webhooks import service as webhook_service
 from paymux.webhooks.signing import verify
 
-SANDBOXES = ("wechatpay", "alipay")
 
+def make_sandboxes(http: httpx.AsyncClient | None = None, **options: Any) -> dict[str, Any]:
+    """One sandbox per built-in channel (``channels/<name>/sandbox.py``), by channel name;
+    ``options`` (``time_scale``, ``hold_timeout_seconds``) go to every sandbox."""
+    import importlib
 
-def make_sandboxes(http: httpx.AsyncClient) -> dict[str, Any]:
-    from paymux.channels.alipay.sandbox import Sandbox as AlipaySandbox
-    from paymux.channels.wechatpay.sandbox import Sandbox as WechatSandbox
+    from paymux.channels.base import builtin_channel_names
 
-    return {"wechatpay": WechatSandbox(http=http), "alipay": AlipaySandbox(http=http)}
+    return {
+        name: importlib.import_module(f"paymux.channels.{name}.sandbox").Sandbox(
+            http=http, **options
+        )
+        for name in builtin_channel_names()
+    }
 
 
 @dataclass

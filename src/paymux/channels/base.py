@@ -411,6 +411,7 @@ class AdapterFactory(Protocol):
 
 # ---------------------------------------------------------------- registry
 _REGISTRY: dict[str, AdapterFactory] = {}
+_LOADED: list[bool] = []
 
 
 def register(factory: AdapterFactory) -> AdapterFactory:
@@ -419,10 +420,25 @@ def register(factory: AdapterFactory) -> AdapterFactory:
     return factory
 
 
+def builtin_channel_names() -> list[str]:
+    """The built-in channel packages: every ``paymux.channels.<name>`` package (each has an
+    ``adapter`` module that registers the channel and a ``sandbox`` module), sorted."""
+    import pkgutil
+
+    import paymux.channels
+
+    return sorted(m.name for m in pkgutil.iter_modules(paymux.channels.__path__) if m.ispkg)
+
+
 def load_builtin_channels() -> None:
     """Import every built-in channel package so it registers itself."""
-    from paymux.channels.alipay import adapter as _alipay  # noqa: F401
-    from paymux.channels.wechatpay import adapter as _wechatpay  # noqa: F401
+    import importlib
+
+    if _LOADED:
+        return
+    for name in builtin_channel_names():
+        importlib.import_module(f"paymux.channels.{name}.adapter")
+    _LOADED.append(True)
 
 
 def get(name: str) -> AdapterFactory:
