@@ -338,12 +338,19 @@ class ChannelAdapter(Protocol):
 
     async def create_payment(self, request: CreatePayment) -> CreatedPayment: ...
 
-    async def query_payment(self, out_trade_no: str) -> PaymentState:
+    async def query_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> PaymentState:
         """Raises UnknownOutcome/RetryableError on technical failure; returns ``not_found``
-        when the channel has no such order."""
+        when the channel has no such order. ``channel_trade_no`` is the channel's own id when
+        the create's answer gave one (channels that key orders by their own id need it; a
+        channel must still resolve an order whose create answer was lost, e.g. by replaying
+        the create under the same idempotency key)."""
         ...
 
-    async def close_payment(self, out_trade_no: str) -> None:
+    async def close_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> None:
         """Close an unpaid order so it can no longer be paid. Raises BusinessError with code
         ``already_paid`` if the order was paid meanwhile; closing a closed or unknown order is
         success."""
@@ -365,8 +372,11 @@ class ChannelAdapter(Protocol):
         UnknownOutcome when it may have (timeouts, 5xx): the janitor then queries."""
         ...
 
-    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
-        """The refund's state; ``not_found`` when the channel has no such refund."""
+    async def query_refund(
+        self, out_refund_no: str, out_trade_no: str, *, channel_refund_no: str | None = None
+    ) -> RefundState:
+        """The refund's state; ``not_found`` when the channel has no such refund.
+        ``channel_refund_no`` is the channel's own refund id when known."""
         ...
 
 

@@ -519,13 +519,13 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
     for attempt in attempts:
         adapter = channel_service.adapter_for(rt.vault, accounts[attempt.id], rt.channel_http)
         try:
-            await adapter.close_payment(attempt.id)
+            await adapter.close_payment(attempt.id, channel_trade_no=attempt.channel_trade_no)
         except base.BusinessError as exc:
             if exc.code != "already_paid":
                 raise UpstreamError(
                     "channel_error", f"The channel refused to close: {exc}"
                 ) from exc
-            state = await _query(adapter, attempt.id)
+            state = await _query(adapter, attempt.id, attempt.channel_trade_no)
             async with rt.db.transaction() as session:
                 repo = PaymentRepository(session)
                 payment = await repo.lock(payment_id)
@@ -548,9 +548,11 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
     return payment
 
 
-async def _query(adapter: base.ChannelAdapter, out_trade_no: str) -> base.PaymentState:
+async def _query(
+    adapter: base.ChannelAdapter, out_trade_no: str, channel_trade_no: str | None
+) -> base.PaymentState:
     try:
-        return await adapter.query_payment(out_trade_no)
+        return await adapter.query_payment(out_trade_no, channel_trade_no=channel_trade_no)
     except base.ChannelError as exc:
         raise UpstreamError(
             "channel_unavailable", f"Could not query the channel: {exc.code}"
@@ -575,7 +577,7 @@ async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     state: base.PaymentState | None
     try:
-        state = await adapter.query_payment(attempt_id)
+        state = await adapter.query_payment(attempt_id, channel_trade_no=attempt.channel_trade_no)
     except base.ChannelError as exc:
         log.info("janitor_query_failed", attempt=attempt_id, code=exc.code)
         state = None

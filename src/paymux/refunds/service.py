@@ -242,7 +242,9 @@ async def resolve(rt: Runtime, refund_id: str) -> None:
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     answer: Answer
     try:
-        state = await adapter.query_refund(refund.id, refund.attempt_id)
+        state = await adapter.query_refund(
+            refund.id, refund.attempt_id, channel_refund_no=refund.channel_refund_no
+        )
     except base.ChannelError as exc:  # a failed query is never a failed refund
         answer = base.UnknownOutcome(exc.code, exc.message)
     else:

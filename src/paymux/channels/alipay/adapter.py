@@ -479,7 +479,9 @@ class AlipayAdapter:
             raw=data,
         )
 
-    async def query_payment(self, out_trade_no: str) -> PaymentState:
+    async def query_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> PaymentState:
         raw = await self._call(p.METHOD_QUERY, {"out_trade_no": out_trade_no})
         try:
             data = self._check(raw)
@@ -509,7 +511,9 @@ class AlipayAdapter:
             raw=data,
         )
 
-    async def close_payment(self, out_trade_no: str) -> None:
+    async def close_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> None:
         raw = await self._call(p.METHOD_CLOSE, {"out_trade_no": out_trade_no})
         try:
             self._check(raw)
@@ -582,7 +586,9 @@ class AlipayAdapter:
             raw=data,
         )
 
-    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
+    async def query_refund(
+        self, out_refund_no: str, out_trade_no: str, *, channel_refund_no: str | None = None
+    ) -> RefundState:
         """``alipay.trade.fastpay.refund.query`` (``out_trade_no`` + ``out_request_no``).
 
         ``refund_status=REFUND_SUCCESS`` → ``succeeded``. An answer without ``refund_status``

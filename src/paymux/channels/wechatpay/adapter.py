@@ -523,7 +523,9 @@ class WechatPayAdapter:
             }
         return NextAction(NextActionType.sdk_params, params=params)
 
-    async def query_payment(self, out_trade_no: str) -> PaymentState:
+    async def query_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> PaymentState:
         path = f"{self._order_path(out_trade_no)}?mchid={quote(self.credentials.mchid, safe='')}"
         try:
             _, payload = await self._call("GET", path)
@@ -541,7 +543,9 @@ class WechatPayAdapter:
             raise UnknownOutcome("malformed_response", "answer is about another order")
         return state
 
-    async def close_payment(self, out_trade_no: str) -> None:
+    async def close_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> None:
         try:
             await self._call(
                 "POST", f"{self._order_path(out_trade_no)}/close", {"mchid": self.credentials.mchid}
@@ -576,7 +580,9 @@ class WechatPayAdapter:
         _, payload = await self._call("POST", _REFUNDS_PATH, body, classify=classify_refund_answer)
         return self._checked_refund(payload, request.out_refund_no, request.out_trade_no)
 
-    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> RefundState:
+    async def query_refund(
+        self, out_refund_no: str, out_trade_no: str, *, channel_refund_no: str | None = None
+    ) -> RefundState:
         """``GET /v3/refund/domestic/refunds/{out_refund_no}``; 404 RESOURCE_NOT_EXISTS →
         ``not_found``."""
         path = f"{_REFUNDS_PATH}/{quote(out_refund_no, safe='')}"
