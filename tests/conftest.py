@@ -13,6 +13,7 @@ Loopback end-to-end tests (tests/e2e) run real servers instead.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -120,7 +121,12 @@ class _Lazy(httpx.AsyncBaseTransport):
         self.holder = holder
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.holder["t"].handle_async_request(request)
+        # ASGITransport ignores timeouts; a real channel call would time out, so this one does.
+        read = (request.extensions.get("timeout") or {}).get("read")
+        try:
+            return await asyncio.wait_for(self.holder["t"].handle_async_request(request), read)
+        except TimeoutError:
+            raise httpx.ReadTimeout("the channel did not answer in time", request=request) from None
 
 
 @dataclass
@@ -137,8 +143,13 @@ class Tenant:
 
 
 async def make_tenant(
-    stack: Stack, *, channels: tuple[str, ...] = ("wechatpay", "alipay")
+    stack: Stack,
+    *,
+    channels: tuple[str, ...] = ("wechatpay", "alipay"),
+    credentials: dict[str, dict[str, Any]] | None = None,
 ) -> Tenant:
+    """A merchant with an app, a test key and one sandbox account per channel; ``credentials``
+    replaces a channel's freshly provisioned ones (e.g. Alipay certificate mode)."""
     from paymux.channels import service as channel_service
     from paymux.merchants import service as merchant_service
     from paymux.merchants.models import Mode
@@ -149,7 +160,9 @@ async def make_tenant(
         key = await merchant_service.issue_key(session, app_id=app.id, mode=Mode.test)
         accounts = {}
         for name in channels:
-            creds = stack.sandboxes[name].provision(f"{GATEWAY}/sandbox/{name}")
+            creds = (credentials or {}).get(name) or stack.sandboxes[name].provision(
+                f"{GATEWAY}/sandbox/{name}"
+            )
             account = await channel_service.add_account(
                 session,
                 stack.runtime.vault,

@@ -137,7 +137,7 @@ async def test_full_refund_closes_the_trade_but_not_the_payment(env: Env) -> Non
     assert note.payment is not None
     assert note.payment.status is ChannelPaymentStatus.succeeded
     assert note.payment.amount == 1999 and note.payment.paid_at is not None
-    assert note.out_trade_no == pay.out_trade_no
+    assert note.reference == pay.out_trade_no
     assert note.refund is not None and note.refund.out_refund_no == req.out_refund_no
     assert note.refund.status is ChannelRefundStatus.succeeded and note.refund.amount is None
     assert note.refund.refunded_at == refunded.finished_at.replace(

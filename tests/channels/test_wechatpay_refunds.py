@@ -155,7 +155,7 @@ async def test_full_refund_succeeds_notifies_and_queries(env: Env) -> None:
     assert env.receiver.received[-1][0]["content-type"] == "application/json"
     note = await env.adapter.parse_notification(headers, raw)
     assert note.payment is None and note.refund is not None
-    assert note.out_trade_no == created.out_trade_no
+    assert note.reference == created.out_trade_no
     assert note.refund.status is ChannelRefundStatus.succeeded
     assert note.refund.channel_refund_no == state.channel_refund_no
     assert note.refund.amount == 1999 and note.refund.refunded_at == state.refunded_at

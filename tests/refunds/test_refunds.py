@@ -152,3 +152,57 @@ async def test_bad_refunds_are_refused_and_change_nothing(stack: Stack, tenant: 
     assert (
         await stack.client.get("/v1/refunds/re_missing", headers=tenant.headers)
     ).status_code == 404
+
+
+async def test_alipay_refund_settles_by_the_trade_notification(
+    stack: Stack, tenant: Tenant
+) -> None:
+    """Alipay announces a refund only through the trade's own notification (out_biz_no,
+    gmt_refund): a delayed refund succeeds from it, without any query."""
+    from paymux.channels.sandbox_kit import RefundOutcome, RefundScript
+    from tests.payments.test_payments import inbox_of
+
+    payment = await paid_payment(stack, tenant, "alipay_qr", "alipay")
+    stack.sandboxes["alipay"].core.add_refund_script(
+        RefundScript(outcome=RefundOutcome.delayed, delay=5.0))  # fmt: skip
+    created = (await refund(stack, tenant, payment["id"], 400)).json()
+    assert created["status"] == "pending"
+    for _ in range(300):  # no worker runs here: only the notification can settle it
+        r = await stack.client.get(f"/v1/refunds/{created['id']}", headers=tenant.headers)
+        if r.json()["status"] != "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert r.json()["status"] == "succeeded"
+    (attempt,) = await attempt_ids(stack, payment["id"])
+    results = [e.result for e in await inbox_of(stack, attempt)]
+    assert results.count("applied") == 2  # the payment, then the refund riding on its trade
+
+
+async def test_a_refund_made_outside_paymux_is_acknowledged_and_ignored(
+    stack: Stack, tenant: Tenant
+) -> None:
+    """A refund made in the merchant's Alipay console rides on a trade notification too; it is
+    not ours, so it changes nothing — and Alipay is not made to retry it forever."""
+    from paymux.channels import base
+    from paymux.channels import service as channel_service
+    from paymux.channels.repository import ChannelRepository
+    from tests.payments.test_payments import inbox_of
+
+    payment = await paid_payment(stack, tenant, "alipay_qr", "alipay")
+    (attempt,) = await attempt_ids(stack, payment["id"])
+    async with stack.runtime.db.read() as session:
+        account = await ChannelRepository(session).get(tenant.accounts["alipay"])
+    assert account is not None
+    adapter = channel_service.adapter_for(stack.runtime.vault, account, stack.runtime.channel_http)
+    await adapter.create_refund(base.CreateRefund(
+        out_refund_no="console-" + uuid.uuid4().hex[:8], out_trade_no=attempt,
+        channel_trade_no=None, amount=250, total_amount=1000, currency="CNY",
+        notify_url="http://unused.test/", reason="console"))  # fmt: skip
+    for _ in range(300):
+        events = await inbox_of(stack, attempt)
+        if len(events) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(e.result for e in events) == ["applied", "no_change"]
+    after = (await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)).json()
+    assert after["status"] == "succeeded" and after["amount_refunded"] == 0

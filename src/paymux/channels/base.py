@@ -305,7 +305,9 @@ class Ack:
 
 @dataclass(frozen=True)
 class Notification:
-    """A verified, decrypted channel notification.
+    """A verified, decrypted channel notification about a payment, a refund or a transfer
+    (payout). A payment notification may carry a refund too: an Alipay refund changes the
+    trade and is announced by the trade's own notification.
 
     ``event_key`` identifies the channel's event uniquely for this channel account (WeChat's
     notification ``id``, Alipay's ``notify_id``); the inbox is unique on it.
@@ -316,15 +318,26 @@ class Notification:
     """Set for payment notifications."""
     refund: RefundState | None = None
     """Set for refund notifications (WeChat ``REFUND.*``)."""
+    transfer: TransferState | None = None
+    """Set for payout notifications (WeChat ``MCHTRANSFER.BILL.FINISHED``); its ``out_biz_no``
+    is our payout id."""
     raw: Any = None
 
+    def __post_init__(self) -> None:
+        if (self.transfer is None) == (self.payment is None and self.refund is None):
+            raise ValueError("a notification is about a payment and/or refund, or a transfer")
+
     @property
-    def out_trade_no(self) -> str:
-        """The order the notification is about (every notification names one)."""
+    def reference(self) -> str:
+        """Our number of what the notification is about: the order (``out_trade_no``) of a
+        payment or refund, the payout id of a transfer."""
         if self.payment is not None:
             return self.payment.out_trade_no
-        assert self.refund is not None and self.refund.out_trade_no is not None
-        return self.refund.out_trade_no
+        if self.refund is not None:
+            assert self.refund.out_trade_no is not None
+            return self.refund.out_trade_no
+        assert self.transfer is not None
+        return self.transfer.out_biz_no
 
 
 # ---------------------------------------------------------------- the adapter contract

@@ -10,14 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.channels import base
 from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelEvent
+from paymux.channels.models import ChannelAccount, ChannelEvent
 from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
 from paymux.kit.ids import new_id
 from paymux.payments import service as payments
+from paymux.payouts import service as payouts
 from paymux.refunds import service as refunds
 from paymux.runtime import Runtime
 
@@ -38,6 +40,29 @@ def _rejected(ack: base.Ack) -> base.Ack:
     return base.Ack(status_code=400, body=ack.body, media_type=ack.media_type)
 
 
+async def _apply(
+    rt: Runtime, session: AsyncSession, account: ChannelAccount, note: base.Notification
+) -> str:
+    """Apply a stored notification; ``applied`` if it changed anything, else ``no_change``."""
+    if note.transfer is not None:
+        return await payouts.apply_notification(session, account, note.transfer)
+    results = []
+    if note.refund is not None:  # first: refund → payment is the lock order everywhere
+        # A refund riding on a trade notification (Alipay) may be one made outside paymux
+        # (the merchant's Alipay console): not ours to apply, and no reason to refuse the trade.
+        riding = note.payment is not None
+        results.append(
+            await refunds.apply_notification(session, account, note.refund, strict=not riding)
+        )
+    if note.payment is not None:
+        results.append(
+            await payments.apply_notification(
+                session, account, note.payment, rt.settings.public_url
+            )
+        )
+    return "applied" if "applied" in results else results[0]
+
+
 async def receive(
     rt: Runtime, *, channel: str, account_id: str, headers: Mapping[str, str], body: bytes
 ) -> Received | None:
@@ -56,7 +81,7 @@ async def receive(
         async with rt.db.transaction() as session:
             event = ChannelEvent(
                 id=new_id("cev"), channel=channel, channel_account_id=account_id,
-                event_key=note.event_key[:128], out_trade_no=note.out_trade_no[:64],
+                event_key=note.event_key[:128], out_trade_no=note.reference[:64],
                 headers={k: v for k, v in headers.items() if k.lower().startswith(
                     ("wechatpay-", *_KEPT_HEADERS))},
                 body=body.decode("utf-8", errors="replace"), result="received",
@@ -64,13 +89,7 @@ async def receive(
             )  # fmt: skip
             if not await ChannelRepository(session).insert_event(event):
                 return Received(adapter.ack(True), "duplicate")
-            if note.payment is not None:
-                event.result = await payments.apply_notification(
-                    session, account, note.payment, rt.settings.public_url
-                )
-            else:
-                assert note.refund is not None
-                event.result = await refunds.apply_notification(session, account, note.refund)
+            event.result = await _apply(rt, session, account, note)
     except base.InvalidNotification as exc:
         log.warning("notification_mismatch", account=account_id, code=exc.code, why=exc.message)
         return Received(_rejected(adapter.ack(False)), "rejected")

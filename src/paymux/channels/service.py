@@ -126,6 +126,11 @@ async def add_account(
     return account
 
 
+def notify_url(public_url: str, account: ChannelAccount) -> str:
+    """Where the channel sends this account's notifications (``channels/endpoints.py``)."""
+    return f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}"
+
+
 def credentials_of(vault: Vault, account: ChannelAccount) -> dict[str, Any]:
     value: dict[str, Any] = vault.decrypt_json(
         account.credentials_enc, context=_context(account.id)

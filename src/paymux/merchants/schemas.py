@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.merchants.models import Mode
 
@@ -90,6 +91,6 @@ class ChannelAccountOut(BaseModel):
             id=account.id, app=account.app_id, channel=account.channel, mode=account.mode,
             name=account.name, methods=account.methods, currencies=account.currencies,
             fee_rate_bps=account.fee_rate_bps, priority=account.priority, enabled=account.enabled,
-            notify_url=f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}",
+            notify_url=channel_service.notify_url(public_url, account),
             created_at=account.created_at,
         )  # fmt: skip

@@ -78,10 +78,6 @@ def next_query_at(count: int) -> dt.datetime:
     return clock.now() + dt.timedelta(seconds=wait)
 
 
-def notify_url(public_url: str, account: ChannelAccount) -> str:
-    return f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}"
-
-
 # ------------------------------------------------------------------ transitions (in a tx)
 async def _emit(session: AsyncSession, payment: Payment, public_url: str) -> None:
     event_type = EVENT_OF.get(PaymentStatus(payment.status))
@@ -412,7 +408,8 @@ async def _call_create(
     request = base.CreatePayment(
         out_trade_no=attempt.id, method=payment.method, amount=payment.amount,
         currency=payment.currency, subject=payment.subject,
-        notify_url=notify_url(rt.settings.public_url, account), expires_at=payment.expires_at,
+        notify_url=channel_service.notify_url(rt.settings.public_url, account),
+        expires_at=payment.expires_at,
         description=payment.description, return_url=payment.return_url,
         client_ip=payment.client_ip, customer=payment.customer or {},
         profit_sharing=profit_sharing,

@@ -151,8 +151,7 @@ async def send(rt: Runtime, payout_id: str) -> None:
             out_biz_no=payout.id, amount=payout.amount, currency=payout.currency,
             payee_type=base.PayeeType(payout.destination_type),
             payee_account=payout.destination_account, payee_name=payout.destination_name,
-            remark="提现", notify_url=f"{rt.settings.public_url.rstrip('/')}/callbacks/"
-            f"{account.channel}/{account.id}",
+            remark="提现", notify_url=channel_service.notify_url(rt.settings.public_url, account),
         )  # fmt: skip
         try:
             if payout.sent_count:
@@ -168,6 +167,26 @@ async def send(rt: Runtime, payout_id: str) -> None:
         assert locked is not None
         locked.sent_count += 1
         await record(session, locked, answer)
+
+
+async def apply_notification(
+    session: AsyncSession, account: ChannelAccount, state: base.TransferState
+) -> str:
+    """A verified transfer notification, cross-checked against our own payout."""
+    payout = await PayoutRepository(session).lock(state.out_biz_no)
+    if payout is None or payout.channel_account_id != account.id:
+        raise base.InvalidNotification("unknown_payout", "No such payout for this account.")
+    if state.amount is not None and state.amount != payout.amount:
+        raise base.InvalidNotification(
+            "amount_mismatch", f"Notified transfer of {state.amount}, ours is {payout.amount}."
+        )
+    if payout.status not in (PayoutStatus.pending, PayoutStatus.processing):
+        return "no_change"
+    if state.status not in (base.ChannelTransferStatus.succeeded,
+                            base.ChannelTransferStatus.failed):  # fmt: skip
+        return "no_change"
+    await record(session, payout, state)
+    return "applied"
 
 
 async def record(

@@ -21,8 +21,9 @@ from paymux.funds.repository import FundsRepository
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, NotFound
 from paymux.kit.ids import new_id
+from paymux.payments.models import Attempt
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.service import next_query_at, notify_url
+from paymux.payments.service import next_query_at
 from paymux.payments.states import AttemptStatus, PaymentStatus
 from paymux.refunds.models import REFUND_TRANSITIONS, Refund, RefundStatus
 from paymux.refunds.repository import RefundRepository
@@ -52,10 +53,10 @@ async def create(rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate)
                 await _move(session, refund, RefundStatus.succeeded)
             return refund
         account = await _account(session, refund.channel_account_id)
-        total = await _paid_amount(session, refund)
+        paid = await _paid_attempt(session, refund)
     if not fresh:
         return refund
-    answer = await _ask(rt, refund, account, total)
+    answer = await _ask(rt, refund, account, paid)
     return await _record(rt, refund.id, answer)
 
 
@@ -123,11 +124,12 @@ async def _reserve(
     return refund, True
 
 
-async def _paid_amount(session: AsyncSession, refund: Refund) -> int:
+async def _paid_attempt(session: AsyncSession, refund: Refund) -> Attempt:
+    """The attempt that took the money the refund gives back."""
     assert refund.attempt_id is not None
     attempt = await PaymentRepository(session).get_attempt(refund.attempt_id)
     assert attempt is not None
-    return attempt.amount
+    return attempt
 
 
 async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
@@ -136,14 +138,14 @@ async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
     return account
 
 
-async def _ask(rt: Runtime, refund: Refund, account: ChannelAccount, total: int) -> Answer:
+async def _ask(rt: Runtime, refund: Refund, account: ChannelAccount, paid: Attempt) -> Answer:
     """Send (or re-send: the refund number makes it the same request) the refund."""
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
-    assert refund.attempt_id is not None
     request = base.CreateRefund(
-        out_refund_no=refund.id, out_trade_no=refund.attempt_id, channel_trade_no=None,
-        amount=refund.amount, total_amount=total, currency=refund.currency,
-        notify_url=notify_url(rt.settings.public_url, account), reason=refund.reason,
+        out_refund_no=refund.id, out_trade_no=paid.id, channel_trade_no=paid.channel_trade_no,
+        amount=refund.amount, total_amount=paid.amount, currency=refund.currency,
+        notify_url=channel_service.notify_url(rt.settings.public_url, account),
+        reason=refund.reason,
     )  # fmt: skip
     try:
         return await adapter.create_refund(request)
@@ -216,11 +218,14 @@ async def _move(
 
 
 async def apply_notification(
-    session: AsyncSession, account: ChannelAccount, state: base.RefundState
+    session: AsyncSession, account: ChannelAccount, state: base.RefundState, *, strict: bool = True
 ) -> str:
-    """A verified refund notification, cross-checked against our own refund."""
+    """A verified refund notification, cross-checked against our own refund. An unknown refund
+    is refused (``strict``) or, for a refund riding on another notification, ignored."""
     refund = await RefundRepository(session).lock(state.out_refund_no)
     if refund is None or refund.channel_account_id != account.id:
+        if not strict:
+            return "no_change"
         raise base.InvalidNotification("unknown_refund", "No such refund for this account.")
     if state.amount is not None and state.amount != refund.amount:
         raise base.InvalidNotification(
@@ -238,7 +243,7 @@ async def resolve(rt: Runtime, refund_id: str) -> None:
             return
         assert refund.channel_account_id is not None and refund.attempt_id is not None
         account = await _account(session, refund.channel_account_id)
-        total = await _paid_amount(session, refund)
+        paid = await _paid_attempt(session, refund)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     answer: Answer
     try:
@@ -249,7 +254,7 @@ async def resolve(rt: Runtime, refund_id: str) -> None:
         answer = base.UnknownOutcome(exc.code, exc.message)
     else:
         found = state.status is not base.ChannelRefundStatus.not_found
-        answer = state if found else await _ask(rt, refund, account, total)
+        answer = state if found else await _ask(rt, refund, account, paid)
     async with rt.db.transaction() as session:
         locked = await RefundRepository(session).lock(refund_id)
         assert locked is not None

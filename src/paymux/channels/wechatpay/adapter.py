@@ -13,8 +13,8 @@ is idempotent per ``out_bill_no`` and is what WeChat documents and the official 
 (``wechatpayv3.mch_transfer_bills``) call today. A bill usually answers ``WAIT_USER_CONFIRM``:
 the payee must accept it in WeChat; its ``package_info`` (kept in ``TransferState.raw``) is what
 the platform's app hands to ``wx.requestMerchantTransfer``. Until then the payout is pending.
-The final state arrives as ``MCHTRANSFER.BILL.FINISHED`` (:meth:`WechatPayAdapter.
-parse_transfer_notification`) or by querying.
+The final state arrives as ``MCHTRANSFER.BILL.FINISHED`` (a transfer :class:`Notification`
+about our payout id) or by querying.
 
 Profit sharing registers each receiver (``POST /v3/profitsharing/receivers/add``, idempotent),
 then ``POST /v3/profitsharing/orders`` splits a paid order created with
@@ -708,15 +708,11 @@ class WechatPayAdapter:
             raise
         return self._checked_transfer(payload, out_biz_no, bill_no, None)
 
-    async def parse_transfer_notification(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> tuple[str, TransferState]:
-        """Verify and decode ``MCHTRANSFER.BILL.FINISHED`` (a bill reached SUCCESS, FAIL or
-        CANCELLED): (the notification ``id``, the transfer's state). The state's ``out_biz_no``
-        is the ``out_bill_no`` WeChat knows (:func:`protocol.transfer_bill_no` of ours)."""
-        envelope, event_key, bill = self._open(headers, body)
-        if envelope.get("event_type") != protocol.TRANSFER_EVENT:
-            raise InvalidNotification("unsupported_event", "not a transfer notification")
+    def _transfer_notification(
+        self, event_key: str, envelope: Mapping[str, Any], bill: Any
+    ) -> Notification:
+        """A decrypted ``MCHTRANSFER.BILL.FINISHED`` resource (a bill reached SUCCESS, FAIL or
+        CANCELLED) → Notification(transfer=…) about our payout id."""
         if not isinstance(bill, dict) or "state" not in bill:
             raise InvalidNotification("malformed", "resource is not a transfer bill")
         if bill.get("mchid") != self.credentials.mchid:
@@ -724,13 +720,13 @@ class WechatPayAdapter:
         out_bill_no = bill.get("out_bill_no")
         if not isinstance(out_bill_no, str) or not out_bill_no:
             raise InvalidNotification("malformed", "transfer lacks out_bill_no")
-        try:
-            state = self._transfer_state(bill, out_bill_no, None)
-        except ValueError as exc:
-            raise InvalidNotification("malformed", str(exc)) from exc
         if bill["state"] not in protocol.TRANSFER_FINAL_STATES:
             raise InvalidNotification("malformed", "a transfer notification must be final")
-        return event_key, state
+        try:
+            state = self._transfer_state(bill, protocol.payout_id_of(out_bill_no), None)
+        except ValueError as exc:
+            raise InvalidNotification("malformed", str(exc)) from exc
+        return Notification(event_key=event_key, transfer=state, raw={**envelope, "resource": bill})
 
     @staticmethod
     def _bill_no(out_biz_no: str) -> str:
@@ -944,19 +940,15 @@ class WechatPayAdapter:
         return envelope, event_key, decrypted
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
-        """Payment (``TRANSACTION.SUCCESS``) and refund (``REFUND.*``) notifications. Transfer
-        notifications are refused here (``Notification`` has no place for them yet): use
-        :meth:`parse_transfer_notification`."""
+        """Payment (``TRANSACTION.SUCCESS``), refund (``REFUND.*``) and payout
+        (``MCHTRANSFER.BILL.FINISHED``) notifications."""
         creds = self.credentials
         envelope, event_key, transaction = self._open(headers, body)
         event_type = envelope.get("event_type")
         if isinstance(event_type, str) and event_type.startswith("REFUND."):
             return self._refund_notification(event_key, event_type, envelope, transaction)
         if event_type == protocol.TRANSFER_EVENT:
-            raise InvalidNotification(
-                "unsupported_event",
-                "transfer notifications are parsed by parse_transfer_notification",
-            )
+            return self._transfer_notification(event_key, envelope, transaction)
         if not isinstance(transaction, dict) or "trade_state" not in transaction:
             raise InvalidNotification("unsupported_event", "resource is not a transaction")
         if transaction.get("mchid") != creds.mchid or transaction.get("appid") != creds.appid:

@@ -531,6 +531,17 @@ def transfer_bill_no(out_biz_no: str) -> str:
     return bill_no
 
 
+def payout_id_of(bill_no: str) -> str:
+    """The inverse of :func:`transfer_bill_no` for paymux ids (``<prefix>_<26 characters>``,
+    see ``kit/ids.py``): ``po01jd…`` → ``po_01jd…``. Other numbers come back unchanged."""
+    if len(bill_no) > _ID_BODY and bill_no[:-_ID_BODY].isalpha():
+        return f"{bill_no[:-_ID_BODY]}_{bill_no[-_ID_BODY:]}"
+    return bill_no
+
+
+_ID_BODY = 26
+
+
 def map_transfer_state(state: str) -> ChannelTransferStatus:
     """WeChat transfer bill ``state`` → normalised status (ValueError if unknown)."""
     try:
