@@ -264,9 +264,9 @@ async def test_query_of_unknown_split_is_not_found(env: Env) -> None:
     assert state.status is ChannelSplitStatus.not_found
 
 
-async def test_mixed_receiver_results_need_an_operator(env: Env) -> None:
-    """Alipay's per-receiver states, some paid and some failed: neither a success nor a
-    failure of the split. A signed canned answer stands in for Alipay here (the sandbox fails
+async def test_mixed_receiver_results_are_a_partial_split(env: Env) -> None:
+    """Alipay's per-receiver states, some paid and some failed: a partial split, with each
+    receiver's outcome. A signed canned answer stands in for Alipay here (the sandbox fails
     or pays a settle's receivers together)."""
     details = [
         {"operation_type": "transfer", "trans_in": "2088000000000001", "amount": "1.00",
@@ -287,9 +287,13 @@ async def test_mixed_receiver_results_need_an_operator(env: Env) -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         state = await AlipayAdapter(env.creds, http).query_split("spl_x", "att_x", "2024x")
-    assert state.status is ChannelSplitStatus.pending
-    assert state.failure_code == "partially_failed"
+    assert state.status is ChannelSplitStatus.partial
+    assert state.failure_code == "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH"
     assert state.failure_message == "分账余额不足"
+    assert [(r.account, r.status, r.amount) for r in state.receivers] == [
+        ("2088000000000001", ChannelSplitStatus.succeeded, 100),
+        ("2088000000000002", ChannelSplitStatus.failed, 200),
+    ]
 
 
 # ---------------------------------------------------------------- the SDK as oracle

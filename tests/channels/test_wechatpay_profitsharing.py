@@ -247,7 +247,7 @@ async def test_failed_split_closes_every_receiver(env: Env) -> None:
     assert state.failure_message is not None and "分账接收账户异常" in state.failure_message
 
 
-async def test_partly_closed_split_is_succeeded_with_a_failure_code(env: Env) -> None:
+async def test_partly_closed_split_is_partial_with_each_receivers_result(env: Env) -> None:
     order = await splittable(env)
     env.sandbox.add_split_script(RefundScript(outcome=RefundOutcome.delayed, delay=1e9))
     request = split_of(order, person(1_000), merchant(1_000))
@@ -257,9 +257,14 @@ async def test_partly_closed_split_is_succeeded_with_a_failure_code(env: Env) ->
     env.sandbox.finish_split(split, succeeded=True)
     state = await env.adapter.query_split(request.out_order_no, order.out_trade_no,
                                           order.channel_trade_no)  # fmt: skip
-    assert state.status is ChannelSplitStatus.succeeded
+    assert state.status is ChannelSplitStatus.partial
     assert state.failure_code == "PARTIALLY_CLOSED"
     assert state.failure_message == f"{OPENID}: 分账关系已解除"
+    assert [(r.status, r.amount, r.failure_code) for r in state.receivers] == [
+        (ChannelSplitStatus.failed, 1_000, "NO_RELATION"),
+        (ChannelSplitStatus.succeeded, 1_000, None),
+    ]
+    assert state.receivers[0].account == OPENID
 
 
 async def test_refused_and_unknown_splits(env: Env) -> None:
@@ -408,7 +413,7 @@ def test_split_vocabulary_and_error_classification() -> None:
     )
     assert protocol.split_status("FINISHED", ["CLOSED"]) is ChannelSplitStatus.failed
     assert protocol.split_status("FINISHED", ["CLOSED", "SUCCESS"]) is (
-        ChannelSplitStatus.succeeded
+        ChannelSplitStatus.partial
     )
     for state, results in (("DONE", []), ("FINISHED", ["LOST"])):
         with pytest.raises(ValueError):

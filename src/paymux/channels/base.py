@@ -267,7 +267,21 @@ class ChannelSplitStatus(StrEnum):
     """Every receiver was paid (WeChat FINISHED with every receiver SUCCESS; Alipay SUCCESS)."""
     failed = "failed"
     """No receiver was or will be paid (WeChat: every receiver CLOSED; Alipay FAIL)."""
+    partial = "partial"
+    """Final, and some receivers were paid while the others were not (their money stayed
+    with the merchant): ``SplitState.receivers`` says which."""
     not_found = "not_found"
+
+
+@dataclass(frozen=True)
+class SplitReceiverResult:
+    """One receiver's outcome in a split, as the channel reports it."""
+
+    account: str
+    status: ChannelSplitStatus
+    """``succeeded``, ``failed`` or ``pending``."""
+    amount: int | None = None
+    failure_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +305,8 @@ class SplitState:
     channel_split_no: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    receivers: tuple[SplitReceiverResult, ...] = ()
+    """Per receiver, when the channel reports them (needed for ``partial``)."""
     raw: Any = None
 
 

@@ -34,6 +34,8 @@ class SplitStatus(StrEnum):
     processing = "processing"
     """Sent to the channel; its amount is held."""
     succeeded = "succeeded"
+    partial = "partial"
+    """Final: the channel paid some receivers; the others' money went back to the merchant."""
     failed = "failed"
 
 
@@ -41,8 +43,11 @@ SPLIT_TRANSITIONS: dict[SplitStatus, frozenset[SplitStatus]] = {
     SplitStatus.scheduled: frozenset(
         {SplitStatus.processing, SplitStatus.succeeded, SplitStatus.failed}
     ),
-    SplitStatus.processing: frozenset({SplitStatus.succeeded, SplitStatus.failed}),
+    SplitStatus.processing: frozenset(
+        {SplitStatus.succeeded, SplitStatus.partial, SplitStatus.failed}
+    ),
     SplitStatus.succeeded: frozenset(),
+    SplitStatus.partial: frozenset(),
     SplitStatus.failed: frozenset(),
 }
 
@@ -101,3 +106,5 @@ class SplitPart(Base):
     """Computed when the split runs."""
     reversed: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     """Returned by refunds (reserved or done)."""
+    result: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    """A channel receiver's outcome once the split is final: ``succeeded`` or ``failed``."""

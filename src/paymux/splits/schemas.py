@@ -72,13 +72,15 @@ class PartOut(BaseModel):
     percent_bps: int
     amount: int
     reversed: int
+    result: str | None
+    """A channel receiver's outcome once its split is final (``succeeded``/``failed``)."""
 
     @classmethod
     def of(cls, p: SplitPart) -> PartOut:
         return cls(
             wallet=p.wallet_id, channel_type=p.channel_type, channel_account=p.channel_receiver,
             description=p.description, fixed_amount=p.fixed_amount, percent_bps=p.bps,
-            amount=p.amount, reversed=p.reversed,
+            amount=p.amount, reversed=p.reversed, result=p.result,
         )  # fmt: skip
 
 

@@ -187,7 +187,7 @@ async def _move(session: AsyncSession, split: Split, target: SplitStatus) -> Spl
     split.status = target
     if target != SplitStatus.processing:
         split.due_at = None
-    if target in (SplitStatus.succeeded, SplitStatus.failed):
+    if target in (SplitStatus.succeeded, SplitStatus.partial, SplitStatus.failed):
         parts = await SplitRepository(session).parts(split.id)
         await webhooks.emit(
             session, app_id=split.app_id, livemode=split.livemode, type=f"split.{target.value}",
@@ -295,6 +295,8 @@ async def process(rt: Runtime, split_id: str) -> None:
 async def _record(
     session: AsyncSession, split: Split, state: base.SplitState | base.ChannelError
 ) -> None:
+    if isinstance(state, base.SplitState) and state.status is base.ChannelSplitStatus.partial:
+        return await _record_partial(session, split, state)
     succeeded = (
         isinstance(state, base.SplitState) and state.status is base.ChannelSplitStatus.succeeded
     )
@@ -304,6 +306,7 @@ async def _record(
     if succeeded:
         assert split.ledger_transaction_id is not None
         await ledger.post_hold(session, split.ledger_transaction_id)
+        await _set_results(session, split, base.ChannelSplitStatus.succeeded)
         await _move(session, split, SplitStatus.succeeded)
     elif failed:
         assert split.ledger_transaction_id is not None
@@ -311,6 +314,7 @@ async def _record(
         funds = await FundsRepository(session).lock(split.payment_id)
         assert funds is not None
         funds.split_out -= split.total
+        await _set_results(session, split, base.ChannelSplitStatus.failed)
         code = state.code if isinstance(state, base.ChannelError) else (
             state.failure_code or "split_failed")  # fmt: skip
         message = state.message if isinstance(state, base.ChannelError) else (
@@ -319,6 +323,54 @@ async def _record(
     else:
         step = QUERY_BACKOFF[min(split.query_count, len(QUERY_BACKOFF) - 1)]
         split.due_at = clock.now() + dt.timedelta(seconds=step)
+
+
+async def _set_results(session: AsyncSession, split: Split,
+                       result: base.ChannelSplitStatus) -> None:  # fmt: skip
+    for part in await SplitRepository(session).parts(split.id):
+        if part.amount:
+            part.result = result.value
+
+
+async def _record_partial(session: AsyncSession, split: Split, state: base.SplitState) -> None:
+    """Some receivers were paid, the others not: post the split's hold as it is, then bring the
+    unpaid receivers' money back from the channel's clearing account to the merchant (at the
+    channel it never left the merchant's account)."""
+    parts = [p for p in await SplitRepository(session).parts(split.id) if p.amount]
+    unpaid: list[SplitPart] = []
+    for result in state.receivers:
+        if result.status is not base.ChannelSplitStatus.failed:
+            continue
+        match = next((p for p in parts if p.channel_receiver == result.account
+                      and p not in unpaid and result.amount in (None, p.amount)), None)  # fmt: skip
+        if match is None:  # the channel names a receiver we did not send: never guess
+            log.error("split_partial_unmatched", split=split.id, account=result.account)
+            split.due_at = clock.now() + dt.timedelta(seconds=QUERY_BACKOFF[-1])
+            return
+        unpaid.append(match)
+    assert split.ledger_transaction_id is not None
+    await ledger.post_hold(session, split.ledger_transaction_id)
+    back = sum(p.amount for p in unpaid)
+    if back:
+        payment = await session.get(Payment, split.payment_id)
+        funds = await FundsRepository(session).lock(split.payment_id)
+        assert payment is not None and payment.channel_account_id is not None
+        assert funds is not None
+        clearing = await chart.clearing(session, payment.channel_account_id, split.currency)
+        here = await funds_service.location(session, funds)
+        await ledger.transfer(
+            session, key=f"split_unpaid:{split.id}",
+            legs=[ledger.debit(clearing, back), ledger.credit(here, back)],
+            description=f"split {split.id}: receivers the channel did not pay",
+            metadata={"payment": split.payment_id, "split": split.id},
+        )  # fmt: skip
+        funds.split_out -= back
+        split.total -= back
+    for part in parts:
+        part.result = "failed" if part in unpaid else "succeeded"
+    split.failure_code = (state.failure_code or "partially_paid")[:64]
+    split.failure_message = (state.failure_message or "")[:500] or None
+    await _move(session, split, SplitStatus.partial)
 
 
 async def get(session: AsyncSession, app_id: str, livemode: bool, split_id: str) -> Split:

@@ -46,6 +46,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "refund.failed",
     "escrow.released",
     "split.succeeded",
+    "split.partial",
     "split.failed",
     "split.reversed",
     "settlement.paid",

@@ -69,6 +69,7 @@ from paymux.channels.base import (
     RefundState,
     RetryableError,
     SplitReceiver,
+    SplitReceiverResult,
     SplitReceiverType,
     SplitState,
     TransferState,
@@ -87,6 +88,14 @@ IDENTITY_TYPES: Mapping[PayeeType, str] = {
     PayeeType.alipay_open_id: "ALIPAY_OPEN_ID",
 }
 """``payee_info.identity_type`` per payee type."""
+
+
+ROYALTY_LINE_STATUS: dict[str, ChannelSplitStatus] = {
+    "SUCCESS": ChannelSplitStatus.succeeded,
+    "FAIL": ChannelSplitStatus.failed,
+    "PROCESSING": ChannelSplitStatus.pending,
+}
+"""A ``royalty_detail_list`` line's ``state`` → its receiver's normalised status."""
 
 
 class AlipayCredentials(BaseModel):
@@ -806,10 +815,9 @@ class AlipayAdapter:
     ) -> SplitState:
         """``alipay.trade.order.settle.query`` by ``out_request_no`` + ``trade_no``; the
         ``transfer`` lines of ``royalty_detail_list`` decide: all SUCCESS → ``succeeded``, all
-        FAIL → ``failed``, any PROCESSING → ``pending``. Some paid and some failed is reported
-        ``pending`` with ``failure_code=partially_failed``: neither ``succeeded`` nor
-        ``failed`` would be true, and an operator must look. No such trade, or an answer
-        without lines, → ``not_found``."""
+        FAIL → ``failed``, any PROCESSING → ``pending``, some SUCCESS and some FAIL →
+        ``partial`` (``receivers`` says which; a failed line's money stays with the seller).
+        No such trade, or an answer without lines, → ``not_found``."""
         biz = {"out_request_no": out_order_no, "trade_no": channel_trade_no}
         raw = await self._call(p.METHOD_SETTLE_QUERY, biz)
         try:
@@ -839,10 +847,22 @@ class AlipayAdapter:
             status = ChannelSplitStatus.succeeded
         elif states == {"FAIL"}:
             status = ChannelSplitStatus.failed
-        else:
+        elif "PROCESSING" in states:
             status = ChannelSplitStatus.pending
-            if "PROCESSING" not in states:
-                failure_code = "partially_failed"
+        else:
+            status = ChannelSplitStatus.partial
+        try:
+            results = tuple(
+                SplitReceiverResult(
+                    account=str(d.get("trans_in") or ""),
+                    status=ROYALTY_LINE_STATUS[str(d["state"])],
+                    amount=p.to_fen(str(d["amount"])) if d.get("amount") else None,
+                    failure_code=str(d["error_code"]) if d.get("error_code") else None,
+                )
+                for d in lines
+            )
+        except ValueError as exc:
+            raise UnknownOutcome("unparseable_response", str(exc)) from exc
         return SplitState(
             out_order_no=out_order_no,
             status=status,
@@ -850,6 +870,7 @@ class AlipayAdapter:
             failure_code=failure_code,
             failure_message=failure_message,
             raw=data,
+            receivers=results,
         )
 
     @staticmethod

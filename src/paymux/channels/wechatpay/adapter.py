@@ -56,6 +56,7 @@ from paymux.channels.base import (
     RefundState,
     RetryableError,
     SplitReceiver,
+    SplitReceiverResult,
     SplitReceiverType,
     SplitState,
     TransferState,
@@ -902,12 +903,22 @@ class WechatPayAdapter:
                 for r, reason in zip(closed, reasons, strict=True)
             )
         order_id = split.get("order_id")
+        results = tuple(
+            SplitReceiverResult(
+                account=str(r.get("account", "")),
+                status=protocol.SPLIT_RESULT_STATUS[str(r.get("result"))],
+                amount=r["amount"] if isinstance(r.get("amount"), int) else None,
+                failure_code=str(r["fail_reason"]) if r.get("fail_reason") else None,
+            )
+            for r in details
+        )
         return SplitState(
             out_order_no=str(split["out_order_no"]),
             status=status,
             channel_split_no=str(order_id) if order_id else None,
             failure_code=failure_code,
             failure_message=failure_message,
+            receivers=results,
             raw=dict(split),
         )
 

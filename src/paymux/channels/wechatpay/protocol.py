@@ -574,13 +574,22 @@ SPLIT_ORDER_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
 def split_status(state: str, results: list[str]) -> ChannelSplitStatus:
     """A split order's ``state`` and its receivers' ``result`` values → normalised status.
 
-    FINISHED with every receiver SUCCESS is succeeded and with every receiver CLOSED failed; a
-    mix is reported succeeded (money did move: see the adapter's ``failure_code``). ValueError
-    on an unknown state or result."""
+    FINISHED with every receiver SUCCESS is succeeded, with every receiver CLOSED failed, and
+    with both partial. ValueError on an unknown state or result."""
     if state not in SPLIT_ORDER_STATES or not set(results) <= SPLIT_RESULTS:
         raise ValueError(f"unknown split state {state!r} / results {results!r}")
     if state == "PROCESSING" or "PENDING" in results:
         return ChannelSplitStatus.pending
     if results and all(result == "CLOSED" for result in results):
         return ChannelSplitStatus.failed
+    if "CLOSED" in results:
+        return ChannelSplitStatus.partial
     return ChannelSplitStatus.succeeded
+
+
+SPLIT_RESULT_STATUS: dict[str, ChannelSplitStatus] = {
+    "SUCCESS": ChannelSplitStatus.succeeded,
+    "CLOSED": ChannelSplitStatus.failed,
+    "PENDING": ChannelSplitStatus.pending,
+}
+"""A receiver's ``result`` → its normalised status."""
