@@ -540,7 +540,7 @@ async def test_refund_succeeds_and_notifies(env: Env) -> None:
     fields = dict(parse_qsl(env.receiver.got[1].decode()))
     assert fields["txnType"] == "04" and fields["origQryId"] == query_id
     note = await env.adapter.parse_notification({}, env.receiver.got[1])
-    assert note.refund is not None and note.out_trade_no == req.out_trade_no
+    assert note.refund is not None and note.reference == req.out_trade_no
     assert note.refund.out_refund_no == state.out_refund_no
     assert note.refund.status is ChannelRefundStatus.succeeded and note.refund.amount == 400
     # Without the queryId the adapter finds it first.
