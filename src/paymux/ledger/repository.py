@@ -27,6 +27,13 @@ class LedgerRepository:
         )  # fmt: skip
         return (await self.session.scalars(stmt)).first()
 
+    async def accounts_of(self, owner_type: str, owner_id: str) -> list[LedgerAccount]:
+        """Every account of one owner (for operators looking up account ids)."""
+        stmt = sa.select(LedgerAccount).where(
+            LedgerAccount.owner_type == owner_type, LedgerAccount.owner_id == owner_id
+        )
+        return list((await self.session.scalars(stmt.order_by(LedgerAccount.id))).all())
+
     async def get_account(self, account_id: str) -> LedgerAccount | None:
         return await self.session.get(LedgerAccount, account_id)
 

@@ -61,6 +61,20 @@ async def get(session: AsyncSession, app_id: str, livemode: bool, wallet_id: str
     return wallet
 
 
+async def search(
+    session: AsyncSession, app_id: str, livemode: bool, *, reference: str | None, limit: int,
+    starting_after: str | None,
+) -> tuple[list[Wallet], bool]:  # fmt: skip
+    """The app's wallets, newest first (cursor: a wallet id); for the operator CLI."""
+    stmt = sa.select(Wallet).where(Wallet.app_id == app_id, Wallet.livemode == livemode)
+    if reference is not None:
+        stmt = stmt.where(Wallet.reference == reference)
+    if starting_after is not None:
+        stmt = stmt.where(Wallet.id < starting_after)
+    rows = list((await session.scalars(stmt.order_by(Wallet.id.desc()).limit(limit + 1))).all())
+    return rows[:limit], len(rows) > limit
+
+
 async def _accounts(session: AsyncSession, wallet: Wallet) -> dict[Purpose, LedgerAccount]:
     accounts = {p: await chart.wallet(session, wallet.id, p, wallet.currency)
                 for p in SUB_ACCOUNTS}  # fmt: skip
