@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import stripe
 
+from paymux.channels.stripe import protocol as p
+from paymux.kit import clock
 from tests.conftest import GATEWAY, Stack, Tenant, attempt_ids, make_tenant, run_worker
 from tests.payments.test_payments import events_of, inbox_of, wait_for
 from tests.refunds.test_refunds import refund, settled
@@ -181,3 +183,26 @@ async def test_missed_webhook_resolved_by_the_janitor_and_close(stack: Stack) ->
     await asyncio.sleep(0.05)  # the canceled webhook arrives and changes nothing
     again = await stack.client.get(f"/v1/payments/{open_payment['id']}", headers=tenant.headers)
     assert again.json()["status"] == "closed"
+
+
+async def test_out_of_order_and_forged_webhooks_change_nothing(stack: Stack) -> None:
+    tenant = await make_tenant(stack, channels=("stripe",))
+    payment = await create(stack, tenant, customer={"payment_method": "pm_card_visa"})
+    assert payment["status"] == "succeeded"
+    sandbox = stack.sandboxes["stripe"]
+    intent = sandbox.intents[payment["channel_trade_no"]]
+    notify = intent.metadata["paymux_notify_url"].removeprefix(GATEWAY)
+    # an older event (the intent still awaiting 3-D Secure) delivered after the success
+    older = {**sandbox.intent_json(intent), "status": "requires_action"}
+    _, body = sandbox._event("payment_intent.requires_action", older)
+    signature = sandbox.signed(intent.account.secret_key, body)
+    r = await stack.client.post(notify, content=body, headers={"Stripe-Signature": signature})
+    assert r.status_code == 200, r.text
+    # a forged one (signed with another secret) is refused and changes nothing
+    canceled = {**sandbox.intent_json(intent), "status": "canceled"}
+    _, forged = sandbox._event("payment_intent.canceled", canceled)
+    bad = p.signature_header(forged, ["whsec_forgedsecret"], int(clock.now().timestamp()))
+    r = await stack.client.post(notify, content=forged, headers={"Stripe-Signature": bad})
+    assert r.status_code == 400
+    again = await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)
+    assert again.json()["status"] == "succeeded"

@@ -325,7 +325,10 @@ class StripeAdapter:
         if server:
             params |= {"payment_method": payment_method, "confirm": True,
                        "return_url": request.return_url}  # fmt: skip
-        intent = await self._create_intent(params, request.out_trade_no)
+        # A decline answers 402 (BusinessError with the decline_code): the decline is the answer.
+        intent = await self._request(
+            "POST", "/v1/payment_intents", params, idempotency_key=request.out_trade_no
+        )
         self._check_intent(intent, request.out_trade_no, request.amount, request.currency)
         state = self._payment_state(intent, request.out_trade_no)
         if state.status is ChannelPaymentStatus.failed:
@@ -338,15 +341,6 @@ class StripeAdapter:
             status=state.status,
             raw=intent,
         )
-
-    async def _create_intent(self, params: Mapping[str, Any], out_trade_no: str) -> dict[str, Any]:
-        try:
-            return await self._request(
-                "POST", "/v1/payment_intents", params, idempotency_key=out_trade_no
-            )
-        except BusinessError as exc:
-            # A decline answers 402 with the intent inside; the decline is the answer.
-            raise BusinessError(exc.code, exc.message, raw=exc.raw) from None
 
     def _next_action(
         self, intent: Mapping[str, Any], request: CreatePayment, *, server: bool
