@@ -1,0 +1,1 @@
+"""Stripe: PaymentIntents for cards, Apple Pay and Google Pay."""

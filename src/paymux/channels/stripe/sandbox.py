@@ -1,0 +1,974 @@
+"""A Stripe API sandbox: PaymentIntents, Refunds, Balance Transactions and signed webhooks, on
+Stripe's paths and wire shapes, so the ``stripe`` package (``api_base`` / ``base_addresses``)
+and our adapter both talk to it as to Stripe.
+
+Endpoints (form-encoded bodies, ``Authorization: Bearer sk_test_…``):
+
+- ``POST /v1/payment_intents``: create, optionally ``confirm=true`` with ``payment_method`` and
+  ``return_url``. ``GET /v1/payment_intents/{id}`` (``expand[]=latest_charge``; a publishable
+  key may read it with its ``client_secret``), ``POST …/{id}/confirm`` (secret key, or the
+  publishable key + ``client_secret`` as Stripe.js does), ``POST …/{id}/cancel`` and ``GET
+  /v1/payment_intents/search?query=metadata['k']:'v'`` (immediately consistent here; Stripe's
+  is eventually consistent).
+- ``POST /v1/refunds`` (``payment_intent``, ``amount``, ``reason``, ``metadata``), ``GET
+  /v1/refunds/{id}``, ``GET /v1/refunds?payment_intent=``.
+- ``GET /v1/balance_transactions`` with ``created[gte|gt|lte|lt]``, ``type``, ``limit`` and
+  ``starting_after``: the day's statement — a ``charge`` line per payment (fee 2.9 % + 30 minor
+  units of two-decimal currencies, ``net``) and a ``refund`` line per refund (negative, no fee),
+  newest first, in the presentment currency (no conversion here).
+- Test payment methods: ``pm_card_visa`` / ``_mastercard`` / ``_amex`` (frictionless),
+  ``pm_card_authenticationRequired`` / ``pm_card_threeDSecure2Required`` (3-D Secure
+  challenge: ``requires_action`` + ``redirect_to_url`` to ``/_sandbox/3ds/{id}``, where the
+  customer completes or fails authentication and is sent to ``return_url`` with
+  ``payment_intent``, ``payment_intent_client_secret`` and ``redirect_status``),
+  ``pm_card_chargeDeclined`` (``card_declined``/``generic_decline``), ``…InsufficientFunds``,
+  ``…ExpiredCard``. A decline answers HTTP 402 with the intent in the error; any other
+  ``pm_…`` is ``resource_missing``.
+- Errors are Stripe's ``{"error": {"type", "code", "decline_code", "message", "param"}}``
+  with its statuses (400, 401, 402, 404, 409, 500). Amounts are checked as Stripe does
+  (minimum charge, three-decimal last digit 0, ISK whole krónur).
+- ``Idempotency-Key``: the same key with the same parameters replays the saved answer
+  (``Idempotent-Replayed: true``, 500s included); other parameters → 400
+  ``idempotency_error``; a key still in flight → 409. Validation failures are not saved.
+
+Webhooks: ``POST`` of ``{"object": "event", …}`` with ``Stripe-Signature`` (a fresh ``t=`` on
+every delivery, one ``v1`` per active secret: two after :meth:`Sandbox.roll_webhook_secret`),
+acknowledged by any 2xx, retried on Stripe's kind of schedule. The endpoint is the account's
+(``POST /_sandbox/webhook_endpoints``) or else the ``metadata[paymux_notify_url]`` the adapter
+sends in test mode. Events: ``payment_intent.succeeded`` / ``payment_failed`` / ``canceled`` /
+``requires_action``; ``refund.created`` (refund done at once), ``refund.updated`` (done later),
+``refund.failed``.
+
+Scripts (the shared kit): ``succeed``/``decline``/``manual``/``create_timeout``/
+``create_error`` for intents, notify modes ``none``/``duplicate``/``delayed``/
+``before_response``; refund scripts ``succeed``/``delayed``/``fail``/``refuse``
+(``balance_insufficient``)/``create_timeout``/``create_error``. The kit's customer page and
+``/_sandbox/orders/{attempt or pi id}/pay`` stand in for the customer paying through Stripe.js.
+A decline there, on a client-side intent, leaves it payable (as Stripe does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import escape
+from pydantic import BaseModel
+
+from paymux.channels.sandbox_kit import (
+    NotifyMode,
+    OrderStatus,
+    Outcome,
+    RefundOutcome,
+    RefundStatus,
+    SandboxCore,
+    SandboxOrder,
+    SandboxRefund,
+    customer_router,
+)
+from paymux.channels.stripe import protocol as p
+from paymux.kit import clock
+
+RETRY_SCHEDULE: tuple[float, ...] = (60, 300, 1800, 3600, 7200, 14400, 28800, 57600, 86400)
+"""Stripe retries for up to three days with exponential backoff [exact steps unverified]."""
+FEE_BPS = 290
+FEE_FIXED = 30
+NOTIFY_METADATA = "paymux_notify_url"
+TEST_CARDS: Mapping[str, tuple[str, ...]] = {
+    "pm_card_visa": ("succeed", "visa"),
+    "pm_card_mastercard": ("succeed", "mastercard"),
+    "pm_card_amex": ("succeed", "amex"),
+    "pm_card_authenticationRequired": ("3ds", "visa"),
+    "pm_card_threeDSecure2Required": ("3ds", "visa"),
+    "pm_card_chargeDeclined": ("decline", "visa", "card_declined", "generic_decline"),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "decline", "visa", "card_declined", "insufficient_funds"),
+    "pm_card_chargeDeclinedExpiredCard": ("decline", "visa", "expired_card", "expired_card"),
+}  # fmt: skip
+_DECLINE_MESSAGES = {
+    "generic_decline": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+}
+_AUTH_FAILED = {
+    "type": "invalid_request_error",
+    "code": "payment_intent_authentication_failure",
+    "message": "The provided PaymentMethod has failed authentication. You can provide "
+    "payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again.",
+}
+Answer = tuple[int, dict[str, Any]]
+"""An HTTP status and its JSON body."""
+_SEARCH = re.compile(r"^\s*metadata\['([A-Za-z0-9_]+)'\]\s*:\s*'([^']*)'\s*$")
+
+
+class _Fail(Exception):
+    """A Stripe error answer. ``saved``: whether an idempotency key keeps it (validation
+    failures are not kept, as at Stripe)."""
+
+    def __init__(self, status: int, type_: str, message: str, *, code: str | None = None,
+                 param: str | None = None, saved: bool = True, **extra: Any) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.saved = saved
+        self.error: dict[str, Any] = {"type": type_, "message": message}
+        if code:
+            self.error["code"] = code
+            self.error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+        if param:
+            self.error["param"] = param
+        self.error.update(extra)
+
+
+def _invalid(message: str, *, code: str = "parameter_invalid", param: str | None = None) -> _Fail:
+    return _Fail(400, "invalid_request_error", message, code=code, param=param, saved=False)
+
+
+def _missing(kind: str, ident: str, param: str | None = None) -> _Fail:
+    return _Fail(404, "invalid_request_error", f"No such {kind}: '{ident}'",
+                 code="resource_missing", param=param)  # fmt: skip
+
+
+def _token(n: int = 12) -> str:
+    return secrets.token_urlsafe(n).replace("-", "x").replace("_", "y")
+
+
+@dataclass
+class Account:
+    id: str
+    secret_key: str
+    publishable_key: str
+    webhook_secrets: list[str]
+    """Active endpoint secrets, newest first; events carry one v1 per secret."""
+    endpoint_url: str | None = None
+
+
+@dataclass
+class Intent:
+    id: str
+    account: Account
+    order: SandboxOrder
+    client_secret: str
+    currency: str
+    """Lower-case wire code."""
+    metadata: dict[str, str]
+    payment_method_types: list[str]
+    description: str | None
+    created: int
+    flow_server: bool
+    wire_status: str = "requires_payment_method"
+    payment_method: str | None = None
+    return_url: str | None = None
+    last_payment_error: dict[str, Any] | None = None
+    charge: dict[str, Any] | None = None
+    canceled_at: int | None = None
+    cancellation_reason: str | None = None
+    event: str = "payment_intent.created"
+    """The event the next notification announces."""
+
+
+@dataclass
+class _Saved:
+    endpoint: str
+    params: dict[str, Any]
+    status: int = 0
+    body: bytes = b""
+    done: bool = False
+
+
+@dataclass
+class Ledger:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _now() -> int:
+    return int(clock.now().timestamp())
+
+
+def _base_url(request: Request) -> str:
+    root = str(request.scope.get("root_path", ""))
+    return f"{request.url.scheme}://{request.url.netloc}{root}".rstrip("/")
+
+
+class _Core(SandboxCore):
+    """The kit's core, with Stripe's semantics where they differ: a decline on a client-side
+    intent leaves it payable, and each delivery is signed afresh."""
+
+    def __init__(self, sandbox: Sandbox, **options: Any) -> None:
+        super().__init__(**options)
+        self.sandbox = sandbox
+
+    def settle(self, order: SandboxOrder, *, paid: bool) -> bool:
+        intent = self.sandbox.intent_of(order)
+        if order.status is not OrderStatus.pending:
+            return False
+        if paid:
+            super().settle(order, paid=True)
+            self.sandbox.charged(intent)
+            return True
+        intent.last_payment_error = self.sandbox.decline_error(intent, "generic_decline")
+        intent.wire_status = "requires_payment_method"
+        intent.event = "payment_intent.payment_failed"
+        if intent.flow_server:
+            super().settle(order, paid=False)
+        return True
+
+    def close(self, order: SandboxOrder) -> bool:
+        closed = super().close(order)
+        if closed and order.status is OrderStatus.closed:
+            intent = self.sandbox.intent_of(order)
+            intent.event = "payment_intent.canceled"
+        return closed
+
+    def finish_refund(self, refund: SandboxRefund, *, succeeded: bool) -> bool:
+        if not super().finish_refund(refund, succeeded=succeeded):
+            return False
+        immediate = refund.script.outcome in (RefundOutcome.succeed, RefundOutcome.create_timeout)
+        refund.extra["event"] = (
+            "refund.failed" if not succeeded
+            else "refund.created" if immediate else "refund.updated"
+        )  # fmt: skip
+        if succeeded:
+            self.sandbox.refunded(refund)
+        return True
+
+    async def _post(
+        self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
+    ) -> bool:
+        account = self.sandbox.account_of(subject)
+        fresh = dict(headers)
+        fresh["Stripe-Signature"] = p.signature_header(body, account.webhook_secrets, _now())
+        return await super()._post(subject, fresh, body)
+
+
+class EndpointIn(BaseModel):
+    secret_key: str
+    url: str
+
+
+class Sandbox:
+    """The Stripe sandbox: ``.core`` (intents as kit orders, scripts, notifier) and ``.app``."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient | None = None,
+        time_scale: float = 1.0,
+        hold_timeout_seconds: float = 30.0,
+    ) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.intents: dict[str, Intent] = {}
+        self.refund_objects: dict[str, SandboxRefund] = {}
+        self.balance: list[dict[str, Any]] = []
+        self._saved: dict[tuple[str, str], _Saved] = {}
+        self.core = _Core(
+            self,
+            channel="stripe",
+            retry_schedule=RETRY_SCHEDULE,
+            build_notification=self.build_notification,
+            build_refund_notification=self.build_refund_notification,
+            http=http,
+            time_scale=time_scale,
+            hold_timeout_seconds=hold_timeout_seconds,
+        )
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------ accounts
+    def provision(self, base_url: str) -> dict[str, Any]:
+        """A new test-mode account; complete adapter credentials."""
+        account = Account(
+            id="acct_" + _token(8),
+            secret_key="sk_test_" + _token(18),
+            publishable_key="pk_test_" + _token(18),
+            webhook_secrets=["whsec_" + _token(24)],
+        )
+        self.accounts[account.secret_key] = account
+        return {
+            "secret_key": account.secret_key,
+            "publishable_key": account.publishable_key,
+            "webhook_secret": account.webhook_secrets[0],
+            "gateway": base_url.rstrip("/"),
+        }
+
+    def account(self, secret_key: str) -> Account:
+        return self.accounts[secret_key]
+
+    def roll_webhook_secret(self, secret_key: str, *, keep_old: bool = True) -> str:
+        """Roll the endpoint secret; while the old one is kept, events carry both v1s."""
+        account = self.accounts[secret_key]
+        new = "whsec_" + _token(24)
+        account.webhook_secrets = [new, *account.webhook_secrets[:1]] if keep_old else [new]
+        return new
+
+    def intent_of(self, order: SandboxOrder) -> Intent:
+        intent: Intent = order.extra["intent"]
+        return intent
+
+    def account_of(self, subject: SandboxOrder | SandboxRefund) -> Account:
+        order = subject.order if isinstance(subject, SandboxRefund) else subject
+        return self.intent_of(order).account
+
+    # ------------------------------------------------------------ objects
+    def status_of(self, intent: Intent) -> str:
+        status = intent.order.status
+        if status is OrderStatus.succeeded:
+            return "succeeded"
+        if status is OrderStatus.closed:
+            return "canceled"
+        if status is OrderStatus.failed:
+            return "requires_payment_method"
+        return intent.wire_status
+
+    def intent_json(self, intent: Intent, *, expand: set[str] | None = None) -> dict[str, Any]:
+        status = self.status_of(intent)
+        order = intent.order
+        next_action = None
+        if status == "requires_action":
+            next_action = {
+                "type": "redirect_to_url",
+                "redirect_to_url": {
+                    "url": f"{order.extra['base']}/_sandbox/3ds/{intent.id}",
+                    "return_url": intent.return_url,
+                },
+            }
+        charge: Any = None
+        if intent.charge is not None:
+            charge = intent.charge if expand and "latest_charge" in expand else intent.charge["id"]
+        return {
+            "id": intent.id,
+            "object": "payment_intent",
+            "amount": order.amount,
+            "amount_capturable": 0,
+            "amount_received": order.amount if status == "succeeded" else 0,
+            "automatic_payment_methods": None,
+            "canceled_at": intent.canceled_at,
+            "cancellation_reason": intent.cancellation_reason,
+            "capture_method": "automatic",
+            "client_secret": intent.client_secret,
+            "confirmation_method": "automatic",
+            "created": intent.created,
+            "currency": intent.currency,
+            "description": intent.description,
+            "last_payment_error": intent.last_payment_error,
+            "latest_charge": charge,
+            "livemode": False,
+            "metadata": dict(intent.metadata),
+            "next_action": next_action,
+            "payment_method": intent.payment_method,
+            "payment_method_types": list(intent.payment_method_types),
+            "status": status,
+        }
+
+    def refund_json(self, refund: SandboxRefund) -> dict[str, Any]:
+        intent = self.intent_of(refund.order)
+        status = {RefundStatus.pending: "pending", RefundStatus.succeeded: "succeeded",
+                  RefundStatus.failed: "failed"}[refund.status]  # fmt: skip
+        return {
+            "id": refund.refund_no,
+            "object": "refund",
+            "amount": refund.amount,
+            "balance_transaction": refund.extra.get("txn"),
+            "charge": intent.charge["id"] if intent.charge else None,
+            "created": refund.extra["created"],
+            "currency": intent.currency,
+            "failure_reason": "declined" if status == "failed" else None,
+            "metadata": dict(refund.extra["metadata"]),
+            "payment_intent": intent.id,
+            "reason": refund.reason,
+            "status": status,
+        }
+
+    def decline_error(self, intent: Intent, decline_code: str, code: str = "card_declined"
+                      ) -> dict[str, Any]:  # fmt: skip
+        return {
+            "type": "card_error",
+            "code": code,
+            "decline_code": decline_code,
+            "message": _DECLINE_MESSAGES.get(decline_code, "Your card was declined."),
+            "payment_method": {"id": intent.payment_method, "object": "payment_method"},
+        }
+
+    def _add_balance(self, kind: str, amount: int, currency: str, source: str,
+                     fee: int) -> str:  # fmt: skip
+        now = _now()
+        txn = {
+            "id": "txn_" + _token(12),
+            "object": "balance_transaction",
+            "amount": amount,
+            "available_on": now + 2 * 86400,
+            "created": now,
+            "currency": currency,
+            "description": None,
+            "exchange_rate": None,
+            "fee": fee,
+            "fee_details": [{"amount": fee, "currency": currency, "type": "stripe_fee",
+                             "description": "Stripe processing fees"}] if fee else [],
+            "net": amount - fee,
+            "reporting_category": kind,
+            "source": source,
+            "status": "pending",
+            "type": kind,
+        }  # fmt: skip
+        self.balance.append(txn)
+        return str(txn["id"])
+
+    def charged(self, intent: Intent) -> None:
+        """The intent's money was taken: its charge and the balance line."""
+        order = intent.order
+        fee = order.amount * FEE_BPS // 10_000
+        if p.stripe_exponent(intent.currency.upper()) == 2:
+            fee += FEE_FIXED
+        charge_id = "ch_" + _token(12)
+        txn = self._add_balance("charge", order.amount, intent.currency, charge_id, fee)
+        intent.charge = {
+            "id": charge_id, "object": "charge", "amount": order.amount,
+            "amount_refunded": 0, "balance_transaction": txn, "created": _now(),
+            "currency": intent.currency, "paid": True, "payment_intent": intent.id,
+            "payment_method": intent.payment_method, "status": "succeeded",
+        }  # fmt: skip
+        intent.last_payment_error = None
+        intent.event = "payment_intent.succeeded"
+
+    def refunded(self, refund: SandboxRefund) -> None:
+        intent = self.intent_of(refund.order)
+        refund.extra["txn"] = self._add_balance(
+            "refund", -refund.amount, intent.currency, refund.refund_no, 0
+        )
+        if intent.charge is not None:
+            intent.charge["amount_refunded"] += refund.amount
+
+    # ------------------------------------------------------------ notifications
+    def _event(self, kind: str, obj: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+        event = {
+            "id": "evt_" + _token(16),
+            "object": "event",
+            "api_version": p.API_VERSION,
+            "created": _now(),
+            "data": {"object": obj},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": kind,
+        }
+        body = json.dumps(event, separators=(",", ":")).encode()
+        # The signature is made per delivery (_Core._post); this one is for direct use.
+        return {"Content-Type": "application/json; charset=utf-8"}, body
+
+    def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
+        intent = self.intent_of(order)
+        return self._event(intent.event, self.intent_json(intent))
+
+    def build_refund_notification(self, refund: SandboxRefund) -> tuple[dict[str, str], bytes]:
+        return self._event(str(refund.extra.get("event", "refund.updated")),
+                           self.refund_json(refund))  # fmt: skip
+
+    def signed(self, secret_key: str, body: bytes, timestamp: int | None = None) -> str:
+        """A ``Stripe-Signature`` for ``body`` as the account's endpoint would get it."""
+        account = self.accounts[secret_key]
+        return p.signature_header(body, account.webhook_secrets, timestamp or _now())
+
+    # ------------------------------------------------------------ request plumbing
+    def _authenticate(self, request: Request, params: Mapping[str, Any]) -> tuple[Account, bool]:
+        """The account and whether a publishable key was used."""
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else str(params.get("key", ""))
+        for account in self.accounts.values():
+            if key == account.secret_key:
+                return account, False
+            if key == account.publishable_key:
+                return account, True
+        raise _Fail(401, "invalid_request_error",
+                    f"Invalid API Key provided: {key[:8]}{'*' * 8}", saved=False)  # fmt: skip
+
+    @staticmethod
+    async def _params(request: Request) -> dict[str, Any]:
+        try:
+            text = request.url.query
+            if request.method == "POST":
+                text = (await request.body()).decode("utf-8")
+            return p.decode_form(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _invalid(f"Invalid request: {exc}") from None
+
+    @staticmethod
+    def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
+        body = json.dumps(data, indent=2).encode()
+        h = {"Request-Id": "req_" + _token(10), **(headers or {})}
+        return Response(body, status_code=status, media_type="application/json", headers=h)
+
+    async def _serve(self, request: Request, handler: Any, *args: Any,
+                     publishable_ok: bool = False) -> Response:  # fmt: skip
+        base = _base_url(request)
+        saved: _Saved | None = None
+        saved_key: tuple[str, str] | None = None
+        try:
+            params = await self._params(request)
+            account, publishable = self._authenticate(request, params)
+            if publishable and not publishable_ok:
+                raise _Fail(401, "invalid_request_error", "This API call cannot be made with a "
+                            "publishable API key.", saved=False)  # fmt: skip
+            key = request.headers.get("idempotency-key")
+            if key and request.method == "POST":
+                endpoint = f"{request.method} {request.url.path}"
+                params.pop("key", None)
+                previous = self._saved.get((account.id, key))
+                if previous is not None:
+                    if previous.endpoint != endpoint or previous.params != params:
+                        raise _Fail(400, "idempotency_error", "Keys for idempotent requests can "
+                                    "only be used with the same parameters they were first "
+                                    "used with.", saved=False)  # fmt: skip
+                    if not previous.done:
+                        raise _Fail(409, "idempotency_error", "There is currently another "
+                                    "in-progress request using this Idempotent Key.",
+                                    saved=False)  # fmt: skip
+                    return Response(previous.body, status_code=previous.status,
+                                    media_type="application/json",
+                                    headers={"Idempotent-Replayed": "true"})  # fmt: skip
+                saved_key = (account.id, key)
+                saved = self._saved[saved_key] = _Saved(endpoint, params)
+            status, data = await handler(account, params, base, publishable, *args)
+        except _Fail as fail:
+            if saved_key is not None and not fail.saved:
+                del self._saved[saved_key]
+                saved = None
+            status, data = fail.status, {"error": fail.error}
+        response = self._json(status, data)
+        if saved is not None:
+            saved.status, saved.body, saved.done = status, bytes(response.body), True
+        return response
+
+    # ------------------------------------------------------------ payment intents
+    def _check_amount(self, params: Mapping[str, Any]) -> tuple[int, str]:
+        currency = str(params.get("currency") or "")
+        if not currency:
+            raise _invalid("Missing required param: currency.", code="parameter_missing",
+                           param="currency")  # fmt: skip
+        if currency != currency.lower() or currency.upper() not in p.SUPPORTED:
+            raise _invalid(f"Invalid currency: {currency}.", param="currency")
+        try:
+            amount = int(str(params.get("amount")))
+        except ValueError:
+            raise _invalid("Invalid integer: amount", param="amount") from None
+        upper = currency.upper()
+        if currency == "isk" and amount % 100:
+            raise _invalid("Invalid amount. Currency ISK has become effectively zero-decimal and "
+                           "charged amounts must be evenly divisible by 100.",
+                           code="invalid_charge_amount_no_decimal_compatible",
+                           param="amount")  # fmt: skip
+        if upper in p.THREE_DECIMAL and amount % 10:
+            raise _invalid("Amounts in three-decimal currencies must end in 0.",
+                           code="amount_invalid", param="amount")  # fmt: skip
+        if amount < p.MIN_CHARGE.get(upper, 1):
+            raise _invalid("Amount must be at least the minimum charge amount.",
+                           code="amount_too_small", param="amount")  # fmt: skip
+        if amount > 99_999_999:
+            raise _invalid("Amount must be no more than 99999999.", code="amount_too_large",
+                           param="amount")  # fmt: skip
+        return amount, currency
+
+    async def _create_intent(
+        self, account: Account, params: dict[str, Any], base: str, _publishable: bool
+    ) -> Answer:
+        amount, currency = self._check_amount(params)
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise _invalid("Invalid metadata.", param="metadata")
+        types = params.get("payment_method_types") or ["card"]
+        if not isinstance(types, list) or types != ["card"]:
+            raise _invalid("The payment method type provided is not enabled here.",
+                           code="payment_intent_invalid_parameter",
+                           param="payment_method_types")  # fmt: skip
+        intent_id = "pi_" + _token(18)
+        description = params.get("description")
+        out_trade_no = str(metadata.get("paymux_attempt") or intent_id)
+        order = SandboxOrder(
+            out_trade_no=out_trade_no, channel_trade_no=intent_id, merchant_id=account.id,
+            amount=amount, currency=currency.upper(), subject=str(description or ""),
+            notify_url=account.endpoint_url or metadata.get(NOTIFY_METADATA), method="card",
+            script=self.core.take_script(str(description or "")), created_at=clock.now(),
+            return_url=params.get("return_url"), extra={"base": base},
+        )  # fmt: skip
+        intent = Intent(
+            id=intent_id, account=account, order=order,
+            client_secret=f"{intent_id}_secret_{_token(12)}", currency=currency,
+            metadata={str(k): str(v) for k, v in metadata.items()}, payment_method_types=types,
+            description=description, created=_now(),
+            flow_server=str(params.get("confirm")) == "true",
+        )  # fmt: skip
+        order.extra["intent"] = intent
+        script = order.script
+        if script.outcome is Outcome.create_error:
+            raise _Fail(500, "api_error", "An unknown error occurred", saved=True)
+        self.intents[intent_id] = intent
+        self.core.add_order(order)
+        self.core.by_trade_no[intent_id] = order
+        if params.get("payment_method"):
+            intent.payment_method = self._payment_method(str(params["payment_method"]))
+        if intent.flow_server:
+            return await self._confirm_now(intent, params, create=True)
+        await self.core.after_create(order)
+        return 200, self.intent_json(intent)
+
+    @staticmethod
+    def _payment_method(value: str) -> str:
+        if value not in TEST_CARDS:
+            raise _missing("PaymentMethod", value, "payment_method")
+        return value
+
+    async def _confirm_now(
+        self, intent: Intent, params: Mapping[str, Any], *, create: bool
+    ) -> Answer:
+        order = intent.order
+        if params.get("return_url"):
+            intent.return_url = str(params["return_url"])
+            order.return_url = intent.return_url
+        if intent.payment_method is None:
+            raise _invalid("You cannot confirm this PaymentIntent because it's missing a "
+                           "payment method.", code="payment_intent_unexpected_state")  # fmt: skip
+        behaviour = TEST_CARDS[intent.payment_method]
+        intent.last_payment_error = None
+        if behaviour[0] == "succeed":
+            self.core.settle(order, paid=True)
+        elif behaviour[0] == "3ds":
+            if not intent.return_url:
+                raise _invalid("This PaymentIntent requires a return_url to handle 3D Secure.",
+                               param="return_url")  # fmt: skip
+            intent.wire_status = "requires_action"
+            intent.event = "payment_intent.requires_action"
+        else:
+            _, _, code, decline_code = behaviour
+            if intent.flow_server:
+                self.core.settle(order, paid=False)
+            intent.last_payment_error = self.decline_error(intent, decline_code, code)
+            intent.wire_status = "requires_payment_method"
+            intent.event = "payment_intent.payment_failed"
+        if create and order.script.outcome is Outcome.create_timeout:
+            await self.core.after_create(order)  # the answer is held; the intent exists
+        self.core.spawn(self.core.notify(order))
+        body = self.intent_json(intent)
+        if intent.last_payment_error is not None and self.status_of(intent) != "succeeded":
+            error = {**intent.last_payment_error, "payment_intent": body}
+            raise _Fail(402, "card_error", error["message"], code=error["code"],
+                        decline_code=error["decline_code"], payment_intent=body,
+                        payment_method=error["payment_method"])  # fmt: skip
+        return 200, body
+
+    def _intent(self, account: Account, intent_id: str) -> Intent:
+        intent = self.intents.get(intent_id)
+        if intent is None or intent.account is not account:
+            raise _missing("payment_intent", intent_id, "intent")
+        return intent
+
+    @staticmethod
+    def _check_secret(intent: Intent, params: Mapping[str, Any], publishable: bool) -> None:
+        if publishable and params.get("client_secret") != intent.client_secret:
+            raise _Fail(400, "invalid_request_error", "The client_secret provided does not "
+                        "match any associated PaymentIntent on this account.",
+                        code="payment_intent_invalid_parameter", saved=False)  # fmt: skip
+
+    async def _retrieve(
+        self,
+        account: Account,
+        params: dict[str, Any],
+        _base: str,
+        publishable: bool,
+        intent_id: str,
+    ) -> Answer:
+        intent = self._intent(account, intent_id)
+        self._check_secret(intent, params, publishable)
+        return 200, self.intent_json(intent, expand=set(params.get("expand") or []))
+
+    async def _confirm(
+        self,
+        account: Account,
+        params: dict[str, Any],
+        _base: str,
+        publishable: bool,
+        intent_id: str,
+    ) -> Answer:
+        intent = self._intent(account, intent_id)
+        self._check_secret(intent, params, publishable)
+        if self.status_of(intent) not in ("requires_payment_method", "requires_confirmation"):
+            raise _Fail(400, "invalid_request_error", "This PaymentIntent's status is "
+                        f"{self.status_of(intent)}; it cannot be confirmed.",
+                        code="payment_intent_unexpected_state")  # fmt: skip
+        if params.get("payment_method"):
+            intent.payment_method = self._payment_method(str(params["payment_method"]))
+        return await self._confirm_now(intent, params, create=False)
+
+    async def _cancel(
+        self,
+        account: Account,
+        params: dict[str, Any],
+        _base: str,
+        _publishable: bool,
+        intent_id: str,
+    ) -> Answer:
+        intent = self._intent(account, intent_id)
+        status = self.status_of(intent)
+        if status in ("succeeded", "canceled", "processing"):
+            raise _Fail(400, "invalid_request_error", "You cannot cancel this PaymentIntent "
+                        f"because it has a status of {status}.",
+                        code="payment_intent_unexpected_state")  # fmt: skip
+        reason = params.get("cancellation_reason")
+        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer", "abandoned"):
+            raise _invalid("Invalid cancellation_reason.", param="cancellation_reason")
+        self.core.close(intent.order)
+        intent.canceled_at = _now()
+        intent.cancellation_reason = reason
+        # Stripe notifies a cancellation it did for you and one you asked for alike.
+        self.core.spawn(self.core.notify(intent.order))
+        return 200, self.intent_json(intent)
+
+    async def _search(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        match = _SEARCH.match(str(params.get("query") or ""))
+        if match is None:
+            raise _invalid("This sandbox searches metadata['key']:'value' only.", param="query")
+        key, value = match.groups()
+        found = [i for i in self.intents.values()
+                 if i.account is account and i.metadata.get(key) == value]  # fmt: skip
+        expand = {e.removeprefix("data.") for e in params.get("expand") or []}
+        return 200, {"object": "search_result", "url": "/v1/payment_intents/search",
+                     "has_more": False, "next_page": None,
+                     "data": [self.intent_json(i, expand=expand) for i in found]}  # fmt: skip
+
+    # ------------------------------------------------------------ refunds
+    async def _create_refund(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        intent_id = str(params.get("payment_intent") or "")
+        if not intent_id:
+            raise _invalid("Must provide payment_intent or charge.", code="parameter_missing")
+        intent = self._intent(account, intent_id)
+        order = intent.order
+        if order.status is not OrderStatus.succeeded:
+            raise _Fail(400, "invalid_request_error", "This PaymentIntent does not have a "
+                        "successful charge to refund.",
+                        code="payment_intent_unexpected_state")  # fmt: skip
+        left = self.core.refundable(order)
+        amount = left
+        if params.get("amount") is not None:
+            try:
+                amount = int(str(params["amount"]))
+            except ValueError:
+                raise _invalid("Invalid integer: amount", param="amount") from None
+        if left <= 0:
+            raise _Fail(400, "invalid_request_error", f"Charge {intent.charge['id'] if intent.charge else ''} has already been refunded.",  # noqa: E501
+                        code="charge_already_refunded")  # fmt: skip
+        if amount <= 0 or amount > left:
+            raise _Fail(400, "invalid_request_error", f"Refund amount ({amount}) is greater "
+                        f"than unrefunded amount on charge ({left})", code="amount_too_large",
+                        param="amount")  # fmt: skip
+        reason = params.get("reason")
+        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
+            raise _invalid("Invalid reason.", param="reason")
+        script = self.core.take_refund_script(order.subject)
+        if script.outcome is RefundOutcome.refuse:
+            raise _Fail(400, "invalid_request_error", "Insufficient funds in Stripe account to "
+                        "complete this refund.", code="balance_insufficient")  # fmt: skip
+        if script.outcome is RefundOutcome.create_error:
+            raise _Fail(500, "api_error", "An unknown error occurred")
+        metadata = params.get("metadata") or {}
+        refund = SandboxRefund(
+            out_refund_no=str(metadata.get("paymux_refund") or "re_" + _token(12)),
+            refund_no="re_" + _token(18), order=order, amount=amount, reason=reason,
+            notify_url=account.endpoint_url or metadata.get(NOTIFY_METADATA) or order.notify_url,
+            script=script, created_at=clock.now(),
+            extra={"metadata": {str(k): str(v) for k, v in metadata.items()},
+                   "created": _now()},
+        )  # fmt: skip
+        self.refund_objects[refund.refund_no] = refund
+        self.core.refunds[(account.id, refund.refund_no)] = refund
+        await self.core.after_refund(refund)
+        return 200, self.refund_json(refund)
+
+    def _refund(self, account: Account, refund_id: str) -> SandboxRefund:
+        refund = self.refund_objects.get(refund_id)
+        if refund is None or self.account_of(refund) is not account:
+            raise _missing("refund", refund_id, "id")
+        return refund
+
+    async def _retrieve_refund(
+        self,
+        account: Account,
+        _params: dict[str, Any],
+        _base: str,
+        _publishable: bool,
+        refund_id: str,
+    ) -> Answer:
+        return 200, self.refund_json(self._refund(account, refund_id))
+
+    async def _list_refunds(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        intent_id = params.get("payment_intent")
+        rows = [r for r in self.refund_objects.values() if self.account_of(r) is account
+                and (not intent_id or self.intent_of(r.order).id == intent_id)]  # fmt: skip
+        rows.sort(key=lambda r: r.extra["created"], reverse=True)
+        limit = self._limit(params)
+        return 200, {"object": "list", "url": "/v1/refunds", "has_more": len(rows) > limit,
+                     "data": [self.refund_json(r) for r in rows[:limit]]}  # fmt: skip
+
+    # ------------------------------------------------------------ balance transactions
+    @staticmethod
+    def _limit(params: Mapping[str, Any]) -> int:
+        try:
+            limit = int(str(params.get("limit") or 10))
+        except ValueError:
+            raise _invalid("Invalid integer: limit", param="limit") from None
+        if not 1 <= limit <= 100:
+            raise _invalid("limit must be between 1 and 100.", param="limit")
+        return limit
+
+    def _owned_txn(self, account: Account, txn: dict[str, Any]) -> bool:
+        source = txn["source"]
+        if source.startswith("re_"):
+            refund = self.refund_objects.get(source)
+            return refund is not None and self.account_of(refund) is account
+        return any(i.account is account and i.charge and i.charge["id"] == source
+                   for i in self.intents.values())  # fmt: skip
+
+    async def _balance_transactions(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        rows = [t for t in reversed(self.balance) if self._owned_txn(account, t)]
+        created = params.get("created") or {}
+        if not isinstance(created, dict):
+            created = {"eq": created}
+        ops = {"gte": int.__ge__, "gt": int.__gt__, "lte": int.__le__, "lt": int.__lt__,
+               "eq": int.__eq__}  # fmt: skip
+        for op, bound in created.items():
+            if op not in ops:
+                raise _invalid(f"Invalid created[{op}].", param="created")
+            try:
+                value = int(str(bound))
+            except ValueError:
+                raise _invalid("Invalid timestamp.", param=f"created[{op}]") from None
+            rows = [t for t in rows if ops[op](t["created"], value)]
+        if params.get("type"):
+            rows = [t for t in rows if t["type"] == params["type"]]
+        after = params.get("starting_after")
+        if after:
+            ids = [t["id"] for t in rows]
+            if after not in ids:
+                raise _missing("balance transaction", str(after), "starting_after")
+            rows = rows[ids.index(after) + 1 :]
+        limit = self._limit(params)
+        return 200, {"object": "list", "url": "/v1/balance_transactions",
+                     "has_more": len(rows) > limit, "data": rows[:limit]}  # fmt: skip
+
+    # ------------------------------------------------------------ 3-D Secure
+    def _challenge(self, intent_id: str) -> Intent:
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise HTTPException(404, "no such payment intent")
+        return intent
+
+    async def _finish_challenge(self, intent: Intent, completed: bool) -> str:
+        """The customer completed or failed authentication; where Stripe sends them next."""
+        if self.status_of(intent) == "requires_action":
+            if completed:
+                intent.wire_status = "processing"
+                self.core.settle(intent.order, paid=True)
+            else:
+                if intent.flow_server:
+                    SandboxCore.settle(self.core, intent.order, paid=False)
+                intent.wire_status = "requires_payment_method"
+                intent.last_payment_error = {**_AUTH_FAILED, "payment_method": {
+                    "id": intent.payment_method, "object": "payment_method"}}  # fmt: skip
+                intent.event = "payment_intent.payment_failed"
+            self.core.spawn(self.core.notify(intent.order))
+        status = "succeeded" if self.status_of(intent) == "succeeded" else "failed"
+        query = urlencode({"payment_intent": intent.id,
+                           "payment_intent_client_secret": intent.client_secret,
+                           "redirect_status": status})  # fmt: skip
+        target = intent.return_url or f"{intent.order.extra['base']}/_sandbox/3ds/{intent.id}"
+        return f"{target}{'&' if '?' in target else '?'}{query}"
+
+    # ------------------------------------------------------------ app
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="Stripe sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+        serve = self._serve
+
+        @app.post("/v1/payment_intents")
+        async def create(request: Request) -> Response:
+            return await serve(request, self._create_intent)
+
+        @app.get("/v1/payment_intents/search")
+        async def search(request: Request) -> Response:
+            return await serve(request, self._search)
+
+        @app.get("/v1/payment_intents/{intent_id}")
+        async def retrieve(request: Request, intent_id: str) -> Response:
+            return await serve(request, self._retrieve, intent_id, publishable_ok=True)
+
+        @app.post("/v1/payment_intents/{intent_id}/confirm")
+        async def confirm(request: Request, intent_id: str) -> Response:
+            return await serve(request, self._confirm, intent_id, publishable_ok=True)
+
+        @app.post("/v1/payment_intents/{intent_id}/cancel")
+        async def cancel(request: Request, intent_id: str) -> Response:
+            return await serve(request, self._cancel, intent_id)
+
+        @app.post("/v1/refunds")
+        async def refund(request: Request) -> Response:
+            return await serve(request, self._create_refund)
+
+        @app.get("/v1/refunds")
+        async def refunds(request: Request) -> Response:
+            return await serve(request, self._list_refunds)
+
+        @app.get("/v1/refunds/{refund_id}")
+        async def get_refund(request: Request, refund_id: str) -> Response:
+            return await serve(request, self._retrieve_refund, refund_id)
+
+        @app.get("/v1/balance_transactions")
+        async def balance(request: Request) -> Response:
+            return await serve(request, self._balance_transactions)
+
+        @app.get("/_sandbox/3ds/{intent_id}", response_class=HTMLResponse)
+        async def challenge(intent_id: str) -> HTMLResponse:
+            intent = self._challenge(intent_id)
+            status = escape(self.status_of(intent))
+            return HTMLResponse(
+                "<!doctype html><meta charset='utf-8'><title>3D Secure · Stripe sandbox</title>"
+                f"<h1>3D Secure 2 test page</h1><p>{escape(intent.currency.upper())} "
+                f"{intent.order.amount} (Stripe units) · {escape(intent.id)} · {status}</p>"
+                "<form method='post'><input type='hidden' name='result' value='complete'>"
+                "<button id='complete'>Complete authentication</button></form>"
+                "<form method='post'><input type='hidden' name='result' value='fail'>"
+                "<button id='fail'>Fail authentication</button></form>"
+            )
+
+        @app.post("/_sandbox/3ds/{intent_id}")
+        async def challenge_done(intent_id: str, result: str = Form("complete")) -> Response:
+            intent = self._challenge(intent_id)
+            target = await self._finish_challenge(intent, result == "complete")
+            return RedirectResponse(target, status_code=303)
+
+        router = APIRouter(prefix="/_sandbox")
+
+        @router.post("/webhook_endpoints")
+        async def endpoint(body: EndpointIn) -> dict[str, Any]:
+            """Control API: the account's webhook endpoint (as set in Stripe's Dashboard)."""
+            account = self.accounts.get(body.secret_key)
+            if account is None:
+                raise HTTPException(404, "no such account")
+            account.endpoint_url = body.url
+            return {"url": body.url, "secret": account.webhook_secrets[0]}
+
+        app.include_router(router)
+        app.include_router(customer_router(self.core, title="Stripe", brand_color="#635bff"))
+        return app
+
+
+__all__ = ["RETRY_SCHEDULE", "TEST_CARDS", "NotifyMode", "Sandbox"]
