@@ -79,7 +79,7 @@ async def test_merchant_app_key_channel_then_take_payments(stack: Stack) -> None
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"channel": "paypal"}, "unknown_channel"),
+        ({"channel": "nopay"}, "unknown_channel"),
         ({"methods": ["alipay_qr"]}, "unsupported_method"),
         ({"credentials": {"mchid": "1"}}, "invalid_credentials"),
         ({"gateway": "https://api.mch.weixin.qq.com"}, "test_mode_requires_sandbox"),
@@ -117,3 +117,26 @@ async def test_unknown_parents_are_404(stack: Stack) -> None:
     assert r.status_code == 404
     r = await stack.client.get("/v1/operator/apps/app_nope/channel_accounts", headers=OPERATOR)
     assert r.status_code == 404
+
+
+def test_channel_test_credentials_may_reach_the_channels_own_test_mode() -> None:
+    """Stripe's test mode is api.stripe.com with ``sk_test_`` keys: a test-mode account may use
+    it (such keys cannot move money); live keys never serve test mode, test keys never live."""
+    from paymux.channels import base
+    from paymux.channels.service import validate_credentials
+    from paymux.channels.stripe.sandbox import Sandbox as StripeSandbox
+    from paymux.kit.errors import InvalidRequest
+    from paymux.merchants.models import Mode
+
+    stripe = base.get("stripe")
+    creds = StripeSandbox().provision("http://sandbox.test/stripe")
+    at_stripe = {**creds, "gateway": "https://api.stripe.com"}
+    assert validate_credentials(stripe, at_stripe, Mode.test)["gateway"] == at_stripe["gateway"]
+    live = {**at_stripe, "secret_key": creds["secret_key"].replace("_test_", "_live_"),
+            "publishable_key": creds["publishable_key"].replace("_test_", "_live_")}
+    assert validate_credentials(stripe, live, Mode.live)["secret_key"].startswith("sk_live_")
+    for given, mode, code in ((at_stripe, Mode.live, "live_mode_requires_live_credentials"),
+                              (live, Mode.test, "test_mode_requires_test_credentials")):
+        with pytest.raises(InvalidRequest) as info:
+            validate_credentials(stripe, given, mode)
+        assert info.value.code == code

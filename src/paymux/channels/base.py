@@ -442,6 +442,9 @@ class AdapterFactory(Protocol):
     required_customer: Mapping[str, tuple[str, ...]]
     """Per method, the ``customer`` fields the channel needs (``wechat_jsapi`` → ``openid``);
     checked before anything is created."""
+    # Optional: ``livemode_of(credentials) -> bool | None`` for channels whose credentials
+    # themselves say live or test (Stripe ``sk_test_…``): test credentials may then reach the
+    # real host from a test-mode account (they cannot move money), and never serve live mode.
 
     def __call__(
         self, credentials: Mapping[str, Any], http: httpx.AsyncClient

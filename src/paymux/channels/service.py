@@ -47,7 +47,26 @@ def validate_credentials(
         ) from None
     clean = model.model_dump(mode="json")
     host = _gateway_host(clean)
-    if mode is Mode.test and (host is None or host in factory.production_hosts):
+    livemode_of = getattr(factory, "livemode_of", None)
+    declared = livemode_of(clean) if livemode_of is not None else None
+    if mode is Mode.live and declared is False:
+        raise InvalidRequest(
+            "live_mode_requires_live_credentials",
+            f"These are {factory.name} test credentials; a live account needs live ones.",
+            param="credentials",
+        )
+    if mode is Mode.test and declared is True:
+        raise InvalidRequest(
+            "test_mode_requires_test_credentials",
+            f"These are {factory.name} live credentials; a test account needs test ones.",
+            param="credentials",
+        )
+    test_keys_at_channel = declared is False  # the channel's own test mode
+    if (
+        mode is Mode.test
+        and not test_keys_at_channel
+        and (host is None or host in factory.production_hosts)
+    ):
         raise InvalidRequest(
             "test_mode_requires_sandbox",
             "A test-mode channel account must point 'gateway' at a sandbox, "
@@ -55,6 +74,7 @@ def validate_credentials(
             param="credentials.gateway",
         )
     if mode is Mode.live and host is not None and host not in factory.production_hosts:
+        # A live account never talks to anything but the channel itself.
         raise InvalidRequest(
             "live_mode_requires_channel",
             f"A live channel account must use {factory.name}'s own gateway.",

@@ -229,6 +229,12 @@ class StripeAdapter:
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """``customer.payment_method`` is optional: it selects server-side confirmation."""
 
+    @staticmethod
+    def livemode_of(credentials: Mapping[str, Any]) -> bool:
+        """``sk_live_…`` keys are live, ``sk_test_…`` ones Stripe's test mode (which runs on
+        api.stripe.com and cannot move money)."""
+        return str(credentials["secret_key"]).split("_")[1] == "live"
+
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
             self.credentials = StripeCredentials.model_validate(dict(credentials))
