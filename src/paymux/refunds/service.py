@@ -140,8 +140,12 @@ async def _ask(rt: Runtime, refund: Refund, account: ChannelAccount, total: int)
     """Send (or re-send: the refund number makes it the same request) the refund."""
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     assert refund.attempt_id is not None
+    # Channels keyed by their own ids (PayPal orders, Stripe intents) refund through them.
+    async with rt.db.read() as session:
+        attempt = await PaymentRepository(session).get_attempt(refund.attempt_id)
     request = base.CreateRefund(
-        out_refund_no=refund.id, out_trade_no=refund.attempt_id, channel_trade_no=None,
+        out_refund_no=refund.id, out_trade_no=refund.attempt_id,
+        channel_trade_no=attempt.channel_trade_no if attempt is not None else None,
         amount=refund.amount, total_amount=total, currency=refund.currency,
         notify_url=notify_url(rt.settings.public_url, account), reason=refund.reason,
     )  # fmt: skip
