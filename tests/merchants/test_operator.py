@@ -79,7 +79,7 @@ async def test_merchant_app_key_channel_then_take_payments(stack: Stack) -> None
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"channel": "paypal"}, "unknown_channel"),
+        ({"channel": "nosuchpay"}, "unknown_channel"),
         ({"methods": ["alipay_qr"]}, "unsupported_method"),
         ({"credentials": {"mchid": "1"}}, "invalid_credentials"),
         ({"gateway": "https://api.mch.weixin.qq.com"}, "test_mode_requires_sandbox"),
