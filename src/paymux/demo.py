@@ -66,7 +66,9 @@ async def provision(
         )
         accounts = {}
         for name, sandbox in sandboxes.items():
-            credentials = sandbox.provision(f"{base}/sandbox/{name}")
+            # Everything the channel offers enabled (e.g. payouts), where the sandbox says how.
+            provision = getattr(sandbox, "provision_demo", sandbox.provision)
+            credentials = provision(f"{base}/sandbox/{name}")
             account = await channel_service.add_account(
                 session, rt.vault, app_id=app.id, channel=name, mode=Mode.test,
                 credentials=credentials, fee_rate_bps=60, name=f"{name} sandbox",

@@ -18,21 +18,11 @@ from tests.money.test_money import account_balance, balances, books_balance, no,
 from tests.payments.test_payments import events_of, pay, wait_for
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
-SCENE = {
-    "transfer_scene_id": "1000",
-    "transfer_scene_report_infos": [
-        {"info_type": "活动名称", "info_content": "提现"},
-        {"info_type": "奖励说明", "info_content": "余额提现"},
-    ],
-}
-
-
 async def payout_tenant(stack: Stack) -> Tenant:
     """WeChat with a transfer scene, Alipay in certificate mode: what payouts need."""
-    wechat = stack.sandboxes["wechatpay"].provision(f"{GATEWAY}/sandbox/wechatpay")
-    alipay = stack.sandboxes["alipay"].provision(f"{GATEWAY}/sandbox/alipay", cert_mode=True)
-    return await make_tenant(stack, credentials={"wechatpay": {**wechat, **SCENE},
-                                                 "alipay": alipay})  # fmt: skip
+    return await make_tenant(stack, credentials={
+        name: stack.sandboxes[name].provision_demo(f"{GATEWAY}/sandbox/{name}")
+        for name in ("wechatpay", "alipay")})  # fmt: skip
 
 
 async def funded_wallet(stack: Stack, tenant: Tenant, amount: int) -> str:

@@ -414,6 +414,10 @@ class Sandbox:
         self.apps[app_id] = app
         return app
 
+    def provision_demo(self, base_url: str) -> dict[str, Any]:
+        """An app with everything enabled, for the demo: payouts need certificate mode."""
+        return self.provision(base_url, cert_mode=True)
+
     def provision(self, base_url: str, *, cert_mode: bool = False) -> dict[str, Any]:
         """Create an app with a fresh RSA 2048 key pair; return complete adapter credentials.
         ``cert_mode``: the app uses public-key certificates (what payouts need) and gets its

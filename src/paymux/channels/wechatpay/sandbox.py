@@ -381,6 +381,18 @@ class Sandbox:
             "gateway": base_url.rstrip("/"),
         }
 
+    def provision_demo(self, base_url: str) -> dict[str, Any]:
+        """A merchant with everything enabled, for the demo: payouts need a transfer scene
+        (转账场景) WeChat grants the merchant, with the report fields it requires."""
+        return {
+            **self.provision(base_url),
+            "transfer_scene_id": "1000",
+            "transfer_scene_report_infos": [
+                {"info_type": "活动名称", "info_content": "提现"},
+                {"info_type": "奖励说明", "info_content": "余额提现"},
+            ],
+        }
+
     # ------------------------------------------------------------ wire helpers
     def sign(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
         """Platform signature headers for ``body`` (answers and notifications)."""
