@@ -77,7 +77,7 @@ async def test_pay_by_redirect_webhook_capture_and_refund(stack: Stack) -> None:
     assert action["url"].startswith("http://gateway.test/sandbox/paypal/checkoutnow?token=")
     (attempt,) = await attempt_ids(stack, payment["id"])
     back = await buyer(stack, action["url"], "approve")
-    assert back.startswith(RETURN_URL + "?token=")
+    assert back.startswith(f"http://gateway.test/pay/{payment['id']}/return?token=")
     done = await wait_for(stack, tenant, f"/v1/payments/{payment['id']}", "succeeded")
     order_id = back.split("token=")[1].split("&")[0]
     assert done["channel_trade_no"] == order_id and done["paid_at"]
@@ -108,7 +108,10 @@ async def test_buyer_cancels_then_merchant_closes(stack: Stack) -> None:
     tenant = await make_tenant(stack, channels=("paypal",))
     payment = await create(stack, tenant)
     back = await buyer(stack, payment["next_action"]["url"], "cancel")
-    assert back.startswith(RETURN_URL + "?token=") and "PayerID" not in back
+    assert back.startswith(f"http://gateway.test/pay/{payment['id']}/return?token=")
+    assert "PayerID" not in back
+    returned = await stack.client.get(back.removeprefix("http://gateway.test"))
+    assert (returned.status_code, returned.headers["location"]) == (303, RETURN_URL)
     r = await stack.client.post(f"/v1/payments/{payment['id']}/close", headers=tenant.headers)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "closed"
@@ -130,6 +133,24 @@ async def test_missing_webhook_is_captured_by_the_janitor(stack: Stack) -> None:
     payment = await create(stack, tenant, subject=subject)
     assert payment["status"] == "pending"
     await advance_until(stack, tenant, payment["id"], "succeeded")
+
+
+async def test_the_buyers_return_captures_at_once(stack: Stack) -> None:
+    """No webhook, no janitor: the buyer's browser coming back through the gateway is enough —
+    the gateway asks PayPal, captures the approved order, then sends the buyer on."""
+    tenant = await make_tenant(stack, channels=("paypal",))
+    subject = f"quiet-{uuid.uuid4().hex[:8]}"
+    stack.sandboxes["paypal"].core.add_script(
+        Script(outcome=Outcome.manual, notify=NotifyMode.none, subject=subject)
+    )
+    payment = await create(stack, tenant, subject=subject)
+    back = await buyer(stack, payment["next_action"]["url"], "approve")
+    returned = await stack.client.get(back.removeprefix("http://gateway.test"))
+    assert (returned.status_code, returned.headers["location"]) == (303, RETURN_URL)
+    r = await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)
+    assert r.json()["status"] == "succeeded"
+    missing = await stack.client.get("/pay/pay_nosuchpayment/return")
+    assert missing.status_code == 404
 
 
 async def test_declined_capture_fails_the_payment(stack: Stack) -> None:

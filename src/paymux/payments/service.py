@@ -410,7 +410,7 @@ async def _call_create(
         currency=payment.currency, subject=payment.subject,
         notify_url=channel_service.notify_url(rt.settings.public_url, account),
         expires_at=payment.expires_at,
-        description=payment.description, return_url=payment.return_url,
+        description=payment.description, return_url=return_url(rt.settings.public_url, payment),
         client_ip=payment.client_ip, customer=payment.customer or {},
         profit_sharing=profit_sharing,
     )  # fmt: skip
@@ -560,6 +560,30 @@ async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
     account = await ChannelRepository(session).get(account_id)
     assert account is not None
     return account
+
+
+# ------------------------------------------------------------------ the customer's return
+def return_url(public_url: str, payment: Payment) -> str:
+    """Where a channel sends the customer back (after a redirect, a form, 3-D Secure): the
+    gateway, which asks the channel at once and then forwards to the merchant's
+    ``return_url`` (or the hosted page)."""
+    return f"{public_url.rstrip('/')}/pay/{payment.id}/return"
+
+
+async def on_customer_return(rt: Runtime, payment_id: str) -> Payment | None:
+    """The customer came back from the channel: a pending payment's current attempt is
+    queried now (and, for channels that capture on approval such as PayPal, finished), rather
+    than at the janitor's next turn. Whatever the return URL's query string claims is ignored:
+    only the channel's answer counts. None if there is no such payment."""
+    async with rt.db.read() as session:
+        payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None:
+        return None
+    if payment.status == PaymentStatus.pending and payment.current_attempt_id:
+        await resolve_attempt(rt, payment.current_attempt_id)
+        async with rt.db.read() as session:
+            payment = await PaymentRepository(session).get_public(payment_id)
+    return payment
 
 
 # ------------------------------------------------------------------ janitor
