@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     log_json: bool = False
     channel_timeout_seconds: float = 10.0
     payment_expiry_seconds: int = 7200
+    barcode_wait_seconds: float = 30.0
+    """How long POST /v1/payments waits for a payment-code (付款码) charge to reach a final
+    state before answering ``pending`` (the janitor then carries on, and reverses the order at
+    the channel's own limit)."""
+    barcode_poll_seconds: float | None = None
+    """Query interval while waiting for the customer; default: each channel's advice."""
     webhook_timeout_seconds: float = 10.0
     worker_batch_size: int = 50
     worker_poll_seconds: float = 0.5

@@ -432,6 +432,67 @@ class SplitCapable(Protocol):
                           channel_trade_no: str) -> SplitState: ...  # fmt: skip
 
 
+# ---------------------------------------------------------------- payment codes (付款码)
+@dataclass(frozen=True)
+class PaymentCodeRule:
+    """The shape of one wallet's payment code (付款码) a channel declares it takes for a method:
+    all digits, one of ``lengths``, starting with one of ``prefixes``. The gateway detects the
+    wallet of an aggregate ``barcode`` payment from these rules, so a new wallet (e.g. 云闪付:
+    19 digits starting ``62``) is one rule in its channel, not a table in the core."""
+
+    method: str
+    lengths: frozenset[int]
+    prefixes: tuple[str, ...]
+
+    def matches(self, code: str) -> bool:
+        return (
+            code.isascii()
+            and code.isdigit()
+            and len(code) in self.lengths
+            and code.startswith(self.prefixes)
+        )
+
+
+@dataclass(frozen=True)
+class BarcodeTerms:
+    """How long a channel says to wait for a customer confirming a payment-code charge (the
+    password prompt) before reversing it, and how often to ask meanwhile."""
+
+    poll_seconds: float
+    """Query this often while the customer has not confirmed."""
+    reverse_after_seconds: float
+    """Give up (reverse the order) once the outcome is still unknown this long after the
+    charge was sent."""
+
+
+@dataclass(frozen=True)
+class ReversedPayment:
+    """The channel's confirmation that a payment-code order was reversed (撤销): it can no
+    longer be paid, and money it had taken goes back to the customer."""
+
+    out_trade_no: str
+    refunded: bool | None = None
+    """Whether the reverse returned money (Alipay says ``action=refund``; WeChat does not say)."""
+    raw: Any = None
+
+
+class BarcodeCapable(Protocol):
+    """An adapter that charges a customer's payment code (付款码, merchant scans customer).
+
+    ``create_payment`` for one of its ``payment_codes`` methods takes ``customer["auth_code"]``
+    and answers synchronously: ``succeeded``, ``failed`` (BusinessError: declined, invalid
+    code) or ``pending`` (the customer must confirm, e.g. enter a password). ``reverse_payment``
+    reverses an order whose outcome stayed unknown; it raises UnknownOutcome/RetryableError
+    until the channel confirms, so it is called again until it does."""
+
+    payment_codes: ClassVar[tuple[PaymentCodeRule, ...]]
+    barcode_terms: ClassVar[BarcodeTerms]
+
+    async def reverse_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> ReversedPayment: ...
+
+
 class AdapterFactory(Protocol):
     name: str
     methods: frozenset[str]
@@ -510,3 +571,24 @@ def required_customer_fields(method: str) -> set[str]:
     for factory in all_channels().values():
         needed |= set(getattr(factory, "required_customer", {}).get(method, ()))
     return needed
+
+
+# ---------------------------------------------------------------- payment-code detection
+def payment_code_rules(method: str | None = None) -> list[PaymentCodeRule]:
+    """Every payment-code rule the channels declare (for ``method`` only, when given)."""
+    rules = [
+        rule
+        for factory in all_channels().values()
+        for rule in getattr(factory, "payment_codes", ())
+    ]
+    return [r for r in rules if method is None or r.method == method]
+
+
+def barcode_methods() -> set[str]:
+    """The methods that charge a payment code (``wechat_barcode``, ``alipay_barcode``…)."""
+    return {rule.method for rule in payment_code_rules()}
+
+
+def methods_for_payment_code(code: str) -> list[str]:
+    """The payment-code methods whose rules take ``code``, sorted (empty: no wallet's)."""
+    return sorted({rule.method for rule in payment_code_rules() if rule.matches(code)})

@@ -38,6 +38,7 @@ from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate, PaymentOut
 from paymux.payments.states import (
     FINAL_ATTEMPT,
+    REVERSE_MARKS,
     AttemptStatus,
     PaymentStatus,
     can_transition_attempt,
@@ -138,6 +139,11 @@ async def apply_state(
 ) -> bool:  # fmt: skip
     """Apply a channel's authoritative view of an attempt. ``payment`` must be locked.
     Returns whether anything changed; stale and repeated states change nothing."""
+    if attempt.error_code in REVERSE_MARKS:
+        # A payment-code order being (or already) reversed: a reversed paid order refunds the
+        # customer, so no late report may make this payment succeed (payments/barcode.py).
+        log.info("state_after_reverse_ignored", attempt=attempt.id, status=state.status)
+        return False
     if state.status is base.ChannelPaymentStatus.not_found:
         return await _attempt_never_created(session, payment, attempt, public_url)
     if (
@@ -339,6 +345,12 @@ async def create(
 ) -> tuple[Payment, int]:  # fmt: skip
     """Create a payment and its order at the first channel account that accepts it.
     Returns the payment and the milliseconds spent waiting for channels."""
+    from paymux.payments import barcode  # payment codes wait synchronously: their own flow
+
+    if barcode.handles(req.method):
+        return await barcode.create(
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req
+        )
     if req.method == WALLET_METHOD:
         if top_up_wallet_id is not None:
             raise InvalidRequest("unsupported_method", "A wallet cannot top itself up.",
@@ -595,6 +607,11 @@ async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return
         account = await _account(session, attempt.channel_account_id)
+    if attempt.method in base.barcode_methods():
+        from paymux.payments import barcode  # payment codes are reversed at the channel's limit
+
+        await barcode.resolve(rt, attempt_id)
+        return
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     state: base.PaymentState | None
     try:

@@ -92,3 +92,12 @@ def check_payment(current: PaymentStatus, target: PaymentStatus) -> None:
 def check_attempt(current: AttemptStatus, target: AttemptStatus) -> None:
     if not can_transition_attempt(current, target):
         raise IllegalTransition("attempt", current, target)
+
+
+# Payment-code (付款码) attempts being reversed at the channel carry one of these in
+# ``Attempt.error_code``: from the moment the gateway decides to reverse, nothing the channel
+# reports about the order can make the payment succeed (a reversed paid order refunds the
+# customer), so late success notifications are acknowledged and ignored.
+ATTEMPT_REVERSING = "reversing"
+ATTEMPT_REVERSED = "reversed"
+REVERSE_MARKS = frozenset({ATTEMPT_REVERSING, ATTEMPT_REVERSED})

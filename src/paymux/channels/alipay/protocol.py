@@ -480,3 +480,35 @@ def build_response(
     signature = sign(text, signer)
     cert = f',"alipay_cert_sn":{json.dumps(alipay_cert_sn)}' if alipay_cert_sn else ""
     return "{" + json.dumps(key) + ":" + text + cert + ',"sign":' + json.dumps(signature) + "}"
+
+
+# ---------------------------------------------------------------- payment codes (当面付 条码支付)
+# ``alipay.trade.pay`` with ``scene=bar_code``, ``auth_code``, ``product_code=
+# FACE_TO_FACE_PAYMENT`` charges the customer's payment code synchronously: code 10000 = paid,
+# 10003 = WAIT_BUYER_PAY (the customer confirms in the app: poll ``alipay.trade.query``),
+# 20000 / ACQ.SYSTEM_ERROR = unknown (query). An order still unpaid at the merchant's limit is
+# cancelled with ``alipay.trade.cancel`` (撤销), which closes an unpaid trade (``action=close``)
+# and refunds a paid one (``action=refund``); ``retry_flag=Y`` means "call again".
+# Sources: python-alipay-sdk ``api_alipay_trade_pay`` / ``api_alipay_trade_cancel`` docstrings;
+# Alipay barcode best practice (docs.antom.com/ac/barcode_cn/practice): poll every 3–5 s, give
+# up at a timeout such as 60 s, then cancel; Alipay itself closes an unpaid one after 3 min.
+BARCODE_METHOD = "alipay_barcode"
+METHOD_PAY = "alipay.trade.pay"
+METHOD_CANCEL = "alipay.trade.cancel"
+SCENE_BAR_CODE = "bar_code"
+WAIT_BUYER_PAY_CODE = "10003"
+#: 16–24 digits starting 25–30 (jeepay ``JeepayKit.getPayWayCodeByBarCode``).
+PAYMENT_CODE_LENGTHS = frozenset(range(16, 25))
+PAYMENT_CODE_PREFIXES = ("25", "26", "27", "28", "29", "30")
+BARCODE_POLL_SECONDS = 5.0
+BARCODE_REVERSE_AFTER_SECONDS = 60.0
+CANCEL_ACTIONS = frozenset({"close", "refund"})
+
+
+def is_payment_code(code: str) -> bool:
+    return (
+        code.isascii()
+        and code.isdigit()
+        and len(code) in PAYMENT_CODE_LENGTHS
+        and code.startswith(PAYMENT_CODE_PREFIXES)
+    )

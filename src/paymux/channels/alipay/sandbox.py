@@ -93,11 +93,13 @@ return parameters.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -153,6 +155,34 @@ _BROWSER_METHODS = {
     p.METHOD_APP_PAY: ("alipay_app", (p.PRODUCT_APP,)),
 }
 _MAX_AMOUNT = 100_000_000_00  # 100 million yuan, Alipay's per-trade ceiling, in fen
+
+
+class BarcodeOutcome(StrEnum):
+    """What the customer's Alipay does with a payment-code charge (条码支付)."""
+
+    paid = "paid"
+    """10000 at once."""
+    password_paid = "password_paid"
+    """10003 WAIT_BUYER_PAY; the customer confirms after ``delay``: TRADE_SUCCESS."""
+    password_declined = "password_declined"
+    """10003; the customer gives up after ``delay``: the trade closes (TRADE_CLOSED)."""
+    password_forever = "password_forever"
+    """10003 until cancelled (or paid/declined through ``/_sandbox/orders/{no}/pay``)."""
+    insufficient_balance = "insufficient_balance"
+    """40004 ACQ.BUYER_BALANCE_NOT_ENOUGH, nothing charged."""
+    invalid_code = "invalid_code"
+    """40004 ACQ.PAYMENT_AUTH_CODE_INVALID, nothing charged."""
+    create_timeout = "create_timeout"
+    """Paid, but the answer is held longer than any client waits."""
+    create_error = "create_error"
+    """HTTP 500, nothing charged."""
+
+
+class BarcodeScript(BaseModel):
+    outcome: BarcodeOutcome = BarcodeOutcome.paid
+    delay: float = 2.0
+    subject: str | None = None
+    sticky: bool = False
 
 
 @dataclass
@@ -382,6 +412,9 @@ class Sandbox:
             p.METHOD_SETTLE: self._settle,
             p.METHOD_SETTLE_QUERY: self._settle_query,
         }
+        self._server_methods[p.METHOD_PAY] = self._pay_code
+        self._server_methods[p.METHOD_CANCEL] = self._cancel
+        self.barcode_scripts: list[BarcodeScript] = []
         self.app = self._build_app()
 
     # ------------------------------------------------------------ apps
@@ -474,6 +507,8 @@ class Sandbox:
     def wire_status(self, order: SandboxOrder) -> str:
         """The order's ``trade_status``: a paid trade refunded in full is ``TRADE_CLOSED``
         ("支付完成后全额退款")."""
+        if order.extra.get("reversed"):
+            return "TRADE_CLOSED"
         if order.status is OrderStatus.succeeded:
             return "TRADE_CLOSED" if self.refunded(order) >= order.amount else "TRADE_SUCCESS"
         return "WAIT_BUYER_PAY" if order.status is OrderStatus.pending else "TRADE_CLOSED"
@@ -1241,6 +1276,135 @@ class Sandbox:
                 )
             return self._respond(key, fail.payload(), app)
 
+    # ------------------------------------------------------------ payment codes (条码支付)
+    def add_barcode_script(self, script: BarcodeScript) -> None:
+        """Queue the outcome of the next code charge whose subject matches."""
+        self.barcode_scripts.append(script)
+
+    def _take_barcode_script(self, subject: str) -> BarcodeScript:
+        for i, script in enumerate(self.barcode_scripts):
+            if script.subject is None or script.subject == subject:
+                if not script.sticky:
+                    del self.barcode_scripts[i]
+                return script
+        return BarcodeScript()
+
+    def _pay_answer(self, order: SandboxOrder) -> dict[str, Any]:
+        paid = order.status is OrderStatus.succeeded
+        amount = p.to_yuan(order.amount)
+        answer: dict[str, Any] = {
+            **_OK,
+            "trade_no": order.channel_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "buyer_logon_id": _BUYER_LOGON_ID,
+            "total_amount": amount,
+            "receipt_amount": amount if paid else "0.00",
+            "buyer_pay_amount": amount if paid else "0.00",
+            "point_amount": "0.00",
+            "invoice_amount": amount if paid else "0.00",
+            "buyer_user_id": order.extra["buyer_id"],
+        }
+        if paid and order.paid_at is not None:
+            answer["gmt_payment"] = p.format_time(order.paid_at)
+            answer["fund_bill_list"] = [{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}]
+        else:
+            answer |= {"code": p.WAIT_BUYER_PAY_CODE, "msg": "order success pay inprocess"}
+        return answer
+
+    async def _pay_code(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        """``alipay.trade.pay``: charge a payment code per the barcode script."""
+        if biz.get("scene") != p.SCENE_BAR_CODE:
+            raise _business("ACQ.INVALID_PARAMETER", "scene 仅支持 bar_code")
+        product = biz.get("product_code")
+        if product and product != p.PRODUCT_QR:
+            raise _business("ACQ.PRODUCT_CODE_ERROR", f"不支持的产品码 {product}")
+        auth_code = str(biz.get("auth_code") or "")
+        if not auth_code:
+            raise _Fail("40002", "isv.missing-parameter", "缺少 auth_code")
+        out_trade_no, amount, subject = self._trade_fields(biz)
+        existing = self.core.get_order(app.app_id, out_trade_no)
+        if existing is not None:
+            self._existing(existing, amount, subject)
+            return self._pay_answer(existing)
+        script = self._take_barcode_script(subject)
+        outcome = script.outcome
+        if not p.is_payment_code(auth_code) or outcome is BarcodeOutcome.invalid_code:
+            message = "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款"
+            raise _business("ACQ.PAYMENT_AUTH_CODE_INVALID", message)
+        if outcome is BarcodeOutcome.insufficient_balance:
+            raise _business("ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足")
+        if outcome is BarcodeOutcome.create_error:
+            raise _CreateError
+        now = clock.now()
+        order = self.core.add_order(
+            SandboxOrder(
+                out_trade_no=out_trade_no,
+                channel_trade_no=p.format_time(now)[:10].replace("-", "") + "22001" + _digits(15),
+                merchant_id=app.app_id, amount=amount, currency=p.CURRENCY, subject=subject,
+                notify_url=params.get("notify_url") or None, method=p.BARCODE_METHOD,
+                script=sandbox_kit.Script(), created_at=now,
+                extra={"buyer_id": "2088" + _digits(12), "seller_id": app.seller_id,
+                       "expires_at": None, "auth_code_tail": auth_code[-4:]},
+            )
+        )  # fmt: skip
+        if outcome in (BarcodeOutcome.paid, BarcodeOutcome.create_timeout):
+            self.core.settle(order, paid=True)
+            self.core.spawn(self.core.notify(order))
+        elif outcome in (BarcodeOutcome.password_paid, BarcodeOutcome.password_declined):
+            paid = outcome is BarcodeOutcome.password_paid
+            self.core.spawn(self._confirm_later(order, script.delay, paid=paid))
+        if outcome is BarcodeOutcome.create_timeout:
+            await asyncio.sleep(self.core.hold_timeout_seconds)
+        return self._pay_answer(order)
+
+    async def _confirm_later(self, order: SandboxOrder, delay: float, *, paid: bool) -> None:
+        await asyncio.sleep(delay * self.core.time_scale)
+        if order.extra.get("reversed") or order.status is not OrderStatus.pending:
+            return
+        if paid:
+            self.core.settle(order, paid=True)
+        else:  # Alipay has no failed trade: one the customer gives up on closes
+            self.core.close(order)
+        await self.core.notify(order)
+
+    async def _cancel(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        """``alipay.trade.cancel``: an unpaid trade closes (``action=close``), a paid one is
+        refunded in full (``action=refund``); cancelling again answers the same."""
+        order = self._lookup(app, biz)
+        if not order.extra.get("reversed"):
+            order.extra["reversed"] = True
+            order.extra["refunded"] = order.status is OrderStatus.succeeded
+            if order.status is OrderStatus.pending:
+                self.core.close(order)
+            order.closed_at = clock.now()
+        action = "refund" if order.extra.get("refunded") else "close"
+        return {**_OK, "trade_no": order.channel_trade_no, "out_trade_no": order.out_trade_no,
+                "retry_flag": "N", "action": action}  # fmt: skip
+
+    def _barcode_router(self) -> APIRouter:
+        router = APIRouter(prefix="/_sandbox")
+
+        @router.post("/barcode_scripts")
+        async def add_barcode_script(script: BarcodeScript) -> dict[str, Any]:
+            """Control API: queue the outcome of the next payment-code charge."""
+            self.add_barcode_script(script)
+            return {"queued": len(self.barcode_scripts)}
+
+        @router.get("/barcode/{out_trade_no}")
+        async def show_code_order(out_trade_no: str) -> dict[str, Any]:
+            order = self.core.find(out_trade_no)
+            if order is None or order.method != p.BARCODE_METHOD:
+                raise HTTPException(404, "no such code order")
+            return {"out_trade_no": order.out_trade_no, "trade_status": self.wire_status(order),
+                    "reversed": bool(order.extra.get("reversed")),
+                    "refunded": bool(order.extra.get("refunded"))}  # fmt: skip
+
+        return router
+
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="Alipay sandbox", docs_url=None, redoc_url=None, openapi_url=None)
         app.add_api_route("/gateway.do", self.handle, methods=["GET", "POST"])
@@ -1248,6 +1412,7 @@ class Sandbox:
             customer_router(self.core, title="Alipay sandbox", brand_color="#1677ff")
         )
         app.include_router(self._control_router())
+        app.include_router(self._barcode_router())
         return app
 
     def _control_router(self) -> APIRouter:
@@ -1287,6 +1452,8 @@ class Sandbox:
 
 __all__ = [
     "RETRY_SCHEDULE",
+    "BarcodeOutcome",
+    "BarcodeScript",
     "Payee",
     "Sandbox",
     "SandboxApp",

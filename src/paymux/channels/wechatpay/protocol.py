@@ -593,3 +593,44 @@ SPLIT_RESULT_STATUS: dict[str, ChannelSplitStatus] = {
     "PENDING": ChannelSplitStatus.pending,
 }
 """A receiver's ``result`` → its normalised status."""
+
+
+# ---------------------------------------------------------------- payment codes (付款码支付)
+# APIv3 付款码支付, published 2024-04 (pay.weixin.qq.com/docs/merchant/apis/code-payment-v3/
+# direct/code-pay.html; wechatpayv3's ``pay(pay_type=CODEPAY)`` and ``codepay_reverse``):
+# ``POST /v3/pay/transactions/codepay`` with ``appid mchid description out_trade_no
+# payer.auth_code amount scene_info{device_id, device_ip, store_info{id, out_id}}`` — no
+# ``notify_url`` (a code payment is not notified: the answer and queries tell the outcome).
+# The answer is the transaction object; ``trade_state`` USERPAYING means the customer must
+# confirm (enter the password) and is queried (``GET …/out-trade-no/{no}``) until final.
+# An order still unknown is reversed (撤销): ``POST …/out-trade-no/{no}/reverse`` with
+# ``appid mchid``; a reversed unpaid order is closed, a reversed paid one refunded
+# (trade_state REVOKED).
+BARCODE_METHOD = "wechat_barcode"
+CODEPAY_KIND = "codepay"
+CODEPAY_TRADE_TYPE = "MICROPAY"
+CODEPAY_PATH = "/v3/pay/transactions/codepay"
+#: 18 digits starting 10–15 (jeepay ``JeepayKit.getPayWayCodeByBarCode``; WeChat's 付款码规则).
+PAYMENT_CODE_LENGTHS = frozenset({18})
+PAYMENT_CODE_PREFIXES = ("10", "11", "12", "13", "14", "15")
+#: WeChat's advice for USERPAYING: query every 5–10 s; give up (reverse) after 30–45 s; never
+#: reverse sooner than 15 s after the charge (v2 付款码支付 page, pay.weixin.qq.com/doc/v2/
+#: merchant/4011937125, which the v3 page points back to for the flow).
+BARCODE_POLL_SECONDS = 5.0
+BARCODE_REVERSE_AFTER_SECONDS = 45.0
+DEFAULT_STORE_OUT_ID = "paymux"
+
+
+def reverse_path(out_trade_no: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/reverse"
+
+
+def is_payment_code(code: str) -> bool:
+    return (
+        code.isascii()
+        and code.isdigit()
+        and len(code) in PAYMENT_CODE_LENGTHS
+        and code.startswith(PAYMENT_CODE_PREFIXES)
+    )
