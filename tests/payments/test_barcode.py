@@ -154,3 +154,22 @@ async def test_unknown_outcome_is_reversed_and_never_paid(
 async def _payment(stack: Stack, tenant: Any, payment_id: str) -> dict[str, Any]:
     r = await stack.client.get(f"/v1/payments/{payment_id}", headers=tenant.headers)
     return dict(r.json())
+
+
+async def test_closing_a_waiting_code_payment_reverses_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merchant gives up while the customer is still being asked for the password: the
+    order is reversed (not closed) at the channel, so a later confirmation cannot take money."""
+    monkeypatch.setattr(stack.runtime.settings, "barcode_wait_seconds", 0.05)
+    tenant = await make_tenant(stack)
+    stack.sandboxes["wechatpay"].add_barcode_script(
+        WxScript(outcome=WxOutcome.password_forever, subject="Tea"))  # fmt: skip
+    body = (await charge(stack, tenant, WECHAT_CODE, subject="Tea")).json()
+    assert body["status"] == "pending"
+    (attempt,) = await attempt_ids(stack, body["id"])
+    r = await stack.client.post(f"/v1/payments/{body['id']}/close", headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["failure"]["code"]) == ("failed", "payment_reversed")
+    shown = (await stack.client.get(f"/sandbox/wechatpay/_sandbox/barcode/{attempt}")).json()
+    assert shown["reversed"] is True

@@ -273,10 +273,19 @@ async def resolve(rt: Runtime, attempt_id: str) -> None:
     await reverse(rt, attempt_id)
 
 
-async def reverse(rt: Runtime, attempt_id: str) -> Payment:
-    """Reverse a payment-code order whose outcome stayed unknown, and end the payment
-    ``failed`` (``payment_reversed``) once the channel confirms. Not confirmed: the attempt
-    stays ``reversing`` and the janitor calls again."""
+CLOSED_FAILURE = (
+    "payment_reversed",
+    "Closed by the merchant: the order was reversed at the channel and any money taken goes "
+    "back to the customer.",
+)
+
+
+async def reverse(
+    rt: Runtime, attempt_id: str, failure: tuple[str, str] = REVERSED_FAILURE
+) -> Payment:
+    """Reverse a payment-code order (its outcome stayed unknown, or the merchant closes it),
+    and end the payment ``failed`` with ``failure`` once the channel confirms. Not confirmed:
+    the attempt stays ``reversing`` and the janitor calls again."""
     public_url = rt.settings.public_url
     async with rt.db.transaction() as session:
         repo = PaymentRepository(session)
@@ -317,7 +326,7 @@ async def reverse(rt: Runtime, attempt_id: str) -> Payment:
         service._move_attempt(fresh, AttemptStatus.closed)
         if payment.current_attempt_id == fresh.id:
             await service._move_payment(
-                session, payment, PaymentStatus.failed, public_url, failure=REVERSED_FAILURE
+                session, payment, PaymentStatus.failed, public_url, failure=failure
             )
     log.info("barcode_reversed", attempt=attempt_id, refunded=confirmed.refunded)
     return payment

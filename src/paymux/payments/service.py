@@ -525,6 +525,17 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
     async with rt.db.read() as session:
         attempts = await PaymentRepository(session).open_attempts(payment_id)
         accounts = {a.id: await _account(session, a.channel_account_id) for a in attempts}
+        found = await PaymentRepository(session).get_public(payment_id)
+        assert found is not None
+        method = found.method
+    from paymux.payments import barcode  # the barcode flow builds on this module
+
+    if barcode.handles(method) and attempts:
+        # A payment-code order is not closed but reversed (撤销): that also returns money the
+        # customer may have paid meanwhile. The payment ends failed, payment_reversed.
+        for attempt in attempts:
+            payment = await barcode.reverse(rt, attempt.id, barcode.CLOSED_FAILURE)
+        return payment
     for attempt in attempts:
         adapter = channel_service.adapter_for(rt.vault, accounts[attempt.id], rt.channel_http)
         try:
