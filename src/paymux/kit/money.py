@@ -11,6 +11,7 @@ EXPONENTS: dict[str, int] = {
     "CNY": 2, "HKD": 2, "MOP": 2, "TWD": 2, "USD": 2, "EUR": 2, "GBP": 2, "AUD": 2, "CAD": 2,
     "SGD": 2, "NZD": 2, "CHF": 2, "SEK": 2, "NOK": 2, "DKK": 2, "THB": 2, "MYR": 2, "PHP": 2,
     "INR": 2, "AED": 2, "SAR": 2, "RUB": 2, "BRL": 2, "MXN": 2, "ZAR": 2, "PLN": 2,
+    "CZK": 2, "HUF": 2, "ILS": 2, "TRY": 2,
     "JPY": 0, "KRW": 0, "VND": 0, "IDR": 2, "CLP": 0, "ISK": 0, "UGX": 0,
     "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
