@@ -26,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from paymux.app import create_app
+from paymux.channels.sandbox_kit import RefundOutcome, RefundScript
 from paymux.cli import app
 from paymux.config import Environment, Settings, get_settings
 from paymux.demo import DemoSetup, make_sandboxes, provision
@@ -423,13 +424,6 @@ def test_settlement_terms_run_and_report(shop: Shop, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ payouts
-SCENE = {  # what WeChat's merchant transfers need besides the payment credentials
-    "transfer_scene_id": "1005",
-    "transfer_scene_report_infos": [{"info_type": "岗位类型", "info_content": "外卖员"},
-                                    {"info_type": "报酬说明", "info_content": "配送费"}],
-}  # fmt: skip
-
-
 def test_payouts_express_standard_and_refusals(
     shop: Shop, clock: Any, tmp_path: Path
 ) -> None:
@@ -438,16 +432,13 @@ def test_payouts_express_standard_and_refusals(
     openid = "o" + uuid.uuid4().hex[:27]
     to = ("--to", openid, "--to-type", "wechat_openid", "--source", wallet["id"])
 
-    # the demo's WeChat account has no transfer scene: WeChat refuses, the hold is released
+    # WeChat refuses the transfer (its operating account is short): the hold is released
+    shop.gateway.sandboxes["wechatpay"].add_transfer_script(
+        RefundScript(outcome=RefundOutcome.refuse))  # fmt: skip
     failed = cli("payout", "create", shop.app, *to, "--amount", "1000", "--speed", "express")
-    assert (failed["status"], failed["failure_code"]) == ("failed", "transfer_not_configured")
+    assert (failed["status"], failed["failure_code"]) == ("failed", "insufficient_balance")
     assert balances(wallet["id"]) | {"points": 0} == {
         "available": 20_000, "held": 0, "frozen": 0, "pending": 0, "points": 0}  # fmt: skip
-    creds = tmp_path / "wechatpay.json"
-    creds.write_text(json.dumps(
-        shop.gateway.sandboxes["wechatpay"].provision(f"{shop.gateway.base}/sandbox/wechatpay")
-        | SCENE))  # fmt: skip
-    cli("channel", "add", shop.app, "wechatpay", "--credentials", str(creds), "--priority", "1")
 
     express = cli("payout", "create", shop.app, *to, "--amount", "5000", "--speed", "express",
                   "--out-payout-no", "po-1")  # fmt: skip
