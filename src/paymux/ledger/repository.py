@@ -151,6 +151,36 @@ SELECT count(*) FROM t""")
 
 _PG_WRITE = {True: _pg_write(True), False: _pg_write(False)}
 
+# Built once: a statement object is compiled and its cache key computed once, not per call.
+_ROW = (_ACCOUNTS.c.id, _ACCOUNTS.c.currency, _ACCOUNTS.c.normal, _ACCOUNTS.c.allow_negative,
+        _ACCOUNTS.c.balance, _ACCOUNTS.c.pending_debits, _ACCOUNTS.c.pending_credits,
+        _ACCOUNTS.c.version)  # fmt: skip
+_STRINGS = postgresql.ARRAY(sa.String)
+# PostgreSQL: ``= ANY(array)``, one prepared statement whatever the number of values.
+_LOCK_ANY = (
+    sa.select(*_ROW)
+    .where(_ACCOUNTS.c.id == sa.any_(sa.bindparam("ids", type_=_STRINGS)))
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+_LOCK_IN = (
+    sa.select(*_ROW)
+    .where(_ACCOUNTS.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+_KEY_ROW = (_TRANSACTIONS.c.key, _TRANSACTIONS.c.id, _TRANSACTIONS.c.fingerprint)
+_KEYS_ANY = sa.select(*_KEY_ROW).where(
+    _TRANSACTIONS.c.key == sa.any_(sa.bindparam("keys", type_=_STRINGS))
+)
+_KEYS_IN = sa.select(*_KEY_ROW).where(_TRANSACTIONS.c.key.in_(sa.bindparam("keys", expanding=True)))
+_INSERT_NEW_KEY = {
+    name: insert(_TRANSACTIONS)
+    .on_conflict_do_nothing(index_elements=["key"])
+    .returning(_TRANSACTIONS.c.id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
 
 class LedgerRepository:
     pg_unnest: ClassVar[bool] = True
@@ -158,6 +188,7 @@ class LedgerRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._dialect: str | None = None
 
     def add(self, obj: LedgerAccount | LedgerTransaction | LedgerEntry) -> None:
         self.session.add(obj)
@@ -263,7 +294,9 @@ class LedgerRepository:
     # -------------------------------------------------------------- set-based posting
     @property
     def _postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
+        if self._dialect is None:
+            self._dialect = self.session.get_bind().dialect.name
+        return self._dialect == "postgresql"
 
     async def _connection(self) -> AsyncConnection:
         """The session's connection for Core statements, after flushing pending ORM changes
@@ -274,30 +307,17 @@ class LedgerRepository:
             await session.flush()
         return await session.connection()
 
-    def _any(self, column: sa.Column[str], values: list[str]) -> sa.ColumnElement[bool]:
-        if self._postgres:  # one prepared statement whatever the number of values
-            return column == sa.any_(sa.bindparam(None, values, type_=postgresql.ARRAY(sa.String)))
-        return column.in_(values)
-
     async def lock_rows(self, ids: Collection[str]) -> dict[str, AccountRow]:
         """Row-lock the accounts in id order (the one global order :meth:`lock_accounts` also
         takes) and read what posting needs of them; missing ids are left out."""
-        a = _ACCOUNTS
-        stmt = (
-            sa.select(a.c.id, a.c.currency, a.c.normal, a.c.allow_negative, a.c.balance,
-                      a.c.pending_debits, a.c.pending_credits, a.c.version)
-            .where(self._any(a.c.id, sorted(ids)))
-            .order_by(a.c.id)
-            .with_for_update()
-        )  # fmt: skip
-        result = await (await self._connection()).execute(stmt)
+        stmt = _LOCK_ANY if self._postgres else _LOCK_IN
+        result = await (await self._connection()).execute(stmt, {"ids": sorted(ids)})
         return {row[0]: AccountRow(*row) for row in result}
 
     async def recorded_keys(self, keys: Collection[str]) -> dict[str, tuple[str, str]]:
         """Key → (transaction id, fingerprint) of the keys already recorded."""
-        t = _TRANSACTIONS
-        stmt = sa.select(t.c.key, t.c.id, t.c.fingerprint).where(self._any(t.c.key, list(keys)))
-        result = await (await self._connection()).execute(stmt)
+        stmt = _KEYS_ANY if self._postgres else _KEYS_IN
+        result = await (await self._connection()).execute(stmt, {"keys": list(keys)})
         return {key: (tx_id, fp) for key, tx_id, fp in result}
 
     async def write(self, w: Writes, *, new_keys_only: bool) -> bool:
@@ -334,9 +354,7 @@ class LedgerRepository:
         ]  # fmt: skip
         if new_keys_only:
             assert len(transactions) == 1
-            insert = postgresql.insert if self._postgres else sqlite.insert
-            new_only = insert(_TRANSACTIONS).on_conflict_do_nothing(index_elements=["key"])
-            stmt = new_only.returning(_TRANSACTIONS.c.id)
+            stmt = _INSERT_NEW_KEY["postgresql" if self._postgres else "sqlite"]
             if (await conn.execute(stmt, transactions[0])).first() is None:
                 return False
         else:
