@@ -315,6 +315,26 @@ async def test_the_same_batch_twice_at_once_applies_once(stack: Stack, write_pat
     assert await state(stack, merchant, payee) == [(100, 0, 0), (100, 0, 0)]
 
 
+async def test_one_key_for_other_legs_in_two_concurrent_batches_is_recorded_once(
+    stack: Stack, write_path: str
+) -> None:
+    """The two batches share no account, so no row lock orders them: one records the key, the
+    other is refused whichever way the race goes (it saw the key, or its insert hit it)."""
+    c1, m1, _ = await accounts(stack, *funded_pair())
+    c2, m2, _ = await accounts(stack, *funded_pair())
+    key = f"race-{m1}"
+    outcomes = await asyncio.gather(
+        batch(stack, [pay(key, c1, m1, 10), pay(f"{key}-a", c1, m1, 1)]),
+        batch(stack, [pay(key, c2, m2, 20), pay(f"{key}-b", c2, m2, 2)]),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, PaymuxError)]
+    assert len(refused) == 1, outcomes
+    assert refused[0].code in {"ledger_key_reused", "ledger_key_conflict"}
+    assert await keys_recorded(stack, key) == 2
+    assert sorted(await state(stack, m1, m2)) in ([(0, 0, 0), (11, 0, 0)], [(0, 0, 0), (22, 0, 0)])
+
+
 async def test_a_single_transfer_and_its_concurrent_twin_record_one_transaction(
     stack: Stack, write_path: str
 ) -> None:
