@@ -73,9 +73,33 @@ def create_engine(
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine, immediate=sqlite_immediate)
         return engine
-    return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    engine = create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
     )
+    _drop_closed_connections(engine)
+    return engine
+
+
+def _drop_closed_connections(engine: AsyncEngine) -> None:
+    """Replace a pooled connection the server has closed (restart, ``idle_session_timeout``,
+    ``pg_terminate_backend``) before it is handed out.
+
+    This is what ``pool_pre_ping`` was for, without its cost: on asyncpg a pre-ping is three
+    round trips (``BEGIN; ; ROLLBACK``) on every checkout — more than a ledger transfer's own
+    statements. asyncpg reads an idle connection's socket on the event loop, so a connection
+    the server ended is already marked closed when it is checked out; raising
+    ``DisconnectionError`` makes the pool reconnect it. A connection that dies silently (no
+    FIN, e.g. behind a dropped NAT entry) fails its first statement instead, and the pool then
+    drops every connection older than it; ``pool_recycle`` keeps pooled connections younger
+    than such middleboxes' idle timeouts.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise sa.exc.DisconnectionError("the server closed this pooled connection")
 
 
 def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:

@@ -1,19 +1,194 @@
-"""Every query of the ledger."""
+"""Every query of the ledger.
+
+Posting (:mod:`paymux.ledger.posting`) goes through SQLAlchemy Core, set-based: one statement
+per step whatever the number of transactions. The portable statements run on SQLite and
+PostgreSQL alike; on PostgreSQL the writes are by default one statement over ``unnest`` arrays
+(:data:`LedgerRepository.pg_unnest` switches that off, so the portable path is tested there
+too). Both write the same rows.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from paymux.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, Side, TxStatus
 
+_ACCOUNTS = cast(sa.Table, LedgerAccount.__table__)
+_TRANSACTIONS = cast(sa.Table, LedgerTransaction.__table__)
+_ENTRIES = cast(sa.Table, LedgerEntry.__table__)
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """A locked account as posting needs it."""
+
+    id: str
+    currency: str
+    normal: str
+    allow_negative: bool
+    balance: int
+    pending_debits: int
+    pending_credits: int
+    version: int
+
+
+@dataclass
+class Writes:
+    """Everything one posting writes, column by column (as the ``unnest`` statement takes it)."""
+
+    now: dt.datetime
+    tx_id: list[str] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
+    fingerprint: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    description: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    reverses_id: list[str | None] = field(default_factory=list)
+    expires_at: list[dt.datetime | None] = field(default_factory=list)
+    e_id: list[str] = field(default_factory=list)
+    e_tx: list[str] = field(default_factory=list)
+    e_account: list[str] = field(default_factory=list)
+    e_side: list[str] = field(default_factory=list)
+    e_amount: list[int] = field(default_factory=list)
+    e_currency: list[str] = field(default_factory=list)
+    m_id: list[str] = field(default_factory=list)
+    m_balance: list[int] = field(default_factory=list)
+    m_debits: list[int] = field(default_factory=list)
+    m_credits: list[int] = field(default_factory=list)
+    m_versions: list[int] = field(default_factory=list)
+
+    def add_transaction(
+        self, tx_id: str, key: str, fingerprint: str, status: str, description: str,
+        metadata: dict[str, Any] | None, reverses_id: str | None, expires_at: dt.datetime | None,
+    ) -> None:  # fmt: skip
+        self.tx_id.append(tx_id)
+        self.key.append(key)
+        self.fingerprint.append(fingerprint)
+        self.status.append(status)
+        self.description.append(description[:500])
+        self.metadata.append(metadata or {})
+        self.reverses_id.append(reverses_id)
+        self.expires_at.append(expires_at)
+
+    def add_entry(self, tx_id: str, account_id: str, side: str, amount: int, currency: str) -> None:
+        self.e_tx.append(tx_id)
+        self.e_account.append(account_id)
+        self.e_side.append(side)
+        self.e_amount.append(amount)
+        self.e_currency.append(currency)
+
+    def add_move(
+        self, account_id: str, balance: int, debits: int, credits: int, versions: int
+    ) -> None:
+        """An account's net change: balance and reservations by these amounts, version by
+        the number of transactions that touched it."""
+        self.m_id.append(account_id)
+        self.m_balance.append(balance)
+        self.m_debits.append(debits)
+        self.m_credits.append(credits)
+        self.m_versions.append(versions)
+
+
+_MOVE = (
+    sa.update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == sa.bindparam("m_id"))
+    .values(balance=_ACCOUNTS.c.balance + sa.bindparam("m_balance"),
+            pending_debits=_ACCOUNTS.c.pending_debits + sa.bindparam("m_debits"),
+            pending_credits=_ACCOUNTS.c.pending_credits + sa.bindparam("m_credits"),
+            version=_ACCOUNTS.c.version + sa.bindparam("m_versions"))
+)  # fmt: skip
+
+
+def _pg_write(new_keys_only: bool) -> sa.TextClause:
+    """All of a posting's writes in one PostgreSQL statement. With ``new_keys_only`` (one
+    transaction) a key recorded already writes nothing at all and the statement returns 0."""
+    conflict = "ON CONFLICT (key) DO NOTHING" if new_keys_only else ""
+    gate = "AND EXISTS (SELECT 1 FROM t)" if new_keys_only else ""
+    return sa.text(f"""
+WITH t AS (
+    INSERT INTO ledger_transactions (id, key, fingerprint, status, description, metadata,
+                                     reverses_id, expires_at, posted_at, created_at)
+    SELECT u.id, u.key, u.fingerprint, u.status, u.description, u.metadata::jsonb,
+           u.reverses_id, u.expires_at,
+           CASE WHEN u.status = 'posted' THEN CAST(:now AS timestamptz) END,
+           CAST(:now AS timestamptz)
+    FROM unnest(CAST(:tx_id AS varchar[]), CAST(:key AS varchar[]),
+                CAST(:fingerprint AS varchar[]), CAST(:status AS varchar[]),
+                CAST(:description AS varchar[]), CAST(:metadata AS text[]),
+                CAST(:reverses_id AS varchar[]), CAST(:expires_at AS timestamptz[]))
+         AS u(id, key, fingerprint, status, description, metadata, reverses_id, expires_at)
+    {conflict}
+    RETURNING id
+), e AS (
+    INSERT INTO ledger_entries (id, transaction_id, account_id, side, amount, currency,
+                                created_at)
+    SELECT u.id, u.tx, u.account, u.side, u.amount, u.currency, CAST(:now AS timestamptz)
+    FROM unnest(CAST(:e_id AS varchar[]), CAST(:e_tx AS varchar[]),
+                CAST(:e_account AS varchar[]), CAST(:e_side AS varchar[]),
+                CAST(:e_amount AS bigint[]), CAST(:e_currency AS varchar[]))
+         AS u(id, tx, account, side, amount, currency)
+    WHERE TRUE {gate}
+), m AS (
+    UPDATE ledger_accounts AS a
+    SET balance = a.balance + u.balance, pending_debits = a.pending_debits + u.debits,
+        pending_credits = a.pending_credits + u.credits, version = a.version + u.versions
+    FROM unnest(CAST(:m_id AS varchar[]), CAST(:m_balance AS bigint[]),
+                CAST(:m_debits AS bigint[]), CAST(:m_credits AS bigint[]),
+                CAST(:m_versions AS int[]))
+         AS u(id, balance, debits, credits, versions)
+    WHERE a.id = u.id {gate}
+)
+SELECT count(*) FROM t""")
+
+
+_PG_WRITE = {True: _pg_write(True), False: _pg_write(False)}
+
+# Built once: a statement object is compiled and its cache key computed once, not per call.
+_ROW = (_ACCOUNTS.c.id, _ACCOUNTS.c.currency, _ACCOUNTS.c.normal, _ACCOUNTS.c.allow_negative,
+        _ACCOUNTS.c.balance, _ACCOUNTS.c.pending_debits, _ACCOUNTS.c.pending_credits,
+        _ACCOUNTS.c.version)  # fmt: skip
+_STRINGS = postgresql.ARRAY(sa.String)
+# PostgreSQL: ``= ANY(array)``, one prepared statement whatever the number of values.
+_LOCK_ANY = (
+    sa.select(*_ROW)
+    .where(_ACCOUNTS.c.id == sa.any_(sa.bindparam("ids", type_=_STRINGS)))
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+_LOCK_IN = (
+    sa.select(*_ROW)
+    .where(_ACCOUNTS.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+_KEY_ROW = (_TRANSACTIONS.c.key, _TRANSACTIONS.c.id, _TRANSACTIONS.c.fingerprint)
+_KEYS_ANY = sa.select(*_KEY_ROW).where(
+    _TRANSACTIONS.c.key == sa.any_(sa.bindparam("keys", type_=_STRINGS))
+)
+_KEYS_IN = sa.select(*_KEY_ROW).where(_TRANSACTIONS.c.key.in_(sa.bindparam("keys", expanding=True)))
+_INSERT_NEW_KEY = {
+    name: insert(_TRANSACTIONS)
+    .on_conflict_do_nothing(index_elements=["key"])
+    .returning(_TRANSACTIONS.c.id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
 
 class LedgerRepository:
+    pg_unnest: ClassVar[bool] = True
+    """Write postings with one ``unnest`` statement on PostgreSQL (else the portable path)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._dialect: str | None = None
 
     def add(self, obj: LedgerAccount | LedgerTransaction | LedgerEntry) -> None:
         self.session.add(obj)
@@ -122,3 +297,86 @@ class LedgerRepository:
                                            .limit(limit + 1))).all()  # fmt: skip
         pairs = [(entry, tx) for entry, tx in rows]
         return pairs[:limit], len(pairs) > limit
+
+    # -------------------------------------------------------------- set-based posting
+    @property
+    def _postgres(self) -> bool:
+        if self._dialect is None:
+            self._dialect = self.session.get_bind().dialect.name
+        return self._dialect == "postgresql"
+
+    async def _connection(self) -> AsyncConnection:
+        """The session's connection for Core statements, after flushing pending ORM changes
+        (Core statements do not autoflush, and a hold resolved through the ORM may be
+        waiting)."""
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        return await session.connection()
+
+    async def lock_rows(self, ids: Collection[str]) -> dict[str, AccountRow]:
+        """Row-lock the accounts in id order (the one global order :meth:`lock_accounts` also
+        takes) and read what posting needs of them; missing ids are left out."""
+        stmt = _LOCK_ANY if self._postgres else _LOCK_IN
+        result = await (await self._connection()).execute(stmt, {"ids": sorted(ids)})
+        return {row[0]: AccountRow(*row) for row in result}
+
+    async def recorded_keys(self, keys: Collection[str]) -> dict[str, tuple[str, str]]:
+        """Key → (transaction id, fingerprint) of the keys already recorded."""
+        stmt = _KEYS_ANY if self._postgres else _KEYS_IN
+        result = await (await self._connection()).execute(stmt, {"keys": list(keys)})
+        return {key: (tx_id, fp) for key, tx_id, fp in result}
+
+    async def write(self, w: Writes, *, new_keys_only: bool) -> bool:
+        """Insert the transactions and their entries and move the accounts (locked already).
+
+        ``new_keys_only`` (one transaction): if its key is recorded already — even by a
+        transaction that committed a moment ago — write nothing and return False. Otherwise a
+        recorded key is a unique violation that fails the whole statement.
+        """
+        conn = await self._connection()
+        if self._postgres and self.pg_unnest:
+            metadata = [json.dumps(m) if m else "{}" for m in w.metadata]
+            params = {
+                "now": w.now, "tx_id": w.tx_id, "key": w.key, "fingerprint": w.fingerprint,
+                "status": w.status, "description": w.description, "metadata": metadata,
+                "reverses_id": w.reverses_id, "expires_at": w.expires_at, "e_id": w.e_id,
+                "e_tx": w.e_tx, "e_account": w.e_account, "e_side": w.e_side,
+                "e_amount": w.e_amount, "e_currency": w.e_currency, "m_id": w.m_id,
+                "m_balance": w.m_balance, "m_debits": w.m_debits, "m_credits": w.m_credits,
+                "m_versions": w.m_versions,
+            }  # fmt: skip
+            written = await conn.scalar(_PG_WRITE[new_keys_only], params)
+            return bool(written)
+        return await self._write_portable(conn, w, new_keys_only)
+
+    async def _write_portable(self, conn: AsyncConnection, w: Writes, new_keys_only: bool) -> bool:
+        transactions = [
+            {"id": i, "key": k, "fingerprint": f, "status": s, "description": d,
+             "metadata": m, "reverses_id": r, "expires_at": x,
+             "posted_at": w.now if s == TxStatus.posted else None, "created_at": w.now}
+            for i, k, f, s, d, m, r, x in zip(w.tx_id, w.key, w.fingerprint, w.status,
+                                              w.description, w.metadata, w.reverses_id,
+                                              w.expires_at, strict=True)
+        ]  # fmt: skip
+        if new_keys_only:
+            assert len(transactions) == 1
+            stmt = _INSERT_NEW_KEY["postgresql" if self._postgres else "sqlite"]
+            if (await conn.execute(stmt, transactions[0])).first() is None:
+                return False
+        else:
+            await conn.execute(sa.insert(_TRANSACTIONS), transactions)
+        entries = [
+            {"id": i, "transaction_id": t, "account_id": a, "side": s, "amount": n,
+             "currency": c, "created_at": w.now}
+            for i, t, a, s, n, c in zip(w.e_id, w.e_tx, w.e_account, w.e_side, w.e_amount,
+                                        w.e_currency, strict=True)
+        ]  # fmt: skip
+        await conn.execute(sa.insert(_ENTRIES), entries)
+        moves = [
+            {"m_id": i, "m_balance": b, "m_debits": d, "m_credits": c, "m_versions": v}
+            for i, b, d, c, v in zip(w.m_id, w.m_balance, w.m_debits, w.m_credits,
+                                     w.m_versions, strict=True)
+        ]  # fmt: skip
+        await conn.execute(_MOVE, moves)
+        return True
