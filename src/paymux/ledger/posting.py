@@ -17,11 +17,9 @@ first that would break a floor is the one named when the batch is refused.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +31,7 @@ from sqlalchemy.orm.util import identity_key
 
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, IdempotencyError, InvalidRequest, NotFound, PaymuxError
-from paymux.kit.ids import _ALPHABET, _b32
+from paymux.kit.ids import new_ids
 from paymux.ledger.models import LedgerAccount, LedgerTransaction, Side, TxStatus
 from paymux.ledger.repository import AccountRow, LedgerRepository, Writes
 
@@ -95,18 +93,6 @@ def fingerprint(legs: Sequence[Leg], status: TxStatus, reverses_id: str | None) 
     """
     canonical = sorted([(leg.account_id, leg.side, leg.amount) for leg in legs])
     return hashlib.sha256(_COMPACT([canonical, status, reverses_id]).encode()).hexdigest()
-
-
-_RFC_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
-
-
-def new_ids(prefix: str, n: int) -> list[str]:
-    """``n`` ids in :func:`paymux.kit.ids.new_id`'s format (same millisecond, 80 random bits
-    each), made in one go: a batch needs three per transfer."""
-    head = f"{prefix}_{_b32(int(clock.now().timestamp() * 1000), 10)}"
-    # 10 random bytes are exactly 16 base32 digits: the same digits _b32 would make of them.
-    body = base64.b32encode(os.urandom(10 * n)).translate(_RFC_TO_CROCKFORD).decode()
-    return [head + body[i : i + 16] for i in range(0, 16 * n, 16)]
 
 
 # ------------------------------------------------------------------ validation
