@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from paymux.channels.alipay.sandbox import BarcodeOutcome, BarcodeScript
 from paymux.channels.base import BusinessError, ChannelPaymentStatus, UnknownOutcome
+from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript
 from tests.channels.test_alipay import Env, open_env, request, wait_for
 
 CODE = "284567890123456789"

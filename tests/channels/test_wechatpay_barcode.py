@@ -21,9 +21,10 @@ from wechatpayv3.type import WeChatPayType
 
 from paymux.channels import base
 from paymux.channels.base import BusinessError, ChannelPaymentStatus, UnknownOutcome
+from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript
 from paymux.channels.wechatpay import protocol
 from paymux.channels.wechatpay.adapter import WechatPayAdapter, classify_codepay_answer
-from paymux.channels.wechatpay.sandbox import BarcodeOutcome, BarcodeScript, Sandbox
+from paymux.channels.wechatpay.sandbox import Sandbox
 from tests.channels.test_wechatpay import (
     BASE,
     Env,

@@ -10,11 +10,7 @@ from typing import Any
 
 import pytest
 
-from paymux.channels.alipay.sandbox import BarcodeOutcome as AliOutcome
-from paymux.channels.alipay.sandbox import BarcodeScript as AliScript
-from paymux.channels.sandbox_kit import OrderStatus
-from paymux.channels.wechatpay.sandbox import BarcodeOutcome as WxOutcome
-from paymux.channels.wechatpay.sandbox import BarcodeScript as WxScript
+from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript, OrderStatus
 from paymux.kit import clock as kit_clock
 from tests.conftest import Stack, attempt_ids, make_tenant, run_worker
 from tests.payments.test_payments import order_no
@@ -55,7 +51,7 @@ async def test_wechat_code_paid_at_once(stack: Stack) -> None:
 async def test_aggregate_alipay_code_waits_for_the_password(stack: Stack) -> None:
     tenant = await make_tenant(stack)
     stack.sandboxes["alipay"].add_barcode_script(
-        AliScript(outcome=AliOutcome.password_paid, delay=5, subject="Latte")
+        BarcodeScript(outcome=BarcodeOutcome.password_paid, delay=5, subject="Latte")
     )
     r = await charge(stack, tenant, ALIPAY_CODE, subject="Latte")
     assert r.status_code == 201, r.text
@@ -76,7 +72,7 @@ async def test_aggregate_routes_by_prefix(stack: Stack) -> None:
 async def test_declined_code_fails_and_is_not_retried_elsewhere(stack: Stack) -> None:
     tenant = await make_tenant(stack)
     stack.sandboxes["wechatpay"].add_barcode_script(
-        WxScript(outcome=WxOutcome.insufficient_balance, subject="Tea")
+        BarcodeScript(outcome=BarcodeOutcome.insufficient_balance, subject="Tea")
     )
     r = await charge(stack, tenant, WECHAT_CODE, subject="Tea")
     body = r.json()
@@ -114,12 +110,9 @@ async def test_unknown_outcome_is_reversed_and_never_paid(
     monkeypatch.setattr(stack.runtime.settings, "barcode_wait_seconds", 0.05)
     tenant = await make_tenant(stack)
     sandbox = stack.sandboxes[channel]
-    if channel == "wechatpay":
-        sandbox.add_barcode_script(WxScript(outcome=WxOutcome.password_forever, subject="Cake"))
-        code = WECHAT_CODE
-    else:
-        sandbox.add_barcode_script(AliScript(outcome=AliOutcome.password_forever, subject="Cake"))
-        code = ALIPAY_CODE
+    sandbox.add_barcode_script(
+        BarcodeScript(outcome=BarcodeOutcome.password_forever, subject="Cake"))  # fmt: skip
+    code = WECHAT_CODE if channel == "wechatpay" else ALIPAY_CODE
     r = await charge(stack, tenant, code, subject="Cake")
     body = r.json()
     assert body["status"] == "pending", body  # the budget ran out; the janitor carries on
@@ -164,7 +157,7 @@ async def test_closing_a_waiting_code_payment_reverses_it(
     monkeypatch.setattr(stack.runtime.settings, "barcode_wait_seconds", 0.05)
     tenant = await make_tenant(stack)
     stack.sandboxes["wechatpay"].add_barcode_script(
-        WxScript(outcome=WxOutcome.password_forever, subject="Tea"))  # fmt: skip
+        BarcodeScript(outcome=BarcodeOutcome.password_forever, subject="Tea"))  # fmt: skip
     body = (await charge(stack, tenant, WECHAT_CODE, subject="Tea")).json()
     assert body["status"] == "pending"
     (attempt,) = await attempt_ids(stack, body["id"])

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -93,6 +93,54 @@ class RefundStatus(StrEnum):
     pending = "pending"
     succeeded = "succeeded"
     failed = "failed"
+
+
+class BarcodeOutcome(StrEnum):
+    """What the customer's wallet does with a payment-code charge (付款码); each sandbox says
+    how its channel answers each one."""
+
+    paid = "paid"
+    """Paid at once."""
+    password_paid = "password_paid"
+    """The customer is asked for the password and confirms after ``delay``: paid."""
+    password_declined = "password_declined"
+    """Asked for the password, the customer gives up after ``delay``: failed/closed."""
+    password_forever = "password_forever"
+    """Waiting until reversed (or paid/declined through ``/_sandbox/orders/{no}/pay``)."""
+    insufficient_balance = "insufficient_balance"
+    """Refused for the customer's balance, nothing charged."""
+    invalid_code = "invalid_code"
+    """Refused: the code is expired or unknown, nothing charged."""
+    create_timeout = "create_timeout"
+    """Paid, but the answer is held longer than any client waits."""
+    create_error = "create_error"
+    """A server error, nothing charged."""
+
+
+class BarcodeScript(BaseModel):
+    outcome: BarcodeOutcome = BarcodeOutcome.paid
+    delay: float = 2.0
+    subject: str | None = None
+    sticky: bool = False
+
+
+class _Matching(Protocol):
+    subject: str | None
+    sticky: bool
+
+
+M = TypeVar("M", bound=_Matching)
+
+
+def take_matching(queue: list[M], subject: str, default: Callable[[], M]) -> M:
+    """The first queued script whose ``subject`` matches (None matches any), removed from the
+    queue unless ``sticky``; ``default()`` when none does."""
+    for i, script in enumerate(queue):
+        if script.subject is None or script.subject == subject:
+            if not script.sticky:
+                del queue[i]
+            return script
+    return default()
 
 
 class Script(BaseModel):
@@ -205,23 +253,13 @@ class SandboxCore:
         self.scripts.append(script)
 
     def take_script(self, subject: str) -> Script:
-        for i, script in enumerate(self.scripts):
-            if script.subject is None or script.subject == subject:
-                if not script.sticky:
-                    del self.scripts[i]
-                return script
-        return Script()
+        return take_matching(self.scripts, subject, Script)
 
     def add_refund_script(self, script: RefundScript) -> None:
         self.refund_scripts.append(script)
 
     def take_refund_script(self, subject: str) -> RefundScript:
-        for i, script in enumerate(self.refund_scripts):
-            if script.subject is None or script.subject == subject:
-                if not script.sticky:
-                    del self.refund_scripts[i]
-                return script
-        return RefundScript()
+        return take_matching(self.refund_scripts, subject, RefundScript)
 
     def new_trade_no(self, prefix: str = "") -> str:
         return prefix + clock.now().strftime("%Y%m%d") + secrets.token_hex(8)

@@ -99,7 +99,6 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -117,6 +116,8 @@ from pydantic import BaseModel
 from paymux.channels import sandbox_kit
 from paymux.channels.alipay import protocol as p
 from paymux.channels.sandbox_kit import (
+    BarcodeOutcome,
+    BarcodeScript,
     NotifyMode,
     OrderStatus,
     Outcome,
@@ -155,34 +156,6 @@ _BROWSER_METHODS = {
     p.METHOD_APP_PAY: ("alipay_app", (p.PRODUCT_APP,)),
 }
 _MAX_AMOUNT = 100_000_000_00  # 100 million yuan, Alipay's per-trade ceiling, in fen
-
-
-class BarcodeOutcome(StrEnum):
-    """What the customer's Alipay does with a payment-code charge (条码支付)."""
-
-    paid = "paid"
-    """10000 at once."""
-    password_paid = "password_paid"
-    """10003 WAIT_BUYER_PAY; the customer confirms after ``delay``: TRADE_SUCCESS."""
-    password_declined = "password_declined"
-    """10003; the customer gives up after ``delay``: the trade closes (TRADE_CLOSED)."""
-    password_forever = "password_forever"
-    """10003 until cancelled (or paid/declined through ``/_sandbox/orders/{no}/pay``)."""
-    insufficient_balance = "insufficient_balance"
-    """40004 ACQ.BUYER_BALANCE_NOT_ENOUGH, nothing charged."""
-    invalid_code = "invalid_code"
-    """40004 ACQ.PAYMENT_AUTH_CODE_INVALID, nothing charged."""
-    create_timeout = "create_timeout"
-    """Paid, but the answer is held longer than any client waits."""
-    create_error = "create_error"
-    """HTTP 500, nothing charged."""
-
-
-class BarcodeScript(BaseModel):
-    outcome: BarcodeOutcome = BarcodeOutcome.paid
-    delay: float = 2.0
-    subject: str | None = None
-    sticky: bool = False
 
 
 @dataclass
@@ -1282,12 +1255,7 @@ class Sandbox:
         self.barcode_scripts.append(script)
 
     def _take_barcode_script(self, subject: str) -> BarcodeScript:
-        for i, script in enumerate(self.barcode_scripts):
-            if script.subject is None or script.subject == subject:
-                if not script.sticky:
-                    del self.barcode_scripts[i]
-                return script
-        return BarcodeScript()
+        return sandbox_kit.take_matching(self.barcode_scripts, subject, BarcodeScript)
 
     def _pay_answer(self, order: SandboxOrder) -> dict[str, Any]:
         paid = order.status is OrderStatus.succeeded

@@ -36,7 +36,6 @@ import string
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -47,6 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import (
+    BarcodeOutcome,
+    BarcodeScript,
     NotifyMode,
     OrderStatus,
     Outcome,
@@ -260,34 +261,6 @@ _Body = TypeVar("_Body", bound=BaseModel)
 
 
 # ---------------------------------------------------------------- payment codes: models
-class BarcodeOutcome(StrEnum):
-    """What the customer's wallet does with a payment-code charge (付款码支付)."""
-
-    paid = "paid"
-    """Paid at once: SUCCESS."""
-    password_paid = "password_paid"
-    """USERPAYING; the customer enters the password and it is paid after ``delay``."""
-    password_declined = "password_declined"
-    """USERPAYING; the customer gives up after ``delay``: PAYERROR."""
-    password_forever = "password_forever"
-    """USERPAYING until reversed (or paid/declined through ``/_sandbox/orders/{no}/pay``)."""
-    insufficient_balance = "insufficient_balance"
-    """403 NOT_ENOUGH, nothing charged."""
-    invalid_code = "invalid_code"
-    """400 PARAM_ERROR about the auth_code (expired or unknown), nothing charged."""
-    create_timeout = "create_timeout"
-    """Paid, but the answer is held longer than any client waits."""
-    create_error = "create_error"
-    """500 SYSTEM_ERROR, nothing charged."""
-
-
-class BarcodeScript(BaseModel):
-    outcome: BarcodeOutcome = BarcodeOutcome.paid
-    delay: float = 2.0
-    subject: str | None = None
-    sticky: bool = False
-
-
 class _CodepayPayer(BaseModel):
     auth_code: str = Field(min_length=1, max_length=128)
 
@@ -855,12 +828,7 @@ class Sandbox:
         self.transfer_scripts.append(script)
 
     def _take_transfer_script(self, remark: str) -> RefundScript:
-        for i, script in enumerate(self.transfer_scripts):
-            if script.subject is None or script.subject == remark:
-                if not script.sticky:
-                    del self.transfer_scripts[i]
-                return script
-        return RefundScript()
+        return sandbox_kit.take_matching(self.transfer_scripts, remark, RefundScript)
 
     def transfer_bill(self, transfer: SandboxTransfer) -> dict[str, Any]:
         """The bill as the query answer shows it (``mch_id``, as WeChat's document spells it)."""
@@ -1100,12 +1068,7 @@ class Sandbox:
         self.split_scripts.append(script)
 
     def _take_split_script(self, subject: str) -> RefundScript:
-        for i, script in enumerate(self.split_scripts):
-            if script.subject is None or script.subject == subject:
-                if not script.sticky:
-                    del self.split_scripts[i]
-                return script
-        return RefundScript()
+        return sandbox_kit.take_matching(self.split_scripts, subject, RefundScript)
 
     def _split_away(self, order: SandboxOrder) -> int:
         """What splits of an order took or will take (every receiver not CLOSED)."""
@@ -1339,12 +1302,7 @@ class Sandbox:
         self.barcode_scripts.append(script)
 
     def _take_barcode_script(self, subject: str) -> BarcodeScript:
-        for i, script in enumerate(self.barcode_scripts):
-            if script.subject is None or script.subject == subject:
-                if not script.sticky:
-                    del self.barcode_scripts[i]
-                return script
-        return BarcodeScript()
+        return sandbox_kit.take_matching(self.barcode_scripts, subject, BarcodeScript)
 
     def codepay_transaction(self, order: SandboxOrder) -> dict[str, Any]:
         """A code order as the codepay answer and queries show it: USERPAYING while the
