@@ -304,7 +304,8 @@ def test_credentials(env: Env) -> None:
         with pytest.raises(base.InvalidCredentials):
             UnionPayAdapter({**env.creds, **change}, env.client)
     factory = base.get("unionpay")
-    assert factory.methods == {"unionpay_gateway", "unionpay_wap", "unionpay_qr"}
+    assert factory.methods == {"unionpay_gateway", "unionpay_wap", "unionpay_qr",
+                               "unionpay_barcode"}  # fmt: skip
     assert factory.currencies == {"CNY"}
     assert "gateway.95516.com" in factory.production_hosts
     ok = env.adapter.ack(True)

@@ -6,6 +6,15 @@
   posts it. ``payTimeout`` = the payment's expiry.
 - ``unionpay_qr``: 二维码主扫 申码 (``txnType 01 / txnSubType 07 / bizType 000000``) on
   ``backTransReq.do``; the answer's ``qrCode`` is shown for a UnionPay app to scan.
+- ``unionpay_barcode``: 二维码消费 被扫 (``01 / 06 / 000000``, ``qrNo`` = the customer's 云闪付
+  payment code, 19 digits starting 62) on ``backTransReq.do``. ``respCode 00`` only means
+  accepted ("立刻返回同步应答，然后继续处理"): one query right after tells paid / failed / still
+  open (the customer may have to confirm in the app); the gateway polls on
+  (:data:`protocol.BARCODE_POLL_SECONDS`) and, still open after the SDK's query schedule
+  (:data:`protocol.BARCODE_REVERSE_AFTER_SECONDS`), calls :meth:`reverse_payment`: 冲正
+  (``99 / 01``, the original's ``orderId`` + ``txnTime``), which UnionPay documents for exactly
+  this case — an outcome unknown after a timeout — and which must fall in the original's day
+  (before 23:00 China time). A paid order reversed by 冲正 is refunded.
 
 Order numbers: ``orderId`` must be 8–40 letters and digits, so our attempt id ``att_<26>`` is
 sent without its underscore (:func:`protocol.order_id`, reversible). UnionPay names a transaction
@@ -138,13 +147,19 @@ def _answer_error(fields: Mapping[str, str], what: str) -> ChannelError:
 class UnionPayAdapter:
     name: ClassVar[str] = "unionpay"
     methods: ClassVar[frozenset[str]] = frozenset(
-        {"unionpay_gateway", "unionpay_wap", "unionpay_qr"}
+        {"unionpay_gateway", "unionpay_wap", "unionpay_qr", p.BARCODE_METHOD}
     )
     currencies: ClassVar[frozenset[str]] = frozenset({p.CURRENCY})
     credentials_model: ClassVar[type[BaseModel]] = UnionPayCredentials
     production_hosts: ClassVar[frozenset[str]] = _PRODUCTION_HOSTS
     """``gateway.test.95516.com`` is UnionPay's own test environment: fine for test mode."""
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    payment_codes: ClassVar[tuple[base.PaymentCodeRule, ...]] = (
+        base.PaymentCodeRule(p.BARCODE_METHOD, p.PAYMENT_CODE_LENGTHS, p.PAYMENT_CODE_PREFIXES),
+    )
+    barcode_terms: ClassVar[base.BarcodeTerms] = base.BarcodeTerms(
+        p.BARCODE_POLL_SECONDS, p.BARCODE_REVERSE_AFTER_SECONDS
+    )
 
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
@@ -230,6 +245,8 @@ class UnionPayAdapter:
             raise BusinessError("invalid_request", str(exc)) from None
         if request.method == "unionpay_qr":
             return await self._apply_qr(common)
+        if request.method == p.BARCODE_METHOD:
+            return await self._consume_code(request, common)
         form = self._signed(
             _FRONT_KINDS[request.method], **common, frontUrl=request.return_url,
             payTimeout=p.format_time(request.expires_at),
@@ -245,6 +262,72 @@ class UnionPayAdapter:
         if answer.get("orderId") != common["orderId"] or not qr:
             raise UnknownOutcome("inconsistent_response", "QR answer does not match", raw=answer)
         return CreatedPayment(None, NextAction(NextActionType.qr_code, code_url=qr), raw=answer)
+
+    async def _consume_code(
+        self, request: CreatePayment, common: Mapping[str, str]
+    ) -> CreatedPayment:
+        """二维码消费 (被扫): ``00`` = accepted, then one query for the state so far; a refusal is
+        a BusinessError (nothing charged), 03/04/05 or no answer an UnknownOutcome."""
+        code = str(request.customer.get("auth_code") or "")
+        if not p.is_payment_code(code):
+            raise BusinessError("invalid_auth_code", "not a 云闪付 payment code")
+        till = str(request.customer.get("device_id") or "")
+        form = self._signed(
+            p.CONSUME_CODE, **common, qrNo=code,
+            termId=till if p.TERM_ID.match(till) else None,
+        )  # fmt: skip
+        answer = await self._post(self._url(p.BACK_PATH), form)
+        if answer.get("respCode") != p.RESP_OK:
+            raise _answer_error(answer, "payment-code consume")
+        if answer.get("orderId") not in (None, common["orderId"]):
+            raise UnknownOutcome("inconsistent_response", "consume answered for another order")
+        try:
+            state = await self.query_payment(request.out_trade_no)
+        except ChannelError:
+            state = None  # accepted; the gateway's polling finds the outcome
+        if state is not None and state.status is ChannelPaymentStatus.failed:
+            raise BusinessError(
+                f"unionpay_{state.failure_code or 'failed'}",
+                f"payment-code consume: {state.failure_message or 'declined'}", raw=state.raw,
+            )  # fmt: skip
+        if state is not None and state.status is ChannelPaymentStatus.succeeded:
+            if state.amount not in (None, request.amount):
+                raise UnknownOutcome("inconsistent_response", "paid another amount", raw=state.raw)
+            return CreatedPayment(state.channel_trade_no, None, status=state.status, raw=state.raw)
+        return CreatedPayment(answer.get("queryId") or None, None, raw=answer)
+
+    async def reverse_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> base.ReversedPayment:
+        """冲正 the payment-code consume ``out_trade_no``: it can no longer be paid, and a paid
+        one is refunded. ``00`` confirms; 03/04/05 or no answer raise UnknownOutcome (call
+        again). On a refusal the original is queried: an order UnionPay never took, or one that
+        failed, needs no reverse; one it holds (paid or open) raises BusinessError, for a
+        person to settle (e.g. a 退货 once paid)."""
+        try:
+            number, when = p.order_id(out_trade_no), p.txn_time_of(out_trade_no)
+        except p.ProtocolError as exc:
+            raise BusinessError("invalid_request", str(exc)) from None
+        if clock.now() >= p.reverse_deadline(when):
+            raise BusinessError(
+                "reverse_window_closed",
+                "冲正 is taken only until 23:00 (China time) of the order's day",
+            )
+        answer = await self._post(
+            self._url(p.BACK_PATH), self._signed(p.REVERSE, orderId=number, txnTime=when)
+        )
+        code = answer.get("respCode", "")
+        if code == p.RESP_OK:
+            if answer.get("orderId") not in (None, number):
+                raise UnknownOutcome("inconsistent_response", "冲正 answered for another order")
+            return base.ReversedPayment(out_trade_no, refunded=None, raw=answer)
+        refusal = _answer_error(answer, "冲正")
+        if isinstance(refusal, UnknownOutcome):
+            raise refusal
+        state = await self.query_payment(out_trade_no)
+        if state.status in (ChannelPaymentStatus.not_found, ChannelPaymentStatus.failed):
+            return base.ReversedPayment(out_trade_no, refunded=False, raw=answer)
+        raise refusal
 
     async def _query(self, our: str) -> dict[str, str]:
         """``queryTrans.do`` for one of our transactions (a payment or a refund)."""

@@ -78,6 +78,28 @@ QUERY = TxnKind("00", "00", "000201", None)
 REFUND = TxnKind("04", "00", "000201", "07")
 FILE_TRANSFER = TxnKind("76", "01", "000000", None)
 BILL_FILE_TYPE = "00"
+CONSUME_CODE = TxnKind("01", "06", "000000", "08")
+"""二维码消费 (被扫: the merchant scans the customer's 云闪付 payment code, ``qrNo``) via
+backTransReq (《二维码支付产品接口规范》2.3 §5.2.1, as ported in the demos)."""
+REVERSE = TxnKind("99", "01", "000000", "08")
+"""冲正 via backTransReq, naming the original consume by its own ``orderId`` + ``txnTime``
+("同原消费", the QRC demo ``ConsumeReversal``, 2017-03)."""
+
+BARCODE_METHOD = "unionpay_barcode"
+PAYMENT_CODE_LENGTHS = frozenset({19})
+PAYMENT_CODE_PREFIXES = ("62",)
+"""A 云闪付 payment code: 19 digits starting 62 (jeepay ``getPayWayCodeByBarCode``; "银联二维码：
+以62开头长度19位数字" in acquirers' docs). ACP itself only says ``qrNo`` is 1–20 digits."""
+BARCODE_POLL_SECONDS = 4.0
+BARCODE_REVERSE_AFTER_SECONDS = 63.0
+"""The SDK's query schedule for a back transaction answered 00 (受理): at most 6 queries, 1, 2,
+4, 8, 16, 32 s apart — 63 s. Still open after that, the outcome counts as unknown, which is what
+冲正 is for ("仅用于超时无应答等异常场景")."""
+REVERSE_CUTOFF_HOUR = 23
+"""冲正 must fall in the original's day, "准确讲是昨日23:00至本日23:00之间"."""
+TERM_ID = re.compile(r"^[0-9]{8}$")
+"""``termId``: 8 characters (ANS8) naming the till; digits only, as letters were answered with a
+message-format error in practice (Kasite's integration notes)."""
 
 RESP_OK = "00"
 RESP_PENDING = frozenset({"03", "04", "05"})
@@ -159,6 +181,25 @@ def parse_amount(text: str) -> int:
     if not text.isdigit() or not text.isascii():
         raise ProtocolError(f"txnAmt {text!r} is not a number of fen")
     return int(text)
+
+
+def is_payment_code(code: str) -> bool:
+    """Whether ``code`` has the shape of a 云闪付 payment code (:data:`PAYMENT_CODE_LENGTHS`)."""
+    return (
+        code.isascii()
+        and code.isdigit()
+        and len(code) in PAYMENT_CODE_LENGTHS
+        and code.startswith(PAYMENT_CODE_PREFIXES)
+    )
+
+
+def reverse_deadline(txn_time: str) -> dt.datetime:
+    """The last moment a 冲正 of the transaction sent at ``txn_time`` is taken: UnionPay's day
+    runs from 23:00 (China time) the evening before to 23:00, and the 冲正 must fall in the
+    original's day."""
+    sent = parse_time(txn_time).astimezone(CHINA)
+    cutoff = sent.replace(hour=REVERSE_CUTOFF_HOUR, minute=0, second=0, microsecond=0)
+    return cutoff if sent < cutoff else cutoff + dt.timedelta(days=1)
 
 
 def map_orig_resp_code(code: str) -> ChannelPaymentStatus:

@@ -17,6 +17,18 @@ Paths (under the mount point, ``/sandbox/unionpay``):
   the kit's refund scripts (``succeed``, ``delayed``, ``fail``; ``refuse`` → respCode ``61``;
   ``create_error`` → HTTP 500; ``create_timeout`` → made, answer held). The answer to an
   accepted refund is ``respCode 00`` (accepted) — the result comes by notification or query.
+- ``POST /gateway/api/backTransReq.do`` also takes 二维码消费 被扫 (``01/06/000000``, ``qrNo``):
+  answered ``00`` (accepted) at once; what the customer's 云闪付 then does follows the barcode
+  scripts (:class:`BarcodeScript`, ``POST /_sandbox/barcode_scripts``): ``paid`` at once,
+  ``password_paid`` / ``password_declined`` after ``delay`` (open, ``origRespCode 05``,
+  meanwhile), ``password_forever`` (open until reversed, or paid on the customer page),
+  ``insufficient_balance`` (accepted, then failed: ``origRespCode 01``, no notification),
+  ``invalid_code`` (``respCode 30``, nothing made; so is any ``qrNo`` not 19 digits from 62),
+  ``create_timeout`` (paid, answer held), ``create_error`` (HTTP 500, nothing made). And 冲正
+  (``99/01/000000``, the original's ``orderId`` + ``txnTime``): an open order can no longer be
+  paid, a paid one is refunded in full (its money leaves the bill); a repeat answers ``00``
+  again; no such order → ``35``. ``GET /_sandbox/barcode/{orderId}`` shows an order's
+  ``reversed``/``refunded``.
 - ``POST /gateway/api/queryTrans.do``: by ``orderId`` + ``txnTime``: unknown → ``34``; paid →
   ``00``/``origRespCode 00`` with ``queryId``; waiting for the customer (or a refund in
   progress) → ``origRespCode 05``; failed → ``origRespCode 01`` (refund failed: ``01`` too).
@@ -28,7 +40,9 @@ Back notifications (URL-encoded form POST to ``backUrl``) are sent for successfu
 refunds only ("失败的交易银联不会发送后台通知"), acknowledged by HTTP 200 (or 302), retried at
 0, 1, 2 and 4 minutes (5 sends), as the SDK demo describes. Scripts come from the shared kit.
 
-Sandbox-own choices [unverified against UnionPay]: the respCodes ``11`` (bad signature),
+Sandbox-own choices [unverified against UnionPay]: the answer to a repeated 冲正 (``00``), the
+query of a reversed order (``origRespCode 01``), ``respCode 30`` for an invalid payment code,
+``origRespCode 01`` for a declined one; the respCodes ``11`` (bad signature),
 ``30`` (bad message), ``12`` (repeated orderId), ``35`` (original transaction not refundable),
 ``61`` (refund refused) and ``origRespCode 05`` for an order still waiting for the customer;
 the zip's ``fileName``; ``txnTime`` is checked for format, not freshness.
@@ -36,12 +50,14 @@ the zip's ``fileName``; ``txnTime`` is checked for format, not freshness.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import io
 import secrets
 import zipfile
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,9 +67,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
+from pydantic import BaseModel
 
 from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import (
@@ -84,6 +101,38 @@ _ECHOED = (
     "currencyCode", "reqReserved",
 )  # fmt: skip
 _ORIG_MESSAGES = {"00": "成功[0000000]", "05": "交易已受理，请稍后查询交易结果", "01": "交易失败"}
+_CODE_KIND = (p.CONSUME_CODE.txn_type, p.CONSUME_CODE.txn_sub_type, p.CONSUME_CODE.biz_type,
+              p.CONSUME_CODE.channel_type)  # fmt: skip
+_REVERSE_KIND = (p.REVERSE.txn_type, p.REVERSE.txn_sub_type, p.REVERSE.biz_type)
+
+
+class BarcodeOutcome(StrEnum):
+    """What the customer's 云闪付 does with a payment-code consume (二维码消费 被扫)."""
+
+    paid = "paid"
+    """Paid at once (and notified)."""
+    password_paid = "password_paid"
+    """Open (``origRespCode 05``) until the customer confirms after ``delay``: paid."""
+    password_declined = "password_declined"
+    """Open until the customer gives up after ``delay``: failed (not notified)."""
+    password_forever = "password_forever"
+    """Open until reversed (or paid/declined on the customer page)."""
+    insufficient_balance = "insufficient_balance"
+    """Accepted, then failed at once: ``origRespCode 01`` 余额不足, nothing charged."""
+    invalid_code = "invalid_code"
+    """``respCode 30``, nothing made."""
+    create_timeout = "create_timeout"
+    """Paid, but the answer is held longer than any client waits."""
+    create_error = "create_error"
+    """HTTP 500, nothing made."""
+
+
+class BarcodeScript(BaseModel):
+    outcome: BarcodeOutcome = BarcodeOutcome.paid
+    delay: float = 2.0
+    subject: str | None = None
+    """Matches the order's ``orderId``; None matches any."""
+    sticky: bool = False
 
 
 def _name(common_name: str) -> x509.Name:
@@ -209,6 +258,7 @@ class Sandbox:
         )
         self.signer_pem = pem(self.signer)
         self.merchants: dict[str, Merchant] = {}
+        self.barcode_scripts: list[BarcodeScript] = []
         self.core = _Core(
             channel="unionpay",
             retry_schedule=RETRY_SCHEDULE,
@@ -362,6 +412,11 @@ class Sandbox:
             merchant = self._authenticate(form)
             if form.get("txnType") == p.REFUND.txn_type:
                 return await self._refund(merchant, form)
+            kind = (form.get("txnType"), form.get("txnSubType"), form.get("bizType"))
+            if kind == _REVERSE_KIND:
+                return self._reverse(merchant, form)
+            if (*kind, form.get("channelType")) == _CODE_KIND:
+                return await self._consume_code(merchant, form)
             if self._kind(form) != "unionpay_qr":
                 raise _Fail("30", "交易类型无效")
             order = await self._create(merchant, form, "unionpay_qr")
@@ -371,6 +426,101 @@ class Sandbox:
             return self._answer(form, fail.code, fail.message)
         qr = f"{_base_url(request)}/_sandbox/pay/{order.out_trade_no}"
         return self._answer(form, "00", "成功[0000000]", qrCode=qr)
+
+    # ------------------------------------------------------------ payment codes (被扫)
+    def add_barcode_script(self, script: BarcodeScript) -> None:
+        """Queue the outcome of the next payment-code consume whose orderId matches."""
+        self.barcode_scripts.append(script)
+
+    def _take_barcode_script(self, order_id: str) -> BarcodeScript:
+        for i, script in enumerate(self.barcode_scripts):
+            if script.subject is None or script.subject == order_id:
+                if not script.sticky:
+                    del self.barcode_scripts[i]
+                return script
+        return BarcodeScript()
+
+    async def _consume_code(self, merchant: Merchant, form: dict[str, str]) -> Response:
+        """二维码消费: ``00`` (accepted) at once; the customer's answer follows the script."""
+        order_id = form["orderId"]
+        if self.core.get_order(merchant.mer_id, order_id) or self._refund_by_id(order_id):
+            raise _Fail("12", "重复交易")
+        if form.get("currencyCode") != p.CURRENCY_CODE:
+            raise _Fail("30", "currencyCode 无效")
+        if form.get("termId") and not p.TERM_ID.match(form["termId"]):
+            raise _Fail("30", "termId 无效")
+        try:
+            amount = p.parse_amount(form.get("txnAmt", ""))
+        except p.ProtocolError as exc:
+            raise _Fail("30", str(exc)) from None
+        script = self._take_barcode_script(order_id)
+        outcome = script.outcome
+        if not p.is_payment_code(form.get("qrNo", "")) or outcome is BarcodeOutcome.invalid_code:
+            raise _Fail("30", "C2B码无效")
+        if outcome is BarcodeOutcome.create_error:
+            raise _CreateError
+        order = self.core.add_order(SandboxOrder(
+            out_trade_no=order_id, channel_trade_no=self.core.new_trade_no()[:21].ljust(21, "0"),
+            merchant_id=merchant.mer_id, amount=amount, currency=p.CURRENCY, subject=order_id,
+            notify_url=form.get("backUrl"), method=p.BARCODE_METHOD,
+            script=sandbox_kit.Script(), created_at=clock.now(),
+            extra={"txnTime": form["txnTime"], "kind": _CODE_KIND[:3],
+                   "qr_tail": form["qrNo"][-4:]},
+        ))  # fmt: skip
+        if outcome in (BarcodeOutcome.paid, BarcodeOutcome.create_timeout):
+            await self.core.customer_action(order, paid=True)
+        elif outcome is BarcodeOutcome.insufficient_balance:
+            self.core.settle(order, paid=False)
+            order.extra["orig_msg"] = "交易失败[余额不足]"
+        elif outcome in (BarcodeOutcome.password_paid, BarcodeOutcome.password_declined):
+            paid = outcome is BarcodeOutcome.password_paid
+            self.core.spawn(self._confirm_later(order, script.delay, paid=paid))
+        if outcome is BarcodeOutcome.create_timeout:
+            await asyncio.sleep(self.core.hold_timeout_seconds)
+        return self._answer(form, "00", "成功[0000000]", queryId=order.channel_trade_no)
+
+    async def _confirm_later(self, order: SandboxOrder, delay: float, *, paid: bool) -> None:
+        await asyncio.sleep(delay * self.core.time_scale)
+        if not order.extra.get("reversed"):
+            await self.core.customer_action(order, paid=paid)
+
+    def _reverse(self, merchant: Merchant, form: dict[str, str]) -> Response:
+        """冲正 by the original's orderId + txnTime: an open order closes, a paid one is
+        refunded in full; a repeat answers the same."""
+        order = self.core.get_order(merchant.mer_id, form["orderId"])
+        if order is None or order.extra.get("txnTime") != form["txnTime"]:
+            raise _Fail("35", "原交易不存在或状态不正确")
+        if not order.extra.get("reversed"):
+            order.extra["reversed"] = True
+            order.extra["refunded"] = order.status is OrderStatus.succeeded
+            if order.status in (OrderStatus.pending, OrderStatus.succeeded):
+                order.status, order.closed_at = OrderStatus.closed, clock.now()
+        return self._answer(form, "00", "成功[0000000]")
+
+    def _barcode_router(self) -> APIRouter:
+        router = APIRouter(prefix="/_sandbox")
+
+        @router.post("/barcode_scripts")
+        async def add_barcode_script(script: BarcodeScript) -> dict[str, Any]:
+            """Control API: queue the outcome of the next payment-code consume."""
+            self.add_barcode_script(script)
+            return {"queued": len(self.barcode_scripts)}
+
+        @router.get("/barcode/{order_id}")
+        async def show_code_order(order_id: str) -> dict[str, Any]:
+            """A payment-code order by ``orderId`` (or the paymux id it was made from)."""
+            try:
+                number = p.order_id(order_id) if "_" in order_id else order_id
+            except p.ProtocolError:
+                raise HTTPException(404, "no such code order") from None
+            order = self.core.find(number)
+            if order is None or order.method != p.BARCODE_METHOD:
+                raise HTTPException(404, "no such code order")
+            return {"orderId": order.out_trade_no, "status": order.status.value,
+                    "reversed": bool(order.extra.get("reversed")),
+                    "refunded": bool(order.extra.get("refunded"))}  # fmt: skip
+
+        return router
 
     # ------------------------------------------------------------ refunds
     def _refund_by_id(self, order_id: str) -> SandboxRefund | None:
@@ -418,8 +568,9 @@ class Sandbox:
         order = self.core.get_order(merchant.mer_id, form["orderId"])
         if order is not None and order.extra["txnTime"] == form["txnTime"]:
             orig = {OrderStatus.succeeded: "00", OrderStatus.pending: "05"}.get(order.status, "01")
+            message = order.extra.get("orig_msg") or _ORIG_MESSAGES[orig]
             return self._answer(
-                form, "00", "成功[0000000]", origRespCode=orig, origRespMsg=_ORIG_MESSAGES[orig],
+                form, "00", "成功[0000000]", origRespCode=orig, origRespMsg=message,
                 queryId=order.channel_trade_no, txnAmt=str(order.amount),
                 currencyCode=p.CURRENCY_CODE,
             )  # fmt: skip
@@ -506,6 +657,7 @@ class Sandbox:
         app.include_router(
             customer_router(self.core, title="UnionPay sandbox 银联", brand_color="#d7000f")
         )
+        app.include_router(self._barcode_router())
         return app
 
 
@@ -513,4 +665,14 @@ class _CreateError(Exception):
     """Scripted ``create_error``: HTTP 500, nothing created."""
 
 
-__all__ = ["RETRY_SCHEDULE", "Authority", "Sandbox", "is_ack", "issue", "new_key", "pem"]
+__all__ = [
+    "RETRY_SCHEDULE",
+    "Authority",
+    "BarcodeOutcome",
+    "BarcodeScript",
+    "Sandbox",
+    "is_ack",
+    "issue",
+    "new_key",
+    "pem",
+]
