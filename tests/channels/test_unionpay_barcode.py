@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from paymux.channels import base
 from paymux.channels.base import BusinessError, ChannelPaymentStatus, UnknownOutcome
+from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript
 from paymux.channels.unionpay import protocol as p
 from paymux.channels.unionpay.adapter import UnionPayAdapter
-from paymux.channels.unionpay.sandbox import BarcodeOutcome, BarcodeScript
 from paymux.kit import clock as kit_clock
 from paymux.kit.ids import new_id
 from tests.channels.test_unionpay import (

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from paymux.channels.sandbox_kit import OrderStatus
+from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript, OrderStatus
 from paymux.channels.unionpay import protocol as p
-from paymux.channels.unionpay.sandbox import BarcodeOutcome, BarcodeScript
 from paymux.kit import clock as kit_clock
 from tests.conftest import Stack, attempt_ids, make_tenant, run_worker
 from tests.payments.test_payments import order_no

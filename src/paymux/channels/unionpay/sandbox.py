@@ -57,7 +57,6 @@ import io
 import secrets
 import zipfile
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -70,10 +69,11 @@ from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
-from pydantic import BaseModel
 
 from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import (
+    BarcodeOutcome,
+    BarcodeScript,
     OrderStatus,
     RefundOutcome,
     RefundStatus,
@@ -104,35 +104,6 @@ _ORIG_MESSAGES = {"00": "成功[0000000]", "05": "交易已受理，请稍后查
 _CODE_KIND = (p.CONSUME_CODE.txn_type, p.CONSUME_CODE.txn_sub_type, p.CONSUME_CODE.biz_type,
               p.CONSUME_CODE.channel_type)  # fmt: skip
 _REVERSE_KIND = (p.REVERSE.txn_type, p.REVERSE.txn_sub_type, p.REVERSE.biz_type)
-
-
-class BarcodeOutcome(StrEnum):
-    """What the customer's 云闪付 does with a payment-code consume (二维码消费 被扫)."""
-
-    paid = "paid"
-    """Paid at once (and notified)."""
-    password_paid = "password_paid"
-    """Open (``origRespCode 05``) until the customer confirms after ``delay``: paid."""
-    password_declined = "password_declined"
-    """Open until the customer gives up after ``delay``: failed (not notified)."""
-    password_forever = "password_forever"
-    """Open until reversed (or paid/declined on the customer page)."""
-    insufficient_balance = "insufficient_balance"
-    """Accepted, then failed at once: ``origRespCode 01`` 余额不足, nothing charged."""
-    invalid_code = "invalid_code"
-    """``respCode 30``, nothing made."""
-    create_timeout = "create_timeout"
-    """Paid, but the answer is held longer than any client waits."""
-    create_error = "create_error"
-    """HTTP 500, nothing made."""
-
-
-class BarcodeScript(BaseModel):
-    outcome: BarcodeOutcome = BarcodeOutcome.paid
-    delay: float = 2.0
-    subject: str | None = None
-    """Matches the order's ``orderId``; None matches any."""
-    sticky: bool = False
 
 
 def _name(common_name: str) -> x509.Name:
@@ -433,12 +404,8 @@ class Sandbox:
         self.barcode_scripts.append(script)
 
     def _take_barcode_script(self, order_id: str) -> BarcodeScript:
-        for i, script in enumerate(self.barcode_scripts):
-            if script.subject is None or script.subject == order_id:
-                if not script.sticky:
-                    del self.barcode_scripts[i]
-                return script
-        return BarcodeScript()
+        """Scripts match the order's ``orderId`` (their ``subject``); None matches any."""
+        return sandbox_kit.take_matching(self.barcode_scripts, order_id, BarcodeScript)
 
     async def _consume_code(self, merchant: Merchant, form: dict[str, str]) -> Response:
         """二维码消费: ``00`` (accepted) at once; the customer's answer follows the script."""
@@ -668,8 +635,6 @@ class _CreateError(Exception):
 __all__ = [
     "RETRY_SCHEDULE",
     "Authority",
-    "BarcodeOutcome",
-    "BarcodeScript",
     "Sandbox",
     "is_ack",
     "issue",
