@@ -821,7 +821,9 @@ async def test_error_classification_table() -> None:
 # ------------------------------------------------------------------ credentials and registry
 def test_credentials_are_validated(env: Env) -> None:
     assert base._REGISTRY["wechatpay"] is WechatPayAdapter
-    assert WechatPayAdapter.methods == {"wechat_native", "wechat_jsapi", "wechat_h5", "wechat_app"}
+    assert WechatPayAdapter.methods == {
+        "wechat_native", "wechat_jsapi", "wechat_h5", "wechat_app", "wechat_mini",
+    }  # fmt: skip
     assert WechatPayAdapter.currencies == {"CNY"}
     assert "api.mch.weixin.qq.com" in WechatPayAdapter.production_hosts
     model = WechatPayAdapter.credentials_model.model_validate(
