@@ -237,7 +237,9 @@ def test_credentials_model_and_factory_facts(env: Env) -> None:
         == "https://openapi.alipay.com/gateway.do"
     )
     assert AlipayAdapter.production_hosts == frozenset({"openapi.alipay.com"})
-    assert AlipayAdapter.methods == {"alipay_qr", "alipay_page", "alipay_wap", "alipay_app"}
+    assert AlipayAdapter.methods == {
+        "alipay_qr", "alipay_page", "alipay_wap", "alipay_app", "alipay_jsapi",
+    }  # fmt: skip
     assert AlipayAdapter.currencies == {"CNY"}
     assert base._REGISTRY["alipay"] is AlipayAdapter
 
