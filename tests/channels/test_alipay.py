@@ -239,6 +239,7 @@ def test_credentials_model_and_factory_facts(env: Env) -> None:
     assert AlipayAdapter.production_hosts == frozenset({"openapi.alipay.com"})
     assert AlipayAdapter.methods == {
         "alipay_qr", "alipay_page", "alipay_wap", "alipay_app", "alipay_barcode",
+        "alipay_jsapi",
     }  # fmt: skip
     assert AlipayAdapter.currencies == {"CNY"}
     assert base._REGISTRY["alipay"] is AlipayAdapter

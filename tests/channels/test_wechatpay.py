@@ -823,6 +823,7 @@ def test_credentials_are_validated(env: Env) -> None:
     assert base._REGISTRY["wechatpay"] is WechatPayAdapter
     assert WechatPayAdapter.methods == {
         "wechat_native", "wechat_jsapi", "wechat_h5", "wechat_app", "wechat_barcode",
+        "wechat_mini",
     }  # fmt: skip
     assert WechatPayAdapter.currencies == {"CNY"}
     assert "api.mch.weixin.qq.com" in WechatPayAdapter.production_hosts

@@ -120,6 +120,23 @@ class AlipayCredentials(BaseModel):
     gateway: str = PRODUCTION_GATEWAY
     seller_id: str | None = None
     """The merchant's PID (2088…); when set, notifications must carry it."""
+    app_auth_token: str | None = Field(default=None, min_length=1, max_length=128)
+    """ISV mode (第三方应用授权): the sub-merchant's authorisation of this (the ISV's) app, sent
+    as the common parameter ``app_auth_token`` on every call."""
+    auth_app_id: str | None = Field(default=None, min_length=1, max_length=32)
+    """ISV mode: the sub-merchant's own app (``auth_app_id`` of the token); its notifications
+    must name it."""
+    mini_app_id: str | None = Field(default=None, min_length=1, max_length=32)
+    """The mini-program where ``alipay_jsapi`` payments are made (``op_app_id``); the
+    sub-merchant's app in ISV mode, else ``app_id``, when not set."""
+
+    @model_validator(mode="after")
+    def _isv(self) -> AlipayCredentials:
+        if self.app_auth_token and not self.auth_app_id:
+            raise ValueError("ISV mode (app_auth_token) needs the sub-merchant's auth_app_id")
+        if self.auth_app_id and not self.app_auth_token:
+            raise ValueError("auth_app_id is only for ISV mode (with app_auth_token)")
+        return self
 
     @field_validator("app_private_key")
     @classmethod
@@ -360,6 +377,9 @@ class AlipayAdapter:
     barcode_terms: ClassVar[base.BarcodeTerms] = base.BarcodeTerms(
         p.BARCODE_POLL_SECONDS, p.BARCODE_REVERSE_AFTER_SECONDS
     )
+    # JSAPI / mini-program payments (see ``_create_jsapi``): the payer must be named.
+    methods = methods | {"alipay_jsapi"}
+    required_customer = {**required_customer, "alipay_jsapi": ("buyer_id",)}
 
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
@@ -383,6 +403,8 @@ class AlipayAdapter:
         else:
             assert creds.alipay_public_key is not None  # the model guarantees one or the other
             self._alipay_key = p.load_public_key(creds.alipay_public_key)
+        if creds.app_auth_token:  # ISV mode: a common parameter of every request, like the SNs
+            self._cert_params["app_auth_token"] = creds.app_auth_token
 
     # ------------------------------------------------------------ requests
     def _signed(
@@ -487,6 +509,8 @@ class AlipayAdapter:
             raise BusinessError("unsupported_currency", f"alipay does not take {request.currency}")
         if request.method == p.BARCODE_METHOD:
             return await self._pay_code(request)
+        if request.method == "alipay_jsapi":
+            return await self._create_jsapi(request)
         if request.method == "alipay_qr":
             return await self._precreate(request)
         if request.method == "alipay_app":
@@ -525,6 +549,34 @@ class AlipayAdapter:
         return CreatedPayment(
             channel_trade_no=None,
             next_action=NextAction(NextActionType.qr_code, code_url=qr_code),
+            raw=data,
+        )
+
+    async def _create_jsapi(self, request: CreatePayment) -> CreatedPayment:
+        """``alipay.trade.create`` (``product_code=JSAPI_PAY``) for the payer: ``buyer_id``
+        (a 2088… user id; any other value is taken as the newer ``buyer_open_id``, which may
+        also be given as ``customer.buyer_open_id``). Alipay makes the trade at once and
+        answers its ``trade_no``, which the mini-program hands to ``my.tradePay``."""
+        creds = self.credentials
+        buyer = str(request.customer.get("buyer_id") or "")
+        open_id = str(request.customer.get("buyer_open_id") or "")
+        if not buyer and not open_id:
+            raise BusinessError("customer_required", "alipay_jsapi needs customer.buyer_id")
+        biz = self._biz(request, p.PRODUCT_JSAPI)
+        biz.pop("buyer_id", None)
+        if buyer and p.USER_ID.fullmatch(buyer):
+            biz["buyer_id"] = buyer
+        else:
+            biz["buyer_open_id"] = open_id or buyer
+        biz["op_app_id"] = creds.mini_app_id or creds.auth_app_id or creds.app_id
+        raw = await self._call(p.METHOD_CREATE, biz, notify_url=request.notify_url)
+        data = self._check(raw)
+        trade_no = data.get("trade_no")
+        if data.get("out_trade_no") != request.out_trade_no or not isinstance(trade_no, str):
+            raise UnknownOutcome("inconsistent_response", "create answer does not match")
+        return CreatedPayment(
+            channel_trade_no=trade_no,
+            next_action=NextAction(NextActionType.sdk_params, params={"tradeNO": trade_no}),
             raw=data,
         )
 
@@ -952,6 +1004,10 @@ class AlipayAdapter:
             raise InvalidNotification("bad_signature", "notification signature does not verify")
         if fields.get("app_id") != self.credentials.app_id:
             raise InvalidNotification("wrong_app", "notification is for another app_id")
+        # ISV mode: app_id is ours (the ISV's app), auth_app_id the sub-merchant it acted for.
+        isv_for = self.credentials.auth_app_id
+        if isv_for and fields.get("auth_app_id") != isv_for:
+            raise InvalidNotification("wrong_app", "notification is for another sub-merchant")
         seller = self.credentials.seller_id
         if seller and fields.get("seller_id") != seller:
             raise InvalidNotification("wrong_seller", "notification is for another seller_id")

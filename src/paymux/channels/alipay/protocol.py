@@ -30,6 +30,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -512,3 +513,17 @@ def is_payment_code(code: str) -> bool:
         and len(code) in PAYMENT_CODE_LENGTHS
         and code.startswith(PAYMENT_CODE_PREFIXES)
     )
+
+
+# ---------------------------------------------------------------- JSAPI / mini-program, ISV mode
+METHOD_CREATE = "alipay.trade.create"
+"""统一收单交易创建: makes the trade at once and answers its ``trade_no`` for ``my.tradePay``."""
+PRODUCT_JSAPI = "JSAPI_PAY"
+"""``alipay.trade.create``'s product code for mini-program / JSAPI payments."""
+USER_ID = re.compile(r"^2088\d{12}$")
+"""An Alipay user id (``buyer_id``); the newer ``buyer_open_id`` has no fixed shape."""
+ISV_AUTH_ERRORS = {
+    "aop.invalid-app-auth-token": "无效的应用授权令牌",
+    "aop.app-auth-token-time-out": "应用授权令牌已过期",
+}
+"""Common 20001 sub_codes of a bad ``app_auth_token`` (Alipay's 公共错误码)."""

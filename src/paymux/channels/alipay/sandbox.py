@@ -165,6 +165,25 @@ class SandboxApp:
     seller_id: str
     cert_sn: str | None = None
     """Certificate mode: the SN of the app's public-key certificate."""
+    isv_app_id: str | None = None
+    """Set on the view of a sub-merchant's app that an ISV's app is acting for
+    (``app_auth_token``): the ISV's app, which signed the request."""
+
+
+@dataclass
+class AppAuth:
+    """One sub-merchant's authorisation of an ISV's app (第三方应用授权)."""
+
+    token: str
+    isv_app_id: str
+    merchant: SandboxApp
+    """The sub-merchant's own app (``auth_app_id``) and PID (``user_id`` = seller)."""
+    expires_at: dt.datetime | None = None
+
+
+class AppAuthIn(BaseModel):
+    isv_app_id: str
+    expires_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -388,7 +407,11 @@ class Sandbox:
         self._server_methods[p.METHOD_PAY] = self._pay_code
         self._server_methods[p.METHOD_CANCEL] = self._cancel
         self.barcode_scripts: list[BarcodeScript] = []
+        self._server_methods[p.METHOD_CREATE] = self._trade_create
+        self.app_auths: dict[str, AppAuth] = {}
+        """ISV authorisations (第三方应用授权) by ``app_auth_token``."""
         self.app = self._build_app()
+        self.app.include_router(self._isv_router())
 
     # ------------------------------------------------------------ apps
     @property
@@ -498,7 +521,7 @@ class Sandbox:
             "notify_type": "trade_status_sync",
             "charset": p.CHARSET,
             "version": p.VERSION,
-            "app_id": order.merchant_id,
+            "app_id": order.extra.get("isv_app_id") or order.merchant_id,
             "auth_app_id": order.merchant_id,
             "trade_no": order.channel_trade_no,
             "out_trade_no": order.out_trade_no,
@@ -520,6 +543,8 @@ class Sandbox:
             )
         else:
             fields["gmt_close"] = p.format_time(order.closed_at or now)
+        if order.extra.get("buyer_open_id"):  # the payer was named by open id
+            fields["buyer_open_id"] = str(order.extra["buyer_open_id"])
         return fields
 
     def _signed_form(self, fields: dict[str, str]) -> tuple[dict[str, str], bytes]:
@@ -606,7 +631,7 @@ class Sandbox:
             raise _invalid("parameter", "biz_content 不是合法的 JSON") from None
         if not isinstance(biz, dict):
             raise _invalid("parameter", "biz_content 不是 JSON 对象")
-        return app, biz
+        return self._acting_app(app, params), biz
 
     def _check_certificates(self, app: SandboxApp, params: dict[str, str], method: str) -> None:
         """Certificate mode: the request names the app's and the root certificates by SN.
@@ -708,7 +733,9 @@ class Sandbox:
                 created_at=now,
                 return_url=params.get("return_url") or None,
                 extra={
-                    "buyer_id": "2088" + _digits(12),
+                    "buyer_id": str(biz.get("buyer_id") or "2088" + _digits(12)),
+                    "buyer_open_id": biz.get("buyer_open_id"),
+                    "isv_app_id": app.isv_app_id,
                     "seller_id": app.seller_id,
                     "expires_at": expires_at,
                 },
@@ -1414,6 +1441,85 @@ class Sandbox:
             t = found[0]
             return {"out_biz_no": t.out_biz_no, "order_id": t.order_id, "status": t.status,
                     "amount": t.amount, "payee_user_id": t.payee.user_id}  # fmt: skip
+
+        return router
+
+    # ------------------------------------------------------------ ISV mode, JSAPI
+    def authorize(self, isv_app_id: str, *, expires_in: float | None = None) -> dict[str, Any]:
+        """A new sub-merchant authorises the ISV's app: what ``alipay.open.auth.token.app``
+        answers the ISV (``app_auth_token``, ``auth_app_id``, ``user_id``)."""
+        if isv_app_id not in self.apps:
+            raise KeyError(isv_app_id)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        app_id = "2021" + _digits(12)
+        merchant = self.register_app(app_id, sandbox_kit.public_key_pem(key.public_key()))
+        token = clock.now().strftime("%Y%m") + "BB" + secrets.token_hex(16) + "X07"
+        expires_at = clock.now() + dt.timedelta(seconds=expires_in) if expires_in else None
+        self.app_auths[token] = AppAuth(token, isv_app_id, merchant, expires_at)
+        return {"app_auth_token": token, "auth_app_id": app_id, "user_id": merchant.seller_id}
+
+    def provision_sub_merchant(self, base_url: str) -> dict[str, Any]:
+        """Complete ISV-mode credentials: a new ISV app's and a new sub-merchant's
+        authorisation of it (the sub-merchant's PID as ``seller_id``)."""
+        creds = self.provision(base_url)
+        grant = self.authorize(creds["app_id"])
+        return {
+            **creds,
+            "app_auth_token": grant["app_auth_token"],
+            "auth_app_id": grant["auth_app_id"],
+            "seller_id": grant["user_id"],
+        }
+
+    def _acting_app(self, app: SandboxApp, params: dict[str, str]) -> SandboxApp:
+        """The app a request acts for: the signer, or with ``app_auth_token`` the sub-merchant
+        that authorised the signer (20001 for a token that is unknown, another ISV's or
+        expired)."""
+        token = params.get("app_auth_token")
+        if not token:
+            return app
+        grant = self.app_auths.get(token)
+        if grant is None or grant.isv_app_id != app.app_id:
+            sub_code = "aop.invalid-app-auth-token"
+            raise _Fail("20001", sub_code, p.ISV_AUTH_ERRORS[sub_code])
+        if grant.expires_at is not None and clock.now() >= grant.expires_at:
+            sub_code = "aop.app-auth-token-time-out"
+            raise _Fail("20001", sub_code, p.ISV_AUTH_ERRORS[sub_code])
+        merchant = grant.merchant
+        return SandboxApp(
+            app_id=merchant.app_id,
+            public_key=merchant.public_key,
+            seller_id=merchant.seller_id,
+            cert_sn=app.cert_sn,
+            isv_app_id=app.app_id,
+        )
+
+    async def _trade_create(
+        self, app: SandboxApp, params: dict[str, str], biz: dict[str, Any], base: str
+    ) -> dict[str, Any]:
+        """``alipay.trade.create`` (JSAPI / mini-program): the trade exists at once, for the
+        named buyer (``buyer_id`` 2088… or ``buyer_open_id``). [The sub_code for a missing
+        buyer is the sandbox's own.]"""
+        product = biz.get("product_code") or p.PRODUCT_QR
+        if product not in (p.PRODUCT_JSAPI, p.PRODUCT_QR):
+            raise _business("ACQ.PRODUCT_CODE_ERROR", f"不支持的产品码 {product}")
+        buyer_id, open_id = biz.get("buyer_id"), biz.get("buyer_open_id")
+        if not buyer_id and not open_id:
+            raise _business("ACQ.INVALID_PARAMETER", "buyer_id和buyer_open_id不能同时为空")
+        if buyer_id and not p.USER_ID.fullmatch(str(buyer_id)):
+            raise _business("ACQ.INVALID_PARAMETER", "buyer_id格式错误")
+        order = await self._create(app, params, biz, "alipay_jsapi")
+        return {**_OK, "out_trade_no": order.out_trade_no, "trade_no": order.channel_trade_no}
+
+    def _isv_router(self) -> APIRouter:
+        router = APIRouter(prefix="/_sandbox")
+
+        @router.post("/app_auths")
+        async def authorize(body: AppAuthIn) -> dict[str, Any]:
+            """Control API: a new sub-merchant authorises the ISV app ``isv_app_id``
+            (``expires_in`` seconds, or for good): its ``app_auth_token``."""
+            if body.isv_app_id not in self.apps:
+                raise HTTPException(404, "no such app")
+            return self.authorize(body.isv_app_id, expires_in=body.expires_in)
 
         return router
 

@@ -26,11 +26,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from paymux.channels import base
 from paymux.channels.base import (
@@ -63,6 +72,7 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
 
 DEFAULT_GATEWAY = "https://api.mch.weixin.qq.com"
 _DESCRIPTION_MAX = 127
@@ -123,6 +133,9 @@ class WechatPayCredentials(BaseModel):
     """``relation_type`` registered for merchant split receivers."""
     split_relation_person: SplitRelation = "DISTRIBUTOR"
     """``relation_type`` registered for personal (openid) split receivers."""
+    mini_appid: str | None = Field(default=None, min_length=1, max_length=32)
+    """The mini-program bound to ``mchid`` that takes ``wechat_mini`` payments (its payers'
+    openids are under it); ``appid`` when not set."""
 
     @field_validator("merchant_private_key")
     @classmethod
@@ -165,6 +178,25 @@ class WechatPayCredentials(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
             raise ValueError("gateway must be an http(s) base URL")
         return value.rstrip("/")
+
+
+def _account_mode(value: Any) -> str:
+    """Direct merchant, or a sub-merchant of a service provider (服务商: ``sp_mchid``)."""
+    fields = value if isinstance(value, Mapping) else vars(value)
+    return "partner" if "sp_mchid" in fields else "direct"
+
+
+class WechatPayAccountCredentials(
+    RootModel[
+        Annotated[
+            Annotated[WechatPayCredentials, Tag("direct")]
+            | Annotated[WechatPayPartnerCredentials, Tag("partner")],
+            Discriminator(_account_mode),
+        ]
+    ]
+):
+    """What a WeChat Pay channel account holds: a direct merchant's credentials, or (partner
+    mode, told by ``sp_mchid``) a service provider's plus one sub-merchant's ids."""
 
 
 # ---------------------------------------------------------------- error classification
@@ -411,7 +443,7 @@ class WechatPayAdapter:
         protocol.BARCODE_METHOD
     }
     currencies: ClassVar[frozenset[str]] = frozenset({"CNY"})
-    credentials_model: ClassVar[type[BaseModel]] = WechatPayCredentials
+    credentials_model: ClassVar[type[BaseModel]] = WechatPayAccountCredentials
     production_hosts: ClassVar[frozenset[str]] = frozenset(
         {"api.mch.weixin.qq.com", "api2.mch.weixin.qq.com"}
     )
@@ -425,6 +457,8 @@ class WechatPayAdapter:
     barcode_terms: ClassVar[base.BarcodeTerms] = base.BarcodeTerms(
         protocol.BARCODE_POLL_SECONDS, protocol.BARCODE_REVERSE_AFTER_SECONDS
     )
+    # Mini-programs pay JSAPI orders: the payer's openid under the mini-program's appid.
+    required_customer = {**required_customer, "wechat_mini": ("openid",)}
 
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
@@ -436,6 +470,15 @@ class WechatPayAdapter:
         self._private_key = protocol.load_private_key(creds.merchant_private_key)
         self._platform_key = protocol.load_public_key(creds.platform_public_key)
         self._platform_keys = {creds.platform_public_key_id: self._platform_key}
+
+    def __new__(cls, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> WechatPayAdapter:
+        """A sub-merchant's account (credentials with ``sp_mchid``) gets the partner-mode
+        adapter (:mod:`paymux.channels.wechatpay.partner_adapter`)."""
+        if cls is WechatPayAdapter and "sp_mchid" in credentials:
+            from paymux.channels.wechatpay.partner_adapter import WechatPayPartnerAdapter
+
+            return super().__new__(WechatPayPartnerAdapter)
+        return super().__new__(cls)
 
     # ------------------------------------------------------------ transport
     async def _call(
@@ -516,6 +559,8 @@ class WechatPayAdapter:
             "notify_url": request.notify_url,
             "amount": {"total": request.amount, "currency": request.currency},
         }
+        if request.method == "wechat_mini":
+            body["appid"] = creds.mini_appid or creds.appid
         if request.profit_sharing:
             # Keeps the money frozen and splittable (the default is to settle it all to us).
             body["settle_info"] = {"profit_sharing": True}
@@ -534,9 +579,19 @@ class WechatPayAdapter:
         _, payload = await self._call("POST", f"/v3/pay/transactions/{kind}", body)
         if not isinstance(payload, dict):
             raise UnknownOutcome("malformed_response", "create answer has no body", raw=payload)
+        if request.method == "wechat_mini":
+            return CreatedPayment(None, self._mini_action(body["appid"], payload), raw=payload)
         return CreatedPayment(
             channel_trade_no=None, next_action=self._next_action(kind, payload), raw=payload
         )
+
+    def _mini_action(self, appid: str, payload: Mapping[str, Any]) -> NextAction:
+        """``wx.requestPayment``'s parameters, signed with the mini-program's ``appid``."""
+        prepay_id = payload.get("prepay_id")
+        if not isinstance(prepay_id, str) or not prepay_id:
+            raise UnknownOutcome("malformed_response", "create answer lacks prepay_id")
+        params = protocol.mini_pay_params(self._private_key, appid=appid, prepay_id=prepay_id)
+        return NextAction(NextActionType.sdk_params, params=dict(params))
 
     def _next_action(self, kind: str, payload: Mapping[str, Any]) -> NextAction:
         creds = self.credentials

@@ -413,6 +413,7 @@ TRADE_STATE_DESC: dict[str, str] = {
 METHOD_ENDPOINTS: dict[str, tuple[str, str]] = {
     "wechat_native": ("native", "NATIVE"),
     "wechat_jsapi": ("jsapi", "JSAPI"),
+    "wechat_mini": ("jsapi", "JSAPI"),  # a mini-program pays a JSAPI order under its own appid
     "wechat_h5": ("h5", "MWEB"),
     "wechat_app": ("app", "APP"),
 }
@@ -634,3 +635,48 @@ def is_payment_code(code: str) -> bool:
         and len(code) in PAYMENT_CODE_LENGTHS
         and code.startswith(PAYMENT_CODE_PREFIXES)
     )
+
+
+# ---------------------------------------------------------------- mini-programs and partner mode
+#: ``wx.requestPayment`` takes exactly these (the mini-program's appid is implied by the
+#: mini-program itself, so ``appId`` is signed but not passed).
+MINI_PAY_FIELDS = ("timeStamp", "nonceStr", "package", "signType", "paySign")
+#: 服务商 (partner) orders: ``/v3/pay/partner/transactions/{jsapi,app,h5,native}``, query and
+#: close by ``out-trade-no`` under it.
+PARTNER_PAY_PATH = "/v3/pay/partner/transactions"
+
+
+def jsapi_pay_params(
+    private_key: rsa.RSAPrivateKey,
+    *,
+    appid: str,
+    prepay_id: str,
+    timestamp: str | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The six fields of ``WeixinJSBridge.invoke('getBrandWCPayRequest', …)``, ``paySign``
+    over ``appId\\ntimeStamp\\nnonceStr\\npackage\\n`` with the key of whoever placed the order
+    (the merchant, or in partner mode the service provider). ``appid`` is the one the payer's
+    openid belongs to."""
+    timestamp = timestamp or str(unix_now())
+    nonce = nonce or make_nonce()
+    package = f"prepay_id={prepay_id}"
+    sign = jsapi_pay_sign(private_key, appid=appid, timestamp=timestamp, nonce=nonce,
+                          package=package)  # fmt: skip
+    return {
+        "appId": appid,
+        "timeStamp": timestamp,
+        "nonceStr": nonce,
+        "package": package,
+        "signType": "RSA",
+        "paySign": sign,
+    }
+
+
+def mini_pay_params(
+    private_key: rsa.RSAPrivateKey, *, appid: str, prepay_id: str
+) -> dict[str, str]:
+    """What ``wx.requestPayment`` takes: :data:`MINI_PAY_FIELDS`, signed like JSAPI with the
+    mini-program's ``appid``."""
+    params = jsapi_pay_params(private_key, appid=appid, prepay_id=prepay_id)
+    return {name: params[name] for name in MINI_PAY_FIELDS}

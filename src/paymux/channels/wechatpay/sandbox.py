@@ -60,6 +60,7 @@ from paymux.channels.sandbox_kit import (
     customer_router,
 )
 from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay.partner_sandbox import PartnerDesk
 from paymux.kit import clock
 
 #: WeChat's notification retry schedule, seconds: 15s 15s 30s 3m 10m 20m 30m 30m 30m 60m 3h 3h
@@ -302,6 +303,8 @@ class SandboxMerchant:
     serial_no: str
     public_key: rsa.RSAPublicKey
     apiv3_key: str
+    mini_appids: set[str] = field(default_factory=set)
+    """Mini-programs bound to the merchant besides ``appid`` (:meth:`Sandbox.bind_mini_appid`)."""
 
 
 class _WechatCore(SandboxCore):
@@ -378,6 +381,9 @@ class Sandbox:
         self._core = core
         self.core: SandboxCore = core
         self.app = self._build_app()
+        self.partners = PartnerDesk(self)
+        """Service providers (服务商) and their sub-merchants: the partner-mode paths."""
+        self.partners.install(self.app)
 
     @property
     def platform_private_key(self) -> rsa.RSAPrivateKey:
@@ -430,6 +436,23 @@ class Sandbox:
                 {"info_type": "奖励说明", "info_content": "余额提现"},
             ],
         }
+
+    def bind_mini_appid(self, mchid: str) -> str:
+        """Bind a new mini-program to a direct merchant (商户号绑定APPID): its appid, for the
+        credentials' ``mini_appid``."""
+        appid = "wx" + secrets.token_hex(8)
+        self.merchants[mchid].mini_appids.add(appid)
+        return appid
+
+    def provision_partner(self, base_url: str) -> dict[str, Any]:
+        """A new service provider (服务商): its credentials, no sub-merchant yet (add them with
+        ``partners.add_sub_merchant``)."""
+        return self.partners.provision_partner(base_url)
+
+    def provision_sub_merchant(self, base_url: str, **options: bool) -> dict[str, Any]:
+        """Complete partner-mode credentials: a new service provider's plus one new
+        sub-merchant's ids (``sub_appid`` / ``sub_mini_appid`` options give it its own apps)."""
+        return self.partners.provision(base_url, **options)
 
     # ------------------------------------------------------------ wire helpers
     def sign(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
@@ -530,6 +553,8 @@ class Sandbox:
 
     def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]:
         """The signed, encrypted ``TRANSACTION.SUCCESS`` notification for a paid order."""
+        if order.extra.get("sp_mchid"):  # a sub-merchant's order: partner mode
+            return self.partners.build_notification(order)
         merchant = self.merchants[order.merchant_id]
         resource = protocol.encrypt_resource(
             merchant.apiv3_key, protocol.encode_json(self.transaction(order))
@@ -615,6 +640,8 @@ class Sandbox:
         status = self._refund_status(refund)
         event_type = f"REFUND.{status}"
         assert event_type in protocol.REFUND_EVENTS, "only final refunds are notified"
+        if refund.order.extra.get("sp_mchid"):  # a sub-merchant's order: partner mode
+            return self.partners.build_refund_notification(refund)
         merchant = self.merchants[refund.order.merchant_id]
         resource = protocol.encrypt_resource(
             merchant.apiv3_key,
@@ -651,7 +678,7 @@ class Sandbox:
         body = self._parse(_CreateBody, raw)
         if body.mchid != merchant.mchid:
             raise WxError(400, "PARAM_ERROR", "mchid与请求的商户号不一致")
-        if body.appid != merchant.appid:
+        if body.appid != merchant.appid and body.appid not in merchant.mini_appids:
             raise WxError(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
         if body.amount.currency != "CNY":
             raise WxError(400, "PARAM_ERROR", "不支持的货币类型")
@@ -771,6 +798,8 @@ class Sandbox:
         raw = await request.body()
         merchant = self._authenticate(request, raw)
         body = self._parse(_RefundBody, raw)
+        sub_mchid = (body.model_extra or {}).get("sub_mchid")  # partner mode: a sub-merchant's
+        merchant = self.partners.refund_merchant(merchant, sub_mchid)
         if body.amount.currency != "CNY":
             raise WxError(400, "PARAM_ERROR", "不支持的货币类型")
         if body.notify_url is not None:
@@ -813,6 +842,7 @@ class Sandbox:
 
     async def _query_refund(self, request: Request, out_refund_no: str) -> Response:
         merchant = self._authenticate(request, await request.body())
+        merchant = self.partners.refund_merchant(merchant, request.query_params.get("sub_mchid"))
         refund = self.core.get_refund(merchant.mchid, out_refund_no)
         if refund is None:
             raise WxError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")

@@ -1,0 +1,276 @@
+"""WeChat Pay adapter for one sub-merchant of a service provider (服务商 / partner mode).
+
+:class:`~paymux.channels.wechatpay.adapter.WechatPayAdapter` hands a channel account whose
+credentials carry ``sp_mchid`` to this subclass (see :mod:`paymux.channels.wechatpay.partner`
+for the wire differences). Transport, signing, answer verification, refund decoding and the
+notification envelope are the direct adapter's; orders, queries, closes, refund bodies and the
+identity checks of notifications are partner-mode's own. Payouts and profit sharing are not
+offered in partner mode (WeChat serves them to partners through other APIs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from paymux.channels.base import (
+    BusinessError,
+    ChannelError,
+    ChannelPaymentStatus,
+    CreatedPayment,
+    CreatePayment,
+    CreateSplit,
+    CreateTransfer,
+    InvalidCredentials,
+    InvalidNotification,
+    NextAction,
+    NextActionType,
+    Notification,
+    PaymentState,
+    SplitState,
+    TransferState,
+    UnknownOutcome,
+)
+from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay.adapter import (
+    _DESCRIPTION_MAX,
+    _REFUNDS_PATH,
+    WechatPayAdapter,
+    _Classifier,
+    classify_answer,
+)
+from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
+
+#: What WeChat answers when ``sub_mchid`` is not a sub-merchant of ``sp_mchid`` (no 受理关系)
+#: [message wording unverified].
+_NOT_BOUND = ("受理关系",)
+
+
+def classify_partner_answer(status: int, payload: Any) -> ChannelError:
+    """:func:`~paymux.channels.wechatpay.adapter.classify_answer`, plus the partner refusal:
+    a sub-merchant the service provider does not serve."""
+    message = str(payload.get("message", "")) if isinstance(payload, dict) else ""
+    if status < 500 and any(fragment in message for fragment in _NOT_BOUND):
+        return BusinessError("sub_merchant_not_bound", message, raw=payload)
+    return classify_answer(status, payload)
+
+
+class WechatPayPartnerAdapter(WechatPayAdapter):
+    """One sub-merchant's client, signing as its service provider."""
+
+    credentials: WechatPayPartnerCredentials  # type: ignore[assignment]
+
+    def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
+        try:
+            self.credentials = WechatPayPartnerCredentials.model_validate(dict(credentials))
+        except ValidationError as exc:
+            raise InvalidCredentials(str(exc)) from None
+        creds = self.credentials
+        self._http = http
+        self._private_key = protocol.load_private_key(creds.merchant_private_key)
+        self._platform_key = protocol.load_public_key(creds.platform_public_key)
+        self._platform_keys = {creds.platform_public_key_id: self._platform_key}
+
+    # ------------------------------------------------------------ transport
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        classify: _Classifier = classify_partner_answer,
+    ) -> tuple[int, Any]:
+        """The direct transport, with the sub-merchant named on refund calls: ``sub_mchid`` in
+        a refund's body and in a refund query's query string."""
+        sub = self.credentials.sub_mchid
+        if path.startswith(_REFUNDS_PATH):
+            if body is not None:
+                body = {"sub_mchid": sub, **body}
+            else:
+                path = f"{path}?sub_mchid={quote(sub, safe='')}"
+        return await super()._call(method, path, body, classify=classify)
+
+    @staticmethod
+    def _order_path(out_trade_no: str) -> str:
+        return f"{protocol.PARTNER_PAY_PATH}/out-trade-no/{quote(out_trade_no, safe='')}"
+
+    def _ids_query(self) -> str:
+        sp, sub = self.credentials.sp_mchid, self.credentials.sub_mchid
+        return f"sp_mchid={quote(sp, safe='')}&sub_mchid={quote(sub, safe='')}"
+
+    # ------------------------------------------------------------ payments
+    async def create_payment(self, request: CreatePayment) -> CreatedPayment:
+        """``POST /v3/pay/partner/transactions/{kind}`` for the sub-merchant."""
+        creds = self.credentials
+        endpoint = protocol.METHOD_ENDPOINTS.get(request.method)
+        if endpoint is None:
+            raise BusinessError("unsupported_method", f"wechatpay does not do {request.method}")
+        if request.currency != "CNY":
+            raise BusinessError("unsupported_currency", "wechatpay only takes CNY")
+        if request.amount <= 0:
+            raise BusinessError("invalid_amount", "amount must be a positive number of fen")
+        kind = endpoint[0]
+        sp_appid, sub_appid = creds.order_apps(request.method)
+        body: dict[str, Any] = {"sp_appid": sp_appid, "sp_mchid": creds.sp_mchid}
+        if sub_appid:
+            body["sub_appid"] = sub_appid
+        body |= {
+            "sub_mchid": creds.sub_mchid,
+            "description": request.subject[:_DESCRIPTION_MAX],
+            "out_trade_no": request.out_trade_no,
+            "time_expire": protocol.rfc3339(request.expires_at),
+            "notify_url": request.notify_url,
+            "amount": {"total": request.amount, "currency": request.currency},
+        }
+        if request.profit_sharing:
+            body["settle_info"] = {"profit_sharing": True}
+        if kind == "jsapi":
+            openid = request.customer.get("openid")
+            if not openid:
+                raise BusinessError("customer_required", "JSAPI payments need customer.openid")
+            side, _ = creds.payer_app(request.method)
+            body["payer"] = {f"{side}_openid": str(openid)}
+        if kind == "h5":
+            if not request.client_ip:
+                raise BusinessError("client_ip_required", "H5 payments need the payer's IP")
+            body["scene_info"] = {
+                "payer_client_ip": request.client_ip,
+                "h5_info": {"type": "Wap"},
+            }
+        _, payload = await self._call("POST", f"{protocol.PARTNER_PAY_PATH}/{kind}", body)
+        if not isinstance(payload, dict):
+            raise UnknownOutcome("malformed_response", "create answer has no body", raw=payload)
+        return CreatedPayment(
+            channel_trade_no=None,
+            next_action=self._partner_action(kind, request.method, payload),
+            raw=payload,
+        )
+
+    def _partner_action(self, kind: str, method: str, payload: Mapping[str, Any]) -> NextAction:
+        if kind in ("native", "h5"):
+            return self._next_action(kind, payload)
+        prepay_id = payload.get("prepay_id")
+        if not isinstance(prepay_id, str) or not prepay_id:
+            raise UnknownOutcome("malformed_response", "create answer lacks prepay_id")
+        creds = self.credentials
+        _, appid = creds.payer_app(method)
+        if method == "wechat_mini":
+            params = protocol.mini_pay_params(self._private_key, appid=appid, prepay_id=prepay_id)
+        elif kind == "jsapi":
+            params = protocol.jsapi_pay_params(self._private_key, appid=appid, prepay_id=prepay_id)
+        else:  # app: the sub-merchant is the SDK's partnerid
+            timestamp, nonce = str(protocol.unix_now()), protocol.make_nonce()
+            sign = protocol.app_pay_sign(
+                self._private_key, appid=appid, timestamp=timestamp, nonce=nonce,
+                prepay_id=prepay_id,
+            )  # fmt: skip
+            params = {
+                "appid": appid,
+                "partnerid": creds.sub_mchid,
+                "prepayid": prepay_id,
+                "package": "Sign=WXPay",
+                "noncestr": nonce,
+                "timestamp": timestamp,
+                "sign": sign,
+            }
+        return NextAction(NextActionType.sdk_params, params=dict(params))
+
+    async def query_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> PaymentState:
+        """``GET /v3/pay/partner/transactions/out-trade-no/{no}?sp_mchid=…&sub_mchid=…``."""
+        path = f"{self._order_path(out_trade_no)}?{self._ids_query()}"
+        try:
+            _, payload = await self._call("GET", path)
+        except BusinessError as exc:
+            if exc.code == "order_not_exist":
+                return PaymentState(out_trade_no, ChannelPaymentStatus.not_found, raw=exc.raw)
+            raise
+        if not isinstance(payload, dict):
+            raise UnknownOutcome("malformed_response", "query answer has no body", raw=payload)
+        if not self._ours(payload):
+            raise UnknownOutcome("malformed_response", "answer is about another sub-merchant")
+        try:
+            state = self._state(payload)
+        except ValueError as exc:
+            raise UnknownOutcome("malformed_response", str(exc), raw=payload) from exc
+        if state.out_trade_no != out_trade_no:
+            raise UnknownOutcome("malformed_response", "answer is about another order")
+        return state
+
+    async def close_payment(
+        self, out_trade_no: str, *, channel_trade_no: str | None = None
+    ) -> None:
+        """``POST …/out-trade-no/{no}/close`` with ``{sp_mchid, sub_mchid}``."""
+        creds = self.credentials
+        body = {"sp_mchid": creds.sp_mchid, "sub_mchid": creds.sub_mchid}
+        try:
+            await self._call("POST", f"{self._order_path(out_trade_no)}/close", body)
+        except BusinessError as exc:
+            if exc.code in ("order_closed", "order_not_exist"):
+                return
+            raise
+
+    def _ours(self, data: Mapping[str, Any]) -> bool:
+        """A partner transaction or refund resource names our service provider and
+        sub-merchant."""
+        creds = self.credentials
+        return data.get("sp_mchid") == creds.sp_mchid and data.get("sub_mchid") == creds.sub_mchid
+
+    # ------------------------------------------------------------ notifications
+    async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
+        """``TRANSACTION.SUCCESS`` and ``REFUND.*`` for this sub-merchant: signed by the
+        platform, encrypted with the service provider's APIv3 key, and naming our
+        ``sp_mchid`` and ``sub_mchid`` (a service provider's notify URL may be shared by all its
+        sub-merchants; another one's notification is refused)."""
+        envelope, event_key, resource = self._open(headers, body)
+        event_type = envelope.get("event_type")
+        if not isinstance(resource, dict):
+            raise InvalidNotification("malformed", "resource is not a JSON object")
+        if not self._ours(resource):
+            raise InvalidNotification("wrong_merchant", "notification is for another sub-merchant")
+        if isinstance(event_type, str) and event_type.startswith("REFUND."):
+            # The direct decoder checks ``mchid``: ours is the service provider's.
+            refund = {**resource, "mchid": self.credentials.sp_mchid}
+            note = self._refund_notification(event_key, event_type, envelope, refund)
+            return Notification(
+                event_key=note.event_key, refund=note.refund, raw={**envelope, "resource": resource}
+            )
+        if "trade_state" not in resource:
+            raise InvalidNotification("unsupported_event", "resource is not a transaction")
+        try:
+            state = self._state(resource)
+        except ValueError as exc:
+            raise InvalidNotification("malformed", str(exc)) from exc
+        return Notification(
+            event_key=event_key, payment=state, raw={**envelope, "resource": resource}
+        )
+
+    # ------------------------------------------------------------ not in partner mode
+    async def create_transfer(self, request: CreateTransfer) -> TransferState:
+        raise BusinessError(
+            "unsupported_in_partner_mode", "payouts are not offered to a sub-merchant account"
+        )
+
+    async def query_transfer(self, out_biz_no: str) -> TransferState:
+        raise BusinessError(
+            "unsupported_in_partner_mode", "payouts are not offered to a sub-merchant account"
+        )
+
+    async def create_split(self, request: CreateSplit) -> SplitState:
+        raise BusinessError(
+            "unsupported_in_partner_mode",
+            "profit sharing of a sub-merchant uses WeChat's partner profitsharing API",
+        )
+
+    async def query_split(
+        self, out_order_no: str, out_trade_no: str, channel_trade_no: str
+    ) -> SplitState:
+        raise BusinessError(
+            "unsupported_in_partner_mode",
+            "profit sharing of a sub-merchant uses WeChat's partner profitsharing API",
+        )
