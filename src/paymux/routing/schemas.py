@@ -201,3 +201,51 @@ class MaintenanceWindow(BaseModel):
         if (start.tzinfo is None) != (end.tzinfo is None) or start >= end:
             raise ValueError("a one-off window needs start before end")
         return self
+
+
+class AccountRouting(BaseModel):
+    """A channel account's routing configuration: fees, limits, maintenance windows. Fields
+    left out stay as they are; ``null`` removes a limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fee_rate_bps: int | None = Field(default=None, ge=0, le=10_000)
+    fee_fixed: int | None = Field(default=None, ge=0)
+    fee_min: int | None = Field(default=None, ge=0)
+    fee_max: int | None = Field(default=None, ge=0)
+    min_amount: int | None = Field(default=None, ge=1)
+    max_amount: int | None = Field(default=None, ge=1)
+    daily_amount_limit: int | None = Field(default=None, ge=1)
+    daily_count_limit: int | None = Field(default=None, ge=1)
+    maintenance: list[MaintenanceWindow] | None = Field(default=None, max_length=100)
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    enabled: bool | None = None
+
+
+class AccountRoutingOut(BaseModel):
+    id: str
+    object: Literal["channel_account_routing"] = "channel_account_routing"
+    channel: str
+    enabled: bool
+    priority: int
+    fee_rate_bps: int
+    fee_fixed: int
+    fee_min: int | None
+    fee_max: int | None
+    min_amount: int | None
+    max_amount: int | None
+    daily_amount_limit: int | None
+    daily_count_limit: int | None
+    maintenance: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, account: Any) -> AccountRoutingOut:
+        return cls(
+            id=account.id, channel=account.channel, enabled=account.enabled,
+            priority=account.priority, fee_rate_bps=account.fee_rate_bps,
+            fee_fixed=account.fee_fixed or 0, fee_min=account.fee_min, fee_max=account.fee_max,
+            min_amount=account.min_amount, max_amount=account.max_amount,
+            daily_amount_limit=account.daily_amount_limit,
+            daily_count_limit=account.daily_count_limit,
+            maintenance=list(account.maintenance or []),
+        )  # fmt: skip
