@@ -45,8 +45,9 @@ def order(r: Request, snap: Snapshot, now: dt.datetime = NOW, seed: int = 1) -> 
 
 # ------------------------------------------------------------------ candidates
 def test_filters_method_currency_amount_and_says_why() -> None:
-    other = AccountView(id="chn_x", channel="alipay", methods=frozenset({"alipay_qr"}),
-                        currencies=C)  # fmt: skip
+    other = AccountView(
+        id="chn_x", channel="alipay", methods=frozenset({"alipay_qr"}), currencies=C
+    )
     small = acct("chn_small", max_amount=5_000)
     big = acct("chn_big", min_amount=50_000)
     usd = AccountView(id="chn_usd", channel="stripe", methods=M, currencies=frozenset({"USD"}))
@@ -56,10 +57,13 @@ def test_filters_method_currency_amount_and_says_why() -> None:
     assert [c.account_id for c in decision.order] == ["chn_a"]
     reasons = {c["account"]: c.get("excluded") for c in decision.explanation["candidates"]}
     assert reasons == {
-        "chn_a": None, "chn_x": "method_not_offered", "chn_small": "above_max_amount",
-        "chn_big": "below_min_amount", "chn_usd": "currency_not_offered",
+        "chn_a": None,
+        "chn_x": "method_not_offered",
+        "chn_small": "above_max_amount",
+        "chn_big": "below_min_amount",
+        "chn_usd": "currency_not_offered",
         "chn_cap": "above_daily_amount_limit",
-    }  # fmt: skip
+    }
 
 
 def test_maintenance_windows_weekly_wrapping_and_once() -> None:
@@ -73,8 +77,7 @@ def test_maintenance_windows_weekly_wrapping_and_once() -> None:
     assert "chn_n" not in order(req(), snap, half_past_midnight)
     assert "chn_w" in order(req(), snap, half_past_midnight)
     # A window wrapping midnight belongs to the weekday it started on.
-    monday_night = acct("chn_m", maintenance=({"start": "23:00", "end": "01:00",
-                                               "weekdays": [2]},))  # fmt: skip
+    monday_night = acct("chn_m", maintenance=({"start": "23:00", "end": "01:00", "weekdays": [2]},))
     assert order(req(), Snapshot(accounts=[monday_night]), half_past_midnight) == []
     with pytest.raises(ValidationError):
         MaintenanceWindow(start="2026-11-25T10:00", end="2026-11-25T09:00")
@@ -104,18 +107,27 @@ def test_request_override_beats_rules() -> None:
         ({"customer_type": "returning"}, {"returning": True}, {"returning": None}),
         ({"preferred_channels": ["unionpay"]}, {"preferred_channel": "unionpay"}, {}),
         ({"last_channels": ["unionpay"]}, {"last_channel": "unionpay"}, {"last_channel": "x"}),
-        ({"metadata": {"risk_level": ["high"]}}, {"metadata": {"risk_level": "high"}},
-         {"metadata": {"risk_level": "low"}}),
+        (
+            {"metadata": {"risk_level": ["high"]}},
+            {"metadata": {"risk_level": "high"}},
+            {"metadata": {"risk_level": "low"}},
+        ),
         ({"metadata": {"category": ["games", "vip"]}}, {"metadata": {"category": "vip"}}, {}),
     ],
-)  # fmt: skip
-def test_each_condition(conditions: dict[str, Any], hit: dict[str, Any], miss: dict[str, Any]) -> None:
+)
+def test_each_condition(
+    conditions: dict[str, Any], hit: dict[str, Any], miss: dict[str, Any]
+) -> None:
     r = rule(conditions, {"type": "pin", "targets": ["unionpay"]})
     snap = Snapshot(accounts=[A, U], rules=[r], strategy="priority")
     assert order(req(**hit), snap) == ["chn_u"]
     if miss.get("method") or miss.get("currency"):
-        u_all = AccountView(id="chn_u", channel="unionpay", methods=frozenset({"wechat_h5",
-                            "wechat_native"}), currencies=frozenset({"CNY", "USD"}))  # fmt: skip
+        u_all = AccountView(
+            id="chn_u",
+            channel="unionpay",
+            methods=frozenset({"wechat_h5", "wechat_native"}),
+            currencies=frozenset({"CNY", "USD"}),
+        )
         snap = Snapshot(accounts=[u_all], rules=[r], strategy="priority")
         assert engine.decide(req(**miss), snap, NOW).explanation["rule"] is None
     else:
@@ -129,7 +141,10 @@ def test_time_of_day_window_in_china_time_and_wrapping() -> None:
     assert order(req(), snap) == ["chn_b"]  # 10:00 in Shanghai (02:00 UTC)
     assert order(req(), snap, dt.datetime(2026, 11, 25, 15, 0, tzinfo=dt.UTC)) == ["chn_u"]
     assert order(req(), snap, dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)) == [
-        "chn_a", "chn_b", "chn_u"]  # fmt: skip
+        "chn_a",
+        "chn_b",
+        "chn_u",
+    ]
     with pytest.raises(ValidationError):
         Conditions(time_from="09:00")
 
@@ -147,8 +162,9 @@ def test_priority_list_then_fallback() -> None:
     r = rule({}, {"type": "priority", "targets": ["unionpay", "chn_b"]})
     snap = Snapshot(accounts=[A, B, U], rules=[r], strategy="priority")
     assert order(req(), snap) == ["chn_u", "chn_b", "chn_a"]
-    no_fallback = rule({}, {"type": "priority", "targets": ["unionpay", "chn_b"],
-                            "fallback": False})  # fmt: skip
+    no_fallback = rule(
+        {}, {"type": "priority", "targets": ["unionpay", "chn_b"], "fallback": False}
+    )
     decision = engine.decide(req(), Snapshot(accounts=[A, B, U], rules=[no_fallback]), NOW)
     assert [c.account_id for c in decision.order] == ["chn_u", "chn_b"]
     excluded = {c["account"]: c.get("excluded") for c in decision.explanation["candidates"]}
@@ -165,8 +181,7 @@ def test_weighted_split_follows_weights() -> None:
     r = rule({}, {"type": "weighted", "targets": ["chn_a", "chn_b"], "weights": [80, 20]})
     snap = Snapshot(accounts=[A, B, U], rules=[r], strategy="priority")
     rng = random.Random(7)
-    firsts = Counter(engine.decide(req(), snap, NOW, rng).order[0].account_id
-                     for _ in range(2_000))  # fmt: skip
+    firsts = Counter(engine.decide(req(), snap, NOW, rng).order[0].account_id for _ in range(2_000))
     assert set(firsts) == {"chn_a", "chn_b"}
     assert 0.75 < firsts["chn_a"] / 2_000 < 0.85
     # The other target comes next, then the rest.
@@ -204,10 +219,16 @@ def test_fee_rate_fixed_min_max() -> None:
 def test_cost_decides_at_equal_success_and_success_beats_small_savings() -> None:
     good = scoring.Window(accepted=1000, succeeded=950)
     worse = scoring.Window(accepted=1000, succeeded=850)
-    windows = {("chn_a", "wechat_native"): good, ("chn_b", "wechat_native"): good,
-               ("chn_u", "wechat_native"): worse}  # fmt: skip
+    windows = {
+        ("chn_a", "wechat_native"): good,
+        ("chn_b", "wechat_native"): good,
+        ("chn_u", "wechat_native"): worse,
+    }
     assert order(req(), Snapshot(accounts=[A, B, U], windows=windows)) == [
-        "chn_b", "chn_a", "chn_u"]  # fmt: skip
+        "chn_b",
+        "chn_a",
+        "chn_u",
+    ]
     # Weighting cost heavily puts the cheapest first despite its lower success.
     heavy = scoring.Weights(cost=1.0)
     assert order(req(), Snapshot(accounts=[A, B, U], windows=windows, weights=heavy))[0] == "chn_u"
@@ -217,10 +238,12 @@ def test_prior_and_exploration_let_a_quiet_account_back_in() -> None:
     busy = scoring.Window(accepted=2000, succeeded=1900)
     quiet = scoring.Window()
     w = scoring.Weights()
-    s_busy = scoring.score(amount=100, fee=scoring.Fee(), window=busy, total_accepted=2000,
-                           weights=w)  # fmt: skip
-    s_quiet = scoring.score(amount=100, fee=scoring.Fee(), window=quiet, total_accepted=2000,
-                            weights=w)  # fmt: skip
+    s_busy = scoring.score(
+        amount=100, fee=scoring.Fee(), window=busy, total_accepted=2000, weights=w
+    )
+    s_quiet = scoring.score(
+        amount=100, fee=scoring.Fee(), window=quiet, total_accepted=2000, weights=w
+    )
     assert s_quiet.components["success"] == scoring.PRIOR_RATE
     assert s_quiet.components["exploration"] > 10 * s_busy.components["exploration"]
     # A few failures cannot sink an estimate; many do.
@@ -228,8 +251,9 @@ def test_prior_and_exploration_let_a_quiet_account_back_in() -> None:
     assert scoring.success_estimate(scoring.Window(accepted=500, succeeded=100)) < 0.25
     # Technical errors lower the score.
     flaky = scoring.Window(accepted=100, succeeded=95, recent_accepted=10, recent_errors=10)
-    s_flaky = scoring.score(amount=100, fee=scoring.Fee(), window=flaky, total_accepted=100,
-                            weights=w)  # fmt: skip
+    s_flaky = scoring.score(
+        amount=100, fee=scoring.Fee(), window=flaky, total_accepted=100, weights=w
+    )
     assert s_flaky.total < s_quiet.total
 
 
@@ -238,8 +262,11 @@ def test_breaker_states_in_the_decision() -> None:
     just_opened = BreakerView(state="open", opened_at=NOW - dt.timedelta(seconds=5))
     cooled = BreakerView(state="open", opened_at=NOW - engine.BREAKER_COOLDOWN)
     probing = BreakerView(state="half_open", probe_started_at=NOW - dt.timedelta(seconds=1))
-    snap = Snapshot(accounts=[A, B, U], strategy="priority",
-                    breakers={"chn_a": just_opened, "chn_b": cooled, "chn_u": probing})  # fmt: skip
+    snap = Snapshot(
+        accounts=[A, B, U],
+        strategy="priority",
+        breakers={"chn_a": just_opened, "chn_b": cooled, "chn_u": probing},
+    )
     decision = engine.decide(req(), snap, NOW)
     assert [(c.account_id, c.probe) for c in decision.order] == [("chn_b", True)]
     reasons = {c["account"]: c.get("excluded") for c in decision.explanation["candidates"]}

@@ -65,6 +65,8 @@ class Request:
     returning: bool | None = None
     """None: unknown (no customer.id)."""
     last_channel: str | None = None
+    last_account: str | None = None
+    """The channel and account of the customer's last succeeded payment of this app."""
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -163,7 +165,9 @@ def matches(conditions: Mapping[str, Any], req: Request, now: dt.datetime) -> bo
     if c.get("preferred_channels") is not None:
         if req.preferred_channel not in c["preferred_channels"]:
             return False
-    if c.get("last_channels") is not None and req.last_channel not in c["last_channels"]:
+    if c.get("last_channels") is not None and not (
+        {req.last_channel, req.last_account} & set(c["last_channels"])
+    ):
         return False
     for key, allowed in (c.get("metadata") or {}).items():
         if req.metadata.get(key) not in allowed:
@@ -186,7 +190,7 @@ def _resolve(target: str, req: Request) -> str | None:
     if target == "$preferred":
         return req.preferred_channel
     if target == "$last":
-        return req.last_channel
+        return req.last_account or req.last_channel
     return target
 
 

@@ -194,13 +194,13 @@ class Plan:
 
 async def _history(
     session: AsyncSession, app_id: str, livemode: bool, customer_ref: str
-) -> tuple[bool, str | None]:
-    """(returning, last successful channel) of a customer of this app."""
+) -> tuple[bool, str | None, str | None]:
+    """(returning, last successful channel, its account) of a customer of this app."""
     from paymux.payments.models import Payment  # payments build on routing, not the reverse
 
     row = (
         await session.execute(
-            sa.select(Payment.channel)
+            sa.select(Payment.channel, Payment.channel_account_id)
             .where(
                 Payment.app_id == app_id,
                 Payment.livemode == livemode,
@@ -211,7 +211,9 @@ async def _history(
             .limit(1)
         )
     ).first()
-    return (row is not None, row[0] if row else None)
+    if row is None:
+        return False, None, None
+    return True, row[0], row[1]
 
 
 async def plan(
@@ -235,15 +237,15 @@ async def plan(
     rules = await _rules(session, app_id, now)
     health = await _health(session, app_id, [a.id for a in accounts], now)
     customer = customer or {}
-    returning, last_channel = None, None
+    returning, last_channel, last_account = None, None, None
     ref = customer.get("id")
     if ref and engine.needs_history(rules.rules):
-        returning, last_channel = await _history(session, app_id, livemode, str(ref))
+        returning, last_channel, last_account = await _history(session, app_id, livemode, str(ref))
     req = engine.Request(
         method=method, currency=currency, amount=amount, pinned=pinned,
         device_type=customer.get("device_type"), region=customer.get("region"),
         preferred_channel=customer.get("preferred_channel"), returning=returning,
-        last_channel=last_channel, metadata={k: str(v) for k, v in (metadata or {}).items()},
+        last_channel=last_channel, last_account=last_account, metadata={k: str(v) for k, v in (metadata or {}).items()},
     )  # fmt: skip
     snapshot = engine.Snapshot(
         accounts=[account_view(a) for a in accounts],
