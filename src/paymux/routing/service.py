@@ -245,7 +245,8 @@ async def plan(
         method=method, currency=currency, amount=amount, pinned=pinned,
         device_type=customer.get("device_type"), region=customer.get("region"),
         preferred_channel=customer.get("preferred_channel"), returning=returning,
-        last_channel=last_channel, last_account=last_account, metadata={k: str(v) for k, v in (metadata or {}).items()},
+        last_channel=last_channel, last_account=last_account,
+        metadata={k: str(v) for k, v in (metadata or {}).items()},
     )  # fmt: skip
     snapshot = engine.Snapshot(
         accounts=[account_view(a) for a in accounts],
