@@ -30,6 +30,7 @@ test: dev lint
 bench: dev
 	$(BIN)/python bench/lifecycle.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/routing.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*

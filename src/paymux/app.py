@@ -83,6 +83,7 @@ def create_app(
     from paymux.payments.endpoints import router as payments_router
     from paymux.payouts.endpoints import router as payouts_router
     from paymux.refunds.endpoints import router as refunds_router
+    from paymux.routing.endpoints import router as routing_router
     from paymux.settlement.endpoints import router as settlement_router
     from paymux.splits.endpoints import router as splits_router
     from paymux.wallets.endpoints import router as wallets_router
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(settlement_router)
     app.include_router(ledger_router)
     app.include_router(webhooks_router)
+    app.include_router(routing_router)
     app.include_router(operator_router)
     app.include_router(channels_router)
     app.include_router(cashier_router)

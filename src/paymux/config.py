@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     channel_timeout_seconds: float = 10.0
     payment_expiry_seconds: int = 7200
+    routing_failover_budget_seconds: float = 15.0
+    """How long one create may keep failing over to further channel accounts: no new attempt
+    starts once this much time has passed since the request began."""
     barcode_wait_seconds: float = 30.0
     """How long POST /v1/payments waits for a payment-code (付款码) charge to reach a final
     state before answering ``pending`` (the janitor then carries on, and reverses the order at

@@ -9,6 +9,7 @@ from paymux.merchants import models as merchants_models
 from paymux.payments import models as payments_models
 from paymux.payouts import models as payouts_models
 from paymux.refunds import models as refunds_models
+from paymux.routing import models as routing_models
 from paymux.settlement import models as settlement_models
 from paymux.splits import models as splits_models
 from paymux.wallets import models as wallets_models
@@ -24,6 +25,7 @@ __all__ = [
     "payments_models",
     "payouts_models",
     "refunds_models",
+    "routing_models",
     "settlement_models",
     "splits_models",
     "wallets_models",

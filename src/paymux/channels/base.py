@@ -8,6 +8,8 @@ gateway may do next:
   (connection refused, DNS, a request rejected before processing). Safe to retry or fail over.
 - :class:`BusinessError`: the channel answered and said no (declined, invalid parameter, order
   already closed). Final for this request.
+  :class:`RoutableDecline` is the kind of refusal another channel may not share (the merchant
+  account's limit or risk control): routing may fail over on it.
 - :class:`UnknownOutcome`: the request may or may not have taken effect (timeout, 5xx, a response
   we could not verify). Never retried elsewhere; resolved by querying the channel.
 """
@@ -41,6 +43,13 @@ class RetryableError(ChannelError):
 
 class BusinessError(ChannelError):
     """The channel refused; final for this request."""
+
+
+class RoutableDecline(BusinessError):
+    """The channel refused for reasons of its own — the merchant account's limits or risk
+    control (quota reached, account restricted) — not because of the payment or the customer.
+    Final at this channel; another channel account may take the payment (routing fails over).
+    Each adapter's error table says which of its codes mean this."""
 
 
 class UnknownOutcome(ChannelError):

@@ -132,9 +132,10 @@ async def create(
     expires_at = now + dt.timedelta(seconds=req.expires_in or rt.settings.payment_expiry_seconds)
     async with rt.db.transaction() as session:
         try:
-            accounts = await routing.candidates(
+            plan = await routing.plan(
                 session, app_id=app_id, livemode=livemode, method=method,
-                currency=req.currency, pinned=req.channel,
+                currency=req.currency, amount=req.amount, pinned=req.channel,
+                customer=dict(stored.customer), metadata=dict(req.metadata),
             )  # fmt: skip
         except InvalidRequest as exc:
             if req.method != BARCODE_METHOD:
@@ -145,15 +146,21 @@ async def create(
                 "this app takes.",
                 param="customer.auth_code",
             ) from exc
-        account = accounts[0]  # a code belongs to one wallet: never another channel
         payment = service._new_payment(stored, app_id=app_id, merchant_id=merchant_id,
                                        livemode=livemode, expires_at=expires_at)  # fmt: skip
-        attempt = service._new_attempt(payment, account, rt.settings.channel_timeout_seconds)
-        service._point_at(payment, attempt)
         await service._insert(session, payment, stored, None)
+        pick = await routing.next_candidate(session, plan)
+        if pick is None:
+            routing.raise_exhausted(plan, method, req.currency)
+        account = pick.account  # a code belongs to one wallet: never another channel
+        attempt = service._new_attempt(payment, pick, rt.settings.channel_timeout_seconds)
+        service._point_at(payment, attempt)
         session.add(attempt)
     outcome = await _charge(rt, payment, attempt, account, auth_code)
-    payment = await service._record_create(rt, payment.id, attempt.id, outcome, last=True)
+    payment, _ = await service._record_create(
+        rt, payment.id, attempt.id, outcome, plan=None,
+        call_seconds=rt.settings.channel_timeout_seconds,
+    )  # fmt: skip
     if payment.status == PaymentStatus.pending:
         payment = await _wait(rt, payment.id, attempt.id, account)
     return payment, outcome.latency_ms

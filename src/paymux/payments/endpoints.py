@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
 from paymux.payments import service
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.schemas import PaymentCreate, PaymentFilters, PaymentOut
+from paymux.payments.schemas import AttemptOut, PaymentCreate, PaymentFilters, PaymentOut
 from paymux.payments.states import PaymentStatus
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
@@ -72,10 +72,13 @@ async def list_payments(
     )
 
 
-@router.get("/{payment_id}", response_model=PaymentOut)
+@router.get("/{payment_id}", response_model=PaymentOut, response_model_exclude_none=False)
 async def retrieve_payment(
-    payment_id: str, auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep
-) -> PaymentOut:
+    payment_id: str, auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep,
+    expand: Annotated[list[Literal["attempts"]], Query()] = [],  # noqa: B006
+) -> PaymentOut:  # fmt: skip
+    """A payment; ``expand=attempts`` adds every channel attempt with the routing decision
+    behind it (candidates considered, why excluded, scores, the rule, why this one)."""
     payment = await service.get(
         session, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
     )
@@ -83,6 +86,9 @@ async def retrieve_payment(
     funds = await FundsRepository(session).get(payment.id)
     if funds is not None and funds.gross:
         out.funds = FundsOut.of(funds).model_dump(mode="json")
+    if "attempts" in expand:
+        attempts = await PaymentRepository(session).attempts_of(payment.id)
+        out.attempts = [AttemptOut.of(a) for a in attempts]
     return out
 
 

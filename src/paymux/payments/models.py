@@ -19,6 +19,7 @@ class Payment(Base):
         sa.UniqueConstraint("app_id", "livemode", "out_trade_no"),
         sa.Index("ix_payments_app_created", "app_id", "livemode", "id"),
         sa.Index("ix_payments_expiry", "expires_at"),
+        sa.Index("ix_payments_customer_ref", "app_id", "customer_ref"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -34,6 +35,9 @@ class Payment(Base):
     description: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
     customer: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    customer_ref: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    """``customer.id``: finds the customer's earlier payments (routing: new/returning, last
+    successful channel)."""
     return_url: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
     client_ip: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     channel: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
@@ -77,5 +81,10 @@ class Attempt(Base):
     """When the janitor should next query the channel; null once final."""
     query_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     channel_latency_ms: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """Why this account: the candidates considered, filtered out (with reasons) and scored,
+    the rule that matched and the choice (``routing.explain``)."""
+    limit_day: Mapped[dt.date | None] = mapped_column(sa.Date, nullable=True)
+    """The day (China time) whose daily limit usage this attempt reserved; null if none."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()

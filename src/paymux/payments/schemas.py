@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from paymux.payments.models import Payment
+from paymux.payments.models import Attempt, Payment
 from paymux.splits.schemas import SplitSpec
 
 OutTradeNo = Annotated[
@@ -78,6 +78,32 @@ class Failure(BaseModel):
     message: str | None
 
 
+class AttemptOut(BaseModel):
+    """One try at one channel account, with why routing chose it (``routing``)."""
+
+    id: str
+    object: Literal["payment_attempt"] = "payment_attempt"
+    channel: str
+    channel_account: str
+    status: str
+    channel_trade_no: str | None
+    error_code: str | None
+    error_message: str | None
+    channel_latency_ms: int | None
+    routing: dict[str, Any] | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptOut:
+        return cls(
+            id=attempt.id, channel=attempt.channel, channel_account=attempt.channel_account_id,
+            status=attempt.status, channel_trade_no=attempt.channel_trade_no,
+            error_code=attempt.error_code, error_message=attempt.error_message,
+            channel_latency_ms=attempt.channel_latency_ms, routing=attempt.routing,
+            created_at=attempt.created_at,
+        )  # fmt: skip
+
+
 class PaymentOut(BaseModel):
     id: str
     object: Literal["payment"] = "payment"
@@ -105,6 +131,9 @@ class PaymentOut(BaseModel):
     created_at: dt.datetime
     funds: dict[str, Any] | None = None
     """Where the money is (escrow, refunds, splits, settlement): on retrieve only."""
+    attempts: list[AttemptOut] | None = None
+    """Every try at a channel, oldest first, with its routing explanation: on retrieve with
+    ``expand=attempts`` only."""
 
     @classmethod
     def of(cls, payment: Payment, *, public_url: str) -> PaymentOut:

@@ -155,6 +155,9 @@ async def apply_state(
         return False
     attempt_target, payment_target = _CHANNEL_TO_STATUS[state.status]
     changed = _move_attempt(attempt, attempt_target)
+    if changed and attempt_target is AttemptStatus.succeeded:
+        await routing.record_success(session, account_id=attempt.channel_account_id,
+                                     method=attempt.method)  # fmt: skip
     if state.channel_trade_no and not attempt.channel_trade_no:
         attempt.channel_trade_no = state.channel_trade_no
     if attempt_target is AttemptStatus.pending and changed:
@@ -246,10 +249,11 @@ def _validate(req: PaymentCreate) -> None:
         )
 
 
-def _new_attempt(payment: Payment, account: ChannelAccount, call_seconds: float) -> Attempt:
+def _new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> Attempt:
     # Due for a query shortly after the create call must have ended: if this process dies
     # mid-call, the janitor finds the attempt still ``created`` and asks the channel.
     due = clock.now() + dt.timedelta(seconds=call_seconds + QUERY_BACKOFF_SECONDS[0])
+    account = pick.account
     return Attempt(
         id=new_id("att"),
         payment_id=payment.id,
@@ -261,6 +265,8 @@ def _new_attempt(payment: Payment, account: ChannelAccount, call_seconds: float)
         status=AttemptStatus.created,
         query_due_at=due,
         query_count=0,
+        routing=pick.explanation,
+        limit_day=pick.limit_day,
     )
 
 
@@ -284,6 +290,7 @@ def _new_payment(
         method=req.method, status=PaymentStatus.pending, subject=req.subject,
         description=req.description, customer=dict(req.customer),
         metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
+        customer_ref=req.customer.get("id"),
         expires_at=expires_at, expiry_due_at=expires_at, amount_refunded=0,
     )  # fmt: skip
 
@@ -368,28 +375,38 @@ async def create(
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     call_seconds = rt.settings.channel_timeout_seconds
     expires_at = now + dt.timedelta(seconds=ttl)
+    started = time.monotonic()
+    budget = rt.settings.routing_failover_budget_seconds
     async with rt.db.transaction() as session:
-        accounts = await routing.candidates(
+        plan = await routing.plan(
             session, app_id=app_id, livemode=livemode, method=req.method,
-            currency=req.currency, pinned=req.channel,
+            currency=req.currency, amount=req.amount, pinned=req.channel,
+            customer=dict(req.customer), metadata=dict(req.metadata),
         )  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=expires_at)  # fmt: skip
-        attempt = _new_attempt(payment, accounts[0], call_seconds)
-        _point_at(payment, attempt)
         await _insert(session, payment, req, top_up_wallet_id)
+        pick = await routing.next_candidate(session, plan)
+        if pick is None:  # every candidate's daily limit or breaker probe was taken meanwhile
+            routing.raise_exhausted(plan, req.method, req.currency)
+        attempt = _new_attempt(payment, pick, call_seconds)
+        _point_at(payment, attempt)
         session.add(attempt)
+    account = pick.account
     channel_ms = 0
-    for index, account in enumerate(accounts):
-        if index > 0:
-            attempt = await _add_attempt(rt, payment.id, account, call_seconds)
+    while True:
         outcome = await _call_create(rt, payment, attempt, account,
                                      profit_sharing=profit_sharing)  # fmt: skip
         channel_ms += outcome.latency_ms
-        last = index == len(accounts) - 1
-        payment = await _record_create(rt, payment.id, attempt.id, outcome, last=last)
-        if outcome.kind != "retryable":
+        may_fail_over = time.monotonic() - started < budget
+        payment, next_attempt = await _record_create(
+            rt, payment.id, attempt.id, outcome, plan=plan if may_fail_over else None,
+            call_seconds=call_seconds,
+        )  # fmt: skip
+        if next_attempt is None:
             break
+        attempt = next_attempt
+        account = plan.accounts[attempt.channel_account_id]
     return payment, channel_ms
 
 
@@ -399,17 +416,6 @@ def _duplicate(out_trade_no: str) -> Conflict:
         f"A payment with out_trade_no {out_trade_no!r} exists already.",
         param="out_trade_no",
     )
-
-
-async def _add_attempt(
-    rt: Runtime, payment_id: str, account: ChannelAccount, call_seconds: float
-) -> Attempt:
-    async with rt.db.transaction() as session:
-        payment = await PaymentRepository(session).lock(payment_id)
-        attempt = _new_attempt(payment, account, call_seconds)
-        _point_at(payment, attempt)
-        session.add(attempt)
-    return attempt
 
 
 async def _call_create(
@@ -444,9 +450,21 @@ async def _call_create(
     return _Outcome(kind=kind, created=created, error=error, latency_ms=latency)
 
 
+def _fails_over(outcome: _Outcome) -> bool:
+    """A technical error before the channel acted, or the channel's own limit/risk refusal:
+    another channel may take the payment. An unknown outcome never fails over: the order may
+    exist, and a second one elsewhere could charge the customer twice."""
+    if outcome.kind == "retryable":
+        return True
+    return outcome.kind == "declined" and isinstance(outcome.error, base.RoutableDecline)
+
+
 async def _record_create(
-    rt: Runtime, payment_id: str, attempt_id: str, outcome: _Outcome, *, last: bool
-) -> Payment:
+    rt: Runtime, payment_id: str, attempt_id: str, outcome: _Outcome, *,
+    plan: routing.Plan | None, call_seconds: float,
+) -> tuple[Payment, Attempt | None]:  # fmt: skip
+    """Apply one create call's outcome; on a failure another channel may fix, start the next
+    candidate's attempt in the same transaction (``plan`` None: the time budget is spent)."""
     public_url = rt.settings.public_url
     async with rt.db.transaction() as session:
         repo = PaymentRepository(session)
@@ -457,22 +475,40 @@ async def _record_create(
         if outcome.error is not None:
             attempt.error_code = outcome.error.code[:64]
             attempt.error_message = outcome.error.message[:500]
+        await routing.record_call(
+            session, app_id=payment.app_id, account_id=attempt.channel_account_id,
+            method=attempt.method, ok=outcome.kind in ("created", "declined"),
+            accepted=outcome.kind in ("created", "declined"), latency_ms=outcome.latency_ms,
+        )  # fmt: skip
         if outcome.kind == "created":
             assert outcome.created is not None
             await _record_created(session, payment, attempt, outcome.created, public_url)
-        elif outcome.kind == "unknown":
+            return payment, None
+        if outcome.kind == "unknown":
             if _move_attempt(attempt, AttemptStatus.unknown):
                 attempt.query_due_at = next_query_at(0)
-        else:
-            _move_attempt(attempt, AttemptStatus.failed)
-            if outcome.kind == "declined" or last:
-                assert outcome.error is not None
-                code = outcome.error.code if outcome.kind == "declined" else "channel_unavailable"
-                await _move_payment(
-                    session, payment, PaymentStatus.failed, public_url,
-                    failure=(code[:64], outcome.error.message[:500]),
-                )  # fmt: skip
-    return payment
+            return payment, None
+        _move_attempt(attempt, AttemptStatus.failed)
+        if attempt.limit_day is not None:  # the channel took nothing: give the limit back
+            await routing.release(session, attempt.channel_account_id, attempt.limit_day,
+                                  attempt.amount)  # fmt: skip
+        assert outcome.error is not None
+        if plan is not None and _fails_over(outcome):
+            plan.tried.append({"account": attempt.channel_account_id, "kind": outcome.kind,
+                               "code": outcome.error.code[:64]})  # fmt: skip
+            pick = await routing.next_candidate(session, plan)
+            if pick is not None:
+                following = _new_attempt(payment, pick, call_seconds)
+                _point_at(payment, following)
+                session.add(following)
+                return payment, following
+        declined = outcome.kind == "declined"
+        code = outcome.error.code if declined else "channel_unavailable"
+        await _move_payment(
+            session, payment, PaymentStatus.failed, public_url,
+            failure=(code[:64], outcome.error.message[:500]),
+        )  # fmt: skip
+    return payment, None
 
 
 async def _record_created(

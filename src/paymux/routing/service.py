@@ -1,42 +1,385 @@
-"""Which channel accounts may take a payment, in the order to try them.
+"""Which channel accounts may take a payment, in which order, and what their outcomes teach.
 
-The first version is static: enabled accounts of the app in the payment's mode that offer the
-method and currency, by ascending priority. A request may pin a channel (``wechatpay``) or one
-account (``chn_…``). Smart routing and scoring build on this candidate list.
+The hot path per payment: one query for the app's accounts (needed anyway), a version check of
+the app's rules at most once a second, statistics and breaker states from an in-process cache
+refreshed every couple of seconds, then the pure :func:`paymux.routing.engine.decide`. In the
+database, per attempt: a guarded UPDATE reserving the daily limit (if the account has one), a
+guarded UPDATE claiming a breaker probe (only when a breaker is open), and one statistics UPSERT
+plus one breaker row update per outcome.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
+from paymux.kit import clock
 from paymux.kit.errors import InvalidRequest
 from paymux.merchants.models import Mode
+from paymux.routing import engine, scoring
+from paymux.routing.models import BreakerState
+from paymux.routing.repository import RoutingRepository
+
+RULES_TTL = dt.timedelta(seconds=1)
+"""How often a process checks the app's rules version (edits elsewhere apply within this)."""
+STATS_TTL = dt.timedelta(seconds=2)
+"""How often a process re-reads statistics and breaker states."""
+SUCCESS_WINDOW = dt.timedelta(minutes=15)
+HEALTH_WINDOW = dt.timedelta(minutes=2)
+BREAKER_CONSECUTIVE = 5
+"""Consecutive technical errors that open a breaker."""
+BREAKER_RATE_WINDOW = dt.timedelta(seconds=60)
+BREAKER_RATE_MIN_CALLS = 20
+BREAKER_RATE = 0.5
+"""Error share over the rate window (with at least the minimum of calls) that opens it too."""
+
+_rng = random.Random()
 
 
-async def candidates(
+# ------------------------------------------------------------------ caches
+@dataclass
+class _Rules:
+    version: int
+    checked_at: dt.datetime
+    rules: list[engine.RuleView]
+    strategy: str
+    weights: scoring.Weights
+
+
+@dataclass
+class _Health:
+    loaded_at: dt.datetime
+    account_ids: frozenset[str]
+    windows: dict[tuple[str, str], scoring.Window]
+    breakers: dict[str, engine.BreakerView]
+
+
+@dataclass
+class _Caches:
+    rules: dict[str, _Rules] = field(default_factory=dict)
+    health: dict[str, _Health] = field(default_factory=dict)
+
+
+_caches = _Caches()
+
+
+def clear_caches(app_id: str | None = None) -> None:
+    """Forget cached rules and health (after an edit in this process; tests)."""
+    if app_id is None:
+        _caches.rules.clear()
+        _caches.health.clear()
+    else:
+        _caches.rules.pop(app_id, None)
+        _caches.health.pop(app_id, None)
+
+
+async def _rules(session: AsyncSession, app_id: str, now: dt.datetime) -> _Rules:
+    cached = _caches.rules.get(app_id)
+    if cached is not None and now - cached.checked_at < RULES_TTL:
+        return cached
+    repo = RoutingRepository(session)
+    version = await repo.version(app_id)
+    if cached is not None and cached.version == version:
+        cached.checked_at = now
+        return cached
+    settings = await repo.settings(app_id)
+    rows = await repo.rules(app_id)
+    loaded = _Rules(
+        version=version,
+        checked_at=now,
+        rules=[
+            engine.RuleView(id=r.id, name=r.name, conditions=r.conditions, action=r.action)
+            for r in rows
+            if r.enabled
+        ],
+        strategy=settings.strategy if settings else "score",
+        weights=scoring.Weights(
+            success=settings.weight_success, cost=settings.weight_cost,
+            latency=settings.weight_latency, exploration=settings.exploration,
+        ) if settings else scoring.Weights(),
+    )  # fmt: skip
+    _caches.rules[app_id] = loaded
+    return loaded
+
+
+async def _health(
+    session: AsyncSession, app_id: str, account_ids: Sequence[str], now: dt.datetime
+) -> _Health:
+    ids = frozenset(account_ids)
+    cached = _caches.health.get(app_id)
+    if cached is not None and cached.account_ids >= ids and now - cached.loaded_at < STATS_TTL:
+        return cached
+    repo = RoutingRepository(session)
+    health_since = now - HEALTH_WINDOW
+    sums: dict[tuple[str, str], list[int]] = {}
+    for row in await repo.stats_since(sorted(ids), now - SUCCESS_WINDOW):
+        acc = sums.setdefault((row.account_id, row.method), [0, 0, 0, 0, 0, 0])
+        acc[0] += row.accepted
+        acc[1] += row.succeeded
+        acc[2] += row.errors
+        acc[3] += row.latency_ms
+        if clock.aware(row.minute) >= health_since.replace(second=0, microsecond=0):
+            acc[4] += row.accepted
+            acc[5] += row.errors
+    windows = {
+        key: scoring.Window(
+            accepted=v[0],
+            succeeded=v[1],
+            errors=v[2],
+            latency_ms=v[3],
+            recent_accepted=v[4],
+            recent_errors=v[5],
+        )
+        for key, v in sums.items()
+    }
+    breakers = {
+        b.account_id: engine.BreakerView(
+            state=b.state,
+            opened_at=clock.aware(b.opened_at) if b.opened_at else None,
+            probe_started_at=clock.aware(b.probe_started_at) if b.probe_started_at else None,
+        )
+        for b in await repo.breakers(sorted(ids))
+    }
+    loaded = _Health(loaded_at=now, account_ids=ids, windows=windows, breakers=breakers)
+    _caches.health[app_id] = loaded
+    return loaded
+
+
+# ------------------------------------------------------------------ views
+def account_view(account: ChannelAccount) -> engine.AccountView:
+    return engine.AccountView(
+        id=account.id,
+        channel=account.channel,
+        methods=frozenset(account.methods),
+        currencies=frozenset(account.currencies),
+        priority=account.priority,
+        fee=scoring.Fee(
+            rate_bps=account.fee_rate_bps,
+            fixed=account.fee_fixed or 0,
+            minimum=account.fee_min,
+            maximum=account.fee_max,
+        ),
+        min_amount=account.min_amount,
+        max_amount=account.max_amount,
+        daily_amount_limit=account.daily_amount_limit,
+        daily_count_limit=account.daily_count_limit,
+        maintenance=tuple(account.maintenance or ()),
+    )
+
+
+def china_day(now: dt.datetime) -> dt.date:
+    return engine.china(now).date()
+
+
+# ------------------------------------------------------------------ planning
+@dataclass
+class Plan:
+    """The routing decision of one payment, consumed candidate by candidate."""
+
+    accounts: dict[str, ChannelAccount]
+    decision: engine.Decision
+    amount: int
+    cursor: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    tried: list[dict[str, str]] = field(default_factory=list)
+
+
+async def _history(
+    session: AsyncSession, app_id: str, livemode: bool, customer_ref: str
+) -> tuple[bool, str | None, str | None]:
+    """(returning, last successful channel, its account) of a customer of this app."""
+    from paymux.payments.models import Payment  # payments build on routing, not the reverse
+
+    row = (
+        await session.execute(
+            sa.select(Payment.channel, Payment.channel_account_id)
+            .where(
+                Payment.app_id == app_id,
+                Payment.livemode == livemode,
+                Payment.customer_ref == customer_ref,
+                Payment.status == "succeeded",
+            )
+            .order_by(Payment.paid_at.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return False, None, None
+    return True, row[0], row[1]
+
+
+async def plan(
     session: AsyncSession,
     *,
     app_id: str,
     livemode: bool,
     method: str,
     currency: str,
+    amount: int,
     pinned: str | None = None,
-) -> list[ChannelAccount]:
+    customer: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Plan:
+    """Decide the order in which this payment's candidates may be tried."""
+    now = clock.now()
     mode = Mode.live if livemode else Mode.test
     accounts = await ChannelRepository(session).list_for_app(
         app_id, mode=mode.value, enabled_only=True
     )
-    found = [a for a in accounts if method in a.methods and currency in a.currencies]
-    if pinned is not None:
-        found = [a for a in found if pinned in (a.id, a.channel)]
-    if not found:
-        what = f" through {pinned!r}" if pinned else ""
-        raise InvalidRequest(
-            "method_unavailable",
-            f"No enabled {mode.value}-mode channel account of this app offers {method!r} in "
-            f"{currency}{what}.",
-            param="method",
+    rules = await _rules(session, app_id, now)
+    health = await _health(session, app_id, [a.id for a in accounts], now)
+    customer = customer or {}
+    returning, last_channel, last_account = None, None, None
+    ref = customer.get("id")
+    if ref and engine.needs_history(rules.rules):
+        returning, last_channel, last_account = await _history(session, app_id, livemode, str(ref))
+    req = engine.Request(
+        method=method, currency=currency, amount=amount, pinned=pinned,
+        device_type=customer.get("device_type"), region=customer.get("region"),
+        preferred_channel=customer.get("preferred_channel"), returning=returning,
+        last_channel=last_channel, last_account=last_account,
+        metadata={k: str(v) for k, v in (metadata or {}).items()},
+    )  # fmt: skip
+    snapshot = engine.Snapshot(
+        accounts=[account_view(a) for a in accounts],
+        rules=rules.rules, strategy=rules.strategy, weights=rules.weights,
+        windows=health.windows, breakers=health.breakers, version=rules.version,
+    )  # fmt: skip
+    decision = engine.decide(req, snapshot, now, _rng)
+    if not decision.order:
+        _unavailable(mode, method, currency, pinned, decision)
+    return Plan(accounts={a.id: a for a in accounts}, decision=decision, amount=amount)
+
+
+def _unavailable(
+    mode: Mode, method: str, currency: str, pinned: str | None, decision: engine.Decision
+) -> None:
+    what = f" through {pinned!r}" if pinned else ""
+    reasons = sorted(
+        {c["excluded"] for c in decision.explanation["candidates"] if "excluded" in c}
+        - {"method_not_offered"}
+    )
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    raise InvalidRequest(
+        "method_unavailable",
+        f"No enabled {mode.value}-mode channel account of this app offers {method!r} in "
+        f"{currency}{what}{why}.",
+        param="method",
+    )
+
+
+def raise_exhausted(plan: Plan, method: str, currency: str) -> NoReturn:
+    """Every candidate was ruled out at reservation time (daily limits, breaker probes)."""
+    reasons = sorted({s["reason"] for s in plan.skipped}) or ["no_candidate"]
+    raise InvalidRequest(
+        "method_unavailable",
+        f"No channel account of this app can take {method!r} in {currency} now "
+        f"({', '.join(reasons)}).",
+        param="method",
+    )
+
+
+@dataclass(frozen=True)
+class Pick:
+    account: ChannelAccount
+    limit_day: dt.date | None
+    explanation: dict[str, Any]
+
+
+async def next_candidate(session: AsyncSession, plan: Plan) -> Pick | None:
+    """The next candidate that can take the payment now: its daily limit reserved and, if its
+    breaker is open, the probe claimed — both atomically in ``session``'s transaction."""
+    repo = RoutingRepository(session)
+    now = clock.now()
+    while plan.cursor < len(plan.decision.order):
+        choice = plan.decision.order[plan.cursor]
+        plan.cursor += 1
+        account = plan.accounts[choice.account_id]
+        day: dt.date | None = None
+        if account.daily_count_limit is not None or account.daily_amount_limit is not None:
+            day = china_day(now)
+            if not await repo.reserve(
+                account.id, day, plan.amount, max_count=account.daily_count_limit,
+                max_amount=account.daily_amount_limit,
+            ):  # fmt: skip
+                plan.skipped.append({"account": account.id, "reason": "daily_limit_reached"})
+                continue
+        if choice.probe and not await repo.claim_probe(
+            account.id, now, now - engine.BREAKER_COOLDOWN
+        ):
+            if day is not None:
+                await repo.release(account.id, day, plan.amount)
+            plan.skipped.append({"account": account.id, "reason": "breaker_probe_taken"})
+            continue
+        explanation = dict(plan.decision.explanation)
+        explanation.update(
+            chosen=account.id,
+            why=choice.why + (" (breaker probe)" if choice.probe else ""),
+            attempt=len(plan.tried) + 1,
+            skipped=list(plan.skipped),
+            failover_from=list(plan.tried),
         )
-    return found
+        return Pick(account=account, limit_day=day, explanation=explanation)
+    return None
+
+
+# ------------------------------------------------------------------ learning
+def _minute(now: dt.datetime) -> dt.datetime:
+    return now.replace(second=0, microsecond=0)
+
+
+async def record_call(
+    session: AsyncSession, *, app_id: str, account_id: str, method: str, ok: bool,
+    accepted: bool, latency_ms: int,
+) -> None:  # fmt: skip
+    """One create call's outcome: ``ok`` — the channel answered (accepted or declined);
+    otherwise a technical error or timeout, which counts against the breaker."""
+    now = clock.now()
+    repo = RoutingRepository(session)
+    await repo.add_stat(
+        account_id, method, _minute(now), accepted=int(accepted), errors=int(not ok),
+        latency_ms=max(latency_ms, 0),
+    )  # fmt: skip
+    breaker = await repo.breaker_for_update(account_id)
+    before = breaker.state
+    start = clock.aware(breaker.window_start) if breaker.window_start else None
+    if start is None or now - start > BREAKER_RATE_WINDOW:
+        breaker.window_start, breaker.window_total, breaker.window_errors = now, 0, 0
+    breaker.window_total += 1
+    if ok:
+        breaker.consecutive_errors = 0
+        if breaker.state != BreakerState.closed.value:
+            breaker.state = BreakerState.closed.value
+            breaker.opened_at = breaker.probe_started_at = None
+    else:
+        breaker.window_errors += 1
+        breaker.consecutive_errors += 1
+        tripped = breaker.consecutive_errors >= BREAKER_CONSECUTIVE or (
+            breaker.window_total >= BREAKER_RATE_MIN_CALLS
+            and breaker.window_errors / breaker.window_total >= BREAKER_RATE
+        )
+        if breaker.state == BreakerState.half_open.value or (
+            breaker.state == BreakerState.closed.value and tripped
+        ):
+            breaker.state = BreakerState.open.value
+            breaker.opened_at, breaker.probe_started_at = now, None
+    if breaker.state != before:
+        clear_caches(app_id)
+
+
+async def record_success(session: AsyncSession, *, account_id: str, method: str) -> None:
+    await RoutingRepository(session).add_stat(account_id, method, _minute(clock.now()),
+                                              succeeded=1)  # fmt: skip
+
+
+async def release(session: AsyncSession, account_id: str, day: dt.date, amount: int) -> None:
+    """Give back a daily-limit reservation the channel never used (it refused the order)."""
+    await RoutingRepository(session).release(account_id, day, amount)

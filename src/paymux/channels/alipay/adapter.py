@@ -68,6 +68,7 @@ from paymux.channels.base import (
     PaymentState,
     RefundState,
     RetryableError,
+    RoutableDecline,
     SplitReceiver,
     SplitReceiverResult,
     SplitReceiverType,
@@ -209,6 +210,17 @@ _UNKNOWN_SUB_CODES = frozenset(
         "isp.unknown-error",
     }
 )
+# Refusals by the merchant account's own quota or risk status (alipay.trade.precreate/create/
+# pay/page/wap error tables): another channel account may take the payment.
+_ROUTABLE_SUB_CODES = {
+    "ACQ.BEYOND_PAY_RESTRICTION": "channel_limit",  # 商户收款额度超限
+    "ACQ.BEYOND_PER_RECEIPT_RESTRICTION": "channel_limit",  # 商户收款金额超过月限额
+    "ACQ.MERCHANT_PERM_RECEIPT_DAY_LIMIT": "channel_limit",
+    "ACQ.MERCHANT_PERM_RECEIPT_SINGLE_LIMIT": "channel_limit",
+    "ACQ.MERCHANT_PERM_RECEIPT_SUSPEND_LIMIT": "channel_risk_declined",
+    "ACQ.SELLER_BEEN_BLOCKED": "channel_risk_declined",  # 商家账号被冻结
+    "ACQ.PAYMENT_REQUEST_HAS_RISK": "channel_risk_declined",
+}
 _DEFAULT_BUSINESS_CODES = {
     "20001": "insufficient_authorization",
     "40001": "missing_parameter",
@@ -225,6 +237,7 @@ def classify(code: str, sub_code: str, message: str, *, raw: Any = None) -> Chan
     code / sub_code                          error
     ======================================  =================================
     20000 (ISP unknown), ACQ.SYSTEM_ERROR    UnknownOutcome (retry via query)
+    40004 + quota/risk sub_code              RoutableDecline (another account may take it)
     40004 + sub_code                         BusinessError(sub_code)
     40001 / 40002 / 40006 / 20001            BusinessError(sub_code or kind)
     anything else                            UnknownOutcome
@@ -235,6 +248,8 @@ def classify(code: str, sub_code: str, message: str, *, raw: Any = None) -> Chan
     """
     if code == "20000" or sub_code in _UNKNOWN_SUB_CODES:
         return UnknownOutcome(sub_code or "isp_unknown_error", message, raw=raw)
+    if code == "40004" and sub_code in _ROUTABLE_SUB_CODES:
+        return RoutableDecline(_ROUTABLE_SUB_CODES[sub_code], f"{sub_code}: {message}", raw=raw)
     if code in _DEFAULT_BUSINESS_CODES:
         return BusinessError(sub_code or _DEFAULT_BUSINESS_CODES[code], message, raw=raw)
     return UnknownOutcome("unexpected_response", f"code {code!r}: {message}", raw=raw)

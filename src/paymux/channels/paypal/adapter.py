@@ -66,6 +66,7 @@ from paymux.channels.base import (
     PaymentState,
     RefundState,
     RetryableError,
+    RoutableDecline,
     UnknownOutcome,
 )
 from paymux.channels.paypal import protocol
@@ -164,6 +165,18 @@ _ISSUES: dict[str, str] = {
 }
 
 
+#: Refusals by the payee (merchant) account's own restrictions or limits: another channel
+#: account may take the payment (RoutableDecline).
+_ROUTABLE_ISSUES: dict[str, str] = {
+    "PAYEE_ACCOUNT_RESTRICTED": "channel_risk_declined",
+    "PAYEE_ACCOUNT_LOCKED_OR_CLOSED": "channel_risk_declined",
+    "PAYEE_BLOCKED_TRANSACTION": "channel_risk_declined",
+    "TRANSACTION_BLOCKED_BY_PAYEE": "channel_risk_declined",
+    "TRANSACTION_LIMIT_EXCEEDED": "channel_limit",
+    "TRANSACTION_RECEIVING_LIMIT_EXCEEDED": "channel_limit",
+}
+
+
 def classify_transport_error(exc: httpx.HTTPError) -> ChannelError:
     for kind, error, code in _TRANSPORT_ERRORS:
         if isinstance(exc, kind):
@@ -181,6 +194,8 @@ def classify_answer(status: int, payload: Any) -> ChannelError:
         return UnknownOutcome((err.name or f"http_{status}").lower(), message, raw=payload)
     if status == 429 or err.name == "RATE_LIMIT_REACHED":
         return RetryableError("rate_limited", message, raw=payload)
+    if err.issue in _ROUTABLE_ISSUES:
+        return RoutableDecline(_ROUTABLE_ISSUES[err.issue], message or err.issue, raw=payload)
     code = _ISSUES.get(err.issue) or _ISSUES.get(err.name)
     if code is None:
         code = (err.issue or err.name).lower() or f"http_{status}"

@@ -64,6 +64,7 @@ from paymux.channels.base import (
     PaymentState,
     RefundState,
     RetryableError,
+    RoutableDecline,
     SplitReceiver,
     SplitReceiverResult,
     SplitReceiverType,
@@ -232,6 +233,9 @@ _ERROR_CODES: dict[str, tuple[type[ChannelError], str]] = {
     "SIGN_ERROR": (BusinessError, "sign_error"),
     "NO_AUTH": (BusinessError, "not_authorized"),
     "NOT_ENOUGH": (BusinessError, "insufficient_funds"),
+    # The merchant account's own restrictions, not the customer's: another account may take it.
+    "RULE_LIMIT": (RoutableDecline, "channel_limit"),  # 403 业务规则限制
+    "TRADE_ERROR": (RoutableDecline, "channel_risk_declined"),  # 403 交易错误 (risk control)
 }
 
 

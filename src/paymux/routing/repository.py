@@ -1,0 +1,208 @@
+"""All routing SQL: rules and settings, statistics buckets, daily limit usage, breakers.
+
+Counters are changed by single statements (UPSERTs and guarded UPDATEs), never read-then-write
+in Python, so several API processes on PostgreSQL can share them without losing updates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.kit import clock
+from paymux.routing.models import (
+    BreakerState,
+    RoutingBreaker,
+    RoutingLimitUsage,
+    RoutingRule,
+    RoutingSettings,
+    RoutingStat,
+)
+
+
+def _insert(session: AsyncSession, model: type[Any]) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+class RoutingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---------------------------------------------------------------- rules and settings
+    async def settings(self, app_id: str) -> RoutingSettings | None:
+        return await self.session.get(RoutingSettings, app_id)
+
+    async def settings_for_update(self, app_id: str) -> RoutingSettings:
+        """The app's settings row, created if missing, locked: every rule edit takes it first,
+        which serialises the edits of one app (positions, version)."""
+        stmt = _insert(self.session, RoutingSettings).values(
+            app_id=app_id, version=1, strategy="score", weight_success=1.0, weight_cost=0.05,
+            weight_latency=0.01, exploration=0.05, updated_at=clock.now(),
+        )  # fmt: skip
+        await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["app_id"]))
+        row = await self.session.scalar(
+            sa.select(RoutingSettings)
+            .where(RoutingSettings.app_id == app_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        assert row is not None
+        return row
+
+    async def version(self, app_id: str) -> int:
+        found = await self.session.scalar(
+            sa.select(RoutingSettings.version).where(RoutingSettings.app_id == app_id)
+        )
+        return found or 0
+
+    async def rules(self, app_id: str) -> list[RoutingRule]:
+        rows = await self.session.scalars(
+            sa.select(RoutingRule)
+            .where(RoutingRule.app_id == app_id)
+            .order_by(RoutingRule.position, RoutingRule.id)
+        )
+        return list(rows)
+
+    async def rule(self, app_id: str, rule_id: str) -> RoutingRule | None:
+        return await self.session.scalar(
+            sa.select(RoutingRule).where(RoutingRule.app_id == app_id, RoutingRule.id == rule_id)
+        )
+
+    # ---------------------------------------------------------------- statistics
+    async def add_stat(
+        self, account_id: str, method: str, minute: dt.datetime, *, accepted: int = 0,
+        succeeded: int = 0, errors: int = 0, latency_ms: int = 0,
+    ) -> None:  # fmt: skip
+        stmt = _insert(self.session, RoutingStat).values(
+            account_id=account_id, method=method, minute=minute, accepted=accepted,
+            succeeded=succeeded, errors=errors, latency_ms=latency_ms,
+        )  # fmt: skip
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "method", "minute"],
+            set_={
+                "accepted": RoutingStat.accepted + excluded.accepted,
+                "succeeded": RoutingStat.succeeded + excluded.succeeded,
+                "errors": RoutingStat.errors + excluded.errors,
+                "latency_ms": RoutingStat.latency_ms + excluded.latency_ms,
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def stats_since(
+        self, account_ids: Sequence[str], since: dt.datetime
+    ) -> list[RoutingStat]:
+        if not account_ids:
+            return []
+        rows = await self.session.scalars(
+            sa.select(RoutingStat).where(
+                RoutingStat.account_id.in_(account_ids), RoutingStat.minute >= since
+            )
+        )
+        return list(rows)
+
+    # ---------------------------------------------------------------- daily limits
+    async def reserve(
+        self, account_id: str, day: dt.date, amount: int, *, max_count: int | None,
+        max_amount: int | None,
+    ) -> bool:  # fmt: skip
+        """Count one more payment of ``amount`` against the day's limits, or nothing if that
+        would exceed them: one guarded UPDATE, so concurrent reservations never overshoot."""
+        await self.session.execute(
+            _insert(self.session, RoutingLimitUsage)
+            .values(account_id=account_id, day=day, count=0, amount=0)
+            .on_conflict_do_nothing(index_elements=["account_id", "day"])
+        )
+        stmt = (
+            sa.update(RoutingLimitUsage)
+            .where(RoutingLimitUsage.account_id == account_id, RoutingLimitUsage.day == day)
+            .values(count=RoutingLimitUsage.count + 1, amount=RoutingLimitUsage.amount + amount)
+        )
+        if max_count is not None:
+            stmt = stmt.where(RoutingLimitUsage.count + 1 <= max_count)
+        if max_amount is not None:
+            stmt = stmt.where(RoutingLimitUsage.amount + amount <= max_amount)
+        result = await self.session.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release(self, account_id: str, day: dt.date, amount: int) -> None:
+        await self.session.execute(
+            sa.update(RoutingLimitUsage)
+            .where(
+                RoutingLimitUsage.account_id == account_id,
+                RoutingLimitUsage.day == day,
+                RoutingLimitUsage.count > 0,
+            )
+            .values(count=RoutingLimitUsage.count - 1, amount=RoutingLimitUsage.amount - amount)
+        )
+
+    async def usage(self, account_id: str, day: dt.date) -> RoutingLimitUsage | None:
+        return await self.session.scalar(
+            sa.select(RoutingLimitUsage)
+            .where(RoutingLimitUsage.account_id == account_id, RoutingLimitUsage.day == day)
+            .execution_options(populate_existing=True)
+        )
+
+    # ---------------------------------------------------------------- breakers
+    async def breakers(self, account_ids: Sequence[str]) -> list[RoutingBreaker]:
+        if not account_ids:
+            return []
+        rows = await self.session.scalars(
+            sa.select(RoutingBreaker)
+            .where(RoutingBreaker.account_id.in_(account_ids))
+            .execution_options(populate_existing=True)
+        )
+        return list(rows)
+
+    async def breaker_for_update(self, account_id: str) -> RoutingBreaker:
+        await self.session.execute(
+            _insert(self.session, RoutingBreaker)
+            .values(
+                account_id=account_id,
+                state=BreakerState.closed.value,
+                consecutive_errors=0,
+                window_total=0,
+                window_errors=0,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
+        row = await self.session.scalar(
+            sa.select(RoutingBreaker)
+            .where(RoutingBreaker.account_id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        assert row is not None
+        return row
+
+    async def claim_probe(
+        self, account_id: str, now: dt.datetime, stale_before: dt.datetime
+    ) -> bool:
+        """Let exactly one attempt probe an open breaker whose cooldown is over (or replace a
+        probe whose process died): a guarded UPDATE only one concurrent caller can win."""
+        result = await self.session.execute(
+            sa.update(RoutingBreaker)
+            .where(
+                RoutingBreaker.account_id == account_id,
+                sa.or_(
+                    sa.and_(
+                        RoutingBreaker.state == BreakerState.open.value,
+                        RoutingBreaker.opened_at <= stale_before,
+                    ),
+                    sa.and_(
+                        RoutingBreaker.state == BreakerState.half_open.value,
+                        RoutingBreaker.probe_started_at <= stale_before,
+                    ),
+                ),
+            )
+            .values(state=BreakerState.half_open.value, probe_started_at=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,121 @@
+"""Pure scoring: what one channel account is worth for one payment right now. No I/O.
+
+The score of an account is
+
+    w_success · p̂  +  w_explore · bonus  −  w_cost · fee%  −  w_latency · seconds  −  w_health · e
+
+- ``p̂``: the success rate of orders the account accepted recently (succeeded / accepted) shrunk
+  towards a prior, so a handful of outcomes cannot swing it (a Beta(α, β) posterior mean);
+- ``bonus``: an upper-confidence exploration term, large for accounts with little recent
+  traffic, so an account that recovered (or is new) gets traffic again instead of starving;
+- ``fee%``: the fee of *this* amount in percent (rate + fixed, clamped to min/max);
+- ``seconds``: the recent mean create latency;
+- ``e``: the recent technical error rate (timeouts, 5xx, refused connections) — the breaker
+  removes an account that fails outright; this term steers away from a flaky one before that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+PRIOR_RATE = 0.9
+"""What a payment method's success rate is assumed to be before any evidence."""
+PRIOR_WEIGHT = 20.0
+"""How many observed orders the prior is worth."""
+HEALTH_WEIGHT = 1.0
+"""Score lost at a 100% recent technical error rate."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    success: float = 1.0
+    cost: float = 0.05
+    latency: float = 0.01
+    exploration: float = 0.05
+
+
+@dataclass(frozen=True)
+class Fee:
+    rate_bps: int = 0
+    fixed: int = 0
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """An account's recent outcomes for one method (summed minute buckets)."""
+
+    accepted: int = 0
+    succeeded: int = 0
+    errors: int = 0
+    latency_ms: int = 0
+    """Sum over ``accepted + errors`` calls."""
+    recent_accepted: int = 0
+    recent_errors: int = 0
+    """Calls in the short health window (the last couple of minutes)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float
+    components: dict[str, float] = field(default_factory=dict)
+
+
+def fee_of(amount: int, fee: Fee) -> int:
+    """The channel's fee for ``amount`` minor units: rate (rounded half up) + fixed, clamped."""
+    value = (amount * fee.rate_bps + 5_000) // 10_000 + fee.fixed
+    if fee.minimum is not None:
+        value = max(value, fee.minimum)
+    if fee.maximum is not None:
+        value = min(value, fee.maximum)
+    return max(value, 0)
+
+
+def success_estimate(window: Window) -> float:
+    """Posterior mean of the success rate under a Beta prior centred on :data:`PRIOR_RATE`."""
+    alpha = PRIOR_RATE * PRIOR_WEIGHT
+    succeeded = min(window.succeeded, window.accepted)
+    return (succeeded + alpha) / (window.accepted + PRIOR_WEIGHT)
+
+
+def exploration_bonus(window: Window, total_accepted: int) -> float:
+    """UCB1-style: grows with everyone's traffic, shrinks with this account's own."""
+    return math.sqrt(2.0 * math.log(total_accepted + 2) / (window.accepted + 1))
+
+
+def error_rate(window: Window) -> float:
+    calls = window.recent_accepted + window.recent_errors
+    return window.recent_errors / calls if calls else 0.0
+
+
+def mean_latency_ms(window: Window) -> float:
+    calls = window.accepted + window.errors
+    return window.latency_ms / calls if calls else 0.0
+
+
+def score(*, amount: int, fee: Fee, window: Window, total_accepted: int, weights: Weights) -> Score:
+    p = success_estimate(window)
+    bonus = exploration_bonus(window, total_accepted)
+    fee_pct = 100.0 * fee_of(amount, fee) / amount if amount > 0 else 0.0
+    latency_s = mean_latency_ms(window) / 1000.0
+    errors = error_rate(window)
+    total = (
+        weights.success * p
+        + weights.exploration * bonus
+        - weights.cost * fee_pct
+        - weights.latency * latency_s
+        - HEALTH_WEIGHT * errors
+    )
+    return Score(
+        total=round(total, 6),
+        components={
+            "success": round(p, 4),
+            "exploration": round(bonus, 4),
+            "fee": fee_of(amount, fee),
+            "fee_pct": round(fee_pct, 4),
+            "latency_ms": round(latency_s * 1000.0, 1),
+            "error_rate": round(errors, 4),
+        },
+    )
