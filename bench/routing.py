@@ -102,7 +102,10 @@ class Outage(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-async def simulate(strategy: str, per_phase: int, seed: int) -> dict[str, dict[str, float]]:
+async def simulate(
+    strategy: str, per_phase: int, seed: int, order: tuple[str, ...] | None = None
+) -> dict[str, dict[str, float]]:
+    """``order``: the static priority of the accounts by name (default: ACCOUNTS')."""
     from paymux.app import create_app
     from paymux.channels import service as channel_service
     from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
@@ -145,6 +148,8 @@ async def simulate(strategy: str, per_phase: int, seed: int) -> dict[str, dict[s
         merchant = await merchant_service.create_merchant(session, name="bench")
         app_row = await merchant_service.create_app(session, merchant_id=merchant.id, name="b")
         for name, rate, bps, priority in ACCOUNTS:
+            if order is not None:
+                priority = order.index(name) + 1
             sandbox = sandboxes[name]
             sandbox.core.http = notifier
             for _ in range(per_phase * 3 + 10):
@@ -183,10 +188,11 @@ async def simulate(strategy: str, per_phase: int, seed: int) -> dict[str, dict[s
     async with rt.db.read() as session:
         repo = PaymentRepository(session)
         for phase, ids in phases.items():
-            ok = fees = paid = 0
+            ok = fees = paid = technical = 0
             for pid in ids:
                 p = await repo.get_public(pid)
                 assert p is not None
+                technical += p.failure_code == "channel_unavailable"
                 if p.status == "succeeded":
                     ok += 1
                     paid += p.amount
@@ -194,7 +200,8 @@ async def simulate(strategy: str, per_phase: int, seed: int) -> dict[str, dict[s
                         p.amount, scoring.Fee(rate_bps=fee_of[p.channel_account_id or ""])
                     )
             results[phase] = {"success": 100.0 * ok / len(ids),
-                              "fee_bps": 10_000.0 * fees / paid if paid else 0.0}  # fmt: skip
+                              "fee_bps": 10_000.0 * fees / paid if paid else 0.0,
+                              "technical": float(technical)}  # fmt: skip
     for sandbox in sandboxes.values():
         await sandbox.core.aclose()
     for client in (notifier, channel_http, webhook_http):
@@ -213,13 +220,19 @@ async def main() -> None:
     per_phase = 60 if args.quick else 300
     print(f"(b) simulation: {per_phase} payments per 10-minute phase; outage of {OUTAGE} "
           "(best success, middle fee) during the middle phase")  # fmt: skip
-    for strategy, label in (("priority", "static priority"), ("score", "paymux routing")):
-        results = await simulate(strategy, per_phase, seed=7)
+    runs = (
+        ("priority", "static priority", None),
+        ("priority", "static, best first", ("wx-b", "wx-a", "wx-c")),
+        ("score", "paymux routing", None),
+    )
+    for strategy, label, order in runs:
+        results = await simulate(strategy, per_phase, seed=7, order=order)
         cells = "  ".join(
-            f"{phase}: {r['success']:5.1f}% ok, {r['fee_bps']:4.1f} bps fee"
+            f"{phase}: {r['success']:5.1f}% ok, {r['fee_bps']:4.1f} bps fee, "
+            f"{int(r['technical'])} lost to technical errors"
             for phase, r in results.items()
         )
-        print(f"  {label:16s} {cells}")
+        print(f"  {label:18s} {cells}")
 
 
 if __name__ == "__main__":
