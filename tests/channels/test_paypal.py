@@ -699,3 +699,23 @@ async def test_days_statement_from_transaction_search(env: Env) -> None:
     calls = [r for r in env.sent if r.url.path == "/v1/reporting/transactions"]
     assert len(calls) == 2  # page_size 1: two pages
     assert await env.adapter.fetch_statement(clock.now().date() - dt.timedelta(days=2)) == []
+
+
+async def test_statement_normalises_transaction_search(env: Env) -> None:
+    """``statement(day)``: T0006 → payment with PayPal's fee as a positive charge, T1107 →
+    negative refund with our refund id (``invoice_id``) and attempt (``custom_field``)."""
+    request, order_id = await paid(env, amount=10000)
+    refund = refund_request(request, order_id, 2500)
+    await env.adapter.create_refund(refund)
+    day = clock.now().astimezone(dt.UTC).date()
+    lines = await env.adapter.statement(day)
+    fee = 10000 * env.sandbox.fee_bps // 10_000
+    assert [(x.kind, x.reference, x.out_trade_no, x.amount, x.fee, x.currency)
+            for x in lines] == [
+        (base.StatementLineKind.payment, request.out_trade_no, request.out_trade_no, 10000, fee,
+         "USD"),
+        (base.StatementLineKind.refund, refund.out_refund_no, request.out_trade_no, -2500, 0,
+         "USD"),
+    ]  # fmt: skip
+    assert lines[0].channel_trade_no == order_id and lines[1].channel_refund_no
+    assert await env.adapter.statement(day - dt.timedelta(days=2)) == []

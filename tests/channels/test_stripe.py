@@ -882,3 +882,21 @@ async def test_balance_transactions_are_the_days_statement(env: Env) -> None:
         }  # fmt: skip
     )
     assert [t.id for t in second.data] == [lines[1]["id"]]
+
+
+async def test_statement_is_the_utc_days_balance_normalised(env: Env) -> None:
+    """``statement(day)``: charges are payments with Stripe's fee, refunds negative, each with
+    our attempt/refund ids (sources expanded with their PaymentIntent)."""
+    req, pi = await paid(env, amount=10000)
+    refund = refund_request(req, pi, 2500)
+    await env.adapter.create_refund(refund)
+    day = clock.now().astimezone(dt.UTC).date()
+    lines = [x for x in await env.adapter.statement(day) if x.channel_trade_no == pi]
+    got = sorted((x.kind, x.reference, x.out_trade_no, x.amount, x.fee, x.currency)
+                 for x in lines)  # fmt: skip
+    assert got == sorted([
+        (base.StatementLineKind.payment, req.out_trade_no, req.out_trade_no, 10000,
+         10000 * 290 // 10000 + 30, "USD"),
+        (base.StatementLineKind.refund, refund.out_refund_no, req.out_trade_no, -2500, 0, "USD"),
+    ])  # fmt: skip
+    assert await env.adapter.statement(day - dt.timedelta(days=2)) == []

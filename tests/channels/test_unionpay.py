@@ -41,6 +41,7 @@ from paymux.channels.base import (
     CreateRefund,
     InvalidNotification,
     NextActionType,
+    RetryableError,
     UnknownOutcome,
 )
 from paymux.channels.sandbox_kit import NotifyMode, Outcome, RefundOutcome, RefundScript, Script
@@ -590,3 +591,35 @@ async def test_bill_download(env: Env) -> None:
     assert by_code["S22"]["txnAmt"] == "000000001999" and by_code["S22"]["queryId"] == query_id
     assert by_code["S30"]["origQryId"] == query_id and by_code["S30"]["txnAmt"] == "000000000500"
     assert await env.adapter.download_bill(today - dt.timedelta(days=3)) == []
+
+
+async def test_statement_is_the_days_zm_records_normalised(env: Env) -> None:
+    """``statement(day)``: S22 → payment with ``merFee`` (D: charged), S30 → negative refund
+    (C: fee returned), ``orderId`` mapped back to our ids; today's file is not made yet."""
+    shifted = clock.OffsetClock()
+    previous = clock.set_clock(shifted)
+    china = dt.timezone(dt.timedelta(hours=8))
+    try:
+        # Forward, not back: the sandbox's certificates start now.
+        day = dt.datetime.now(china).date() + dt.timedelta(days=1)
+        shifted.offset = dt.datetime.combine(day, dt.time(12), tzinfo=china) - clock.now()
+        req, query_id = await paid(env, amount=1999)
+        refund = refund_of(req, query_id, 500)
+        state = await env.adapter.create_refund(refund)
+        shifted.advance(86400)
+        lines = await env.adapter.statement(day)
+        with pytest.raises(RetryableError) as not_ready:
+            await env.adapter.statement(day + dt.timedelta(days=1))
+    finally:
+        clock.set_clock(previous)
+    assert not_ready.value.code == "statement_not_ready"
+    got = sorted((x.kind, x.reference, x.out_trade_no, x.channel_trade_no, x.channel_refund_no,
+                  x.amount, x.fee) for x in lines)  # fmt: skip
+    assert got == sorted([
+        (base.StatementLineKind.payment, req.out_trade_no, req.out_trade_no, query_id, None,
+         1999, 12),
+        (base.StatementLineKind.refund, refund.out_refund_no, None, query_id,
+         state.channel_refund_no, -500, -3),
+    ])  # fmt: skip
+    assert all(x.occurred_at and x.occurred_at.astimezone(china).date() == day for x in lines)
+    assert p.parse_fee(p.fee_field(12)) == 12 and p.parse_fee(p.fee_field(-3)) == -3

@@ -441,6 +441,78 @@ class SplitCapable(Protocol):
                           channel_trade_no: str) -> SplitState: ...  # fmt: skip
 
 
+# ---------------------------------------------------------------- statements (对账单)
+class StatementLineKind(StrEnum):
+    """What one line of a channel's day statement records."""
+
+    payment = "payment"
+    """Money taken from a customer (WeChat ``SUCCESS`` row, Alipay 交易, UnionPay S22, Stripe
+    ``charge``, PayPal T0006)."""
+    refund = "refund"
+    """Money given back (WeChat ``REFUND`` row, Alipay 退款, UnionPay S30, Stripe ``refund``,
+    PayPal T1107)."""
+    fee = "fee"
+    """A charge of the channel's own that belongs to no payment (a Stripe ``stripe_fee``)."""
+    other = "other"
+    """Anything else the channel lists (adjustments, payouts to the bank, …); see ``raw``."""
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One line of a channel's statement (bill) for a day, normalised; ``raw`` keeps the
+    channel's own record (a bill row as a dict, a balance transaction, …).
+
+    Sign convention, from the merchant's side: ``amount`` is what moved, positive into the
+    merchant's account (a payment) and negative out of it (a refund); ``fee`` is what the
+    channel charged, positive when charged and negative when given back (the share of a fee a
+    refund returns). The money the line leaves with the merchant is ``amount - fee``."""
+
+    kind: StatementLineKind
+    amount: int
+    """Signed, minor units of ``currency``."""
+    currency: str
+    fee: int = 0
+    """Signed, minor units: positive = charged by the channel, negative = returned."""
+    out_trade_no: str | None = None
+    """Our order number (the attempt id) as the channel echoes it, when the line says."""
+    out_refund_no: str | None = None
+    """Our refund number as the channel echoes it (refund lines)."""
+    channel_trade_no: str | None = None
+    """The channel's id of the payment (WeChat transaction_id, Alipay trade_no, UnionPay
+    queryId, Stripe charge, PayPal capture)."""
+    channel_refund_no: str | None = None
+    """The channel's id of the refund (refund lines)."""
+    occurred_at: dt.datetime | None = None
+    """When the channel says the line happened (aware)."""
+    raw: Any = None
+
+    @property
+    def reference(self) -> str | None:
+        """Our number the line is about: the refund's for a refund, else the order's."""
+        if self.kind is StatementLineKind.refund:
+            return self.out_refund_no
+        return self.out_trade_no
+
+    @property
+    def net(self) -> int:
+        """What the line leaves with the merchant."""
+        return self.amount - self.fee
+
+
+class StatementCapable(Protocol):
+    """An adapter that reads the channel's statement (bill) of one day.
+
+    ``day`` is the channel's own bill day in the channel's own time zone,
+    ``statement_timezone`` (China time for WeChat Pay, Alipay and UnionPay, UTC for Stripe
+    and PayPal). A day the channel has no bill for because nothing happened is ``[]``; a bill
+    the channel has not made yet (today, or before its T+1 publication) raises RetryableError
+    with code ``statement_not_ready``; technical failures raise as elsewhere."""
+
+    statement_timezone: ClassVar[dt.tzinfo]
+
+    async def statement(self, day: dt.date) -> list[StatementLine]: ...
+
+
 # ---------------------------------------------------------------- payment codes (付款码)
 @dataclass(frozen=True)
 class PaymentCodeRule:

@@ -783,6 +783,31 @@ class PayPalAdapter:
                 return lines
             page += 1
 
+    statement_timezone: ClassVar[dt.tzinfo] = dt.UTC
+
+    async def statement(self, day: dt.date) -> list[base.StatementLine]:
+        """The UTC day's Transaction Search rows as statement lines: T0006/T00xx payments with
+        their fee (PayPal prints it negative; charged is positive here), T1107 refunds
+        (negative). ``invoice_id`` is our attempt or refund id, ``custom_field`` the attempt;
+        ``channel_trade_no`` is PayPal's reference: the order (payments, as paymux keeps it) or
+        the refunded capture (refunds)."""
+        lines = []
+        for line in await self.fetch_statement(day):
+            refund = line.event_code == "T1107"
+            k = base.StatementLineKind
+            kind = (
+                k.refund if refund else k.payment if line.event_code.startswith("T00") else k.other
+            )
+            lines.append(base.StatementLine(
+                kind=kind, amount=line.amount, currency=line.currency, fee=-line.fee,
+                out_trade_no=line.custom_field,
+                out_refund_no=line.invoice_id if refund else None,
+                channel_trade_no=line.reference_id,
+                channel_refund_no=line.transaction_id if refund else None,
+                occurred_at=line.initiated_at, raw=line,
+            ))  # fmt: skip
+        return lines
+
 
 _MALFORMED: Any = object()
 

@@ -586,7 +586,7 @@ class StripeAdapter:
 
     # ------------------------------------------------------------ statement
     async def balance_transactions(
-        self, start: dt.datetime, end: dt.datetime
+        self, start: dt.datetime, end: dt.datetime, *, expand: list[str] | None = None
     ) -> list[dict[str, Any]]:
         """Every balance transaction (charges, refunds, their fees) created in
         ``[start, end)``, newest first, paging with ``starting_after`` — the day's statement
@@ -596,6 +596,8 @@ class StripeAdapter:
             "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
             "limit": 100,
         }
+        if expand:
+            params["expand"] = expand
         while True:
             page = await self._request("GET", "/v1/balance_transactions", params)
             data = page.get("data")
@@ -605,6 +607,47 @@ class StripeAdapter:
             if not page.get("has_more") or not data:
                 return rows
             params["starting_after"] = data[-1]["id"]
+
+    statement_timezone: ClassVar[dt.tzinfo] = dt.UTC
+
+    async def statement(self, day: dt.date) -> list[base.StatementLine]:
+        """The UTC day's balance transactions as statement lines: ``charge`` → payment (its
+        ``fee``), ``refund`` → refund (negative), ``stripe_fee`` → fee, anything else → other.
+        Sources are expanded with their PaymentIntent so each line carries our attempt id
+        (``metadata[paymux_attempt]``) and the intent id paymux keeps as channel_trade_no."""
+        start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        rows = await self.balance_transactions(
+            start, start + dt.timedelta(days=1),
+            expand=["data.source", "data.source.payment_intent"],
+        )  # fmt: skip
+        return [self._statement_line(row) for row in rows]
+
+    @staticmethod
+    def _statement_line(row: Mapping[str, Any]) -> base.StatementLine:
+        k = base.StatementLineKind
+        kinds = {"charge": k.payment, "payment": k.payment, "refund": k.refund,
+                 "stripe_fee": k.fee}  # fmt: skip
+        kind = kinds.get(str(row.get("type")), base.StatementLineKind.other)
+        currency = str(row.get("currency") or "").upper()
+        raw_source = row.get("source")
+        source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
+        intent = source.get("payment_intent")
+        intent_id = intent.get("id") if isinstance(intent, dict) else intent
+        attempt = (intent.get("metadata") or {}).get(p.ATTEMPT_KEY) if isinstance(
+            intent, dict) else None  # fmt: skip
+        refund = kind is base.StatementLineKind.refund
+        try:
+            amount = p.from_stripe_amount(int(row["amount"]), currency)
+            fee = p.from_stripe_amount(int(row.get("fee") or 0), currency)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UnknownOutcome("unparseable_response", f"balance transaction: {exc}") from exc
+        return base.StatementLine(
+            kind=kind, amount=amount, currency=currency, fee=fee, out_trade_no=attempt,
+            out_refund_no=(source.get("metadata") or {}).get(p.REFUND_KEY) if refund else None,
+            channel_trade_no=intent_id if isinstance(intent_id, str) else None,
+            channel_refund_no=source.get("id") if refund else None,
+            occurred_at=p.from_unix(row.get("created")), raw=dict(row),
+        )  # fmt: skip
 
     # ------------------------------------------------------------ notifications
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:

@@ -863,8 +863,27 @@ class Sandbox:
                 raise _missing("balance transaction", str(after), "starting_after")
             rows = rows[ids.index(after) + 1 :]
         limit = self._limit(params)
+        expand = set(params.get("expand") or [])
+        data = [self._expanded_txn(t, expand) for t in rows[:limit]]
         return 200, {"object": "list", "url": "/v1/balance_transactions",
-                     "has_more": len(rows) > limit, "data": rows[:limit]}  # fmt: skip
+                     "has_more": len(rows) > limit, "data": data}  # fmt: skip
+
+    def _expanded_txn(self, txn: dict[str, Any], expand: set[str]) -> dict[str, Any]:
+        """``expand[]=data.source`` (and ``data.source.payment_intent``): the charge or refund
+        object in place of its id, as Stripe does."""
+        if "data.source" not in expand:
+            return txn
+        source: dict[str, Any] | None = None
+        refund = self.refund_objects.get(txn["source"])
+        if refund is not None:
+            source, intent = self.refund_json(refund), self.intent_of(refund.order)
+        else:
+            intent = next(i for i in self.intents.values()
+                          if i.charge and i.charge["id"] == txn["source"])  # fmt: skip
+            source = dict(intent.charge or {})
+        if "data.source.payment_intent" in expand:
+            source["payment_intent"] = self.intent_json(intent)
+        return {**txn, "source": source}
 
     # ------------------------------------------------------------ 3-D Secure
     def _challenge(self, intent_id: str) -> Intent:

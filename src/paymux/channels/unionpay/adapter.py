@@ -519,6 +519,51 @@ class UnionPayAdapter:
         except (KeyError, zipfile.BadZipFile, p.ProtocolError, UnicodeDecodeError) as exc:
             raise UnknownOutcome("unparseable_bill", str(exc), raw=answer) from exc
 
+    # ------------------------------------------------------------ statement
+    statement_timezone: ClassVar[dt.tzinfo] = p.CHINA
+
+    async def statement(self, day: dt.date) -> list[base.StatementLine]:
+        """The settlement day's (China time) ZM records as statement lines: S22 consumes are
+        payments, S30 refunds negative; ``merFee`` is the fee. ``orderId`` is mapped back to
+        our id (attempt or refund). UnionPay makes a day's file the next day: today or later
+        raises RetryableError ``statement_not_ready``."""
+        if day >= clock.now().astimezone(p.CHINA).date():
+            raise RetryableError("statement_not_ready", f"UnionPay has no bill for {day} yet")
+        lines = []
+        for record in await self.download_bill(day):
+            code = record.get("tradeCode", "")
+            kind = {p.TRADE_CODE_CONSUME: base.StatementLineKind.payment,
+                    p.TRADE_CODE_REFUND: base.StatementLineKind.refund}.get(
+                code, base.StatementLineKind.other)  # fmt: skip
+            refund = kind is base.StatementLineKind.refund
+            try:
+                amount = int(record.get("txnAmt") or "0")
+                fee = p.parse_fee(record.get("merFee", ""))
+            except (ValueError, p.ProtocolError) as exc:
+                raise UnknownOutcome("unparseable_bill", str(exc), raw=record) from exc
+            ours = p.our_id(record["orderId"]) if record.get("orderId") else None
+            lines.append(base.StatementLine(
+                kind=kind, amount=-amount if refund else amount, currency=p.CURRENCY, fee=fee,
+                out_trade_no=None if refund else ours, out_refund_no=ours if refund else None,
+                channel_trade_no=(record.get("origQryId") if refund else record.get("queryId"))
+                or None,
+                channel_refund_no=(record.get("queryId") or None) if refund else None,
+                occurred_at=_zm_time(day, record.get("txnTime", "")), raw=record,
+            ))  # fmt: skip
+        return lines
+
+
+def _zm_time(day: dt.date, text: str) -> dt.datetime | None:
+    """``txnTime`` of a ZM record is MMddHHmmss (China time); the year is the bill day's (the
+    previous year for a December record on a January bill)."""
+    try:
+        moment = dt.datetime.strptime(f"{day.year}{text}", "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    if moment.month > day.month:
+        moment = moment.replace(year=day.year - 1)
+    return moment.replace(tzinfo=p.CHINA)
+
 
 def auto_submit_form(action: str, fields: Mapping[str, str]) -> str:
     """An HTML page that posts ``fields`` to ``action`` at once (what the SDK's

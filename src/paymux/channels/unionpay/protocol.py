@@ -469,3 +469,21 @@ def parse_zm(data: bytes) -> list[dict[str, str]]:
 def zm_file_name(settle_date: dt.date, mer_id: str) -> str:
     """``INN<yyMMdd>88ZM_<merId>``: the merchant's general transaction file in the zip."""
     return f"INN{settle_date:%y%m%d}88ZM_{mer_id}"
+
+
+def fee_field(fen: int) -> str:
+    """``merFee`` (13 characters): ``D`` + 12 digits for a fee charged to the merchant, ``C`` for
+    one given back [the letters are unverified; the width is the SDK's]."""
+    return f"{'C' if fen < 0 else 'D'}{abs(fen):012d}"
+
+
+def parse_fee(text: str) -> int:
+    """``merFee`` → signed fen (charged positive); blank is no fee."""
+    text = text.strip()
+    if not text:
+        return 0
+    sign = -1 if text[0] == "C" else 1
+    digits = text[1:] if text[0] in "CD" else text
+    if not digits.isdigit():
+        raise ProtocolError(f"merFee {text!r} is malformed")
+    return sign * int(digits)

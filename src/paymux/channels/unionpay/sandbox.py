@@ -566,21 +566,30 @@ class Sandbox:
                 and day(order.paid_at)
             ):
                 lines.append(self._zm(p.TRADE_CODE_CONSUME, order.out_trade_no, order.amount,
-                                      order.channel_trade_no, "", order.extra, mer_id))  # fmt: skip
+                                      order.channel_trade_no, "", order.extra, mer_id,
+                                      fee=p.fee_field(self.fee_of(order.amount))))  # fmt: skip
         for refund in self.core.refunds.values():
             if refund.order.merchant_id == mer_id and refund.status is RefundStatus.succeeded \
                     and day(refund.finished_at):  # fmt: skip
                 lines.append(self._zm(p.TRADE_CODE_REFUND, refund.out_refund_no, refund.amount,
                                       refund.refund_no, refund.order.channel_trade_no,
-                                      {**refund.extra, "kind": p.REFUND}, mer_id))  # fmt: skip
+                                      {**refund.extra, "kind": p.REFUND}, mer_id,
+                                      fee=p.fee_field(-self.fee_of(refund.amount))))  # fmt: skip
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(p.zm_file_name(settle_date, mer_id), b"\r\n".join(lines) + b"\r\n")
         return buffer.getvalue()
 
+    bill_fee_bps: int = 60
+    """The merchants' fee rate in basis points on the bill (``merFee``)."""
+
+    def fee_of(self, amount: int) -> int:
+        """The fee on ``amount`` fen at :attr:`bill_fee_bps`, rounded half up to the fen."""
+        return (amount * self.bill_fee_bps + 5_000) // 10_000
+
     @staticmethod
     def _zm(code: str, order_id: str, amount: int, query_id: str, orig: str,
-            extra: dict[str, Any], mer_id: str) -> bytes:  # fmt: skip
+            extra: dict[str, Any], mer_id: str, *, fee: str = "") -> bytes:  # fmt: skip
         kind = extra["kind"]
         txn_type, sub, biz = (
             (kind.txn_type, kind.txn_sub_type, kind.biz_type) if isinstance(kind, p.TxnKind)
@@ -590,7 +599,7 @@ class Sandbox:
             "tradeCode": code, "acqInsCode": "00000049998", "sendInsCode": "00000049998",
             "traceNo": query_id[-6:], "txnTime": extra["txnTime"][4:], "txnAmt": f"{amount:012d}",
             "queryId": query_id, "orderId": order_id, "txnType": txn_type, "txnSubType": sub,
-            "bizType": biz, "origQryId": orig, "merId": mer_id,
+            "bizType": biz, "origQryId": orig, "merId": mer_id, "merFee": fee,
         })  # fmt: skip
 
     async def file_transfer(self, request: Request) -> Response:
