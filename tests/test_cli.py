@@ -89,3 +89,39 @@ def test_production_refuses_to_start_without_a_master_key(
     result = runner.invoke(app, ["merchant", "list"])
     assert result.exit_code != 0
     assert "PAYMUX_MASTER_KEY" in result.output
+
+
+def test_routing_rules_settings_and_accounts_by_cli(cli_env: None, tmp_path: Path) -> None:
+    """Rules are edited at run time (each edit bumps the version); bad input changes nothing."""
+    merchant = run("merchant", "create", "Routing shop")
+    application = run("app", "create", merchant["id"])
+    creds = tmp_path / "alipay.json"
+    creds.write_text(json.dumps(AlipaySandbox().provision("http://gateway.test/sandbox/alipay")))
+    account = run("channel", "add", application["id"], "alipay", "--credentials", str(creds))
+    app_opt = ("--app", application["id"])
+
+    rule = tmp_path / "rule.json"
+    rule.write_text(json.dumps({
+        "name": "large amounts to alipay", "conditions": {"amount_min": 100_000},
+        "action": {"type": "priority", "targets": ["alipay"]}}))  # fmt: skip
+    added = run("routing", "add", *app_opt, "--file", str(rule))
+    assert added["name"] == "large amounts to alipay" and added["position"] == 0
+    assert [r["id"] for r in run("routing", "rules", *app_opt)] == [added["id"]]
+    rule.write_text(json.dumps({"name": "pinned", "action": {"type": "pin",
+                                                             "targets": [account["id"]]}}))
+    replaced = run("routing", "replace", *app_opt, added["id"], "--file", str(rule))
+    assert replaced["action"]["type"] == "pin" and replaced["version"] > added["version"]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"action": {"type": "teleport"}}))
+    refused = runner.invoke(app, ["routing", "add", *app_opt, "--file", str(bad)])
+    assert refused.exit_code == 1 and "parameter_invalid" in refused.output
+    assert len(run("routing", "rules", *app_opt)) == 1
+
+    assert run("routing", "settings", *app_opt, "--strategy", "priority")["strategy"] == "priority"
+    limits = tmp_path / "limits.json"
+    limits.write_text(json.dumps({"daily_count_limit": 500, "fee_fixed": 10}))
+    configured = run("routing", "account", *app_opt, account["id"], "--file", str(limits))
+    assert (configured["daily_count_limit"], configured["fee_fixed"]) == (500, 10)
+    run("routing", "delete", *app_opt, added["id"])
+    assert run("routing", "rules", *app_opt) == []
