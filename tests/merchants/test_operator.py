@@ -43,6 +43,9 @@ async def test_merchant_app_key_channel_then_take_payments(stack: Stack) -> None
     body = {"channel": "wechatpay", "credentials": creds, "fee_rate_bps": 60}
     account = await _post(stack, f"/apps/{app['id']}/channel_accounts", body)
     assert "credentials" not in account and account["enabled"] is True
+    assert account["routing"] == {
+        "fee_fixed": 0, "fee_min": None, "fee_max": None, "min_amount": None, "max_amount": None,
+        "daily_amount_limit": None, "daily_count_limit": None, "maintenance": []}  # fmt: skip
     async with stack.runtime.db.read() as session:
         row = await session.get(ChannelAccount, account["id"])
     assert row is not None and creds["mchid"] not in row.credentials_enc  # encrypted at rest

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.merchants.models import Mode
+from paymux.routing.schemas import AccountRoutingOut
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
@@ -68,6 +69,12 @@ class ChannelAccountUpdate(BaseModel):
     fee_rate_bps: int | None = Field(default=None, ge=0, le=10_000)
 
 
+_ROUTING_FIELDS = {
+    "fee_fixed", "fee_min", "fee_max", "min_amount", "max_amount", "daily_amount_limit",
+    "daily_count_limit", "maintenance",
+}  # fmt: skip
+
+
 class ChannelAccountOut(BaseModel):
     """Never carries the credentials: they go in, they do not come out."""
 
@@ -83,6 +90,8 @@ class ChannelAccountOut(BaseModel):
     priority: int
     enabled: bool
     notify_url: str
+    routing: dict[str, Any]
+    """Fees, limits and maintenance windows (set with ``PATCH /v1/routing/accounts/{id}``)."""
     created_at: dt.datetime
 
     @classmethod
@@ -92,5 +101,8 @@ class ChannelAccountOut(BaseModel):
             name=account.name, methods=account.methods, currencies=account.currencies,
             fee_rate_bps=account.fee_rate_bps, priority=account.priority, enabled=account.enabled,
             notify_url=channel_service.notify_url(public_url, account),
+            routing=AccountRoutingOut.of(account).model_dump(
+                mode="json", include=_ROUTING_FIELDS
+            ),
             created_at=account.created_at,
         )  # fmt: skip
