@@ -275,6 +275,11 @@ class SandboxCore:
     def find(self, out_trade_no: str) -> SandboxOrder | None:
         return self.by_trade_no.get(out_trade_no)
 
+    def alias(self, name: str, order: SandboxOrder) -> None:
+        """Let the control API find ``order`` by another number too (the channel's own id, or
+        the merchant's number when the channel's differs)."""
+        self.by_trade_no.setdefault(name, order)
+
     # ------------------------------------------------------------ refunds
     def get_refund(self, merchant_id: str, out_refund_no: str) -> SandboxRefund | None:
         return self.refunds.get((merchant_id, out_refund_no))

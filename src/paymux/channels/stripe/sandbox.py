@@ -608,7 +608,7 @@ class Sandbox:
             raise _Fail(500, "api_error", "An unknown error occurred", saved=True)
         self.intents[intent_id] = intent
         self.core.add_order(order)
-        self.core.by_trade_no[intent_id] = order
+        self.core.alias(intent_id, order)
         if params.get("payment_method"):
             intent.payment_method = self._payment_method(str(params["payment_method"]))
         if intent.flow_server:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import io
 import secrets
@@ -350,8 +351,15 @@ class Sandbox:
         if order.script.outcome is sandbox_kit.Outcome.create_error:
             raise _CreateError
         self.core.add_order(order)
+        self._alias(order)
         await self.core.after_create(order)
         return order
+
+    def _alias(self, order: SandboxOrder) -> None:
+        """The control API also finds an order by the merchant's own number (paymux's
+        attempt id, of which the orderId is a mapping)."""
+        with contextlib.suppress(p.ProtocolError):
+            self.core.alias(p.our_id(order.out_trade_no), order)
 
     def _kind(self, form: dict[str, str]) -> str | None:
         key = (form.get("txnType"), form.get("txnSubType"), form.get("bizType"),
@@ -434,6 +442,7 @@ class Sandbox:
             extra={"txnTime": form["txnTime"], "kind": _CODE_KIND[:3],
                    "qr_tail": form["qrNo"][-4:]},
         ))  # fmt: skip
+        self._alias(order)
         if outcome in (BarcodeOutcome.paid, BarcodeOutcome.create_timeout):
             await self.core.customer_action(order, paid=True)
         elif outcome is BarcodeOutcome.insufficient_balance:
