@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from paymux.kit import money
 from paymux.kit.errors import NotFound
 from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
-from paymux.payments import service as payments
+from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 
@@ -62,7 +62,7 @@ async def pay_page(payment_id: str, session: ReadSessionDep) -> HTMLResponse:
 async def customer_return(payment_id: str, rt: RuntimeDep) -> RedirectResponse:
     """Channels send the customer back here; we ask the channel, then hand the customer to the
     merchant's ``return_url`` (or this hosted page, which shows the outcome)."""
-    payment = await payments.on_customer_return(rt, payment_id)
+    payment = await lifecycle.on_customer_return(rt, payment_id)
     if payment is None:
         raise NotFound("payment", payment_id)
     return RedirectResponse(payment.return_url or f"/pay/{payment.id}", status_code=303)

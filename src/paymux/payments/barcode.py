@@ -39,7 +39,7 @@ from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
 from paymux.kit.errors import InvalidRequest
-from paymux.payments import service
+from paymux.payments import lifecycle, service
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
@@ -266,7 +266,7 @@ async def resolve(rt: Runtime, attempt_id: str) -> None:
         attempt = await PaymentRepository(session).get_attempt(attempt_id)
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return
-        account = await service._account(session, attempt.channel_account_id)
+        account = await lifecycle.account_of(session, attempt.channel_account_id)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     terms = _terms(adapter)
     if attempt.error_code != ATTEMPT_REVERSING:
@@ -303,7 +303,7 @@ async def reverse(
         if attempt.status in FINAL_ATTEMPT:
             return payment
         attempt.error_code = ATTEMPT_REVERSING  # from now on, no success is believed
-        account = await service._account(session, attempt.channel_account_id)
+        account = await lifecycle.account_of(session, attempt.channel_account_id)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     reverser = getattr(adapter, "reverse_payment", None)
     confirmed: base.ReversedPayment | None = None

@@ -13,7 +13,7 @@ from paymux.funds.schemas import FundsOut
 from paymux.kit import idempotency
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
-from paymux.payments import service
+from paymux.payments import lifecycle, service
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import AttemptOut, PaymentCreate, PaymentFilters, PaymentOut
 from paymux.payments.states import PaymentStatus
@@ -100,7 +100,7 @@ async def close_payment(
     """Close an unpaid payment at the channel and here; closing a closed payment is a no-op."""
 
     async def handler() -> tuple[int, Any]:
-        payment = await service.close(
+        payment = await lifecycle.close(
             rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
         )
         return 200, PaymentOut.of(payment, public_url=rt.settings.public_url).model_dump(

@@ -7,7 +7,7 @@ import structlog
 
 from paymux.kit.db import any_due, claim_due
 from paymux.kit.errors import PaymuxError
-from paymux.payments import service
+from paymux.payments import lifecycle, service
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.states import AttemptStatus, PaymentStatus
 from paymux.runtime import Runtime
@@ -32,7 +32,7 @@ async def query_due(rt: Runtime, *, limit: int = 50) -> int:
         ids = [a.id for a in attempts]
     for attempt_id in ids:
         try:
-            await service.resolve_attempt(rt, attempt_id)
+            await lifecycle.resolve_attempt(rt, attempt_id)
         except Exception:  # one bad attempt must not stop the others; its lease retries it
             log.exception("janitor_failed", attempt=attempt_id)
     return len(ids)
@@ -51,7 +51,7 @@ async def expire_due(rt: Runtime, *, limit: int = 50) -> int:
         ids = [p.id for p in payments]
     for payment_id in ids:
         try:
-            await service.expire(rt, payment_id)
+            await lifecycle.expire(rt, payment_id)
         except PaymuxError as exc:  # channel unreachable: the lease brings it back later
             log.warning("expiry_deferred", payment=payment_id, code=exc.code)
         except Exception:

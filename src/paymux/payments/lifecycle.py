@@ -1,0 +1,164 @@
+"""A payment after its create: closing and expiring it everywhere (a payment-code order is
+reversed instead), the customer's return from the channel, and the janitor that asks channels
+about attempts whose outcome is not known yet. The state changes themselves are
+:mod:`paymux.payments.service`'s."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.channels import base
+from paymux.channels import service as channel_service
+from paymux.channels.models import ChannelAccount
+from paymux.channels.repository import ChannelRepository
+from paymux.kit.errors import Conflict, UpstreamError
+from paymux.payments.models import Payment
+from paymux.payments.repository import PaymentRepository
+from paymux.payments.service import (
+    _move_attempt,
+    _move_payment,
+    apply_state,
+    get,
+    next_query_at,
+)
+from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+from paymux.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+# ------------------------------------------------------------------ close and expire
+async def close(rt: Runtime, *, app_id: str, livemode: bool, payment_id: str) -> Payment:
+    """Close an unpaid payment, at the channel first so it can no longer be paid there."""
+    async with rt.db.read() as session:
+        payment = await get(session, app_id=app_id, livemode=livemode, payment_id=payment_id)
+    if payment.status == PaymentStatus.closed:
+        return payment
+    if payment.status != PaymentStatus.pending:
+        raise Conflict(
+            "payment_not_closable", f"The payment is {payment.status}; only pending ones close."
+        )
+    payment = await _close_everywhere(rt, payment.id, PaymentStatus.closed)
+    if payment.status == PaymentStatus.succeeded:
+        raise Conflict("payment_succeeded", "The customer paid before the payment could close.")
+    return payment
+
+
+async def expire(rt: Runtime, payment_id: str) -> Payment:
+    return await _close_everywhere(rt, payment_id, PaymentStatus.expired)
+
+
+async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus) -> Payment:
+    public_url = rt.settings.public_url
+    async with rt.db.read() as session:
+        attempts = await PaymentRepository(session).open_attempts(payment_id)
+        accounts = {a.id: await account_of(session, a.channel_account_id) for a in attempts}
+        found = await PaymentRepository(session).get_public(payment_id)
+        assert found is not None
+        method = found.method
+    from paymux.payments import barcode  # the barcode flow builds on this module
+
+    if barcode.handles(method) and attempts:
+        # A payment-code order is not closed but reversed (撤销): that also returns money the
+        # customer may have paid meanwhile. The payment ends failed, payment_reversed.
+        for attempt in attempts:
+            payment = await barcode.reverse(rt, attempt.id, barcode.CLOSED_FAILURE)
+        return payment
+    for attempt in attempts:
+        adapter = channel_service.adapter_for(rt.vault, accounts[attempt.id], rt.channel_http)
+        try:
+            await adapter.close_payment(attempt.id, channel_trade_no=attempt.channel_trade_no)
+        except base.BusinessError as exc:
+            if exc.code != "already_paid":
+                raise UpstreamError(
+                    "channel_error", f"The channel refused to close: {exc}"
+                ) from exc
+            state = await _query(adapter, attempt.id, attempt.channel_trade_no)
+            async with rt.db.transaction() as session:
+                repo = PaymentRepository(session)
+                payment = await repo.lock(payment_id)
+                fresh = await repo.get_attempt(attempt.id)
+                assert fresh is not None
+                await apply_state(session, payment, fresh, state, public_url)
+            return payment
+        except base.ChannelError as exc:
+            raise UpstreamError(
+                "channel_unavailable", f"Could not reach the channel to close: {exc.code}"
+            ) from exc
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        if payment.status != PaymentStatus.pending:
+            return payment
+        for attempt in await repo.open_attempts(payment_id):
+            _move_attempt(attempt, AttemptStatus.closed)
+        await _move_payment(session, payment, target, public_url)
+    return payment
+
+
+async def _query(
+    adapter: base.ChannelAdapter, out_trade_no: str, channel_trade_no: str | None
+) -> base.PaymentState:
+    try:
+        return await adapter.query_payment(out_trade_no, channel_trade_no=channel_trade_no)
+    except base.ChannelError as exc:
+        raise UpstreamError(
+            "channel_unavailable", f"Could not query the channel: {exc.code}"
+        ) from exc
+
+
+async def account_of(session: AsyncSession, account_id: str) -> ChannelAccount:
+    account = await ChannelRepository(session).get(account_id)
+    assert account is not None
+    return account
+
+
+# ------------------------------------------------------------------ the customer's return
+async def on_customer_return(rt: Runtime, payment_id: str) -> Payment | None:
+    """The customer came back from the channel: a pending payment's current attempt is
+    queried now (and, for channels that capture on approval such as PayPal, finished), rather
+    than at the janitor's next turn. Whatever the return URL's query string claims is ignored:
+    only the channel's answer counts. None if there is no such payment."""
+    async with rt.db.read() as session:
+        payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None:
+        return None
+    if payment.status == PaymentStatus.pending and payment.current_attempt_id:
+        await resolve_attempt(rt, payment.current_attempt_id)
+        async with rt.db.read() as session:
+            payment = await PaymentRepository(session).get_public(payment_id)
+    return payment
+
+
+# ------------------------------------------------------------------ janitor
+async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
+    """Ask the channel about one attempt and apply the answer; schedule the next question if
+    the attempt is still open."""
+    async with rt.db.read() as session:
+        attempt = await PaymentRepository(session).get_attempt(attempt_id)
+        if attempt is None or attempt.status in FINAL_ATTEMPT:
+            return
+        account = await account_of(session, attempt.channel_account_id)
+    if attempt.method in base.barcode_methods():
+        from paymux.payments import barcode  # payment codes are reversed at the channel's limit
+
+        await barcode.resolve(rt, attempt_id)
+        return
+    adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+    state: base.PaymentState | None
+    try:
+        state = await adapter.query_payment(attempt_id, channel_trade_no=attempt.channel_trade_no)
+    except base.ChannelError as exc:
+        log.info("janitor_query_failed", attempt=attempt_id, code=exc.code)
+        state = None
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(attempt.payment_id)
+        fresh = await repo.get_attempt(attempt_id)
+        assert fresh is not None
+        if state is not None:
+            await apply_state(session, payment, fresh, state, rt.settings.public_url)
+        if fresh.status not in FINAL_ATTEMPT:
+            fresh.query_count += 1
+            fresh.query_due_at = next_query_at(fresh.query_count)
