@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     channel_timeout_seconds: float = 10.0
     payment_expiry_seconds: int = 7200
+    refund_attention_seconds: int = 3 * 86400
+    """A refund still pending this long after it was asked for is flagged for an operator
+    (``refund.requires_attention``); the janitor keeps asking the channel."""
     routing_failover_budget_seconds: float = 15.0
     """How long one create may keep failing over to further channel accounts: no new attempt
     starts once this much time has passed since the request began."""

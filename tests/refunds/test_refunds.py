@@ -206,3 +206,36 @@ async def test_a_refund_made_outside_paymux_is_acknowledged_and_ignored(
     assert sorted(e.result for e in events) == ["applied", "no_change"]
     after = (await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)).json()
     assert after["status"] == "succeeded" and after["amount_refunded"] == 0
+
+
+async def test_a_refund_the_channel_never_finishes_is_flagged_once(
+    stack: Stack, tenant: Tenant, clock: Any
+) -> None:
+    """Still PROCESSING at WeChat days later: flagged for an operator once
+    (``refund.requires_attention``), never failed on our own, and still queried."""
+    from paymux.channels.sandbox_kit import RefundOutcome, RefundScript
+    from tests.payments.test_payments import events_of
+
+    payment = await paid_payment(stack, tenant, "wechat_native", "wechatpay")
+    stack.sandboxes["wechatpay"].core.add_refund_script(
+        RefundScript(outcome=RefundOutcome.delayed, delay=1e12))  # fmt: skip
+    created = (await refund(stack, tenant, payment["id"], 300)).json()
+    assert created["status"] == "pending" and created["requires_attention_since"] is None
+    clock.advance(3600)
+    await run_worker(stack)
+    assert await events_of(stack, tenant, "refund.requires_attention") == []
+    clock.advance(stack.runtime.settings.refund_attention_seconds)
+    await run_worker(stack)
+    got = (await stack.client.get(f"/v1/refunds/{created['id']}", headers=tenant.headers)).json()
+    assert got["status"] == "pending" and got["requires_attention_since"] is not None
+    clock.advance(3600)
+    await run_worker(stack)  # asked again, flagged no second time
+    assert len(await events_of(stack, tenant, "refund.requires_attention")) == 1
+    # WeChat finally pays it back: the refund succeeds and is no longer flagged.
+    core = stack.sandboxes["wechatpay"].core
+    (at_wechat,) = [r for r in core.refunds.values() if r.out_refund_no == created["id"]]
+    assert core.finish_refund(at_wechat, succeeded=True)
+    clock.advance(3600)
+    await run_worker(stack)
+    done = (await stack.client.get(f"/v1/refunds/{created['id']}", headers=tenant.headers)).json()
+    assert done["status"] == "succeeded" and done["requires_attention_since"] is None

@@ -68,5 +68,9 @@ class Refund(Base):
     split_returns: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     """What each split receiver gives back for this refund (reserved with the hold)."""
     succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attention_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the refund was flagged for an operator: still pending long after it was asked for
+    (the channel neither finished nor refused it). Never a reason to fail it on our own: the
+    money may have gone back."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()

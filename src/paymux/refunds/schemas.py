@@ -42,6 +42,9 @@ class RefundOut(BaseModel):
     failure: Failure | None
     created_at: dt.datetime
     succeeded_at: dt.datetime | None
+    requires_attention_since: dt.datetime | None
+    """Set while a refund has stayed pending for longer than the channel should take; an
+    operator should look at it with the channel (it is still queried)."""
 
     @classmethod
     def of(cls, refund: Refund) -> RefundOut:
@@ -56,4 +59,6 @@ class RefundOut(BaseModel):
             out_refund_no=refund.out_refund_no, reason=refund.reason, channel=refund.channel,
             channel_refund_no=refund.channel_refund_no, failure=failure,
             created_at=refund.created_at, succeeded_at=refund.succeeded_at,
+            requires_attention_since=(
+                refund.attention_at if refund.status == "pending" else None),
         )  # fmt: skip

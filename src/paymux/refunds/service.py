@@ -260,3 +260,21 @@ async def resolve(rt: Runtime, refund_id: str) -> None:
         assert locked is not None
         locked.query_count += 1
     await _record(rt, refund_id, answer)
+    await _flag_if_overdue(rt, refund_id)
+
+
+async def _flag_if_overdue(rt: Runtime, refund_id: str) -> None:
+    """Once, when a refund is still pending ``refund_attention_seconds`` after it was asked
+    for: flag it and tell the merchant (``refund.requires_attention``). It stays pending and
+    queried — failing it here could refund twice if the channel did pay it back."""
+    async with rt.db.transaction() as session:
+        refund = await RefundRepository(session).lock(refund_id)
+        assert refund is not None
+        overdue = refund.created_at + dt.timedelta(seconds=rt.settings.refund_attention_seconds)
+        if refund.status != RefundStatus.pending or refund.attention_at or clock.now() < overdue:
+            return
+        refund.attention_at = clock.now()
+        log.error("refund_requires_attention", refund=refund.id, channel=refund.channel)
+        await webhooks.emit(session, app_id=refund.app_id, livemode=refund.livemode,
+                            type="refund.requires_attention",
+                            data=RefundOut.of(refund).model_dump(mode="json"))  # fmt: skip

@@ -44,6 +44,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "payment.expired",
     "refund.succeeded",
     "refund.failed",
+    "refund.requires_attention",
     "escrow.released",
     "split.succeeded",
     "split.partial",
