@@ -20,9 +20,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import (
-    BaseModel,
-)
+from pydantic import BaseModel
 
 from paymux.channels import base
 from paymux.channels.base import (

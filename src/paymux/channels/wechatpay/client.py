@@ -17,9 +17,7 @@ from urllib.parse import quote
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
 
 from paymux.channels.base import (
     BusinessError,

@@ -25,9 +25,7 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.client import (
-    WechatPayClient,
-)
+from paymux.channels.wechatpay.client import WechatPayClient
 
 _SPLIT_ORDERS_PATH = "/v3/profitsharing/orders"
 _SPLIT_RECEIVERS_PATH = "/v3/profitsharing/receivers/add"

@@ -18,9 +18,7 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.client import (
-    WechatPayClient,
-)
+from paymux.channels.wechatpay.client import WechatPayClient
 
 _REFUND_REASON_MAX = 80
 _REFUNDS_PATH = "/v3/refund/domestic/refunds"

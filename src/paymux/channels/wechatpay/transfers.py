@@ -32,9 +32,7 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.client import (
-    WechatPayClient,
-)
+from paymux.channels.wechatpay.client import WechatPayClient
 
 _TRANSFER_BILLS_PATH = "/v3/fund-app/mch-transfer/transfer-bills"
 _TRANSFER_REMARK_MAX = 32
