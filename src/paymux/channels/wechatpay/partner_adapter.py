@@ -36,14 +36,10 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.adapter import (
-    _DESCRIPTION_MAX,
-    _REFUNDS_PATH,
-    WechatPayAdapter,
-    _Classifier,
-    classify_answer,
-)
+from paymux.channels.wechatpay.adapter import WechatPayAdapter
+from paymux.channels.wechatpay.client import _DESCRIPTION_MAX, _Classifier, classify_answer
 from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
+from paymux.channels.wechatpay.refunds import _REFUNDS_PATH
 
 #: What WeChat answers when ``sub_mchid`` is not a sub-merchant of ``sp_mchid`` (no 受理关系)
 #: [message wording unverified].
