@@ -46,12 +46,12 @@ from paymux.channels.wechatpay.client import (
 )
 from paymux.channels.wechatpay.codepay import CodePayCalls, classify_codepay_answer
 from paymux.channels.wechatpay.credentials import (
-    DEFAULT_GATEWAY,
     SplitRelation,
     TransferReportInfo,
     WechatPayAccountCredentials,
     WechatPayCredentials,
 )
+from paymux.channels.wechatpay.keys import DEFAULT_GATEWAY
 from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls, classify_split_answer
 from paymux.channels.wechatpay.refunds import RefundCalls, classify_refund_answer
 from paymux.channels.wechatpay.statement import StatementCalls

@@ -23,20 +23,14 @@ What changes against direct mode (WeChat's partner API docs; wechatpayv3 ``partn
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from pydantic import Field
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from paymux.channels.wechatpay import protocol
-
-DEFAULT_GATEWAY = "https://api.mch.weixin.qq.com"
+from paymux.channels.wechatpay.keys import MerchantKeys
 
 
-class WechatPayPartnerCredentials(BaseModel):
+class WechatPayPartnerCredentials(MerchantKeys):
     """One sub-merchant (特约商户) served by a WeChat Pay service provider (服务商), in platform
     public-key mode. The key material is the service provider's."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     sp_mchid: str = Field(min_length=1, max_length=32)
     """The service provider's merchant id: signs every request."""
@@ -51,15 +45,6 @@ class WechatPayPartnerCredentials(BaseModel):
     """A mini-program of the service provider that takes ``wechat_mini`` payments."""
     sub_mini_appid: str | None = Field(default=None, min_length=1, max_length=32)
     """The sub-merchant's own mini-program (wins over ``sp_mini_appid``)."""
-    merchant_serial_no: str = Field(min_length=1, max_length=64)
-    """The service provider's API certificate serial."""
-    merchant_private_key: str = Field(min_length=1)
-    """The service provider's PEM private key (``apiclient_key.pem``)."""
-    apiv3_key: str = Field(min_length=32, max_length=32)
-    """The service provider's APIv3 key: decrypts every notification of its sub-merchants."""
-    platform_public_key_id: str = Field(min_length=len(protocol.PUBLIC_KEY_ID_PREFIX) + 1)
-    platform_public_key: str = Field(min_length=1)
-    gateway: str = DEFAULT_GATEWAY
 
     @property
     def mchid(self) -> str:
@@ -86,45 +71,3 @@ class WechatPayPartnerCredentials(BaseModel):
         """(``sp_appid``, ``sub_appid`` or None) to send in an order for ``method``."""
         side, appid = self.payer_app(method)
         return (self.sp_appid, appid) if side == "sub" else (appid, None)
-
-    @field_validator("merchant_private_key")
-    @classmethod
-    def _private_key(cls, value: str) -> str:
-        try:
-            protocol.load_private_key(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError("merchant_private_key is not an RSA private key PEM") from exc
-        return value
-
-    @field_validator("platform_public_key")
-    @classmethod
-    def _public_key(cls, value: str) -> str:
-        try:
-            protocol.load_public_key(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError("platform_public_key is not an RSA public key PEM") from exc
-        return value
-
-    @field_validator("platform_public_key_id")
-    @classmethod
-    def _public_key_id(cls, value: str) -> str:
-        if not value.startswith(protocol.PUBLIC_KEY_ID_PREFIX):
-            raise ValueError(
-                f"platform_public_key_id must start with {protocol.PUBLIC_KEY_ID_PREFIX}"
-            )
-        return value
-
-    @field_validator("apiv3_key")
-    @classmethod
-    def _apiv3_key(cls, value: str) -> str:
-        if len(value.encode()) != 32:
-            raise ValueError("apiv3_key must be 32 ASCII characters")
-        return value
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-            raise ValueError("gateway must be an http(s) base URL")
-        return value.rstrip("/")
