@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -109,9 +109,12 @@ class WechatPayClient:
     _platform_key: rsa.RSAPublicKey
     _platform_keys: dict[str, rsa.RSAPublicKey]
 
+    credentials_class: ClassVar[type[Any]] = WechatPayCredentials
+    """What :meth:`__init__` validates the credentials as (the partner adapter's differ)."""
+
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
-            self.credentials = WechatPayCredentials.model_validate(dict(credentials))
+            self.credentials = self.credentials_class.model_validate(dict(credentials))
         except ValidationError as exc:
             raise InvalidCredentials(str(exc)) from None
         creds = self.credentials

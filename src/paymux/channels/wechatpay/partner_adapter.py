@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-from pydantic import ValidationError
-
 from paymux.channels.base import (
     BusinessError,
     ChannelError,
@@ -25,7 +22,6 @@ from paymux.channels.base import (
     CreatePayment,
     CreateSplit,
     CreateTransfer,
-    InvalidCredentials,
     InvalidNotification,
     NextAction,
     NextActionType,
@@ -59,17 +55,7 @@ class WechatPayPartnerAdapter(WechatPayAdapter):
     """One sub-merchant's client, signing as its service provider."""
 
     credentials: WechatPayPartnerCredentials  # type: ignore[assignment]
-
-    def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
-        try:
-            self.credentials = WechatPayPartnerCredentials.model_validate(dict(credentials))
-        except ValidationError as exc:
-            raise InvalidCredentials(str(exc)) from None
-        creds = self.credentials
-        self._http = http
-        self._private_key = protocol.load_private_key(creds.merchant_private_key)
-        self._platform_key = protocol.load_public_key(creds.platform_public_key)
-        self._platform_keys = {creds.platform_public_key_id: self._platform_key}
+    credentials_class = WechatPayPartnerCredentials
 
     # ------------------------------------------------------------ transport
     async def _call(
