@@ -9,6 +9,7 @@ sandbox, and the SDK verifies the sandbox's answers and notifications itself.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -438,3 +439,30 @@ async def test_direct_mini_program_signs_wx_request_payment_params(env: Env) -> 
     await env.adapter_for(plain).create_payment(payment("wechat_mini", customer={"openid": "o"}))
     assert sent_json(env)["appid"] == plain["appid"]
     assert WechatPayAdapter.required_customer["wechat_mini"] == ("openid",)
+
+
+async def test_each_sub_merchant_reads_only_its_own_statement(env: Env) -> None:
+    """A service provider's trade bill covers every sub-merchant unless ``sub_mchid`` names one:
+    each sub-merchant's account asks for its own, so reconciliation never sees a sibling's."""
+    from paymux.kit import clock as kit_clock
+
+    sibling_ids = env.sandbox.partners.add_sub_merchant(env.creds["sp_mchid"])
+    sibling = env.adapter_for({**env.creds, **sibling_ids})
+    mine, theirs = payment(), payment()
+    await env.adapter.create_payment(mine)
+    await sibling.create_payment(theirs)
+    for order in (mine, theirs):
+        await pay(env, order.out_trade_no)
+    day = kit_clock.now().astimezone(dt.timezone(dt.timedelta(hours=8))).date()
+    shifted = kit_clock.OffsetClock()
+    previous = kit_clock.set_clock(shifted)
+    try:
+        shifted.advance(2 * 86_400)  # the bill is made the next day
+        own = await env.adapter.statement(day)
+        siblings = await sibling.statement(day)
+    finally:
+        kit_clock.set_clock(previous)
+    assert [line.out_trade_no for line in own] == [mine.out_trade_no]
+    assert [line.out_trade_no for line in siblings] == [theirs.out_trade_no]
+    asked = [r.url.params.get("sub_mchid") for r in env.sent if r.url.path == "/v3/bill/tradebill"]
+    assert asked == [env.creds["sub_mchid"], sibling_ids["sub_mchid"]]

@@ -10,6 +10,7 @@ offered in partner mode (WeChat serves them to partners through other APIs).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -83,6 +84,12 @@ class WechatPayPartnerAdapter(WechatPayAdapter):
     def _ids_query(self) -> str:
         sp, sub = self.credentials.sp_mchid, self.credentials.sub_mchid
         return f"sp_mchid={quote(sp, safe='')}&sub_mchid={quote(sub, safe='')}"
+
+    def _bill_query(self, day: dt.date) -> str:
+        """A service provider's trade bill covers all its sub-merchants unless it names one:
+        ``sub_mchid`` keeps this account's statement to its own sub-merchant."""
+        sub = quote(self.credentials.sub_mchid, safe="")
+        return f"{super()._bill_query(day)}&sub_mchid={sub}"
 
     # ------------------------------------------------------------ payments
     async def create_payment(self, request: CreatePayment) -> CreatedPayment:

@@ -24,6 +24,12 @@ from paymux.channels.wechatpay.sandbox_base import (
 from paymux.kit import clock
 
 
+def _bill_owner(order: SandboxOrder) -> str:
+    """Whose bill lists the order: its merchant's, or for a sub-merchant's order (partner
+    mode) its service provider's, with the sub-merchant as 特约商户号."""
+    return str(order.extra.get("sp_mchid") or order.merchant_id)
+
+
 class BillEndpoints(SandboxBase):
     """The trade-bill side of :class:`~paymux.channels.wechatpay.sandbox.Sandbox`."""
 
@@ -46,7 +52,7 @@ class BillEndpoints(SandboxBase):
         rate = bill.rate_text(self.bill_fee_bps)
         rows: list[tuple[dt.datetime, dict[str, str]]] = []
         for order in self.core.orders.values():
-            if order.merchant_id != mchid or order.status is not OrderStatus.succeeded \
+            if _bill_owner(order) != mchid or order.status is not OrderStatus.succeeded \
                     or order.paid_at is None or not on_day(order.paid_at):  # fmt: skip
                 continue
             amount = bill.yuan(order.amount)
@@ -59,7 +65,7 @@ class BillEndpoints(SandboxBase):
             }))  # fmt: skip
         for refund in self.core.refunds.values():
             done = refund.finished_at
-            if refund.order.merchant_id != mchid or refund.status is not RefundStatus.succeeded \
+            if _bill_owner(refund.order) != mchid or refund.status is not RefundStatus.succeeded \
                     or done is None or not on_day(done):  # fmt: skip
                 continue
             rows.append((done, {
@@ -82,8 +88,9 @@ class BillEndpoints(SandboxBase):
         )  # fmt: skip
         return {
             "交易时间": when.astimezone(bill.CHINA).strftime(bill.TIME_FORMAT),
-            "公众账号ID": str(order.extra.get("appid", "")), "商户号": order.merchant_id,
-            "特约商户号": str(order.extra.get("sub_mchid") or "0"), "设备号": "",
+            "公众账号ID": str(order.extra.get("appid", "")), "商户号": _bill_owner(order),
+            "特约商户号": order.merchant_id if order.extra.get("sp_mchid") else "0",
+            "设备号": "",
             "微信订单号": order.channel_trade_no, "商户订单号": order.out_trade_no,
             "用户标识": str(order.extra.get("openid", "")), "交易类型": trade_type,
             "付款银行": "OTHERS", "货币种类": order.currency, "代金券金额": "0.00",
@@ -114,6 +121,9 @@ class BillEndpoints(SandboxBase):
         if day < today - dt.timedelta(days=90):
             raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
         rows = self.bill_rows(merchant.mchid, day, bill_type)
+        sub_mchid = params.get("sub_mchid")
+        if sub_mchid:  # a service provider's bill of one of its sub-merchants
+            rows = [row for row in rows if row["特约商户号"] == sub_mchid]
         if not rows:
             raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
         data = bill.render(rows)

@@ -37,7 +37,7 @@ class StatementCalls(WechatPayClient):
         WeChat has no bill for (NO_STATEMENT_EXIST: nothing happened) is ``[]``; today's or a
         bill still being made (STATEMENT_CREATING, until ~10:00 the next day) raises
         RetryableError ``statement_not_ready``."""
-        query = f"bill_date={day:%Y-%m-%d}&bill_type=ALL&tar_type={bill.TAR_GZIP}"
+        query = self._bill_query(day)
         try:
             _, answer = await self._call(
                 "GET", f"{bill.BILL_PATH}?{query}", classify=self._classify_bill_answer
@@ -57,6 +57,10 @@ class StatementCalls(WechatPayClient):
             return bill.statement_lines(bill.parse(data).rows)
         except bill.BillError as exc:
             raise UnknownOutcome("unparseable_bill", str(exc)) from exc
+
+    def _bill_query(self, day: dt.date) -> str:
+        """The tradebill query string; a service provider names its sub-merchant."""
+        return f"bill_date={day:%Y-%m-%d}&bill_type=ALL&tar_type={bill.TAR_GZIP}"
 
     @staticmethod
     def _classify_bill_answer(status: int, payload: Any) -> ChannelError:
