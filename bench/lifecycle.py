@@ -37,7 +37,28 @@ import httpx
 from fastapi import FastAPI, Request  # module level: the receiver's annotations need it
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("PAYMUX_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "PAYMUX_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/paymux_bench_lifecycle"
+)
+"""The bench's own database (created on first use, its schema reset every run): never the
+test suite's, which may be running at the same time."""
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database ``url`` names if the server does not have it yet."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = target.set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                    target.database)  # fmt: skip
+        if not found:
+            await conn.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await conn.close()
 PAYMUX = str(Path(sys.executable).parent / "paymux")
 
 
@@ -118,6 +139,7 @@ async def provision(db_url: str, env: dict[str, str], creds: dict[str, Any], hoo
 
         from paymux.kit.db import create_engine
 
+        await ensure_database(db_url)
         engine = create_engine(db_url)
         async with engine.begin() as conn:
             await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
