@@ -9,7 +9,7 @@ from typing import Any
 from paymux.channels.sandbox_kit import RefundOutcome, RefundScript
 from paymux.splits import service as splits
 from tests.conftest import Stack, Tenant, make_tenant, run_worker
-from tests.money.test_money import books_balance, merchant_balance, paid
+from tests.money.test_money import OPERATOR, books_balance, merchant_balance, paid
 from tests.payments.test_payments import events_of
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
@@ -26,6 +26,17 @@ SPEC = {
 }  # fmt: skip
 
 
+async def unsettled_tenant(stack: Stack) -> Tenant:
+    """A merchant settled a week after payment: the tests move the clock by an hour or more,
+    and a T+1 settlement at China midnight must not move ``pending`` to ``available`` under
+    them (whatever time of day the suite runs)."""
+    tenant = await make_tenant(stack)
+    r = await stack.client.put(f"/v1/operator/merchants/{tenant.merchant_id}/settlement",
+                               headers=OPERATOR, json={"cycle": "TN", "days": 7})  # fmt: skip
+    assert r.status_code == 200, r.text
+    return tenant
+
+
 async def split_of(stack: Stack, tenant: Tenant, payment_id: str) -> dict[str, Any]:
     r = await stack.client.get(f"/v1/splits?payment={payment_id}", headers=tenant.headers)
     (split,) = r.json()["data"]
@@ -33,7 +44,7 @@ async def split_of(stack: Stack, tenant: Tenant, payment_id: str) -> dict[str, A
 
 
 async def test_channel_split_pays_every_receiver(stack: Stack) -> None:
-    tenant = await make_tenant(stack)
+    tenant = await unsettled_tenant(stack)
     payment = await paid(stack, tenant, 10_000, split=SPEC)
     assert (await split_of(stack, tenant, payment["id"]))["status"] == "processing"
     await run_worker(stack)
@@ -47,7 +58,7 @@ async def test_channel_split_pays_every_receiver(stack: Stack) -> None:
 
 
 async def test_partial_channel_split_returns_the_unpaid_share(stack: Stack, clock: Any) -> None:
-    tenant = await make_tenant(stack)
+    tenant = await unsettled_tenant(stack)
     sandbox = stack.sandboxes["wechatpay"]
     sandbox.add_split_script(RefundScript(outcome=RefundOutcome.delayed, delay=1e9))
     payment = await paid(stack, tenant, 10_000, split=SPEC)
