@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.funds.models import EscrowState, PaymentFunds
 from paymux.funds.repository import FundsRepository
-from paymux.kit import clock
+from paymux.kit import clock, money
 from paymux.kit.errors import Conflict
 from paymux.ledger import chart
 from paymux.ledger import service as ledger
@@ -71,7 +71,7 @@ async def location(session: AsyncSession, funds: PaymentFunds) -> LedgerAccount:
 
 def _channel_fee(amount: int, rate_bps: int) -> int:
     """The channel's fee, rounded half up to the minor unit (what WeChat and Alipay do)."""
-    return (amount * rate_bps + 5_000) // 10_000
+    return money.bps_of(amount, rate_bps)
 
 
 async def on_payment_succeeded(

@@ -39,6 +39,12 @@ def check_amount(amount: int, currency: str) -> None:
         )
 
 
+def bps_of(amount: int, bps: int) -> int:
+    """``bps`` basis points of ``amount`` minor units, rounded half up to the minor unit (how
+    the channels and our fee rules round a percentage)."""
+    return (amount * bps + 5_000) // 10_000
+
+
 def to_major(amount: int, currency: str) -> str:
     """Minor units → decimal string in major units (``1999, CNY`` → ``"19.99"``)."""
     exp = exponent(currency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from paymux.kit import money
 from paymux.payouts.models import Speed
 from paymux.settlement.policy import TIMEZONE
 
@@ -37,7 +38,7 @@ BATCH_HOUR = 10
 def fee(speed: Speed, amount: int) -> int:
     if speed == Speed.standard:
         return 0
-    value = (amount * EXPRESS_RATE_BPS + 5_000) // 10_000
+    value = money.bps_of(amount, EXPRESS_RATE_BPS)
     return min(max(value, EXPRESS_FEE_MIN), EXPRESS_FEE_MAX)
 
 

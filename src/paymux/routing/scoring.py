@@ -12,12 +12,17 @@ The score of an account is
 - ``seconds``: the recent mean create latency;
 - ``e``: the recent technical error rate (timeouts, 5xx, refused connections) — the breaker
   removes an account that fails outright; this term steers away from a flaky one before that.
+
+The score, its weights and rates are dimensionless floats that only rank accounts; no money is
+computed from them. The fee itself (:func:`fee_of`) is integer minor units.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from paymux.kit import money
 
 PRIOR_RATE = 0.9
 """What a payment method's success rate is assumed to be before any evidence."""
@@ -65,7 +70,7 @@ class Score:
 
 def fee_of(amount: int, fee: Fee) -> int:
     """The channel's fee for ``amount`` minor units: rate (rounded half up) + fixed, clamped."""
-    value = (amount * fee.rate_bps + 5_000) // 10_000 + fee.fixed
+    value = money.bps_of(amount, fee.rate_bps) + fee.fixed
     if fee.minimum is not None:
         value = max(value, fee.minimum)
     if fee.maximum is not None:
@@ -98,7 +103,8 @@ def mean_latency_ms(window: Window) -> float:
 def score(*, amount: int, fee: Fee, window: Window, total_accepted: int, weights: Weights) -> Score:
     p = success_estimate(window)
     bonus = exploration_bonus(window, total_accepted)
-    fee_pct = 100.0 * fee_of(amount, fee) / amount if amount > 0 else 0.0
+    fee_minor = fee_of(amount, fee)
+    fee_pct = 100.0 * fee_minor / amount if amount > 0 else 0.0
     latency_s = mean_latency_ms(window) / 1000.0
     errors = error_rate(window)
     total = (
@@ -113,7 +119,7 @@ def score(*, amount: int, fee: Fee, window: Window, total_accepted: int, weights
         components={
             "success": round(p, 4),
             "exploration": round(bonus, 4),
-            "fee": fee_of(amount, fee),
+            "fee": fee_minor,
             "fee_pct": round(fee_pct, 4),
             "latency_ms": round(latency_s * 1000.0, 1),
             "error_rate": round(errors, 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from paymux.kit import money
 from paymux.settlement.models import Cycle, SettlementConfig
 
 TIMEZONE = ZoneInfo("Asia/Shanghai")
@@ -36,7 +37,7 @@ def fee(config: SettlementConfig, amount: int) -> int:
     never more than the amount itself."""
     if amount <= 0:
         return 0
-    value = (amount * config.fee_bps + 5_000) // 10_000 + config.fee_fixed
+    value = money.bps_of(amount, config.fee_bps) + config.fee_fixed
     value = max(value, config.fee_min)
     if config.fee_max is not None:
         value = min(value, config.fee_max)

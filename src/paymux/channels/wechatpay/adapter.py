@@ -224,7 +224,7 @@ class WechatPayAdapter(
     async def query_payment(
         self, out_trade_no: str, *, channel_trade_no: str | None = None
     ) -> PaymentState:
-        path = f"{self._order_path(out_trade_no)}?mchid={quote(self.credentials.mchid, safe='')}"
+        path = f"{self._order_path(out_trade_no)}?{self._ids_query()}"
         try:
             _, payload = await self._call("GET", path)
         except BusinessError as exc:
@@ -233,6 +233,8 @@ class WechatPayAdapter(
             raise
         if not isinstance(payload, dict):
             raise UnknownOutcome("malformed_response", "query answer has no body", raw=payload)
+        if not self._ours(payload):
+            raise UnknownOutcome("malformed_response", "answer is about another sub-merchant")
         try:
             state = self._state(payload)
         except ValueError as exc:
@@ -245,13 +247,22 @@ class WechatPayAdapter(
         self, out_trade_no: str, *, channel_trade_no: str | None = None
     ) -> None:
         try:
-            await self._call(
-                "POST", f"{self._order_path(out_trade_no)}/close", {"mchid": self.credentials.mchid}
-            )
+            await self._call("POST", f"{self._order_path(out_trade_no)}/close", self._ids_body())
         except BusinessError as exc:
             if exc.code in ("order_closed", "order_not_exist"):
                 return
             raise
+
+    # Who the order belongs to, as the query string, the close body and a check of an answer:
+    # the merchant here; the service provider and its sub-merchant in partner mode.
+    def _ids_query(self) -> str:
+        return f"mchid={quote(self.credentials.mchid, safe='')}"
+
+    def _ids_body(self) -> dict[str, str]:
+        return {"mchid": self.credentials.mchid}
+
+    def _ours(self, data: Mapping[str, Any]) -> bool:
+        return True
 
     # ------------------------------------------------------------ notifications
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:

@@ -18,7 +18,6 @@ from urllib.parse import quote
 from paymux.channels.base import (
     BusinessError,
     ChannelError,
-    ChannelPaymentStatus,
     CreatedPayment,
     CreatePayment,
     CreateSplit,
@@ -27,7 +26,6 @@ from paymux.channels.base import (
     NextAction,
     NextActionType,
     Notification,
-    PaymentState,
     SplitState,
     TransferState,
     UnknownOutcome,
@@ -82,8 +80,13 @@ class WechatPayPartnerAdapter(WechatPayAdapter):
         return f"{protocol.PARTNER_PAY_PATH}/out-trade-no/{quote(out_trade_no, safe='')}"
 
     def _ids_query(self) -> str:
+        """``GET …/out-trade-no/{no}?sp_mchid=…&sub_mchid=…``."""
         sp, sub = self.credentials.sp_mchid, self.credentials.sub_mchid
         return f"sp_mchid={quote(sp, safe='')}&sub_mchid={quote(sub, safe='')}"
+
+    def _ids_body(self) -> dict[str, str]:
+        """``POST …/out-trade-no/{no}/close`` with ``{sp_mchid, sub_mchid}``."""
+        return {"sp_mchid": self.credentials.sp_mchid, "sub_mchid": self.credentials.sub_mchid}
 
     def _bill_query(self, day: dt.date) -> str:
         """A service provider's trade bill covers all its sub-merchants unless it names one:
@@ -167,42 +170,6 @@ class WechatPayPartnerAdapter(WechatPayAdapter):
                 "sign": sign,
             }
         return NextAction(NextActionType.sdk_params, params=dict(params))
-
-    async def query_payment(
-        self, out_trade_no: str, *, channel_trade_no: str | None = None
-    ) -> PaymentState:
-        """``GET /v3/pay/partner/transactions/out-trade-no/{no}?sp_mchid=…&sub_mchid=…``."""
-        path = f"{self._order_path(out_trade_no)}?{self._ids_query()}"
-        try:
-            _, payload = await self._call("GET", path)
-        except BusinessError as exc:
-            if exc.code == "order_not_exist":
-                return PaymentState(out_trade_no, ChannelPaymentStatus.not_found, raw=exc.raw)
-            raise
-        if not isinstance(payload, dict):
-            raise UnknownOutcome("malformed_response", "query answer has no body", raw=payload)
-        if not self._ours(payload):
-            raise UnknownOutcome("malformed_response", "answer is about another sub-merchant")
-        try:
-            state = self._state(payload)
-        except ValueError as exc:
-            raise UnknownOutcome("malformed_response", str(exc), raw=payload) from exc
-        if state.out_trade_no != out_trade_no:
-            raise UnknownOutcome("malformed_response", "answer is about another order")
-        return state
-
-    async def close_payment(
-        self, out_trade_no: str, *, channel_trade_no: str | None = None
-    ) -> None:
-        """``POST …/out-trade-no/{no}/close`` with ``{sp_mchid, sub_mchid}``."""
-        creds = self.credentials
-        body = {"sp_mchid": creds.sp_mchid, "sub_mchid": creds.sub_mchid}
-        try:
-            await self._call("POST", f"{self._order_path(out_trade_no)}/close", body)
-        except BusinessError as exc:
-            if exc.code in ("order_closed", "order_not_exist"):
-                return
-            raise
 
     def _ours(self, data: Mapping[str, Any]) -> bool:
         """A partner transaction or refund resource names our service provider and
