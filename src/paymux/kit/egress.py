@@ -67,8 +67,10 @@ class EgressRefused(EgressError):
         self.host, self.address, self.reason = host, address, reason
         if address is None:
             super().__init__(f"host {host} is not allowed ({reason})")
-        else:
-            super().__init__(f"address {address} is not allowed ({reason})")
+            return
+        inner = embedded_ipv4(address)
+        shown = f"{address} ({inner})" if inner is not None else str(address)
+        super().__init__(f"address {shown} is not allowed ({reason})")
 
 
 class EgressUnresolved(EgressError):
@@ -117,8 +119,8 @@ def non_public_reason(address: IPAddress) -> str | None:
         ("link-local or metadata", address.is_link_local),
         ("multicast", address.is_multicast),
         ("unspecified", address.is_unspecified),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
     )
     for reason, hit in checks:
         if hit:
