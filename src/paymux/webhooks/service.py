@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -134,25 +135,28 @@ async def vet_url(egress: EgressGuard, url: str, *, livemode: bool) -> VettedUrl
     to) an address the egress guard refuses. A name that does not resolve yet is accepted: the
     guard checks again at every delivery. Resolves DNS, so call it before opening a
     transaction."""
+    invalid = InvalidRequest("url_invalid", "url must be an absolute http(s) URL.", param="url")
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        port = 0
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port or len(url) > 2000:
-        raise InvalidRequest("url_invalid", "url must be an absolute http(s) URL.", param="url")
+        raise invalid from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise invalid
     if livemode and parts.scheme != "https":
         raise InvalidRequest("url_invalid", "Live-mode endpoints must use https.", param="url")
     try:
         await egress.resolve(parts.hostname, port)
     except EgressRefused as exc:
         raise InvalidRequest(
-            "url_not_allowed",
-            f"Webhook URLs must point at a public address: {exc}.",
-            param="url",
+            "url_not_allowed", f"Webhook URLs must point at a public address: {exc}.", param="url"
         ) from None
     except EgressUnresolved:
         pass
+    try:
+        httpx.URL(url)  # what the worker will send to
+    except httpx.InvalidURL:
+        raise invalid from None
     return VettedUrl(url, livemode)
 
 

@@ -103,7 +103,7 @@ async def _post(http: httpx.AsyncClient, send: _Send) -> service.Outcome:
         return service.Outcome(
             attempted_at=started_at, duration_ms=elapsed(), error=f"refused: {exc}"[:500]
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a URL httpx cannot send
         return service.Outcome(
             attempted_at=started_at, duration_ms=elapsed(),
             error=f"{type(exc).__name__}: {exc}"[:500],
