@@ -279,7 +279,10 @@ def run_block(block: Block, demo: Demo, env: dict[str, str]) -> list[str]:
         if sep and name not in _SESSION_NOISE:
             env[name] = value
     values = json_values(done.stdout)
-    expected = load_expected(block.expected) if block.expected else None
+    try:
+        expected = load_expected(block.expected) if block.expected else None
+    except ValueError as exc:
+        return [f"{where}: its expected output is not JSON (with …): {exc}"]
     shows_error = isinstance(expected, dict) and "error" in expected
     errors = [v for v in values if isinstance(v, dict) and "error" in v]
     if errors and not shows_error:
