@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import httpx
@@ -51,7 +53,8 @@ BLOCK_TIMEOUT_SECONDS = 120
 
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 _NOT_RUN = re.compile(r"<!--\s*not-run:\s*\S.*-->")
-_EXPORT = re.compile(r"^\s*export\s+([A-Z_][A-Z0-9_]*)=(\S+)\s*$")
+_EXPORT = re.compile(r"^\s*export\s+(.*)$")
+_BANNER = "paymux demo is running"
 
 
 # ------------------------------------------------------------------ extracting the examples
@@ -170,7 +173,8 @@ def mismatches(expected: Any, actual: Any, where: str = "$") -> list[str]:
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) < len(expected):
             return [f"{where}: expected at least {len(expected)} items, got {actual!r}"]
-        return [m for n, e in enumerate(expected) for m in mismatches(e, actual[n], f"{where}[{n}]")]
+        pairs = enumerate(zip(expected, actual, strict=False))
+        return [m for n, (e, a) in pairs for m in mismatches(e, a, f"{where}[{n}]")]
     if isinstance(expected, str) and "…" in expected:
         pattern = ".*".join(re.escape(part) for part in expected.split("…"))
         ok = isinstance(actual, str) and re.fullmatch(pattern, actual, re.DOTALL)
@@ -199,12 +203,25 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], url: str, log: Path) ->
     pytest.fail(f"paymux demo did not start:\n{log.read_text()}")
 
 
-def _banner_exports(log: Path) -> dict[str, str]:
-    """``export NAME=value`` lines of the banner (values may be quoted)."""
+def _banner_exports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, str]:
+    """What the banner's ``export NAME=value …`` lines set (once the banner is out)."""
+    deadline = time.monotonic() + 30
+    while _BANNER not in (text := log.read_text(encoding="utf-8", errors="replace")):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail(f"paymux demo printed no banner:\n{text}")
+        time.sleep(0.1)
+    return exports_in(text)
+
+
+def exports_in(text: str) -> dict[str, str]:
+    """What the ``export NAME=value …`` lines of ``text`` set."""
     exports = {}
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         if match := _EXPORT.match(line):
-            exports[match.group(1)] = match.group(2).strip("'\"")
+            for word in shlex.split(match.group(1), comments=True):
+                name, sep, value = word.partition("=")
+                if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+                    exports[name] = value
     return exports
 
 
@@ -244,7 +261,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             PAYMUX_PUBLIC_URL=url,
             PAYMUX_OPERATOR_TOKEN=OPERATOR_TOKEN,
         )
-        env.update(_banner_exports(log))
+        # What a reader copies from the banner wins ($PWD: the demo's directory, as for them).
+        scope = {**env, "PWD": str(directory)}
+        env.update(
+            {k: Template(v).safe_substitute(scope) for k, v in _banner_exports(proc, log).items()}
+        )
         yield Demo(directory, env)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -315,8 +336,13 @@ def test_expected_output_matching() -> None:
     assert mismatches(expected, {**good, "id": "re_01"})
     assert mismatches(expected, {k: v for k, v in good.items() if k != "next_action"})
     assert json_values('{"a": 1}{"b": [2]}\nok\n') == [{"a": 1}, {"b": [2]}]
+    assert exports_in("  export A=1 B='x y'  # for the CLI\nexported=no\n") == {
+        "A": "1",
+        "B": "x y",
+    }
     assert load_expected('{"url": "http://h:…/x", "q": "a\\"…", …}') == {
-        "url": "http://h:…/x", "q": 'a"…'
+        "url": "http://h:…/x",
+        "q": 'a"…',
     }
 
 
