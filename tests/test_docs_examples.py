@@ -15,7 +15,8 @@ Conventions (also stated in docs/quickstart.md, "About the examples"):
   variables.
 - A ```json block right after a run block (blank lines aside) is its expected output: the last
   JSON value the block prints must contain every key shown with the value shown. In a string,
-  ``…`` stands for any text (``"pay_…"``); a bare ``…`` stands for omitted keys or items.
+  ``…`` stands for any text (``"pay_…"``); ``…`` (or ``"…"``) as a value for any value; a bare
+  ``…`` among keys or items for those left out.
 - A block fails if it exits non-zero or prints an API error object (``{"error": …}``) that its
   expected output does not show.
 
@@ -113,7 +114,7 @@ PAGES = [parse_page(path) for path in DOCS]
 
 # ------------------------------------------------------------------ expected output
 def _drop_bare_ellipses(text: str) -> str:
-    """``text`` without the ``…`` that stand outside JSON strings."""
+    """``text`` without the ``…`` that stand outside JSON strings (as a value: ``"…"``)."""
     out, in_string, escaped = [], False, False
     for char in text:
         if in_string:
@@ -126,6 +127,8 @@ def _drop_bare_ellipses(text: str) -> str:
         elif char == '"':
             in_string = True
         elif char == "…":
+            if "".join(out).rstrip().endswith(":"):
+                out.append('"…"')  # a value: anything
             continue
         out.append(char)
     return "".join(out)
@@ -175,6 +178,8 @@ def mismatches(expected: Any, actual: Any, where: str = "$") -> list[str]:
             return [f"{where}: expected at least {len(expected)} items, got {actual!r}"]
         pairs = enumerate(zip(expected, actual, strict=False))
         return [m for n, (e, a) in pairs for m in mismatches(e, a, f"{where}[{n}]")]
+    if expected == "…":
+        return []
     if isinstance(expected, str) and "…" in expected:
         pattern = ".*".join(re.escape(part) for part in expected.split("…"))
         ok = isinstance(actual, str) and re.fullmatch(pattern, actual, re.DOTALL)
@@ -340,6 +345,7 @@ def test_expected_output_matching() -> None:
         "A": "1",
         "B": "x y",
     }
+    assert mismatches(load_expected('{"n": …, "s": "…"}'), {"n": 3, "s": None}) == []
     assert load_expected('{"url": "http://h:…/x", "q": "a\\"…", …}') == {
         "url": "http://h:…/x",
         "q": 'a"…',
