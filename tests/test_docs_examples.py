@@ -88,7 +88,7 @@ def parse_page(path: Path) -> Page:
     i = 0
     while i < len(lines):
         match = _FENCE.match(lines[i])
-        if not match or not match.group(2):
+        if not match:
             if lines[i].strip():
                 previous = lines[i]
             i += 1
