@@ -12,6 +12,7 @@ import httpx
 from paymux.config import Settings
 from paymux.kit.crypto import Vault
 from paymux.kit.db import Database
+from paymux.kit.logging import observe_channel_calls
 
 
 @dataclass
@@ -20,7 +21,8 @@ class Runtime:
     db: Database
     vault: Vault
     channel_http: httpx.AsyncClient
-    """Client for calls to channels (adapters get it injected)."""
+    """Client for calls to channels (adapters get it injected); each request it sends is one
+    ``channel_call`` log line."""
     webhook_http: httpx.AsyncClient
     """Client for merchant webhook deliveries."""
     owned: list[httpx.AsyncClient] = field(default_factory=list)
@@ -40,6 +42,7 @@ class Runtime:
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             )
             owned.append(channel_http)
+        observe_channel_calls(channel_http)
         if webhook_http is None:
             webhook_http = httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=3.0),
