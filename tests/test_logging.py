@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,9 @@ SECRETS = {
     PEM: "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
     "host=db user=paymux password=hunter2x dbname=p": "hunter2x",
     "{'password': 'hunter3y'}": "hunter3y",
+    "Settings(password='two words', env='test')": "two words",
+    "POST https://merchant.example/hook?token=tok9Zq&x=1": "tok9Zq",
+    'WECHATPAY2-SHA256-RSA2048 mchid="1900",signature="Zm9vYmFy+/="': "Zm9vYmFy",
 }
 
 
@@ -119,6 +123,18 @@ def test_uncaught_exceptions_are_logged_redacted(captured_json: io.StringIO) -> 
     [line] = json_lines(captured_json)
     assert line["event"] == "uncaught_exception" and "ValueError: bad url" in line["exception"]
     assert PASSWORD not in captured_json.getvalue()
+
+
+def test_uncaught_exceptions_in_threads_are_logged_redacted(captured: io.StringIO) -> None:
+    def boom() -> None:
+        raise ValueError(f"bad url {BAD_DSN}")
+
+    thread = threading.Thread(target=boom, name="janitor-thread")
+    thread.start()
+    thread.join()
+    out = captured.getvalue()
+    assert "uncaught_exception" in out and "thread=janitor-thread" in out
+    assert "ValueError: bad url" in out and PASSWORD not in out
 
 
 def test_http_client_loggers_are_quiet_and_access_lines_lose_their_query(

@@ -19,9 +19,10 @@ import contextvars
 import logging
 import re
 import sys
+import threading
 import time
 import types
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -29,11 +30,18 @@ import httpx
 import structlog
 
 log = structlog.get_logger(__name__)
+channel_log = structlog.get_logger("paymux.channels")
 
-_SECRET_KEYS = {"authorization", "api_key", "secret", "credentials", "private_key", "apiv3_key"}
+_SECRET_FIELDS = (
+    "password", "passwd", "pwd", "secret", "client_secret", "api_key", "apiv3_key", "master_key",
+    "operator_token", "access_token", "token", "sign", "signature",
+)  # fmt: skip
+"""Names whose value is a secret: as a log field, and as ``name=value`` / ``'name': 'value'``
+inside any text (libpq DSNs, query strings, reprs, JSON, signed headers)."""
+_SECRET_KEYS = {*_SECRET_FIELDS, "authorization", "credentials", "private_key"}
 REDACTED = "[redacted]"
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     # PEM private keys (also inside reprs, where the newlines are ``\n``).
     (
         re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
@@ -41,10 +49,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # scheme://user:password@host — database URLs, proxies, basic-auth URLs.
     (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)[^\s@/'\"]+@"), r"\1[redacted]@"),
-    # libpq keyword DSNs, form/query fields, reprs and JSON (``password='…'``, ``"pwd": "…"``).
+    # Secret fields in libpq DSNs, query strings, reprs and JSON (``password='…'``).
     (
-        re.compile(r"\b(password|passwd|pwd)(['\"]?\s*[=:]\s*['\"]?)[^\s&;,'\")}]+", re.I),
-        r"\1\2[redacted]",
+        re.compile(
+            rf"\b({'|'.join(_SECRET_FIELDS)})(\s*=\s*|['\"]\s*:\s*)"
+            r"(?:(['\"])(?!\[redacted\]['\"]).*?\3|(?!\[redacted\])[^\s&;,'\")}\]]+)",
+            re.I,
+        ),
+        lambda m: f"{m[1]}{m[2]}{m[3] or ''}[redacted]{m[3] or ''}",
     ),
     # Our API keys and Stripe secret / restricted keys.
     (re.compile(r"\b((?:sk|rk)_(?:live|test)_)[A-Za-z0-9_]+"), r"\1[redacted]"),
@@ -96,8 +108,23 @@ class _StripQuery(logging.Filter):
         return True
 
 
-_QUIET = ("httpx", "httpcore", "hpack", "multipart")
-"""Libraries whose INFO/DEBUG lines would repeat URLs, headers or bodies of channel calls."""
+_QUIET = ("httpx", "httpcore", "hpack", "multipart", "alembic")
+"""Libraries whose INFO lines repeat URLs, headers or bodies of channel calls (the HTTP
+clients), or say nothing an operator needs (alembic's per-migration chatter)."""
+
+
+class _StreamHandler(logging.StreamHandler[TextIO]):
+    """Writes to ``sys.stderr`` as it is when a line is logged (not when logging was set up),
+    so a replaced stderr (test runners, CLI runners) never leaves a closed stream behind."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._follow = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure_logging(
@@ -118,7 +145,7 @@ def configure_logging(
             colors=False, exception_formatter=structlog.dev.plain_traceback
         )
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -133,6 +160,11 @@ def configure_logging(
     logging.basicConfig(handlers=[handler], level=level.upper(), force=True)
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # Undo uvicorn's own logging config (its handlers would bypass the redaction).
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _StripQuery) for f in access.filters):
         access.addFilter(_StripQuery())
@@ -150,6 +182,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
 
 
 def _log_uncaught(
@@ -160,6 +193,16 @@ def _log_uncaught(
         sys.__excepthook__(kind, exc, tb)
         return
     log.error("uncaught_exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread else None
+    log.error(
+        "uncaught_exception", thread=thread,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- channel calls
@@ -202,7 +245,7 @@ def _log_unanswered(op: _Operation, exc: BaseException | None) -> None:
     # The adapter turns the transport's exception into a channel error: name the original.
     cause = None if exc is None else (exc.__cause__ or exc.__context__ or exc)
     for request, started in op.open.values():
-        log.warning(
+        channel_log.warning(
             "channel_call", **op.fields(), **_where(request), status=None,
             ms=_ms_since(started), error=type(cause).__name__ if cause else "no_response",
         )  # fmt: skip
@@ -232,7 +275,7 @@ async def _on_response(response: httpx.Response) -> None:
     if op is not None:
         op.open.pop(id(request), None)
     fields = op.fields() if op else {"channel": None, "operation": None, "ref": None}
-    log.info(
+    channel_log.info(
         "channel_call", **fields, **_where(request), status=response.status_code,
         ms=_ms_since(started),
     )  # fmt: skip
