@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from paymux.kit.logging import redact
 
 # Published in the docs so the demo runs with no setup; refused anywhere money is real.
 DEV_MASTER_KEY = "ZGV2LW9ubHktbWFzdGVyLWtleS1ub3QtZm9yLXByb2Q="
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
         except (binascii.Error, ValueError):
             raise ValueError("PAYMUX_MASTER_KEY must be base64 of exactly 32 bytes") from None
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A traceback or a log line may show the settings: never the database password.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "database_url" else value
 
     @property
     def master_key_bytes(self) -> bytes:

@@ -13,6 +13,7 @@ from paymux.config import Settings
 from paymux.kit.crypto import Vault
 from paymux.kit.db import Database
 from paymux.kit.egress import EgressGuard, egress_client
+from paymux.kit.logging import observe_channel_calls
 
 
 @dataclass
@@ -21,7 +22,8 @@ class Runtime:
     db: Database
     vault: Vault
     channel_http: httpx.AsyncClient
-    """Client for calls to channels (adapters get it injected)."""
+    """Client for calls to channels (adapters get it injected); each request it sends is one
+    ``channel_call`` log line."""
     webhook_http: httpx.AsyncClient
     """Client for merchant webhook deliveries: connects only where ``egress`` allows."""
     egress: EgressGuard
@@ -48,6 +50,7 @@ class Runtime:
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             )
             owned.append(channel_http)
+        observe_channel_calls(channel_http)
         if webhook_http is None:
             webhook_http = egress_client(
                 egress,

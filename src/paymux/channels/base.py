@@ -17,13 +17,17 @@ gateway may do next:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel
+
+from paymux.kit.logging import channel_operation
 
 
 # ---------------------------------------------------------------- errors
@@ -599,9 +603,50 @@ _LOADED: list[bool] = []
 
 
 def register(factory: AdapterFactory) -> AdapterFactory:
-    """Class decorator: make an adapter available under its ``name``."""
+    """Class decorator: make an adapter available under its ``name``; its operations log
+    their channel calls (:func:`_observed`)."""
+    for operation in _OPERATIONS:
+        method = getattr(factory, operation, None)
+        if inspect.iscoroutinefunction(method) and not hasattr(method, "__paymux_observed__"):
+            setattr(factory, operation, _observed(operation, method))
     _REGISTRY[factory.name] = factory
     return factory
+
+
+_CONTRACTS = (ChannelAdapter, TransferCapable, SplitCapable, StatementCapable, BarcodeCapable)
+_OPERATIONS = frozenset(
+    name
+    for contract in _CONTRACTS
+    for name, member in vars(contract).items()
+    if inspect.iscoroutinefunction(member)
+)
+"""The adapter methods that talk to a channel: every coroutine of the contracts above."""
+
+_REF_FIELDS = ("out_refund_no", "out_order_no", "out_biz_no", "out_trade_no")
+
+
+def _observed(operation: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """``method`` running inside :func:`~paymux.kit.logging.channel_operation`, so each HTTP
+    request it makes logs one line naming the channel, the operation and our number of the
+    object (the first argument, or the request's own number)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with channel_operation(getattr(self, "name", None), operation, _reference(args)):
+            return await method(self, *args, **kwargs)
+
+    wrapper.__paymux_observed__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _reference(args: tuple[Any, ...]) -> str | None:
+    first = args[0] if args else None
+    if isinstance(first, str):
+        return first
+    if isinstance(first, dt.date):
+        return first.isoformat()
+    found = (getattr(first, name, None) for name in _REF_FIELDS)
+    return next((value for value in found if isinstance(value, str)), None)
 
 
 def builtin_channel_names() -> list[str]:

@@ -89,7 +89,8 @@ def demo(
     console.print(
         demo_mod.banner(done, public_url, database.resolve()), highlight=False, soft_wrap=True
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # log_config=None: uvicorn's lines go through paymux's (redacting) logging setup.
+    uvicorn.run(application, host=host, port=port, log_level="warning", log_config=None)
 
 
 @app.command()
@@ -107,7 +108,7 @@ def serve(
         os.environ["PAYMUX_RUN_WORKER"] = "1"
     uvicorn.run(
         "paymux.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="warning", access_log=False,
+        log_level="warning", access_log=False, log_config=None,
     )  # fmt: skip
 
 

@@ -16,9 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.config import Settings, get_settings
 from paymux.kit.errors import NotFound, PaymuxError
+from paymux.kit.logging import configure_logging
 from paymux.runtime import Runtime
 
-app = typer.Typer(help="paymux — self-hosted aggregated payment gateway", no_args_is_help=True)
+app = typer.Typer(
+    help="paymux — self-hosted aggregated payment gateway", no_args_is_help=True,
+    pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
+)  # fmt: skip
+
+
+@app.callback()
+def _setup() -> None:
+    """Configure logging before any command runs (an invalid configuration is reported by the
+    command that needs it; its logs use the defaults meanwhile)."""
+    try:
+        settings = get_settings()
+    except ValidationError:
+        configure_logging()
+    else:
+        configure_logging(settings.log_level, json=settings.log_json)
+
+
 console = Console()
 T = TypeVar("T")
 
