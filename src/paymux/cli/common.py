@@ -1,26 +1,48 @@
-"""What every ``paymux`` command shares: the Typer app, the console, running work with a
-runtime (domain errors become a message and exit code 1) and printing API-shaped JSON."""
+"""What every ``paymux`` command shares: the Typer app and its global options, running work
+with a runtime (domain errors become a message and exit code 1) and parsing options into the
+API's request models. Printing is :mod:`paymux.cli.output`'s."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux import __version__
+from paymux.cli.output import error, fail, force_json
 from paymux.config import Settings, get_settings
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.runtime import Runtime
 
 app = typer.Typer(help="paymux — self-hosted aggregated payment gateway", no_args_is_help=True)
-console = Console()
 T = TypeVar("T")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"paymux {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(epilog="Commands read PAYMUX_DATABASE_URL, PAYMUX_ENV, PAYMUX_MASTER_KEY and "
+              "PAYMUX_PUBLIC_URL from the environment; `paymux demo` prints the export lines "
+              "for the running demo. Results are tables on a terminal, JSON with --json or "
+              "in a pipe.")  # fmt: skip
+def main_options(
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document (the default when stdout is not a terminal).")]
+        = False,
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = None,
+) -> None:  # fmt: skip
+    """Options of every command: output format (see :mod:`paymux.cli.output`), version."""
+    force_json(json_output)
 
 
 def load_settings() -> Settings:
@@ -28,10 +50,8 @@ def load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            console.print(
-                f"[red]configuration error[/red] {error['msg'].removeprefix('Value error, ')}"
-            )
+        for problem in exc.errors():
+            error("configuration_error", problem["msg"].removeprefix("Value error, "))
         raise typer.Exit(2) from None
 
 
@@ -48,13 +68,7 @@ def run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except PaymuxError as exc:
-        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
-        raise typer.Exit(1) from None
-
-
-def show_json(data: Any) -> None:
-    """Print an object as the API would answer it."""
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        fail(exc.code, exc.message)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,10 +86,9 @@ def parse_body(model: type[M], **fields: Any) -> M:
     try:
         return model(**fields)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "input"
-            message = error["msg"].removeprefix("Value error, ")
-            console.print(f"[red]error[/red] parameter_invalid: {where}: {message}")
+        for problem in exc.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "input"
+            error("parameter_invalid", f"{where}: {problem['msg'].removeprefix('Value error, ')}")
         raise typer.Exit(1) from None
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from paymux.cli.common import console, parse_body, run, show_json
+from paymux.cli.common import parse_body, run
+from paymux.cli.output import emit, fail
 from paymux.routing import rules
 from paymux.routing.schemas import (
     AccountRouting,
@@ -31,11 +32,9 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        console.print(f"[red]error[/red] parameter_invalid: {path}: {exc}")
-        raise typer.Exit(1) from None
+        fail("parameter_invalid", f"{path}: {exc}")
     if not isinstance(data, dict):
-        console.print(f"[red]error[/red] parameter_invalid: {path}: not a JSON object")
-        raise typer.Exit(1)
+        fail("parameter_invalid", f"{path}: not a JSON object")
     return data
 
 
@@ -48,7 +47,7 @@ def list_rules(app: App) -> None:
             found, version = await rules.list_rules(session, app)
         return [RuleOut.of(r, version).model_dump(mode="json") for r in found]
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("add")
@@ -61,7 +60,7 @@ def add_rule(app: App, file: File) -> None:
             rule, version = await rules.create_rule(session, app, body)
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("replace")
@@ -74,7 +73,7 @@ def replace_rule(app: App, rule_id: str, file: File) -> None:
             rule, version = await rules.update_rule(session, app, rule_id, body)
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("delete")
@@ -86,7 +85,7 @@ def delete_rule(app: App, rule_id: str) -> None:
             rule, version = await rules.delete_rule(session, app, rule_id)
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("settings")
@@ -111,7 +110,7 @@ def settings(
                 row = await rules.get_settings(session, app)
         return SettingsOut.of(row).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("account")
@@ -124,4 +123,4 @@ def account(app: App, account_id: str, file: File) -> None:
             found = await rules.configure_account(session, app, account_id, body)
         return AccountRoutingOut.of(found).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
