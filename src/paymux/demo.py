@@ -104,6 +104,8 @@ class DemoReceiver:
     def __init__(self) -> None:
         self.secret: str | None = None
         self.app_id: str | None = None
+        self.url: str | None = None
+        """Where the gateway reaches this receiver (its deliveries are the ones it can see)."""
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=200)
         self._seq = 0
         self.router = APIRouter(prefix="/demo", include_in_schema=False)
@@ -149,7 +151,7 @@ class DemoReceiver:
                 gateway = await delivery_view(session, self.app_id, limit=50)
         received = {d["webhook_id"]: d for d in self.deliveries}
         for row in gateway:
-            got = received.get(row["event"])
+            got = received.get(row["event"]) if row["endpoint"] == self.url else None
             row["received"] = (
                 None
                 if got is None

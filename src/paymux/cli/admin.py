@@ -153,7 +153,7 @@ def app_list(
             for a in apps
         ]  # fmt: skip
 
-    emit(run(go))
+    emit(run(go), columns=("id", "merchant", "name", "modes", "keys[].key", "created_at"))
 
 
 @app_app.command("key")

@@ -100,6 +100,7 @@ def _run(sock: socket.socket, db: Path, *, host: str, port: int, public_url: str
     except PaymuxError as exc:
         fail(exc.code, exc.message, 2)
     receiver.secret, receiver.app_id = done.webhook_secret, done.app_id
+    receiver.url = f"{public_url}/demo/webhooks"
     application = create_app(
         settings, sandboxes=sandboxes, run_worker=True, extra_routers=[receiver.router]
     )

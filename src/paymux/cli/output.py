@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,6 +37,7 @@ STATUS_STYLES = {
     "closed": "dim", "expired": "dim", "refunded": "cyan", "partially_refunded": "cyan",
 }  # fmt: skip
 _CELL_WIDTH = 60
+_MAX_COLUMNS = 9
 
 
 def force_json(enabled: bool) -> None:
@@ -51,14 +54,21 @@ def wants_json() -> bool:
     return _forced_json or not stdout_is_tty()
 
 
-def emit(data: Any, *, title: str | None = None) -> None:
-    """Print a command's result: JSON for scripts, a table on a terminal."""
+def emit(data: Any, *, columns: Sequence[str] = (), title: str | None = None) -> None:
+    """Print a command's result: JSON for scripts (everything), a table on a terminal.
+
+    ``columns``: what a list's table shows (default: its first scalar fields); ``"keys[].key"``
+    shows the ``key`` of each item of the ``keys`` list. The JSON always carries every field."""
     if wants_json():
-        typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        typer.echo(json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False))
         return
     console = Console(force_terminal=True, highlight=False)
-    for renderable in _tables(data, title):
+    for renderable in _tables(data, title, list(columns)):
         console.print(renderable)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
 
 
 def error(code: str, message: str) -> None:
@@ -89,33 +99,49 @@ def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
-def _tables(data: Any, title: str | None) -> list[Any]:
+def _tables(data: Any, title: str | None, columns: list[str]) -> list[Any]:
     if isinstance(data, dict) and data.get("object") == "list" and "data" in data:
         rows = data["data"]
         caption = "more: page on with --starting-after <last id>" if data.get("has_more") else None
-        return [_rows_table(rows, title, caption)]
+        return [_rows_table(rows, title, caption, columns)]
     if isinstance(data, list):
-        return [_rows_table(data, title, None)]
+        return [_rows_table(data, title, None, columns)]
     if isinstance(data, dict):
         nested = {k: v for k, v in data.items() if _is_rows(v)}
         head = _object_table({k: v for k, v in data.items() if k not in nested}, title)
-        return [head, *(_rows_table(rows, key, None) for key, rows in nested.items())]
+        return [head, *(_rows_table(rows, key, None, []) for key, rows in nested.items())]
     return [str(data)]
 
 
-def _rows_table(rows: list[Any], title: str | None, caption: str | None) -> Table:
-    columns: list[str] = []
+def _default_columns(rows: list[Any]) -> list[str]:
+    """The first scalar fields of the rows (nested objects only fit the JSON)."""
+    found: list[str] = []
     for row in rows:
-        for key in row if isinstance(row, dict) else ["value"]:
-            if key not in columns and key != "object":
-                columns.append(key)
+        for key, value in (row if isinstance(row, dict) else {"value": row}).items():
+            if key not in found and key != "object" and not isinstance(value, dict | list):
+                found.append(key)
+    return found[:_MAX_COLUMNS]
+
+
+def _rows_table(
+    rows: list[Any], title: str | None, caption: str | None, columns: list[str]
+) -> Table:
+    columns = columns or _default_columns(rows)
     table = Table(title=title, caption=caption or f"{len(rows)} row(s)", header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column.partition("[]")[0], overflow="fold")
     for row in rows:
         values = row if isinstance(row, dict) else {"value": row}
-        table.add_row(*(_cell(column, values.get(column)) for column in columns))
+        table.add_row(*(_cell(column, _pick(values, column)) for column in columns))
     return table
+
+
+def _pick(row: dict[str, Any], column: str) -> Any:
+    name, each, field = column.partition("[].")
+    value = row.get(name)
+    if each and isinstance(value, list):
+        return [item.get(field) for item in value if isinstance(item, dict)]
+    return value
 
 
 def _object_table(data: dict[str, Any], title: str | None) -> Table:
@@ -134,12 +160,16 @@ def _cell(column: str, value: Any) -> str:
         return "[dim]—[/dim]"
     if isinstance(value, bool):
         return "[green]yes[/green]" if value else "[red]no[/red]"
-    if isinstance(value, dict | list):
+    if isinstance(value, dt.date | dt.datetime):
+        value = value.isoformat()
+    if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+        text = ", ".join(str(v) for v in value)
+    elif isinstance(value, dict | list):
         text = json.dumps(value, default=str, ensure_ascii=False)
         text = text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
     else:
         text = str(value)
-    escaped = text.replace("[", r"\[")
+    escaped = escape(text)
     style = STATUS_STYLES.get(text) if column in ("status", "state") else None
     return f"[{style}]{escaped}[/{style}]" if style else escaped
 

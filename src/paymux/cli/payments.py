@@ -14,6 +14,8 @@ from paymux.payments.states import PaymentStatus
 from paymux.runtime import Runtime
 
 payment_app = typer.Typer(help="Payments: list, inspect, close.", no_args_is_help=True)
+LIST_COLUMNS = ("id", "status", "amount", "currency", "method", "channel", "out_trade_no",
+                "created_at")  # fmt: skip
 
 
 @payment_app.command("list")
@@ -42,7 +44,7 @@ def payment_list(
                 "data": [PaymentOut.of(p, public_url=public_url).model_dump(mode="json")
                          for p in rows]}  # fmt: skip
 
-    emit(run(go))
+    emit(run(go), columns=LIST_COLUMNS)
 
 
 @payment_app.command("show")
