@@ -8,8 +8,10 @@ the receiver got, and patches itself from JSON instead of reloading."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -207,3 +209,93 @@ def test_the_webhook_page_shows_the_gateways_deliveries(first: Demo) -> None:
     assert all("response" not in a for a in failing["attempts"])  # status lines, never bodies
     (got,) = [g for g in state["received"] if g["type"] == "payment.closed"]
     assert got["webhook_id"] == ours["event"] and got["signature_valid"] is True
+
+
+# A just-big-enough DOM for the page's script (no browser on the test machine): elements with
+# children, table cells and text, so the patching itself is exercised by node.
+FAKE_DOM = r"""
+class El {
+  constructor(tag) { this.tag = tag; this.children = []; this.parent = null; this.dataset = {};
+                     this.className = ""; this._text = ""; }
+  get cells() { return this.children.filter((c) => c.tag === "td"); }
+  get firstChild() { return this.children[0] || null; }
+  get textContent() { return this._text + this.children.map((c) => c.textContent).join(""); }
+  set textContent(v) { this.children = []; this._text = String(v); }
+  insertCell() { const td = new El("td"); this.appendChild(td); return td; }
+  appendChild(c) { if (c.parent) c.remove(); c.parent = this; this.children.push(c); return c; }
+  append(...cs) { cs.forEach((c) => this.appendChild(c)); }
+  insertBefore(c, ref) {
+    if (c.parent) c.remove();
+    c.parent = this;
+    const i = ref ? this.children.indexOf(ref) : -1;
+    if (i < 0) this.children.push(c); else this.children.splice(i, 0, c);
+    return c;
+  }
+  replaceChildren() { this.children = []; this._text = ""; }
+  remove() { const p = this.parent; if (p) p.children.splice(p.children.indexOf(this), 1);
+             this.parent = null; }
+}
+const ids = {deliveries: new El("tbody"), received: new El("tbody"), status: new El("p")};
+globalThis.document = {getElementById: (id) => ids[id], createElement: (t) => new El(t)};
+globalThis.setInterval = () => 0;
+globalThis.fetch = () => new Promise(() => {});
+const fs = require("fs");
+require("vm").runInThisContext(fs.readFileSync(process.argv[2], "utf8") +
+                               "\n;globalThis.render = render;");
+const [before, after] = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+render(before);
+const row = ids.deliveries.children[0];
+const details = row.cells[7].firstChild;
+render(after);
+const rows = ids.deliveries.children;
+console.log(JSON.stringify({
+  same_row: rows[1] === row, same_details: row.cells[7].firstChild === details,
+  ids: rows.map((r) => r.cells[0].textContent), status: row.cells[3].textContent,
+  status_class: row.cells[3].className, attempts: row.cells[4].textContent,
+  received: ids.received.children.map((r) => r.cells[1].textContent),
+}));
+"""
+
+
+def _delivery(ident: str, status: str, attempts: list[dict[str, object]]) -> dict[str, object]:
+    return {"id": ident, "event": f"evt_{ident}", "type": "payment.succeeded",
+            "endpoint": "http://127.0.0.1:9/hooks", "status": status,
+            "attempt_count": len(attempts), "next_attempt_at": None, "attempts": attempts,
+            "received": None, "data": {"id": "pay_1"}}  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_the_webhook_page_patches_rows_in_place(tmp_path: Path) -> None:
+    """A new delivery is inserted above, a changed one is updated in its row: no row (and no
+    opened event) is rebuilt, so the reader keeps their place."""
+    from paymux.demo import _PAGE
+
+    script = re.search(r"<script nonce=\"\{\{nonce\}\}\">(.*)</script>", _PAGE.read_text(), re.S)
+    assert script
+    (tmp_path / "page.js").write_text(script.group(1))
+    failed = {"at": "2026-01-01T00:00:00+00:00", "status_code": 503, "error": None,
+              "duration_ms": 12}  # fmt: skip
+    ok = failed | {"status_code": 200}
+    got = {"seq": 1, "received_at": "2026-01-01T00:00:05+00:00", "webhook_id": "evt_a",
+           "signature_valid": True, "type": "payment.succeeded"}  # fmt: skip
+    states = [
+        {"deliveries": [_delivery("a", "pending", [failed])], "received": []},
+        {
+            "deliveries": [
+                _delivery("b", "pending", []),
+                _delivery("a", "delivered", [failed, ok]),
+            ],
+            "received": [got],
+        },
+    ]
+    (tmp_path / "states.json").write_text(json.dumps(states))
+    (tmp_path / "driver.js").write_text(FAKE_DOM)
+    run = subprocess.run(["node", str(tmp_path / "driver.js"), str(tmp_path / "page.js"),
+                          str(tmp_path / "states.json")], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["ids"] == ["evt_b", "evt_a"] and seen["same_row"] and seen["same_details"]
+    assert (seen["status"], seen["status_class"]) == ("delivered", "delivered")
+    assert "HTTP 503" in seen["attempts"] and "HTTP 200" in seen["attempts"]
+    assert seen["received"] == ["evt_a"]

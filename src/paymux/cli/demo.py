@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from paymux.cli.common import app
-from paymux.cli.output import fail
+from paymux.cli.output import fail, progress
 from paymux.config import Environment, Settings
 from paymux.kit import migrate
 from paymux.kit.errors import PaymuxError
@@ -82,7 +82,8 @@ def _run(sock: socket.socket, db: Path, *, host: str, port: int, public_url: str
         public_url=public_url,
         worker_poll_seconds=0.2,
     )
-    asyncio.run(migrate.upgrade(settings.database_url))
+    with progress("migrating the demo database"):
+        asyncio.run(migrate.upgrade(settings.database_url))
     receiver = demo_mod.DemoReceiver()
     sandboxes = demo_mod.make_sandboxes(httpx.AsyncClient(timeout=10.0))
 
