@@ -250,7 +250,6 @@ def claim_port(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise DemoBusy(f"port {port} on {host} is busy ({exc.strerror})") from None
-    sock.set_inheritable(True)
     return sock
 
 
