@@ -1,10 +1,11 @@
-"""The ``paymux`` command: processes, database and tenant administration
-(:mod:`paymux.cli.admin`), ledger and wallets (:mod:`paymux.cli.accounts`), and the other money
-commands (:mod:`paymux.cli.money`)."""
+"""The ``paymux`` command: the demo (:mod:`paymux.cli.demo`), processes, database and tenant
+administration (:mod:`paymux.cli.admin`), payments (:mod:`paymux.cli.payments`), ledger and
+wallets (:mod:`paymux.cli.accounts`), and the other money commands (:mod:`paymux.cli.money`).
+Every command prints through :mod:`paymux.cli.output`."""
 
 from __future__ import annotations
 
-from paymux.cli import accounts, admin, money, routing
+from paymux.cli import accounts, admin, demo, money, payments, routing
 from paymux.cli.common import app
 
 __all__ = ["app", "main"]
@@ -13,10 +14,10 @@ for _group, _name in (
     (money.refund_app, "refund"), (accounts.ledger_app, "ledger"),
     (accounts.wallet_app, "wallet"), (money.split_app, "split"), (money.escrow_app, "escrow"),
     (money.settlement_app, "settlement"), (money.payout_app, "payout"),
-    (routing.routing_app, "routing"),
+    (routing.routing_app, "routing"), (payments.payment_app, "payment"),
 ):  # fmt: skip
     app.add_typer(_group, name=_name)
-assert admin  # its commands register themselves on import
+assert admin and demo  # their commands register themselves on import
 
 
 def main() -> None:

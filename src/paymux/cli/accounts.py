@@ -13,14 +13,13 @@ from paymux.cli.common import (
     Limit,
     Live,
     OutNo,
-    console,
     find_object,
     new_request_no,
     page_of,
     parse_body,
     run,
-    show_json,
 )
+from paymux.cli.output import emit, fail
 from paymux.kit.errors import NotFound
 from paymux.runtime import Runtime
 
@@ -38,8 +37,7 @@ def _as_of(text: str | None) -> dt.datetime | None:
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        console.print(f"[red]error[/red] parameter_invalid: as_of: not an ISO 8601 time: {text!r}")
-        raise typer.Exit(1) from None
+        fail("parameter_invalid", f"as_of: not an ISO 8601 time: {text!r}")
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
@@ -61,11 +59,10 @@ def ledger_trial_balance(
         }  # fmt: skip
 
     report = run(go)
-    show_json(report)
+    emit(report)
     broken = [c for c, t in report["currencies"].items() if not t["balanced"]]
     if broken:
-        console.print(f"[red]error[/red] ledger_unbalanced: {', '.join(broken)}")
-        raise typer.Exit(1)
+        fail("ledger_unbalanced", f"{', '.join(broken)}")
 
 
 @ledger_app.command("accounts")
@@ -80,9 +77,8 @@ def ledger_accounts(
     kinds = {"wal": "wallet", "mch": "merchant", "chn": "channel_account"}
     owner_type = "platform" if owner == "platform" else kinds.get(owner.partition("_")[0])
     if owner_type is None:
-        console.print(f"[red]error[/red] parameter_invalid: owner: {owner!r} is not a wallet, "
+        fail("parameter_invalid", f"owner: {owner!r} is not a wallet, "
                       "merchant, channel account or platform")  # fmt: skip
-        raise typer.Exit(1)
     owner_id = {"platform": "live" if live else "test",
                 "merchant": chart.mode_owner(owner, live)}.get(owner_type, owner)  # fmt: skip
 
@@ -92,7 +88,7 @@ def ledger_accounts(
         return [{"id": a.id, "purpose": a.purpose, "currency": a.currency, "normal": a.normal,
                  "balance": a.balance, "available": a.available} for a in accounts]  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @ledger_app.command("account")
@@ -118,7 +114,7 @@ def ledger_account(
             version=a.version, balance_as_of=past,
         ).model_dump(mode="json")  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @ledger_app.command("statement")
@@ -140,7 +136,7 @@ def ledger_statement(account_id: str, limit: Limit = 20, starting_after: After =
             for e, tx in rows
         ], more)  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @ledger_app.command("balances")
@@ -159,7 +155,7 @@ def ledger_balances(
         return {"object": "balance", "merchant": merchant_id, "livemode": live,
                 "currency": currency, **amounts}  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 # -------------------------------------------------- wallets
@@ -194,7 +190,7 @@ def wallet_create(
             wallet = await service.create(s, app_id=app_id, livemode=live, body=body)
             return await _wallet_out(s, wallet)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("show")
@@ -206,7 +202,7 @@ def wallet_show(wallet_id: str) -> None:
         async with rt.db.transaction() as s:  # balances open missing sub-accounts
             return await _wallet_out(s, await find_object(s, Wallet, "wallet", wallet_id))
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("list")
@@ -226,7 +222,7 @@ def wallet_list(
                                               starting_after=starting_after)  # fmt: skip
             return page_of([await _wallet_out(s, w) for w in rows], more)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("transfer")
@@ -253,7 +249,7 @@ def wallet_transfer(
                                          body=body)  # fmt: skip
             return out.model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 def _freeze(wallet_id: str, action: str, amount: int, out_request_no: str | None,
@@ -271,7 +267,7 @@ def _freeze(wallet_id: str, action: str, amount: int, out_request_no: str | None
             await service.freeze(s, wallet, body)
             return await _wallet_out(s, wallet)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("freeze")
@@ -314,7 +310,7 @@ def wallet_points(
             await service.points(s, wallet, body)
             return await _wallet_out(s, wallet)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("level")
@@ -333,7 +329,7 @@ def wallet_level(
             wallet.verification_level = body.verification_level
             return await _wallet_out(s, wallet)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @wallet_app.command("statement")
@@ -349,4 +345,4 @@ def wallet_statement(wallet_id: str, limit: Limit = 20, starting_after: After = 
                                                   starting_after=starting_after)  # fmt: skip
             return page_of([line.model_dump(mode="json") for line in lines], more)
 
-    show_json(run(go))
+    emit(run(go))

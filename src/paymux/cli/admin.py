@@ -1,4 +1,4 @@
-"""Processes (demo, serve, worker), the database and tenant administration commands."""
+"""Processes (serve, worker), the database and tenant administration commands."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from paymux.cli.common import app, console, load_settings, run, show_json
-from paymux.config import Environment, Settings
+from paymux.cli.common import app, load_settings, run
+from paymux.cli.output import emit, fail, note, progress
 from paymux.kit import migrate
-from paymux.kit.errors import PaymuxError
 from paymux.merchants.models import Mode
 from paymux.runtime import Runtime
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
-app_app = typer.Typer(help="Apps (one integration of a merchant) and their API keys.")
+app_app = typer.Typer(help="Apps (one integration of a merchant) and their API keys.",
+                      no_args_is_help=True)  # fmt: skip
 channel_app = typer.Typer(help="Channel accounts of an app.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Webhook endpoints and deliveries.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -34,69 +33,9 @@ app.add_typer(webhook_app, name="webhook")
 
 # ------------------------------------------------------------------ processes
 @app.command()
-def demo(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    api_key: Annotated[
-        str | None, typer.Option(help="Use this test key (sk_test_…) instead of a random one.")
-    ] = None,
-    webhook_url: Annotated[
-        str | None, typer.Option(help="Send webhooks here instead of the demo receiver.")
-    ] = None,
-    database: Annotated[Path, typer.Option(help="SQLite file, recreated at start.")] = Path(
-        "paymux-demo.db"
-    ),
-) -> None:
-    """Gateway + worker + every channel sandbox + a demo merchant, on SQLite."""
-    import uvicorn
-
-    from paymux import demo as demo_mod
-    from paymux.app import create_app
-
-    public_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
-    settings = Settings(
-        env=Environment.demo,
-        database_url=f"sqlite+aiosqlite:///{database.resolve()}",
-        public_url=public_url,
-        worker_poll_seconds=0.2,
-        egress_allow_nets=["127.0.0.0/8", "::1/128"],  # the demo receiver is on loopback
-    )
-    asyncio.run(migrate.upgrade(settings.database_url))
-    receiver = demo_mod.DemoReceiver()
-    notifier = httpx.AsyncClient(timeout=10.0)
-    sandboxes = demo_mod.make_sandboxes(notifier)
-
-    async def setup() -> demo_mod.DemoSetup:
-        rt = Runtime.build(settings)
-        try:
-            return await demo_mod.provision(
-                rt, sandboxes, public_url=public_url, api_key=api_key, webhook_url=webhook_url
-            )
-        finally:
-            await rt.aclose()
-
-    try:
-        done = asyncio.run(setup())
-    except PaymuxError as exc:
-        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
-        raise typer.Exit(2) from None
-    receiver.secret = done.webhook_secret
-    application = create_app(
-        settings, sandboxes=sandboxes, run_worker=True, extra_routers=[receiver.router]
-    )
-    console.print(
-        demo_mod.banner(done, public_url, database.resolve()), highlight=False, soft_wrap=True
-    )
-    # log_config=None: uvicorn's lines go through paymux's (redacting) logging setup.
-    uvicorn.run(application, host=host, port=port, log_level="warning", log_config=None)
-
-
-@app.command()
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="API processes.")] = 1,
     with_worker: Annotated[bool, typer.Option(help="Also run the job worker in-process.")] = False,
 ) -> None:
@@ -122,7 +61,7 @@ def worker(
     async def go(rt: Runtime) -> None:
         w = Worker(rt)
         if once:
-            console.print(f"handled {await w.run_until_idle()} items")
+            emit({"handled": await w.run_until_idle()})
         else:
             await w.run_forever()
 
@@ -136,16 +75,21 @@ def keygen() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Alembic revision to reach.")] = "head",
+) -> None:
     """Apply migrations to PAYMUX_DATABASE_URL."""
     url = load_settings().database_url
-    asyncio.run(migrate.upgrade(url, revision))
-    console.print(f"database at {revision}")
+    with progress(f"migrating the database to {revision}"):
+        asyncio.run(migrate.upgrade(url, revision))
+    note(f"database at {revision}")
 
 
 # ------------------------------------------------------------------ administration
 @merchant_app.command("create")
-def merchant_create(name: str) -> None:
+def merchant_create(
+    name: Annotated[str, typer.Argument(help="The merchant's display name.")],
+) -> None:
     """Create a merchant."""
     from paymux.merchants import service
 
@@ -154,11 +98,12 @@ def merchant_create(name: str) -> None:
             m = await service.create_merchant(s, name=name)
             return {"id": m.id, "name": m.name}
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @merchant_app.command("list")
 def merchant_list() -> None:
+    """Every merchant (id and name)."""
     from paymux.merchants.repository import MerchantRepository
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
@@ -167,11 +112,15 @@ def merchant_list() -> None:
                 {"id": m.id, "name": m.name} for m in await MerchantRepository(s).list_merchants()
             ]
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @app_app.command("create")
-def app_create(merchant: str, name: Annotated[str, typer.Option()] = "default") -> None:
+def app_create(
+    merchant: Annotated[str, typer.Argument(help="The merchant (mch_…).")],
+    name: Annotated[str, typer.Option(help="A name to tell the merchant's apps apart.")] = (
+        "default"),
+) -> None:  # fmt: skip
     """Create an app of MERCHANT."""
     from paymux.merchants import service
 
@@ -180,11 +129,38 @@ def app_create(merchant: str, name: Annotated[str, typer.Option()] = "default") 
             a = await service.create_app(s, merchant_id=merchant, name=name)
             return {"id": a.id, "merchant": a.merchant_id, "name": a.name}
 
-    show_json(run(go))
+    emit(run(go))
+
+
+@app_app.command("list")
+def app_list(
+    merchant: Annotated[str | None, typer.Option(help="Only this merchant's apps (mch_…).")] = None,
+) -> None:
+    """Apps with their merchant and API keys (mode and a masked hint, never the key)."""
+    from paymux.merchants.repository import MerchantRepository
+
+    async def go(rt: Runtime) -> list[dict[str, Any]]:
+        async with rt.db.read() as s:
+            repo = MerchantRepository(s)
+            apps = await repo.list_apps(merchant)
+            keys = {a.id: await repo.list_keys(a.id) for a in apps}
+        return [
+            {"id": a.id, "merchant": a.merchant_id, "name": a.name,
+             "modes": sorted({k.mode for k in keys[a.id] if k.revoked_at is None}),
+             "keys": [{"id": k.id, "mode": k.mode, "key": f"sk_{k.mode}_…{k.hint}",
+                       "revoked": k.revoked_at is not None} for k in keys[a.id]],
+             "created_at": a.created_at}
+            for a in apps
+        ]  # fmt: skip
+
+    emit(run(go), columns=("id", "merchant", "name", "modes", "keys[].key", "created_at"))
 
 
 @app_app.command("key")
-def app_key(app_id: str, mode: Annotated[Mode, typer.Option()] = Mode.test) -> None:
+def app_key(
+    app_id: str,
+    mode: Annotated[Mode, typer.Option(help="test (sandbox channels only) or live.")] = Mode.test,
+) -> None:
     """Issue an API key for APP_ID (shown once)."""
     from paymux.merchants import service
 
@@ -193,7 +169,7 @@ def app_key(app_id: str, mode: Annotated[Mode, typer.Option()] = Mode.test) -> N
             issued = await service.issue_key(s, app_id=app_id, mode=mode)
             return {"id": issued.key.id, "mode": mode.value, "secret": issued.secret}
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @channel_app.command("add")
@@ -201,11 +177,11 @@ def channel_add(
     app_id: str,
     channel: str,
     credentials: Annotated[Path, typer.Option(help="JSON file with the channel's credentials.")],
-    mode: Annotated[Mode, typer.Option()] = Mode.test,
+    mode: Annotated[Mode, typer.Option(help="test or live.")] = Mode.test,
     methods: Annotated[str | None, typer.Option(help="Comma-separated; default all.")] = None,
     fee_bps: Annotated[int, typer.Option(help="Fee in basis points (60 = 0.6%).")] = 0,
     priority: Annotated[int, typer.Option(help="Lower is tried first.")] = 100,
-    name: Annotated[str, typer.Option()] = "",
+    name: Annotated[str, typer.Option(help="A label for listings.")] = "",
 ) -> None:
     """Configure CHANNEL for APP_ID; credentials are validated and encrypted at rest."""
     from paymux.channels import service
@@ -213,8 +189,7 @@ def channel_add(
     try:
         creds = json.loads(credentials.read_text())
     except (OSError, ValueError) as exc:
-        console.print(f"[red]error[/red] cannot read credentials: {exc}")
-        raise typer.Exit(1) from None
+        fail("parameter_invalid", f"cannot read credentials: {exc}")
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.transaction() as s:
@@ -226,11 +201,12 @@ def channel_add(
             url = f"{rt.settings.public_url.rstrip('/')}/notify/{channel}/{acc.id}"
             return {"id": acc.id, "channel": channel, "methods": acc.methods, "notify_url": url}
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @channel_app.command("list")
 def channel_list(app_id: str) -> None:
+    """APP_ID's channel accounts: channel, mode, methods, enabled, priority, fee."""
     from paymux.channels.repository import ChannelRepository
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
@@ -241,11 +217,13 @@ def channel_list(app_id: str) -> None:
                 for a in await ChannelRepository(s).list_for_app(app_id)
             ]  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @channel_app.command("enable")
-def channel_enable(account_id: str, off: Annotated[bool, typer.Option("--off")] = False) -> None:
+def channel_enable(
+    account_id: str, off: Annotated[bool, typer.Option("--off", help="Disable it instead.")] = False
+) -> None:
     """Enable (or with --off disable) a channel account."""
     from paymux.channels import service
 
@@ -254,7 +232,7 @@ def channel_enable(account_id: str, off: Annotated[bool, typer.Option("--off")] 
             acc = await service.update_account(s, account_id, enabled=not off)
             return {"id": acc.id, "enabled": acc.enabled}
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @webhook_app.command("add")
@@ -275,12 +253,14 @@ def webhook_add(
             )
             return {"id": ep.id, "url": ep.url, "secret": secret}
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @webhook_app.command("resend")
 def webhook_resend(
-    app_id: str, event_id: str, endpoint: Annotated[str | None, typer.Option()] = None
+    app_id: str,
+    event_id: str,
+    endpoint: Annotated[str | None, typer.Option(help="Only to this endpoint (we_…).")] = None,
 ) -> None:
     """Deliver EVENT_ID again (to every subscribed endpoint, or one)."""
     from paymux.webhooks import service
@@ -292,4 +272,4 @@ def webhook_resend(
             )
             return [{"id": d.id, "endpoint": d.endpoint_id, "status": d.status} for d in deliveries]
 
-    show_json(run(go))
+    emit(run(go))

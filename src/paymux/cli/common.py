@@ -1,19 +1,20 @@
-"""What every ``paymux`` command shares: the Typer app, the console, running work with a
-runtime (domain errors become a message and exit code 1) and printing API-shaped JSON."""
+"""What every ``paymux`` command shares: the Typer app and its global options, running work
+with a runtime (domain errors become a message and exit code 1) and parsing options into the
+API's request models. Printing is :mod:`paymux.cli.output`'s."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux import __version__
+from paymux.cli.output import error, fail, force_json
 from paymux.config import Settings, get_settings
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.logging import configure_logging
@@ -23,12 +24,31 @@ app = typer.Typer(
     help="paymux — self-hosted aggregated payment gateway", no_args_is_help=True,
     pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
 )  # fmt: skip
+T = TypeVar("T")
 
 
-@app.callback()
-def _setup() -> None:
-    """Configure logging before any command runs (an invalid configuration is reported by the
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"paymux {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(epilog="Commands read PAYMUX_DATABASE_URL, PAYMUX_ENV, PAYMUX_MASTER_KEY and "
+              "PAYMUX_PUBLIC_URL from the environment; `paymux demo` prints the export lines "
+              "for the running demo. Results are tables on a terminal, JSON with --json or "
+              "in a pipe.")  # fmt: skip
+def main_options(
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document (the default when stdout is not a terminal).")]
+        = False,
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = None,
+) -> None:  # fmt: skip
+    """Options of every command: output format (see :mod:`paymux.cli.output`), version; and
+    logging, configured before any command runs (an invalid configuration is reported by the
     command that needs it; its logs use the defaults meanwhile)."""
+    force_json(json_output)
     try:
         settings = get_settings()
     except ValidationError:
@@ -37,19 +57,13 @@ def _setup() -> None:
         configure_logging(settings.log_level, json=settings.log_json)
 
 
-console = Console()
-T = TypeVar("T")
-
-
 def load_settings() -> Settings:
     """The configuration, or a clear message and exit code 2 when it is invalid."""
     try:
         return get_settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            console.print(
-                f"[red]configuration error[/red] {error['msg'].removeprefix('Value error, ')}"
-            )
+        for problem in exc.errors():
+            error("configuration_error", problem["msg"].removeprefix("Value error, "))
         raise typer.Exit(2) from None
 
 
@@ -66,13 +80,7 @@ def run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except PaymuxError as exc:
-        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
-        raise typer.Exit(1) from None
-
-
-def show_json(data: Any) -> None:
-    """Print an object as the API would answer it."""
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        fail(exc.code, exc.message)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -90,10 +98,9 @@ def parse_body(model: type[M], **fields: Any) -> M:
     try:
         return model(**fields)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "input"
-            message = error["msg"].removeprefix("Value error, ")
-            console.print(f"[red]error[/red] parameter_invalid: {where}: {message}")
+        for problem in exc.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "input"
+            error("parameter_invalid", f"{where}: {problem['msg'].removeprefix('Value error, ')}")
         raise typer.Exit(1) from None
 
 

@@ -15,14 +15,13 @@ from paymux.cli.common import (
     Limit,
     Live,
     OutNo,
-    console,
     find_object,
     new_request_no,
     page_of,
     parse_body,
     run,
-    show_json,
 )
+from paymux.cli.output import emit, fail, note, progress
 from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.runtime import Runtime
 
@@ -57,11 +56,12 @@ def refund_create(
                                       req=req)  # fmt: skip
         return RefundOut.of(refund).model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @refund_app.command("show")
 def refund_show(refund_id: str) -> None:
+    """One refund: amount, status, the channel's refund number."""
     from paymux.refunds.models import Refund
     from paymux.refunds.schemas import RefundOut
 
@@ -70,7 +70,7 @@ def refund_show(refund_id: str) -> None:
             refund = await find_object(s, Refund, "refund", refund_id)
             return RefundOut.of(refund).model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @refund_app.command("list")
@@ -94,7 +94,7 @@ def refund_list(
             )  # fmt: skip
             return page_of([RefundOut.of(r).model_dump(mode="json") for r in rows], more)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 # -------------------------------------------------- splits and escrow
@@ -109,9 +109,8 @@ def _receiver(text: str) -> dict[str, Any]:
             return {"wallet": wallet, "percent_bps": int(bps)}
         return {"wallet": wallet, "amount": int(share, 10)}
     except (InvalidOperation, ValueError):
-        console.print(f"[red]error[/red] parameter_invalid: receiver: {text!r} is not "
+        fail("parameter_invalid", f"receiver: {text!r} is not "
                       "WALLET=AMOUNT or WALLET=PERCENT% (at most two decimals)")  # fmt: skip
-        raise typer.Exit(1) from None
 
 
 def _split_out(split: Any, parts: list[Any]) -> dict[str, Any]:
@@ -141,15 +140,13 @@ def split_create(
         try:
             fields = json.loads(spec.read_text())
         except (OSError, ValueError) as exc:
-            console.print(f"[red]error[/red] cannot read split spec: {exc}")
-            raise typer.Exit(1) from None
+            fail("parameter_invalid", f"cannot read split spec: {exc}")
     else:
         fields = {"trigger": trigger, "commission_bps": commission_bps,
                   "commission_amount": commission_amount,
                   "receivers": [_receiver(r) for r in receiver or []]}  # fmt: skip
     if not isinstance(fields, dict):
-        console.print("[red]error[/red] parameter_invalid: the split spec is not a JSON object")
-        raise typer.Exit(1)
+        fail("parameter_invalid", "the split spec is not a JSON object")
     body = parse_body(SplitSpec, **fields)
 
     async def go(rt: Runtime) -> dict[str, Any]:
@@ -159,11 +156,12 @@ def split_create(
             split, parts = await service.declare(s, payment, body)
             return _split_out(split, parts)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @split_app.command("show")
 def split_show(split_id: str) -> None:
+    """One split with its parts (receiver, amount, status)."""
     from paymux.splits.models import Split
     from paymux.splits.repository import SplitRepository
 
@@ -172,7 +170,7 @@ def split_show(split_id: str) -> None:
             split = await find_object(s, Split, "split", split_id)
             return _split_out(split, await SplitRepository(s).parts(split.id))
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @split_app.command("list")
@@ -194,7 +192,7 @@ def split_list(payment_id: str) -> None:
             )
             return page_of([_split_out(x, await repo.parts(x.id)) for x in rows], more)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @split_app.command("execute")
@@ -213,7 +211,7 @@ def split_execute(split_id: str) -> None:
             await service.execute(s, split, payment)
             return _split_out(split, await SplitRepository(s).parts(split.id))
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @escrow_app.command("release")
@@ -227,15 +225,14 @@ def escrow_release(
     from paymux.payments.models import Payment
 
     if by not in ("platform", "buyer"):
-        console.print(f"[red]error[/red] parameter_invalid: by: {by!r} is not platform or buyer")
-        raise typer.Exit(1)
+        fail("parameter_invalid", f"by: {by!r} is not platform or buyer")
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.transaction() as s:
             await find_object(s, Payment, "payment", payment_id)
             return FundsOut.of(await service.release(s, payment_id, by=by)).model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 # -------------------------------------------------- settlement
@@ -276,7 +273,7 @@ def settlement_config(
                 config = await service.configure(s, merchant_id, body)
             return SettlementConfigOut.of(config).model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @settlement_app.command("run")
@@ -290,7 +287,9 @@ def settlement_run() -> None:
             batches = await service.settle_due(s)
             return [SettlementOut.of(b).model_dump(mode="json") for b in batches]
 
-    show_json(run(go))
+    with progress("settling the payments that are due"):
+        batches = run(go)
+    emit(batches)
 
 
 @settlement_app.command("list")
@@ -308,11 +307,12 @@ def settlement_list(
             )
             return page_of([SettlementOut.of(b).model_dump(mode="json") for b in rows], more)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @settlement_app.command("show")
 def settlement_show(settlement_id: str) -> None:
+    """One settlement batch: gross, fees, net and its payments' count."""
     from paymux.settlement.models import Settlement
     from paymux.settlement.schemas import SettlementOut
 
@@ -321,7 +321,7 @@ def settlement_show(settlement_id: str) -> None:
             batch = await find_object(s, Settlement, "settlement", settlement_id)
             return SettlementOut.of(batch).model_dump(mode="json")
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @settlement_app.command("report")
@@ -339,16 +339,16 @@ def settlement_report(
             batch = await find_object(s, Settlement, "settlement", settlement_id)
             return await service.report_csv(s, batch)
 
-    text = run(go)
+    with progress("exporting the settlement report"):
+        text = run(go)
     if output is None:
         typer.echo(text, nl=False)
         return
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]error[/red] cannot write the report: {exc}")
-        raise typer.Exit(1) from None
-    console.print(f"wrote {output}")
+        fail("io_error", f"cannot write the report: {exc}")
+    note(f"wrote {output}")
 
 
 # -------------------------------------------------- payouts
@@ -393,11 +393,12 @@ def payout_create(
             return PayoutOut.of(await find_object(s, Payout, "payout", payout.id)).model_dump(
                 mode="json")  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @payout_app.command("show")
 def payout_show(payout_id: str) -> None:
+    """One payout (withdrawal): amount, destination, status at the channel."""
     from paymux.payouts.models import Payout
     from paymux.payouts.schemas import PayoutOut
 
@@ -406,7 +407,7 @@ def payout_show(payout_id: str) -> None:
             return PayoutOut.of(await find_object(s, Payout, "payout", payout_id)).model_dump(
                 mode="json")  # fmt: skip
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @payout_app.command("list")
@@ -424,7 +425,7 @@ def payout_list(
             )
             return page_of([PayoutOut.of(p).model_dump(mode="json") for p in rows], more)
 
-    show_json(run(go))
+    emit(run(go))
 
 
 @payout_app.command("run")
@@ -435,4 +436,6 @@ def payout_run() -> None:
     async def go(rt: Runtime) -> dict[str, Any]:
         return {"handled": await tasks.send_due(rt)}
 
-    show_json(run(go))
+    with progress("sending due payouts"):
+        handled = run(go)
+    emit(handled)

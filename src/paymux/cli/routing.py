@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from paymux.cli.common import console, parse_body, run, show_json
+from paymux.cli.common import parse_body, run
+from paymux.cli.output import emit, fail
 from paymux.merchants.models import Mode
 from paymux.routing import rules
 from paymux.routing.schemas import (
@@ -39,11 +40,9 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        console.print(f"[red]error[/red] parameter_invalid: {path}: {exc}")
-        raise typer.Exit(1) from None
+        fail("parameter_invalid", f"{path}: {exc}")
     if not isinstance(data, dict):
-        console.print(f"[red]error[/red] parameter_invalid: {path}: not a JSON object")
-        raise typer.Exit(1)
+        fail("parameter_invalid", f"{path}: not a JSON object")
     return data
 
 
@@ -56,7 +55,7 @@ def list_rules(app: App, mode: ModeOpt = Mode.test) -> None:
             found, version = await rules.list_rules(session, app, livemode=mode is Mode.live)
         return [RuleOut.of(r, version).model_dump(mode="json") for r in found]
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("add")
@@ -69,7 +68,7 @@ def add_rule(app: App, file: File, mode: ModeOpt = Mode.test) -> None:
             rule, version = await rules.create_rule(session, app, body, livemode=mode is Mode.live)
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("replace")
@@ -83,7 +82,7 @@ def replace_rule(app: App, rule_id: str, file: File, mode: ModeOpt = Mode.test) 
                                                     livemode=mode is Mode.live)  # fmt: skip
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("delete")
@@ -97,7 +96,7 @@ def delete_rule(app: App, rule_id: str, mode: ModeOpt = Mode.test) -> None:
             )
         return RuleOut.of(rule, version).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("settings")
@@ -123,7 +122,7 @@ def settings(
                 row = await rules.get_settings(session, app, livemode=mode is Mode.live)
         return SettingsOut.of(row).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))
 
 
 @routing_app.command("account")
@@ -137,4 +136,4 @@ def account(app: App, account_id: str, file: File, mode: ModeOpt = Mode.test) ->
                                                      livemode=mode is Mode.live)  # fmt: skip
         return AccountRoutingOut.of(found).model_dump(mode="json")
 
-    show_json(run(work))
+    emit(run(work))

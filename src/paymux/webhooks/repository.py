@@ -92,6 +92,16 @@ class WebhookRepository:
         )
         return rows[:limit], len(rows) > limit
 
+    async def events_about(self, app_id: str, livemode: bool, object_id: str) -> list[Event]:
+        """The events whose object is ``object_id`` (e.g. a payment's), oldest first. An
+        operator's look-up (``paymux payment show``): it reads the JSON, no index behind it."""
+        stmt = sa.select(Event).where(
+            Event.app_id == app_id,
+            Event.livemode == livemode,
+            Event.data["id"].as_string() == object_id,
+        )
+        return list((await self.session.scalars(stmt.order_by(Event.id))).all())
+
     async def events_by_id(self, ids: Sequence[str]) -> dict[str, Event]:
         if not ids:
             return {}
