@@ -221,3 +221,10 @@ async def test_refused_when_no_account_of_the_app_accepts(stack: Stack) -> None:
         stack, tenant, {"method": scripted.METHOD, "amount": 100}, code="amount_too_small",
         param="amount", fix={"amount": 500},
     )  # fmt: skip
+
+
+def test_every_builtin_channel_declares_its_precheck() -> None:
+    for name in base.builtin_channel_names():
+        factory = base.get(name)
+        assert callable(getattr(factory, "check_request", None)), name
+        assert isinstance(factory.required_customer, Mapping), name
