@@ -166,7 +166,8 @@ async def simulate(
     from paymux.routing.schemas import SettingsIn
 
     async with rt.db.transaction() as session:
-        await routing_rules.update_settings(session, app_row.id, SettingsIn(strategy=strategy))
+        await routing_rules.update_settings(session, app_row.id, SettingsIn(strategy=strategy),
+                                          livemode=False)  # fmt: skip
     phases: dict[str, list[str]] = {"before": [], "during": [], "after": []}
     for phase in phases:
         outage.down = phase == "during"

@@ -28,11 +28,15 @@ from paymux.app import create_app
 from paymux.config import Environment, Settings
 from paymux.kit import migrate
 from paymux.kit.db import create_engine
+from paymux.kit.egress import EgressGuard, EgressTransport
 from paymux.runtime import Runtime
+from tests.fixtures.egress import CheckedTransport, StaticResolver
 from tests.fixtures.receiver import WebhookReceiver
 
 GATEWAY = "http://gateway.test"
 MERCHANT_SITE = "http://merchant.test"
+LOOPBACK_NETS = ["127.0.0.0/8", "::1/128"]
+"""What the tests (like the demo) allow the egress guard beyond public addresses."""
 
 BACKENDS = ["sqlite"]
 if os.environ.get("PAYMUX_TEST_DATABASE_URL"):
@@ -67,6 +71,7 @@ def settings(database_url: str) -> Settings:
         operator_token="op_test_token_0123456789",
         channel_timeout_seconds=2.0,
         log_level="WARNING",
+        egress_allow_nets=LOOPBACK_NETS,
     )
 
 
@@ -79,6 +84,8 @@ class Stack:
     client: httpx.AsyncClient
     sandboxes: dict[str, Any]
     receiver: WebhookReceiver
+    resolver: StaticResolver
+    """The egress guard's DNS: merchant.test is 127.0.0.1; tests add names."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,17 +103,28 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     channel_http = httpx.AsyncClient(
         mounts={"http://gateway.test": _Lazy(gateway_transport)}, timeout=2.0
     )
+    # Webhooks go through the egress guard as in production: merchant.test resolves (by the
+    # static resolver) to 127.0.0.1, allowed like the demo allows it, and is served in-process;
+    # every other URL is a real, guarded connection.
+    resolver = StaticResolver()
+    resolver.set("merchant.test", "127.0.0.1")
+    egress = EgressGuard(settings.egress_allow_nets, resolver=resolver)
+    in_process = CheckedTransport(egress, httpx.ASGITransport(app=receiver.app))
     webhook_http = httpx.AsyncClient(
-        mounts={"http://merchant.test": httpx.ASGITransport(app=receiver.app)}, timeout=2.0
+        mounts={"http://merchant.test": in_process},
+        transport=EgressTransport(egress), timeout=2.0, follow_redirects=False, trust_env=False,
+    )  # fmt: skip
+    runtime = Runtime.build(
+        settings, channel_http=channel_http, webhook_http=webhook_http, egress=egress
     )
-    runtime = Runtime.build(settings, channel_http=channel_http, webhook_http=webhook_http)
     app = create_app(settings, runtime=runtime, sandboxes=sandboxes)
     gateway_transport["t"] = httpx.ASGITransport(app=app)
     notifier_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=2.0)
     for sandbox in sandboxes.values():
         sandbox.core.http = notifier_http
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=GATEWAY)
-    yield Stack(app=app, runtime=runtime, client=client, sandboxes=sandboxes, receiver=receiver)
+    yield Stack(app=app, runtime=runtime, client=client, sandboxes=sandboxes, receiver=receiver,
+                resolver=resolver)  # fmt: skip
     for sandbox in sandboxes.values():
         await sandbox.core.aclose()
     for c in (client, notifier_http, channel_http, webhook_http):

@@ -67,6 +67,7 @@ def gateway(database_url: str) -> Iterator[Gateway]:
     settings = Settings(
         env=Environment.test, database_url=database_url, public_url=base,
         channel_timeout_seconds=2.0, log_level="WARNING",
+        egress_allow_nets=["127.0.0.0/8", "::1/128"],
     )  # fmt: skip
     sandboxes = make_sandboxes(httpx.AsyncClient(timeout=5.0), time_scale=0.01)
     with serve(create_app(settings, sandboxes=sandboxes), port=port):

@@ -6,9 +6,10 @@ import base64
 import binascii
 from enum import StrEnum
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Published in the docs so the demo runs with no setup; refused anywhere money is real.
 DEV_MASTER_KEY = "ZGV2LW9ubHktbWFzdGVyLWtleS1ub3QtZm9yLXByb2Q="
@@ -53,9 +54,19 @@ class Settings(BaseSettings):
     barcode_poll_seconds: float | None = None
     """Query interval while waiting for the customer; default: each channel's advice."""
     webhook_timeout_seconds: float = 10.0
+    egress_allow_nets: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    """Extra ranges outbound requests to merchant-given URLs (webhooks) may reach, e.g.
+    ``10.20.0.0/16,fd00:1::/64``; by default only public addresses (docs/deploy.md)."""
     worker_batch_size: int = 50
     worker_poll_seconds: float = 0.5
     db_pool_size: int = 10
+
+    @field_validator("egress_allow_nets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

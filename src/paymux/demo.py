@@ -76,8 +76,9 @@ async def provision(
             accounts[name] = account.id
         url = webhook_url or f"{base}/demo/webhooks"
         _endpoint, secret = await webhook_service.create_endpoint(
-            session, rt.vault, app_id=app.id, livemode=False, url=url, events=["*"]
-        )
+            session, rt.vault, app_id=app.id, livemode=False, events=["*"],
+            url=await webhook_service.vet_url(rt.egress, url, livemode=False),
+        )  # fmt: skip
     return DemoSetup(merchant.id, app.id, key.secret, url, secret, accounts)
 
 

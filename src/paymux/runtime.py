@@ -12,6 +12,7 @@ import httpx
 from paymux.config import Settings
 from paymux.kit.crypto import Vault
 from paymux.kit.db import Database
+from paymux.kit.egress import EgressGuard, egress_client
 
 
 @dataclass
@@ -22,7 +23,9 @@ class Runtime:
     channel_http: httpx.AsyncClient
     """Client for calls to channels (adapters get it injected)."""
     webhook_http: httpx.AsyncClient
-    """Client for merchant webhook deliveries."""
+    """Client for merchant webhook deliveries: connects only where ``egress`` allows."""
+    egress: EgressGuard
+    """The check of every merchant-given URL (webhooks at registration and per connection)."""
     owned: list[httpx.AsyncClient] = field(default_factory=list)
 
     @classmethod
@@ -32,8 +35,13 @@ class Runtime:
         *,
         channel_http: httpx.AsyncClient | None = None,
         webhook_http: httpx.AsyncClient | None = None,
+        egress: EgressGuard | None = None,
     ) -> Runtime:
+        """``egress`` defaults to the settings' allowed ranges and the system resolver; an
+        injected ``webhook_http`` must connect through the same guard (tests do)."""
         owned: list[httpx.AsyncClient] = []
+        if egress is None:
+            egress = EgressGuard(settings.egress_allow_nets)
         if channel_http is None:
             channel_http = httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.channel_timeout_seconds, connect=3.0),
@@ -41,9 +49,9 @@ class Runtime:
             )
             owned.append(channel_http)
         if webhook_http is None:
-            webhook_http = httpx.AsyncClient(
+            webhook_http = egress_client(
+                egress,
                 timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=3.0),
-                follow_redirects=False,
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             )
             owned.append(webhook_http)
@@ -53,6 +61,7 @@ class Runtime:
             vault=Vault(settings.master_key_bytes),
             channel_http=channel_http,
             webhook_http=webhook_http,
+            egress=egress,
             owned=owned,
         )
 

@@ -61,6 +61,7 @@ def demo(
         database_url=f"sqlite+aiosqlite:///{database.resolve()}",
         public_url=public_url,
         worker_poll_seconds=0.2,
+        egress_allow_nets=["127.0.0.0/8", "::1/128"],  # the demo receiver is on loopback
     )
     asyncio.run(migrate.upgrade(settings.database_url))
     receiver = demo_mod.DemoReceiver()
@@ -266,9 +267,10 @@ def webhook_add(
     from paymux.webhooks import service
 
     async def go(rt: Runtime) -> dict[str, Any]:
+        vetted = await service.vet_url(rt.egress, url, livemode=live)
         async with rt.db.transaction() as s:
             ep, secret = await service.create_endpoint(
-                s, rt.vault, app_id=app_id, livemode=live, url=url, events=events.split(",")
+                s, rt.vault, app_id=app_id, livemode=live, url=vetted, events=events.split(",")
             )
             return {"id": ep.id, "url": ep.url, "secret": secret}
 

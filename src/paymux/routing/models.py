@@ -1,4 +1,8 @@
-"""Routing data: per-app rules and settings, and the shared health of channel accounts.
+"""Routing data: per-app and per-mode rules and settings, and the shared health of channel
+accounts.
+
+Rules and settings belong to one mode (``livemode``) like every other merchant object: a test
+key reads and edits only the test ones, and a live payment is routed by the live ones only.
 
 Everything lives in the database the API processes already share (no Redis): rules and settings
 change rarely and are cached per process behind a version number; statistics are minute buckets
@@ -38,13 +42,15 @@ class BreakerState(StrEnum):
 
 
 class RoutingSettings(Base):
-    """One row per app: strategy, score weights, and the version every rule edit bumps."""
+    """One row per app and mode: strategy, score weights, and the version every rule edit of
+    that mode bumps."""
 
     __tablename__ = "routing_settings"
 
     app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id"), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, primary_key=True)
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
-    """Bumped by every edit of this app's rules or settings; caches compare it."""
+    """Bumped by every edit of this app's rules or settings in this mode; caches compare it."""
     strategy: Mapped[str] = mapped_column(sa.String(16), default=Strategy.score.value)
     weight_success: Mapped[float] = mapped_column(sa.Float, default=1.0)
     weight_cost: Mapped[float] = mapped_column(sa.Float, default=0.05)
@@ -57,13 +63,17 @@ class RoutingSettings(Base):
 
 
 class RoutingRule(Base):
-    """One rule of an app: conditions → action; the app's rules are evaluated by ``position``."""
+    """One rule of an app in one mode: conditions → action; the rules of an app's mode are
+    evaluated by ``position``. Its account targets are channel accounts of the same mode."""
 
     __tablename__ = "routing_rules"
-    __table_args__ = (sa.Index("ix_routing_rules_app_position", "app_id", "position"),)
+    __table_args__ = (
+        sa.Index("ix_routing_rules_app_mode_position", "app_id", "livemode", "position"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id"))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
     position: Mapped[int] = mapped_column(sa.Integer)
     name: Mapped[str] = mapped_column(sa.String(200), default="")
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)

@@ -37,43 +37,51 @@ class RoutingRepository:
         self.session = session
 
     # ---------------------------------------------------------------- rules and settings
-    async def settings(self, app_id: str) -> RoutingSettings | None:
-        return await self.session.get(RoutingSettings, app_id)
+    async def settings(self, app_id: str, livemode: bool) -> RoutingSettings | None:
+        return await self.session.get(RoutingSettings, (app_id, livemode))
 
-    async def settings_for_update(self, app_id: str) -> RoutingSettings:
-        """The app's settings row, created if missing, locked: every rule edit takes it first,
-        which serialises the edits of one app (positions, version)."""
+    async def settings_for_update(self, app_id: str, livemode: bool) -> RoutingSettings:
+        """The settings row of the app's mode, created if missing, locked: every rule edit
+        takes it first, which serialises the edits of one app and mode (positions, version)."""
         stmt = _insert(self.session, RoutingSettings).values(
-            app_id=app_id, version=1, strategy="score", weight_success=1.0, weight_cost=0.05,
-            weight_latency=0.01, exploration=0.05, updated_at=clock.now(),
+            app_id=app_id, livemode=livemode, version=1, strategy="score", weight_success=1.0,
+            weight_cost=0.05, weight_latency=0.01, exploration=0.05, updated_at=clock.now(),
         )  # fmt: skip
-        await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["app_id"]))
+        await self.session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["app_id", "livemode"])
+        )
         row = await self.session.scalar(
             sa.select(RoutingSettings)
-            .where(RoutingSettings.app_id == app_id)
+            .where(RoutingSettings.app_id == app_id, RoutingSettings.livemode == livemode)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
         assert row is not None
         return row
 
-    async def version(self, app_id: str) -> int:
+    async def version(self, app_id: str, livemode: bool) -> int:
         found = await self.session.scalar(
-            sa.select(RoutingSettings.version).where(RoutingSettings.app_id == app_id)
+            sa.select(RoutingSettings.version).where(
+                RoutingSettings.app_id == app_id, RoutingSettings.livemode == livemode
+            )
         )
         return found or 0
 
-    async def rules(self, app_id: str) -> list[RoutingRule]:
+    async def rules(self, app_id: str, livemode: bool) -> list[RoutingRule]:
         rows = await self.session.scalars(
             sa.select(RoutingRule)
-            .where(RoutingRule.app_id == app_id)
+            .where(RoutingRule.app_id == app_id, RoutingRule.livemode == livemode)
             .order_by(RoutingRule.position, RoutingRule.id)
         )
         return list(rows)
 
-    async def rule(self, app_id: str, rule_id: str) -> RoutingRule | None:
+    async def rule(self, app_id: str, livemode: bool, rule_id: str) -> RoutingRule | None:
         return await self.session.scalar(
-            sa.select(RoutingRule).where(RoutingRule.app_id == app_id, RoutingRule.id == rule_id)
+            sa.select(RoutingRule).where(
+                RoutingRule.app_id == app_id,
+                RoutingRule.livemode == livemode,
+                RoutingRule.id == rule_id,
+            )
         )
 
     # ---------------------------------------------------------------- statistics

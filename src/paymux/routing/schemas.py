@@ -128,6 +128,7 @@ class RuleIn(BaseModel):
 class RuleOut(BaseModel):
     id: str
     object: Literal["routing_rule"] = "routing_rule"
+    livemode: bool
     name: str
     position: int
     enabled: bool
@@ -140,7 +141,8 @@ class RuleOut(BaseModel):
     @classmethod
     def of(cls, rule: RoutingRule, version: int) -> RuleOut:
         return cls(
-            id=rule.id, name=rule.name, position=rule.position, enabled=rule.enabled,
+            id=rule.id, livemode=rule.livemode, name=rule.name, position=rule.position,
+            enabled=rule.enabled,
             conditions=rule.conditions, action=rule.action, version=version,
             created_at=rule.created_at, updated_at=rule.updated_at,
         )  # fmt: skip
@@ -158,6 +160,7 @@ class SettingsIn(BaseModel):
 
 class SettingsOut(BaseModel):
     object: Literal["routing_settings"] = "routing_settings"
+    livemode: bool
     version: int
     strategy: str
     weight_success: float
@@ -168,7 +171,8 @@ class SettingsOut(BaseModel):
     @classmethod
     def of(cls, row: RoutingSettings) -> SettingsOut:
         return cls(
-            version=row.version, strategy=row.strategy, weight_success=row.weight_success,
+            livemode=row.livemode, version=row.version, strategy=row.strategy,
+            weight_success=row.weight_success,
             weight_cost=row.weight_cost, weight_latency=row.weight_latency,
             exploration=row.exploration,
         )  # fmt: skip
@@ -225,6 +229,7 @@ class AccountRouting(BaseModel):
 class AccountRoutingOut(BaseModel):
     id: str
     object: Literal["channel_account_routing"] = "channel_account_routing"
+    livemode: bool
     channel: str
     enabled: bool
     priority: int
@@ -241,7 +246,8 @@ class AccountRoutingOut(BaseModel):
     @classmethod
     def of(cls, account: Any) -> AccountRoutingOut:
         return cls(
-            id=account.id, channel=account.channel, enabled=account.enabled,
+            id=account.id, livemode=account.mode == "live", channel=account.channel,
+            enabled=account.enabled,
             priority=account.priority, fee_rate_bps=account.fee_rate_bps,
             fee_fixed=account.fee_fixed or 0, fee_min=account.fee_min, fee_max=account.fee_max,
             min_amount=account.min_amount, max_amount=account.max_amount,

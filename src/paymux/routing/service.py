@@ -1,11 +1,11 @@
 """Which channel accounts may take a payment, in which order, and what their outcomes teach.
 
-The hot path per payment: one query for the app's accounts (needed anyway), a version check of
-the app's rules at most once a second, statistics and breaker states from an in-process cache
-refreshed every couple of seconds, then the pure :func:`paymux.routing.engine.decide`. In the
-database, per attempt: a guarded UPDATE reserving the daily limit (if the account has one), a
-guarded UPDATE claiming a breaker probe (only when a breaker is open), and one statistics UPSERT
-plus one breaker row update per outcome.
+The hot path per payment: one query for the app's accounts of the payment's mode (needed
+anyway), a version check of that mode's rules at most once a second, statistics and breaker
+states from an in-process cache refreshed every couple of seconds, then the pure
+:func:`paymux.routing.engine.decide`. In the database, per attempt: a guarded UPDATE reserving
+the daily limit (if the account has one), a guarded UPDATE claiming a breaker probe (only when
+a breaker is open), and one statistics UPSERT plus one breaker row update per outcome.
 """
 
 from __future__ import annotations
@@ -63,36 +63,37 @@ class _Health:
     breakers: dict[str, engine.BreakerView]
 
 
+_Key = tuple[str, bool]
+"""(app id, livemode): rules, settings and accounts never cross modes."""
+
+
 @dataclass
 class _Caches:
-    rules: dict[str, _Rules] = field(default_factory=dict)
-    health: dict[str, _Health] = field(default_factory=dict)
+    rules: dict[_Key, _Rules] = field(default_factory=dict)
+    health: dict[_Key, _Health] = field(default_factory=dict)
 
 
 _caches = _Caches()
 
 
 def clear_caches(app_id: str | None = None) -> None:
-    """Forget cached rules and health (after an edit in this process; tests)."""
-    if app_id is None:
-        _caches.rules.clear()
-        _caches.health.clear()
-    else:
-        _caches.rules.pop(app_id, None)
-        _caches.health.pop(app_id, None)
+    """Forget cached rules and health of both modes (after an edit in this process; tests)."""
+    for cache in (_caches.rules, _caches.health):
+        for key in [k for k in cache if app_id is None or k[0] == app_id]:
+            del cache[key]
 
 
-async def _rules(session: AsyncSession, app_id: str, now: dt.datetime) -> _Rules:
-    cached = _caches.rules.get(app_id)
+async def _rules(session: AsyncSession, key: _Key, now: dt.datetime) -> _Rules:
+    cached = _caches.rules.get(key)
     if cached is not None and now - cached.checked_at < RULES_TTL:
         return cached
     repo = RoutingRepository(session)
-    version = await repo.version(app_id)
+    version = await repo.version(*key)
     if cached is not None and cached.version == version:
         cached.checked_at = now
         return cached
-    settings = await repo.settings(app_id)
-    rows = await repo.rules(app_id)
+    settings = await repo.settings(*key)
+    rows = await repo.rules(*key)
     loaded = _Rules(
         version=version,
         checked_at=now,
@@ -107,15 +108,15 @@ async def _rules(session: AsyncSession, app_id: str, now: dt.datetime) -> _Rules
             latency=settings.weight_latency, exploration=settings.exploration,
         ) if settings else scoring.Weights(),
     )  # fmt: skip
-    _caches.rules[app_id] = loaded
+    _caches.rules[key] = loaded
     return loaded
 
 
 async def _health(
-    session: AsyncSession, app_id: str, account_ids: Sequence[str], now: dt.datetime
+    session: AsyncSession, key: _Key, account_ids: Sequence[str], now: dt.datetime
 ) -> _Health:
     ids = frozenset(account_ids)
-    cached = _caches.health.get(app_id)
+    cached = _caches.health.get(key)
     if cached is not None and cached.account_ids >= ids and now - cached.loaded_at < STATS_TTL:
         return cached
     repo = RoutingRepository(session)
@@ -150,7 +151,7 @@ async def _health(
         for b in await repo.breakers(sorted(ids))
     }
     loaded = _Health(loaded_at=now, account_ids=ids, windows=windows, breakers=breakers)
-    _caches.health[app_id] = loaded
+    _caches.health[key] = loaded
     return loaded
 
 
@@ -230,16 +231,17 @@ async def plan(
     metadata: dict[str, Any] | None = None,
     refusals: Mapping[str, RequestProblem] | None = None,
 ) -> Plan:
-    """Decide the order in which this payment's candidates may be tried. ``refusals``: the
-    channels that would refuse the request itself, with why; their accounts are left out and,
-    if no other can take it, the first one's problem is the 400."""
+    """Decide the order in which this payment's candidates may be tried: only the accounts,
+    rules and settings of the payment's mode take part. ``refusals``: the channels that would
+    refuse the request itself, with why; their accounts are left out and, if no other can take
+    it, the first one's problem is the 400."""
     now = clock.now()
     mode = Mode.live if livemode else Mode.test
     accounts = await ChannelRepository(session).list_for_app(
         app_id, mode=mode.value, enabled_only=True
     )
-    rules = await _rules(session, app_id, now)
-    health = await _health(session, app_id, [a.id for a in accounts], now)
+    rules = await _rules(session, (app_id, livemode), now)
+    health = await _health(session, (app_id, livemode), [a.id for a in accounts], now)
     customer = customer or {}
     returning, last_channel, last_account = None, None, None
     ref = customer.get("id")

@@ -20,6 +20,9 @@ router = APIRouter(prefix="/v1", tags=["settlement"])
 async def list_settlements(
     auth: AuthDep, session: ReadSessionDep, page: PageDep
 ) -> ListResponse[SettlementOut]:
+    """The merchant's settlements in the key's mode, newest first. A settlement is
+    merchant-level (it moves the merchant's balance), so every app of the merchant sees it;
+    its report lists only the calling app's payments."""
     rows, has_more = await SettlementRepository(session).search(
         auth.merchant_id, auth.livemode, limit=page.limit, starting_after=page.starting_after
     )
@@ -39,10 +42,11 @@ async def retrieve_settlement(
 async def settlement_report(
     settlement_id: str, auth: AuthDep, session: ReadSessionDep
 ) -> PlainTextResponse:
-    """The batch's report: one CSV line per payment and a total line."""
+    """The batch's report: one CSV line per payment of the calling app and a total line of
+    those (the settlement's own totals cover every app of the merchant)."""
     found = await service.get(session, auth.merchant_id, auth.livemode, settlement_id)
     return PlainTextResponse(
-        await service.report_csv(session, found), media_type="text/csv",
+        await service.report_csv(session, found, app_id=auth.app_id), media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{found.id}.csv"'},
     )  # fmt: skip
 

@@ -121,12 +121,21 @@ REPORT_COLUMNS = (
 )  # fmt: skip
 
 
-async def report_csv(session: AsyncSession, settlement: Settlement) -> str:
-    """The batch's report: one line per payment, amounts in minor units, and a total line."""
+async def report_csv(
+    session: AsyncSession, settlement: Settlement, *, app_id: str | None = None
+) -> str:
+    """The batch's report as one app sees it: a line per payment **of that app**, amounts in
+    minor units, and a total line of those lines. A settlement is a merchant-level object (one
+    batch, one ledger transaction into the merchant's balance) that every app of the merchant
+    may see; the payments in it belong to their apps, and no app lists another's. Without
+    ``app_id`` (the operator's CLI) every line, and the total is the settlement's."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REPORT_COLUMNS)
-    for funds in await FundsRepository(session).of_settlement(settlement.id):
+    rows = [f for f in await FundsRepository(session).of_settlement(settlement.id)
+            if app_id is None or f.app_id == app_id]  # fmt: skip
+    totals = [0, 0, 0, 0, 0]
+    for funds in rows:
         payment = await session.get(Payment, funds.payment_id)
         assert payment is not None
         net = funds.gross - funds.refunded - funds.split_out - funds.fee
@@ -135,8 +144,7 @@ async def report_csv(session: AsyncSession, settlement: Settlement) -> str:
             or "", payment.paid_at.isoformat() if payment.paid_at else "", funds.currency,
             funds.gross, funds.refunded, funds.split_out, funds.fee, net,
         ])  # fmt: skip
-    writer.writerow([
-        "total", "", "", "", "", settlement.currency, settlement.gross, settlement.refunded,
-        settlement.split_out, settlement.fees, settlement.net,
-    ])  # fmt: skip
+        for i, amount in enumerate((funds.gross, funds.refunded, funds.split_out, funds.fee, net)):
+            totals[i] += amount
+    writer.writerow(["total", "", "", "", "", settlement.currency, *totals])
     return out.getvalue()

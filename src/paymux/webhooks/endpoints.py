@@ -23,14 +23,19 @@ router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 
 @router.post("/webhook_endpoints", status_code=201, response_model=EndpointOut)
-async def create_endpoint(
-    body: EndpointCreate, auth: AuthDep, rt: RuntimeDep, session: SessionDep
-) -> EndpointOut:
-    """The response carries the endpoint's ``whsec_`` secret; it is never shown again."""
-    endpoint, secret = await service.create_endpoint(
-        session, rt.vault, app_id=auth.app_id, livemode=auth.livemode,
-        url=body.url, events=body.events, description=body.description,
-    )  # fmt: skip
+async def create_endpoint(body: EndpointCreate, auth: AuthDep, rt: RuntimeDep) -> EndpointOut:
+    """The response carries the endpoint's ``whsec_`` secret; it is never shown again.
+
+    The URL must be http(s) (https in live mode) and point at a public address: a host that
+    is, or resolves to, a loopback, private, link-local, metadata or otherwise non-public
+    address is refused with ``url_not_allowed`` unless the operator allowed its range.
+    """
+    url = await service.vet_url(rt.egress, body.url, livemode=auth.livemode)  # DNS: no tx open
+    async with rt.db.transaction() as session:
+        endpoint, secret = await service.create_endpoint(
+            session, rt.vault, app_id=auth.app_id, livemode=auth.livemode,
+            url=url, events=body.events, description=body.description,
+        )  # fmt: skip
     return EndpointOut.of(endpoint, secret)
 
 

@@ -70,14 +70,18 @@ class AttemptOut(BaseModel):
     status_code: int | None
     error: str | None
     duration_ms: int
-    response_excerpt: str | None
+    response_excerpt: str | None = Field(
+        description="The start of the body of a 2xx answer; never anything of another answer."
+    )
 
     @classmethod
     def of(cls, attempt: WebhookAttempt) -> AttemptOut:
+        code = attempt.status_code
+        delivered = code is not None and 200 <= code < 300  # rows from before the rule too
         return cls(
-            attempted_at=attempt.attempted_at, status_code=attempt.status_code,
+            attempted_at=attempt.attempted_at, status_code=code,
             error=attempt.error, duration_ms=attempt.duration_ms,
-            response_excerpt=attempt.response_excerpt,
+            response_excerpt=attempt.response_excerpt if delivered else None,
         )  # fmt: skip
 
 

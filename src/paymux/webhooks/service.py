@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
 from paymux.kit.crypto import Vault
+from paymux.kit.egress import EgressGuard, EgressRefused, EgressUnresolved
 from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.ids import new_id
 from paymux.webhooks import signing
@@ -119,13 +121,43 @@ def payload(event: Event) -> bytes:
 
 
 # ------------------------------------------------------------------ endpoints
-def _check_url(url: str, livemode: bool) -> str:
+@dataclass(frozen=True)
+class VettedUrl:
+    """An endpoint URL that passed :func:`vet_url` for one mode; the only kind an endpoint is
+    created with."""
+
+    url: str
+    livemode: bool
+
+
+async def vet_url(egress: EgressGuard, url: str, *, livemode: bool) -> VettedUrl:
+    """Refuse a URL that is malformed, plain http in live mode, or whose host is (or resolves
+    to) an address the egress guard refuses. A name that does not resolve yet is accepted: the
+    guard checks again at every delivery. Resolves DNS, so call it before opening a
+    transaction."""
+    invalid = InvalidRequest("url_invalid", "url must be an absolute http(s) URL.", param="url")
     parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise invalid from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
-        raise InvalidRequest("url_invalid", "url must be an absolute http(s) URL.", param="url")
+        raise invalid
     if livemode and parts.scheme != "https":
         raise InvalidRequest("url_invalid", "Live-mode endpoints must use https.", param="url")
-    return url
+    try:
+        await egress.resolve(parts.hostname, port)
+    except EgressRefused as exc:
+        raise InvalidRequest(
+            "url_not_allowed", f"Webhook URLs must point at a public address: {exc}.", param="url"
+        ) from None
+    except EgressUnresolved:
+        pass
+    try:
+        httpx.URL(url)  # what the worker will send to
+    except httpx.InvalidURL:
+        raise invalid from None
+    return VettedUrl(url, livemode)
 
 
 def _check_events(events: Sequence[str]) -> list[str]:
@@ -148,15 +180,17 @@ async def create_endpoint(
     *,
     app_id: str,
     livemode: bool,
-    url: str,
+    url: VettedUrl,
     events: Sequence[str],
     description: str | None = None,
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its ``whsec_`` secret (returned this once, stored encrypted)."""
+    if url.livemode != livemode:
+        raise ValueError("the url was vetted for the other mode")
     endpoint_id = new_id("we")
     secret = signing.generate_secret()
     endpoint = WebhookEndpoint(
-        id=endpoint_id, app_id=app_id, livemode=livemode, url=_check_url(url, livemode),
+        id=endpoint_id, app_id=app_id, livemode=livemode, url=url.url,
         events=_check_events(events), description=description, enabled=True,
         secret_enc=vault.encrypt(secret.encode(), context=_secret_context(endpoint_id)),
     )  # fmt: skip

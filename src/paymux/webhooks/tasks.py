@@ -18,6 +18,7 @@ import structlog
 from paymux.kit import clock
 from paymux.kit.crypto import DecryptionError
 from paymux.kit.db import any_due, claim_due
+from paymux.kit.egress import EgressRefused
 from paymux.runtime import Runtime
 from paymux.webhooks import service, signing
 from paymux.webhooks.models import DeliveryStatus, WebhookDelivery
@@ -27,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 60.0
 """Longer than any attempt can take (the webhook client's timeout is 10 s)."""
-EXCERPT_CHARS = 200
+EXCERPT_BYTES = 200
+"""How much of a 2xx answer's body is kept (and read at all); nothing of any other answer."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,32 @@ async def _post(http: httpx.AsyncClient, send: _Send) -> service.Outcome:
         return int((time.perf_counter() - started) * 1000)
 
     try:
-        response = await http.post(send.url, content=send.body, headers=headers)
-    except httpx.HTTPError as exc:
+        async with http.stream(
+            "POST", send.url, content=send.body, headers=headers, follow_redirects=False
+        ) as response:
+            code = response.status_code
+            excerpt = await _excerpt(response) if 200 <= code < 300 else None
+            retry_after = response.headers.get("retry-after")
+    except EgressRefused as exc:  # nothing was connected to; retried like any failure
+        return service.Outcome(
+            attempted_at=started_at, duration_ms=elapsed(), error=f"refused: {exc}"[:500]
+        )
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a URL httpx cannot send
         return service.Outcome(
             attempted_at=started_at, duration_ms=elapsed(),
             error=f"{type(exc).__name__}: {exc}"[:500],
         )  # fmt: skip
     return service.Outcome(
-        attempted_at=started_at, duration_ms=elapsed(), status_code=response.status_code,
-        response_excerpt=response.text[:EXCERPT_CHARS] or None,
-        retry_after=response.headers.get("retry-after"),
+        attempted_at=started_at, duration_ms=elapsed(), status_code=code,
+        response_excerpt=excerpt, retry_after=retry_after,
     )  # fmt: skip
+
+
+async def _excerpt(response: httpx.Response) -> str | None:
+    """The start of a body, read no further than the excerpt (a receiver can send gigabytes)."""
+    head = b""
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= EXCERPT_BYTES:
+            break
+    return head[:EXCERPT_BYTES].decode("utf-8", "replace") or None

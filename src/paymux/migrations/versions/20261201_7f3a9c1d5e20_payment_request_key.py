@@ -1,7 +1,7 @@
 """payment request key: which Idempotency-Key and body created a payment (crash recovery)
 
 Revision ID: 7f3a9c1d5e20
-Revises: 3d9b6f0e2a41
+Revises: d01c88f49ac1
 Create Date: 2026-12-01 23:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7f3a9c1d5e20"
-down_revision: str | None = "3d9b6f0e2a41"
+down_revision: str | None = "d01c88f49ac1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
