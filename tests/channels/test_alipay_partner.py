@@ -193,7 +193,14 @@ async def test_jsapi_without_buyer_fails_before_any_call(env: Env) -> None:
         await env.adapter().create_payment(jsapi())
     assert info.value.code == "customer_required"
     assert env.sent == []
-    assert AlipayAdapter.required_customer["alipay_jsapi"] == ("buyer_id",)
+    # ...and the gateway's pre-check refuses it before anything is created.
+    from paymux.channels.base import PaymentRequest
+
+    unnamed = PaymentRequest(method="alipay_jsapi", amount=100, currency="CNY", subject="x")
+    assert [x.code for x in AlipayAdapter.check_request(unnamed)] == ["customer_required"]
+    named = PaymentRequest(method="alipay_jsapi", amount=100, currency="CNY", subject="x",
+                           customer={"buyer_open_id": OPEN_ID})  # fmt: skip
+    assert AlipayAdapter.check_request(named) == []
     assert "alipay_jsapi" in AlipayAdapter.methods
 
 

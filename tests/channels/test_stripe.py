@@ -377,7 +377,7 @@ async def test_refused_before_any_call(env: Env) -> None:
 @pytest.mark.parametrize(
     ("currency", "amount", "wire"),
     [("USD", 1999, 1999), ("JPY", 500, 500), ("ISK", 700, 70000), ("KWD", 5120, 5120),
-     ("EUR", 50, 50), ("CNY", 1, 1)],
+     ("EUR", 50, 50), ("CNY", 400, 400)],
 )  # fmt: skip
 async def test_multi_currency_amounts_on_every_path(
     env: Env, currency: str, amount: int, wire: int

@@ -124,7 +124,7 @@ async def test_bad_requests_are_rejected_and_change_nothing(stack: Stack) -> Non
         ({"amount": "12.5"}, "parameter_invalid"),
         ({"currency": "XXX"}, "unsupported_currency"),
         ({"method": "bitcoin"}, "unsupported_method"),
-        ({"method": "wechat_native", "currency": "USD"}, "method_unavailable"),
+        ({"method": "wechat_native", "currency": "USD"}, "unsupported_currency"),
         ({"out_trade_no": "has space"}, "parameter_invalid"),
         ({"unknown_field": 1}, "parameter_invalid"),
         ({"return_url": "javascript:alert(1)"}, "parameter_invalid"),

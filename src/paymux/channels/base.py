@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -132,6 +133,56 @@ class CreatePayment:
     profit_sharing: bool = False
     """Ask the channel to keep the money splittable (WeChat ``settle_info.profit_sharing``; an
     Alipay trade needs nothing at creation). Set when the channel account does splits itself."""
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """What the merchant asked for, before anything exists: what a channel's pre-check
+    (``check_request``) judges. Amounts in ISO minor units."""
+
+    method: str
+    amount: int
+    currency: str
+    subject: str
+    description: str | None = None
+    client_ip: str | None = None
+    customer: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestProblem:
+    """Why a channel would refuse a request for the request's own sake (a 400 that creates
+    nothing): a machine-readable ``code`` (``amount_too_small``, ``parameter_missing``…), the
+    request field it is about (``param``, dotted: ``customer.openid``) and a message."""
+
+    code: str
+    message: str
+    param: str
+
+
+def amount_limits(
+    request: PaymentRequest, *, minimum: int | None = None, maximum: int | None = None
+) -> list[RequestProblem]:
+    """The problem of an amount outside ``minimum``..``maximum`` (minor units), if any."""
+    what = f"minor units of {request.currency} for {request.method}"
+    if minimum is not None and request.amount < minimum:
+        return [RequestProblem("amount_too_small", f"At least {minimum} {what}.", "amount")]
+    if maximum is not None and request.amount > maximum:
+        return [RequestProblem("amount_too_large", f"At most {maximum} {what}.", "amount")]
+    return []
+
+
+def ip_problem(value: str | None, *, required: bool) -> list[RequestProblem]:
+    """``client_ip`` missing (when ``required``) or not an IPv4/IPv6 address."""
+    if not value:
+        message = "This method needs the payer's IP address (client_ip)."
+        return [RequestProblem("parameter_missing", message, "client_ip")] if required else []
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        message = f"client_ip {value!r} is not an IP address."
+        return [RequestProblem("parameter_invalid", message, "client_ip")]
+    return []
 
 
 @dataclass(frozen=True)
@@ -587,7 +638,11 @@ class AdapterFactory(Protocol):
     """Hosts of the real channel; a test-mode configuration may never point at them."""
     required_customer: Mapping[str, tuple[str, ...]]
     """Per method, the ``customer`` fields the channel needs (``wechat_jsapi`` → ``openid``);
-    checked before anything is created."""
+    checked before anything is created (:func:`request_problems`)."""
+    # Optional: ``check_request(request: PaymentRequest) -> list[RequestProblem]`` (a static or
+    # class method): everything else the channel would refuse about a request before acting —
+    # amount limits, currency rules, field formats. Every built-in channel declares one; the
+    # gateway answers 400 and creates nothing when no eligible channel account accepts.
     # Optional: ``livemode_of(credentials) -> bool | None`` for channels whose credentials
     # themselves say live or test (Stripe ``sk_test_…``): test credentials may then reach the
     # real host from a test-mode account (they cannot move money), and never serve live mode.
@@ -691,12 +746,33 @@ def all_methods() -> set[str]:
     return {m for f in all_channels().values() for m in f.methods}
 
 
-def required_customer_fields(method: str) -> set[str]:
-    """Customer fields every channel offering ``method`` requires."""
-    needed: set[str] = set()
-    for factory in all_channels().values():
-        needed |= set(getattr(factory, "required_customer", {}).get(method, ()))
-    return needed
+def request_problems(channel: str, request: PaymentRequest) -> list[RequestProblem]:
+    """What ``channel`` would refuse about ``request`` before doing anything: a method or
+    currency it does not take, a ``customer`` field it needs, and its own ``check_request``."""
+    factory = get(channel)
+    method, currency = request.method, request.currency
+    if method not in factory.methods:
+        return [RequestProblem("unsupported_method", f"{channel} has no {method}.", "method")]
+    if currency not in factory.currencies:
+        message = f"{channel} does not take {currency} for {method}."
+        return [RequestProblem("unsupported_currency", message, "currency")]
+    needed = getattr(factory, "required_customer", {}).get(method, ())
+    problems = [
+        RequestProblem("customer_required", f"{method} needs customer.{name}.", f"customer.{name}")
+        for name in needed
+        if not request.customer.get(name)
+    ]
+    check = getattr(factory, "check_request", None)
+    if check is not None:
+        problems.extend(check(request))
+    return problems
+
+
+def refusals(request: PaymentRequest) -> dict[str, RequestProblem]:
+    """Per channel offering ``request.method`` that would refuse it, its first problem.
+    A request every such channel refuses can never succeed."""
+    found = {name: request_problems(name, request) for name in channels_for_method(request.method)}
+    return {name: problems[0] for name, problems in found.items() if problems}
 
 
 # ---------------------------------------------------------------- payment-code detection

@@ -4,6 +4,12 @@ Same key + same request → the stored response, replayed. Same key + a differen
 ``idempotency_error``. Concurrent duplicates: the first caller reserves the key (a committed
 row); the others wait for its response and replay it, so twenty racing requests make one payment.
 A reservation whose holder died is taken over after its lease.
+
+Crash recovery: when the holder died mid-request (killed while a payment create waited on the
+channel), the handler runs again for the caller that takes the reservation over. A handler that
+creates something keyed by the merchant's own number stores :func:`request_key` with it, so
+the rerun finds what the dead holder made and answers with it instead of creating it twice
+(see ``payments.service.create``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ class IdempotencyRecord(Base):
 def request_fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def request_key(key: str | None, fingerprint: str) -> str | None:
+    """The ``Idempotency-Key`` and the request it was sent with, hashed together: what a
+    created object keeps so that a retry of *this* request (not a different body under the
+    same key, not the same body under another key) recognises it. None without a key."""
+    if key is None:
+        return None
+    return hashlib.sha256(f"{key}\n{fingerprint}".encode()).hexdigest()
 
 
 Handler = Callable[[], Awaitable[tuple[int, Any]]]

@@ -119,11 +119,13 @@ def _give_up_at(attempt: Attempt, terms: base.BarcodeTerms) -> dt.datetime:
 
 # ------------------------------------------------------------------ create
 async def create(
-    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate
-) -> tuple[Payment, int]:
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
+    request_key: str | None = None,
+) -> tuple[Payment, int]:  # fmt: skip
     """Charge the customer's payment code and wait (bounded) for the outcome."""
     money.check_amount(req.amount, req.currency)
     method = resolve_method(req)
+    refusals = service.prechecks(req, method)
     auth_code = req.customer["auth_code"]
     stored = req.model_copy(
         update={"method": method, "customer": {**req.customer, "auth_code": mask(auth_code)}}
@@ -136,9 +138,10 @@ async def create(
                 session, app_id=app_id, livemode=livemode, method=method,
                 currency=req.currency, amount=req.amount, pinned=req.channel,
                 customer=dict(stored.customer), metadata=dict(req.metadata),
+                refusals=refusals,
             )  # fmt: skip
         except InvalidRequest as exc:
-            if req.method != BARCODE_METHOD:
+            if req.method != BARCODE_METHOD or exc.code != "method_unavailable":
                 raise
             raise InvalidRequest(
                 "unsupported_auth_code",
@@ -147,7 +150,8 @@ async def create(
                 param="customer.auth_code",
             ) from exc
         payment = service._new_payment(stored, app_id=app_id, merchant_id=merchant_id,
-                                       livemode=livemode, expires_at=expires_at)  # fmt: skip
+                                       livemode=livemode, expires_at=expires_at,
+                                       request_key=request_key)  # fmt: skip
         await service._insert(session, payment, stored, None)
         pick = await routing.next_candidate(session, plan)
         if pick is None:

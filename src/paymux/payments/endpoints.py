@@ -28,20 +28,26 @@ async def create_payment(
     body: PaymentCreate, request: Request, auth: AuthDep, rt: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:  # fmt: skip
-    """Create a payment and its order at a channel; answer with ``next_action``."""
+    """Create a payment and its order at a channel; answer with ``next_action``.
+
+    A request the channels would refuse for its own sake (a missing field, an amount below a
+    channel's minimum) is a 400 that creates nothing, so the same ``out_trade_no`` can be sent
+    again corrected. A retry with the same ``Idempotency-Key`` and body after the first try
+    died (a crash mid-request) answers with the payment that try made."""
     channel_ms: list[int] = []
+    fingerprint = idempotency.request_fingerprint(
+        "POST", request.url.path, body.model_dump(mode="json")
+    )
 
     async def handler() -> tuple[int, Any]:
         payment, spent = await service.create(
-            rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode, req=body
-        )
+            rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode,
+            req=body, request_key=idempotency.request_key(idempotency_key, fingerprint),
+        )  # fmt: skip
         channel_ms.append(spent)
         out = PaymentOut.of(payment, public_url=rt.settings.public_url)
         return 201, out.model_dump(mode="json")
 
-    fingerprint = idempotency.request_fingerprint(
-        "POST", request.url.path, body.model_dump(mode="json")
-    )
     response = await idempotency.run(
         rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
         fingerprint=fingerprint, handler=handler,

@@ -54,6 +54,10 @@ class Payment(Base):
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     """Sum of the payment's succeeded refunds."""
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    request_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    """The ``Idempotency-Key`` and request that created this payment, hashed together
+    (:func:`paymux.kit.idempotency.request_key`): a retry of that request after a crash finds
+    its payment by it instead of a ``duplicate_out_trade_no``. Null without a key."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
 

@@ -231,7 +231,7 @@ class _Outcome:
     latency_ms: int = 0
 
 
-def _validate(req: PaymentCreate) -> None:
+def _validate(req: PaymentCreate) -> dict[str, base.RequestProblem]:
     money.check_amount(req.amount, req.currency)
     if req.method not in base.all_methods():
         raise InvalidRequest(
@@ -239,13 +239,24 @@ def _validate(req: PaymentCreate) -> None:
             f"Unknown method {req.method!r}; known: {', '.join(sorted(base.all_methods()))}.",
             param="method",
         )
-    missing = sorted(base.required_customer_fields(req.method) - set(req.customer))
-    if missing:
-        raise InvalidRequest(
-            "customer_required",
-            f"{req.method} needs customer.{', customer.'.join(missing)}.",
-            param=f"customer.{missing[0]}",
-        )
+    return prechecks(req)
+
+
+def prechecks(req: PaymentCreate, method: str | None = None) -> dict[str, base.RequestProblem]:
+    """Everything knowable before a channel call (DESIGN §3.12), per channel offering the
+    method: a 400 that creates nothing when every one of them refuses the request; otherwise
+    the refusing channels with why, for routing to leave out (and to explain with a 400 if no
+    other account of the app can take it)."""
+    method = method or req.method
+    request = base.PaymentRequest(
+        method=method, amount=req.amount, currency=req.currency, subject=req.subject,
+        description=req.description, client_ip=req.client_ip, customer=dict(req.customer),
+    )  # fmt: skip
+    refused = base.refusals(request)
+    if refused and len(refused) == len(base.channels_for_method(method)):
+        problem = next(iter(refused.values()))
+        raise InvalidRequest(problem.code, problem.message, param=problem.param)
+    return refused
 
 
 def _new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> Attempt:
@@ -281,7 +292,7 @@ WALLET_METHOD = "wallet"
 
 def _new_payment(
     req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool,
-    expires_at: dt.datetime,
+    expires_at: dt.datetime, request_key: str | None = None,
 ) -> Payment:  # fmt: skip
     return Payment(
         id=new_id("pay"), app_id=app_id, merchant_id=merchant_id, livemode=livemode,
@@ -291,6 +302,7 @@ def _new_payment(
         metadata_=dict(req.metadata), return_url=req.return_url, client_ip=req.client_ip,
         customer_ref=req.customer.get("id"),
         expires_at=expires_at, expiry_due_at=expires_at, amount_refunded=0,
+        request_key=request_key,
     )  # fmt: skip
 
 
@@ -317,8 +329,9 @@ async def _insert(
 
 
 async def _create_wallet_payment(
-    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate
-) -> Payment:
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
+    request_key: str | None,
+) -> Payment:  # fmt: skip
     """Pay with wallet balance: no channel, final at once, refused (creating nothing) when the
     wallet is short."""
     money.check_amount(req.amount, req.currency)
@@ -335,7 +348,7 @@ async def _create_wallet_payment(
             raise InvalidRequest("currency_mismatch", f"The wallet holds {wallet.currency}.",
                                  param="currency")  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
-                               expires_at=now)  # fmt: skip
+                               expires_at=now, request_key=request_key)  # fmt: skip
         payment.channel = "wallet"
         await _insert(session, payment, req, None)
         source = await chart.wallet(session, wallet.id, Purpose.available, wallet.currency)
@@ -347,29 +360,40 @@ async def _create_wallet_payment(
 
 async def create(
     rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
-    top_up_wallet_id: str | None = None,
+    top_up_wallet_id: str | None = None, request_key: str | None = None,
 ) -> tuple[Payment, int]:  # fmt: skip
     """Create a payment and its order at the first channel account that accepts it.
-    Returns the payment and the milliseconds spent waiting for channels."""
-    from paymux.payments import barcode  # payment codes wait synchronously: their own flow
+    Returns the payment and the milliseconds spent waiting for channels.
 
+    ``request_key`` (:func:`paymux.kit.idempotency.request_key`) marks the payment as this
+    request's: when an earlier run of the very same request (same key, same body) died after
+    creating it, the payment is answered as far as it is safely known instead of a
+    ``duplicate_out_trade_no`` (:mod:`paymux.payments.recovery`)."""
+    # Both build on this module: payment codes wait synchronously, crash recovery resumes.
+    from paymux.payments import barcode, recovery
+
+    if request_key is not None:
+        recovered = await recovery.recover(
+            rt, app_id=app_id, livemode=livemode, req=req, request_key=request_key
+        )
+        if recovered is not None:
+            return recovered, 0
     if barcode.handles(req.method):
         return await barcode.create(
-            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req
-        )
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
+            request_key=request_key,
+        )  # fmt: skip
     if req.method == WALLET_METHOD:
         if top_up_wallet_id is not None:
             raise InvalidRequest("unsupported_method", "A wallet cannot top itself up.",
                                  param="method")  # fmt: skip
         wallet_payment = await _create_wallet_payment(
-            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req
-        )
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
+            request_key=request_key,
+        )  # fmt: skip
         return wallet_payment, 0
-    _validate(req)
-    # A channel split needs the order kept splittable at the channel from its creation.
-    profit_sharing = bool(
-        req.split and req.split.receivers and req.split.receivers[0].wallet is None
-    )
+    refusals = _validate(req)
+    profit_sharing = wants_profit_sharing(req)
     now = clock.now()
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     call_seconds = rt.settings.channel_timeout_seconds
@@ -380,10 +404,10 @@ async def create(
         plan = await routing.plan(
             session, app_id=app_id, livemode=livemode, method=req.method,
             currency=req.currency, amount=req.amount, pinned=req.channel,
-            customer=dict(req.customer), metadata=dict(req.metadata),
+            customer=dict(req.customer), metadata=dict(req.metadata), refusals=refusals,
         )  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
-                               expires_at=expires_at)  # fmt: skip
+                               expires_at=expires_at, request_key=request_key)  # fmt: skip
         await _insert(session, payment, req, top_up_wallet_id)
         pick = await routing.next_candidate(session, plan)
         if pick is None:  # every candidate's daily limit or breaker probe was taken meanwhile
@@ -407,6 +431,11 @@ async def create(
         attempt = next_attempt
         account = plan.accounts[attempt.channel_account_id]
     return payment, channel_ms
+
+
+def wants_profit_sharing(req: PaymentCreate) -> bool:
+    """A channel split needs the order kept splittable at the channel from its creation."""
+    return bool(req.split and req.split.receivers and req.split.receivers[0].wallet is None)
 
 
 def _duplicate(out_trade_no: str) -> Conflict:

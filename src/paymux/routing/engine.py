@@ -23,6 +23,10 @@ BREAKER_COOLDOWN = dt.timedelta(seconds=30)
 """How long an open breaker keeps an account out before one probe may go through."""
 
 
+REFUSED_BY_CHANNEL = "refused_by_channel"
+"""Exclusion reason: the account's channel would refuse the request itself (its pre-check)."""
+
+
 @dataclass(frozen=True)
 class AccountView:
     id: str
@@ -68,6 +72,8 @@ class Request:
     last_account: str | None = None
     """The channel and account of the customer's last succeeded payment of this app."""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    refused_by: frozenset[str] = frozenset()
+    """Channels whose pre-check refuses this request (``channels.base.refusals``)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,8 @@ def _filter(
         return "in_maintenance", False
     if req.pinned is not None and not _hits(req.pinned, account):
         return "not_the_requested_channel", False
+    if account.channel in req.refused_by:
+        return REFUSED_BY_CHANNEL, False
     breaker = snap.breakers.get(account.id)
     if breaker is None or breaker.state == BreakerState.closed.value:
         return None, False

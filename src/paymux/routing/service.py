@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channels.base import RequestProblem
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
@@ -228,9 +229,12 @@ async def plan(
     pinned: str | None = None,
     customer: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    refusals: Mapping[str, RequestProblem] | None = None,
 ) -> Plan:
     """Decide the order in which this payment's candidates may be tried: only the accounts,
-    rules and settings of the payment's mode take part."""
+    rules and settings of the payment's mode take part. ``refusals``: the channels that would
+    refuse the request itself, with why; their accounts are left out and, if no other can take
+    it, the first one's problem is the 400."""
     now = clock.now()
     mode = Mode.live if livemode else Mode.test
     accounts = await ChannelRepository(session).list_for_app(
@@ -249,6 +253,7 @@ async def plan(
         preferred_channel=customer.get("preferred_channel"), returning=returning,
         last_channel=last_channel, last_account=last_account,
         metadata={k: str(v) for k, v in (metadata or {}).items()},
+        refused_by=frozenset(refusals or ()),
     )  # fmt: skip
     snapshot = engine.Snapshot(
         accounts=[account_view(a) for a in accounts],
@@ -257,8 +262,21 @@ async def plan(
     )  # fmt: skip
     decision = engine.decide(req, snapshot, now, _rng)
     if not decision.order:
+        _refused(decision, {a.id: a.channel for a in accounts}, refusals or {})
         _unavailable(mode, method, currency, pinned, decision)
     return Plan(accounts={a.id: a for a in accounts}, decision=decision, amount=amount)
+
+
+def _refused(
+    decision: engine.Decision, channels: Mapping[str, str],
+    refusals: Mapping[str, RequestProblem],
+) -> None:  # fmt: skip
+    """Raise the channel's own reason when a pre-check ruled out an account that would
+    otherwise have been a candidate: the merchant can fix the request."""
+    for candidate in decision.explanation["candidates"]:
+        if candidate.get("excluded") == engine.REFUSED_BY_CHANNEL:
+            problem = refusals[channels[candidate["account"]]]
+            raise InvalidRequest(problem.code, problem.message, param=problem.param)
 
 
 def _unavailable(

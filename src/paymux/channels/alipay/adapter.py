@@ -89,6 +89,9 @@ from paymux.channels.base import (
     RefundState,
 )
 
+MAX_TOTAL_AMOUNT = 100_000_000_00
+"""Alipay's largest ``total_amount`` (100,000,000.00 yuan), in fen."""
+
 
 @base.register
 class AlipayAdapter(
@@ -114,7 +117,22 @@ class AlipayAdapter(
     )
     # JSAPI / mini-program payments (see ``_create_jsapi``): the payer must be named.
     methods = methods | {"alipay_jsapi"}
-    required_customer = {**required_customer, "alipay_jsapi": ("buyer_id",)}
+
+    @staticmethod
+    def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
+        """What Alipay refuses before acting (besides CNY only): ``total_amount`` outside
+        0.01–100,000,000.00 yuan, and a JSAPI trade that names no payer (``customer.buyer_id``,
+        a 2088… user id, or ``customer.buyer_open_id``). Subject and body are cut to Alipay's
+        limits, never refused."""
+        problems = base.amount_limits(request, maximum=MAX_TOTAL_AMOUNT)
+        if request.method == "alipay_jsapi" and not (
+            request.customer.get("buyer_id") or request.customer.get("buyer_open_id")
+        ):
+            problems.append(base.RequestProblem(
+                "customer_required", "alipay_jsapi needs customer.buyer_id (or buyer_open_id).",
+                "customer.buyer_id",
+            ))  # fmt: skip
+        return problems
 
     async def create_payment(self, request: CreatePayment) -> CreatedPayment:
         if request.method not in self.methods:

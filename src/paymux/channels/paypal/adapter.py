@@ -236,6 +236,17 @@ class PayPalAdapter:
     production_hosts: ClassVar[frozenset[str]] = LIVE_HOSTS
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
+    @staticmethod
+    def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
+        """What PayPal refuses before acting (besides its currency list): an amount with
+        decimals in a currency PayPal takes whole (JPY, HUF, TWD). The buyer comes back to
+        the gateway's return URL, so no ``return_url`` is needed from the merchant."""
+        try:
+            protocol.money(request.amount, request.currency)
+        except protocol.ProtocolError as exc:
+            return [base.RequestProblem("amount_invalid", exc.message, "amount")]
+        return []
+
     def __init__(self, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         try:
             self.credentials = PayPalCredentials.model_validate(dict(credentials))

@@ -219,6 +219,10 @@ def attempt_created_at(out_trade_no: str) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC)
 
 
+def _is_payment_method(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("pm_") and len(value) <= 255
+
+
 @base.register
 class StripeAdapter:
     name: ClassVar[str] = "stripe"
@@ -228,6 +232,39 @@ class StripeAdapter:
     production_hosts: ClassVar[frozenset[str]] = p.PRODUCTION_HOSTS
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """``customer.payment_method`` is optional: it selects server-side confirmation."""
+
+    @staticmethod
+    def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
+        """What Stripe refuses before acting: an amount below its minimum charge for the
+        currency or above 99,999,999 units, a three-decimal amount not ending in 0, card
+        numbers in ``customer`` (only a ``pm_…`` payment method may be sent), a malformed
+        ``customer.payment_method``."""
+        problems: list[base.RequestProblem] = []
+        try:
+            units = p.to_stripe_amount(request.amount, request.currency)
+        except ValueError as exc:
+            problems.append(base.RequestProblem("amount_invalid", f"{exc}.", "amount"))
+        else:
+            factor = units // request.amount  # Stripe units per minor unit (1 or 10)
+            minimum = p.MIN_CHARGE.get(request.currency)
+            problems += base.amount_limits(
+                request,
+                minimum=None if minimum is None else -(-minimum // factor),
+                maximum=p.MAX_CHARGE_UNITS // factor,
+            )
+        raw = sorted(RAW_CARD_FIELDS & set(request.customer))
+        if raw:
+            problems.append(base.RequestProblem(
+                "parameter_invalid", "Send a Stripe payment method (pm_…), never card data.",
+                f"customer.{raw[0]}",
+            ))  # fmt: skip
+        method = request.customer.get("payment_method")
+        if method is not None and not _is_payment_method(method):
+            problems.append(base.RequestProblem(
+                "parameter_invalid", "customer.payment_method must be a Stripe pm_… id.",
+                "customer.payment_method",
+            ))  # fmt: skip
+        return problems
 
     @staticmethod
     def livemode_of(credentials: Mapping[str, Any]) -> bool:
@@ -307,9 +344,9 @@ class StripeAdapter:
         value = request.customer.get("payment_method")
         if value is None:
             return None
-        if not isinstance(value, str) or not value.startswith("pm_") or len(value) > 255:
+        if not _is_payment_method(value):
             raise BusinessError("invalid_payment_method", "payment_method must be a pm_… id")
-        return value
+        return str(value)
 
     async def create_payment(self, request: CreatePayment) -> CreatedPayment:
         units = self._check_request(request)

@@ -54,10 +54,15 @@ out: Stripe does not serve it today [unverified for every account]."""
 MIN_CHARGE: Mapping[str, int] = {
     "USD": 50, "AUD": 50, "BRL": 50, "CAD": 50, "CHF": 50, "EUR": 50, "INR": 50, "NZD": 50,
     "SGD": 50, "GBP": 30, "DKK": 250, "HKD": 400, "JPY": 50, "MXN": 1000, "MYR": 200,
-    "NOK": 300, "PLN": 200, "SEK": 300, "THB": 1000, "AED": 200,
+    "NOK": 300, "PLN": 200, "SEK": 300, "THB": 1000, "AED": 200, "CZK": 1500, "HUF": 17500,
+    "CNY": 400,
 }  # fmt: skip
 """Stripe's minimum charge per currency, in Stripe units (Stripe applies it in the *settlement*
-currency; here it is checked in the presentment currency, which is exact when the two agree)."""
+currency; here it is checked in the presentment currency, which is exact when the two agree).
+CNY is not in Stripe's table (no CNY settlement): 4.00 is about the USD 0.50 every charge must
+convert to [estimate]."""
+MAX_CHARGE_UNITS = 99_999_999
+"""Stripe's amount is at most eight digits."""
 
 
 def stripe_exponent(currency: str) -> int:
@@ -105,8 +110,8 @@ def check_charge(amount: int, currency: str) -> int:
     minimum = MIN_CHARGE.get(currency)
     if minimum is not None and units < minimum:
         raise ValueError(f"stripe charges at least {minimum} {currency} units")
-    if units > 99_999_999:
-        raise ValueError("stripe takes at most 99999999 units per charge")
+    if units > MAX_CHARGE_UNITS:
+        raise ValueError(f"stripe takes at most {MAX_CHARGE_UNITS} units per charge")
     return units
 
 

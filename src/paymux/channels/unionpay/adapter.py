@@ -143,6 +143,10 @@ def _answer_error(fields: Mapping[str, str], what: str) -> ChannelError:
     return BusinessError(f"unionpay_{code or 'none'}", f"{what}: {message}", raw=dict(fields))
 
 
+MAX_TXN_AMOUNT = 10**12 - 1
+"""``txnAmt`` is at most 12 digits of fen."""
+
+
 @base.register
 class UnionPayAdapter:
     name: ClassVar[str] = "unionpay"
@@ -154,6 +158,14 @@ class UnionPayAdapter:
     production_hosts: ClassVar[frozenset[str]] = _PRODUCTION_HOSTS
     """``gateway.test.95516.com`` is UnionPay's own test environment: fine for test mode."""
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    @staticmethod
+    def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
+        """What UnionPay refuses before acting (besides CNY only): a ``txnAmt`` beyond its 12
+        digits of fen. ``orderId``/``txnTime`` come from our attempt id, never the request;
+        the 云闪付 payment code's shape is checked with the other payment codes."""
+        return base.amount_limits(request, maximum=MAX_TXN_AMOUNT)
+
     payment_codes: ClassVar[tuple[base.PaymentCodeRule, ...]] = (
         base.PaymentCodeRule(p.BARCODE_METHOD, p.PAYMENT_CODE_LENGTHS, p.PAYMENT_CODE_PREFIXES),
     )

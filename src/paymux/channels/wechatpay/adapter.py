@@ -104,6 +104,13 @@ class WechatPayAdapter(
     # Mini-programs pay JSAPI orders: the payer's openid under the mini-program's appid.
     required_customer = {**required_customer, "wechat_mini": ("openid",)}
 
+    @staticmethod
+    def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
+        """What WeChat Pay refuses before acting (besides CNY only and ``required_customer``):
+        an H5 order without the payer's IP (``scene_info.payer_client_ip``) or with one that is
+        not an address. The description is cut to WeChat's limit, never refused."""
+        return base.ip_problem(request.client_ip, required=request.method == "wechat_h5")
+
     def __new__(cls, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> WechatPayAdapter:
         """A sub-merchant's account (credentials with ``sp_mchid``) gets the partner-mode
         adapter (:mod:`paymux.channels.wechatpay.partner_adapter`)."""
