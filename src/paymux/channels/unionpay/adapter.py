@@ -287,8 +287,9 @@ class UnionPayAdapter:
             state = None  # accepted; the gateway's polling finds the outcome
         if state is not None and state.status is ChannelPaymentStatus.failed:
             raise BusinessError(
-                f"unionpay_{state.failure_code or 'failed'}",
+                f"unionpay_{state.channel_code or 'failed'}",
                 f"payment-code consume: {state.failure_message or 'declined'}", raw=state.raw,
+                category=state.failure_code,
             )  # fmt: skip
         if state is not None and state.status is ChannelPaymentStatus.succeeded:
             if state.amount not in (None, request.amount):
@@ -362,8 +363,9 @@ class UnionPayAdapter:
             channel_trade_no=answer.get("queryId") or None,
             amount=amount,
             currency=p.CURRENCY if amount is not None else None,
-            failure_code=answer.get("origRespCode") if failed else None,
+            failure_code=p.failure_category(answer.get("origRespCode", "")) if failed else None,
             failure_message=answer.get("origRespMsg") if failed else None,
+            channel_code=answer.get("origRespCode") if failed else None,
             raw=answer,
         )
 
@@ -491,8 +493,10 @@ class UnionPayAdapter:
             out_trade_no=ours,
             status=ChannelPaymentStatus.succeeded if ok else ChannelPaymentStatus.failed,
             channel_trade_no=query_id, amount=amount, currency=p.CURRENCY,
-            paid_at=clock.now() if ok else None, failure_code=None if ok else code,
-            failure_message=None if ok else fields.get("respMsg"), raw=fields,
+            paid_at=clock.now() if ok else None,
+            failure_code=None if ok else p.failure_category(code),
+            failure_message=None if ok else fields.get("respMsg"),
+            channel_code=None if ok else code, raw=fields,
         )  # fmt: skip
         return Notification(event_key=key, payment=payment, raw=fields)
 
