@@ -462,7 +462,8 @@ class UnionPayAdapter:
             raise InvalidNotification("wrong_merchant", "notification is for another merId")
         try:
             ours = p.our_id(fields.get("orderId", ""))
-            amount = p.parse_amount(fields.get("txnAmt", ""))
+            # No txnAmt is no amount: the gateway refuses a success that does not say it.
+            amount = p.parse_amount(fields["txnAmt"]) if fields.get("txnAmt") else None
             when = p.parse_time(fields.get("txnTime", ""))
         except p.ProtocolError as exc:
             raise InvalidNotification("malformed", str(exc)) from None
@@ -492,7 +493,8 @@ class UnionPayAdapter:
         payment = PaymentState(
             out_trade_no=ours,
             status=ChannelPaymentStatus.succeeded if ok else ChannelPaymentStatus.failed,
-            channel_trade_no=query_id, amount=amount, currency=p.CURRENCY,
+            channel_trade_no=query_id, amount=amount,
+            currency=p.CURRENCY if amount is not None else None,
             paid_at=clock.now() if ok else None,
             failure_code=None if ok else p.failure_category(code),
             failure_message=None if ok else fields.get("respMsg"),
