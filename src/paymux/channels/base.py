@@ -107,6 +107,8 @@ class FailureCategory(StrEnum):
     """The customer's balance or credit was short."""
     risk_declined = "risk_declined"
     """The channel's or the issuer's risk control refused (fraud, restricted card)."""
+    authentication_failed = "authentication_failed"
+    """The customer did not pass the card's authentication (3-D Secure)."""
     payment_declined = "payment_declined"
     """The channel says the payment failed without saying why (WeChat ``PAYERROR``, UnionPay
     ``01``)."""

@@ -312,6 +312,8 @@ CLIENT_FLOW = "client"
 #: "Decline codes" reference.
 DECLINE_CATEGORIES: dict[str, FailureCategory] = {
     "insufficient_funds": FailureCategory.insufficient_funds,
+    "payment_intent_authentication_failure": FailureCategory.authentication_failed,
+    "authentication_required": FailureCategory.authentication_failed,
     **{code: FailureCategory.risk_declined for code in (
         "fraudulent", "lost_card", "stolen_card", "pickup_card", "restricted_card",
         "merchant_blacklist", "security_violation", "highest_risk_level")},
