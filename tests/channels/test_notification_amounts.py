@@ -19,7 +19,7 @@ from paymux.channels.stripe import protocol as stripe_protocol
 from paymux.channels.wechatpay import protocol as wechat_protocol
 from paymux.kit import clock
 from paymux.ledger.models import LedgerTransaction
-from tests.conftest import Stack, Tenant, attempt_ids, make_tenant
+from tests.conftest import GATEWAY, Stack, Tenant, attempt_ids, make_tenant
 from tests.payments.test_payments import events_of, inbox_of
 
 Edit = Callable[[dict[str, Any]], None]
@@ -27,6 +27,10 @@ Edit = Callable[[dict[str, Any]], None]
 # channel → (method, currency, how to drop the amount, set another amount, another currency)
 WIRE: dict[str, tuple[str, str, Edit, Edit, Edit]] = {
     "wechatpay": (
+        "wechat_native", "CNY", lambda tx: tx.pop("amount"),
+        lambda tx: tx["amount"].update(total=1), lambda tx: tx["amount"].update(currency="USD"),
+    ),
+    "wechatpay_partner": (
         "wechat_native", "CNY", lambda tx: tx.pop("amount"),
         lambda tx: tx["amount"].update(total=1), lambda tx: tx["amount"].update(currency="USD"),
     ),
@@ -51,17 +55,23 @@ WIRE: dict[str, tuple[str, str, Edit, Edit, Edit]] = {
 }  # fmt: skip
 
 
-def forge(stack: Stack, channel: str, order: SandboxOrder, edit: Edit) -> tuple[dict[str, str],
+def channel_of(variant: str) -> str:
+    return variant.removesuffix("_partner")
+
+
+def forge(stack: Stack, variant: str, order: SandboxOrder, edit: Edit) -> tuple[dict[str, str],
                                                                                bytes]:  # fmt: skip
     """A success notification for ``order``, edited on the wire, then correctly signed with the
     sandbox's (the channel's) own keys."""
+    channel = channel_of(variant)
     sb = stack.sandboxes[channel]
     order.status = OrderStatus.succeeded
     order.paid_at = clock.now()
     if channel == "wechatpay":
-        tx = sb.transaction(order)
+        partner = variant == "wechatpay_partner"
+        tx = sb.partners.transaction(order) if partner else sb.transaction(order)
         edit(tx)
-        key = sb.merchants[order.merchant_id].apiv3_key
+        key = sb.merchants[order.extra["sp_mchid"] if partner else order.merchant_id].apiv3_key
         resource = wechat_protocol.encrypt_resource(key, wechat_protocol.encode_json(tx))
         headers, body = sb._signed_event(str(uuid.uuid4()), "TRANSACTION.SUCCESS", "支付成功",
                                          resource)  # fmt: skip
@@ -101,8 +111,17 @@ async def _ledger_count(stack: Stack) -> int:
         return int(await session.scalar(sa.select(sa.func.count(LedgerTransaction.id))) or 0)
 
 
-async def _pending(stack: Stack, tenant: Tenant, channel: str) -> tuple[dict[str, Any], str]:
-    method, currency = WIRE[channel][:2]
+async def _tenant(stack: Stack, variant: str) -> Tenant:
+    channel = channel_of(variant)
+    if variant != "wechatpay_partner":
+        return await make_tenant(stack, channels=(channel,))
+    creds = stack.sandboxes[channel].provision_sub_merchant(f"{GATEWAY}/sandbox/wechatpay")
+    return await make_tenant(stack, channels=(channel,), credentials={channel: creds})
+
+
+async def _pending(stack: Stack, tenant: Tenant, variant: str) -> tuple[dict[str, Any], str]:
+    method, currency = WIRE[variant][:2]
+    channel = channel_of(variant)
     subject = f"forge-{uuid.uuid4().hex[:8]}"
     stack.sandboxes[channel].core.add_script(
         Script(outcome=Outcome.manual, notify=NotifyMode.none, subject=subject)
@@ -116,19 +135,20 @@ async def _pending(stack: Stack, tenant: Tenant, channel: str) -> tuple[dict[str
     return r.json(), attempt
 
 
-@pytest.mark.parametrize("channel", list(WIRE))
+@pytest.mark.parametrize("variant", list(WIRE))
 @pytest.mark.parametrize("forgery", ["no_amount", "wrong_amount", "wrong_currency"])
 async def test_signed_success_without_the_orders_amount_is_refused(
-    stack: Stack, channel: str, forgery: str
+    stack: Stack, variant: str, forgery: str
 ) -> None:
-    tenant = await make_tenant(stack, channels=(channel,))
-    payment, attempt = await _pending(stack, tenant, channel)
+    tenant = await _tenant(stack, variant)
+    channel = channel_of(variant)
+    payment, attempt = await _pending(stack, tenant, variant)
     core = stack.sandboxes[channel].core
     order = core.find(attempt)
     assert order is not None
-    edit = WIRE[channel][{"no_amount": 2, "wrong_amount": 3, "wrong_currency": 4}[forgery]]
+    edit = WIRE[variant][{"no_amount": 2, "wrong_amount": 3, "wrong_currency": 4}[forgery]]
     before = await _ledger_count(stack)
-    headers, body = forge(stack, channel, order, edit)
+    headers, body = forge(stack, variant, order, edit)
     url = f"/notify/{channel}/{tenant.accounts[channel]}"
     r = await stack.client.post(url, content=body, headers=headers)
     # the channel's own failure acknowledgement (it will send the notification again)
