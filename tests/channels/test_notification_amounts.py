@@ -196,3 +196,43 @@ def test_a_success_state_without_amount_is_refused_by_the_rule() -> None:
                           attempt) == "amount_mismatch"  # fmt: skip
     closed = base.PaymentState("att_x", base.ChannelPaymentStatus.closed)
     assert amount_problem(closed, attempt) is None
+
+
+@pytest.mark.parametrize("forgery", ["no_amount", "wrong_amount", "wrong_currency"])
+async def test_a_refund_success_without_its_amount_is_refused(stack: Stack, forgery: str) -> None:
+    """Refunds that the channel notifies on their own (WeChat ``REFUND.SUCCESS``) obey the same
+    rule: the refund stays pending until the channel's query answers."""
+    from paymux.channels.sandbox_kit import RefundOutcome, RefundScript, RefundStatus
+    from tests.refunds.test_refunds import paid_payment, refund
+
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    sb = stack.sandboxes["wechatpay"]
+    paid = await paid_payment(stack, tenant, "wechat_native", "wechatpay")
+    sb.core.add_refund_script(RefundScript(outcome=RefundOutcome.delayed,
+                                           notify=NotifyMode.none, delay=3600))  # fmt: skip
+    r = await refund(stack, tenant, paid["id"], amount=400)
+    assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+    (attempt,) = await attempt_ids(stack, paid["id"])
+    order = sb.core.find(attempt)
+    assert order is not None
+    (channel_refund,) = sb.core.refunds_of(order)
+    channel_refund.status = RefundStatus.succeeded
+    resource_data = sb.refund_resource(channel_refund)
+    {"no_amount": lambda d: d.pop("amount"),
+     "wrong_amount": lambda d: d["amount"].update(refund=1),
+     "wrong_currency": lambda d: d["amount"].update(currency="USD")}[forgery](resource_data)
+    key = sb.merchants[order.merchant_id].apiv3_key
+    resource = wechat_protocol.encrypt_resource(
+        key, wechat_protocol.encode_json(resource_data),
+        original_type=wechat_protocol.REFUND_RESOURCE_TYPE,
+        associated_data=wechat_protocol.REFUND_RESOURCE_TYPE,
+    )
+    headers, body = sb._signed_event(str(uuid.uuid4()), "REFUND.SUCCESS", "退款成功", resource)
+    before = await _ledger_count(stack)
+    sent = await stack.client.post(f"/notify/wechatpay/{tenant.accounts['wechatpay']}",
+                                   content=body, headers=headers)  # fmt: skip
+    assert sent.status_code >= 400, sent.text
+    now = await stack.client.get(f"/v1/refunds/{r.json()['id']}", headers=tenant.headers)
+    assert now.json()["status"] == "pending"
+    assert await _ledger_count(stack) == before
+    assert "refund.succeeded" not in {e.type for e in await events_of(stack, tenant)}
