@@ -495,7 +495,7 @@ class PayPalAdapter:
             out_trade_no=out_trade_no, status=status, channel_trade_no=str(order.get("id")),
             failure_code=_DECLINES[failure[0]] if failure else None,
             failure_message=failure[1] if failure else None,
-            channel_code=failure[0] if failure else str(order.get("status")), raw=dict(order),
+            channel_code=failure[0] if failure else None, raw=dict(order),
         )  # fmt: skip
 
     def _order_state(self, order: Mapping[str, Any], out_trade_no: str) -> PaymentState:
