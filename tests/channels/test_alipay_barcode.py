@@ -68,7 +68,7 @@ async def test_waiting_then_paid_or_cancelled(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "code"),
-    [(BarcodeOutcome.insufficient_balance, "insufficient_balance"),
+    [(BarcodeOutcome.insufficient_balance, "insufficient_funds"),
      (BarcodeOutcome.invalid_code, "invalid_auth_code")],
 )  # fmt: skip
 async def test_refusals(env: Env, outcome: BarcodeOutcome, code: str) -> None:

@@ -396,7 +396,7 @@ async def test_declined_capture_is_failed(env: Env) -> None:
         request.out_trade_no, channel_trade_no=created.channel_trade_no
     )
     assert state.status is ChannelPaymentStatus.failed
-    assert state.failure_code == "capture_declined"
+    assert (state.failure_code, state.channel_code) == ("card_declined", "capture_declined")
 
 
 async def test_create_timeout_then_lost_answer_is_found_by_replay(env: Env) -> None:

@@ -550,7 +550,8 @@ async def test_server_flow_3ds_challenge(env: Env, result: str, status: str) -> 
     )
     assert state.status.value == status
     if status == "failed":
-        assert state.failure_code == "payment_intent_authentication_failure"
+        assert state.channel_code == "payment_intent_authentication_failure"
+        assert state.failure_code == "authentication_failed"
     kind = "payment_intent.succeeded" if status == "succeeded" else "payment_intent.payment_failed"
     await wait_for(lambda: len(env.receiver.of_type(kind)) == 1)
     delivery = env.receiver.of_type(kind)[0]
@@ -562,18 +563,19 @@ async def test_server_flow_3ds_challenge(env: Env, result: str, status: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("pm", "code"),
-    [("pm_card_chargeDeclined", "generic_decline"),
-     ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
-     ("pm_card_chargeDeclinedExpiredCard", "expired_card")],
+    ("pm", "code", "category"),
+    [("pm_card_chargeDeclined", "generic_decline", "card_declined"),
+     ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds", "insufficient_funds"),
+     ("pm_card_chargeDeclinedExpiredCard", "expired_card", "card_declined")],
 )  # fmt: skip
-async def test_server_flow_declines(env: Env, pm: str, code: str) -> None:
+async def test_server_flow_declines(env: Env, pm: str, code: str, category: str) -> None:
     req = request(payment_method=pm)
     with pytest.raises(BusinessError) as info:
         await env.adapter.create_payment(req)
-    assert info.value.code == code
+    assert (info.value.code, info.value.category) == (code, category)
     state = await env.adapter.query_payment(req.out_trade_no)
-    assert state.status is ChannelPaymentStatus.failed and state.failure_code == code
+    assert state.status is ChannelPaymentStatus.failed and state.channel_code == code
+    assert state.failure_code == category
     # the SDK sees the same 402 card_error
     with pytest.raises(stripe.CardError) as sdk_info:
         await env.sdk().v1.payment_intents.create_async(
@@ -664,7 +666,8 @@ async def test_close(env: Env) -> None:
     created = await env.adapter.create_payment(req)
     await env.adapter.close_payment(req.out_trade_no, channel_trade_no=created.channel_trade_no)
     state = await env.adapter.query_payment(req.out_trade_no)
-    assert state.status is ChannelPaymentStatus.closed and state.failure_code == "abandoned"
+    assert state.status is ChannelPaymentStatus.closed and state.channel_code == "abandoned"
+    assert state.failure_code == "customer_declined"
     await env.adapter.close_payment(req.out_trade_no)  # closing a closed intent is fine
     await wait_for(lambda: len(env.receiver.of_type("payment_intent.canceled")) == 1)
     delivery = env.receiver.of_type("payment_intent.canceled")[0]

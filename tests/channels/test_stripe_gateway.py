@@ -129,11 +129,11 @@ async def test_server_flow_frictionless_3ds_and_decline(stack: Stack) -> None:
     )
     await pass_3ds(stack, failed_3ds["next_action"]["url"], "fail")
     failed = await wait_for(stack, tenant, failed_3ds["id"], "failed")
-    assert failed["failure"]["code"] == "payment_intent_authentication_failure"
+    assert failed["failure"]["code"] == "authentication_failed"
 
     declined = await create(stack, tenant, customer={"payment_method": "pm_card_chargeDeclined"})
     assert declined["status"] == "failed"
-    assert declined["failure"]["code"] == "generic_decline"
+    assert declined["failure"]["code"] == "card_declined"
 
     # a full refund of the yen payment, in yen
     r = await refund(stack, tenant, frictionless["id"])

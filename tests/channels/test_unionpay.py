@@ -374,7 +374,8 @@ async def test_decline_sends_no_notification_and_query_says_failed(env: Env) -> 
     await asyncio.sleep(0.05)
     assert env.receiver.got == []
     state = await env.adapter.query_payment(req.out_trade_no)
-    assert state.status is ChannelPaymentStatus.failed and state.failure_code == "01"
+    assert state.status is ChannelPaymentStatus.failed and state.channel_code == "01"
+    assert state.failure_code == "payment_declined"
 
 
 async def test_pay_after_pay_timeout_fails(env: Env, clock: Any) -> None:

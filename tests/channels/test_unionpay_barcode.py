@@ -174,7 +174,7 @@ async def test_password_then_declined_is_failed_and_not_notified(env: Env) -> No
     assert (await env.adapter.create_payment(req)).status is ChannelPaymentStatus.pending
     await wait_for(lambda: order(env, req.out_trade_no).status.value == "failed")
     state = await env.adapter.query_payment(req.out_trade_no)
-    assert state.status is ChannelPaymentStatus.failed and state.failure_code == "01"
+    assert state.status is ChannelPaymentStatus.failed and state.channel_code == "01"
     assert env.receiver.got == []  # "失败的交易银联不会发送后台通知"
 
 

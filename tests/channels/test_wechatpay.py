@@ -626,7 +626,7 @@ async def test_declined_order_is_not_notified_and_queries_failed(env: Env) -> No
     assert env.receiver.received == []
     state = await env.adapter.query_payment(created.out_trade_no)
     assert state.status is ChannelPaymentStatus.failed
-    assert state.failure_code == "PAYERROR"
+    assert (state.failure_code, state.channel_code) == ("payment_declined", "PAYERROR")
     assert state.failure_message
     assert state.paid_at is None
 

@@ -81,7 +81,7 @@ def test_payment_code_rule_is_declared_by_the_channel() -> None:
 def test_codepay_error_classification() -> None:
     cases = [
         (500, {"code": "SYSTEM_ERROR"}, UnknownOutcome, "system_error"),
-        (403, {"code": "NOT_ENOUGH", "message": "余额不足"}, BusinessError, "insufficient_balance"),
+        (403, {"code": "NOT_ENOUGH", "message": "余额不足"}, BusinessError, "insufficient_funds"),
         (400, {"code": "PARAM_ERROR", "message": "付款码无效"}, BusinessError, "invalid_auth_code"),
         (400, {"code": "PARAM_ERROR", "message": "缺少description"}, BusinessError,
          "invalid_request"),
@@ -133,7 +133,7 @@ async def test_password_then_declined(env: Env) -> None:
     assert order is not None
     await until(lambda: order.status.value == "failed", "the customer giving up")
     state = await env.adapter.query_payment(req.out_trade_no)
-    assert state.status is ChannelPaymentStatus.failed and state.failure_code == "PAYERROR"
+    assert state.status is ChannelPaymentStatus.failed and state.channel_code == "PAYERROR"
 
 
 async def test_waiting_forever_is_reversed_and_closed(env: Env) -> None:
@@ -170,7 +170,7 @@ async def test_reversing_an_unknown_order_has_nothing_to_do(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "code"),
-    [(BarcodeOutcome.insufficient_balance, "insufficient_balance"),
+    [(BarcodeOutcome.insufficient_balance, "insufficient_funds"),
      (BarcodeOutcome.invalid_code, "invalid_auth_code")],
 )  # fmt: skip
 async def test_refusals_charge_nothing(env: Env, outcome: BarcodeOutcome, code: str) -> None:

@@ -76,7 +76,7 @@ async def test_declined_code_fails_and_is_not_retried_elsewhere(stack: Stack) ->
     )
     r = await charge(stack, tenant, WECHAT_CODE, subject="Tea")
     body = r.json()
-    assert body["status"] == "failed" and body["failure"]["code"] == "insufficient_balance"
+    assert body["status"] == "failed" and body["failure"]["code"] == "insufficient_funds"
     assert len(await attempt_ids(stack, body["id"])) == 1
 
 

@@ -73,7 +73,7 @@ async def test_declined_code_fails_once(stack: Stack) -> None:
     tenant = await make_tenant(stack, channels=CHANNELS)
     script(stack, BarcodeOutcome.insufficient_balance)
     body = (await charge(stack, tenant)).json()
-    assert body["status"] == "failed" and body["failure"]["code"] == "unionpay_01", body
+    assert body["status"] == "failed" and body["failure"]["code"] == "payment_declined", body
     assert len(await attempt_ids(stack, body["id"])) == 1
 
 

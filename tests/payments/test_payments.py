@@ -319,7 +319,8 @@ async def test_forged_and_mismatched_notifications_change_nothing(stack: Stack) 
         # 4. an unknown account
         r = await stack.client.post(f"/notify/{channel}/chn_nope", content=body, headers=headers)
         assert r.status_code == 404
-        assert await inbox_of(stack, attempt) == []
+        # the mismatches are kept as rejected and applied nothing
+        assert {e.result for e in await inbox_of(stack, attempt)} == {"rejected"}
         current = await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)
         assert current.json()["status"] == "pending"
     assert await events_of(stack, tenant) == []

@@ -421,8 +421,9 @@ async def test_returning_customer_goes_to_last_successful_account(stack: Stack) 
         attempt = await repo.get_attempt(payment.current_attempt_id or "")
         assert attempt is not None
         state = base.PaymentState(
-            out_trade_no=attempt.id, status=base.ChannelPaymentStatus.succeeded
-        )
+            out_trade_no=attempt.id, status=base.ChannelPaymentStatus.succeeded,
+            amount=attempt.amount, currency=attempt.currency,
+        )  # fmt: skip
         await payments.apply_state(session, payment, attempt, state, GATEWAY)
     again = (await pay(stack, tenant, customer=customer)).json()
     assert again["channel_account"] == idb

@@ -47,7 +47,15 @@ class RetryableError(ChannelError):
 
 
 class BusinessError(ChannelError):
-    """The channel refused; final for this request."""
+    """The channel refused; final for this request. ``category`` is the normalised reason
+    (a :class:`FailureCategory`) when the refusal fails a payment; ``code`` stays the
+    channel's own."""
+
+    def __init__(
+        self, code: str, message: str = "", *, raw: Any = None, category: str | None = None
+    ) -> None:
+        super().__init__(code, message, raw=raw)
+        self.category = category
 
 
 class RoutableDecline(BusinessError):
@@ -78,11 +86,37 @@ class ChannelPaymentStatus(StrEnum):
     succeeded = "succeeded"
     """Paid (SUCCESS, TRADE_SUCCESS, TRADE_FINISHED)."""
     failed = "failed"
-    """Payment attempt failed at the channel (PAYERROR)."""
+    """The channel says the payment failed (PAYERROR, a declined card or capture); the state's
+    ``failure_code`` says why, as a :class:`FailureCategory`."""
     closed = "closed"
-    """Closed/revoked at the channel; can no longer be paid (CLOSED, REVOKED, TRADE_CLOSED)."""
+    """Closed at the channel unpaid; can no longer be paid (CLOSED, REVOKED, TRADE_CLOSED, a
+    canceled intent, a voided order). The channel rarely says who closed it, so the gateway
+    decides what it means: its own close request → ``closed``, past the payment's expiry →
+    ``expired``, otherwise the customer (or the channel) gave up → ``failed`` with the state's
+    ``failure_code`` (``customer_declined`` unless the adapter knows better)."""
     not_found = "not_found"
     """The channel has no such order (the create never reached it)."""
+
+
+class FailureCategory(StrEnum):
+    """Why a payment failed, the same on every channel (``Payment.failure_code``); the channel's
+    own code is kept on the attempt (``error_code``). Each adapter maps its codes onto these."""
+
+    customer_declined = "customer_declined"
+    """The customer declined or gave up on the channel's page (an Alipay trade closed unpaid
+    before its expiry without our close request, a Stripe intent canceled as abandoned)."""
+    card_declined = "card_declined"
+    """The card issuer or bank refused (Stripe ``card_declined``/``expired_card``/…, UnionPay
+    card errors, PayPal ``INSTRUMENT_DECLINED``)."""
+    insufficient_funds = "insufficient_funds"
+    """The customer's balance or credit was short."""
+    risk_declined = "risk_declined"
+    """The channel's or the issuer's risk control refused (fraud, restricted card)."""
+    authentication_failed = "authentication_failed"
+    """The customer did not pass the card's authentication (3-D Secure)."""
+    payment_declined = "payment_declined"
+    """The channel says the payment failed without saying why (WeChat ``PAYERROR``, UnionPay
+    ``01``)."""
 
 
 class NextActionType(StrEnum):
@@ -195,7 +229,11 @@ class CreatedPayment:
 
 @dataclass(frozen=True)
 class PaymentState:
-    """A channel's authoritative view of an order (from a query or a notification)."""
+    """A channel's authoritative view of an order (from a query or a notification).
+
+    A ``succeeded`` state must carry ``amount`` and ``currency`` as the channel reported them:
+    the gateway refuses one without them, or with either differing from the order
+    (:func:`paymux.payments.service.apply_state`)."""
 
     out_trade_no: str
     status: ChannelPaymentStatus
@@ -204,7 +242,12 @@ class PaymentState:
     currency: str | None = None
     paid_at: dt.datetime | None = None
     failure_code: str | None = None
+    """For ``failed`` (and ``closed``, in case the gateway decides it failed): a
+    :class:`FailureCategory` value."""
     failure_message: str | None = None
+    channel_code: str | None = None
+    """The channel's own code of a failure or close (``PAYERROR``, ``TRADE_CLOSED``,
+    ``insufficient_funds``, ``64``…), kept on the attempt."""
     raw: Any = None
 
 

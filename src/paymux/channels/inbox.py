@@ -1,7 +1,11 @@
 """The callback inbox: verify → store raw (unique on the channel's event) → apply once → ack.
 
-A notification that fails verification or the cross-check against our own order is answered
-with a 4xx and leaves no trace but a log line; a duplicate is acknowledged without effect.
+A notification that fails verification is answered with a 4xx and leaves no trace but a log
+line. One that verifies but fails the cross-check against our own order (another account's
+order, a success without its amount, a wrong amount or currency) is kept raw as ``rejected``,
+changes nothing and is refused so the channel sends it again; the janitor's query decides.
+A redelivered rejected notification is checked again; any other duplicate is acknowledged
+without effect.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from paymux.runtime import Runtime
 log = structlog.get_logger(__name__)
 
 _KEPT_HEADERS = ("content-type", "user-agent", "request-id")
+REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -77,21 +82,31 @@ async def receive(
     except base.InvalidNotification as exc:
         log.warning("notification_rejected", account=account_id, code=exc.code, why=exc.message)
         return Received(_rejected(adapter.ack(False)), "rejected")
-    try:
-        async with rt.db.transaction() as session:
-            event = ChannelEvent(
-                id=new_id("cev"), channel=channel, channel_account_id=account_id,
-                event_key=note.event_key[:128], out_trade_no=note.reference[:64],
-                headers={k: v for k, v in headers.items() if k.lower().startswith(
-                    ("wechatpay-", *_KEPT_HEADERS))},
-                body=body.decode("utf-8", errors="replace"), result="received",
-                received_at=clock.now(),
-            )  # fmt: skip
-            if not await ChannelRepository(session).insert_event(event):
+    refused: base.InvalidNotification | None = None
+    async with rt.db.transaction() as session:
+        repo = ChannelRepository(session)
+        event = ChannelEvent(
+            id=new_id("cev"), channel=channel, channel_account_id=account_id,
+            event_key=note.event_key[:128], out_trade_no=note.reference[:64],
+            headers={k: v for k, v in headers.items() if k.lower().startswith(
+                ("wechatpay-", *_KEPT_HEADERS))},
+            body=body.decode("utf-8", errors="replace"), result="received",
+            received_at=clock.now(),
+        )  # fmt: skip
+        if not await repo.insert_event(event):
+            seen = await repo.get_event(account_id, event.event_key)
+            if seen is None or seen.result != REJECTED:
                 return Received(adapter.ack(True), "duplicate")
-            event.result = await _apply(rt, session, account, note)
-    except base.InvalidNotification as exc:
-        log.warning("notification_mismatch", account=account_id, code=exc.code, why=exc.message)
-        return Received(_rejected(adapter.ack(False)), "rejected")
-    log.info("notification", account=account_id, key=note.event_key, result=event.result)
-    return Received(adapter.ack(True), event.result)
+            event = seen
+        try:
+            async with session.begin_nested():  # a refusal undoes the apply, keeps the event
+                result = await _apply(rt, session, account, note)
+        except base.InvalidNotification as exc:
+            refused, result = exc, REJECTED
+        event.result = result
+    if refused is not None:
+        log.warning("notification_mismatch", account=account_id, code=refused.code,
+                    why=refused.message)  # fmt: skip
+        return Received(_rejected(adapter.ack(False)), REJECTED)
+    log.info("notification", account=account_id, key=note.event_key, result=result)
+    return Received(adapter.ack(True), result)

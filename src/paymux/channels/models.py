@@ -63,5 +63,6 @@ class ChannelEvent(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(JSONType)
     body: Mapped[str] = mapped_column(sa.Text)
     result: Mapped[str] = mapped_column(sa.String(32))
-    """What applying it did: ``applied``, ``no_change`` (stale or already known)."""
+    """What applying it did: ``applied``, ``no_change`` (stale or already known) or
+    ``rejected`` (refused by the cross-check against our order; changed nothing)."""
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -49,6 +49,12 @@ class ChannelRepository:
             return False
         return True
 
+    async def get_event(self, account_id: str, event_key: str) -> ChannelEvent | None:
+        stmt = sa.select(ChannelEvent).where(
+            ChannelEvent.channel_account_id == account_id, ChannelEvent.event_key == event_key
+        )
+        return (await self.session.scalars(stmt)).first()
+
     async def list_events(self, out_trade_no: str) -> list[ChannelEvent]:
         stmt = (
             sa.select(ChannelEvent)

@@ -22,7 +22,7 @@ from paymux.payments.service import (
     get,
     next_query_at,
 )
-from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+from paymux.payments.states import ATTEMPT_CLOSING, FINAL_ATTEMPT, AttemptStatus, PaymentStatus
 from paymux.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,8 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
         for attempt in attempts:
             payment = await barcode.reverse(rt, attempt.id, barcode.CLOSED_FAILURE)
         return payment
+    if target is PaymentStatus.closed:
+        await _mark_closing(rt, [a.id for a in attempts])
     for attempt in attempts:
         adapter = channel_service.adapter_for(rt.vault, accounts[attempt.id], rt.channel_http)
         try:
@@ -95,6 +97,17 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
             _move_attempt(attempt, AttemptStatus.closed)
         await _move_payment(session, payment, target, public_url)
     return payment
+
+
+async def _mark_closing(rt: Runtime, attempt_ids: list[str]) -> None:
+    """Record that we ask the channel to close these attempts, before asking: whatever then
+    reports them closed reports our close (``closed``), not a customer's decline."""
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        for attempt_id in attempt_ids:
+            attempt = await repo.get_attempt(attempt_id)
+            if attempt is not None and attempt.status not in FINAL_ATTEMPT:
+                attempt.error_code = ATTEMPT_CLOSING
 
 
 async def _query(

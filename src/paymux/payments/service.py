@@ -36,6 +36,7 @@ from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate, PaymentOut
 from paymux.payments.states import (
+    ATTEMPT_CLOSING,
     FINAL_ATTEMPT,
     REVERSE_MARKS,
     AttemptStatus,
@@ -132,16 +133,60 @@ async def _move_payment(
     return True
 
 
+CLOSE_EXPIRY_SKEW = dt.timedelta(seconds=60)
+"""A channel that closes an order at its own timeout (set to our ``expires_at``) may do so a
+little before our clock reaches it: a close this near the expiry is the expiry."""
+
+
+def amount_problem(state: base.PaymentState, attempt: Attempt) -> str | None:
+    """Why the channel's view of an order cannot be applied, or None. A success that does not
+    say how much it took, or any view whose amount or currency differs from the order, is
+    refused: a valid signature alone does not make a report about *this* order's money."""
+    if state.status is base.ChannelPaymentStatus.succeeded and (
+        state.amount is None or state.currency is None
+    ):
+        return "amount_missing"
+    if (state.amount is not None and state.amount != attempt.amount) or (
+        state.currency is not None and state.currency != attempt.currency
+    ):
+        return "amount_mismatch"
+    return None
+
+
+def _unpaid_outcome(
+    payment: Payment, attempt: Attempt, state: base.PaymentState
+) -> tuple[PaymentStatus, tuple[str, str | None] | None]:
+    """What a ``failed`` or ``closed`` channel state means for the payment (docs/api.md,
+    "Final statuses"): a failure is ``failed`` with its category; a close is ours
+    (``closed``), the expiry (``expired``) or the customer or channel giving up (``failed``)."""
+    if state.status is base.ChannelPaymentStatus.failed:
+        code = state.failure_code or base.FailureCategory.payment_declined
+        return PaymentStatus.failed, (code, state.failure_message)
+    if attempt.error_code == ATTEMPT_CLOSING:
+        return PaymentStatus.closed, None
+    if clock.now() >= payment.expires_at - CLOSE_EXPIRY_SKEW:
+        return PaymentStatus.expired, None
+    code = state.failure_code or base.FailureCategory.customer_declined
+    message = state.failure_message or "The order was closed at the channel before it expired."
+    return PaymentStatus.failed, (code, message)
+
+
 async def apply_state(
     session: AsyncSession, payment: Payment, attempt: Attempt, state: base.PaymentState,
     public_url: str,
 ) -> bool:  # fmt: skip
     """Apply a channel's authoritative view of an attempt. ``payment`` must be locked.
-    Returns whether anything changed; stale and repeated states change nothing."""
+    Returns whether anything changed; stale and repeated states change nothing, and so does a
+    state :func:`amount_problem` refuses (the janitor asks the channel again)."""
     if attempt.error_code in REVERSE_MARKS:
         # A payment-code order being (or already) reversed: a reversed paid order refunds the
         # customer, so no late report may make this payment succeed (payments/barcode.py).
         log.info("state_after_reverse_ignored", attempt=attempt.id, status=state.status)
+        return False
+    problem = amount_problem(state, attempt)
+    if problem is not None:
+        log.warning("channel_state_refused", attempt=attempt.id, code=problem,
+                    status=state.status, amount=state.amount, currency=state.currency)  # fmt: skip
         return False
     if state.status is base.ChannelPaymentStatus.not_found:
         return await _attempt_never_created(session, payment, attempt, public_url)
@@ -161,16 +206,17 @@ async def apply_state(
         attempt.channel_trade_no = state.channel_trade_no
     if attempt_target is AttemptStatus.pending and changed:
         attempt.query_due_at = next_query_at(PENDING_FIRST_QUERY)
+    failure = None
+    if payment_target in (PaymentStatus.failed, PaymentStatus.closed):
+        payment_target, failure = _unpaid_outcome(payment, attempt, state)
+        if changed and state.channel_code:  # the channel's own code stays on the attempt
+            attempt.error_code = state.channel_code[:64]
+            attempt.error_message = (state.failure_message or "")[:500] or None
     if payment_target is None or attempt.id != payment.current_attempt_id:
         return changed
-    if payment_target is PaymentStatus.closed and clock.now() >= payment.expires_at:
-        payment_target = PaymentStatus.expired
     if payment_target is PaymentStatus.succeeded:
         payment.channel_trade_no = state.channel_trade_no or attempt.channel_trade_no
         payment.paid_at = state.paid_at or clock.now()
-    failure = None
-    if payment_target is PaymentStatus.failed:
-        failure = (state.failure_code or "payment_failed", state.failure_message)
     moved = await _move_payment(session, payment, payment_target, public_url, failure=failure)
     return changed or moved
 
@@ -200,20 +246,20 @@ async def apply_notification(
 ) -> str:
     """Apply a verified notification after cross-checking it against our own records.
 
-    Raises InvalidNotification — and the caller's transaction (which stored the notification)
-    rolls back — if the order is not this account's or amount/currency disagree: a valid
-    signature alone does not make a notification about *this* order."""
+    Raises InvalidNotification — the inbox then keeps the notification as ``rejected``,
+    applies nothing and refuses it so the channel retries — if the order is not this
+    account's, or :func:`amount_problem` refuses its amount: a valid signature alone does not
+    make a notification about *this* order."""
     repo = PaymentRepository(session)
     attempt = await repo.get_attempt(state.out_trade_no)
     if attempt is None or attempt.channel_account_id != account.id:
         raise base.InvalidNotification("unknown_order", "No such order for this channel account.")
-    if (state.amount is not None and state.amount != attempt.amount) or (
-        state.currency is not None and state.currency != attempt.currency
-    ):
+    problem = amount_problem(state, attempt)
+    if problem is not None:
         raise base.InvalidNotification(
-            "amount_mismatch",
-            f"Notified {state.amount} {state.currency}, order is {attempt.amount} "
-            f"{attempt.currency}.",
+            problem,
+            f"Notified {state.status} with {state.amount} {state.currency}, order is "
+            f"{attempt.amount} {attempt.currency}.",
         )
     payment = await repo.lock(attempt.payment_id)
     await session.refresh(attempt)
@@ -531,7 +577,8 @@ async def _record_create(
                 session.add(following)
                 return payment, following
         declined = outcome.kind == "declined"
-        code = outcome.error.code if declined else "channel_unavailable"
+        category = getattr(outcome.error, "category", None)
+        code = (category or outcome.error.code) if declined else "channel_unavailable"
         await _move_payment(
             session, payment, PaymentStatus.failed, public_url,
             failure=(code[:64], outcome.error.message[:500]),
@@ -548,10 +595,13 @@ async def _record_created(
     attempt.channel_trade_no = attempt.channel_trade_no or created.channel_trade_no
     if payment.status == PaymentStatus.pending:
         payment.next_action = action
-    # A notification may have beaten the create answer; then this state is old news.
+    # A notification may have beaten the create answer; then this state is old news. The
+    # answer is the channel's to our own signed request for this attempt's amount, so a
+    # synchronous success (a payment code) took that amount.
     state = base.PaymentState(
-        out_trade_no=attempt.id, status=created.status, channel_trade_no=created.channel_trade_no
-    )
+        out_trade_no=attempt.id, status=created.status, channel_trade_no=created.channel_trade_no,
+        amount=attempt.amount, currency=attempt.currency,
+    )  # fmt: skip
     await apply_state(session, payment, attempt, state, public_url)
 
 

@@ -227,9 +227,19 @@ async def apply_notification(
         if not strict:
             return "no_change"
         raise base.InvalidNotification("unknown_refund", "No such refund for this account.")
-    if state.amount is not None and state.amount != refund.amount:
+    # A refund notified on its own says what it refunded (one riding on a trade's notification,
+    # Alipay's, reports only the trade's running total): a success that does not, or any
+    # amount or currency not ours, is refused like a payment's (payments.service).
+    succeeded = state.status is base.ChannelRefundStatus.succeeded
+    if strict and succeeded and (state.amount is None or state.currency is None):
+        raise base.InvalidNotification("amount_missing", "Refund success without its amount.")
+    if (state.amount is not None and state.amount != refund.amount) or (
+        state.currency is not None and state.currency != refund.currency
+    ):
         raise base.InvalidNotification(
-            "amount_mismatch", f"Notified refund of {state.amount}, ours is {refund.amount}."
+            "amount_mismatch",
+            f"Notified refund of {state.amount} {state.currency}, ours is {refund.amount} "
+            f"{refund.currency}.",
         )
     return "applied" if await apply_state(session, refund, state) else "no_change"
 

@@ -222,18 +222,18 @@ class AlipayAdapter(
             refunded_at = p.parse_time(fields["gmt_refund"]) if refunded else None
         except ValueError as exc:
             raise InvalidNotification("malformed", str(exc)) from None
-        if status is ChannelPaymentStatus.succeeded and amount is None:
-            raise InvalidNotification("malformed", "paid notification without total_amount")
         trade_no = fields.get("trade_no") or None
         payment = PaymentState(
             out_trade_no=out_trade_no,
             status=status,
             channel_trade_no=trade_no,
             amount=amount,
-            currency=p.CURRENCY,
+            currency=p.currency_of(fields, amount),
             paid_at=paid_at,
+            channel_code=fields.get("trade_status") if status is ChannelPaymentStatus.closed
+            else None,
             raw=fields,
-        )
+        )  # fmt: skip
         # The refund part rides along for whoever wants it: ``refund_fee`` is the trade's total
         # refunded, not this refund's amount, so the amount stays unknown.
         refund = (

@@ -85,10 +85,12 @@ class PaymentsMixin(AlipayClient):
             status=status,
             channel_trade_no=str(data["trade_no"]) if data.get("trade_no") else None,
             amount=amount,
-            currency=p.CURRENCY,
+            currency=p.currency_of(data, amount),
             paid_at=paid_at,
+            channel_code=str(data.get("trade_status")) if status is ChannelPaymentStatus.closed
+            else None,
             raw=data,
-        )
+        )  # fmt: skip
 
     async def close_payment(
         self, out_trade_no: str, *, channel_trade_no: str | None = None

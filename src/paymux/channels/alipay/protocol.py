@@ -172,6 +172,14 @@ def to_yuan(fen: int) -> str:
     return money.to_major(fen, CURRENCY)
 
 
+def currency_of(fields: Mapping[str, Any], amount: int | None) -> str | None:
+    """The currency ``total_amount`` is in: ``trans_currency`` when the trade was priced in
+    another currency (cross-border), else CNY; None when no amount was reported."""
+    if amount is None:
+        return None
+    return str(fields.get("trans_currency") or CURRENCY)
+
+
 def to_fen(text: str) -> int:
     """Alipay's yuan string → integer fen; rejects malformed text and sub-fen precision."""
     try:

@@ -37,10 +37,12 @@ retried 4m 10m 10m 1h 2h 6h 15h like Alipay):
 
 - ``TRADE_SUCCESS`` when the order is paid.
 - ``TRADE_CLOSED`` when an unpaid order is closed by Alipay: the sandbox's "decline" stands
-  for a customer who gives up until the trade times out (Alipay has no failed trade state; its
-  docs list "unpaid trade closed on timeout" as a TRADE_CLOSED trigger that notifies by
-  default), and a pending order found past its ``time_expire`` is closed and notified too
-  (lazily, when the order is next touched through the API).
+  for a customer who gives up (Alipay has no failed trade state; its docs list "unpaid trade
+  closed on timeout" as a TRADE_CLOSED trigger that notifies by default). The sandbox closes
+  such a trade at once rather than at its timeout, so the gateway sees a close it did not ask
+  for, before the expiry: ``failed``, ``customer_declined`` (docs/api.md "Final statuses").
+  A pending order found past its ``time_expire`` is closed and notified too (lazily, when the
+  order is next touched through the API): ``expired``.
 - No notification for a close the merchant asked for via ``alipay.trade.close`` (its answer
   is authoritative) and none for ``WAIT_BUYER_PAY`` (Alipay does not notify it by default).
 - After each refund that succeeds, to the trade's notify_url: ``TRADE_SUCCESS`` (partial) or

@@ -58,6 +58,7 @@ from paymux.channels.base import (
     CreatedPayment,
     CreatePayment,
     CreateRefund,
+    FailureCategory,
     InvalidCredentials,
     InvalidNotification,
     NextAction,
@@ -174,6 +175,14 @@ _ROUTABLE_ISSUES: dict[str, str] = {
     "TRANSACTION_BLOCKED_BY_PAYEE": "channel_risk_declined",
     "TRANSACTION_LIMIT_EXCEEDED": "channel_limit",
     "TRANSACTION_RECEIVING_LIMIT_EXCEEDED": "channel_limit",
+}
+
+
+#: Our codes of PayPal's refusals of a capture → failure category (docs/api.md "Final
+#: statuses"): the buyer's funding source was declined, or PayPal's risk refused it.
+_DECLINES: dict[str, FailureCategory] = {
+    "instrument_declined": FailureCategory.card_declined,
+    "declined": FailureCategory.risk_declined,
 }
 
 
@@ -468,7 +477,7 @@ class PayPalAdapter:
                 if again is None:
                     raise UnknownOutcome("order_vanished", "captured order not found") from exc
                 return self._order_state(again, out_trade_no)
-            if exc.code in ("instrument_declined", "declined"):
+            if exc.code in _DECLINES:
                 return self._simple(order, out_trade_no, ChannelPaymentStatus.failed,
                                     failure=(exc.code, exc.message))  # fmt: skip
             raise
@@ -495,8 +504,9 @@ class PayPalAdapter:
     ) -> PaymentState:  # fmt: skip
         return PaymentState(
             out_trade_no=out_trade_no, status=status, channel_trade_no=str(order.get("id")),
-            failure_code=failure[0] if failure else None,
-            failure_message=failure[1] if failure else None, raw=dict(order),
+            failure_code=_DECLINES[failure[0]] if failure else None,
+            failure_message=failure[1] if failure else None,
+            channel_code=failure[0] if failure else None, raw=dict(order),
         )  # fmt: skip
 
     def _order_state(self, order: Mapping[str, Any], out_trade_no: str) -> PaymentState:
@@ -523,7 +533,8 @@ class PayPalAdapter:
             out_trade_no=out_trade_no, status=status, channel_trade_no=order_id,
             amount=amount, currency=currency,
             paid_at=created if status is ChannelPaymentStatus.succeeded else None,
-            failure_code=f"capture_{str(capture.get('status')).lower()}" if failed else None,
+            failure_code=FailureCategory.card_declined if failed else None,
+            channel_code=f"capture_{str(capture.get('status')).lower()}" if failed else None,
             failure_message=(str(reason) if reason else "PayPal declined the capture")
             if failed else None,
             raw=dict(capture),

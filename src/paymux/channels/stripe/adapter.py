@@ -182,7 +182,8 @@ def classify(error: p.StripeError) -> ChannelError:
     raw = error.raw
     message = error.message or f"HTTP {error.status}"
     if error.status == 402 or error.type == "card_error":
-        return BusinessError(error.decline_code or error.code or "card_declined", message, raw=raw)
+        code = error.decline_code or error.code or "card_declined"
+        return BusinessError(code, message, raw=raw, category=p.decline_category(code))
     if error.status in (401, 403):
         return RetryableError("authentication_failed", message, raw=raw)
     if error.status == 429 or error.code == "rate_limit":
@@ -441,13 +442,15 @@ class StripeAdapter:
                     paid_at = p.from_unix(charge["created"])
         except ValueError as exc:
             raise UnknownOutcome("unparseable_response", str(exc), raw=intent) from exc
-        failure_code = failure_message = None
+        failure_code = failure_message = channel_code = None
         error = intent.get("last_payment_error")
         if status is ChannelPaymentStatus.failed and isinstance(error, dict):
-            failure_code = str(error.get("decline_code") or error.get("code") or "card_declined")
+            channel_code = str(error.get("decline_code") or error.get("code") or "card_declined")
+            failure_code = p.decline_category(channel_code)
             failure_message = str(error.get("message") or "") or None
         if status is ChannelPaymentStatus.closed:
-            failure_code = str(intent.get("cancellation_reason") or "canceled")
+            channel_code = str(intent.get("cancellation_reason") or "canceled")
+            failure_code = p.cancel_category(channel_code)
         return PaymentState(
             out_trade_no=out_trade_no,
             status=status,
@@ -457,6 +460,7 @@ class StripeAdapter:
             paid_at=paid_at if status is ChannelPaymentStatus.succeeded else None,
             failure_code=failure_code,
             failure_message=failure_message,
+            channel_code=channel_code,
             raw=dict(intent),
         )
 

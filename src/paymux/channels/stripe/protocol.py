@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
 
-from paymux.channels.base import ChannelPaymentStatus, ChannelRefundStatus
+from paymux.channels.base import ChannelPaymentStatus, ChannelRefundStatus, FailureCategory
 from paymux.kit import money
 
 API_BASE = "https://api.stripe.com"
@@ -310,6 +310,35 @@ ATTEMPT_KEY = "paymux_attempt"
 REFUND_KEY = "paymux_refund"
 SERVER_FLOW = "server"
 CLIENT_FLOW = "client"
+
+
+#: Stripe decline codes (``decline_code``, else the error ``code``) → failure category
+#: (docs/api.md "Final statuses"); every other decline is ``card_declined``. From Stripe's
+#: "Decline codes" reference.
+DECLINE_CATEGORIES: dict[str, FailureCategory] = {
+    "insufficient_funds": FailureCategory.insufficient_funds,
+    "payment_intent_authentication_failure": FailureCategory.authentication_failed,
+    "authentication_required": FailureCategory.authentication_failed,
+    **{code: FailureCategory.risk_declined for code in (
+        "fraudulent", "lost_card", "stolen_card", "pickup_card", "restricted_card",
+        "merchant_blacklist", "security_violation", "highest_risk_level")},
+}  # fmt: skip
+
+#: ``cancellation_reason`` of a canceled intent → category if the gateway decides it failed
+#: (it did not ask to cancel, and the payment had not expired).
+CANCEL_CATEGORIES: dict[str, FailureCategory] = {
+    "fraudulent": FailureCategory.risk_declined,
+    "requested_by_customer": FailureCategory.customer_declined,
+    "abandoned": FailureCategory.customer_declined,
+}
+
+
+def decline_category(code: str) -> FailureCategory:
+    return DECLINE_CATEGORIES.get(code, FailureCategory.card_declined)
+
+
+def cancel_category(reason: str) -> FailureCategory:
+    return CANCEL_CATEGORIES.get(reason, FailureCategory.customer_declined)
 
 
 def map_intent_status(intent: Mapping[str, Any]) -> ChannelPaymentStatus:

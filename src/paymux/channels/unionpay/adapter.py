@@ -299,8 +299,9 @@ class UnionPayAdapter:
             state = None  # accepted; the gateway's polling finds the outcome
         if state is not None and state.status is ChannelPaymentStatus.failed:
             raise BusinessError(
-                f"unionpay_{state.failure_code or 'failed'}",
+                f"unionpay_{state.channel_code or 'failed'}",
                 f"payment-code consume: {state.failure_message or 'declined'}", raw=state.raw,
+                category=state.failure_code,
             )  # fmt: skip
         if state is not None and state.status is ChannelPaymentStatus.succeeded:
             if state.amount not in (None, request.amount):
@@ -374,8 +375,9 @@ class UnionPayAdapter:
             channel_trade_no=answer.get("queryId") or None,
             amount=amount,
             currency=p.CURRENCY if amount is not None else None,
-            failure_code=answer.get("origRespCode") if failed else None,
+            failure_code=p.failure_category(answer.get("origRespCode", "")) if failed else None,
             failure_message=answer.get("origRespMsg") if failed else None,
+            channel_code=answer.get("origRespCode") if failed else None,
             raw=answer,
         )
 
@@ -472,7 +474,8 @@ class UnionPayAdapter:
             raise InvalidNotification("wrong_merchant", "notification is for another merId")
         try:
             ours = p.our_id(fields.get("orderId", ""))
-            amount = p.parse_amount(fields.get("txnAmt", ""))
+            # No txnAmt is no amount: the gateway refuses a success that does not say it.
+            amount = p.parse_amount(fields["txnAmt"]) if fields.get("txnAmt") else None
             when = p.parse_time(fields.get("txnTime", ""))
         except p.ProtocolError as exc:
             raise InvalidNotification("malformed", str(exc)) from None
@@ -502,9 +505,12 @@ class UnionPayAdapter:
         payment = PaymentState(
             out_trade_no=ours,
             status=ChannelPaymentStatus.succeeded if ok else ChannelPaymentStatus.failed,
-            channel_trade_no=query_id, amount=amount, currency=p.CURRENCY,
-            paid_at=clock.now() if ok else None, failure_code=None if ok else code,
-            failure_message=None if ok else fields.get("respMsg"), raw=fields,
+            channel_trade_no=query_id, amount=amount,
+            currency=p.CURRENCY if amount is not None else None,
+            paid_at=clock.now() if ok else None,
+            failure_code=None if ok else p.failure_category(code),
+            failure_message=None if ok else fields.get("respMsg"),
+            channel_code=None if ok else code, raw=fields,
         )  # fmt: skip
         return Notification(event_key=key, payment=payment, raw=fields)
 

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from paymux.channels.base import ChannelPaymentStatus
+from paymux.channels.base import ChannelPaymentStatus, FailureCategory
 
 VERSION = "5.1.0"
 ENCODING = "UTF-8"
@@ -200,6 +200,22 @@ def reverse_deadline(txn_time: str) -> dt.datetime:
     sent = parse_time(txn_time).astimezone(CHINA)
     cutoff = sent.replace(hour=REVERSE_CUTOFF_HOUR, minute=0, second=0, microsecond=0)
     return cutoff if sent < cutoff else cutoff + dt.timedelta(days=1)
+
+
+#: ACP response codes of a failed payment → failure category (docs/api.md "Final statuses");
+#: any other failure code is ``payment_declined``. From the ACP 应答码 table [unverified
+#: against the current spec: 60–80 are the issuer's answers].
+RESP_FAILURES: dict[str, FailureCategory] = {
+    "64": FailureCategory.insufficient_funds,  # 卡上的余额不足
+    **{code: FailureCategory.card_declined for code in (
+        "60", "61", "62", "63", "65", "66", "67", "68", "77", "78", "79", "80")},
+    "71": FailureCategory.risk_declined,  # 交易无效，无法完成 (issuer risk)
+}  # fmt: skip
+
+
+def failure_category(code: str) -> FailureCategory:
+    """The category of a failed payment's ``respCode``/``origRespCode``."""
+    return RESP_FAILURES.get(code, FailureCategory.payment_declined)
 
 
 def map_orig_resp_code(code: str) -> ChannelPaymentStatus:

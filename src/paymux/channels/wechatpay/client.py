@@ -227,17 +227,18 @@ class WechatPayClient:
             else None
         )
         transaction_id = transaction.get("transaction_id")
-        failed = status is ChannelPaymentStatus.failed
+        unpaid = status in (ChannelPaymentStatus.failed, ChannelPaymentStatus.closed)
         return PaymentState(
             out_trade_no=out_trade_no,
             status=status,
             channel_trade_no=str(transaction_id) if transaction_id else None,
             amount=int(total) if isinstance(total, int) else None,
-            currency=str(currency) if currency else ("CNY" if total is not None else None),
+            currency=str(currency) if currency else None,
             paid_at=paid_at,
-            failure_code=trade_state if failed else None,
+            failure_code=protocol.TRADE_FAILURES.get(trade_state) if unpaid else None,
             failure_message=str(transaction.get("trade_state_desc") or "") or None
-            if failed
+            if unpaid
             else None,
+            channel_code=trade_state if unpaid else None,
             raw=dict(transaction),
         )

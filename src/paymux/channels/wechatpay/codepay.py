@@ -34,8 +34,8 @@ _CODEPAY_ERROR_CODES: dict[str, tuple[type[ChannelError], str]] = {
     "BANK_ERROR": (UnknownOutcome, "bank_error"),
     "BANKERROR": (UnknownOutcome, "bank_error"),
     "FREQUENCY_LIMITED": (UnknownOutcome, "frequency_limited"),
-    "NOT_ENOUGH": (BusinessError, "insufficient_balance"),
-    "NOTENOUGH": (BusinessError, "insufficient_balance"),
+    "NOT_ENOUGH": (BusinessError, "insufficient_funds"),  # the customer's balance is short
+    "NOTENOUGH": (BusinessError, "insufficient_funds"),
     "AUTH_CODE_EXPIRE": (BusinessError, "invalid_auth_code"),
     "AUTHCODEEXPIRE": (BusinessError, "invalid_auth_code"),
     "AUTH_CODE_ERROR": (BusinessError, "invalid_auth_code"),
@@ -143,7 +143,8 @@ class CodePayCalls(WechatPayClient):
         if state.amount is not None and state.amount != request.amount:
             raise UnknownOutcome("malformed_response", "codepay answer has another amount")
         if state.status is ChannelPaymentStatus.failed:
-            raise BusinessError("payment_failed", state.failure_message or trade_state, raw=payload)
+            raise BusinessError(state.failure_code or "payment_declined",
+                                state.failure_message or trade_state, raw=payload)  # fmt: skip
         return CreatedPayment(state.channel_trade_no, None, status=state.status, raw=payload)
 
     async def reverse_payment(

@@ -14,6 +14,7 @@ from paymux.channels.base import (
     ChannelRefundStatus,
     ChannelSplitStatus,
     ChannelTransferStatus,
+    FailureCategory,
 )
 
 # ---------------------------------------------------------------- wire vocabulary
@@ -25,6 +26,13 @@ TRADE_STATES: dict[str, ChannelPaymentStatus] = {
     "REVOKED": ChannelPaymentStatus.closed,
     "PAYERROR": ChannelPaymentStatus.failed,
     "REFUND": ChannelPaymentStatus.succeeded,  # paid, then (partly) refunded: still a payment
+}
+
+#: ``trade_state`` of an unpaid order → the failure category if the gateway decides it failed
+#: (docs/api.md "Final statuses"). WeChat says no more than PAYERROR (支付失败: the bank or
+#: WeChat refused); CLOSED is our close or the order's expiry, decided by the gateway.
+TRADE_FAILURES: dict[str, FailureCategory] = {
+    "PAYERROR": FailureCategory.payment_declined,
 }
 
 TRADE_STATE_DESC: dict[str, str] = {
