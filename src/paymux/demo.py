@@ -228,9 +228,11 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         "",
         "Then open the payment's cashier_url (or next_action.code_url) in a browser and pay.",
         "",
-        "Use the paymux CLI on this demo (another terminal):",
+        "Point another terminal (in this directory) at the demo, for curl and the paymux CLI:",
+        f"  export PAYMUX_URL={shlex.quote(base)} PAYMUX_KEY={shlex.quote(setup.api_key)}",
+        f"  export PAYMUX_APP={shlex.quote(setup.app_id)}",
         *exports,
-        f"  paymux payment list --app {setup.app_id}",
+        "  paymux payment list --app $PAYMUX_APP",
         "",
     ])  # fmt: skip
 
