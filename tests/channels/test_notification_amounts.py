@@ -184,7 +184,7 @@ async def test_the_janitors_query_then_decides(stack: Stack) -> None:
 def test_a_success_state_without_amount_is_refused_by_the_rule() -> None:
     from paymux.channels import base
     from paymux.payments.models import Attempt
-    from paymux.payments.service import amount_problem
+    from paymux.payments.transitions import amount_problem
 
     attempt = Attempt(id="att_x", amount=100, currency="CNY")
     ok = base.ChannelPaymentStatus.succeeded

@@ -16,7 +16,7 @@ from paymux.channels import base
 from paymux.channels import service as channel_service
 from paymux.kit import clock as kit_clock
 from paymux.merchants.models import Mode
-from paymux.payments import service as payments
+from paymux.payments import transitions
 from paymux.payments.repository import PaymentRepository
 from paymux.routing import service as routing
 from paymux.routing.models import RoutingBreaker
@@ -424,7 +424,7 @@ async def test_returning_customer_goes_to_last_successful_account(stack: Stack) 
             out_trade_no=attempt.id, status=base.ChannelPaymentStatus.succeeded,
             amount=attempt.amount, currency=attempt.currency,
         )  # fmt: skip
-        await payments.apply_state(session, payment, attempt, state, GATEWAY)
+        await transitions.apply_state(session, payment, attempt, state, GATEWAY)
     again = (await pay(stack, tenant, customer=customer)).json()
     assert again["channel_account"] == idb
     # The success was counted for scoring.

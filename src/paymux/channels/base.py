@@ -233,7 +233,7 @@ class PaymentState:
 
     A ``succeeded`` state must carry ``amount`` and ``currency`` as the channel reported them:
     the gateway refuses one without them, or with either differing from the order
-    (:func:`paymux.payments.service.apply_state`)."""
+    (:func:`paymux.payments.transitions.apply_state`)."""
 
     out_trade_no: str
     status: ChannelPaymentStatus

@@ -22,7 +22,7 @@ from paymux.channels.models import ChannelAccount, ChannelEvent
 from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
 from paymux.kit.ids import new_id
-from paymux.payments import service as payments
+from paymux.payments import transitions as payments
 from paymux.payouts import service as payouts
 from paymux.refunds import service as refunds
 from paymux.runtime import Runtime

@@ -20,7 +20,7 @@ The flow, unlike every other method, is synchronous for the merchant:
    reversed at the channel (WeChat 撤销 ``…/reverse``, Alipay ``alipay.trade.cancel``): it can
    no longer be paid and money it took goes back to the customer. The attempt is marked
    ``reversing`` *before* the call, so from then on nothing the channel reports can make the
-   payment succeed (:func:`paymux.payments.service.apply_state` ignores it): the books never
+   payment succeed (:func:`paymux.payments.transitions.apply_state` ignores it): the books never
    count a reversed payment as paid, even when a success notification arrives late. The
    reverse is repeated until the channel confirms; the payment then ends ``failed`` with
    ``payment_reversed``.
@@ -39,7 +39,7 @@ from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
 from paymux.kit.errors import InvalidRequest
-from paymux.payments import lifecycle, service
+from paymux.payments import lifecycle, service, transitions
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
@@ -248,7 +248,7 @@ async def _query_and_apply(
         payment = await repo.lock(payment_id)
         fresh = await repo.get_attempt(attempt_id)
         assert fresh is not None
-        await service.apply_state(session, payment, fresh, state, rt.settings.public_url)
+        await transitions.apply_state(session, payment, fresh, state, rt.settings.public_url)
 
 
 async def _schedule(rt: Runtime, attempt_id: str, terms: base.BarcodeTerms, poll: float) -> None:
@@ -334,9 +334,9 @@ async def reverse(
             if confirmed.refunded
             else "reversed at the channel"
         )
-        service._move_attempt(fresh, AttemptStatus.closed)
+        transitions.move_attempt(fresh, AttemptStatus.closed)
         if payment.current_attempt_id == fresh.id:
-            await service._move_payment(
+            await transitions.move_payment(
                 session, payment, PaymentStatus.failed, public_url, failure=failure
             )
     log.info("barcode_reversed", attempt=attempt_id, refunded=confirmed.refunded)

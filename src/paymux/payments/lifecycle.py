@@ -15,14 +15,9 @@ from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import Conflict, UpstreamError
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.service import (
-    _move_attempt,
-    _move_payment,
-    apply_state,
-    get,
-    next_query_at,
-)
+from paymux.payments.service import get
 from paymux.payments.states import ATTEMPT_CLOSING, FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+from paymux.payments.transitions import apply_state, move_attempt, move_payment, next_query_at
 from paymux.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -94,8 +89,8 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
         if payment.status != PaymentStatus.pending:
             return payment
         for attempt in await repo.open_attempts(payment_id):
-            _move_attempt(attempt, AttemptStatus.closed)
-        await _move_payment(session, payment, target, public_url)
+            move_attempt(attempt, AttemptStatus.closed)
+        await move_payment(session, payment, target, public_url)
     return payment
 
 

@@ -28,7 +28,7 @@ import structlog
 from paymux.channels import base
 from paymux.channels import service as channel_service
 from paymux.kit import clock
-from paymux.payments import service
+from paymux.payments import service, transitions
 from paymux.payments.lifecycle import account_of
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
@@ -83,11 +83,11 @@ async def _resume(rt: Runtime, payment: Payment, attempt: Attempt, req: PaymentC
         if fresh.status != AttemptStatus.created or payment.current_attempt_id != fresh.id:
             return payment  # the janitor (or another retry) got there first
         if state.status is not base.ChannelPaymentStatus.not_found:
-            await service.apply_state(session, payment, fresh, state, rt.settings.public_url)
+            await transitions.apply_state(session, payment, fresh, state, rt.settings.public_url)
             return payment
         # Keep the janitor off the attempt while its create is (re)sent, as a new one would.
         fresh.query_due_at = clock.now() + dt.timedelta(
-            seconds=call_seconds + service.QUERY_BACKOFF_SECONDS[0]
+            seconds=call_seconds + transitions.QUERY_BACKOFF_SECONDS[0]
         )
     outcome = await service._call_create(
         rt, payment, attempt, account, profit_sharing=service.wants_profit_sharing(req)

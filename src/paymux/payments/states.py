@@ -105,5 +105,5 @@ REVERSE_MARKS = frozenset({ATTEMPT_REVERSING, ATTEMPT_REVERSED})
 # An attempt the gateway asked the channel to close carries this in ``Attempt.error_code``
 # from before the close request: a channel that then reports the order closed (a notification
 # racing the close's answer, a query after a crash) is reporting *our* close, not the
-# customer's or the channel's (payments/service.py, ``_unpaid_outcome``).
+# customer's or the channel's (payments/transitions.py, ``_unpaid_outcome``).
 ATTEMPT_CLOSING = "closing"

@@ -7,7 +7,7 @@ import structlog
 
 from paymux.kit.db import any_due, claim_due
 from paymux.kit.errors import PaymuxError
-from paymux.payments import lifecycle, service
+from paymux.payments import lifecycle, transitions
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.states import AttemptStatus, PaymentStatus
 from paymux.runtime import Runtime
@@ -46,7 +46,7 @@ async def expire_due(rt: Runtime, *, limit: int = 50) -> int:
     async with rt.db.transaction() as session:
         payments = await claim_due(
             session, Payment, Payment.expiry_due_at, where=where,
-            limit=limit, lease_seconds=service.EXPIRY_RETRY_SECONDS,
+            limit=limit, lease_seconds=transitions.EXPIRY_RETRY_SECONDS,
         )  # fmt: skip
         ids = [p.id for p in payments]
     for payment_id in ids:

@@ -23,8 +23,8 @@ from paymux.kit.errors import Conflict, NotFound
 from paymux.kit.ids import new_id
 from paymux.payments.models import Attempt
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.service import next_query_at
 from paymux.payments.states import AttemptStatus, PaymentStatus
+from paymux.payments.transitions import next_query_at
 from paymux.refunds.models import REFUND_TRANSITIONS, Refund, RefundStatus
 from paymux.refunds.repository import RefundRepository
 from paymux.refunds.schemas import RefundCreate, RefundOut
@@ -229,7 +229,7 @@ async def apply_notification(
         raise base.InvalidNotification("unknown_refund", "No such refund for this account.")
     # A refund notified on its own says what it refunded (one riding on a trade's notification,
     # Alipay's, reports only the trade's running total): a success that does not, or any
-    # amount or currency not ours, is refused like a payment's (payments.service).
+    # amount or currency not ours, is refused like a payment's (payments.transitions).
     succeeded = state.status is base.ChannelRefundStatus.succeeded
     if strict and succeeded and (state.amount is None or state.currency is None):
         raise base.InvalidNotification("amount_missing", "Refund success without its amount.")
