@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import os
 import re
-import socket
 import urllib.parse
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +21,7 @@ from paymux.kit.openapi import api_routes
 from paymux.payments.models import Payment
 from paymux.webhooks.models import WebhookEndpoint
 from tests.conftest import MERCHANT_SITE, Stack, Tenant
+from tests.fixtures.servers import serve_here
 
 scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -187,6 +185,7 @@ PATH_JUNK = st.sampled_from(["x", "pay_0", "a" * 300, "💥", "-1", "1e309", " "
 HEADER_TEXT = st.text(
     alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300
 ).map(str.strip)
+BAD_AUTH = [{}, {"Authorization": "Bearer sk_test_x"}, {"Authorization": "Basic Zm9vOmJhcg=="}]
 ROUTE_FUZZ = settings(FUZZ, max_examples=int(os.environ.get("PAYMUX_FUZZ_EXAMPLES", "8")))
 
 
@@ -286,8 +285,7 @@ def _request(draw: st.DrawFn, target: _Target, doc: dict[str, Any], ids: dict[st
             query[name] = draw(EVIL_TEXT)
         elif param["in"] == "header" and draw(st.booleans()):
             headers[name] = draw(HEADER_TEXT)
-    headers.update(draw(st.sampled_from([auth] * 6 + [{}, {"Authorization": "Bearer sk_test_x"},
-                                                     {"Authorization": "Basic Zm9vOmJhcg=="}])))
+    headers.update(draw(st.sampled_from([auth] * 6 + BAD_AUTH)))
     request: dict[str, Any] = {"method": target.method, "url": path, "params": query,
                                "headers": headers}  # fmt: skip
     body_schema = (target.operation.get("requestBody", {}).get("content", {})
@@ -316,27 +314,6 @@ def _request(draw: st.DrawFn, target: _Target, doc: dict[str, Any], ids: dict[st
         request["content"] = b"amount=1&method=x"
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     return request
-
-
-@contextlib.asynccontextmanager
-async def _served(app: Any) -> AsyncIterator[str]:
-    """``app`` behind uvicorn on a free loopback port, on this event loop."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_level="critical", access_log=False,
-                            timeout_keep_alive=120)  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 — uvicorn offers only this flag
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def _local_port(response: httpx.Response) -> int:
@@ -372,7 +349,7 @@ async def test_every_route_answers_bad_input_with_a_4xx_error_and_keeps_the_conn
     }  # fmt: skip
     operator = {"Authorization": f"Bearer {stack.runtime.settings.operator_token}"}
     seen: dict[str, set[int]] = {}
-    async with _served(stack.app) as base, httpx.AsyncClient(
+    async with serve_here(stack.app) as base, httpx.AsyncClient(
         base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)
     ) as client:  # fmt: skip
         port = _local_port(await client.get("/healthz"))
@@ -449,7 +426,7 @@ async def test_errors_raised_inside_endpoints_are_error_objects_and_keep_the_con
         raise RuntimeError("a bug, with a secret in it: sk_test_secret")
 
     app = create_app(stack.runtime.settings, runtime=stack.runtime, extra_routers=[router])
-    async with _served(app) as base, httpx.AsyncClient(base_url=base) as client:
+    async with serve_here(app) as base, httpx.AsyncClient(base_url=base) as client:
         port = _local_port(await client.get("/healthz"))
         r = await client.get("/boom/model")
         assert r.status_code == 400 and r.json()["error"]["param"] == "url", r.text
