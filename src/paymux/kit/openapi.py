@@ -57,7 +57,7 @@ ERROR_STATUSES = {
     "400": "Invalid request: a parameter, the body or a header is wrong; nothing was changed.",
     "401": "No valid API key (or operator token) in `Authorization: Bearer …`.",
     "403": "The key may not do this.",
-    "404": "No such object for this app and mode.",
+    "404": "No such object (in the path, or named in the body) for this app and mode.",
     "409": "Conflict: the object's state does not allow this, a merchant number is taken, "
     "or the `Idempotency-Key` was used for a different request or is still in progress.",
     "402": "No channel could take the request (`channel_unavailable`).",
@@ -177,8 +177,8 @@ def _error_responses(method: str, route: Any, operation: dict[str, Any]) -> list
     statuses = ["400", "500"]
     if operation.get("security"):
         statuses.append("401")
-    if any(p["in"] == "path" for p in params):
-        statuses.append("404")
+    if any(p["in"] == "path" for p in params) or "requestBody" in operation:
+        statuses.append("404")  # the object in the path, or one the body names (a payment…)
     if method != "GET":
         statuses.append("409")
     if (method, route.path_format) in CHANNEL_OPERATIONS:
@@ -231,20 +231,57 @@ def _request_schemas(doc: dict[str, Any]) -> set[str]:
     return found
 
 
-def _enums(doc: dict[str, Any]) -> None:
-    """``method`` and ``currency`` of request bodies as enums (responses keep plain strings, so
-    an object made before a channel was removed still validates)."""
+def _strings(prop: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The string-typed branches of a property (itself, or in an ``anyOf`` with null)."""
+    if prop.get("type") == "string":
+        yield prop
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") == "string":
+            yield branch
+
+
+def _constrain(doc: dict[str, Any]) -> None:
+    """Say in request schemas what the validators check beyond the types: ``method`` and
+    ``currency`` as enums, URLs as http(s), metadata keys of 1–40 characters. Responses keep
+    plain strings, so an object made before a channel was removed still validates."""
     schemas = doc["components"]["schemas"]
     enums = {"method": payment_methods(), "currency": currencies()}
     for name in _request_schemas(doc):
-        props = schemas.get(name, {}).get("properties", {})
-        for field, values in enums.items():
-            prop = props.get(field)
-            if prop and prop.get("type") == "string" and "enum" not in prop:
-                prop.pop("pattern", None)
-                prop.pop("minLength", None)
-                prop.pop("maxLength", None)
-                prop["enum"] = values
+        for field, prop in schemas.get(name, {}).get("properties", {}).items():
+            for string in _strings(prop):
+                if field in enums and "enum" not in string:
+                    for key in ("pattern", "minLength", "maxLength"):
+                        string.pop(key, None)
+                    string["enum"] = enums[field]
+                elif field == "url" or field.endswith("_url"):
+                    string.setdefault("pattern", "^https?://")
+            if field == "metadata" and prop.get("type") == "object":
+                prop.setdefault("propertyNames", {"minLength": 1, "maxLength": 40})
+                prop.setdefault("maxProperties", 50)
+
+
+def _links(doc: dict[str, Any]) -> None:
+    """OpenAPI links from each create (``POST <collection>`` → 201) to the operations on the
+    object it made (``<collection>/{id}…``), fed by the created object's ``id``: a client or a
+    stateful tester can follow create payment → retrieve / close it."""
+    paths = doc["paths"]
+    for collection, ops in paths.items():
+        created = ops.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links: dict[str, Any] = {}
+        for path, targets in paths.items():
+            rest = path.removeprefix(collection + "/")
+            if rest == path or not rest.startswith("{"):
+                continue
+            param = rest[1 : rest.index("}")]
+            for op in targets.values():
+                links[op["operationId"]] = {
+                    "operationId": op["operationId"],
+                    "parameters": {param: "$response.body#/id"},
+                }
+        if links:
+            created["links"] = links
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -265,7 +302,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for method in route.methods or ():
             if method.lower() in ops:
                 _fix_operation(method, route, ops[method.lower()])
-    _enums(doc)
+    _constrain(doc)
+    _links(doc)
     return doc
 
 
