@@ -438,3 +438,14 @@ async def test_errors_raised_inside_endpoints_are_error_objects_and_keep_the_con
         assert "secret" not in r.text
         after = await client.get("/healthz")
         assert after.status_code == 200 and _local_port(after) == port
+
+
+async def test_a_body_that_is_not_json_is_a_400_saying_so(stack: Stack, tenant: Tenant) -> None:
+    body = b'{"amount": 100, "currency": "CNY"'
+    for content, ctype in ((body, "application/json"), (b'{"amount": 1}', "text/plain"),
+                           (b"amount=1", "application/x-www-form-urlencoded")):  # fmt: skip
+        r = await stack.client.post("/v1/payments", content=content,
+                                    headers={**tenant.headers, "Content-Type": ctype})  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] is None
+        assert "Content-Type: application/json" in r.json()["error"]["message"]

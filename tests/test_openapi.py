@@ -150,9 +150,17 @@ CONFORMANCE = settings(
 )  # fmt: skip
 
 
-async def test_every_operation_conforms_to_the_document(stack: Stack, tenant: Tenant) -> None:
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+async def test_every_operation_conforms_to_the_document(
+    stack: Stack, tenant: Tenant, mode: str
+) -> None:
+    """Positive: data valid by the document. Negative: data the document forbids, which the API
+    must refuse with a documented 4xx (so the document is no looser than the API)."""
+    from schemathesis.specs.openapi.checks import negative_data_rejection
+
     schema = schemathesis.openapi.from_dict(stack.app.openapi())
-    checks = _checks()
+    generation = schemathesis.GenerationMode(mode)
+    checks = _checks() + ([negative_data_rejection] if mode == "negative" else [])
     failures: list[str] = []
     async with serve_here(stack.app) as base_url:
 
@@ -160,7 +168,7 @@ async def test_every_operation_conforms_to_the_document(stack: Stack, tenant: Te
             headers = _auth(stack, tenant, operation.path)
 
             @CONFORMANCE
-            @given(case=operation.as_strategy())
+            @given(case=operation.as_strategy(generation_mode=generation))
             def one(case: Any) -> None:
                 case.call_and_validate(base_url=base_url, headers=headers, checks=checks,
                                        timeout=30)  # fmt: skip

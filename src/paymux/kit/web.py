@@ -222,8 +222,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.status_code, content=exc.to_dict())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _invalid(list(exc.errors()))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        first = errors[0] if errors else {}
+        json_sent = "json" in request.headers.get("content-type", "")
+        if first.get("type") == "json_invalid" or (
+            tuple(first.get("loc", ())) == ("body",) and not json_sent
+        ):
+            return _error_response(
+                400, "invalid_request_error", "parameter_invalid",
+                "The body must be a JSON object, sent with Content-Type: application/json.",
+            )  # fmt: skip
+        return _invalid(errors)
 
     @app.exception_handler(ValidationError)
     async def _model(_request: Request, exc: ValidationError) -> JSONResponse:
