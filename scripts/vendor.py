@@ -40,8 +40,11 @@ LICENCE_NAMES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "NOTICE", "C
 
 
 def _npm(*args: str, cwd: Path | None = None) -> str:
-    done = subprocess.run(  # noqa: S603 — fixed program, arguments from our own spec
-        ["npm", *args], cwd=cwd, check=True, capture_output=True, text=True
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is needed (Debian: apt-get install npm)")
+    done = subprocess.run(  # noqa: S603 — npm itself, arguments from our own spec
+        [npm, *args], cwd=cwd, check=True, capture_output=True, text=True
     )
     return done.stdout
 
@@ -77,7 +80,7 @@ def _integrity(data: bytes) -> str:
 def _tarball(entry: dict[str, Any], workdir: Path) -> bytes:
     out = json.loads(_npm("pack", f"{entry['name']}@{entry['version']}", "--json",
                           "--pack-destination", str(workdir), cwd=workdir))  # fmt: skip
-    data = (workdir / out[0]["filename"]).read_bytes()
+    data: bytes = (workdir / out[0]["filename"]).read_bytes()
     got = _integrity(data)
     if got != entry["integrity"]:
         raise SystemExit(
