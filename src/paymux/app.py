@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from paymux import __version__
 from paymux.config import Settings, get_settings
 from paymux.kit.logging import configure_logging
+from paymux.kit.openapi import install_openapi
 from paymux.kit.web import RejectNulMiddleware, install_error_handlers
 from paymux.runtime import Runtime
 
@@ -69,11 +70,13 @@ def create_app(
         version=__version__,
         summary="Self-hosted aggregated payment gateway",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by install_openapi
+        redoc_url=None,
     )
     if runtime is not None:
         app.state.runtime = runtime
-    install_error_handlers(app)
     app.add_middleware(RejectNulMiddleware)
+    install_error_handlers(app)  # after: its catch-all must wrap every other middleware
 
     from paymux.cashier.endpoints import router as cashier_router
     from paymux.channels.endpoints import router as channels_router
@@ -104,6 +107,7 @@ def create_app(
     app.include_router(cashier_router)
     for router in extra_routers or []:
         app.include_router(router)
+    install_openapi(app)
     for name, sandbox in (sandboxes or {}).items():
         app.mount(f"/sandbox/{name}", sandbox.app)
 

@@ -4,19 +4,22 @@ error rendering, pagination."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
+import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paymux.kit.errors import PaymuxError
 from paymux.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -74,11 +77,17 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 def _error_response(
-    status: int, type_: str, code: str, message: str, param: Any = None
+    status: int,
+    type_: str,
+    code: str,
+    message: str,
+    param: Any = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
         status_code=status,
         content={"error": {"type": type_, "code": code, "message": message, "param": param}},
+        headers=headers,
     )
 
 
@@ -154,20 +163,91 @@ def _json_has_nul(body: bytes) -> bool:
         return False  # not JSON: the endpoint will say so
 
 
+def _param(loc: Any) -> str | None:
+    parts = [str(p) for p in loc or () if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _invalid(errors: list[Any]) -> JSONResponse:
+    """The first of pydantic's errors as our error object."""
+    first = errors[0] if errors else {}
+    message = str(first.get("msg", "Invalid request."))
+    return _error_response(
+        400, "invalid_request_error", "parameter_invalid", message, _param(first.get("loc"))
+    )
+
+
+class CatchAllMiddleware:
+    """An exception no handler knows is a bug: log it and answer a 500 error object.
+
+    Starlette's own last-resort handler re-raises after answering, which makes the server drop
+    the keep-alive connection (the client's next request then fails); this one does not. Only
+    if the response had already started is the exception re-raised, so that the server aborts a
+    response it cannot finish rather than let it look complete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            if started:
+                raise
+            response = _error_response(
+                500, "api_error", "internal_error",
+                "Something went wrong on our side; the error has been logged.",
+            )  # fmt: skip
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Every failure becomes ``{"error": {...}}``: bad input of any kind a 400, never a 500."""
+    app.add_middleware(CatchAllMiddleware)
+
     @app.exception_handler(PaymuxError)
     async def _paymux(_request: Request, exc: PaymuxError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content=exc.to_dict())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        message = first.get("msg", "Invalid request.")
+        json_sent = "json" in request.headers.get("content-type", "")
+        if first.get("type") == "json_invalid" or (
+            tuple(first.get("loc", ())) == ("body",) and not json_sent
+        ):
+            return _error_response(
+                400, "invalid_request_error", "parameter_invalid",
+                "The body must be a JSON object, sent with Content-Type: application/json.",
+            )  # fmt: skip
+        return _invalid(errors)
+
+    @app.exception_handler(ValidationError)
+    async def _model(_request: Request, exc: ValidationError) -> JSONResponse:
+        """A model built from request data inside an endpoint or service."""
+        return _invalid(exc.errors(include_url=False))
+
+    @app.exception_handler(ValueError)
+    async def _value(request: Request, exc: ValueError) -> JSONResponse:
+        """Parsing request data further down (URLs, encodings, numbers) failed."""
+        log.warning("value_error", path=request.url.path, error=type(exc).__name__, exc_info=exc)
         return _error_response(
-            400, "invalid_request_error", "parameter_invalid", str(message), ".".join(loc) or None
-        )
+            400, "invalid_request_error", "parameter_invalid",
+            "A value in the request could not be processed.",
+        )  # fmt: skip
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -177,4 +257,5 @@ def install_error_handlers(app: FastAPI) -> None:
             "invalid_request_error",
             codes.get(exc.status_code, "http_error"),
             str(exc.detail),
+            headers=exc.headers,
         )

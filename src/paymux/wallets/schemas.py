@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from paymux.wallets.models import OwnerType, Wallet
 
@@ -106,11 +106,22 @@ class TopUpCreate(BaseModel):
     method: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     out_trade_no: Annotated[str, StringConstraints(min_length=1, max_length=32,
                                                    pattern=r"^[A-Za-z0-9_\-|*.]+$")]  # fmt: skip
-    subject: Annotated[str, StringConstraints(min_length=1, max_length=127)] = "钱包充值"
+    subject: Annotated[
+        str, StringConstraints(min_length=1, max_length=127, strip_whitespace=True)
+    ] = "钱包充值"
     customer: dict[str, Annotated[str, StringConstraints(max_length=128)]] = Field(
         default_factory=dict
     )
     return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    @field_validator("return_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # The payment this becomes checks the same (PaymentCreate); checking here makes a bad
+        # URL a 400 about the top-up body before anything is looked up.
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("return_url must be an http(s) URL")
+        return value
 
 
 class StatementLine(BaseModel):
