@@ -263,9 +263,9 @@ async def test_one_line_per_channel_call_without_query_or_body(
 async def test_a_channel_call_without_an_answer_is_logged_once(
     stack: Stack, captured_json: io.StringIO
 ) -> None:
-    from paymux.channels import base
+    from paymux.channels import base, registry
 
-    factory = base.get("wechatpay")
+    factory = registry.get("wechatpay")
     refused = httpx.AsyncClient(transport=httpx.MockTransport(_refuse))
     try:
         from paymux.kit.logging import observe_channel_calls

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from paymux.app import create_app
-from paymux.channels import base
+from paymux.channels import registry
 from paymux.config import Environment, Settings
 from paymux.kit.money import EXPONENTS
 from paymux.payments.schemas import PaymentCreate
@@ -87,7 +87,7 @@ def test_error_statuses_follow_what_an_operation_does(doc: dict[str, Any]) -> No
 def test_method_and_currency_are_enums_of_what_the_api_accepts(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     methods = set(schemas["PaymentCreate"]["properties"]["method"]["enum"])
-    assert methods == base.all_methods() | {"barcode", "wallet"}
+    assert methods == registry.all_methods() | {"barcode", "wallet"}
     assert {"wechat_native", "alipay_qr", "card", "paypal"} <= methods
     assert set(schemas["PaymentCreate"]["properties"]["currency"]["enum"]) == set(EXPONENTS)
     assert set(schemas["TopUpCreate"]["properties"]["method"]["enum"]) == methods

@@ -41,7 +41,7 @@ def make_sandboxes(http: httpx.AsyncClient | None = None, **options: Any) -> dic
     ``options`` (``time_scale``, ``hold_timeout_seconds``) go to every sandbox."""
     import importlib
 
-    from paymux.channels.base import builtin_channel_names
+    from paymux.channels.registry import builtin_channel_names
 
     return {
         name: importlib.import_module(f"paymux.channels.{name}.sandbox").Sandbox(

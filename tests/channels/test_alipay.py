@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from paymux.channels import base, sandbox_kit
+from paymux.channels import base, registry, sandbox_kit
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.adapter import AlipayAdapter, AlipayCredentials, classify
 from paymux.channels.alipay.sandbox import Sandbox
@@ -242,7 +242,7 @@ def test_credentials_model_and_factory_facts(env: Env) -> None:
         "alipay_jsapi",
     }  # fmt: skip
     assert AlipayAdapter.currencies == {"CNY"}
-    assert base._REGISTRY["alipay"] is AlipayAdapter
+    assert registry._REGISTRY["alipay"] is AlipayAdapter
 
 
 def test_ack(env: Env) -> None:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request, Response
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     BusinessError,
     ChannelPaymentStatus,
@@ -263,7 +263,7 @@ def test_error_bodies_are_classified() -> None:
 
 
 def test_credentials_and_factory() -> None:
-    factory = base.get("paypal")
+    factory = registry.get("paypal")
     assert factory is PayPalAdapter and factory.methods == {"paypal"}
     assert {"USD", "EUR", "JPY", "TWD"} <= factory.currencies and "KRW" not in factory.currencies
     assert "api-m.paypal.com" in factory.production_hosts

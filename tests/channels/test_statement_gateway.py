@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.channels.repository import ChannelRepository
 from tests.conftest import Stack, attempt_ids, make_tenant
@@ -25,14 +25,14 @@ def plain_method(name: str) -> str:
     """A method of the channel that needs no customer identifier and is not a payment code,
     preferring one whose order the channel makes at once (a QR code), not when a browser
     arrives."""
-    factory = base.all_channels()[name]
+    factory = registry.all_channels()[name]
     needs = getattr(factory, "required_customer", {})
     codes = {rule.method for rule in getattr(factory, "payment_codes", ())}
     usable = sorted(m for m in factory.methods if m not in needs and m not in codes)
     return min(usable, key=lambda m: (not m.endswith(("_qr", "_native")), m))
 
 
-@pytest.mark.parametrize("name", sorted(base.all_channels()))
+@pytest.mark.parametrize("name", sorted(registry.all_channels()))
 async def test_paid_and_refunded_payment_is_in_the_statement(
     stack: Stack, clock: Any, name: str
 ) -> None:

@@ -11,12 +11,12 @@ import inspect
 
 import pytest
 
-from paymux.channels import base
+from paymux.channels import registry
 
 
-@pytest.mark.parametrize("name", sorted(base.all_channels()))
+@pytest.mark.parametrize("name", sorted(registry.all_channels()))
 def test_channel_is_statement_capable(name: str) -> None:
-    factory = base.all_channels()[name]
+    factory = registry.all_channels()[name]
     statement = getattr(factory, "statement", None)
     assert statement is not None and inspect.iscoroutinefunction(statement), name
     assert list(inspect.signature(statement).parameters) == ["self", "day"], name

@@ -23,7 +23,7 @@ import pytest
 import stripe
 from fastapi import FastAPI, Request, Response
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     BusinessError,
     ChannelPaymentStatus,
@@ -332,7 +332,7 @@ def test_credentials_and_factory_facts(env: Env) -> None:
     assert StripeAdapter.production_hosts == frozenset({"api.stripe.com"})
     assert StripeAdapter.methods == {"card", "apple_pay", "google_pay"}
     assert {"USD", "EUR", "JPY", "ISK", "KWD", "CNY"} <= StripeAdapter.currencies
-    assert base.get("stripe") is StripeAdapter
+    assert registry.get("stripe") is StripeAdapter
 
 
 def test_ack(env: Env) -> None:

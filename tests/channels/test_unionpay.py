@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     BusinessError,
     ChannelPaymentStatus,
@@ -304,7 +304,7 @@ def test_credentials(env: Env) -> None:
                    {"file_gateway": "https://filedownload.95516.com/"}):  # fmt: skip
         with pytest.raises(base.InvalidCredentials):
             UnionPayAdapter({**env.creds, **change}, env.client)
-    factory = base.get("unionpay")
+    factory = registry.get("unionpay")
     assert factory.methods == {"unionpay_gateway", "unionpay_wap", "unionpay_qr",
                                "unionpay_barcode"}  # fmt: skip
     assert factory.currencies == {"CNY"}

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import BusinessError, ChannelPaymentStatus, UnknownOutcome
 from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript
 from paymux.channels.unionpay import protocol as p
@@ -103,11 +103,11 @@ def test_payment_code_rule_and_declaration() -> None:
     for bad in ("622202123456789012", "62220212345678901234", "6322021234567890123",
                 "622202123456789012a", "６２22021234567890123"):  # fmt: skip
         assert not p.is_payment_code(bad), bad
-    factory = base.get("unionpay")
+    factory = registry.get("unionpay")
     assert p.BARCODE_METHOD in factory.methods
-    assert base.methods_for_payment_code(CODE) == [p.BARCODE_METHOD]
+    assert registry.methods_for_payment_code(CODE) == [p.BARCODE_METHOD]
     # The wallets' rules do not overlap: WeChat 10–15/18, Alipay 25–30/16–24, 云闪付 62/19.
-    assert base.methods_for_payment_code("134567890123456789") == ["wechat_barcode"]
+    assert registry.methods_for_payment_code("134567890123456789") == ["wechat_barcode"]
     terms = UnionPayAdapter.barcode_terms
     assert terms.reverse_after_seconds == 1 + 2 + 4 + 8 + 16 + 32
 

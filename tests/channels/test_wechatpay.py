@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from wechatpayv3.core import Core as WxCore
 
-from paymux.channels import base
+from paymux.channels import registry
 from paymux.channels.base import (
     BusinessError,
     ChannelPaymentStatus,
@@ -820,7 +820,7 @@ async def test_error_classification_table() -> None:
 
 # ------------------------------------------------------------------ credentials and registry
 def test_credentials_are_validated(env: Env) -> None:
-    assert base._REGISTRY["wechatpay"] is WechatPayAdapter
+    assert registry._REGISTRY["wechatpay"] is WechatPayAdapter
     assert WechatPayAdapter.methods == {
         "wechat_native", "wechat_jsapi", "wechat_h5", "wechat_app", "wechat_barcode",
         "wechat_mini",

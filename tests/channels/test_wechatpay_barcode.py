@@ -19,7 +19,7 @@ import wechatpayv3.transaction as wx_transaction
 import wechatpayv3.utils as wx_utils
 from wechatpayv3.type import WeChatPayType
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import BusinessError, ChannelPaymentStatus, UnknownOutcome
 from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript
 from paymux.channels.wechatpay import protocol
@@ -74,7 +74,7 @@ def test_payment_code_rule_is_declared_by_the_channel() -> None:
     assert rule.matches(CODE) and rule.matches("104567890123456789")
     for bad in ("164567890123456789", "13456789012345678", "13456789012345678x", "２" * 18):
         assert not rule.matches(bad), bad
-    assert "wechat_barcode" in base.methods_for_payment_code(CODE)
+    assert "wechat_barcode" in registry.methods_for_payment_code(CODE)
     assert WechatPayAdapter.barcode_terms.reverse_after_seconds >= 15  # WeChat: ≥ 15 s
 
 

@@ -125,13 +125,13 @@ async def test_unknown_parents_are_404(stack: Stack) -> None:
 def test_channel_test_credentials_may_reach_the_channels_own_test_mode() -> None:
     """Stripe's test mode is api.stripe.com with ``sk_test_`` keys: a test-mode account may use
     it (such keys cannot move money); live keys never serve test mode, test keys never live."""
-    from paymux.channels import base
+    from paymux.channels import registry
     from paymux.channels.service import validate_credentials
     from paymux.channels.stripe.sandbox import Sandbox as StripeSandbox
     from paymux.kit.errors import InvalidRequest
     from paymux.merchants.models import Mode
 
-    stripe = base.get("stripe")
+    stripe = registry.get("stripe")
     creds = StripeSandbox().provision("http://sandbox.test/stripe")
     at_stripe = {**creds, "gateway": "https://api.stripe.com"}
     assert validate_credentials(stripe, at_stripe, Mode.test)["gateway"] == at_stripe["gateway"]

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.merchants.models import Mode
 from paymux.payments.models import Attempt, Payment
@@ -172,12 +172,12 @@ class _MinimumAdapter(scripted.ScriptedAdapter):
 @pytest.fixture
 def two_channels() -> Iterator[None]:
     for _ in scripted.registered():
-        base._REGISTRY[_MinimumAdapter.name] = _MinimumAdapter  # type: ignore[assignment]
+        registry._REGISTRY[_MinimumAdapter.name] = _MinimumAdapter  # type: ignore[assignment]
         routing.clear_caches()
         try:
             yield
         finally:
-            base._REGISTRY.pop(_MinimumAdapter.name, None)
+            registry._REGISTRY.pop(_MinimumAdapter.name, None)
             routing.clear_caches()
 
 
@@ -224,7 +224,7 @@ async def test_refused_when_no_account_of_the_app_accepts(stack: Stack) -> None:
 
 
 def test_every_builtin_channel_declares_its_precheck() -> None:
-    for name in base.builtin_channel_names():
-        factory = base.get(name)
+    for name in registry.builtin_channel_names():
+        factory = registry.get(name)
         assert callable(getattr(factory, "check_request", None)), name
         assert isinstance(factory.required_customer, Mapping), name

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel
 
-from paymux.channels import base
+from paymux.channels import base, registry
 
 METHOD = "routetest_qr"
 SCRIPT: dict[str, list[str]] = {}
@@ -70,11 +70,11 @@ class ScriptedAdapter:
 
 
 def registered() -> Iterator[None]:
-    base.load_builtin_channels()
-    base._REGISTRY[ScriptedAdapter.name] = ScriptedAdapter  # type: ignore[assignment]
+    registry.load_builtin_channels()
+    registry._REGISTRY[ScriptedAdapter.name] = ScriptedAdapter  # type: ignore[assignment]
     try:
         yield
     finally:
-        base._REGISTRY.pop(ScriptedAdapter.name, None)
+        registry._REGISTRY.pop(ScriptedAdapter.name, None)
         SCRIPT.clear()
         CALLS.clear()

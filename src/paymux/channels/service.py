@@ -11,7 +11,7 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
 from paymux.kit.crypto import Vault
@@ -101,11 +101,11 @@ async def add_account(
     if await MerchantRepository(session).get_app(app_id) is None:
         raise NotFound("app", app_id)
     try:
-        factory = base.get(channel)
+        factory = registry.get(channel)
     except KeyError:
         raise InvalidRequest(
             "unknown_channel",
-            f"Unknown channel {channel!r}; known: {', '.join(sorted(base.all_channels()))}.",
+            f"Unknown channel {channel!r}; known: {', '.join(sorted(registry.all_channels()))}.",
             param="channel",
         ) from None
     offered = list(methods) if methods else sorted(factory.methods)
@@ -174,7 +174,7 @@ def adapter_for(
     key = (account.id, account.credentials_enc, id(vault), id(http))
     adapter = _ADAPTERS.get(key)
     if adapter is None:
-        adapter = base.get(account.channel)(credentials_of(vault, account), http)
+        adapter = registry.get(account.channel)(credentials_of(vault, account), http)
         _ADAPTERS[key] = adapter
         if len(_ADAPTERS) > _ADAPTER_CACHE_SIZE:
             _ADAPTERS.popitem(last=False)

@@ -128,11 +128,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 
 def payment_methods() -> list[str]:
     """Every value ``method`` accepts: each channel's methods plus the aggregate choices."""
-    from paymux.channels import base
+    from paymux.channels import registry
     from paymux.payments.barcode import BARCODE_METHOD
     from paymux.payments.service import WALLET_METHOD
 
-    return sorted(base.all_methods() | {BARCODE_METHOD, WALLET_METHOD})
+    return sorted(registry.all_methods() | {BARCODE_METHOD, WALLET_METHOD})
 
 
 def currencies() -> list[str]:

@@ -34,7 +34,7 @@ import time
 
 import structlog
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
@@ -67,7 +67,7 @@ _DEFAULT_TERMS = base.BarcodeTerms(poll_seconds=5.0, reverse_after_seconds=45.0)
 
 def handles(method: str) -> bool:
     """Whether ``method`` is a payment-code method (this module's business)."""
-    return method == BARCODE_METHOD or method in base.barcode_methods()
+    return method == BARCODE_METHOD or method in registry.barcode_methods()
 
 
 def mask(code: str) -> str:
@@ -87,7 +87,7 @@ def resolve_method(req: PaymentCreate) -> str:
     if not (code.isascii() and code.isdigit()):
         raise InvalidRequest("invalid_auth_code", "A payment code is digits only.", param=param)
     if req.method == BARCODE_METHOD:
-        methods = base.methods_for_payment_code(code)
+        methods = registry.methods_for_payment_code(code)
         if len(methods) != 1:
             raise InvalidRequest(
                 "unsupported_auth_code",
@@ -97,7 +97,7 @@ def resolve_method(req: PaymentCreate) -> str:
                 param=param,
             )
         return methods[0]
-    if not any(rule.matches(code) for rule in base.payment_code_rules(req.method)):
+    if not any(rule.matches(code) for rule in registry.payment_code_rules(req.method)):
         raise InvalidRequest(
             "invalid_auth_code", f"Not a payment code {req.method} takes.", param=param
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
@@ -148,7 +148,7 @@ async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return
         account = await account_of(session, attempt.channel_account_id)
-    if attempt.method in base.barcode_methods():
+    if attempt.method in registry.barcode_methods():
         from paymux.payments import barcode  # payment codes are reversed at the channel's limit
 
         await barcode.resolve(rt, attempt_id)

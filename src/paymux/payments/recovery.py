@@ -25,7 +25,7 @@ import datetime as dt
 
 import structlog
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.kit import clock
 from paymux.payments import service, transitions
@@ -58,7 +58,7 @@ async def recover(
         attempt is None
         or attempt.status != AttemptStatus.created
         or payment.status != PaymentStatus.pending
-        or attempt.method in base.barcode_methods()
+        or attempt.method in registry.barcode_methods()
     ):
         return payment
     return await _resume(rt, payment, attempt, req)

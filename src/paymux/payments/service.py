@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels import service as channel_service
 from paymux.channels.models import ChannelAccount
 from paymux.funds import service as funds
@@ -64,10 +64,10 @@ class _Outcome:
 
 def _validate(req: PaymentCreate) -> dict[str, base.RequestProblem]:
     money.check_amount(req.amount, req.currency)
-    if req.method not in base.all_methods():
+    if req.method not in registry.all_methods():
         raise InvalidRequest(
             "unsupported_method",
-            f"Unknown method {req.method!r}; known: {', '.join(sorted(base.all_methods()))}.",
+            f"Unknown method {req.method!r}; known: {', '.join(sorted(registry.all_methods()))}.",
             param="method",
         )
     return prechecks(req)
@@ -83,8 +83,8 @@ def prechecks(req: PaymentCreate, method: str | None = None) -> dict[str, base.R
         method=method, amount=req.amount, currency=req.currency, subject=req.subject,
         description=req.description, client_ip=req.client_ip, customer=dict(req.customer),
     )  # fmt: skip
-    refused = base.refusals(request)
-    if refused and len(refused) == len(base.channels_for_method(method)):
+    refused = registry.refusals(request)
+    if refused and len(refused) == len(registry.channels_for_method(method)):
         problem = next(iter(refused.values()))
         raise InvalidRequest(problem.code, problem.message, param=problem.param)
     return refused

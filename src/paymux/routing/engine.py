@@ -73,7 +73,7 @@ class Request:
     """The channel and account of the customer's last succeeded payment of this app."""
     metadata: Mapping[str, str] = field(default_factory=dict)
     refused_by: frozenset[str] = frozenset()
-    """Channels whose pre-check refuses this request (``channels.base.refusals``)."""
+    """Channels whose pre-check refuses this request (``channels.registry.refusals``)."""
 
 
 @dataclass(frozen=True)

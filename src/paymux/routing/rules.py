@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels import base
+from paymux.channels import registry
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import InvalidRequest, NotFound
@@ -43,16 +43,16 @@ async def _check_targets(session: AsyncSession, app_id: str, livemode: bool, bod
     refs = [(t, "action.targets") for t in body.action.targets if t not in SPECIAL_TARGETS]
     refs += [(t, "conditions.last_channels") for t in body.conditions.last_channels or []]
     for target, param in refs:
-        if target in accounts or target in base.all_channels():
+        if target in accounts or target in registry.all_channels():
             continue
         raise InvalidRequest(
             "unknown_target",
             f"{target!r} is neither a {mode}-mode channel account of this app nor a channel "
-            f"({', '.join(sorted(base.all_channels()))}).",
+            f"({', '.join(sorted(registry.all_channels()))}).",
             param=param,
         )
     methods = body.conditions.methods or []
-    unknown = sorted(set(methods) - base.all_methods())
+    unknown = sorted(set(methods) - registry.all_methods())
     if unknown:
         raise InvalidRequest(
             "unsupported_method", f"Unknown method(s): {', '.join(unknown)}.",

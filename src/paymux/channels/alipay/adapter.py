@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.client import ErrorTable as ErrorTable
 from paymux.channels.alipay.client import classify
@@ -93,7 +93,7 @@ MAX_TOTAL_AMOUNT = 100_000_000_00
 """Alipay's largest ``total_amount`` (100,000,000.00 yuan), in fen."""
 
 
-@base.register
+@registry.register
 class AlipayAdapter(
     PaymentCodesMixin, JsapiMixin, RefundsMixin, TransfersMixin, SplitsMixin, StatementMixin
 ):

@@ -48,7 +48,7 @@ import structlog
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -233,7 +233,7 @@ _Classifier = Callable[[int, Any], ChannelError]
 
 
 # ---------------------------------------------------------------- the adapter
-@base.register
+@registry.register
 class PayPalAdapter:
     name: ClassVar[str] = "paypal"
     methods: ClassVar[frozenset[str]] = frozenset({"paypal"})

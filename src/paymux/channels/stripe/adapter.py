@@ -63,7 +63,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -224,7 +224,7 @@ def _is_payment_method(value: object) -> bool:
     return isinstance(value, str) and value.startswith("pm_") and len(value) <= 255
 
 
-@base.register
+@registry.register
 class StripeAdapter:
     name: ClassVar[str] = "stripe"
     methods: ClassVar[frozenset[str]] = METHODS

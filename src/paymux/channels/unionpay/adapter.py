@@ -51,7 +51,7 @@ import httpx
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -147,7 +147,7 @@ MAX_TXN_AMOUNT = 10**12 - 1
 """``txnAmt`` is at most 12 digits of fen."""
 
 
-@base.register
+@registry.register
 class UnionPayAdapter:
     name: ClassVar[str] = "unionpay"
     methods: ClassVar[frozenset[str]] = frozenset(

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -75,7 +75,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- the adapter
-@base.register
+@registry.register
 class WechatPayAdapter(
     RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls
 ):
