@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: demo install dev test lint bench clean
+.PHONY: demo install dev browser test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,12 +19,18 @@ dev: $(BIN)/python
 demo: install
 	$(BIN)/paymux demo --port $(PORT)
 
+# Browser tests use Debian's chromium (never `playwright install`, which downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium fonts-noto-cjk; } || \
+	  echo "chromium is missing: browser tests will be skipped (apt-get install chromium fonts-noto-cjk)"
+
 lint: dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy
 
-test: dev lint
+test: dev lint browser
 	$(BIN)/pytest
 
 bench: dev
