@@ -43,9 +43,10 @@ def _orders(core: SandboxCore, subject: str) -> list[SandboxOrder]:
 
 async def _crash_at_the_channel(
     stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any],
-    headers: dict[str, str],
+    headers: dict[str, str], path: str = "/v1/payments",
 ) -> tuple[Payment, Attempt]:  # fmt: skip
-    """Send the create, wait until the channel holds it, then kill it (no clean-up)."""
+    """Send the create (to ``path``: a payment or a wallet top-up), wait until the channel
+    holds it, then kill it (no clean-up)."""
     core = stack.sandboxes["wechatpay"].core
     core.add_script(Script(outcome=Outcome.create_timeout, subject=body["subject"]))
 
@@ -53,7 +54,7 @@ async def _crash_at_the_channel(
         return None
 
     monkeypatch.setattr(idempotency, "_release", dead_process_cleans_nothing)
-    request = asyncio.create_task(stack.client.post("/v1/payments", json=body, headers=headers))
+    request = asyncio.create_task(stack.client.post(path, json=body, headers=headers))
     for _ in range(500):
         if _orders(core, body["subject"]):
             break

@@ -13,12 +13,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from paymux.kit import money
 from paymux.kit.errors import NotFound
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 
-router = APIRouter(tags=["cashier"])
+router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request, Response
 
 from paymux.channels import inbox
 from paymux.kit.errors import NotFound
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import RuntimeDep
 
-router = APIRouter(tags=["channels"])
+router = APIRouter(tags=["channels"], route_class=IdempotentRoute)
 
 
 @router.post("/notify/{channel}/{account_id}", include_in_schema=False)

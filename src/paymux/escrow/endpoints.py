@@ -8,10 +8,11 @@ from fastapi import APIRouter
 
 from paymux.escrow import service
 from paymux.funds.schemas import FundsOut
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import SessionDep
 from paymux.merchants.auth import AuthDep
 
-router = APIRouter(prefix="/v1/payments", tags=["escrow"])
+router = APIRouter(prefix="/v1/payments", tags=["escrow"], route_class=IdempotentRoute)
 
 
 async def _release(payment_id: str, auth: AuthDep, session: SessionDep,

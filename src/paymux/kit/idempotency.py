@@ -9,23 +9,36 @@ Crash recovery: when the holder died mid-request (killed while a payment create 
 channel), the handler runs again for the caller that takes the reservation over. A handler that
 creates something keyed by the merchant's own number stores :func:`request_key` with it, so
 the rerun finds what the dead holder made and answers with it instead of creating it twice
-(see ``payments.service.create``).
+(see ``payments.service.create``): :data:`RequestKeyDep` hands it to the endpoint.
+
+One mechanism for every router: :class:`IdempotentRoute` (each router's ``route_class``) runs
+every mutating, authenticated operation through :func:`run`, scoped to the caller (an app and
+its mode, or the operator) and fingerprinted by method, path and body. The OpenAPI document
+declares the header on exactly the operations :func:`honours` says take it.
+
+Stored answers are sealed with the vault: some hold a secret shown once (a webhook endpoint's
+``whsec_``, an API key), which must not sit in the database in clear text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, MutableMapping
+from typing import Annotated, Any
 
 import sqlalchemy as sa
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.kit import clock
+from paymux.kit.crypto import Vault
 from paymux.kit.db import Base, Database, JSONType, UTCDateTime
 from paymux.kit.errors import IdempotencyError, InvalidRequest, PaymuxError
 from paymux.kit.ids import new_id
@@ -124,17 +137,23 @@ async def _release(db: Database, record_id: str) -> None:
         await session.execute(sa.delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
 
 
-def _replay(record: IdempotencyRecord) -> JSONResponse:
+def _context(record: IdempotencyRecord) -> str:
+    return f"idempotency:{record.app_id}:{record.key}"
+
+
+def _replay(vault: Vault, record: IdempotencyRecord) -> JSONResponse:
     assert record.status_code is not None
+    body = record.response
+    if isinstance(body, str):  # sealed (every answer stored since sealing began)
+        body = vault.decrypt_json(body, context=_context(record))
     return JSONResponse(
-        status_code=record.status_code,
-        content=record.response,
-        headers={"Idempotent-Replayed": "true"},
+        status_code=record.status_code, content=body, headers={"Idempotent-Replayed": "true"}
     )
 
 
 async def run(
     db: Database,
+    vault: Vault,
     *,
     app_id: str,
     key: str | None,
@@ -165,7 +184,7 @@ async def run(
                 param="Idempotency-Key",
             )
         if existing.status_code is not None:
-            return _replay(existing)
+            return _replay(vault, existing)
         locked = existing.locked_until
         if locked is not None and locked < clock.now() and await _take_over(db, existing):
             record = existing
@@ -186,7 +205,7 @@ async def run(
     if status >= 500:
         await _release(db, record.id)
     else:
-        await _finish(db, record.id, status, body)
+        await _finish(db, record.id, status, vault.encrypt_json(body, context=_context(record)))
     return JSONResponse(status_code=status, content=body)
 
 
@@ -198,6 +217,146 @@ async def _call(handler: Handler) -> tuple[int, Any]:
         if exc.status_code >= 500:
             raise
         return exc.status_code, exc.to_dict()
+
+
+HEADER = "Idempotency-Key"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_REQUEST_KEY = "paymux.idempotency.request_key"
+# FastAPI's exit stacks for an endpoint's dependencies (the request session among them).
+_EXIT_STACKS = ("fastapi_inner_astack", "fastapi_function_astack")
+
+Caller = Callable[[Request], Awaitable[str]]
+
+
+def dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    """Every dependency an operation calls, transitively."""
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            yield sub.call
+        yield from dependency_calls(sub)
+
+
+def _caller_of(route: APIRoute) -> Caller | None:
+    """Whose keys a mutating, authenticated operation uses: an app in one mode (as a payment's
+    ``out_trade_no`` is), or the operator. None for what takes no key (reads, channels'
+    notifications, customers' pages)."""
+    from paymux.merchants.auth import authenticate, authenticate_operator
+
+    if not isinstance(route, IdempotentRoute) or not (route.methods or set()) & MUTATING:
+        return None
+    calls = set(dependency_calls(route.dependant))
+    if authenticate in calls:
+
+        async def app_and_mode(request: Request) -> str:
+            auth = await authenticate(request)
+            return f"{auth.app_id}:{auth.livemode}"
+
+        return app_and_mode
+    if authenticate_operator in calls:
+
+        async def operator(request: Request) -> str:
+            await authenticate_operator(request)
+            return "operator"
+
+        return operator
+    return None
+
+
+def honours(route: Any) -> bool:
+    """Whether an operation (a route, or FastAPI's context of an included one) takes
+    ``Idempotency-Key``: what the OpenAPI document declares and the tests check."""
+    original = getattr(route, "original_route", route)
+    return isinstance(original, APIRoute) and _caller_of(original) is not None
+
+
+def current_request_key(request: Request) -> str | None:
+    """This request's :func:`request_key` (None without an ``Idempotency-Key``)."""
+    found: str | None = request.scope.get(_REQUEST_KEY)
+    return found
+
+
+RequestKeyDep = Annotated[str | None, Depends(current_request_key)]
+
+
+def _body_of(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")  # not JSON: the endpoint will refuse it
+
+
+def _json_of(response: Response) -> Any:
+    if response.media_type != "application/json":
+        raise TypeError(f"an idempotent operation answered {response.media_type}, not JSON")
+    return json.loads(bytes(response.body)) if response.body else None
+
+
+@contextlib.asynccontextmanager
+async def _dependencies_exit_here(scope: MutableMapping[str, Any]) -> AsyncIterator[None]:
+    """FastAPI exits an endpoint's dependencies after it has sent the response, so the request
+    session would commit after the answer is stored: a failed commit would be replayed as a
+    success, and on SQLite the two writers would wait on each other. The endpoint gets exit
+    stacks of its own here, closed (committed or rolled back) before its answer is stored."""
+    if not all(name in scope for name in _EXIT_STACKS):  # tests/test_idempotency.py sees it
+        raise RuntimeError("FastAPI no longer keeps its dependency exit stacks in the scope")
+    saved = {name: scope[name] for name in _EXIT_STACKS}
+    try:
+        async with contextlib.AsyncExitStack() as request_stack:
+            scope["fastapi_inner_astack"] = request_stack
+            async with contextlib.AsyncExitStack() as function_stack:
+                scope["fastapi_function_astack"] = function_stack
+                yield
+    finally:
+        scope.update(saved)
+
+
+class IdempotentRoute(APIRoute):
+    """The ``route_class`` of every API router: a mutating operation of an authenticated
+    caller runs through :func:`run` when the request carries ``Idempotency-Key``.
+
+    The fingerprint is the method, the path (with its query) and the JSON body as sent; the
+    endpoint reads :func:`request_key` through :data:`RequestKeyDep` when it creates
+    something keyed by the merchant's own number. Headers the endpoint set travel with its
+    first answer; a replay is the stored status and body plus ``Idempotent-Replayed: true``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = super().get_route_handler()
+        caller = _caller_of(self)
+        if caller is None:
+            return endpoint
+
+        async def handler(request: Request) -> Response:
+            key = request.headers.get(HEADER)
+            if key is None:
+                return await endpoint(request)
+            scope = await caller(request)
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            fingerprint = request_fingerprint(
+                request.method, target, _body_of(await request.body())
+            )
+            request.scope[_REQUEST_KEY] = request_key(key, fingerprint)
+            answered: list[Response] = []
+
+            async def run_endpoint() -> tuple[int, Any]:
+                async with _dependencies_exit_here(request.scope):
+                    response = await endpoint(request)
+                answered.append(response)
+                return response.status_code, _json_of(response)
+
+            runtime = request.app.state.runtime
+            response = await run(
+                runtime.db, runtime.vault, app_id=scope, key=key, fingerprint=fingerprint,
+                handler=run_endpoint,
+            )  # fmt: skip
+            for name, value in answered[0].headers.items() if answered else ():
+                if name not in ("content-length", "content-type"):
+                    response.headers[name] = value
+            return response
+
+        return handler
 
 
 async def purge_older_than(db: Database, *, hours: float) -> int:

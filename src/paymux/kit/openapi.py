@@ -12,17 +12,19 @@ npm packages committed by ``scripts/vendor.py`` (no CDN at run time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+
+from paymux.kit import idempotency
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_PREFIX = "/static"
@@ -87,6 +89,15 @@ IDEMPOTENCY_DESCRIPTION = (
     "effect); the same key with a different body is a 409 `idempotency_error`. Use a fresh "
     "random key (e.g. a UUID) per intended operation."
 )
+# Declared on exactly the operations the route mechanism runs through the key (every mutating
+# one of an authenticated caller): see ``kit.idempotency.honours``.
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": IDEMPOTENCY_DESCRIPTION,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
 
 # Operations that call a channel and can therefore answer 402 (no channel could take it) or 503
 # (the channel's answer is unknown). Keyed by route path; a path missing here documents neither.
@@ -154,17 +165,10 @@ def api_routes(app: FastAPI) -> Iterator[Any]:
             yield context
 
 
-def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
-    for sub in dependant.dependencies:
-        if sub.call is not None:
-            yield sub.call
-        yield from _calls(sub)
-
-
 def _security(route: Any) -> list[dict[str, list[str]]]:
     from paymux.merchants.auth import authenticate, authenticate_operator
 
-    calls = set(_calls(route.dependant))
+    calls = set(idempotency.dependency_calls(route.dependant))
     if authenticate_operator in calls:
         return [{"operatorToken": []}]
     if authenticate in calls:
@@ -193,10 +197,9 @@ def _fix_operation(method: str, route: Any, operation: dict[str, Any]) -> None:
     for status in _error_responses(method, route, operation):
         responses.setdefault(status, {"description": ERROR_STATUSES[status]})
         responses[status]["content"] = {"application/json": {"schema": ERROR_REF}}
+    if idempotency.honours(route):
+        operation.setdefault("parameters", []).append(copy.deepcopy(IDEMPOTENCY_PARAMETER))
     for param in operation.get("parameters", []):
-        if param["in"] == "header" and param["name"].lower() == "idempotency-key":
-            param["description"] = IDEMPOTENCY_DESCRIPTION
-            param["schema"] = {"type": "string", "minLength": 1, "maxLength": 255}
         if param["name"] == "currency" and param["in"] == "query":
             param["schema"] = {**param["schema"], "enum": currencies()}
     content = operation.get("requestBody", {}).get("content", {}).get("application/json")

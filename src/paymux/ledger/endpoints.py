@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep
 from paymux.ledger import service
 from paymux.ledger.repository import LedgerRepository
 from paymux.merchants.auth import OperatorDep
 
-router = APIRouter(prefix="/v1/operator/ledger", tags=["ledger"])
+router = APIRouter(prefix="/v1/operator/ledger", tags=["ledger"], route_class=IdempotentRoute)
 
 
 class AccountOut(BaseModel):

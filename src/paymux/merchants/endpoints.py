@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from paymux.channels import service as channel_service
 from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import NotFound
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants import service
 from paymux.merchants.auth import OperatorDep, forget_cached_keys
@@ -25,7 +26,7 @@ from paymux.merchants.schemas import (
     ObjectOut,
 )
 
-router = APIRouter(prefix="/v1/operator", tags=["operator"])
+router = APIRouter(prefix="/v1/operator", tags=["operator"], route_class=IdempotentRoute)
 
 
 @router.post("/merchants", status_code=201, response_model=ObjectOut)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Response
 
 from paymux.funds.repository import FundsRepository
 from paymux.funds.schemas import FundsOut
-from paymux.kit import idempotency
+from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
 from paymux.payments import lifecycle, service
@@ -18,43 +17,26 @@ from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import AttemptOut, PaymentCreate, PaymentFilters, PaymentOut
 from paymux.payments.states import PaymentStatus
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"])
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+router = APIRouter(prefix="/v1/payments", tags=["payments"], route_class=IdempotentRoute)
 
 
 @router.post("", status_code=201, response_model=PaymentOut)
 async def create_payment(
-    body: PaymentCreate, request: Request, auth: AuthDep, rt: RuntimeDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:  # fmt: skip
+    body: PaymentCreate, response: Response, auth: AuthDep, rt: RuntimeDep,
+    request_key: RequestKeyDep,
+) -> PaymentOut:  # fmt: skip
     """Create a payment and its order at a channel; answer with ``next_action``.
 
     A request the channels would refuse for its own sake (a missing field, an amount below a
     channel's minimum) is a 400 that creates nothing, so the same ``out_trade_no`` can be sent
     again corrected. A retry with the same ``Idempotency-Key`` and body after the first try
     died (a crash mid-request) answers with the payment that try made."""
-    channel_ms: list[int] = []
-    fingerprint = idempotency.request_fingerprint(
-        "POST", request.url.path, body.model_dump(mode="json")
-    )
-
-    async def handler() -> tuple[int, Any]:
-        payment, spent = await service.create(
-            rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode,
-            req=body, request_key=idempotency.request_key(idempotency_key, fingerprint),
-        )  # fmt: skip
-        channel_ms.append(spent)
-        out = PaymentOut.of(payment, public_url=rt.settings.public_url)
-        return 201, out.model_dump(mode="json")
-
-    response = await idempotency.run(
-        rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
-        fingerprint=fingerprint, handler=handler,
+    payment, spent = await service.create(
+        rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode,
+        req=body, request_key=request_key,
     )  # fmt: skip
-    if channel_ms:
-        response.headers["Paymux-Channel-Time-Ms"] = str(channel_ms[0])
-    return response
+    response.headers["Paymux-Channel-Time-Ms"] = str(spent)
+    return PaymentOut.of(payment, public_url=rt.settings.public_url)
 
 
 @router.get("", response_model=ListResponse[PaymentOut])
@@ -99,22 +81,9 @@ async def retrieve_payment(
 
 
 @router.post("/{payment_id}/close", response_model=PaymentOut)
-async def close_payment(
-    payment_id: str, request: Request, auth: AuthDep, rt: RuntimeDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:  # fmt: skip
+async def close_payment(payment_id: str, auth: AuthDep, rt: RuntimeDep) -> PaymentOut:
     """Close an unpaid payment at the channel and here; closing a closed payment is a no-op."""
-
-    async def handler() -> tuple[int, Any]:
-        payment = await lifecycle.close(
-            rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
-        )
-        return 200, PaymentOut.of(payment, public_url=rt.settings.public_url).model_dump(
-            mode="json"
-        )
-
-    return await idempotency.run(
-        rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint("POST", request.url.path, None),
-        handler=handler,
-    )  # fmt: skip
+    payment = await lifecycle.close(
+        rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
+    )
+    return PaymentOut.of(payment, public_url=rt.settings.public_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
 from paymux.payouts import service
@@ -12,7 +13,7 @@ from paymux.payouts.models import Payout, Speed
 from paymux.payouts.repository import PayoutRepository
 from paymux.payouts.schemas import PayoutCreate, PayoutOut
 
-router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
+router = APIRouter(prefix="/v1/payouts", tags=["payouts"], route_class=IdempotentRoute)
 
 
 @router.post("", status_code=201, response_model=PayoutOut)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query
 
-from paymux.kit import idempotency
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
 from paymux.refunds import service
@@ -15,27 +14,14 @@ from paymux.refunds.models import RefundStatus
 from paymux.refunds.repository import RefundRepository
 from paymux.refunds.schemas import RefundCreate, RefundOut
 
-router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
+router = APIRouter(prefix="/v1/refunds", tags=["refunds"], route_class=IdempotentRoute)
 
 
 @router.post("", status_code=201, response_model=RefundOut)
-async def create_refund(
-    body: RefundCreate, request: Request, auth: AuthDep, rt: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:  # fmt: skip
+async def create_refund(body: RefundCreate, auth: AuthDep, rt: RuntimeDep) -> RefundOut:
     """Refund all or part of a succeeded payment, by the channel account that took it."""
-
-    async def handler() -> tuple[int, Any]:
-        refund = await service.create(rt, app_id=auth.app_id, livemode=auth.livemode, req=body)
-        return 201, RefundOut.of(refund).model_dump(mode="json")
-
-    return await idempotency.run(
-        rt.db, app_id=f"{auth.app_id}:{auth.livemode}", key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint(
-            "POST", request.url.path, body.model_dump(mode="json")
-        ),
-        handler=handler,
-    )  # fmt: skip
+    refund = await service.create(rt, app_id=auth.app_id, livemode=auth.livemode, req=body)
+    return RefundOut.of(refund)
 
 
 @router.get("", response_model=ListResponse[RefundOut])

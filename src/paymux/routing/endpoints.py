@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, ReadSessionDep, SessionDep
 from paymux.merchants.auth import AuthDep
 from paymux.routing import rules
@@ -21,7 +22,7 @@ from paymux.routing.schemas import (
     SettingsOut,
 )
 
-router = APIRouter(prefix="/v1/routing", tags=["routing"])
+router = APIRouter(prefix="/v1/routing", tags=["routing"], route_class=IdempotentRoute)
 
 
 @router.get("/rules", response_model=ListResponse[RuleOut])

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from paymux.kit.errors import NotFound
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
 from paymux.merchants.repository import MerchantRepository
@@ -13,7 +14,7 @@ from paymux.settlement import service
 from paymux.settlement.repository import SettlementRepository
 from paymux.settlement.schemas import SettlementConfigIn, SettlementConfigOut, SettlementOut
 
-router = APIRouter(prefix="/v1", tags=["settlement"])
+router = APIRouter(prefix="/v1", tags=["settlement"], route_class=IdempotentRoute)
 
 
 @router.get("/settlements", response_model=ListResponse[SettlementOut])

@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, SessionDep
 from paymux.merchants.auth import AuthDep
 from paymux.splits import service
 from paymux.splits.repository import SplitRepository
 from paymux.splits.schemas import SplitCreate, SplitOut
 
-router = APIRouter(prefix="/v1/splits", tags=["splits"])
+router = APIRouter(prefix="/v1/splits", tags=["splits"], route_class=IdempotentRoute)
 
 
 @router.post("", status_code=201, response_model=SplitOut)

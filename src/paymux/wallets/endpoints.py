@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep
 from paymux.payments import service as payments
@@ -25,7 +26,7 @@ from paymux.wallets.schemas import (
     WalletUpdate,
 )
 
-router = APIRouter(prefix="/v1", tags=["wallets"])
+router = APIRouter(prefix="/v1", tags=["wallets"], route_class=IdempotentRoute)
 
 
 async def _out(session: AsyncSession, wallet: Wallet) -> WalletOut:
@@ -85,9 +86,12 @@ async def wallet_points(
 
 @router.post("/wallets/{wallet_id}/top_ups", status_code=201, response_model=PaymentOut)
 async def top_up_wallet(
-    wallet_id: str, body: TopUpCreate, auth: AuthDep, rt: RuntimeDep
+    wallet_id: str, body: TopUpCreate, auth: AuthDep, rt: RuntimeDep, request_key: RequestKeyDep
 ) -> PaymentOut:
-    """Create a payment whose money goes into the wallet instead of the merchant's balance."""
+    """Create a payment whose money goes into the wallet instead of the merchant's balance.
+
+    Like a payment create, a retry with the same ``Idempotency-Key`` and body after the first
+    try died answers with the payment that try made."""
     async with rt.db.read() as session:
         wallet = await service.get(session, auth.app_id, auth.livemode, wallet_id)
     req = PaymentCreate(
@@ -97,7 +101,7 @@ async def top_up_wallet(
     )  # fmt: skip
     payment, _ = await payments.create(
         rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode, req=req,
-        top_up_wallet_id=wallet.id,
+        top_up_wallet_id=wallet.id, request_key=request_key,
     )  # fmt: skip
     return PaymentOut.of(payment, public_url=rt.settings.public_url)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep
 from paymux.webhooks import service
@@ -19,7 +20,7 @@ from paymux.webhooks.schemas import (
     ResendRequest,
 )
 
-router = APIRouter(prefix="/v1", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=IdempotentRoute)
 
 
 @router.post("/webhook_endpoints", status_code=201, response_model=EndpointOut)

@@ -1,0 +1,512 @@
+"""``Idempotency-Key`` on every mutating API call (DESIGN §3.2).
+
+Every mutating operation of the app is enumerated from its routes and must honour the header:
+the same key and body answer the stored response (``Idempotent-Replayed: true``) and change
+nothing again; the same key with another body is a 409 ``idempotency_error``; a key belongs to
+one app in one mode (another app's or the other mode's use of it is a fresh request)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from paymux.kit import idempotency
+from paymux.kit.idempotency import IdempotencyRecord
+from paymux.kit.openapi import api_routes
+from paymux.merchants import service as merchant_service
+from paymux.merchants.models import ApiKey, App, Mode
+from paymux.payments.models import Payment
+from paymux.payouts.models import Payout
+from paymux.refunds.models import Refund
+from paymux.splits.models import Split
+from paymux.wallets.models import Wallet
+from paymux.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.conftest import GATEWAY, MERCHANT_SITE, Stack, Tenant, make_tenant
+from tests.money.test_money import OPERATOR, balances, merchant_balance, no, paid, wallet
+from tests.money.test_payouts import OPENID, funded_wallet, payout_tenant
+from tests.payments.test_idempotency_recovery import _attempts, _crash_at_the_channel, _orders
+from tests.payments.test_payments import order_no
+
+Effect = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class Call:
+    """One request of a route, made ready (the objects it needs exist), and what it changes."""
+
+    method: str
+    url: str
+    body: Any = None
+    effect: Effect | None = None
+    """Reads what the call changes: the same after a replay as after the first answer."""
+    operator: bool = False
+
+
+@dataclass
+class Ctx:
+    stack: Stack
+    tenant: Tenant
+
+    async def get(self, url: str, *, operator: bool = False) -> Any:
+        r = await self.stack.client.get(url, headers=OPERATOR if operator else self.tenant.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def post(self, url: str, body: Any = None) -> dict[str, Any]:
+        r = await self.stack.client.post(url, json=body, headers=self.tenant.headers)
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self.stack.runtime.db.read() as session:
+            stmt = sa.select(sa.func.count()).select_from(model).where(*where)
+            return int(await session.scalar(stmt) or 0)
+
+    def wallet_state(self, wallet_id: str) -> Effect:
+        return lambda: balances(self.stack, self.tenant, wallet_id)
+
+
+def _payment_body(**extra: Any) -> dict[str, Any]:
+    return {"amount": 1999, "currency": "CNY", "method": "wechat_native",
+            "out_trade_no": order_no(), "subject": "Idempotent", **extra}  # fmt: skip
+
+
+# ------------------------------------------------------------------ one scenario per operation
+Prepare = Callable[[Ctx], Awaitable[Call]]
+SCENARIOS: dict[str, Prepare] = {}
+
+
+def scenario(label: str) -> Callable[[Prepare], Prepare]:
+    def register(prepare: Prepare) -> Prepare:
+        SCENARIOS[label] = prepare
+        return prepare
+
+    return register
+
+
+@scenario("POST /v1/payments")
+async def _create_payment(c: Ctx) -> Call:
+    return Call("POST", "/v1/payments", _payment_body(),
+                lambda: c.count(Payment, Payment.app_id == c.tenant.app_id))  # fmt: skip
+
+
+@scenario("POST /v1/payments/{payment_id}/close")
+async def _close_payment(c: Ctx) -> Call:
+    payment = await c.post("/v1/payments", _payment_body())
+    url = f"/v1/payments/{payment['id']}"
+    return Call("POST", f"{url}/close", None, lambda: c.get(url))
+
+
+async def _escrow(c: Ctx, action: str) -> Call:
+    payment = await paid(c.stack, c.tenant, 1000, escrow={"auto_confirm_in": 86400})
+    return Call("POST", f"/v1/payments/{payment['id']}/escrow/{action}", None,
+                lambda: merchant_balance(c.stack, c.tenant))  # fmt: skip
+
+
+@scenario("POST /v1/payments/{payment_id}/escrow/confirm")
+async def _escrow_confirm(c: Ctx) -> Call:
+    return await _escrow(c, "confirm")
+
+
+@scenario("POST /v1/payments/{payment_id}/escrow/release")
+async def _escrow_release(c: Ctx) -> Call:
+    return await _escrow(c, "release")
+
+
+@scenario("POST /v1/refunds")
+async def _create_refund(c: Ctx) -> Call:
+    payment = await paid(c.stack, c.tenant, 1000)
+    body = {"payment": payment["id"], "amount": 300, "out_refund_no": no()}
+    return Call("POST", "/v1/refunds", body,
+                lambda: c.count(Refund, Refund.payment_id == payment["id"]))  # fmt: skip
+
+
+async def _split_body(c: Ctx) -> tuple[dict[str, Any], str]:
+    payment = await paid(c.stack, c.tenant, 1000)
+    receiver = await wallet(c.stack, c.tenant)
+    body = {"payment": payment["id"], "trigger": "manual",
+            "receivers": [{"wallet": receiver["id"], "percent_bps": 5000}]}  # fmt: skip
+    return body, str(receiver["id"])
+
+
+@scenario("POST /v1/splits")
+async def _create_split(c: Ctx) -> Call:
+    body, _ = await _split_body(c)
+    return Call("POST", "/v1/splits", body,
+                lambda: c.count(Split, Split.payment_id == body["payment"]))  # fmt: skip
+
+
+@scenario("POST /v1/splits/{split_id}/execute")
+async def _execute_split(c: Ctx) -> Call:
+    body, receiver = await _split_body(c)
+    split = await c.post("/v1/splits", body)
+    return Call("POST", f"/v1/splits/{split['id']}/execute", None, c.wallet_state(receiver))
+
+
+@scenario("POST /v1/wallets")
+async def _create_wallet(c: Ctx) -> Call:
+    return Call("POST", "/v1/wallets", {"reference": no()},
+                lambda: c.count(Wallet, Wallet.app_id == c.tenant.app_id))  # fmt: skip
+
+
+@scenario("POST /v1/wallets/{wallet_id}")
+async def _update_wallet(c: Ctx) -> Call:
+    w = await wallet(c.stack, c.tenant)
+    url = f"/v1/wallets/{w['id']}"
+    return Call("POST", url, {"verification_level": 2}, lambda: c.get(url))
+
+
+@scenario("POST /v1/wallets/{wallet_id}/freezes")
+async def _freeze(c: Ctx) -> Call:
+    w = await funded_wallet(c.stack, c.tenant, 1000)
+    body = {"action": "freeze", "amount": 300, "out_request_no": no()}
+    return Call("POST", f"/v1/wallets/{w}/freezes", body, c.wallet_state(w))
+
+
+@scenario("POST /v1/wallets/{wallet_id}/points")
+async def _points(c: Ctx) -> Call:
+    w = await wallet(c.stack, c.tenant)
+    body = {"action": "grant", "points": 50, "out_request_no": no()}
+    return Call("POST", f"/v1/wallets/{w['id']}/points", body, c.wallet_state(w["id"]))
+
+
+@scenario("POST /v1/wallets/{wallet_id}/top_ups")
+async def _top_up(c: Ctx) -> Call:
+    w = await wallet(c.stack, c.tenant)
+    body = {"amount": 500, "method": "alipay_qr", "out_trade_no": order_no()}
+    return Call("POST", f"/v1/wallets/{w['id']}/top_ups", body,
+                lambda: c.count(Payment, Payment.app_id == c.tenant.app_id))  # fmt: skip
+
+
+@scenario("POST /v1/wallet_transfers")
+async def _transfer(c: Ctx) -> Call:
+    source = await funded_wallet(c.stack, c.tenant, 1000)
+    destination = await wallet(c.stack, c.tenant)
+    body = {"source": source, "destination": destination["id"], "amount": 400,
+            "out_transfer_no": no()}  # fmt: skip
+
+    async def both() -> Any:
+        return [await balances(c.stack, c.tenant, w) for w in (source, destination["id"])]
+
+    return Call("POST", "/v1/wallet_transfers", body, both)
+
+
+@scenario("POST /v1/payouts")
+async def _payout(c: Ctx) -> Call:
+    c.tenant = await payout_tenant(c.stack)
+    source = await funded_wallet(c.stack, c.tenant, 5000)
+    body = {"source": source, "amount": 1000, "speed": "standard", "out_payout_no": no(),
+            "destination": {"type": "wechat_openid", "account": OPENID}}  # fmt: skip
+
+    async def held_and_made() -> Any:
+        made = await c.count(Payout, Payout.app_id == c.tenant.app_id)
+        return made, await balances(c.stack, c.tenant, source)
+
+    return Call("POST", "/v1/payouts", body, held_and_made)
+
+
+@scenario("PUT /v1/operator/merchants/{merchant_id}/settlement")
+async def _settlement_terms(c: Ctx) -> Call:
+    url = f"/v1/operator/merchants/{c.tenant.merchant_id}/settlement"
+    return Call("PUT", url, {"cycle": "T1", "fee_bps": 30},
+                lambda: c.get(url, operator=True), operator=True)  # fmt: skip
+
+
+@scenario("POST /v1/webhook_endpoints")
+async def _create_endpoint(c: Ctx) -> Call:
+    made = WebhookEndpoint.app_id == c.tenant.app_id
+    return Call("POST", "/v1/webhook_endpoints", {"url": f"{MERCHANT_SITE}/idem"},
+                lambda: c.count(WebhookEndpoint, made))  # fmt: skip
+
+
+@scenario("DELETE /v1/webhook_endpoints/{endpoint_id}")
+async def _delete_endpoint(c: Ctx) -> Call:
+    endpoint = await c.post("/v1/webhook_endpoints", {"url": f"{MERCHANT_SITE}/idem"})
+    return Call("DELETE", f"/v1/webhook_endpoints/{endpoint['id']}", None,
+                lambda: c.get("/v1/webhook_endpoints"))  # fmt: skip
+
+
+@scenario("POST /v1/events/{event_id}/resend")
+async def _resend(c: Ctx) -> Call:
+    await c.post("/v1/webhook_endpoints", {"url": f"{MERCHANT_SITE}/idem"})
+    await paid(c.stack, c.tenant, 1000)
+    event = (await c.get("/v1/events"))["data"][0]
+    delivered = WebhookDelivery.event_id == event["id"]
+    return Call("POST", f"/v1/events/{event['id']}/resend", None,
+                lambda: c.count(WebhookDelivery, delivered))  # fmt: skip
+
+
+RULE = {"name": "score all", "action": {"type": "score"}}
+
+
+def _rules(c: Ctx) -> Effect:
+    return lambda: c.get("/v1/routing/rules")
+
+
+@scenario("POST /v1/routing/rules")
+async def _create_rule(c: Ctx) -> Call:
+    return Call("POST", "/v1/routing/rules", RULE, _rules(c))
+
+
+@scenario("PUT /v1/routing/rules/{rule_id}")
+async def _replace_rule(c: Ctx) -> Call:
+    rule = await c.post("/v1/routing/rules", RULE)
+    body = {**RULE, "name": "renamed"}
+    return Call("PUT", f"/v1/routing/rules/{rule['id']}", body, _rules(c))
+
+
+@scenario("DELETE /v1/routing/rules/{rule_id}")
+async def _delete_rule(c: Ctx) -> Call:
+    rule = await c.post("/v1/routing/rules", RULE)
+    return Call("DELETE", f"/v1/routing/rules/{rule['id']}", None, _rules(c))
+
+
+@scenario("PATCH /v1/routing/settings")
+async def _routing_settings(c: Ctx) -> Call:
+    return Call("PATCH", "/v1/routing/settings", {"exploration": 0.5},
+                lambda: c.get("/v1/routing/settings"))  # fmt: skip
+
+
+@scenario("PATCH /v1/routing/accounts/{account_id}")
+async def _account_routing(c: Ctx) -> Call:
+    return Call("PATCH", f"/v1/routing/accounts/{c.tenant.accounts['wechatpay']}",
+                {"priority": 7, "daily_count_limit": 100})  # fmt: skip
+
+
+@scenario("POST /v1/operator/merchants")
+async def _create_merchant(c: Ctx) -> Call:
+    return Call("POST", "/v1/operator/merchants", {"name": f"shop {no()}"},
+                lambda: c.get("/v1/operator/merchants", operator=True), operator=True)  # fmt: skip
+
+
+@scenario("POST /v1/operator/merchants/{merchant_id}/apps")
+async def _create_app(c: Ctx) -> Call:
+    merchant = c.tenant.merchant_id
+    return Call("POST", f"/v1/operator/merchants/{merchant}/apps", {"name": "pos"},
+                lambda: c.count(App, App.merchant_id == merchant), operator=True)  # fmt: skip
+
+
+def _keys(c: Ctx) -> Effect:
+    return lambda: c.count(ApiKey, ApiKey.app_id == c.tenant.app_id, ApiKey.revoked_at.is_(None))
+
+
+@scenario("POST /v1/operator/apps/{app_id}/keys")
+async def _create_key(c: Ctx) -> Call:
+    return Call("POST", f"/v1/operator/apps/{c.tenant.app_id}/keys", {"mode": "test"},
+                _keys(c), operator=True)  # fmt: skip
+
+
+@scenario("DELETE /v1/operator/apps/{app_id}/keys/{key_id}")
+async def _revoke_key(c: Ctx) -> Call:
+    url = f"/v1/operator/apps/{c.tenant.app_id}/keys"
+    r = await c.stack.client.post(url, json={"mode": "test"}, headers=OPERATOR)
+    assert r.status_code == 201, r.text
+    return Call("DELETE", f"{url}/{r.json()['id']}", None, _keys(c), operator=True)
+
+
+def _accounts(c: Ctx) -> Effect:
+    return lambda: c.get(f"/v1/operator/apps/{c.tenant.app_id}/channel_accounts", operator=True)
+
+
+@scenario("POST /v1/operator/apps/{app_id}/channel_accounts")
+async def _add_account(c: Ctx) -> Call:
+    credentials = c.stack.sandboxes["alipay"].provision(f"{GATEWAY}/sandbox/alipay")
+    body = {"channel": "alipay", "credentials": credentials, "name": "second"}
+    return Call("POST", f"/v1/operator/apps/{c.tenant.app_id}/channel_accounts", body,
+                _accounts(c), operator=True)  # fmt: skip
+
+
+@scenario("PATCH /v1/operator/channel_accounts/{account_id}")
+async def _update_account(c: Ctx) -> Call:
+    return Call("PATCH", f"/v1/operator/channel_accounts/{c.tenant.accounts['alipay']}",
+                {"priority": 9}, _accounts(c), operator=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ the tests
+def _mutating(stack: Stack) -> dict[str, Any]:
+    """Every mutating operation of an authenticated caller, as the app routes it."""
+    found = {}
+    for route in api_routes(stack.app):
+        for method in (route.methods or set()) & idempotency.MUTATING:
+            if route.path_format.startswith("/v1/"):
+                found[f"{method} {route.path_format}"] = route
+    return found
+
+
+async def test_every_mutating_operation_honours_the_key_and_the_document_says_so(
+    stack: Stack,
+) -> None:
+    mutating = _mutating(stack)
+    assert len(mutating) >= 29
+    assert set(mutating) == set(SCENARIOS), "a mutating route without an idempotency scenario"
+    assert all(idempotency.honours(route) for route in mutating.values())
+    doc = stack.app.openapi()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            declared = [p for p in op.get("parameters", []) if p["name"] == "Idempotency-Key"]
+            want = f"{method.upper()} {path}" in mutating
+            assert len(declared) == int(want), (method, path)
+            if declared:
+                assert declared[0]["in"] == "header" and not declared[0]["required"]
+                assert "same key" in declared[0]["description"]
+    unauthenticated = [r for r in api_routes(stack.app) if not r.path_format.startswith("/v1/")]
+    assert unauthenticated and not any(idempotency.honours(r) for r in unauthenticated)
+
+
+def _headers(c: Ctx, call: Call, key: str, other: dict[str, str] | None = None) -> dict[str, str]:
+    auth = OPERATOR if call.operator else (other or c.tenant.headers)
+    return {**auth, "Idempotency-Key": key}
+
+
+async def _send(c: Ctx, call: Call, headers: dict[str, str], body: Any = None) -> Any:
+    sent = call.body if body is None else body
+    return await c.stack.client.request(call.method, call.url, headers=headers,
+                                        **({} if sent is None else {"json": sent}))  # fmt: skip
+
+
+async def _other_scopes(c: Ctx) -> list[dict[str, str]]:
+    """Keys of another app (another merchant's) and of this app's other mode."""
+    other = await make_tenant(c.stack, channels=("wechatpay",))
+    async with c.stack.runtime.db.transaction() as session:
+        live = await merchant_service.issue_key(session, app_id=c.tenant.app_id, mode=Mode.live)
+    return [other.headers, {"Authorization": f"Bearer {live.secret}"}]
+
+
+@pytest.mark.parametrize("label", sorted(SCENARIOS))
+async def test_same_key_replays_different_body_conflicts_and_scope_is_app_and_mode(
+    stack: Stack, tenant: Tenant, label: str
+) -> None:
+    c = Ctx(stack, tenant)
+    call = await SCENARIOS[label](c)
+    key = f"idem-{uuid.uuid4()}"
+    headers = _headers(c, call, key)
+
+    first = await _send(c, call, headers)
+    assert first.status_code < 300, (label, first.text)
+    assert "Idempotent-Replayed" not in first.headers
+    after_first = await call.effect() if call.effect else None
+
+    again = await _send(c, call, headers)
+    assert again.status_code == first.status_code, again.text
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    if call.effect:
+        assert await call.effect() == after_first, "the replay applied the call again"
+
+    different = {**call.body, "__changed": True} if isinstance(call.body, dict) else {"x": 1}
+    conflict = await _send(c, call, headers, different)
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["error"]["type"] == "idempotency_error"
+    assert conflict.json()["error"]["code"] == "idempotency_key_reused"
+    if call.effect:
+        assert await call.effect() == after_first
+
+    if not call.operator:  # the operator has one scope; a merchant key has its app and mode
+        for other in await _other_scopes(c):
+            fresh = await _send(c, call, _headers(c, call, key, other))
+            assert "Idempotent-Replayed" not in fresh.headers, (label, fresh.text)
+            assert fresh.status_code != 409 or (
+                fresh.json()["error"]["type"] != "idempotency_error"
+            ), fresh.text
+
+
+async def test_the_same_key_in_another_app_or_mode_creates_its_own_object(
+    stack: Stack, tenant: Tenant
+) -> None:
+    c = Ctx(stack, tenant)
+    key = f"idem-{uuid.uuid4()}"
+    body = {"reference": "same-reference"}
+    ids = []
+    for auth in [tenant.headers, *await _other_scopes(c)]:
+        r = await stack.client.post("/v1/wallets", json=body,
+                                    headers={**auth, "Idempotency-Key": key})  # fmt: skip
+        assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers, r.text
+        ids.append(r.json()["id"])
+        replay = await stack.client.post("/v1/wallets", json=body,
+                                         headers={**auth, "Idempotency-Key": key})  # fmt: skip
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json()["id"] == ids[-1]
+    assert len(set(ids)) == 3
+
+
+async def test_an_invalid_request_is_not_remembered_but_a_refusal_is(
+    stack: Stack, tenant: Tenant
+) -> None:
+    """Stripe's rule, kept from the kit: a request that failed validation never began, so the
+    corrected retry under the same key runs; an answer the operation gave (a 409 refusal) is
+    the key's answer from then on."""
+    c = Ctx(stack, tenant)
+    headers = {**tenant.headers, "Idempotency-Key": f"idem-{uuid.uuid4()}"}
+    source, destination = await wallet(stack, tenant), await wallet(stack, tenant)
+    body = {"source": source["id"], "destination": destination["id"], "amount": 100,
+            "out_transfer_no": no()}  # fmt: skip
+    invalid = await stack.client.post("/v1/wallet_transfers", json={**body, "amount": "lots"},
+                                      headers=headers)  # fmt: skip
+    assert invalid.status_code == 400, invalid.text
+    refused = await stack.client.post("/v1/wallet_transfers", json=body, headers=headers)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "insufficient_funds"
+    assert "Idempotent-Replayed" not in refused.headers
+    again = await stack.client.post("/v1/wallet_transfers", json=body, headers=headers)
+    assert again.status_code == 409 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == refused.json()
+    assert (await c.wallet_state(destination["id"])())["available"] == 0
+
+
+async def test_a_stored_answer_keeps_no_secret_in_clear_text(stack: Stack, tenant: Tenant) -> None:
+    """A webhook endpoint's ``whsec_`` secret is shown once, and replayed: sealed at rest."""
+    key = f"idem-{uuid.uuid4()}"
+    headers = {**tenant.headers, "Idempotency-Key": key}
+    body = {"url": f"{MERCHANT_SITE}/sealed"}
+    first = await stack.client.post("/v1/webhook_endpoints", json=body, headers=headers)
+    assert first.status_code == 201 and first.json()["secret"].startswith("whsec_")
+    replay = await stack.client.post("/v1/webhook_endpoints", json=body, headers=headers)
+    assert replay.json()["secret"] == first.json()["secret"]
+    async with stack.runtime.db.read() as session:
+        record = (await session.scalars(
+            sa.select(IdempotencyRecord).where(IdempotencyRecord.key == key)
+        )).one()  # fmt: skip
+    assert isinstance(record.response, str) and "whsec_" not in record.response
+    assert first.json()["secret"] not in str(record.response)
+
+
+async def test_a_payment_create_reports_its_channel_time_first_and_replays_without_it(
+    stack: Stack, tenant: Tenant
+) -> None:
+    headers = {**tenant.headers, "Idempotency-Key": f"idem-{uuid.uuid4()}"}
+    body = _payment_body()
+    first = await stack.client.post("/v1/payments", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert int(first.headers["Paymux-Channel-Time-Ms"]) >= 0
+    again = await stack.client.post("/v1/payments", json=body, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Paymux-Channel-Time-Ms" not in again.headers
+    plain = await stack.client.post("/v1/payments", json=_payment_body(), headers=tenant.headers)
+    assert plain.status_code == 201 and "Paymux-Channel-Time-Ms" in plain.headers
+
+
+async def test_a_top_up_retried_after_a_crash_gets_its_payment_back(
+    stack: Stack, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A top-up is a payment create: the retry after the first try died (the key's lease
+    expired) answers with the payment that try made, and the channel has one order."""
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    w = await wallet(stack, tenant)
+    path = f"/v1/wallets/{w['id']}/top_ups"
+    body = {"amount": 700, "method": "wechat_native", "out_trade_no": order_no(),
+            "subject": f"top-up-crash-{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    headers = {**tenant.headers, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    payment, _ = await _crash_at_the_channel(stack, tenant, monkeypatch, body, headers, path)
+
+    clock.advance(idempotency.LEASE_SECONDS + 1)
+    retry = await stack.client.post(path, json=body, headers=headers)
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["id"] == payment.id
+    assert [a.status for a in await _attempts(stack, payment.id)] == ["pending"]
+    assert len(_orders(stack.sandboxes["wechatpay"].core, body["subject"])) == 1
+    c = Ctx(stack, tenant)
+    assert await c.count(Payment, Payment.app_id == tenant.app_id) == 1
