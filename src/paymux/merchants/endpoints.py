@@ -17,42 +17,42 @@ from paymux.merchants.auth import OperatorDep, forget_cached_keys
 from paymux.merchants.repository import MerchantRepository
 from paymux.merchants.schemas import (
     AppCreate,
+    AppOut,
     ChannelAccountCreate,
     ChannelAccountOut,
     ChannelAccountUpdate,
     KeyCreate,
     KeyOut,
     MerchantCreate,
-    ObjectOut,
+    MerchantOut,
 )
 
 router = APIRouter(prefix="/v1/operator", tags=["operator"], route_class=IdempotentRoute)
 
 
-@router.post("/merchants", status_code=201, response_model=ObjectOut)
-async def create_merchant(body: MerchantCreate, _: OperatorDep, session: SessionDep) -> ObjectOut:
+@router.post("/merchants", status_code=201, response_model=MerchantOut)
+async def create_merchant(body: MerchantCreate, _: OperatorDep, session: SessionDep) -> MerchantOut:
+    """Onboard a merchant (then give it apps, keys and channel accounts)."""
     merchant = await service.create_merchant(session, name=body.name)
-    return ObjectOut(
-        id=merchant.id, object="merchant", name=merchant.name, created_at=merchant.created_at
-    )
+    return MerchantOut(id=merchant.id, name=merchant.name, created_at=merchant.created_at)
 
 
-@router.get("/merchants", response_model=list[ObjectOut])
-async def list_merchants(_: OperatorDep, session: ReadSessionDep) -> list[ObjectOut]:
+@router.get("/merchants", response_model=list[MerchantOut])
+async def list_merchants(_: OperatorDep, session: ReadSessionDep) -> list[MerchantOut]:
+    """Every merchant of the platform."""
     return [
-        ObjectOut(id=m.id, object="merchant", name=m.name, created_at=m.created_at)
+        MerchantOut(id=m.id, name=m.name, created_at=m.created_at)
         for m in await MerchantRepository(session).list_merchants()
     ]
 
 
-@router.post("/merchants/{merchant_id}/apps", status_code=201, response_model=ObjectOut)
+@router.post("/merchants/{merchant_id}/apps", status_code=201, response_model=AppOut)
 async def create_app(
     merchant_id: str, body: AppCreate, _: OperatorDep, session: SessionDep
-) -> ObjectOut:
+) -> AppOut:
+    """A new app of the merchant: its own keys, channel accounts, routing and webhooks."""
     app = await service.create_app(session, merchant_id=merchant_id, name=body.name)
-    return ObjectOut(
-        id=app.id, object="app", name=app.name, merchant=app.merchant_id, created_at=app.created_at
-    )
+    return AppOut(id=app.id, name=app.name, merchant=app.merchant_id, created_at=app.created_at)
 
 
 @router.post("/apps/{app_id}/keys", status_code=201, response_model=KeyOut)

@@ -30,11 +30,18 @@ class KeyCreate(BaseModel):
     mode: Mode = Mode.test
 
 
-class ObjectOut(BaseModel):
+class MerchantOut(BaseModel):
     id: str
-    object: str
-    name: str | None = None
-    merchant: str | None = None
+    object: Literal["merchant"] = "merchant"
+    name: str
+    created_at: dt.datetime
+
+
+class AppOut(BaseModel):
+    id: str
+    object: Literal["app"] = "app"
+    name: str
+    merchant: str
     created_at: dt.datetime
 
 
