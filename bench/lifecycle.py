@@ -156,8 +156,9 @@ async def provision(db_url: str, env: dict[str, str], creds: dict[str, Any], hoo
                 await channels.add_account(
                     s, rt.vault, app_id=a.id, channel=name, mode=Mode.test, credentials=c
                 )
+            vetted = await webhooks.vet_url(rt.egress, hook, livemode=False)
             await webhooks.create_endpoint(
-                s, rt.vault, app_id=a.id, livemode=False, url=hook, events=["*"]
+                s, rt.vault, app_id=a.id, livemode=False, url=vetted, events=["*"]
             )
         return key.secret
     finally:
@@ -255,7 +256,8 @@ async def bench(db: str, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PAYMUX_ENV": "dev", "PAYMUX_DATABASE_URL": db_url,
            "PAYMUX_PUBLIC_URL": gateway, "PAYMUX_LOG_LEVEL": "WARNING",
            "PAYMUX_WORKER_POLL_SECONDS": "0.05", "PAYMUX_WORKER_BATCH_SIZE": "200",
-           "PAYMUX_DB_POOL_SIZE": "20"}  # fmt: skip
+           "PAYMUX_DB_POOL_SIZE": "20",
+           "PAYMUX_EGRESS_ALLOW_NETS": "127.0.0.0/8"}  # fmt: skip  (the receiver is on loopback)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         creds_file = tmp / "creds.json"
