@@ -31,7 +31,7 @@ from tests.fixtures.servers import serve_here
 schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("PAYMUX_CONFORMANCE_EXAMPLES", "6"))
-STATEFUL_RUNS = int(os.environ.get("PAYMUX_CONFORMANCE_STATEFUL", "15"))
+STATEFUL_RUNS = int(os.environ.get("PAYMUX_CONFORMANCE_STATEFUL", "40"))
 
 
 @pytest.fixture(scope="module")
