@@ -34,9 +34,9 @@ test: dev lint browser
 	$(BIN)/pytest
 
 bench: dev
-	$(BIN)/python bench/lifecycle.py
-	$(BIN)/python bench/ledger.py
-	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/lifecycle.py --json
+	$(BIN)/python bench/ledger.py --json
+	$(BIN)/python bench/routing.py --json
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*

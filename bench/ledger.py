@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -93,6 +94,17 @@ class Phase:
     @property
     def commits_per_s(self) -> float:
         return self.commits / self.wall if self.wall else 0.0
+
+
+def figures(results: dict[int, dict[str, Phase]]) -> dict[str, dict[str, float]]:
+    """The ``--json`` figures: per concurrency level and phase, throughput and latency."""
+    return {
+        f"{kind}@{c}": {"transfers_per_s": round(p.transfers_per_s, 1),
+                        "commits_per_s": round(p.commits_per_s, 1),
+                        "p50_ms": round(pct(p.latencies, 0.5) * 1000, 2),
+                        "p99_ms": round(pct(p.latencies, 0.99) * 1000, 2)}
+        for c, phases in results.items() for kind, p in phases.items()
+    }  # fmt: skip
 
 
 def pct(values: list[float], q: float) -> float:
@@ -516,6 +528,9 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"\nbooks: {made:,} transfers, " + ("; ".join(problems) if problems else
               "Σ debits = Σ credits, every transaction two balanced entries, every kept "
               "balance equals its entries, every transfer recorded once: correct"))  # fmt: skip
+        if args.json:
+            print(json.dumps({"benchmark": "ledger", "cores": cores, "transfers": made,
+                              "correct": not problems, "phases": figures(results)}))  # fmt: skip
         return 1 if problems else 0
     finally:
         if db is not None:
@@ -537,6 +552,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--scale", type=int, help="pgbench scale (default 10)")
     parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     if shutil.which("pgbench") is None:
         parser.error("pgbench is not on PATH (Debian: apt install postgresql-client)")

@@ -376,6 +376,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--api", type=int, default=2, help="API processes on PostgreSQL")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on PostgreSQL")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     if args.role == "sandbox":
         return run_sandbox(args.port, args.out)
@@ -385,9 +386,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dbs = [args.only] if args.only else ["sqlite"] + (["postgresql"] if pg_reachable() else [])
     print(f"paymux lifecycle benchmark on {os.cpu_count()} cores")
+    results = []
     for db in dbs:
         result = asyncio.run(bench(db, args))
-        print(json.dumps(result))
+        results.append(result)
         setup = (
             f"{result['api_processes']} API + {result['worker_processes']} worker processes"
             if result["worker_processes"]
@@ -404,6 +406,8 @@ def main() -> None:
         shares = ", ".join(f"{k} {v}" for k, v in result["cpu_ms_per_lifecycle"].items())
         total = sum(result["cpu_ms_per_lifecycle"].values())
         print(f"{'':>12}CPU ms per lifecycle: {shares} (total {total:.1f})", flush=True)
+    if args.json:
+        print(json.dumps({"benchmark": "lifecycle", "cores": os.cpu_count(), "runs": results}))
 
 
 if __name__ == "__main__":

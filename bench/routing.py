@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import random
 import statistics
 import sys
@@ -215,6 +216,7 @@ async def simulate(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     p50, p99 = decision_cost(2_000 if args.quick else 20_000)
     print(f"(a) routing decision, 20 accounts, 50 rules: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
@@ -226,14 +228,19 @@ async def main() -> None:
         ("priority", "static, best first", ("wx-b", "wx-a", "wx-c")),
         ("score", "paymux routing", None),
     )
+    simulation: dict[str, dict[str, dict[str, float]]] = {}
     for strategy, label, order in runs:
         results = await simulate(strategy, per_phase, seed=7, order=order)
+        simulation[label] = results
         cells = "  ".join(
             f"{phase}: {r['success']:5.1f}% ok, {r['fee_bps']:4.1f} bps fee, "
             f"{int(r['technical'])} lost to technical errors"
             for phase, r in results.items()
         )
         print(f"  {label:18s} {cells}")
+    if args.json:
+        print(json.dumps({"benchmark": "routing", "decision_p50_us": round(p50, 1),
+                          "decision_p99_us": round(p99, 1), "simulation": simulation}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -161,10 +161,13 @@ def configure_logging(
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        # Undo uvicorn's own logging config (its handlers would bypass the redaction).
+        # Undo uvicorn's own logging config (its handlers would bypass the redaction, and a
+        # level an earlier server set would outlive this configuration); a server started
+        # after this sets its own level again.
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+        uvicorn_logger.setLevel(logging.NOTSET)
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _StripQuery) for f in access.filters):
         access.addFilter(_StripQuery())

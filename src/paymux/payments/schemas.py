@@ -5,10 +5,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from paymux.payments.models import Attempt, Payment
 from paymux.splits.schemas import SplitSpec
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("return_url must be an http(s) URL")
+    return value
+
+
+ReturnUrl = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_http_url)]
+"""Where the customer is sent back: an absolute http(s) URL (every request that takes one)."""
 
 OutTradeNo = Annotated[
     str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-|*.]+$")
@@ -46,7 +63,7 @@ class PaymentCreate(BaseModel):
     metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
         default_factory=dict
     )
-    return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    return_url: ReturnUrl | None = None
     client_ip: Annotated[str, StringConstraints(max_length=64)] | None = None
     channel: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         default=None, description="Pin a channel (`wechatpay`) or a channel account (`chn_…`)."
@@ -63,13 +80,6 @@ class PaymentCreate(BaseModel):
     def _metadata_size(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 50 or any(not 1 <= len(k) <= 40 for k in value):
             raise ValueError("metadata: at most 50 keys of 1–40 characters")
-        return value
-
-    @field_validator("return_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("return_url must be an http(s) URL")
         return value
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from paymux.payments.schemas import ReturnUrl
 from paymux.wallets.models import OwnerType, Wallet
 
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=64,
@@ -112,16 +113,7 @@ class TopUpCreate(BaseModel):
     customer: dict[str, Annotated[str, StringConstraints(max_length=128)]] = Field(
         default_factory=dict
     )
-    return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
-
-    @field_validator("return_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        # The payment this becomes checks the same (PaymentCreate); checking here makes a bad
-        # URL a 400 about the top-up body before anything is looked up.
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("return_url must be an http(s) URL")
-        return value
+    return_url: ReturnUrl | None = None  # checked here: a 400 about the top-up body
 
 
 class StatementLine(BaseModel):
