@@ -143,3 +143,28 @@ def test_channel_test_credentials_may_reach_the_channels_own_test_mode() -> None
         with pytest.raises(InvalidRequest) as info:
             validate_credentials(stripe, given, mode)
         assert info.value.code == code
+
+
+async def test_a_key_revoked_by_another_process_is_refused_within_a_second(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key cache keeps lookups off the database; a revocation made elsewhere (another API
+    process: here the database directly, so this process's cache is not told) holds within
+    the cache's second, never later."""
+    from paymux.merchants import auth
+    from paymux.merchants import service as merchants
+
+    merchant = await _post(stack, "/merchants", {"name": "Revoked elsewhere"})
+    app = await _post(stack, f"/merchants/{merchant['id']}/apps", {"name": "web"})
+    key = await _post(stack, f"/apps/{app['id']}/keys", {"mode": "test"})
+    headers = {"Authorization": f"Bearer {key['secret']}"}
+    now = [1000.0]
+    monkeypatch.setattr(auth, "_monotonic", lambda: now[0])
+    assert (await stack.client.get("/v1/payments", headers=headers)).status_code == 200
+    async with stack.runtime.db.transaction() as session:
+        await merchants.revoke_key(session, app_id=app["id"], key_id=key["id"])
+    now[0] += 0.5  # inside the cached second: still served from the cache
+    assert (await stack.client.get("/v1/payments", headers=headers)).status_code == 200
+    now[0] += 0.6  # past it: looked up again, refused
+    refused = await stack.client.get("/v1/payments", headers=headers)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -64,6 +64,13 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def dialect_insert(session: AsyncSession, model: type[Any]) -> Any:
+    """The session's dialect's INSERT, which knows ``ON CONFLICT`` (both dialects have it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def create_engine(

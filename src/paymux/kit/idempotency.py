@@ -39,7 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.kit import clock
 from paymux.kit.crypto import Vault
-from paymux.kit.db import Base, Database, JSONType, UTCDateTime
+from paymux.kit.db import Base, Database, JSONType, UTCDateTime, dialect_insert
 from paymux.kit.errors import IdempotencyError, InvalidRequest, PaymuxError
 from paymux.kit.ids import new_id
 from paymux.kit.models import created_at_column
@@ -82,21 +82,26 @@ Handler = Callable[[], Awaitable[tuple[int, Any]]]
 async def _reserve(
     db: Database, app_id: str, key: str, fingerprint: str
 ) -> IdempotencyRecord | None:
-    """Insert the reservation; None if the key exists already."""
-    now = clock.now()
+    """Insert the reservation (one statement); None if the key exists already."""
     record = IdempotencyRecord(
-        id=new_id("idk"),
-        app_id=app_id,
-        key=key,
-        request_hash=fingerprint,
-        locked_until=now + dt.timedelta(seconds=LEASE_SECONDS),
-    )
-    try:
-        async with db.transaction() as session:
-            session.add(record)
-    except sa.exc.IntegrityError:
-        return None
-    return record
+        id=new_id("idk"), app_id=app_id, key=key, request_hash=fingerprint,
+        locked_until=clock.now() + dt.timedelta(seconds=LEASE_SECONDS),
+    )  # fmt: skip
+    async with db.transaction() as session:
+        inserted = await session.execute(
+            dialect_insert(session, IdempotencyRecord)
+            .values(
+                id=record.id,
+                app_id=app_id,
+                key=key,
+                request_hash=fingerprint,
+                locked_until=record.locked_until,
+                created_at=clock.now(),
+            )
+            .on_conflict_do_nothing(index_elements=["app_id", "key"])
+            .returning(IdempotencyRecord.id)
+        )
+        return record if inserted.first() is not None else None
 
 
 async def _load(db: Database, app_id: str, key: str) -> IdempotencyRecord | None:
@@ -269,7 +274,7 @@ def honours(route: Any) -> bool:
     return isinstance(original, APIRoute) and _caller_of(original) is not None
 
 
-def current_request_key(request: Request) -> str | None:
+async def current_request_key(request: Request) -> str | None:
     """This request's :func:`request_key` (None without an ``Idempotency-Key``)."""
     found: str | None = request.scope.get(_REQUEST_KEY)
     return found
@@ -351,10 +356,8 @@ class IdempotentRoute(APIRoute):
                 runtime.db, runtime.vault, app_id=scope, key=key, fingerprint=fingerprint,
                 handler=run_endpoint,
             )  # fmt: skip
-            for name, value in answered[0].headers.items() if answered else ():
-                if name not in ("content-length", "content-type"):
-                    response.headers[name] = value
-            return response
+            # The endpoint's own answer (its headers too) when it ran; else the stored one.
+            return answered[0] if answered else response
 
         return handler
 

@@ -27,7 +27,12 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def _runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request
+    return get_runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -66,7 +71,7 @@ class PageParams(BaseModel):
     starting_after: str | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> PageParams:

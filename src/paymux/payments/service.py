@@ -142,11 +142,7 @@ async def _insert(
 ) -> None:
     """Insert a new payment with its funds plan and declared split (a duplicate number is a
     409 and inserts nothing)."""
-    repo = PaymentRepository(session)
-    if await repo.find_by_out_trade_no(payment.app_id, payment.livemode,
-                                       payment.out_trade_no) is not None:  # fmt: skip
-        raise _duplicate(payment.out_trade_no)
-    repo.add(payment)
+    PaymentRepository(session).add(payment)
     try:  # the payment first: the unit of work does not order unrelated mappers by FK
         await session.flush()
     except sa.exc.IntegrityError:
@@ -201,14 +197,33 @@ async def create(
     creating it, the payment is answered as far as it is safely known instead of a
     ``duplicate_out_trade_no`` (:mod:`paymux.payments.recovery`)."""
     # Both build on this module: payment codes wait synchronously, crash recovery resumes.
-    from paymux.payments import barcode, recovery
+    from paymux.payments import recovery
 
-    if request_key is not None:
+    try:
+        return await _create(
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
+            top_up_wallet_id=top_up_wallet_id, request_key=request_key,
+        )  # fmt: skip
+    except Conflict as exc:
+        # The number is taken: by this very request's earlier run (which died after creating
+        # it) the payment is recovered; by anything else it is the 409. Looked up only here,
+        # so a create pays nothing for recovery.
+        if request_key is None or exc.code != DUPLICATE:
+            raise
         recovered = await recovery.recover(
             rt, app_id=app_id, livemode=livemode, req=req, request_key=request_key
         )
-        if recovered is not None:
-            return recovered, 0
+        if recovered is None:
+            raise
+        return recovered, 0
+
+
+async def _create(
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
+    top_up_wallet_id: str | None, request_key: str | None,
+) -> tuple[Payment, int]:  # fmt: skip
+    from paymux.payments import barcode
+
     if barcode.handles(req.method):
         return await barcode.create(
             rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
@@ -269,9 +284,12 @@ def wants_profit_sharing(req: PaymentCreate) -> bool:
     return bool(req.split and req.split.receivers and req.split.receivers[0].wallet is None)
 
 
+DUPLICATE = "duplicate_out_trade_no"
+
+
 def _duplicate(out_trade_no: str) -> Conflict:
     return Conflict(
-        "duplicate_out_trade_no",
+        DUPLICATE,
         f"A payment with out_trade_no {out_trade_no!r} exists already.",
         param="out_trade_no",
     )
