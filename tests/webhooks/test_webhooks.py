@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from paymux.kit.db import claim_due
+from paymux.kit.db import Due, claim_due
 from paymux.webhooks import service, signing, tasks
 from paymux.webhooks.models import DeliveryStatus, Event, WebhookDelivery
 from tests.conftest import MERCHANT_SITE, Stack, Tenant, make_tenant
@@ -349,11 +349,10 @@ async def test_worker_crash_after_claim_is_redelivered_after_the_lease(
     await add_endpoint(stack, tenant, path)
     event_id = await emit(stack, tenant)
     async with stack.runtime.db.transaction() as session:  # a worker claims, then dies
+        only_this = Due(tasks.DUE.column, (*tasks.DUE.where, WebhookDelivery.event_id == event_id))
         claimed = await claim_due(
-            session, WebhookDelivery, WebhookDelivery.next_attempt_at,
-            where=[WebhookDelivery.event_id == event_id], limit=10,
-            lease_seconds=tasks.LEASE_SECONDS,
-        )  # fmt: skip
+            session, WebhookDelivery, only_this, limit=10, lease_seconds=tasks.LEASE_SECONDS
+        )
         assert len(claimed) == 1
     await deliver(stack)
     assert stack.receiver.for_path(path) == []

@@ -2,7 +2,10 @@
 
 Queue-like jobs (janitor queries, expiry, webhook deliveries) claim their due rows with
 ``FOR UPDATE SKIP LOCKED``, so any number of workers on any hosts share them without
-double work. Periodic jobs (housekeeping) take a fleet-wide lease and run once per period.
+double work. Each tick first asks, in one plain read, which of them have anything due
+(:func:`paymux.kit.db.which_due`) and runs only those: an idle worker costs the database one
+statement per poll, not one per job. Periodic jobs (housekeeping) take a fleet-wide lease and
+run once per period.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import structlog
 
 from paymux.jobs import leases
 from paymux.kit import idempotency
+from paymux.kit.db import Due, which_due
 from paymux.kit.ids import token
 from paymux.ledger import tasks as ledger_tasks
 from paymux.payments import tasks as payment_tasks
@@ -31,6 +35,14 @@ from paymux.webhooks import tasks as webhook_tasks
 log = structlog.get_logger(__name__)
 
 Job = Callable[[Runtime], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Queued:
+    name: str
+    due: Due | None
+    """When it has work (a plain read, asked for every job at once); None: every tick."""
+    run: Job
 
 
 @dataclass(frozen=True)
@@ -66,26 +78,40 @@ class Worker:
         self._next_check: dict[str, float] = {}
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{token('', 4)}"
         batch = rt.settings.worker_batch_size
-        self.jobs: list[tuple[str, Job]] = [
-            ("janitor", lambda r: payment_tasks.query_due(r, limit=batch)),
-            ("expiry", lambda r: payment_tasks.expire_due(r, limit=batch)),
-            ("refunds", lambda r: refund_tasks.query_due(r, limit=batch)),
-            ("webhooks", lambda r: webhook_tasks.deliver_due(r, limit=batch)),
-            ("ledger_holds", lambda r: ledger_tasks.void_expired(r, limit=batch)),
-            ("splits", lambda r: split_tasks.process_due(r, limit=batch)),
-            ("payouts", lambda r: payout_tasks.send_due(r, limit=batch)),
-            ("escrow", lambda r: settlement_tasks.release_escrows(r, limit=batch)),
-            ("settlement", lambda r: settlement_tasks.settle_due(r)),
-        ]
+        self.jobs: tuple[Queued, ...] = (
+            Queued("janitor", payment_tasks.QUERY_DUE,
+                   lambda r: payment_tasks.query_due(r, limit=batch)),
+            Queued("expiry", payment_tasks.EXPIRY_DUE,
+                   lambda r: payment_tasks.expire_due(r, limit=batch)),
+            Queued("refunds", refund_tasks.DUE, lambda r: refund_tasks.query_due(r, limit=batch)),
+            Queued("webhooks", webhook_tasks.DUE,
+                   lambda r: webhook_tasks.deliver_due(r, limit=batch)),
+            Queued("ledger_holds", ledger_tasks.DUE,
+                   lambda r: ledger_tasks.void_expired(r, limit=batch)),
+            Queued("splits", split_tasks.DUE, lambda r: split_tasks.process_due(r, limit=batch)),
+            Queued("payouts", payout_tasks.DUE, lambda r: payout_tasks.send_due(r, limit=batch)),
+            Queued("escrow", settlement_tasks.ESCROW_DUE,
+                   lambda r: settlement_tasks.release_escrows(r, limit=batch)),
+            Queued("settlement", settlement_tasks.SETTLE_DUE, settlement_tasks.settle_due),
+        )  # fmt: skip
 
     async def tick(self) -> int:
         """Run every job once; returns how many items were handled."""
         handled = 0
-        for name, job in self.jobs:
+        try:
+            due = await which_due(
+                self.rt.db, {job.name: job.due for job in self.jobs if job.due is not None}
+            )
+        except Exception:
+            log.exception("job_failed", job="due_check")
+            due = set()
+        for job in self.jobs:
+            if job.due is not None and job.name not in due:
+                continue
             try:
-                handled += await job(self.rt)
+                handled += await job.run(self.rt)
             except Exception:
-                log.exception("job_failed", job=name)
+                log.exception("job_failed", job=job.name)
         for periodic in self.periodic:
             handled += await self._periodic(periodic)
         return handled

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -172,25 +173,36 @@ class Database:
 M = TypeVar("M", bound=Base)
 
 
-async def any_due(
-    db: Database,
-    due: InstrumentedAttribute[Any],
-    *,
-    where: Sequence[sa.ColumnElement[bool]] = (),
-) -> bool:
-    """Whether any row is due, by a plain read: idle workers poll with this so they take no
-    write lock (SQLite) or row locks (PostgreSQL) when there is nothing to claim."""
-    stmt = sa.select(sa.literal(1)).where(due.is_not(None), due <= clock.now(), *where).limit(1)
+@dataclass(frozen=True)
+class Due:
+    """When a queue-like job has work: rows whose ``column`` time has come (and ``where``)."""
+
+    column: InstrumentedAttribute[Any]
+    where: tuple[sa.ColumnElement[bool], ...] = ()
+
+    def condition(self, now: dt.datetime) -> sa.ColumnElement[bool]:
+        return sa.and_(self.column.is_not(None), self.column <= now, *self.where)
+
+
+async def which_due(db: Database, probes: Mapping[str, Due]) -> set[str]:
+    """Which of ``probes`` have a row due, in one plain read: an idle worker polls with this,
+    taking no write lock (SQLite) or row locks (PostgreSQL) and one round trip for all jobs."""
+    if not probes:
+        return set()
+    now = clock.now()
+    stmt = sa.select(
+        *(sa.exists().where(due.condition(now)).label(name) for name, due in probes.items())
+    )
     async with db.read() as session:
-        return (await session.scalar(stmt)) is not None
+        row = (await session.execute(stmt)).one()
+    return {name for name, flag in row._mapping.items() if flag}
 
 
 async def claim_due(
     session: AsyncSession,
     model: type[M],
-    due: InstrumentedAttribute[Any],
+    due: Due,
     *,
-    where: Sequence[sa.ColumnElement[bool]] = (),
     limit: int,
     lease_seconds: float,
 ) -> list[M]:
@@ -203,14 +215,14 @@ async def claim_due(
     now = clock.now()
     stmt = (
         sa.select(model)
-        .where(due.is_not(None), due <= now, *where)
-        .order_by(due)
+        .where(due.condition(now))
+        .order_by(due.column)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     rows = list((await session.scalars(stmt)).all())
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     for row in rows:
-        setattr(row, due.key, lease_until)
+        setattr(row, due.column.key, lease_until)
     await session.flush()
     return rows

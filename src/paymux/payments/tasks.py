@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import structlog
 
-from paymux.kit.db import any_due, claim_due
+from paymux.kit.db import Due, claim_due
 from paymux.kit.errors import PaymuxError
 from paymux.payments import lifecycle, transitions
 from paymux.payments.models import Attempt, Payment
@@ -16,19 +16,18 @@ log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 60.0
 
+QUERY_DUE = Due(Attempt.query_due_at, (Attempt.status.in_([
+    AttemptStatus.created, AttemptStatus.unknown, AttemptStatus.pending,
+]),))  # fmt: skip
+EXPIRY_DUE = Due(Payment.expiry_due_at, (Payment.status == PaymentStatus.pending,))
+
 
 async def query_due(rt: Runtime, *, limit: int = 50) -> int:
     """Query every open attempt whose next query is due. Returns how many were handled."""
-    where = [Attempt.status.in_([
-        AttemptStatus.created, AttemptStatus.unknown, AttemptStatus.pending,
-    ])]  # fmt: skip
-    if not await any_due(rt.db, Attempt.query_due_at, where=where):
-        return 0
     async with rt.db.transaction() as session:
         attempts = await claim_due(
-            session, Attempt, Attempt.query_due_at, where=where,
-            limit=limit, lease_seconds=LEASE_SECONDS,
-        )  # fmt: skip
+            session, Attempt, QUERY_DUE, limit=limit, lease_seconds=LEASE_SECONDS
+        )
         ids = [a.id for a in attempts]
     for attempt_id in ids:
         try:
@@ -40,13 +39,10 @@ async def query_due(rt: Runtime, *, limit: int = 50) -> int:
 
 async def expire_due(rt: Runtime, *, limit: int = 50) -> int:
     """Close payments past their expiry at the channel, then mark them ``expired``."""
-    where = [Payment.status == PaymentStatus.pending]
-    if not await any_due(rt.db, Payment.expiry_due_at, where=where):
-        return 0
     async with rt.db.transaction() as session:
         payments = await claim_due(
-            session, Payment, Payment.expiry_due_at, where=where,
-            limit=limit, lease_seconds=transitions.EXPIRY_RETRY_SECONDS,
+            session, Payment, EXPIRY_DUE, limit=limit,
+            lease_seconds=transitions.EXPIRY_RETRY_SECONDS,
         )  # fmt: skip
         ids = [p.id for p in payments]
     for payment_id in ids:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from paymux.kit.db import any_due, claim_due
+from paymux.kit.db import Due, claim_due
 from paymux.refunds import service
 from paymux.refunds.models import Refund, RefundStatus
 from paymux.runtime import Runtime
@@ -12,17 +12,12 @@ from paymux.runtime import Runtime
 log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 60.0
+DUE = Due(Refund.query_due_at, (Refund.status == RefundStatus.pending,))
 
 
 async def query_due(rt: Runtime, *, limit: int = 50) -> int:
-    where = [Refund.status == RefundStatus.pending]
-    if not await any_due(rt.db, Refund.query_due_at, where=where):
-        return 0
     async with rt.db.transaction() as session:
-        refunds = await claim_due(
-            session, Refund, Refund.query_due_at, where=where, limit=limit,
-            lease_seconds=LEASE_SECONDS,
-        )  # fmt: skip
+        refunds = await claim_due(session, Refund, DUE, limit=limit, lease_seconds=LEASE_SECONDS)
         ids = [r.id for r in refunds]
     for refund_id in ids:
         try:

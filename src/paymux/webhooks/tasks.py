@@ -17,7 +17,7 @@ import structlog
 
 from paymux.kit import clock
 from paymux.kit.crypto import DecryptionError
-from paymux.kit.db import any_due, claim_due
+from paymux.kit.db import Due, claim_due
 from paymux.kit.egress import EgressRefused
 from paymux.runtime import Runtime
 from paymux.webhooks import service, signing
@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 60.0
 """Longer than any attempt can take (the webhook client's timeout is 10 s)."""
+DUE = Due(WebhookDelivery.next_attempt_at, (WebhookDelivery.status == DeliveryStatus.pending,))
 EXCERPT_BYTES = 200
 """How much of a 2xx answer's body is kept (and read at all); nothing of any other answer."""
 
@@ -44,14 +45,10 @@ class _Send:
 
 async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
     """Attempt every delivery that is due. Returns how many were attempted or canceled."""
-    where = [WebhookDelivery.status == DeliveryStatus.pending]
-    if not await any_due(rt.db, WebhookDelivery.next_attempt_at, where=where):
-        return 0
     async with rt.db.transaction() as session:
         deliveries = await claim_due(
-            session, WebhookDelivery, WebhookDelivery.next_attempt_at, where=where,
-            limit=limit, lease_seconds=LEASE_SECONDS,
-        )  # fmt: skip
+            session, WebhookDelivery, DUE, limit=limit, lease_seconds=LEASE_SECONDS
+        )
         if not deliveries:
             return 0
         repo = WebhookRepository(session)
