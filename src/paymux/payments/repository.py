@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.schemas import PaymentFilters
-from paymux.payments.states import FINAL_ATTEMPT, PaymentStatus
+from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+
+
+def _one_row(result: Any) -> bool:
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 class PaymentRepository:
@@ -71,6 +78,43 @@ class PaymentRepository:
         stmt = stmt.order_by(Payment.id.desc()).limit(limit + 1)
         rows = list((await self.session.scalars(stmt)).all())
         return rows[:limit], len(rows) > limit
+
+    async def set_next_action(
+        self, payment_id: str, attempt_id: str, action: dict[str, Any] | None
+    ) -> bool:
+        """The create's ``next_action`` on a payment still pending on that attempt (locks it)."""
+        result = await self.session.execute(
+            sa.update(Payment)
+            .where(
+                Payment.id == payment_id,
+                Payment.status == PaymentStatus.pending,
+                Payment.current_attempt_id == attempt_id,
+            )
+            .values(next_action=action)
+            .execution_options(synchronize_session=False)
+        )
+        return _one_row(result)
+
+    async def attempt_opened(
+        self, attempt_id: str, *, next_action: dict[str, Any] | None,
+        channel_trade_no: str | None, latency_ms: int, query_due_at: dt.datetime,
+    ) -> bool:  # fmt: skip
+        """``created`` → ``pending`` with what the channel answered; False if it moved."""
+        result = await self.session.execute(
+            sa.update(Attempt)
+            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.created)
+            .values(
+                status=AttemptStatus.pending,
+                next_action=next_action,
+                channel_trade_no=sa.func.coalesce(
+                    Attempt.channel_trade_no, sa.literal(channel_trade_no, sa.String)
+                ),
+                channel_latency_ms=latency_ms,
+                query_due_at=query_due_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return _one_row(result)
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
         return await self.session.get(Attempt, attempt_id)

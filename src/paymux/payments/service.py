@@ -38,6 +38,7 @@ from paymux.payments.states import (
     PaymentStatus,
 )
 from paymux.payments.transitions import (
+    PENDING_FIRST_QUERY,
     QUERY_BACKOFF_SECONDS,
     apply_state,
     move_attempt,
@@ -267,6 +268,8 @@ async def _create(
         outcome = await _call_create(rt, payment, attempt, account,
                                      profit_sharing=profit_sharing)  # fmt: skip
         channel_ms += outcome.latency_ms
+        if await _record_pending(rt, payment, attempt, outcome):
+            break
         may_fail_over = time.monotonic() - started < budget
         payment, next_attempt = await _record_create(
             rt, payment.id, attempt.id, outcome, plan=plan if may_fail_over else None,
@@ -387,6 +390,47 @@ async def _record_create(
             failure=(code[:64], outcome.error.message[:500]),
         )  # fmt: skip
     return payment, None
+
+
+class _Raced(Exception):
+    """Something (a notification) moved the attempt first: the general path applies it."""
+
+
+async def _record_pending(
+    rt: Runtime, payment: Payment, attempt: Attempt, outcome: _Outcome
+) -> bool:
+    """The common answer — the order is open, waiting for the customer — in guarded UPDATEs
+    (the payment first, as every path locks it) with no row loaded; ``payment`` and
+    ``attempt`` are updated to match. False when it is another answer or the payment or the
+    attempt moved meanwhile (a notification came first): nothing is written then, and
+    :func:`_record_create` applies the answer under the payment's lock like any other."""
+    created = outcome.created
+    if created is None or created.status is not base.ChannelPaymentStatus.pending:
+        return False
+    action = created.next_action.to_dict() if created.next_action else None
+    due = next_query_at(PENDING_FIRST_QUERY)
+    try:
+        async with rt.db.transaction() as session:
+            repo = PaymentRepository(session)
+            if not await repo.set_next_action(payment.id, attempt.id, action):
+                raise _Raced
+            if not await repo.attempt_opened(
+                attempt.id, next_action=action, channel_trade_no=created.channel_trade_no,
+                latency_ms=outcome.latency_ms, query_due_at=due,
+            ):  # fmt: skip
+                raise _Raced
+            # last: the breaker's row is every create's on this account, held until commit
+            await routing.record_call(
+                session, app_id=payment.app_id, account_id=attempt.channel_account_id,
+                method=attempt.method, ok=True, accepted=True, latency_ms=outcome.latency_ms,
+            )  # fmt: skip
+    except _Raced:
+        return False
+    payment.next_action = attempt.next_action = action
+    attempt.status, attempt.query_due_at = AttemptStatus.pending, due
+    attempt.channel_trade_no = attempt.channel_trade_no or created.channel_trade_no
+    attempt.channel_latency_ms = outcome.latency_ms
+    return True
 
 
 async def _record_created(

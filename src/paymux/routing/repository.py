@@ -170,6 +170,26 @@ class RoutingRepository:
         )
         return list(rows)
 
+    async def count_success_if_closed(
+        self, account_id: str, now: dt.datetime, window_from: dt.datetime
+    ) -> bool:
+        """A call that went well, counted on a closed breaker in one UPDATE (a window older than
+        ``window_from`` starts again); False when there is no row or it is not closed."""
+        b = RoutingBreaker
+        fresh = sa.or_(b.window_start.is_(None), b.window_start < window_from)
+        result = await self.session.execute(
+            sa.update(b)
+            .where(b.account_id == account_id, b.state == BreakerState.closed.value)
+            .values(
+                consecutive_errors=0,
+                window_start=sa.case((fresh, now), else_=b.window_start),
+                window_total=sa.case((fresh, 1), else_=b.window_total + 1),
+                window_errors=sa.case((fresh, 0), else_=b.window_errors),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def breaker_for_update(self, account_id: str) -> RoutingBreaker:
         await self.session.execute(
             _insert(self.session, RoutingBreaker)

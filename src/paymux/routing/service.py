@@ -368,6 +368,8 @@ async def record_call(
         account_id, method, _minute(now), accepted=int(accepted), errors=int(not ok),
         latency_ms=max(latency_ms, 0),
     )  # fmt: skip
+    if ok and await repo.count_success_if_closed(account_id, now, now - BREAKER_RATE_WINDOW):
+        return  # the common case, in one statement: a closed breaker stays closed
     breaker = await repo.breaker_for_update(account_id)
     before = breaker.state
     start = clock.aware(breaker.window_start) if breaker.window_start else None
