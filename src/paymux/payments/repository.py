@@ -44,6 +44,18 @@ class PaymentRepository:
         )
         return (await self.session.scalars(stmt)).one()
 
+    async def lock_of_attempt(self, attempt_id: str) -> Payment | None:
+        """The payment of an attempt, locked — one statement, before the attempt is read, so
+        the attempt is read under the lock (every path locks the payment first)."""
+        of_attempt = sa.select(Attempt.payment_id).where(Attempt.id == attempt_id)
+        stmt = (
+            sa.select(Payment)
+            .where(Payment.id == of_attempt.scalar_subquery())
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).first()
+
     async def find_by_out_trade_no(
         self, app_id: str, livemode: bool, out_trade_no: str
     ) -> Payment | None:
@@ -117,7 +129,8 @@ class PaymentRepository:
         return _one_row(result)
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
-        return await self.session.get(Attempt, attempt_id)
+        """As stored now (read again if this session has it: the caller may hold a lock)."""
+        return await self.session.get(Attempt, attempt_id, populate_existing=True)
 
     async def attempts_of(self, payment_id: str) -> list[Attempt]:
         stmt = sa.select(Attempt).where(Attempt.payment_id == payment_id).order_by(Attempt.id)

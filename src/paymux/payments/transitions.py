@@ -235,9 +235,11 @@ async def apply_notification(
     account's, or :func:`amount_problem` refuses its amount: a valid signature alone does not
     make a notification about *this* order."""
     repo = PaymentRepository(session)
-    attempt = await repo.get_attempt(state.out_trade_no)
+    payment = await repo.lock_of_attempt(state.out_trade_no)
+    attempt = await repo.get_attempt(state.out_trade_no) if payment is not None else None
     if attempt is None or attempt.channel_account_id != account.id:
         raise base.InvalidNotification("unknown_order", "No such order for this channel account.")
+    assert payment is not None
     problem = amount_problem(state, attempt)
     if problem is not None:
         raise base.InvalidNotification(
@@ -245,7 +247,5 @@ async def apply_notification(
             f"Notified {state.status} with {state.amount} {state.currency}, order is "
             f"{attempt.amount} {attempt.currency}.",
         )
-    payment = await repo.lock(attempt.payment_id)
-    await session.refresh(attempt)
     changed = await apply_state(session, payment, attempt, state, public_url)
     return "applied" if changed else "no_change"
