@@ -3,7 +3,7 @@
 Queue-like jobs (janitor queries, expiry, webhook deliveries) claim their due rows with
 ``FOR UPDATE SKIP LOCKED``, so any number of workers on any hosts share them without
 double work. Each tick first asks, in one plain read, which of them have anything due
-(:func:`paymux.kit.db.which_due`) and runs only those: an idle worker costs the database one
+(:class:`paymux.kit.db.DueCheck`) and runs only those: an idle worker costs the database one
 statement per poll, not one per job. Periodic jobs (housekeeping) take a fleet-wide lease and
 run once per period.
 """
@@ -21,7 +21,7 @@ import structlog
 
 from paymux.jobs import leases
 from paymux.kit import idempotency
-from paymux.kit.db import Due, which_due
+from paymux.kit.db import Due, DueCheck
 from paymux.kit.ids import token
 from paymux.ledger import tasks as ledger_tasks
 from paymux.payments import tasks as payment_tasks
@@ -76,6 +76,7 @@ class Worker:
         self.rt = rt
         self.periodic = tuple(periodic)
         self._next_check: dict[str, float] = {}
+        self._check: DueCheck | None = None
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{token('', 4)}"
         batch = rt.settings.worker_batch_size
         self.jobs: tuple[Queued, ...] = (
@@ -95,13 +96,17 @@ class Worker:
             Queued("settlement", settlement_tasks.SETTLE_DUE, settlement_tasks.settle_due),
         )  # fmt: skip
 
+    def _due_check(self) -> DueCheck:
+        probes = {job.name: job.due for job in self.jobs if job.due is not None}
+        if self._check is None or self._check.key != tuple((n, id(d)) for n, d in probes.items()):
+            self._check = DueCheck(probes)
+        return self._check
+
     async def tick(self) -> int:
         """Run every job once; returns how many items were handled."""
         handled = 0
         try:
-            due = await which_due(
-                self.rt.db, {job.name: job.due for job in self.jobs if job.due is not None}
-            )
+            due = await self._due_check()(self.rt.db)
         except Exception:
             log.exception("job_failed", job="due_check")
             due = set()

@@ -180,22 +180,29 @@ class Due:
     column: InstrumentedAttribute[Any]
     where: tuple[sa.ColumnElement[bool], ...] = ()
 
-    def condition(self, now: dt.datetime) -> sa.ColumnElement[bool]:
+    def condition(self, now: Any) -> sa.ColumnElement[bool]:
         return sa.and_(self.column.is_not(None), self.column <= now, *self.where)
 
 
-async def which_due(db: Database, probes: Mapping[str, Due]) -> set[str]:
-    """Which of ``probes`` have a row due, in one plain read: an idle worker polls with this,
-    taking no write lock (SQLite) or row locks (PostgreSQL) and one round trip for all jobs."""
-    if not probes:
-        return set()
-    now = clock.now()
-    stmt = sa.select(
-        *(sa.exists().where(due.condition(now)).label(name) for name, due in probes.items())
-    )
-    async with db.read() as session:
-        row = (await session.execute(stmt)).one()
-    return {name for name, flag in row._mapping.items() if flag}
+class DueCheck:
+    """Which of some jobs have a row due, in one plain read: an idle worker polls with this,
+    taking no write lock (SQLite) or row locks (PostgreSQL) and one round trip for all jobs.
+    The statement is built once (the time is its parameter): a poll costs its execution only."""
+
+    def __init__(self, probes: Mapping[str, Due]) -> None:
+        now: sa.BindParameter[dt.datetime] = sa.bindparam("now")
+        self.key = tuple((name, id(due)) for name, due in probes.items())
+        self.names = tuple(probes)
+        self._stmt = sa.select(
+            *(sa.exists().where(due.condition(now)).label(name) for name, due in probes.items())
+        )
+
+    async def __call__(self, db: Database) -> set[str]:
+        if not self.names:
+            return set()
+        async with db.read() as session:
+            row = (await session.execute(self._stmt, {"now": clock.now()})).one()
+        return {name for name, flag in zip(self.names, row, strict=True) if flag}
 
 
 async def claim_due(
