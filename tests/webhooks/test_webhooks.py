@@ -376,6 +376,34 @@ async def test_a_stale_worker_cannot_move_a_delivery_twice(stack: Stack, tenant:
     assert [a["status_code"] for a in d["attempts"]] == [200, 500]  # logged, not applied
 
 
+async def test_a_batch_of_answers_moves_only_the_deliveries_it_still_holds(
+    stack: Stack, tenant: Tenant
+) -> None:
+    """A batch's 2xx answers are applied in one guarded UPDATE: a stale worker's late 200 for
+    a delivery another worker already finished is logged and changes nothing, while the
+    batch's live answers are applied."""
+    path = f"/{tenant.app_id}/batch"
+    await add_endpoint(stack, tenant, path)
+    done_id = await emit(stack, tenant)
+    await deliver(stack)
+    (done,) = await deliveries(stack, tenant, done_id)
+    assert done["status"] == "delivered"
+    live_id = await emit(stack, tenant)  # a second event, this worker's to answer
+    (live,) = await deliveries(stack, tenant, live_id)
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    late = service.Outcome(attempted_at=at, duration_ms=3, status_code=200)
+    fresh = service.Outcome(attempted_at=at, duration_ms=4, status_code=204)
+    async with stack.runtime.db.transaction() as session:
+        await service.record_outcomes(session, [(done["id"], 1, late), (live["id"], 1, fresh)])
+    (done_after,) = await deliveries(stack, tenant, done_id)
+    (live_after,) = await deliveries(stack, tenant, live_id)
+    assert done_after["attempt_count"] == 1 and done_after["delivered_at"] == done["delivered_at"]
+    assert [a["status_code"] for a in done_after["attempts"]] == [200, 200]  # logged only
+    assert live_after["status"] == "delivered" and live_after["attempt_count"] == 1
+    assert live_after["last_status_code"] == 204
+    assert dt.datetime.fromisoformat(live_after["delivered_at"]) == at
+
+
 # ------------------------------------------------------------------ resend
 async def test_resend_by_api(stack: Stack, tenant: Tenant) -> None:
     path = f"/{tenant.app_id}/resend"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -129,6 +131,35 @@ class WebhookRepository:
         for attempt in (await self.session.scalars(stmt)).all():
             found[attempt.delivery_id].append(attempt)
         return found
+
+    async def log_attempts(self, rows: list[dict[str, Any]]) -> None:
+        await self.session.execute(sa.insert(WebhookAttempt), rows)
+
+    async def mark_delivered(self, rows: list[tuple[str, int, int, dt.datetime]]) -> int:
+        """``(delivery id, attempt number, status code, attempted at)`` → delivered, in one
+        UPDATE guarded per row (still pending, this attempt next); how many moved."""
+        d = WebhookDelivery
+        ids = [row[0] for row in rows]
+        result = await self.session.execute(
+            sa.update(d)
+            .where(
+                d.status == DeliveryStatus.pending,
+                sa.tuple_(d.id, d.attempt_count).in_([(row[0], row[1] - 1) for row in rows]),
+            )
+            .values(
+                status=DeliveryStatus.delivered,
+                attempt_count=d.attempt_count + 1,
+                last_status_code=sa.case({row[0]: row[2] for row in rows}, value=d.id),
+                delivered_at=sa.case(
+                    {row[0]: sa.literal(row[3], d.delivered_at.type) for row in rows}, value=d.id
+                ),
+                last_error=None,
+                next_attempt_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        assert len(ids) == len(set(ids))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def lock_delivery(self, delivery_id: str) -> WebhookDelivery:
         stmt = (

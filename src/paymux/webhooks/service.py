@@ -31,7 +31,6 @@ from paymux.webhooks import signing
 from paymux.webhooks.models import (
     DeliveryStatus,
     Event,
-    WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -307,32 +306,60 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
     return max((clock.aware(when) - now).total_seconds(), 0.0)
 
 
+def _delivered(outcome: Outcome) -> bool:
+    code = outcome.status_code
+    return code is not None and 200 <= code < 300
+
+
+async def record_outcomes(
+    session: AsyncSession, results: Sequence[tuple[str, int, Outcome]]
+) -> None:
+    """Log a batch's attempts and move its deliveries on: every attempt logged in one INSERT,
+    every 2xx in one guarded UPDATE, each other answer on its own row (retry, 410, give up).
+    ``(delivery id, attempt number, outcome)``: the number guards against a stale worker (one
+    whose lease ran out and whose delivery was retried by another) moving a delivery twice."""
+    if not results:
+        return
+    repo = WebhookRepository(session)
+    await repo.log_attempts([_attempt_row(d, o) for d, _, o in results])
+    delivered = [(d, n, o) for d, n, o in results if _delivered(o)]
+    if delivered:
+        moved = await repo.mark_delivered(
+            [(d, n, o.status_code or 0, o.attempted_at) for d, n, o in delivered]
+        )
+        ATTEMPTS.labels("delivered").inc(moved)
+    for delivery_id, number, outcome in results:
+        if not _delivered(outcome):
+            await _move_on(repo, delivery_id, number, outcome)
+
+
+def _attempt_row(delivery_id: str, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": new_id("wa"), "delivery_id": delivery_id, "attempted_at": outcome.attempted_at,
+        "status_code": outcome.status_code, "error": outcome.error,
+        "duration_ms": outcome.duration_ms, "response_excerpt": outcome.response_excerpt,
+    }  # fmt: skip
+
+
 async def record_outcome(
     session: AsyncSession, delivery_id: str, attempt_number: int, outcome: Outcome
 ) -> WebhookDelivery:
-    """Log the attempt and move the delivery on. ``attempt_number`` guards against a stale
-    worker (one whose lease ran out and whose delivery was retried by another) moving it twice."""
-    repo = WebhookRepository(session)
-    repo.add(
-        WebhookAttempt(
-            id=new_id("wa"), delivery_id=delivery_id, attempted_at=outcome.attempted_at,
-            status_code=outcome.status_code, error=outcome.error,
-            duration_ms=outcome.duration_ms, response_excerpt=outcome.response_excerpt,
-        )
-    )  # fmt: skip
+    """One attempt of :func:`record_outcomes`; returns the delivery as it stands after it."""
+    await record_outcomes(session, [(delivery_id, attempt_number, outcome)])
+    return await WebhookRepository(session).lock_delivery(delivery_id)
+
+
+async def _move_on(
+    repo: WebhookRepository, delivery_id: str, attempt_number: int, outcome: Outcome
+) -> None:
+    """A non-2xx answer (or none): retry later, give up, or — 410 — disable the endpoint."""
     delivery = await repo.lock_delivery(delivery_id)
     if delivery.status != DeliveryStatus.pending or delivery.attempt_count != attempt_number - 1:
-        return delivery
+        return
     delivery.attempt_count = attempt_number
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error
     code = outcome.status_code
-    if code is not None and 200 <= code < 300:
-        delivery.status = DeliveryStatus.delivered
-        delivery.delivered_at = outcome.attempted_at
-        delivery.next_attempt_at = None
-        ATTEMPTS.labels("delivered").inc()
-        return delivery
     if code == 410:
         endpoint = await repo.lock_endpoint(delivery.endpoint_id)
         if endpoint.enabled:
@@ -343,7 +370,7 @@ async def record_outcome(
         delivery.next_attempt_at = None
         await repo.cancel_pending(endpoint.id, "endpoint answered 410 Gone")
         ATTEMPTS.labels("gone").inc()
-        return delivery
+        return
     retry_after = (
         parse_retry_after(outcome.retry_after, outcome.attempted_at) if code in (429, 503) else None
     )
@@ -356,4 +383,3 @@ async def record_outcome(
     else:
         delivery.next_attempt_at = clock.now() + dt.timedelta(seconds=wait)
         ATTEMPTS.labels("retry").inc()
-    return delivery

@@ -75,8 +75,10 @@ async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
             )  # fmt: skip
     outcomes = await asyncio.gather(*(_post(rt.webhook_http, s) for s in sends))
     async with rt.db.transaction() as session:
-        for send, outcome in zip(sends, outcomes, strict=True):
-            await service.record_outcome(session, send.delivery_id, send.attempt_number, outcome)
+        await service.record_outcomes(session, [
+            (send.delivery_id, send.attempt_number, outcome)
+            for send, outcome in zip(sends, outcomes, strict=True)
+        ])  # fmt: skip
     return len(deliveries)
 
 
