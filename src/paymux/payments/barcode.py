@@ -152,14 +152,13 @@ async def create(
         payment = service._new_payment(stored, app_id=app_id, merchant_id=merchant_id,
                                        livemode=livemode, expires_at=expires_at,
                                        request_key=request_key)  # fmt: skip
-        await service._insert(session, payment, stored, None)
         pick = await routing.next_candidate(session, plan)
         if pick is None:
             routing.raise_exhausted(plan, method, req.currency)
         account = pick.account  # a code belongs to one wallet: never another channel
         attempt = service._new_attempt(payment, pick, rt.settings.channel_timeout_seconds)
         service._point_at(payment, attempt)
-        session.add(attempt)
+        await service._insert(session, payment, stored, None, attempt)
     outcome = await _charge(rt, payment, attempt, account, auth_code)
     payment, _ = await service._record_create(
         rt, payment.id, attempt.id, outcome, plan=None,

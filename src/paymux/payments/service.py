@@ -139,11 +139,14 @@ def _new_payment(
 
 
 async def _insert(
-    session: AsyncSession, payment: Payment, req: PaymentCreate, top_up_wallet_id: str | None
-) -> None:
-    """Insert a new payment with its funds plan and declared split (a duplicate number is a
-    409 and inserts nothing)."""
-    PaymentRepository(session).add(payment)
+    session: AsyncSession, payment: Payment, req: PaymentCreate, top_up_wallet_id: str | None,
+    attempt: Attempt | None = None,
+) -> None:  # fmt: skip
+    """Insert a new payment, then its funds plan and first attempt, then its declared split
+    (a duplicate number is a 409 and inserts nothing). The attempt is pointed at before the
+    payment is inserted, so the pointer costs no UPDATE."""
+    repo = PaymentRepository(session)
+    repo.add(payment)
     try:  # the payment first: the unit of work does not order unrelated mappers by FK
         await session.flush()
     except sa.exc.IntegrityError:
@@ -151,6 +154,8 @@ async def _insert(
     escrow_seconds = req.escrow.auto_confirm_in if req.escrow else None
     session.add(funds.plan(payment, escrow_seconds=escrow_seconds,
                            top_up_wallet_id=top_up_wallet_id))  # fmt: skip
+    if attempt is not None:
+        repo.add(attempt)
     await session.flush()
     if req.split is not None:
         await splits.declare(session, payment, req.split)
@@ -255,13 +260,12 @@ async def _create(
         )  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=expires_at, request_key=request_key)  # fmt: skip
-        await _insert(session, payment, req, top_up_wallet_id)
         pick = await routing.next_candidate(session, plan)
         if pick is None:  # every candidate's daily limit or breaker probe was taken meanwhile
             routing.raise_exhausted(plan, req.method, req.currency)
         attempt = _new_attempt(payment, pick, call_seconds)
         _point_at(payment, attempt)
-        session.add(attempt)
+        await _insert(session, payment, req, top_up_wallet_id, attempt)
     account = pick.account
     channel_ms = 0
     while True:
