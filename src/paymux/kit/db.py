@@ -135,7 +135,10 @@ class Database:
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock: asyncio.Lock | None = None
-        self.read_engine = self.engine
+        # PostgreSQL reads outside a transaction: READ COMMITTED gives every statement its
+        # own snapshot inside one anyway, so a read session loses nothing and saves the BEGIN
+        # and ROLLBACK round trips (an idle worker's poll, a notification's account lookup).
+        self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_sqlite:
             self._write_lock = asyncio.Lock()
             self.read_engine = create_engine(url, echo=echo, sqlite_immediate=False)
@@ -166,7 +169,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.is_sqlite:  # its own engine (PostgreSQL's shares the pool)
             await self.read_engine.dispose()
 
 
