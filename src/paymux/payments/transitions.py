@@ -183,11 +183,11 @@ async def apply_state(
         return False
     attempt_target, payment_target = _CHANNEL_TO_STATUS[state.status]
     changed = move_attempt(attempt, attempt_target)
+    if state.channel_trade_no and not attempt.channel_trade_no:
+        attempt.channel_trade_no = state.channel_trade_no
     if changed and attempt_target is AttemptStatus.succeeded:
         await routing.record_success(session, account_id=attempt.channel_account_id,
                                      method=attempt.method)  # fmt: skip
-    if state.channel_trade_no and not attempt.channel_trade_no:
-        attempt.channel_trade_no = state.channel_trade_no
     if attempt_target is AttemptStatus.pending and changed:
         attempt.query_due_at = next_query_at(PENDING_FIRST_QUERY)
     failure = None
@@ -234,6 +234,8 @@ async def apply_notification(
     applies nothing and refuses it so the channel retries — if the order is not this
     account's, or :func:`amount_problem` refuses its amount: a valid signature alone does not
     make a notification about *this* order."""
+    # The account as the inbox just read it serves this transaction too (its fee): no re-read.
+    await session.merge(account, load=False)
     repo = PaymentRepository(session)
     payment = await repo.lock_of_attempt(state.out_trade_no)
     attempt = await repo.get_attempt(state.out_trade_no) if payment is not None else None
