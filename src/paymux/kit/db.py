@@ -162,6 +162,18 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncSession]:
+        """A session for one write statement, atomic by itself: on PostgreSQL it runs without
+        BEGIN and COMMIT around it (two round trips saved); on SQLite it is a transaction.
+        Never for two statements that must commit together — use :meth:`transaction`."""
+        if self._write_lock is not None:
+            async with self.transaction() as session:
+                yield session
+            return
+        async with self._read_sessionmaker() as session:
+            yield session
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading only (its transaction is rolled back at the end)."""
         async with self._read_sessionmaker() as session:

@@ -87,7 +87,7 @@ async def _reserve(
         id=new_id("idk"), app_id=app_id, key=key, request_hash=fingerprint,
         locked_until=clock.now() + dt.timedelta(seconds=LEASE_SECONDS),
     )  # fmt: skip
-    async with db.transaction() as session:
+    async with db.statement() as session:
         inserted = await session.execute(
             dialect_insert(session, IdempotencyRecord)
             .values(
@@ -129,7 +129,7 @@ async def _take_over(db: Database, record: IdempotencyRecord) -> bool:
 
 
 async def _finish(db: Database, record_id: str, status_code: int, body: Any) -> None:
-    async with db.transaction() as session:
+    async with db.statement() as session:
         await session.execute(
             sa.update(IdempotencyRecord)
             .where(IdempotencyRecord.id == record_id)
@@ -138,7 +138,7 @@ async def _finish(db: Database, record_id: str, status_code: int, body: Any) -> 
 
 
 async def _release(db: Database, record_id: str) -> None:
-    async with db.transaction() as session:
+    async with db.statement() as session:
         await session.execute(sa.delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
 
 
