@@ -7,6 +7,7 @@ in Python, so several API processes on PostgreSQL can share them without losing 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,26 @@ def _insert(session: AsyncSession, model: type[Any]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
+
+
+@functools.cache
+def _stat_upsert(dialect: str) -> Any:
+    """Add to a minute's counters (built once per dialect: every create and success runs it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(RoutingStat).values(
+        {name: sa.bindparam(name) for name in ("account_id", "method", "minute", "accepted",
+                                               "succeeded", "errors", "latency_ms")}
+    )  # fmt: skip
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "method", "minute"],
+        set_={
+            "accepted": RoutingStat.accepted + excluded.accepted,
+            "succeeded": RoutingStat.succeeded + excluded.succeeded,
+            "errors": RoutingStat.errors + excluded.errors,
+            "latency_ms": RoutingStat.latency_ms + excluded.latency_ms,
+        },
+    )
 
 
 class RoutingRepository:
@@ -89,21 +110,11 @@ class RoutingRepository:
         self, account_id: str, method: str, minute: dt.datetime, *, accepted: int = 0,
         succeeded: int = 0, errors: int = 0, latency_ms: int = 0,
     ) -> None:  # fmt: skip
-        stmt = _insert(self.session, RoutingStat).values(
-            account_id=account_id, method=method, minute=minute, accepted=accepted,
-            succeeded=succeeded, errors=errors, latency_ms=latency_ms,
+        await self.session.execute(
+            _stat_upsert(self.session.get_bind().dialect.name),
+            {"account_id": account_id, "method": method, "minute": minute, "accepted": accepted,
+             "succeeded": succeeded, "errors": errors, "latency_ms": latency_ms},
         )  # fmt: skip
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id", "method", "minute"],
-            set_={
-                "accepted": RoutingStat.accepted + excluded.accepted,
-                "succeeded": RoutingStat.succeeded + excluded.succeeded,
-                "errors": RoutingStat.errors + excluded.errors,
-                "latency_ms": RoutingStat.latency_ms + excluded.latency_ms,
-            },
-        )
-        await self.session.execute(stmt)
 
     async def stats_since(
         self, account_ids: Sequence[str], since: dt.datetime
