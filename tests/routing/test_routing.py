@@ -434,3 +434,40 @@ async def test_returning_customer_goes_to_last_successful_account(stack: Stack) 
             {"a": idb},
         )
         assert rows.scalar() == 1
+
+
+async def test_the_breaker_counts_good_calls_in_its_rate_window(stack: Stack, clock: Any) -> None:
+    """Good calls on a closed breaker are counted (one UPDATE each) in the error rate's
+    denominator, in a window that starts again after a minute; errors never five in a row
+    then trip it by rate only once they are half of the window's calls."""
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    account = tenant.accounts["wechatpay"]
+
+    async def calls(ok: bool, n: int) -> RoutingBreaker:
+        for _ in range(n):
+            async with stack.runtime.db.transaction() as session:
+                await routing.record_call(session, app_id=tenant.app_id, account_id=account,
+                                          method=METHOD, ok=ok, accepted=ok,
+                                          latency_ms=5)  # fmt: skip
+        async with stack.runtime.db.read() as session:
+            breaker = await session.get(RoutingBreaker, account)
+            assert breaker is not None
+            return breaker
+
+    breaker = await calls(True, 19)
+    assert (breaker.window_total, breaker.window_errors, breaker.state) == (19, 0, "closed")
+    clock.advance(61)  # the window has run out: the next good call starts a new one
+    breaker = await calls(True, 1)
+    assert (breaker.window_total, breaker.window_errors) == (1, 0)
+    goods, errors = 1 + 9, 0
+    breaker = await calls(True, 9)
+    while breaker.state == "closed" and errors < 100:
+        breaker = await calls(False, 1)
+        errors += 1
+        if breaker.state == "closed" and errors % 4 == 0:
+            breaker = await calls(True, 1)
+            goods += 1
+    assert breaker.state == "open"
+    assert (breaker.window_total, breaker.window_errors) == (goods + errors, errors)
+    assert errors / (goods + errors) >= routing.BREAKER_RATE
+    assert (errors - 1) / (goods + errors - 1) < routing.BREAKER_RATE  # not one error sooner

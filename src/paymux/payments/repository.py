@@ -17,6 +17,34 @@ def _one_row(result: Any) -> bool:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+# The create path's two guarded UPDATEs, built once (building a statement and its cache key
+# costs more than running it).
+_SET_NEXT_ACTION = (
+    sa.update(Payment)
+    .where(
+        Payment.id == sa.bindparam("p_id"),
+        Payment.status == PaymentStatus.pending,
+        Payment.current_attempt_id == sa.bindparam("p_attempt"),
+    )
+    .values(next_action=sa.bindparam("p_action", type_=Payment.__table__.c.next_action.type))
+    .execution_options(synchronize_session=False)
+)
+_ATTEMPT_OPENED = (
+    sa.update(Attempt)
+    .where(Attempt.id == sa.bindparam("a_id"), Attempt.status == AttemptStatus.created)
+    .values(
+        status=AttemptStatus.pending,
+        next_action=sa.bindparam("a_action", type_=Attempt.__table__.c.next_action.type),
+        channel_trade_no=sa.func.coalesce(
+            Attempt.channel_trade_no, sa.bindparam("a_trade_no", type_=sa.String)
+        ),
+        channel_latency_ms=sa.bindparam("a_latency"),
+        query_due_at=sa.bindparam("a_due", type_=Attempt.__table__.c.query_due_at.type),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 class PaymentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -96,14 +124,7 @@ class PaymentRepository:
     ) -> bool:
         """The create's ``next_action`` on a payment still pending on that attempt (locks it)."""
         result = await self.session.execute(
-            sa.update(Payment)
-            .where(
-                Payment.id == payment_id,
-                Payment.status == PaymentStatus.pending,
-                Payment.current_attempt_id == attempt_id,
-            )
-            .values(next_action=action)
-            .execution_options(synchronize_session=False)
+            _SET_NEXT_ACTION, {"p_id": payment_id, "p_attempt": attempt_id, "p_action": action}
         )
         return _one_row(result)
 
@@ -113,19 +134,10 @@ class PaymentRepository:
     ) -> bool:  # fmt: skip
         """``created`` → ``pending`` with what the channel answered; False if it moved."""
         result = await self.session.execute(
-            sa.update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.created)
-            .values(
-                status=AttemptStatus.pending,
-                next_action=next_action,
-                channel_trade_no=sa.func.coalesce(
-                    Attempt.channel_trade_no, sa.literal(channel_trade_no, sa.String)
-                ),
-                channel_latency_ms=latency_ms,
-                query_due_at=query_due_at,
-            )
-            .execution_options(synchronize_session=False)
-        )
+            _ATTEMPT_OPENED,
+            {"a_id": attempt_id, "a_action": next_action, "a_trade_no": channel_trade_no,
+             "a_latency": latency_ms, "a_due": query_due_at},
+        )  # fmt: skip
         return _one_row(result)
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:

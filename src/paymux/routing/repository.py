@@ -53,6 +53,28 @@ def _stat_upsert(dialect: str) -> Any:
     )
 
 
+def _count_success() -> Any:
+    b = RoutingBreaker
+    when = b.__table__.c.window_start.type
+    now = sa.bindparam("b_now", type_=when)
+    fresh = sa.or_(b.window_start.is_(None), b.window_start < sa.bindparam("b_from", type_=when))
+    return (
+        sa.update(b)
+        .where(b.account_id == sa.bindparam("b_account"), b.state == BreakerState.closed.value)
+        .values(
+            consecutive_errors=0,
+            window_start=sa.case((fresh, now), else_=b.window_start),
+            window_total=sa.case((fresh, 1), else_=b.window_total + 1),
+            window_errors=sa.case((fresh, 0), else_=b.window_errors),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+_COUNT_SUCCESS = _count_success()
+"""Built once: every create that went well runs it."""
+
+
 class RoutingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -186,18 +208,8 @@ class RoutingRepository:
     ) -> bool:
         """A call that went well, counted on a closed breaker in one UPDATE (a window older than
         ``window_from`` starts again); False when there is no row or it is not closed."""
-        b = RoutingBreaker
-        fresh = sa.or_(b.window_start.is_(None), b.window_start < window_from)
         result = await self.session.execute(
-            sa.update(b)
-            .where(b.account_id == account_id, b.state == BreakerState.closed.value)
-            .values(
-                consecutive_errors=0,
-                window_start=sa.case((fresh, now), else_=b.window_start),
-                window_total=sa.case((fresh, 1), else_=b.window_total + 1),
-                window_errors=sa.case((fresh, 0), else_=b.window_errors),
-            )
-            .execution_options(synchronize_session=False)
+            _COUNT_SUCCESS, {"b_account": account_id, "b_now": now, "b_from": window_from}
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
