@@ -67,11 +67,9 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def dialect_insert(session: AsyncSession, model: type[Any]) -> Any:
-    """The session's dialect's INSERT, which knows ``ON CONFLICT`` (both dialects have it)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+def insert_of(dialect: str) -> Any:
+    """The dialect's ``insert``, which knows ``ON CONFLICT`` (both dialects have it)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def create_engine(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, MutableMapping
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.kit import clock
 from paymux.kit.crypto import Vault
-from paymux.kit.db import Base, Database, JSONType, UTCDateTime, dialect_insert
+from paymux.kit.db import Base, Database, JSONType, UTCDateTime, insert_of
 from paymux.kit.errors import IdempotencyError, InvalidRequest, PaymuxError
 from paymux.kit.ids import new_id
 from paymux.kit.models import created_at_column
@@ -89,19 +90,24 @@ async def _reserve(
     )  # fmt: skip
     async with db.statement() as session:
         inserted = await session.execute(
-            dialect_insert(session, IdempotencyRecord)
-            .values(
-                id=record.id,
-                app_id=app_id,
-                key=key,
-                request_hash=fingerprint,
-                locked_until=record.locked_until,
-                created_at=clock.now(),
-            )
-            .on_conflict_do_nothing(index_elements=["app_id", "key"])
-            .returning(IdempotencyRecord.id)
-        )
+            _reservation(session.get_bind().dialect.name),
+            {"id": record.id, "app_id": app_id, "key": key, "request_hash": fingerprint,
+             "locked_until": record.locked_until, "created_at": clock.now()},
+        )  # fmt: skip
         return record if inserted.first() is not None else None
+
+
+@functools.cache
+def _reservation(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING, built once per dialect (every call runs it)."""
+    table = IdempotencyRecord.__table__
+    columns = ("id", "app_id", "key", "request_hash", "locked_until", "created_at")
+    return (
+        insert_of(dialect)(IdempotencyRecord)
+        .values({name: sa.bindparam(name, type_=table.c[name].type) for name in columns})
+        .on_conflict_do_nothing(index_elements=["app_id", "key"])
+        .returning(IdempotencyRecord.id)
+    )
 
 
 async def _load(db: Database, app_id: str, key: str) -> IdempotencyRecord | None:
@@ -128,13 +134,20 @@ async def _take_over(db: Database, record: IdempotencyRecord) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
+_FINISH = (
+    sa.update(IdempotencyRecord)
+    .where(IdempotencyRecord.id == sa.bindparam("r_id"))
+    .values(
+        status_code=sa.bindparam("r_status"),
+        response=sa.bindparam("r_body", type_=IdempotencyRecord.__table__.c.response.type),
+        locked_until=None,
+    )
+)
+
+
 async def _finish(db: Database, record_id: str, status_code: int, body: Any) -> None:
     async with db.statement() as session:
-        await session.execute(
-            sa.update(IdempotencyRecord)
-            .where(IdempotencyRecord.id == record_id)
-            .values(status_code=status_code, response=body, locked_until=None)
-        )
+        await session.execute(_FINISH, {"r_id": record_id, "r_status": status_code, "r_body": body})
 
 
 async def _release(db: Database, record_id: str) -> None:

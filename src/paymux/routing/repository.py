@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
+from paymux.kit.db import insert_of
 from paymux.routing.models import (
     BreakerState,
     RoutingBreaker,
@@ -27,17 +27,13 @@ from paymux.routing.models import (
 
 
 def _insert(session: AsyncSession, model: type[Any]) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+    return insert_of(session.get_bind().dialect.name)(model)
 
 
 @functools.cache
 def _stat_upsert(dialect: str) -> Any:
     """Add to a minute's counters (built once per dialect: every create and success runs it)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(RoutingStat).values(
+    stmt = insert_of(dialect)(RoutingStat).values(
         {name: sa.bindparam(name) for name in ("account_id", "method", "minute", "accepted",
                                                "succeeded", "errors", "latency_ms")}
     )  # fmt: skip
