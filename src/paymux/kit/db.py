@@ -230,19 +230,25 @@ async def claim_due(
 
     Rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) and
     their due time is pushed ``lease_seconds`` ahead before the caller's transaction commits, so
-    other workers skip them and a crashed worker's claim simply becomes due again.
+    other workers skip them and a crashed worker's claim simply becomes due again. One
+    statement: ``UPDATE … WHERE pk IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING``.
     """
     now = clock.now()
-    stmt = (
-        sa.select(model)
+    pk = sa.inspect(model).primary_key[0]
+    key = str(pk.key)
+    chosen = (
+        sa.select(pk)
         .where(due.condition(now))
         .order_by(due.column)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    stmt = (
+        sa.update(model)
+        .where(pk.in_(chosen))
+        .values({due.column.key: now + dt.timedelta(seconds=lease_seconds)})
+        .returning(model)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
     rows = list((await session.scalars(stmt)).all())
-    lease_until = now + dt.timedelta(seconds=lease_seconds)
-    for row in rows:
-        setattr(row, due.column.key, lease_until)
-    await session.flush()
-    return rows
+    return sorted(rows, key=lambda row: getattr(row, key))
