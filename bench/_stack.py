@@ -59,16 +59,24 @@ def run_receiver(port: int) -> None:
 
     app = FastAPI()
     seen: set[str] = set()
+    arrived: list[float] = []  # when each new webhook id came, in order
 
     @app.post("/hooks")
     async def hook(request: Request) -> dict[str, bool]:
         await request.body()
-        seen.add(request.headers.get("webhook-id", ""))
+        webhook_id = request.headers.get("webhook-id", "")
+        if webhook_id not in seen:
+            seen.add(webhook_id)
+            arrived.append(time.time())
         return {"ok": True}
 
     @app.get("/count")
     async def count() -> dict[str, int]:
         return {"count": len(seen)}
+
+    @app.get("/arrivals")
+    async def arrivals(start: int = 0) -> list[float]:
+        return arrived[start:]
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -437,6 +445,11 @@ class Driver:
                 await self.one(METHODS[i % 2])
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])
+
+    async def arrivals(self, start: int) -> list[float]:
+        """When the receiver got its webhooks from the ``start``-th on (epoch seconds)."""
+        r = await self.client.get(f"{self.receiver}/arrivals", params={"start": start})
+        return [float(t) for t in r.json()]
 
     async def wait_delivered(self, target: int, stall: float = 30.0) -> int:
         """Wait until the receiver has ``target`` webhooks, or none has come for ``stall``

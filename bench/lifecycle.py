@@ -250,20 +250,22 @@ async def worker_scaling(
             return await stack.pending_deliveries() >= want
 
         await until(backlogged, 120)
-        pending = await stack.pending_deliveries()
-        target = await driver.delivered() + pending
+        pending, start = await stack.pending_deliveries(), await driver.delivered()
         stack.start_workers(n)
-        # Timed from the first delivery on: a worker process takes a while to start.
-        await driver.wait_delivered(target - pending + 1)
-        meter, first = Meter(stack.roles()), await driver.delivered()
-        missing = await driver.wait_delivered(target)
+        await driver.wait_delivered(start + 1)  # CPU from here: not the worker's start-up
+        meter = Meter(stack.roles())
+        missing = await driver.wait_delivered(start + pending)
         usage = meter.stop()
         stack.stop_workers()
-        rate = (await driver.delivered() - first) / usage.wall
-        out[f"workers{n}_per_s"] = round(rate, 1)
+        # From the first delivery to the last, as the receiver saw them: a worker process takes
+        # a while to start, which is not delivery.
+        times = await driver.arrivals(start)
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        out[f"workers{n}_per_s"] = round((len(times) - 1) / span, 1) if span else None
         out[f"workers{n}_limit"] = limit(usage, cores)
         out[f"workers{n}_missing"] = missing
-    out["ratio"] = round(out["workers2_per_s"] / out["workers1_per_s"], 2)
+    one, two = out["workers1_per_s"], out["workers2_per_s"]
+    out["ratio"] = round(two / one, 2) if one and two else None
     return out
 
 
@@ -300,22 +302,27 @@ async def bench(db: str, args: argparse.Namespace, states: dict[str, bool]) -> d
         await stack.start_gateway(base.api, base.workers, base.env)
         driver = Driver(stack)
         try:
+            progress(db, f"{args.payments} lifecycles, closed loop")
             main = await throughput(stack, driver, args.payments, args, min(200, args.payments))
             result.update({k: v for k, v in main.items() if k != "usage"})
             result["limit"] = limit(main["usage"], os.cpu_count() or 1)
             rate = main["lifecycles_per_s"] / 2
             result["half_load_rate"] = round(rate, 1)
+            progress(db, f"{main['lifecycles_per_s']}/s; create latency at {rate:.1f}/s")
             result.update(await latency(driver, rate, args.seconds))
             if args.soak_seconds:
                 result["soak"] = await soak(stack, driver, rate, args.soak_seconds)
             result["features"] = await features(stack, driver, base, states, rate, args)
             if args.scaling and db == "postgresql":
+                progress(db, "1 vs 2 API processes")
                 result["api_scaling"] = await api_scaling(stack, driver, base, main, args)
+                progress(db, f"1 vs 2 workers on a backlog of {args.backlog} webhooks")
                 result["worker_scaling"] = await worker_scaling(stack, driver, base, args)
         finally:
             await driver.client.aclose()
     if db == "postgresql" and not args.no_pgbench:
         if _pg.have_pgbench():
+            progress(db, "pgbench TPC-B")
             result.update(await pgbench(PG_URL, args))
             result["pgbench_ratio"] = round(result["lifecycles_per_s"] / result["pgbench_tps"], 4)
             pg_ms = result["cpu_ms_per_lifecycle"].get("postgres", 0.0)
@@ -328,6 +335,10 @@ async def bench(db: str, args: argparse.Namespace, states: dict[str, bool]) -> d
 
 
 # ------------------------------------------------------------------ report
+def progress(db: str, what: str) -> None:
+    print(f"  … {db}: {what}", flush=True)
+
+
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Each figure of issue 11 beside its target: name, value, target, met (None: not
     measured in this run)."""
