@@ -36,7 +36,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import resource
 import shutil
 import signal
@@ -50,6 +49,7 @@ from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
+from _pg import pgbench_init, pgbench_tpcb, read_pgbench_logs
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -361,54 +361,16 @@ async def verify(db: Database, books: Books, expected_transactions: int) -> list
 
 
 # ------------------------------------------------------------------ pgbench
-async def run(cmd: list[str], env: dict[str, str]) -> str:
-    """Run a command to its end (killed if this bench is interrupted); its output."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{text}")
-    return text
-
-
-def pg_env(url: URL) -> dict[str, str]:
-    env = {**os.environ, "PGHOST": url.host or "127.0.0.1", "PGPORT": str(url.port or 5432)}
-    if url.username:
-        env["PGUSER"] = url.username
-    if url.password:
-        env["PGPASSWORD"] = url.password
-    return env
-
-
-def read_pgbench_logs(directory: Path) -> list[float]:
-    """Seconds per transaction from pgbench's logs (``-l``; one file per thread), whose lines
-    are: client, transaction number, elapsed µs, script, epoch seconds, µs."""
-    return [int(line.split()[2]) / 1e6 for log in directory.iterdir() for line in log.open()]
-
-
 async def pgbench_phase(url: URL, name: str, *, concurrency: int, seconds: float) -> Phase:
     phase = Phase("pgbench tpcb-like", concurrency, 1)
     with tempfile.TemporaryDirectory(prefix="paymux-pgbench-") as tmp:
-        cmd = ["pgbench", "-c", str(concurrency), "-j", str(min(2, concurrency)),
-               "-T", str(max(1, round(seconds))), "-M", "prepared",
-               "-l", "--log-prefix", f"{tmp}/log", name]  # fmt: skip
         with measured(phase, "children"):
-            out = await run(cmd, pg_env(url))
-        tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out, re.M)
-        done = re.search(r"^number of transactions actually processed: (\d+)", out, re.M)
-        if tps is None or done is None:
-            raise RuntimeError(f"unexpected pgbench output:\n{out}")
+            done = await pgbench_tpcb(url, name, clients=concurrency, seconds=seconds,
+                                      log_prefix=f"{tmp}/log")  # fmt: skip
         phase.latencies = read_pgbench_logs(Path(tmp))
-    phase.commits = phase.transfers = int(done.group(1))
+    phase.commits = phase.transfers = done.transactions
     # pgbench's own rate leaves out connection set-up; scale the wall time to match it.
-    phase.wall = phase.commits / float(tps.group(1))
+    phase.wall = phase.commits / done.tps
     return phase
 
 
@@ -496,7 +458,7 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"database {name}: {args.accounts} merchant accounts opened and funded in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
         t0 = time.perf_counter()
-        await run(["pgbench", "-i", "-q", "-s", str(args.scale), name], pg_env(server))
+        await pgbench_init(server, name, scale=args.scale)
         print(f"pgbench -i -s {args.scale}: {time.perf_counter() - t0:.1f} s", flush=True)
         # Warm up every pooled connection (prepared statements) and the ORM's caches.
         warm = max(0.5, min(2.0, args.seconds / 5))
