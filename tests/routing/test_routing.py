@@ -471,3 +471,31 @@ async def test_the_breaker_counts_good_calls_in_its_rate_window(stack: Stack, cl
     assert (breaker.window_total, breaker.window_errors) == (goods + errors, errors)
     assert errors / (goods + errors) >= routing.BREAKER_RATE
     assert (errors - 1) / (goods + errors - 1) < routing.BREAKER_RATE  # not one error sooner
+
+
+async def test_success_counts_land_after_the_commit_and_never_after_a_rollback(
+    stack: Stack,
+) -> None:
+    """Counters every request bumps are written after the caller's commit, in a transaction of
+    their own (their rows would otherwise queue every concurrent payment); a rolled-back
+    transaction counts nothing."""
+    from paymux.routing.models import RoutingStat
+
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    account = tenant.accounts["wechatpay"]
+
+    async def succeeded() -> int:
+        async with stack.runtime.db.read() as session:
+            rows = (await session.scalars(
+                sa.select(RoutingStat).where(RoutingStat.account_id == account))).all()  # fmt: skip
+            return sum(r.succeeded for r in rows)
+
+    with pytest.raises(RuntimeError):
+        async with stack.runtime.db.transaction() as session:
+            await routing.record_success(session, account_id=account, method=METHOD)
+            raise RuntimeError("the payment's transaction fails")
+    assert await succeeded() == 0
+    async with stack.runtime.db.transaction() as session:
+        await routing.record_success(session, account_id=account, method=METHOD)
+        assert await succeeded() == 0  # not before the commit
+    assert await succeeded() == 1

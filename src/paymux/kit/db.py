@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -32,6 +33,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 
 from paymux.kit import clock
+
+log = structlog.get_logger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -125,6 +128,18 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+Later = Callable[[AsyncSession], Awaitable[None]]
+_AFTER_COMMIT = "paymux.after_commit"
+
+
+def after_commit(session: AsyncSession, work: Later) -> None:
+    """Run ``work`` in a short transaction of its own once ``session``'s has committed (never
+    if it rolls back). For counters every request bumps — routing statistics — whose rows would
+    otherwise stay locked, and so queue every other request, until the caller's commit. Never
+    for money or state: a crash between the two commits loses the work."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
 class Database:
     """Engine + session factory. One per process."""
 
@@ -151,13 +166,28 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error.
 
         Never open one inside another in the same task: on SQLite that waits for itself.
+        Work handed to :func:`after_commit` runs once it has committed.
         """
         if self._write_lock is None:
-            async with self.sessionmaker() as session, session.begin():
-                yield session
-            return
-        async with self._write_lock, self.sessionmaker() as session, session.begin():
-            yield session
+            async with self.sessionmaker() as session:
+                async with session.begin():
+                    yield session
+                later = session.info.pop(_AFTER_COMMIT, ())
+        else:
+            async with self._write_lock, self.sessionmaker() as session:
+                async with session.begin():
+                    yield session
+                later = session.info.pop(_AFTER_COMMIT, ())
+        if later:
+            await self._run_later(later)
+
+    async def _run_later(self, work: Sequence[Later]) -> None:
+        try:
+            async with self.transaction() as session:
+                for item in work:
+                    await item(session)
+        except Exception:  # counters only (see after_commit): never fail what has committed
+            log.exception("after_commit_failed")
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncSession]:

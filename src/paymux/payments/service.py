@@ -423,7 +423,6 @@ async def _record_pending(
                 latency_ms=outcome.latency_ms, query_due_at=due,
             ):  # fmt: skip
                 raise _Raced
-            # last: the breaker's row is every create's on this account, held until commit
             await routing.record_call(
                 session, app_id=payment.app_id, account_id=attempt.channel_account_id,
                 method=attempt.method, ok=True, accepted=True, latency_ms=outcome.latency_ms,

@@ -23,6 +23,7 @@ from paymux.channels.base import RequestProblem
 from paymux.channels.models import ChannelAccount
 from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
+from paymux.kit.db import after_commit
 from paymux.kit.errors import InvalidRequest
 from paymux.merchants.models import Mode
 from paymux.routing import engine, scoring
@@ -361,7 +362,25 @@ async def record_call(
     accepted: bool, latency_ms: int,
 ) -> None:  # fmt: skip
     """One create call's outcome: ``ok`` — the channel answered (accepted or declined);
-    otherwise a technical error or timeout, which counts against the breaker."""
+    otherwise a technical error or timeout, which counts against the breaker. A good call is
+    counted after the caller's transaction commits (its rows are every create's on the
+    account, :func:`paymux.kit.db.after_commit`); an error in it, as it may open the breaker."""
+    if ok:
+
+        async def count(later: AsyncSession) -> None:
+            await _record_call(later, app_id=app_id, account_id=account_id, method=method,
+                               ok=ok, accepted=accepted, latency_ms=latency_ms)  # fmt: skip
+
+        after_commit(session, count)
+        return
+    await _record_call(session, app_id=app_id, account_id=account_id, method=method, ok=ok,
+                       accepted=accepted, latency_ms=latency_ms)  # fmt: skip
+
+
+async def _record_call(
+    session: AsyncSession, *, app_id: str, account_id: str, method: str, ok: bool,
+    accepted: bool, latency_ms: int,
+) -> None:  # fmt: skip
     now = clock.now()
     repo = RoutingRepository(session)
     await repo.add_stat(
@@ -398,8 +417,13 @@ async def record_call(
 
 
 async def record_success(session: AsyncSession, *, account_id: str, method: str) -> None:
-    await RoutingRepository(session).add_stat(account_id, method, _minute(clock.now()),
-                                              succeeded=1)  # fmt: skip
+    """Counted once the caller's transaction has committed (see :func:`record_call`)."""
+    minute = _minute(clock.now())
+
+    async def count(later: AsyncSession) -> None:
+        await RoutingRepository(later).add_stat(account_id, method, minute, succeeded=1)
+
+    after_commit(session, count)
 
 
 async def release(session: AsyncSession, account_id: str, day: dt.date, amount: int) -> None:
