@@ -126,7 +126,7 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 async def provision(db_url: str, env: dict[str, str], creds: dict[str, Any], hook: str) -> str:
     os.environ.update(env)
-    from paymux.channels import service as channels
+    from paymux.channel_accounts import service as channels
     from paymux.config import Settings
     from paymux.kit import migrate
     from paymux.merchants import service as merchants

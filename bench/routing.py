@@ -108,7 +108,7 @@ async def simulate(
 ) -> dict[str, dict[str, float]]:
     """``order``: the static priority of the accounts by name (default: ACCOUNTS')."""
     from paymux.app import create_app
-    from paymux.channels import service as channel_service
+    from paymux.channel_accounts import service as channel_service
     from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
     from paymux.channels.wechatpay.sandbox import Sandbox
     from paymux.config import Environment, Settings

@@ -34,9 +34,9 @@ import time
 
 import structlog
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
 from paymux.kit.errors import InvalidRequest
 from paymux.payments import lifecycle, service, transitions

@@ -8,10 +8,10 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import Conflict, UpstreamError
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
@@ -117,7 +117,7 @@ async def _query(
 
 
 async def account_of(session: AsyncSession, account_id: str) -> ChannelAccount:
-    account = await ChannelRepository(session).get(account_id)
+    account = await ChannelAccountRepository(session).get(account_id)
     assert account is not None
     return account
 

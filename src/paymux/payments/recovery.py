@@ -25,8 +25,8 @@ import datetime as dt
 
 import structlog
 
+from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
 from paymux.kit import clock
 from paymux.payments import service, transitions
 from paymux.payments.lifecycle import account_of

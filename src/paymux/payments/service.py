@@ -21,9 +21,9 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.funds import service as funds
 from paymux.kit import clock, money
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
