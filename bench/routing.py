@@ -115,7 +115,7 @@ async def simulate(
     from paymux.kit import clock, migrate
     from paymux.merchants import service as merchant_service
     from paymux.merchants.models import Mode
-    from paymux.payments import service as payments
+    from paymux.payments import intake as payments
     from paymux.payments.schemas import PaymentCreate
     from paymux.routing import service as routing
     from paymux.runtime import Runtime

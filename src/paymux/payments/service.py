@@ -193,27 +193,12 @@ async def create(
     rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
     top_up_wallet_id: str | None = None, request_key: str | None = None,
 ) -> tuple[Payment, int]:  # fmt: skip
-    """Create a payment and its order at the first channel account that accepts it.
-    Returns the payment and the milliseconds spent waiting for channels.
+    """Create a payment and its order at the first channel account that accepts it (or pay it
+    from a wallet). Returns the payment and the milliseconds spent waiting for channels.
 
-    ``request_key`` (:func:`paymux.kit.idempotency.request_key`) marks the payment as this
-    request's: when an earlier run of the very same request (same key, same body) died after
-    creating it, the payment is answered as far as it is safely known instead of a
-    ``duplicate_out_trade_no`` (:mod:`paymux.payments.recovery`)."""
-    # Both build on this module: payment codes wait synchronously, crash recovery resumes.
-    from paymux.payments import barcode, recovery
-
-    if request_key is not None:
-        recovered = await recovery.recover(
-            rt, app_id=app_id, livemode=livemode, req=req, request_key=request_key
-        )
-        if recovered is not None:
-            return recovered, 0
-    if barcode.handles(req.method):
-        return await barcode.create(
-            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
-            request_key=request_key,
-        )  # fmt: skip
+    The flow of every method but a payment code, for a request not seen before: callers go
+    through :func:`paymux.payments.intake.create`, which resumes a crashed run of the same
+    request and sends payment codes to :mod:`paymux.payments.barcode` first."""
     if req.method == WALLET_METHOD:
         if top_up_wallet_id is not None:
             raise InvalidRequest("unsupported_method", "A wallet cannot top itself up.",
