@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from paymux.channels.sandbox_kit import (
     OrderStatus,
+    RefundScript,
     RefundStatus,
     SandboxCore,
     SandboxOrder,
@@ -60,6 +61,31 @@ class WxError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+def script_routes(
+    router: APIRouter, path: str, queue: list[RefundScript],
+    add: Callable[[RefundScript], None], what: str,
+) -> None:  # fmt: skip
+    """Control API of one script queue: ``POST path`` queues a scripted outcome for the next
+    matching ``what`` (through ``add``), ``DELETE path`` empties the queue."""
+
+    async def add_script(script: RefundScript) -> dict[str, Any]:
+        add(script)
+        return {"queued": len(queue)}
+
+    async def clear_scripts() -> dict[str, Any]:
+        queue.clear()
+        return {"queued": 0}
+
+    router.add_api_route(
+        path,
+        add_script,
+        methods=["POST"],
+        name=f"add_{what}_script",
+        description=f"Queue a scripted outcome for the next matching {what}.",
+    )
+    router.add_api_route(path, clear_scripts, methods=["DELETE"], name=f"clear_{what}_scripts")
 
 
 # ---------------------------------------------------------------- request bodies

@@ -28,6 +28,7 @@ from paymux.channels.wechatpay.sandbox_base import (
     SandboxMerchant,
     WxError,
     _random,
+    script_routes,
 )
 from paymux.kit import clock
 
@@ -265,16 +266,5 @@ class ProfitSharingEndpoints(SandboxBase):
     def _split_control_router(self) -> APIRouter:
         """Control API for splits (next to sandbox_kit's ``/_sandbox`` routes)."""
         router = APIRouter(prefix="/_sandbox")
-
-        @router.post("/split_scripts")
-        async def add_split_script(script: RefundScript) -> dict[str, Any]:
-            """Control API: queue a scripted outcome for the next matching split."""
-            self.add_split_script(script)
-            return {"queued": len(self.split_scripts)}
-
-        @router.delete("/split_scripts")
-        async def clear_split_scripts() -> dict[str, Any]:
-            self.split_scripts.clear()
-            return {"queued": 0}
-
+        script_routes(router, "/split_scripts", self.split_scripts, self.add_split_script, "split")
         return router

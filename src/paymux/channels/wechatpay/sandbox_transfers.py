@@ -31,6 +31,7 @@ from paymux.channels.wechatpay.sandbox_base import (
     SandboxBase,
     WxError,
     _random,
+    script_routes,
 )
 from paymux.kit import clock
 
@@ -283,17 +284,8 @@ class TransferEndpoints(SandboxBase):
     def _control_router(self) -> APIRouter:
         """Control API for transfers (next to sandbox_kit's ``/_sandbox`` routes)."""
         router = APIRouter(prefix="/_sandbox")
-
-        @router.post("/transfer_scripts")
-        async def add_transfer_script(script: RefundScript) -> dict[str, Any]:
-            """Control API: queue a scripted outcome for the next matching transfer."""
-            self.add_transfer_script(script)
-            return {"queued": len(self.transfer_scripts)}
-
-        @router.delete("/transfer_scripts")
-        async def clear_transfer_scripts() -> dict[str, Any]:
-            self.transfer_scripts.clear()
-            return {"queued": 0}
+        script_routes(router, "/transfer_scripts", self.transfer_scripts, self.add_transfer_script,
+                      "transfer")  # fmt: skip
 
         @router.get("/transfers/{out_bill_no}")
         async def show_transfer(out_bill_no: str) -> dict[str, Any]:
