@@ -29,6 +29,7 @@ lint: dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: dev lint browser
 	$(BIN)/pytest

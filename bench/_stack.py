@@ -256,7 +256,7 @@ class Stack:
         """A fresh schema, one merchant app with a key, both channel accounts and a webhook
         endpoint for every event at the receiver."""
         os.environ.update(self.env)
-        from paymux.channels import service as channels
+        from paymux.channel_accounts import service as channels
         from paymux.config import Settings
         from paymux.kit import migrate
         from paymux.merchants import service as merchants

@@ -108,14 +108,14 @@ async def simulate(
 ) -> dict[str, dict[str, float]]:
     """``order``: the static priority of the accounts by name (default: ACCOUNTS')."""
     from paymux.app import create_app
-    from paymux.channels import service as channel_service
+    from paymux.channel_accounts import service as channel_service
     from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
     from paymux.channels.wechatpay.sandbox import Sandbox
     from paymux.config import Environment, Settings
     from paymux.kit import clock, migrate
     from paymux.merchants import service as merchant_service
     from paymux.merchants.models import Mode
-    from paymux.payments import service as payments
+    from paymux.payments import intake as payments
     from paymux.payments.schemas import PaymentCreate
     from paymux.routing import service as routing
     from paymux.runtime import Runtime

@@ -168,7 +168,7 @@ async def make_tenant(
 ) -> Tenant:
     """A merchant with an app, a test key and one sandbox account per channel; ``credentials``
     replaces a channel's freshly provisioned ones (e.g. Alipay certificate mode)."""
-    from paymux.channels import service as channel_service
+    from paymux.channel_accounts import service as channel_service
     from paymux.merchants import service as merchant_service
     from paymux.merchants.models import Mode
 

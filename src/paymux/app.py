@@ -79,8 +79,9 @@ def create_app(
     install_error_handlers(app)  # after: its catch-all must wrap every other middleware
 
     from paymux.cashier.endpoints import router as cashier_router
-    from paymux.channels.endpoints import router as channels_router
+    from paymux.channel_accounts.endpoints import router as channel_accounts_router
     from paymux.escrow.endpoints import router as escrow_router
+    from paymux.inbox.endpoints import router as inbox_router
     from paymux.ledger.endpoints import router as ledger_router
     from paymux.merchants.endpoints import router as operator_router
     from paymux.payments.endpoints import router as payments_router
@@ -103,7 +104,8 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(routing_router)
     app.include_router(operator_router)
-    app.include_router(channels_router)
+    app.include_router(channel_accounts_router)
+    app.include_router(inbox_router)
     app.include_router(cashier_router)
     for router in extra_routers or []:
         app.include_router(router)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels import service as channel_service
+from paymux.channel_accounts import service as channel_service
 from paymux.kit.clock import now
 from paymux.kit.web import RuntimeDep
 from paymux.merchants import service as merchant_service

@@ -1,7 +1,8 @@
 """Imports every domain's models so ``Base.metadata`` is complete (Alembic, tests)."""
 
-from paymux.channels import models as channels_models
+from paymux.channel_accounts import models as channel_accounts_models
 from paymux.funds import models as funds_models
+from paymux.inbox import models as inbox_models
 from paymux.jobs import models as jobs_models
 from paymux.kit import idempotency as idempotency_models
 from paymux.ledger import models as ledger_models
@@ -16,9 +17,10 @@ from paymux.wallets import models as wallets_models
 from paymux.webhooks import models as webhooks_models
 
 __all__ = [
-    "channels_models",
+    "channel_accounts_models",
     "funds_models",
     "idempotency_models",
+    "inbox_models",
     "jobs_models",
     "ledger_models",
     "merchants_models",

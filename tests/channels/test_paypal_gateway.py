@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from paymux.channels.models import ChannelEvent
 from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
+from paymux.inbox.models import ChannelEvent
 from paymux.webhooks.models import Event
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
 

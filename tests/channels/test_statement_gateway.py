@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.repository import ChannelRepository
 from tests.conftest import Stack, attempt_ids, make_tenant
 from tests.payments.test_payments import order_no, wait_for
 from tests.refunds.test_refunds import refund, settled
@@ -52,7 +52,7 @@ async def test_paid_and_refunded_payment_is_in_the_statement(
     assert (await settled(stack, tenant, back["id"]))["status"] == "succeeded"
 
     async with stack.runtime.db.read() as session:
-        account = await ChannelRepository(session).get(tenant.accounts[name])
+        account = await ChannelAccountRepository(session).get(tenant.accounts[name])
     assert account is not None
     adapter = channel_service.adapter_for(stack.runtime.vault, account, stack.runtime.channel_http)
     zone = adapter.statement_timezone  # type: ignore[attr-defined]

@@ -33,8 +33,11 @@ from paymux.channels.base import (
 )
 from paymux.channels.sandbox_kit import RefundOutcome, RefundScript
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.adapter import WechatPayAccountCredentials, WechatPayAdapter
-from paymux.channels.wechatpay.partner_adapter import WechatPayPartnerAdapter
+from paymux.channels.wechatpay.adapter import (
+    WechatPayAccountCredentials,
+    WechatPayAdapter,
+    WechatPayPartnerAdapter,
+)
 from paymux.channels.wechatpay.sandbox import Sandbox
 from tests.channels.test_wechatpay import (
     BASE,

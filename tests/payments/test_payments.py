@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from paymux.channels.models import ChannelEvent
 from paymux.channels.sandbox_kit import NotifyMode, Outcome, Script
+from paymux.inbox.models import ChannelEvent
 from paymux.webhooks.models import Event
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
 

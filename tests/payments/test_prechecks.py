@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 
+from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
 from paymux.merchants.models import Mode
 from paymux.payments.models import Attempt, Payment
 from paymux.routing import service as routing

@@ -183,15 +183,15 @@ async def test_a_refund_made_outside_paymux_is_acknowledged_and_ignored(
 ) -> None:
     """A refund made in the merchant's Alipay console rides on a trade notification too; it is
     not ours, so it changes nothing — and Alipay is not made to retry it forever."""
+    from paymux.channel_accounts import service as channel_service
+    from paymux.channel_accounts.repository import ChannelAccountRepository
     from paymux.channels import base
-    from paymux.channels import service as channel_service
-    from paymux.channels.repository import ChannelRepository
     from tests.payments.test_payments import inbox_of
 
     payment = await paid_payment(stack, tenant, "alipay_qr", "alipay")
     (attempt,) = await attempt_ids(stack, payment["id"])
     async with stack.runtime.db.read() as session:
-        account = await ChannelRepository(session).get(tenant.accounts["alipay"])
+        account = await ChannelAccountRepository(session).get(tenant.accounts["alipay"])
     assert account is not None
     adapter = channel_service.adapter_for(stack.runtime.vault, account, stack.runtime.channel_http)
     await adapter.create_refund(base.CreateRefund(

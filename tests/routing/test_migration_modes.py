@@ -18,7 +18,7 @@ from alembic import command
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels.models import ChannelAccount
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.kit import migrate
 from paymux.kit.db import JSONType, create_engine
 from paymux.merchants.models import App, Merchant

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from paymux.channels import service as channel_service
+from paymux.channel_accounts import service as channel_service
 from paymux.cli import app as cli_app
 from paymux.config import get_settings
 from paymux.merchants import service as merchant_service

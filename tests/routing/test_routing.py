@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from paymux.channel_accounts import service as channel_service
 from paymux.channels import base
-from paymux.channels import service as channel_service
 from paymux.kit import clock as kit_clock
 from paymux.merchants.models import Mode
 from paymux.payments import transitions

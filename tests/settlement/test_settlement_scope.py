@@ -8,7 +8,7 @@ import csv
 import io
 from typing import Any
 
-from paymux.channels import service as channel_service
+from paymux.channel_accounts import service as channel_service
 from paymux.merchants import service as merchant_service
 from paymux.merchants.models import Mode
 from tests.conftest import GATEWAY, Stack, Tenant, make_tenant, run_worker

@@ -184,7 +184,7 @@ def channel_add(
     name: Annotated[str, typer.Option(help="A label for listings.")] = "",
 ) -> None:
     """Configure CHANNEL for APP_ID; credentials are validated and encrypted at rest."""
-    from paymux.channels import service
+    from paymux.channel_accounts import service
 
     try:
         creds = json.loads(credentials.read_text())
@@ -207,14 +207,14 @@ def channel_add(
 @channel_app.command("list")
 def channel_list(app_id: str) -> None:
     """APP_ID's channel accounts: channel, mode, methods, enabled, priority, fee."""
-    from paymux.channels.repository import ChannelRepository
+    from paymux.channel_accounts.repository import ChannelAccountRepository
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
         async with rt.db.read() as s:
             return [
                 {"id": a.id, "channel": a.channel, "mode": a.mode, "methods": a.methods,
                  "enabled": a.enabled, "priority": a.priority, "fee_rate_bps": a.fee_rate_bps}
-                for a in await ChannelRepository(s).list_for_app(app_id)
+                for a in await ChannelAccountRepository(s).list_for_app(app_id)
             ]  # fmt: skip
 
     emit(run(go))
@@ -225,7 +225,7 @@ def channel_enable(
     account_id: str, off: Annotated[bool, typer.Option("--off", help="Disable it instead.")] = False
 ) -> None:
     """Enable (or with --off disable) a channel account."""
-    from paymux.channels import service
+    from paymux.channel_accounts import service
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.transaction() as s:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels.models import ChannelAccount
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.funds import service as funds_service
 from paymux.kit import clock
 from paymux.ledger.models import LedgerAccount

@@ -9,7 +9,7 @@ Crash recovery: when the holder died mid-request (killed while a payment create 
 channel), the handler runs again for the caller that takes the reservation over. A handler that
 creates something keyed by the merchant's own number stores :func:`request_key` with it, so
 the rerun finds what the dead holder made and answers with it instead of creating it twice
-(see ``payments.service.create``): :data:`RequestKeyDep` hands it to the endpoint.
+(see ``payments.intake.create``): :data:`RequestKeyDep` hands it to the endpoint.
 
 One mechanism for every router: :class:`IdempotentRoute` (each router's ``route_class``) runs
 every mutating, authenticated operation through :func:`run`, scoped to the caller (an app and

@@ -1,4 +1,5 @@
-"""``/v1/operator``: the platform operator's API (merchants, apps, keys, channel accounts).
+"""``/v1/operator``: the platform operator's API (merchants, apps, keys; channel accounts are
+:mod:`paymux.channel_accounts.endpoints`).
 
 Authenticated by ``PAYMUX_OPERATOR_TOKEN``; disabled when it is unset.
 """
@@ -7,20 +8,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from paymux.channels import service as channel_service
-from paymux.channels.repository import ChannelRepository
-from paymux.kit.errors import NotFound
 from paymux.kit.idempotency import IdempotentRoute
-from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
+from paymux.kit.web import ReadSessionDep, SessionDep
 from paymux.merchants import service
 from paymux.merchants.auth import OperatorDep, forget_cached_keys
 from paymux.merchants.repository import MerchantRepository
 from paymux.merchants.schemas import (
     AppCreate,
     AppOut,
-    ChannelAccountCreate,
-    ChannelAccountOut,
-    ChannelAccountUpdate,
     KeyCreate,
     KeyOut,
     MerchantCreate,
@@ -73,38 +68,3 @@ async def revoke_key(app_id: str, key_id: str, _: OperatorDep, session: SessionD
         id=key.id, app=app_id, mode=key.mode, hint=key.hint, created_at=key.created_at,
         revoked_at=key.revoked_at,
     )  # fmt: skip
-
-
-@router.post("/apps/{app_id}/channel_accounts", status_code=201, response_model=ChannelAccountOut)
-async def add_channel_account(
-    app_id: str, body: ChannelAccountCreate, _: OperatorDep, session: SessionDep, rt: RuntimeDep
-) -> ChannelAccountOut:
-    account = await channel_service.add_account(
-        session, rt.vault, app_id=app_id, channel=body.channel, mode=body.mode,
-        credentials=body.credentials, methods=body.methods, currencies=body.currencies,
-        fee_rate_bps=body.fee_rate_bps, priority=body.priority, enabled=body.enabled,
-        name=body.name,
-    )  # fmt: skip
-    return ChannelAccountOut.of(account, public_url=rt.settings.public_url)
-
-
-@router.get("/apps/{app_id}/channel_accounts", response_model=list[ChannelAccountOut])
-async def list_channel_accounts(
-    app_id: str, _: OperatorDep, session: ReadSessionDep, rt: RuntimeDep
-) -> list[ChannelAccountOut]:
-    if await MerchantRepository(session).get_app(app_id) is None:
-        raise NotFound("app", app_id)
-    accounts = await ChannelRepository(session).list_for_app(app_id)
-    return [ChannelAccountOut.of(a, public_url=rt.settings.public_url) for a in accounts]
-
-
-@router.patch("/channel_accounts/{account_id}", response_model=ChannelAccountOut)
-async def update_channel_account(
-    account_id: str, body: ChannelAccountUpdate, _: OperatorDep, session: SessionDep,
-    rt: RuntimeDep,
-) -> ChannelAccountOut:  # fmt: skip
-    account = await channel_service.update_account(
-        session, account_id, enabled=body.enabled, priority=body.priority,
-        fee_rate_bps=body.fee_rate_bps,
-    )  # fmt: skip
-    return ChannelAccountOut.of(account, public_url=rt.settings.public_url)

@@ -34,12 +34,12 @@ import time
 
 import structlog
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
 from paymux.kit.errors import InvalidRequest
-from paymux.payments import lifecycle, service, transitions
+from paymux.payments import service, transitions
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
@@ -269,7 +269,7 @@ async def resolve(rt: Runtime, attempt_id: str) -> None:
         attempt = await PaymentRepository(session).get_attempt(attempt_id)
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return
-        account = await lifecycle.account_of(session, attempt.channel_account_id)
+        account = await channel_service.account_of(session, attempt.channel_account_id)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     terms = _terms(adapter)
     if attempt.error_code != ATTEMPT_REVERSING:
@@ -306,7 +306,7 @@ async def reverse(
         if attempt.status in FINAL_ATTEMPT:
             return payment
         attempt.error_code = ATTEMPT_REVERSING  # from now on, no success is believed
-        account = await lifecycle.account_of(session, attempt.channel_account_id)
+        account = await channel_service.account_of(session, attempt.channel_account_id)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     reverser = getattr(adapter, "reverse_payment", None)
     confirmed: base.ReversedPayment | None = None

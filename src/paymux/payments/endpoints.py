@@ -1,4 +1,4 @@
-"""``/v1/payments``: thin HTTP over payments.service."""
+"""``/v1/payments``: thin HTTP over payments.intake (create), service (read) and lifecycle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from paymux.funds.schemas import FundsOut
 from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
-from paymux.payments import lifecycle, service
+from paymux.payments import intake, lifecycle, service
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import AttemptOut, PaymentCreate, PaymentFilters, PaymentOut
 from paymux.payments.states import PaymentStatus
@@ -31,7 +31,7 @@ async def create_payment(
     channel's minimum) is a 400 that creates nothing, so the same ``out_trade_no`` can be sent
     again corrected. A retry with the same ``Idempotency-Key`` and body after the first try
     died (a crash mid-request) answers with the payment that try made."""
-    payment, spent = await service.create(
+    payment, spent = await intake.create(
         rt, app_id=auth.app_id, merchant_id=auth.merchant_id, livemode=auth.livemode,
         req=body, request_key=request_key,
     )  # fmt: skip

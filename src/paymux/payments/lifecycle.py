@@ -6,13 +6,11 @@ about attempts whose outcome is not known yet. The state changes themselves are
 from __future__ import annotations
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import Conflict, UpstreamError
+from paymux.payments import barcode
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.service import get
@@ -48,12 +46,12 @@ async def _close_everywhere(rt: Runtime, payment_id: str, target: PaymentStatus)
     public_url = rt.settings.public_url
     async with rt.db.read() as session:
         attempts = await PaymentRepository(session).open_attempts(payment_id)
-        accounts = {a.id: await account_of(session, a.channel_account_id) for a in attempts}
+        accounts = {
+            a.id: await channel_service.account_of(session, a.channel_account_id) for a in attempts
+        }
         found = await PaymentRepository(session).get_public(payment_id)
         assert found is not None
         method = found.method
-    from paymux.payments import barcode  # the barcode flow builds on this module
-
     if barcode.handles(method) and attempts:
         # A payment-code order is not closed but reversed (撤销): that also returns money the
         # customer may have paid meanwhile. The payment ends failed, payment_reversed.
@@ -116,12 +114,6 @@ async def _query(
         ) from exc
 
 
-async def account_of(session: AsyncSession, account_id: str) -> ChannelAccount:
-    account = await ChannelRepository(session).get(account_id)
-    assert account is not None
-    return account
-
-
 # ------------------------------------------------------------------ the customer's return
 async def on_customer_return(rt: Runtime, payment_id: str) -> Payment | None:
     """The customer came back from the channel: a pending payment's current attempt is
@@ -147,10 +139,8 @@ async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
         attempt = await PaymentRepository(session).get_attempt(attempt_id)
         if attempt is None or attempt.status in FINAL_ATTEMPT:
             return
-        account = await account_of(session, attempt.channel_account_id)
+        account = await channel_service.account_of(session, attempt.channel_account_id)
     if attempt.method in registry.barcode_methods():
-        from paymux.payments import barcode  # payment codes are reversed at the channel's limit
-
         await barcode.resolve(rt, attempt_id)
         return
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)

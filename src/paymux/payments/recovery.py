@@ -25,11 +25,10 @@ import datetime as dt
 
 import structlog
 
+from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
 from paymux.kit import clock
 from paymux.payments import service, transitions
-from paymux.payments.lifecycle import account_of
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
@@ -67,7 +66,7 @@ async def recover(
 async def _resume(rt: Runtime, payment: Payment, attempt: Attempt, req: PaymentCreate) -> Payment:
     """The dead run's create answer was never recorded: ask the channel before anything."""
     async with rt.db.read() as session:
-        account = await account_of(session, attempt.channel_account_id)
+        account = await channel_service.account_of(session, attempt.channel_account_id)
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
     try:
         state = await adapter.query_payment(attempt.id, channel_trade_no=attempt.channel_trade_no)

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base, registry
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.funds import service as funds
 from paymux.kit import clock, money
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
@@ -195,46 +195,12 @@ async def create(
     rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
     top_up_wallet_id: str | None = None, request_key: str | None = None,
 ) -> tuple[Payment, int]:  # fmt: skip
-    """Create a payment and its order at the first channel account that accepts it.
-    Returns the payment and the milliseconds spent waiting for channels.
+    """Create a payment and its order at the first channel account that accepts it (or pay it
+    from a wallet). Returns the payment and the milliseconds spent waiting for channels.
 
-    ``request_key`` (:func:`paymux.kit.idempotency.request_key`) marks the payment as this
-    request's: when an earlier run of the very same request (same key, same body) died after
-    creating it, the payment is answered as far as it is safely known instead of a
-    ``duplicate_out_trade_no`` (:mod:`paymux.payments.recovery`)."""
-    # Both build on this module: payment codes wait synchronously, crash recovery resumes.
-    from paymux.payments import recovery
-
-    try:
-        return await _create(
-            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
-            top_up_wallet_id=top_up_wallet_id, request_key=request_key,
-        )  # fmt: skip
-    except Conflict as exc:
-        # The number is taken: by this very request's earlier run (which died after creating
-        # it) the payment is recovered; by anything else it is the 409. Looked up only here,
-        # so a create pays nothing for recovery.
-        if request_key is None or exc.code != DUPLICATE:
-            raise
-        recovered = await recovery.recover(
-            rt, app_id=app_id, livemode=livemode, req=req, request_key=request_key
-        )
-        if recovered is None:
-            raise
-        return recovered, 0
-
-
-async def _create(
-    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
-    top_up_wallet_id: str | None, request_key: str | None,
-) -> tuple[Payment, int]:  # fmt: skip
-    from paymux.payments import barcode
-
-    if barcode.handles(req.method):
-        return await barcode.create(
-            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
-            request_key=request_key,
-        )  # fmt: skip
+    The flow of every method but a payment code, for a request not seen before: callers go
+    through :func:`paymux.payments.intake.create`, which resumes a crashed run of the same
+    request and sends payment codes to :mod:`paymux.payments.barcode` first."""
     if req.method == WALLET_METHOD:
         if top_up_wallet_id is not None:
             raise InvalidRequest("unsupported_method", "A wallet cannot top itself up.",

@@ -14,8 +14,8 @@ import datetime as dt
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base
-from paymux.channels.models import ChannelAccount
 from paymux.funds import hooks
 from paymux.kit import clock
 from paymux.ledger.models import LedgerAccount

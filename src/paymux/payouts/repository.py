@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channels.models import ChannelAccount
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.payouts.models import Payout, PayoutStatus
 
 

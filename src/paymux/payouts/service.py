@@ -13,9 +13,9 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.kit import clock, money
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id

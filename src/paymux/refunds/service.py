@@ -12,10 +12,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.funds import service as funds_service
 from paymux.funds.repository import FundsRepository
 from paymux.kit import clock
@@ -133,7 +133,7 @@ async def _paid_attempt(session: AsyncSession, refund: Refund) -> Attempt:
 
 
 async def _account(session: AsyncSession, account_id: str) -> ChannelAccount:
-    account = await ChannelRepository(session).get(account_id)
+    account = await ChannelAccountRepository(session).get(account_id)
     assert account is not None
     return account
 

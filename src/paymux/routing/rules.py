@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import registry
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.ids import new_id
 from paymux.merchants.models import Mode
@@ -39,7 +39,9 @@ async def _check_targets(session: AsyncSession, app_id: str, livemode: bool, bod
     payments — would silently route nothing. The other mode's accounts are refused exactly like
     unknown ids, so a test key learns nothing about live ones."""
     mode = _mode(livemode)
-    accounts = {a.id for a in await ChannelRepository(session).list_for_app(app_id, mode=mode)}
+    accounts = {
+        a.id for a in await ChannelAccountRepository(session).list_for_app(app_id, mode=mode)
+    }
     refs = [(t, "action.targets") for t in body.action.targets if t not in SPECIAL_TARGETS]
     refs += [(t, "conditions.last_channels") for t in body.conditions.last_channels or []]
     for target, param in refs:
@@ -149,7 +151,7 @@ async def configure_account(
 ) -> ChannelAccount:
     """Set a channel account's fees, limits and maintenance windows (given fields only). Only
     a caller of the account's mode may: for the other mode it does not exist."""
-    account = await ChannelRepository(session).get_for_app(app_id, account_id)
+    account = await ChannelAccountRepository(session).get_for_app(app_id, account_id)
     if account is None or account.mode != _mode(livemode):
         raise NotFound("channel account", account_id)
     await _bump(session, app_id, livemode)

@@ -19,9 +19,9 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels.base import RequestProblem
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.kit import clock
 from paymux.kit.db import after_commit
 from paymux.kit.errors import InvalidRequest
@@ -238,7 +238,7 @@ async def plan(
     it, the first one's problem is the 400."""
     now = clock.now()
     mode = Mode.live if livemode else Mode.test
-    accounts = await ChannelRepository(session).list_for_app(
+    accounts = await ChannelAccountRepository(session).list_for_app(
         app_id, mode=mode.value, enabled_only=True
     )
     rules = await _rules(session, (app_id, livemode), now)

@@ -15,9 +15,9 @@ from typing import cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount
 from paymux.funds import service as funds_service
 from paymux.funds.models import EscrowState, PaymentFunds
 from paymux.funds.repository import FundsRepository

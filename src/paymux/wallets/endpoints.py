@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep
-from paymux.payments import service as payments
+from paymux.payments import intake as payments
 from paymux.payments.schemas import PaymentCreate, PaymentOut
 from paymux.wallets import service
 from paymux.wallets.models import Wallet

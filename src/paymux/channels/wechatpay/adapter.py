@@ -8,7 +8,9 @@ per feature, each a mixin over :class:`~paymux.channels.wechatpay.client.WechatP
 - :mod:`.client` — transport, signing, verification, error classification, decoding;
 - :mod:`.refunds` — refunds; :mod:`.transfers` — payouts (商家转账);
 - :mod:`.profitsharing` — profit sharing (分账); :mod:`.codepay` — payment codes (付款码支付);
-- :mod:`.statement` — the daily trade bill (交易账单).
+- :mod:`.statement` — the daily trade bill (交易账单);
+- :mod:`.partner_adapter` — what a service provider's sub-merchant (partner mode) does
+  differently: :class:`WechatPayPartnerAdapter` is it over :class:`WechatPayAdapter`.
 
 Every public name of those modules that callers imported from here is re-exported.
 """
@@ -52,6 +54,7 @@ from paymux.channels.wechatpay.credentials import (
     WechatPayCredentials,
 )
 from paymux.channels.wechatpay.keys import DEFAULT_GATEWAY
+from paymux.channels.wechatpay.partner_adapter import PartnerCalls
 from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls, classify_split_answer
 from paymux.channels.wechatpay.refunds import RefundCalls, classify_refund_answer
 from paymux.channels.wechatpay.statement import StatementCalls
@@ -65,6 +68,7 @@ __all__ = [
     "WechatPayAdapter",
     "WechatPayClient",
     "WechatPayCredentials",
+    "WechatPayPartnerAdapter",
     "classify_answer",
     "classify_codepay_answer",
     "classify_refund_answer",
@@ -113,10 +117,8 @@ class WechatPayAdapter(
 
     def __new__(cls, credentials: Mapping[str, Any], http: httpx.AsyncClient) -> WechatPayAdapter:
         """A sub-merchant's account (credentials with ``sp_mchid``) gets the partner-mode
-        adapter (:mod:`paymux.channels.wechatpay.partner_adapter`)."""
+        adapter (:class:`WechatPayPartnerAdapter`)."""
         if cls is WechatPayAdapter and "sp_mchid" in credentials:
-            from paymux.channels.wechatpay.partner_adapter import WechatPayPartnerAdapter
-
             return super().__new__(WechatPayPartnerAdapter)
         return super().__new__(cls)
 
@@ -299,3 +301,8 @@ class WechatPayAdapter(
             return Ack(204, b"", "application/json")
         body = protocol.encode_json({"code": "FAIL", "message": "notification not processed"})
         return Ack(500, body, "application/json")
+
+
+class WechatPayPartnerAdapter(PartnerCalls, WechatPayAdapter):
+    """One sub-merchant's client, signing as its service provider: partner mode's
+    :class:`~paymux.channels.wechatpay.partner_adapter.PartnerCalls` over the direct adapter."""

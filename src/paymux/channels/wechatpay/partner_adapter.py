@@ -1,18 +1,20 @@
 """WeChat Pay adapter for one sub-merchant of a service provider (服务商 / partner mode).
 
 :class:`~paymux.channels.wechatpay.adapter.WechatPayAdapter` hands a channel account whose
-credentials carry ``sp_mchid`` to this subclass (see :mod:`paymux.channels.wechatpay.partner`
-for the wire differences). Transport, signing, answer verification, refund decoding and the
-notification envelope are the direct adapter's; orders, queries, closes, refund bodies and the
-identity checks of notifications are partner-mode's own. Payouts and profit sharing are not
-offered in partner mode (WeChat serves them to partners through other APIs).
+credentials carry ``sp_mchid`` to :class:`~paymux.channels.wechatpay.adapter.
+WechatPayPartnerAdapter`: :class:`PartnerCalls` over the direct adapter (see
+:mod:`paymux.channels.wechatpay.partner` for the wire differences). Transport, signing, answer
+verification, refund decoding and the notification envelope are the direct adapter's; orders,
+queries, closes, refund bodies and the identity checks of notifications are partner-mode's own.
+Payouts and profit sharing are not offered in partner mode (WeChat serves them to partners
+through other APIs). This module does not import the adapter it changes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from paymux.channels.base import (
@@ -31,10 +33,13 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.adapter import WechatPayAdapter
 from paymux.channels.wechatpay.client import _DESCRIPTION_MAX, _Classifier, classify_answer
+from paymux.channels.wechatpay.codepay import CodePayCalls
 from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
-from paymux.channels.wechatpay.refunds import _REFUNDS_PATH
+from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls
+from paymux.channels.wechatpay.refunds import _REFUNDS_PATH, RefundCalls
+from paymux.channels.wechatpay.statement import StatementCalls
+from paymux.channels.wechatpay.transfers import TransferCalls
 
 #: What WeChat answers when ``sub_mchid`` is not a sub-merchant of ``sp_mchid`` (no 受理关系)
 #: [message wording unverified].
@@ -50,11 +55,17 @@ def classify_partner_answer(status: int, payload: Any) -> ChannelError:
     return classify_answer(status, payload)
 
 
-class WechatPayPartnerAdapter(WechatPayAdapter):
-    """One sub-merchant's client, signing as its service provider."""
+class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls):
+    """What partner mode changes of the direct adapter, placed before it in
+    :class:`~paymux.channels.wechatpay.adapter.WechatPayPartnerAdapter`: one sub-merchant's
+    client, signing as its service provider."""
 
     credentials: WechatPayPartnerCredentials  # type: ignore[assignment]
     credentials_class = WechatPayPartnerCredentials
+
+    if TYPE_CHECKING:
+        # The direct adapter's (a QR code or redirect is the same in both modes).
+        def _next_action(self, kind: str, payload: Mapping[str, Any]) -> NextAction: ...
 
     # ------------------------------------------------------------ transport
     async def _call(

@@ -28,7 +28,7 @@ import secrets
 import string
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
@@ -37,10 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from paymux.channels import sandbox_kit
 from paymux.channels.sandbox_kit import OrderStatus, SandboxOrder, SandboxRefund
 from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay.sandbox_base import SandboxBase, SandboxMerchant, WxError
 from paymux.kit import clock
-
-if TYPE_CHECKING:
-    from paymux.channels.wechatpay.sandbox import Sandbox, SandboxMerchant
 
 _ALNUM = string.ascii_letters + string.digits
 _KINDS = ("native", "jsapi", "h5", "app")
@@ -127,7 +125,7 @@ class _NewPartner(BaseModel):
 class PartnerDesk:
     """Service providers and sub-merchants of one WeChat Pay sandbox."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxBase) -> None:
         self.sandbox = sandbox
         self.providers: dict[str, ServiceProvider] = {}
 
@@ -176,8 +174,6 @@ class PartnerDesk:
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> Exception:
-        from paymux.channels.wechatpay.sandbox import WxError
-
         return WxError(status, code, message)
 
     def refund_merchant(self, merchant: SandboxMerchant, sub_mchid: str | None) -> SandboxMerchant:
@@ -188,8 +184,6 @@ class PartnerDesk:
             return merchant
         provider = self._provider(merchant)
         sub = self._sub(provider, sub_mchid)
-        from paymux.channels.wechatpay.sandbox import SandboxMerchant
-
         return SandboxMerchant(
             mchid=sub.sub_mchid,
             appid=merchant.appid,

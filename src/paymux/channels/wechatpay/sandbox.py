@@ -161,7 +161,7 @@ class Sandbox(
         self._core = core
         self.core: SandboxCore = core
         self.app = self._build_app()
-        self.partners = PartnerDesk(self)
+        self.partners: PartnerDesk = PartnerDesk(self)
         """Service providers (服务商) and their sub-merchants: the partner-mode paths."""
         self.partners.install(self.app)
 
@@ -436,6 +436,7 @@ class Sandbox(
             return await self._query_transfer(request, out_bill_no)
 
         app.include_router(self._control_router())
+        app.include_router(self._split_control_router())
 
         @app.post("/v3/profitsharing/receivers/add")
         async def add_receiver(request: Request) -> Response:

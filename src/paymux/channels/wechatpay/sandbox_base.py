@@ -1,9 +1,13 @@
 """What every part of the WeChat Pay sandbox shares: the wire helpers (platform signatures,
 signed answers and error answers, merchant request authentication, body parsing, signed
-notification envelopes, sensitive-field decryption), the merchant record, the notifier core
-and the state :class:`~paymux.channels.wechatpay.sandbox.Sandbox` sets up. Each feature of
-the sandbox (:mod:`.sandbox_refunds`, :mod:`.sandbox_transfers`, :mod:`.sandbox_profitsharing`,
-:mod:`.sandbox_codepay`, :mod:`.sandbox_bills`) is a mixin over :class:`SandboxBase`.
+notification envelopes, sensitive-field decryption), the merchant record, the notifier core,
+the shared state and the hooks one feature offers another.
+
+Each feature of the sandbox (:mod:`.sandbox_refunds`, :mod:`.sandbox_transfers`,
+:mod:`.sandbox_profitsharing`, :mod:`.sandbox_codepay`, :mod:`.sandbox_bills`) is a mixin over
+:class:`SandboxBase` and the partner desk (:mod:`.partner_sandbox`) plugs into it; this module
+imports none of them. :class:`~paymux.channels.wechatpay.sandbox.Sandbox` assembles base and
+features.
 """
 
 from __future__ import annotations
@@ -12,14 +16,13 @@ import secrets
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from paymux.channels.sandbox_kit import (
-    BarcodeScript,
     OrderStatus,
     RefundScript,
     RefundStatus,
@@ -28,12 +31,7 @@ from paymux.channels.sandbox_kit import (
     SandboxRefund,
 )
 from paymux.channels.wechatpay import protocol
-from paymux.channels.wechatpay.partner_sandbox import PartnerDesk
 from paymux.kit import clock
-
-if TYPE_CHECKING:
-    from paymux.channels.wechatpay.sandbox_profitsharing import SandboxSplit
-    from paymux.channels.wechatpay.sandbox_transfers import SandboxTransfer
 
 #: WeChat's notification retry schedule, seconds: 15s 15s 30s 3m 10m 20m 30m 30m 30m 60m 3h 3h
 #: 3h 6h 6h.
@@ -63,6 +61,31 @@ class WxError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+def script_routes(
+    router: APIRouter, path: str, queue: list[RefundScript],
+    add: Callable[[RefundScript], None], what: str,
+) -> None:  # fmt: skip
+    """Control API of one script queue: ``POST path`` queues a scripted outcome for the next
+    matching ``what`` (through ``add``), ``DELETE path`` empties the queue."""
+
+    async def add_script(script: RefundScript) -> dict[str, Any]:
+        add(script)
+        return {"queued": len(queue)}
+
+    async def clear_scripts() -> dict[str, Any]:
+        queue.clear()
+        return {"queued": 0}
+
+    router.add_api_route(
+        path,
+        add_script,
+        methods=["POST"],
+        name=f"add_{what}_script",
+        description=f"Queue a scripted outcome for the next matching {what}.",
+    )
+    router.add_api_route(path, clear_scripts, methods=["DELETE"], name=f"clear_{what}_scripts")
 
 
 # ---------------------------------------------------------------- request bodies
@@ -124,34 +147,57 @@ class _WechatCore(SandboxCore):
             await super().notify_refund(refund)
 
 
+class PartnerMode(Protocol):
+    """What the sandbox's parts ask of its partner desk (服务商): orders of a sub-merchant are
+    notified with the service provider's key, and a refund may act for a sub-merchant."""
+
+    def build_notification(self, order: SandboxOrder) -> tuple[dict[str, str], bytes]: ...
+
+    def build_refund_notification(self, refund: SandboxRefund) -> tuple[dict[str, str], bytes]: ...
+
+    def refund_merchant(
+        self, merchant: SandboxMerchant, sub_mchid: str | None
+    ) -> SandboxMerchant: ...
+
+
 class SandboxBase:
-    """The state :class:`~paymux.channels.wechatpay.sandbox.Sandbox` sets up in its
-    ``__init__`` and the wire helpers every endpoint uses."""
+    """The state every feature shares (set up by
+    :class:`~paymux.channels.wechatpay.sandbox.Sandbox`'s ``__init__``; each feature declares its
+    own), the wire helpers every endpoint uses and the hooks between features."""
 
     _platform_key: rsa.RSAPrivateKey
     platform_public_key_id: str
     platform_public_key_pem: str
     merchants: dict[str, SandboxMerchant]
-    transfers: dict[tuple[str, str], SandboxTransfer]
-    transfer_scripts: list[RefundScript]
-    transfer_fail_reason: str
-    split_receivers: dict[tuple[str, str, str], dict[str, Any]]
-    splits: dict[tuple[str, str], SandboxSplit]
-    split_scripts: list[RefundScript]
-    max_split_ratio: float
-    barcode_scripts: list[BarcodeScript]
     _core: _WechatCore
     core: SandboxCore
-    partners: PartnerDesk
+    partners: PartnerMode
 
     if TYPE_CHECKING:
-        # Used across features: a refund may not take what profit sharing split away, a split
-        # may not take what was refunded, and one control router queues both kinds of script.
-        def refundable(self, order: SandboxOrder) -> int: ...
+        # Provided by the assembled sandbox (orders) and its refund feature: how an order and a
+        # refund look on the wire, which the partner desk renders for sub-merchants too.
+        def provision(self, base_url: str) -> dict[str, Any]: ...
 
-        def _split_away(self, order: SandboxOrder) -> int: ...
+        def transaction(self, order: SandboxOrder) -> dict[str, Any]: ...
 
-        def add_split_script(self, script: RefundScript) -> None: ...
+        @staticmethod
+        def _create_answer(order: SandboxOrder) -> dict[str, Any]: ...
+
+        @staticmethod
+        def _refund_status(refund: SandboxRefund) -> str: ...
+
+        def refund_resource(self, refund: SandboxRefund) -> dict[str, Any]: ...
+
+    # ------------------------------------------------------------ between features
+    def _split_away(self, order: SandboxOrder) -> int:
+        """What splits of an order took or will take: nothing without profit sharing
+        (:mod:`.sandbox_profitsharing` overrides this)."""
+        return 0
+
+    def refundable(self, order: SandboxOrder) -> int:
+        """What of a paid order the merchant can still refund: money split away is gone
+        (WeChat wants it returned from the receivers first)."""
+        return self.core.refundable(order) - self._split_away(order)
 
     # ------------------------------------------------------------ wire helpers
     def sign(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:

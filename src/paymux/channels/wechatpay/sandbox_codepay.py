@@ -70,6 +70,8 @@ class _ReverseBody(BaseModel):
 class CodePayEndpoints(SandboxBase):
     """The payment-code side of :class:`~paymux.channels.wechatpay.sandbox.Sandbox`."""
 
+    barcode_scripts: list[BarcodeScript]
+
     def add_barcode_script(self, script: BarcodeScript) -> None:
         """Queue the outcome of the next code charge whose description matches."""
         self.barcode_scripts.append(script)

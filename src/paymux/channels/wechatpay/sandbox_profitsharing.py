@@ -2,7 +2,7 @@
 ``/v3/profitsharing/orders`` (create, query), enforcing what WeChat does (only orders created
 with ``settle_info.profit_sharing``, receivers added first, at most
 :attr:`~paymux.channels.wechatpay.sandbox.Sandbox.max_split_ratio` split away, nothing once
-``unfreeze_unsplit`` released the rest).
+``unfreeze_unsplit`` released the rest), and its scripts (``/_sandbox/split_scripts``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from paymux.channels import sandbox_kit
@@ -28,6 +28,7 @@ from paymux.channels.wechatpay.sandbox_base import (
     SandboxMerchant,
     WxError,
     _random,
+    script_routes,
 )
 from paymux.kit import clock
 
@@ -87,6 +88,11 @@ class SandboxSplit:
 
 class ProfitSharingEndpoints(SandboxBase):
     """The profit-sharing side of :class:`~paymux.channels.wechatpay.sandbox.Sandbox`."""
+
+    split_receivers: dict[tuple[str, str, str], dict[str, Any]]
+    splits: dict[tuple[str, str], SandboxSplit]
+    split_scripts: list[RefundScript]
+    max_split_ratio: float
 
     def add_split_script(self, script: RefundScript) -> None:
         """Queue an outcome for the next split of an order whose subject matches:
@@ -256,3 +262,9 @@ class ProfitSharingEndpoints(SandboxBase):
         if split is None or split.order.channel_trade_no != transaction_id:
             raise WxError(404, "RESOURCE_NOT_EXISTS", "记录不存在")
         return self._respond(200, self.split_answer(split))
+
+    def _split_control_router(self) -> APIRouter:
+        """Control API for splits (next to sandbox_kit's ``/_sandbox`` routes)."""
+        router = APIRouter(prefix="/_sandbox")
+        script_routes(router, "/split_scripts", self.split_scripts, self.add_split_script, "split")
+        return router

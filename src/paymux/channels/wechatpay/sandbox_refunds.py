@@ -149,11 +149,6 @@ class RefundEndpoints(SandboxBase):
             raise WxError(404, "RESOURCE_NOT_EXISTS", "订单不存在")
         return order
 
-    def refundable(self, order: SandboxOrder) -> int:
-        """What of a paid order the merchant can still refund: money split away is gone
-        (WeChat wants it returned from the receivers first)."""
-        return self.core.refundable(order) - self._split_away(order)
-
     async def _refund(self, request: Request) -> Response:
         raw = await request.body()
         merchant = self._authenticate(request, raw)

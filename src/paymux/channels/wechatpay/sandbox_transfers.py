@@ -1,7 +1,7 @@
 """The WeChat Pay sandbox's payouts: 商家转账 bills (``/v3/fund-app/mch-transfer/
 transfer-bills``, query by ``out_bill_no``) awaiting the payee's confirmation, their
 ``MCHTRANSFER.BILL.FINISHED`` notifications with WeChat's retry schedule, and the control API
-(``/_sandbox/transfer_scripts``, ``/_sandbox/split_scripts``, ``/_sandbox/transfers/…``).
+(``/_sandbox/transfer_scripts``, ``/_sandbox/transfers/…``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from paymux.channels.wechatpay.sandbox_base import (
     SandboxBase,
     WxError,
     _random,
+    script_routes,
 )
 from paymux.kit import clock
 
@@ -87,6 +88,10 @@ class SandboxTransfer:
 
 class TransferEndpoints(SandboxBase):
     """The payout side of :class:`~paymux.channels.wechatpay.sandbox.Sandbox`."""
+
+    transfers: dict[tuple[str, str], SandboxTransfer]
+    transfer_scripts: list[RefundScript]
+    transfer_fail_reason: str
 
     def add_transfer_script(self, script: RefundScript) -> None:
         """Queue an outcome for the next transfer whose remark matches ``script.subject``:
@@ -277,30 +282,10 @@ class TransferEndpoints(SandboxBase):
         raise HTTPException(404, "no such transfer")
 
     def _control_router(self) -> APIRouter:
-        """Control API for transfers and splits (next to sandbox_kit's ``/_sandbox`` routes)."""
+        """Control API for transfers (next to sandbox_kit's ``/_sandbox`` routes)."""
         router = APIRouter(prefix="/_sandbox")
-
-        @router.post("/transfer_scripts")
-        async def add_transfer_script(script: RefundScript) -> dict[str, Any]:
-            """Control API: queue a scripted outcome for the next matching transfer."""
-            self.add_transfer_script(script)
-            return {"queued": len(self.transfer_scripts)}
-
-        @router.post("/split_scripts")
-        async def add_split_script(script: RefundScript) -> dict[str, Any]:
-            """Control API: queue a scripted outcome for the next matching split."""
-            self.add_split_script(script)
-            return {"queued": len(self.split_scripts)}
-
-        @router.delete("/transfer_scripts")
-        async def clear_transfer_scripts() -> dict[str, Any]:
-            self.transfer_scripts.clear()
-            return {"queued": 0}
-
-        @router.delete("/split_scripts")
-        async def clear_split_scripts() -> dict[str, Any]:
-            self.split_scripts.clear()
-            return {"queued": 0}
+        script_routes(router, "/transfer_scripts", self.transfer_scripts, self.add_transfer_script,
+                      "transfer")  # fmt: skip
 
         @router.get("/transfers/{out_bill_no}")
         async def show_transfer(out_bill_no: str) -> dict[str, Any]:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base
-from paymux.channels import service as channel_service
-from paymux.channels.models import ChannelAccount, ChannelEvent
-from paymux.channels.repository import ChannelRepository
+from paymux.inbox.models import ChannelEvent
+from paymux.inbox.repository import InboxRepository
 from paymux.kit import clock
 from paymux.kit.ids import new_id
 from paymux.payments import transitions as payments
@@ -73,7 +75,7 @@ async def receive(
 ) -> Received | None:
     """Handle one notification. None when the account does not exist (the caller answers 404)."""
     async with rt.db.read() as session:
-        account = await ChannelRepository(session).get(account_id)
+        account = await ChannelAccountRepository(session).get(account_id)
     if account is None or account.channel != channel:
         return None
     adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
@@ -84,7 +86,7 @@ async def receive(
         return Received(_rejected(adapter.ack(False)), "rejected")
     refused: base.InvalidNotification | None = None
     async with rt.db.transaction() as session:
-        repo = ChannelRepository(session)
+        repo = InboxRepository(session)
         event = ChannelEvent(
             id=new_id("cev"), channel=channel, channel_account_id=account_id,
             event_key=note.event_key[:128], out_trade_no=note.reference[:64],

@@ -11,9 +11,9 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base, registry
-from paymux.channels.models import ChannelAccount
-from paymux.channels.repository import ChannelRepository
 from paymux.kit.crypto import Vault
 from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.ids import new_id
@@ -141,14 +141,21 @@ async def add_account(
         priority=priority,
         enabled=enabled,
     )
-    ChannelRepository(session).add(account)
+    ChannelAccountRepository(session).add(account)
     await session.flush()
     return account
 
 
 def notify_url(public_url: str, account: ChannelAccount) -> str:
-    """Where the channel sends this account's notifications (``channels/endpoints.py``)."""
+    """Where the channel sends this account's notifications (``inbox/endpoints.py``)."""
     return f"{public_url.rstrip('/')}/notify/{account.channel}/{account.id}"
+
+
+async def account_of(session: AsyncSession, account_id: str) -> ChannelAccount:
+    """The account a payment attempt names: it exists (a foreign key), so no NotFound."""
+    account = await ChannelAccountRepository(session).get(account_id)
+    assert account is not None
+    return account
 
 
 def credentials_of(vault: Vault, account: ChannelAccount) -> dict[str, Any]:
@@ -191,7 +198,7 @@ async def update_account(
     priority: int | None = None,
     fee_rate_bps: int | None = None,
 ) -> ChannelAccount:
-    account = await ChannelRepository(session).get(account_id)
+    account = await ChannelAccountRepository(session).get(account_id)
     if account is None:
         raise NotFound("channel account", account_id)
     if enabled is not None:

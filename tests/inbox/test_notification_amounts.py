@@ -218,12 +218,15 @@ async def test_a_refund_success_without_its_amount_is_refused(stack: Stack, forg
     (channel_refund,) = sb.core.refunds_of(order)
     channel_refund.status = RefundStatus.succeeded
     resource_data = sb.refund_resource(channel_refund)
-    {"no_amount": lambda d: d.pop("amount"),
-     "wrong_amount": lambda d: d["amount"].update(refund=1),
-     "wrong_currency": lambda d: d["amount"].update(currency="USD")}[forgery](resource_data)
+    {
+        "no_amount": lambda d: d.pop("amount"),
+        "wrong_amount": lambda d: d["amount"].update(refund=1),
+        "wrong_currency": lambda d: d["amount"].update(currency="USD"),
+    }[forgery](resource_data)
     key = sb.merchants[order.merchant_id].apiv3_key
     resource = wechat_protocol.encrypt_resource(
-        key, wechat_protocol.encode_json(resource_data),
+        key,
+        wechat_protocol.encode_json(resource_data),
         original_type=wechat_protocol.REFUND_RESOURCE_TYPE,
         associated_data=wechat_protocol.REFUND_RESOURCE_TYPE,
     )

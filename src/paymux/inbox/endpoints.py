@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from paymux.channels import inbox
+from paymux.inbox import service as inbox
 from paymux.kit.errors import NotFound
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import RuntimeDep

@@ -1,4 +1,4 @@
-"""Channel accounts (an app's configured channel credentials) and the notification inbox."""
+"""Channel accounts: an app's configured credentials at a channel, with its fees and limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from paymux.kit.db import Base, JSONType, UTCDateTime
+from paymux.kit.db import Base, JSONType
 from paymux.kit.models import created_at_column, updated_at_column
 
 
@@ -47,22 +47,3 @@ class ChannelAccount(Base):
     "HH:MM"}`` (weekly) or ``{"start": ISO datetime, "end": ISO datetime}`` (once)."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
-
-
-class ChannelEvent(Base):
-    """The inbox: every verified channel notification, stored raw, applied once."""
-
-    __tablename__ = "channel_events"
-    __table_args__ = (sa.UniqueConstraint("channel_account_id", "event_key"),)
-
-    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
-    channel: Mapped[str] = mapped_column(sa.String(32))
-    channel_account_id: Mapped[str] = mapped_column(sa.ForeignKey("channel_accounts.id"))
-    event_key: Mapped[str] = mapped_column(sa.String(128))
-    out_trade_no: Mapped[str] = mapped_column(sa.String(64), index=True)
-    headers: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    body: Mapped[str] = mapped_column(sa.Text)
-    result: Mapped[str] = mapped_column(sa.String(32))
-    """What applying it did: ``applied``, ``no_change`` (stale or already known) or
-    ``rejected`` (refused by the cross-check against our order; changed nothing)."""
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
