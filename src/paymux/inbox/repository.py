@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.inbox.models import ChannelEvent
+from paymux.kit.db import insert_of
 
 
 class InboxRepository:
@@ -15,16 +16,27 @@ class InboxRepository:
     async def insert_event(self, event: ChannelEvent) -> bool:
         """Store a notification in the inbox; False if this channel event was seen before.
 
-        Runs in a savepoint so a duplicate (unique violation, including one racing with a
-        concurrent transaction) leaves the caller's transaction usable.
-        """
-        try:
-            async with self.session.begin_nested():
-                self.session.add(event)
-                await self.session.flush()
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        One ``INSERT … ON CONFLICT DO NOTHING``: a duplicate, including one racing with a
+        concurrent transaction (which waits for it), leaves the caller's transaction usable.
+        The row is written from ``event``, which stays outside the session
+        (:meth:`set_result` records the outcome)."""
+        columns = {c.key: getattr(event, c.key) for c in ChannelEvent.__table__.columns}
+        columns = {k: v for k, v in columns.items() if v is not None}  # None: the default
+        inserted = await self.session.execute(
+            insert_of(self.session.get_bind().dialect.name)(ChannelEvent)
+            .values(columns)
+            .on_conflict_do_nothing(index_elements=["channel_account_id", "event_key"])
+            .returning(ChannelEvent.id)
+        )
+        return inserted.first() is not None
+
+    async def set_result(self, event_id: str, result: str) -> None:
+        await self.session.execute(
+            sa.update(ChannelEvent)
+            .where(ChannelEvent.id == event_id)
+            .values(result=result)
+            .execution_options(synchronize_session=False)
+        )
 
     async def get_event(self, account_id: str, event_key: str) -> ChannelEvent | None:
         stmt = sa.select(ChannelEvent).where(

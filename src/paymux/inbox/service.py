@@ -105,7 +105,7 @@ async def receive(
                 result = await _apply(rt, session, account, note)
         except base.InvalidNotification as exc:
             refused, result = exc, REJECTED
-        event.result = result
+        await repo.set_result(event.id, result)
     if refused is not None:
         log.warning("notification_mismatch", account=account_id, code=refused.code,
                     why=refused.message)  # fmt: skip
