@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from paymux.routing import scoring
 from paymux.routing.models import BreakerState, Strategy
@@ -57,9 +57,9 @@ class RuleView:
     action: Mapping[str, Any]
 
     @cached_property
-    def checks(self) -> tuple[Check, ...]:
+    def holds(self) -> Check:
         """``conditions`` compiled once per view (views live as long as their rules version)."""
-        return compile_conditions(self.conditions)
+        return _all_of(compile_conditions(self.conditions))
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,9 @@ class Snapshot:
     version: int = 0
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
+    """One candidate of the order (a named tuple: a decision makes one per eligible account)."""
+
     account_id: str
     probe: bool
     """The account's breaker is open past its cooldown: this attempt must win the probe."""
@@ -261,16 +262,22 @@ def compile_conditions(conditions: Mapping[str, Any]) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-def _holds(checks: Sequence[Check], req: Request, at: Moment) -> bool:
-    for check in checks:
-        if not check(req, at):
-            return False
-    return True
+def _all_of(checks: tuple[Check, ...]) -> Check:
+    if len(checks) == 1:
+        return checks[0]
+
+    def holds(req: Request, at: Moment) -> bool:
+        for check in checks:
+            if not check(req, at):
+                return False
+        return True
+
+    return holds
 
 
 def matches(conditions: Mapping[str, Any], req: Request, now: dt.datetime) -> bool:
     """Whether every condition given holds for this request (absent ones always hold)."""
-    return _holds(compile_conditions(conditions), req, Moment.of(now))
+    return _all_of(compile_conditions(conditions))(req, Moment.of(now))
 
 
 def needs_history(rules: Sequence[RuleView]) -> bool:
@@ -381,7 +388,7 @@ def decide(
         tiers = [(ranked, f"requested channel {req.pinned}, by {why_default}")]
     else:
         for candidate in snap.rules:
-            if _holds(candidate.checks, req, at):
+            if candidate.holds(req, at):
                 rule = candidate
                 break
         if rule is None:
