@@ -1,7 +1,9 @@
 """Routing: (a) the decision's cost, (b) a simulated outage over the sandboxes.
 
 (a) The pure in-process decision (:func:`paymux.routing.engine.decide`, warm caches) for an app
-with 20 channel accounts and 50 rules, the last of which matches: p50/p99 in microseconds.
+with 20 channel accounts and 50 rules, the last of which matches: p50/p99 in microseconds,
+beside issue 11's target (p99 ≤ 100 µs); and the same with its explanation rendered (what the
+attempt stores: a payment renders it once, when its first candidate is picked).
 
 (b) The in-process gateway (as in tests/conftest.py) with its own SQLite file database, three
 WeChat Pay sandboxes as three merchant accounts with different customer success rates and fees,
@@ -34,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from paymux.routing import engine, scoring
 
 GATEWAY = "http://gateway.test"
+TARGET_P99_US = 100.0
+"""Issue 11: a routing decision with 20 accounts and 50 rules in at most this, at p99."""
 
 
 # ------------------------------------------------------------------ (a) decision cost
-def decision_cost(samples: int) -> tuple[float, float]:
+def decision_cost(samples: int, explained: bool = False) -> tuple[float, float]:
+    """(p50, p99) in µs of one decision; ``explained``: its explanation rendered too."""
     rng = random.Random(1)
     methods = frozenset({"wechat_native", "alipay_qr"})
     accounts = [
@@ -71,11 +76,13 @@ def decision_cost(samples: int) -> tuple[float, float]:
                          device_type="android", metadata={"category": "books"})  # fmt: skip
     now = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
     for _ in range(200):
-        engine.decide(req, snap, now, rng)
+        _ = engine.decide(req, snap, now, rng).explanation  # warm both paths
     timings = []
     for _ in range(samples):
         started = time.perf_counter_ns()
-        engine.decide(req, snap, now, rng)
+        decision = engine.decide(req, snap, now, rng)
+        if explained:
+            _ = decision.explanation  # rendered on first read
         timings.append((time.perf_counter_ns() - started) / 1000)
     timings.sort()
     return statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
@@ -218,8 +225,13 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
-    p50, p99 = decision_cost(2_000 if args.quick else 20_000)
-    print(f"(a) routing decision, 20 accounts, 50 rules: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
+    samples = 2_000 if args.quick else 20_000
+    p50, p99 = decision_cost(samples)
+    e50, e99 = decision_cost(samples, explained=True)
+    verdict = "met" if p99 <= TARGET_P99_US else "NOT met"
+    print(f"(a) routing decision, 20 accounts, 50 rules: p50 {p50:.1f} µs, "
+          f"p99 {p99:.1f} µs (target ≤ {TARGET_P99_US:.0f} µs: {verdict})")  # fmt: skip
+    print(f"    with its explanation rendered: p50 {e50:.1f} µs, p99 {e99:.1f} µs")
     per_phase = 60 if args.quick else 300
     print(f"(b) simulation: {per_phase} payments per 10-minute phase; outage of {OUTAGE} "
           "(best success, middle fee) during the middle phase")  # fmt: skip
@@ -240,7 +252,11 @@ async def main() -> None:
         print(f"  {label:18s} {cells}")
     if args.json:
         print(json.dumps({"benchmark": "routing", "decision_p50_us": round(p50, 1),
-                          "decision_p99_us": round(p99, 1), "simulation": simulation}))  # fmt: skip
+                          "decision_p99_us": round(p99, 1),
+                          "decision_p99_target_us": TARGET_P99_US,
+                          "decision_with_explanation_p50_us": round(e50, 1),
+                          "decision_with_explanation_p99_us": round(e99, 1),
+                          "simulation": simulation}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -499,3 +499,44 @@ async def test_success_counts_land_after_the_commit_and_never_after_a_rollback(
         await routing.record_success(session, account_id=account, method=METHOD)
         assert await succeeded() == 0  # not before the commit
     assert await succeeded() == 1
+
+
+async def test_another_processes_edits_apply_rules_by_version_accounts_at_once(
+    stack: Stack, clock: Any
+) -> None:
+    """Edits written by another process (straight to the database: this process's caches are
+    not told): a rule within RULES_TTL through the version bump, an account row's routing
+    fields on the next payment."""
+    from paymux.channel_accounts.models import ChannelAccount
+    from paymux.routing.models import RoutingRule, RoutingSettings
+
+    a, b = labels(2)
+    tenant, (ida, idb) = await tenant_with(stack, a, b)
+    assert (await pay(stack, tenant)).json()["channel_account"] == ida  # caches are warm
+    async with stack.runtime.db.transaction() as session:
+        session.add(
+            RoutingRule(
+                id=f"rr_{uuid.uuid4().hex[:20]}", app_id=tenant.app_id, livemode=False,
+                position=0, name="to b", enabled=True, conditions={},
+                action={"type": "pin", "targets": [idb]},
+            )
+        )  # fmt: skip
+        await session.execute(
+            sa.update(RoutingSettings)
+            .where(RoutingSettings.app_id == tenant.app_id, RoutingSettings.livemode.is_(False))
+            .values(version=RoutingSettings.version + 1)
+        )
+    clock.advance(routing.RULES_TTL.total_seconds() + 0.5)
+    payment = (await pay(stack, tenant)).json()
+    assert payment["channel_account"] == idb
+    (attempt,) = await attempts(stack, tenant, payment["id"])
+    assert attempt["routing"]["rule"]["name"] == "to b"
+    # An account row edited elsewhere bumps no rules version: it counts at once all the same.
+    local = kit_clock.now().astimezone(dt.timezone(dt.timedelta(hours=8)))
+    window = {"start": f"{local.hour:02d}:00", "end": f"{(local.hour + 1) % 24:02d}:00"}
+    async with stack.runtime.db.transaction() as session:
+        await session.execute(
+            sa.update(ChannelAccount).where(ChannelAccount.id == idb).values(maintenance=[window])
+        )
+    r = await pay(stack, tenant)
+    assert r.status_code == 400 and "in_maintenance" in r.json()["error"]["message"], r.text

@@ -20,7 +20,9 @@ computed from them. The fee itself (:func:`fee_of`) is integer minor units.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from paymux.kit import money
 
@@ -61,6 +63,23 @@ class Window:
     recent_errors: int = 0
     """Calls in the short health window (the last couple of minutes)."""
 
+    @cached_property
+    def settled(self) -> tuple[float, float, float, dict[str, float]]:
+        """What the score takes from this window alone, worked out once per window (windows
+        are cached for a couple of seconds): success estimate, mean latency in seconds,
+        error rate, and their rounded explanation components."""
+        p, latency_s, errors = (
+            success_estimate(self),
+            mean_latency_ms(self) / 1000.0,
+            error_rate(self),
+        )
+        shown = {
+            "success": round(p, 4),
+            "latency_ms": round(latency_s * 1000.0, 1),
+            "error_rate": round(errors, 4),
+        }
+        return p, latency_s, errors, shown
+
 
 @dataclass(frozen=True)
 class Score:
@@ -85,9 +104,13 @@ def success_estimate(window: Window) -> float:
     return (succeeded + alpha) / (window.accepted + PRIOR_WEIGHT)
 
 
+def _traffic_term(total_accepted: int) -> float:
+    return 2.0 * math.log(total_accepted + 2)
+
+
 def exploration_bonus(window: Window, total_accepted: int) -> float:
     """UCB1-style: grows with everyone's traffic, shrinks with this account's own."""
-    return math.sqrt(2.0 * math.log(total_accepted + 2) / (window.accepted + 1))
+    return math.sqrt(_traffic_term(total_accepted) / (window.accepted + 1))
 
 
 def error_rate(window: Window) -> float:
@@ -100,28 +123,54 @@ def mean_latency_ms(window: Window) -> float:
     return window.latency_ms / calls if calls else 0.0
 
 
+Terms = tuple[float, float, int, float]
+"""One account's (total rounded to 6 places, exploration bonus, fee in minor units, fee %)."""
+
+
+def _terms(
+    amount: int, priced: Sequence[tuple[Fee, Window]], total_accepted: int, weights: Weights
+) -> list[Terms]:
+    traffic = _traffic_term(total_accepted)
+    w_success, w_exploration, w_cost, w_latency = (
+        weights.success, weights.exploration, weights.cost, weights.latency,
+    )  # fmt: skip
+    out: list[Terms] = []
+    for fee, window in priced:
+        p, latency_s, errors, _ = window.settled
+        bonus = math.sqrt(traffic / (window.accepted + 1))
+        fee_minor = fee_of(amount, fee)
+        fee_pct = 100.0 * fee_minor / amount if amount > 0 else 0.0
+        total = (
+            w_success * p
+            + w_exploration * bonus
+            - w_cost * fee_pct
+            - w_latency * latency_s
+            - HEALTH_WEIGHT * errors
+        )
+        out.append((round(total, 6), bonus, fee_minor, fee_pct))
+    return out
+
+
+def terms(amount: int, priced: Sequence[tuple[Fee, Window]], weights: Weights) -> list[Terms]:
+    """The terms of each (fee, window) of the accounts competing for one payment, in one pass:
+    what ranks them (their totals), with the rest of :func:`components`' inputs."""
+    return _terms(amount, priced, sum(window.accepted for _, window in priced), weights)
+
+
+def components(window: Window, of: Terms) -> dict[str, float]:
+    """A score's parts as the routing explanation shows them (rounded)."""
+    _, bonus, fee_minor, fee_pct = of
+    shown = window.settled[3]
+    return {
+        "success": shown["success"],
+        "exploration": round(bonus, 4),
+        "fee": fee_minor,
+        "fee_pct": round(fee_pct, 4),
+        "latency_ms": shown["latency_ms"],
+        "error_rate": shown["error_rate"],
+    }
+
+
 def score(*, amount: int, fee: Fee, window: Window, total_accepted: int, weights: Weights) -> Score:
-    p = success_estimate(window)
-    bonus = exploration_bonus(window, total_accepted)
-    fee_minor = fee_of(amount, fee)
-    fee_pct = 100.0 * fee_minor / amount if amount > 0 else 0.0
-    latency_s = mean_latency_ms(window) / 1000.0
-    errors = error_rate(window)
-    total = (
-        weights.success * p
-        + weights.exploration * bonus
-        - weights.cost * fee_pct
-        - weights.latency * latency_s
-        - HEALTH_WEIGHT * errors
-    )
-    return Score(
-        total=round(total, 6),
-        components={
-            "success": round(p, 4),
-            "exploration": round(bonus, 4),
-            "fee": fee_minor,
-            "fee_pct": round(fee_pct, 4),
-            "latency_ms": round(latency_s * 1000.0, 1),
-            "error_rate": round(errors, 4),
-        },
-    )
+    (of,) = _terms(amount, [(fee, window)], total_accepted, weights)
+    return Score(total=of[0], components=components(window, of))

@@ -10,6 +10,7 @@ a breaker is open), and one statistics UPSERT plus one breaker row update per ou
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import random
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,7 @@ class _Rules:
     rules: list[engine.RuleView]
     strategy: str
     weights: scoring.Weights
+    needs_history: bool
 
 
 @dataclass
@@ -72,14 +74,18 @@ _Key = tuple[str, bool]
 class _Caches:
     rules: dict[_Key, _Rules] = field(default_factory=dict)
     health: dict[_Key, _Health] = field(default_factory=dict)
+    views: dict[tuple[str, str], tuple[list[Any], engine.AccountView]] = field(default_factory=dict)
+    """(app id, account id) → (the account's routing fields as last read, their view)."""
 
 
 _caches = _Caches()
 
 
 def clear_caches(app_id: str | None = None) -> None:
-    """Forget cached rules and health of both modes (after an edit in this process; tests)."""
-    for cache in (_caches.rules, _caches.health):
+    """Forget cached rules, health and account views of both modes (after an edit in this
+    process; tests)."""
+    caches: tuple[dict[Any, Any], ...] = (_caches.rules, _caches.health, _caches.views)
+    for cache in caches:
         for key in [k for k in cache if app_id is None or k[0] == app_id]:
             del cache[key]
 
@@ -95,14 +101,16 @@ async def _rules(session: AsyncSession, key: _Key, now: dt.datetime) -> _Rules:
         return cached
     settings = await repo.settings(*key)
     rows = await repo.rules(*key)
+    views = [
+        engine.RuleView(id=r.id, name=r.name, conditions=r.conditions, action=r.action)
+        for r in rows
+        if r.enabled
+    ]
     loaded = _Rules(
         version=version,
         checked_at=now,
-        rules=[
-            engine.RuleView(id=r.id, name=r.name, conditions=r.conditions, action=r.action)
-            for r in rows
-            if r.enabled
-        ],
+        rules=views,
+        needs_history=engine.needs_history(views),
         strategy=settings.strategy if settings else "score",
         weights=scoring.Weights(
             success=settings.weight_success, cost=settings.weight_cost,
@@ -157,6 +165,37 @@ async def _health(
 
 
 # ------------------------------------------------------------------ views
+_ROUTING_FIELDS = (
+    "channel", "methods", "currencies", "priority", "fee_rate_bps", "fee_fixed", "fee_min",
+    "fee_max", "min_amount", "max_amount", "daily_amount_limit", "daily_count_limit",
+    "maintenance",
+)  # fmt: skip
+"""The columns :func:`account_view` reads."""
+
+
+def _routing_fields(account: ChannelAccount) -> list[Any]:
+    # The loaded row's own values: reading them past the ORM's attribute instrumentation is
+    # what makes checking a cached view cheaper than building it (any not loaded: getattr).
+    loaded = account.__dict__
+    return [loaded[f] if f in loaded else getattr(account, f) for f in _ROUTING_FIELDS]
+
+
+def cached_view(account: ChannelAccount) -> engine.AccountView:
+    """The account's view, reused while the row read now has the same routing fields, so its
+    maintenance windows are parsed once per change rather than once per payment. The row is
+    read per payment anyway (its credentials make the call), so an edit from any process — or
+    one that bumps no rules version, like an account added or disabled — counts at once."""
+    key = (account.app_id, account.id)
+    fields = _routing_fields(account)
+    cached = _caches.views.get(key)
+    if cached is not None and cached[0] == fields:
+        return cached[1]
+    view = account_view(account)
+    # A copy: the row's JSON lists may be edited in place later, in this very session.
+    _caches.views[key] = (copy.deepcopy(fields), view)
+    return view
+
+
 def account_view(account: ChannelAccount) -> engine.AccountView:
     return engine.AccountView(
         id=account.id,
@@ -246,7 +285,7 @@ async def plan(
     customer = customer or {}
     returning, last_channel, last_account = None, None, None
     ref = customer.get("id")
-    if ref and engine.needs_history(rules.rules):
+    if ref and rules.needs_history:
         returning, last_channel, last_account = await _history(session, app_id, livemode, str(ref))
     req = engine.Request(
         method=method, currency=currency, amount=amount, pinned=pinned,
@@ -257,7 +296,7 @@ async def plan(
         refused_by=frozenset(refusals or ()),
     )  # fmt: skip
     snapshot = engine.Snapshot(
-        accounts=[account_view(a) for a in accounts],
+        accounts=[cached_view(a) for a in accounts],
         rules=rules.rules, strategy=rules.strategy, weights=rules.weights,
         windows=health.windows, breakers=health.breakers, version=rules.version,
     )  # fmt: skip

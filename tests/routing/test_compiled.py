@@ -1,0 +1,94 @@
+"""What the routing decision compiles and caches: rule conditions, maintenance windows,
+window rates, account views — reused while their inputs are unchanged, never once they change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm.attributes import flag_modified
+
+from paymux.channel_accounts.models import ChannelAccount
+from paymux.routing import engine, scoring
+from paymux.routing import service as routing
+from paymux.routing.engine import AccountView, Request, RuleView, Snapshot
+
+NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)  # Wednesday 10:00 China time
+
+
+def test_rule_conditions_compile_once_and_keep_their_meaning() -> None:
+    conditions: dict[str, Any] = {
+        "amount_min": 100, "device_types": ["ios"], "metadata": {"tier": ["gold", "vip"]},
+        "time_from": "09:00", "time_to": "11:00", "weekdays": [2],
+    }  # fmt: skip
+    rule = RuleView(id="rr_1", name="r", conditions=conditions, action={"type": "score"})
+    assert rule.holds is rule.holds
+    hit = Request(method="m", currency="CNY", amount=100, device_type="ios",
+                  metadata={"tier": "vip"})  # fmt: skip
+    assert rule.holds(hit, engine.Moment.of(NOW))
+    assert engine.matches(conditions, hit, NOW)
+    thursday = NOW + dt.timedelta(days=1)
+    assert not engine.matches(conditions, hit, thursday)
+    for miss in ({"amount": 99}, {"device_type": None}, {"metadata": {"tier": "bronze"}}):
+        assert not engine.matches(conditions, Request(**{**hit.__dict__, **miss}), NOW)
+    assert engine.matches({}, hit, NOW)
+
+
+def test_maintenance_parsed_once_per_view_and_checked_against_the_moment() -> None:
+    account = AccountView(
+        id="chn_a", channel="wechatpay", methods=frozenset({"m"}), currencies=frozenset({"CNY"}),
+        maintenance=({"start": "23:00", "end": "01:00", "weekdays": [1]},
+                     {"start": "2026-11-25T09:59", "end": "2026-11-25T10:01"}),
+    )  # fmt: skip
+    assert account.windows is account.windows
+    assert engine.in_maintenance(account.maintenance, NOW)  # the one-off window
+    tuesday_night = dt.datetime(2026, 11, 24, 16, 30, tzinfo=dt.UTC)  # Wed 00:30 China time
+    assert engine.in_maintenance(account.maintenance, tuesday_night)  # started on Tuesday
+    assert not engine.in_maintenance(account.maintenance, tuesday_night + dt.timedelta(days=1))
+
+
+def test_the_explanation_is_rendered_once_and_matches_the_order() -> None:
+    accounts = [
+        AccountView(id=f"chn_{i}", channel="wechatpay", methods=frozenset({"m"}),
+                    currencies=frozenset({"CNY"}), priority=i, fee=scoring.Fee(rate_bps=10 * i))
+        for i in range(3)
+    ]  # fmt: skip
+    window = scoring.Window(accepted=50, succeeded=45, latency_ms=9_000)
+    snap = Snapshot(accounts=accounts, windows={("chn_1", "m"): window})
+    decision = engine.decide(Request(method="m", currency="CNY", amount=10_000), snap, NOW)
+    explanation = decision.explanation
+    assert decision.explanation is explanation
+    ranks = {c["account"]: c["rank"] for c in explanation["candidates"]}
+    assert [choice.account_id for choice in decision.order] == sorted(ranks, key=ranks.get)
+    one = next(c for c in explanation["candidates"] if c["account"] == "chn_1")
+    alone = scoring.score(amount=10_000, fee=accounts[1].fee, window=window,
+                          total_accepted=50, weights=scoring.Weights())  # fmt: skip
+    assert (one["score"], one["components"]) == (alone.total, alone.components)
+
+
+def _row(**kw: Any) -> ChannelAccount:
+    fields: dict[str, Any] = {
+        "id": "chn_view", "app_id": "app_view", "channel": "wechatpay", "mode": "test",
+        "methods": ["m"], "currencies": ["CNY"], "priority": 1, "fee_rate_bps": 30,
+        "fee_fixed": 0, "fee_min": None, "fee_max": None, "min_amount": None,
+        "max_amount": None, "daily_amount_limit": None, "daily_count_limit": None,
+        "maintenance": [{"start": "09:00", "end": "11:00", "weekdays": [2]}],
+    }  # fmt: skip
+    return ChannelAccount(**{**fields, **kw})
+
+
+def test_account_views_are_reused_until_a_routing_field_changes() -> None:
+    routing.clear_caches()
+    row = _row()
+    view = routing.cached_view(row)
+    assert routing.cached_view(_row()) is view  # the same row read again
+    assert engine.in_maintenance(view.maintenance, NOW)
+    # Edited in place (the very object cached from): the copy taken tells.
+    row.maintenance[0]["weekdays"].append(3)
+    flag_modified(row, "maintenance")
+    edited = routing.cached_view(row)
+    assert edited is not view and edited.maintenance[0]["weekdays"] == [2, 3]
+    assert routing.cached_view(_row(priority=2)).priority == 2
+    assert routing.cached_view(_row(methods=["m", "n"])).methods == {"m", "n"}
+    routing.clear_caches("app_view")
+    assert routing.cached_view(_row()) is not view
