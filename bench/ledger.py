@@ -550,8 +550,18 @@ async def bench(args: argparse.Namespace) -> int:
               "Σ debits = Σ credits, every transaction two balanced entries, every kept "
               "balance equals its entries, every transfer recorded once: correct"))  # fmt: skip
         if args.json:
+            # The headline figures are the first concurrency level's (C=8 by default).
+            by = results[args.concurrency[0]]
+            pg = by["pgbench"].transfers_per_s
             print(json.dumps({"benchmark": "ledger", "cores": cores, "transfers": made,
-                              "correct": not problems, "phases": figures(results)}))  # fmt: skip
+                              "correct": not problems, "concurrency": args.concurrency[0],
+                              "batched_per_s": round(by["batched"].transfers_per_s, 1),
+                              "single_tps": round(by["single"].transfers_per_s, 1),
+                              "pgbench_tps": round(pg, 1),
+                              "batched_vs_pgbench": round(by["batched"].transfers_per_s / pg, 2),
+                              "single_vs_pgbench": round(by["single"].transfers_per_s / pg, 2),
+                              "target_met": by["batched"].transfers_per_s >= TARGET * pg,
+                              "phases": figures(results)}))  # fmt: skip
         return 1 if problems else 0
     finally:
         if db is not None:
