@@ -1,6 +1,7 @@
 """Ledger transfers per second through the service layer on PostgreSQL, against pgbench.
 
-Creates its own database on the server (dropped at the end, also on Ctrl-C or SIGTERM), migrates
+Creates its own database on the server (dropped at the end, also on Ctrl-C or SIGTERM; or runs in
+``--database``/``PAYMUX_BENCH_LEDGER_DATABASE``, one of yours, emptied first and last), migrates
 it, opens ``--accounts`` credit-normal (merchant-style) accounts and funds them from one
 ``allow_negative`` clearing account. Then, for each concurrency level C, on a fresh checkpoint
 and for ``--seconds`` each:
@@ -65,6 +66,9 @@ DEFAULT_URL = os.environ.get(
     "PAYMUX_BENCH_PG_SERVER", "postgresql+asyncpg://postgres@127.0.0.1:5432"
 )
 DB_PREFIX = "paymux_bench_ledger_"
+DATABASE = os.environ.get("PAYMUX_BENCH_LEDGER_DATABASE")
+"""A database of your own to run in (emptied first and last) instead of a fresh one."""
+REFUSED = {"postgres", "template0", "template1", "test"}  # never someone else's
 TARGET = 5.0
 FUNDING = 10**12  # per account: random transfers of 1–100 never hit the floor
 RETRYABLE = {"40P01", "40001"}  # deadlock, serialization failure: retried, and counted
@@ -178,6 +182,23 @@ async def create_database(url: URL, name: str) -> None:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def empty_database(url: URL, name: str) -> None:
+    """Create ``name`` if it does not exist, else drop everything in its public schema (the
+    test fixtures reset a database the same way)."""
+    conn = await asyncpg.connect(admin_dsn(url))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            return
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(admin_dsn(url, name))
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     finally:
         await conn.close()
 
@@ -443,10 +464,10 @@ async def bench(args: argparse.Namespace) -> int:
     # `timeout` or kill: unwind like Ctrl-C does, through the finally that drops the database.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
     server = make_url(args.url)
-    name = f"{DB_PREFIX}{os.getpid()}"
+    name = args.database or f"{DB_PREFIX}{os.getpid()}"
     url = server.set(database=name)
     cores = os.cpu_count() or 1
-    await create_database(server, name)
+    await (empty_database if args.database else create_database)(server, name)
     db: Database | None = None
     try:
         t0 = time.perf_counter()
@@ -491,18 +512,33 @@ async def bench(args: argparse.Namespace) -> int:
               "Σ debits = Σ credits, every transaction two balanced entries, every kept "
               "balance equals its entries, every transfer recorded once: correct"))  # fmt: skip
         if args.json:
+            # The headline figures are the first concurrency level's (C=8 by default).
+            by = results[args.concurrency[0]]
+            pg = by["pgbench"].transfers_per_s
             print(json.dumps({"benchmark": "ledger", "cores": cores, "transfers": made,
-                              "correct": not problems, "phases": figures(results)}))  # fmt: skip
+                              "correct": not problems, "concurrency": args.concurrency[0],
+                              "batched_per_s": round(by["batched"].transfers_per_s, 1),
+                              "single_tps": round(by["single"].transfers_per_s, 1),
+                              "pgbench_tps": round(pg, 1),
+                              "batched_vs_pgbench": round(by["batched"].transfers_per_s / pg, 2),
+                              "single_vs_pgbench": round(by["single"].transfers_per_s / pg, 2),
+                              "target_met": by["batched"].transfers_per_s >= TARGET * pg,
+                              "phases": figures(results)}))  # fmt: skip
         return 1 if problems else 0
     finally:
         if db is not None:
             await db.dispose()
-        await drop_database(server, name)
+        await (empty_database if args.database else drop_database)(server, name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL server (no database)")
+    parser.add_argument(
+        "--database", default=DATABASE,
+        help="run in this database of yours, emptied (public schema dropped) first and last, "
+        "instead of a fresh one dropped at the end (env PAYMUX_BENCH_LEDGER_DATABASE)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, help="per phase (default 10)")
     parser.add_argument("--concurrency", type=int, nargs="+", help="levels (default 8 16)")
     parser.add_argument("--batch", type=int, help="transfers per batched commit (default 100)")
@@ -516,6 +552,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
+    if args.database in REFUSED:
+        parser.error(f"--database {args.database}: not a database to empty")
     if shutil.which("pgbench") is None:
         parser.error("pgbench is not on PATH (Debian: apt install postgresql-client)")
     quick = {"seconds": 2.0, "concurrency": [8], "batch": 20, "accounts": 200, "scale": 1}
@@ -533,7 +571,8 @@ def main() -> None:
         with runner:
             code = runner.run(bench(args))
     except (asyncio.CancelledError, KeyboardInterrupt) as exc:
-        print("interrupted; the benchmark database was dropped", file=sys.stderr)
+        print("interrupted; the benchmark database was "
+              + ("emptied" if args.database else "dropped"), file=sys.stderr)  # fmt: skip
         code = 143 if "SIGTERM" in exc.args else 130
     sys.exit(code)
 

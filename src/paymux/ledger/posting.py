@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +125,8 @@ def validate(item: Item, *, batch: bool, index: int) -> None:
 class _Account:
     """A locked account while a plan moves it: its state now, and where it started."""
 
-    __slots__ = ("balance", "credit_normal", "currency", "floor", "last", "pending_credits",
-                 "pending_debits", "row", "versions")  # fmt: skip
+    __slots__ = ("balance", "credit_normal", "currency", "floor", "last", "need",
+                 "pending_credits", "pending_debits", "row", "versions")  # fmt: skip
 
     def __init__(self, row: AccountRow) -> None:
         self.row = row
@@ -138,6 +138,9 @@ class _Account:
         self.pending_credits = row.pending_credits
         self.versions = 0
         self.last = -1
+        self.need: int | None = None
+        """Blind plans: the least available amount the account must start with for every
+        transaction that lowers it to keep it at or above zero (``None``: no such one)."""
 
     @property
     def pending_out(self) -> int:
@@ -153,11 +156,16 @@ class Plan:
 
 def plan(
     items: Sequence[Item], fingerprints: Sequence[str], rows: dict[str, AccountRow],
-    recorded: dict[str, tuple[str, str]], *, batch: bool,
+    recorded: dict[str, tuple[str, str]], *, batch: bool, blind: bool = False,
 ) -> Plan:  # fmt: skip
     """Apply ``items`` in order to the locked accounts (in memory), or raise naming the first
     that cannot be recorded. ``recorded``: key → (transaction id, fingerprint) of keys already
-    in the ledger."""
+    in the ledger.
+
+    ``blind``: the rows' balances are unknown (zeros stand for them) and floors are not checked
+    but turned into each account's :attr:`_Account.need`, which the write checks against the
+    locked row — the net moves and versions do not depend on where the accounts start.
+    """
     accounts = {i: _Account(r) for i, r in rows.items()}
     tx_ids = new_ids("ltx", len(items))
     writes = Writes(now=clock.now())
@@ -179,7 +187,7 @@ def plan(
             posted.append(Posted(tx_id, key, True))
             continue
         tx_id = tx_ids[n]
-        _move(accounts, item, n, batch)
+        _move(accounts, item, n, batch, blind)
         in_batch[key] = (n, fp, tx_id)
         posted.append(Posted(tx_id, key, False))
         writes.add_transaction(tx_id, key, fp, item.status, item.description, item.metadata,
@@ -194,6 +202,8 @@ def plan(
                             account.pending_debits - row.pending_debits,
                             account.pending_credits - row.pending_credits,
                             account.versions)  # fmt: skip
+            if blind:
+                writes.expect(row.currency, row.normal, row.allow_negative, account.need)
     writes.e_id = new_ids("le", len(writes.e_tx))
     return Plan(writes, posted, accounts)
 
@@ -210,7 +220,7 @@ def _reused(key: str, batch: bool, index: int, first: int | None = None) -> Idem
     )
 
 
-def _move(accounts: dict[str, _Account], item: Item, n: int, batch: bool) -> None:
+def _move(accounts: dict[str, _Account], item: Item, n: int, batch: bool, blind: bool) -> None:
     """Apply one transaction to the accounts in memory, or raise leaving them as they were."""
     param = f"transfers[{n}]" if batch else None
     sums: dict[str, list[int]] = {}
@@ -249,8 +259,15 @@ def _move(accounts: dict[str, _Account], item: Item, n: int, batch: bool) -> Non
     for account_id, (balance, debits, credits) in before.items():
         account = accounts[account_id]
         pending_then = debits if account.credit_normal else credits
-        if (account.floor and account.balance - account.pending_out < 0
-                and (account.balance < balance or account.pending_out > pending_then)):  # fmt: skip
+        if not account.floor or (account.balance >= balance
+                                 and account.pending_out <= pending_then):  # fmt: skip
+            continue  # only money leaving (or reserved) can break a floor
+        if blind:  # from a start of zero: how much must have been available to stay ≥ 0
+            need = account.pending_out - account.balance
+            if account.need is None or need > account.need:
+                account.need = need
+            continue
+        if account.balance - account.pending_out < 0:
             for a_id, (b, d, c) in before.items():  # leave every account as it was
                 undo = accounts[a_id]
                 undo.balance, undo.pending_debits, undo.pending_credits = b, d, c
@@ -267,12 +284,80 @@ def _move(accounts: dict[str, _Account], item: Item, n: int, batch: bool) -> Non
 
 
 # ------------------------------------------------------------------ posting
+_KINDS: dict[str, tuple[str, str, bool]] = {}
+"""Account id → (currency, normal side, allow_negative), which never change once an account is
+opened: what a blind plan needs of an account. The checked write verifies each against the
+locked row, so an entry that were wrong would only send the posting down the exact path."""
+_KINDS_MAX = 100_000
+
+
+async def _blind_rows(repo: LedgerRepository, ids: Collection[str]) -> dict[str, AccountRow] | None:
+    """The accounts as a blind plan takes them (balances unknown), or None if one is missing."""
+    missing = [i for i in ids if i not in _KINDS]
+    if missing:
+        found = await repo.account_kinds(missing)
+        if len(_KINDS) + len(found) > _KINDS_MAX:
+            _KINDS.clear()
+        _KINDS.update(found)
+        if len(found) < len(missing):
+            return None  # the exact path names the unknown account
+    kinds = _KINDS
+    return {i: AccountRow(i, *kinds[i], 0, 0, 0, 0) for i in ids}
+
+
+def _loaded(session: AsyncSession, ids: Collection[str]) -> bool:
+    """Whether the session holds any of the accounts as objects (which the exact path keeps in
+    step with what it writes)."""
+    identity_map = session.sync_session.identity_map
+    return bool(len(identity_map)) and any(
+        identity_key(LedgerAccount, i) in identity_map for i in ids
+    )
+
+
+async def _post_blind(
+    session: AsyncSession, repo: LedgerRepository, items: Sequence[Item],
+    fingerprints: Sequence[str], ids: Collection[str], *, batch: bool,
+) -> tuple[Plan, bool] | None:  # fmt: skip
+    """The fast path: plan without reading balances, then lock, check and write in one
+    statement; (the plan, whether it was written — a single transaction's concurrent twin may
+    have recorded its key), or None when the exact path must decide (an account it must read,
+    a floor a transfer may break, a key recorded already, objects of the session to keep in
+    step, or no PostgreSQL)."""
+    if not repo.checked_writes or _loaded(session, ids):
+        return None
+    rows = await _blind_rows(repo, ids)
+    if rows is None:
+        return None
+    try:
+        done = plan(items, fingerprints, rows, {}, batch=batch, blind=True)
+    except PaymuxError:
+        return None  # refused whatever the balances: the exact path says by which transfer
+    held, written = await repo.write_checked(done.writes)
+    if not held:
+        return None
+    if not written and batch:
+        # A key of the batch was recorded by a transaction that committed while this one
+        # waited for a row lock: the exact path reads it (as a replay, or a reused key).
+        await repo.unwrite_transactions(done.writes.tx_id)
+        return None
+    return done, written
+
+
 async def post_one(session: AsyncSession, item: Item) -> LedgerTransaction:
     """Record one transaction (or return the one its key already recorded with the same legs)."""
     validate(item, batch=False, index=0)
     fp = item.fingerprint
     repo = LedgerRepository(session)
-    rows = await repo.lock_rows({leg.account_id for leg in item.legs})
+    ids = {leg.account_id for leg in item.legs}
+    fast = await _post_blind(session, repo, [item], [fp], ids, batch=False)
+    if fast is not None:
+        done, written = fast
+        if not written:  # recorded a moment ago by a concurrent twin
+            replay = await _replay(repo, item.key, fp)
+            assert replay is not None
+            return replay
+        return _attach(session, done, item, fp)
+    rows = await repo.lock_rows(ids)
     try:
         done = plan([item], [fp], rows, {}, batch=False)
     except PaymuxError:
@@ -298,7 +383,11 @@ async def post_many(session: AsyncSession, items: Sequence[Item]) -> list[Posted
         return []
     fingerprints = [fingerprint(item.legs, item.status, item.reverses_id) for item in items]
     repo = LedgerRepository(session)
-    rows = await repo.lock_rows({leg.account_id for item in items for leg in item.legs})
+    ids = {leg.account_id for item in items for leg in item.legs}
+    fast = await _post_blind(session, repo, items, fingerprints, ids, batch=True)
+    if fast is not None:
+        return fast[0].posted
+    rows = await repo.lock_rows(ids)
     recorded = await repo.recorded_keys({item.key for item in items})
     done = plan(items, fingerprints, rows, recorded, batch=True)
     if done.writes.tx_id:

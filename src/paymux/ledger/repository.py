@@ -64,6 +64,12 @@ class Writes:
     m_debits: list[int] = field(default_factory=list)
     m_credits: list[int] = field(default_factory=list)
     m_versions: list[int] = field(default_factory=list)
+    # Blind plans (:meth:`LedgerRepository.write_checked`): what each moved account was taken to
+    # be, and the least it must have available.
+    m_currency: list[str] = field(default_factory=list)
+    m_normal: list[str] = field(default_factory=list)
+    m_allow_negative: list[bool] = field(default_factory=list)
+    m_need: list[int | None] = field(default_factory=list)
 
     def add_transaction(
         self, tx_id: str, key: str, fingerprint: str, status: str, description: str,
@@ -96,6 +102,13 @@ class Writes:
         self.m_credits.append(credits)
         self.m_versions.append(versions)
 
+    def expect(self, currency: str, normal: str, allow_negative: bool, need: int | None) -> None:
+        """What the last moved account must be (and have available) for a blind plan to hold."""
+        self.m_currency.append(currency)
+        self.m_normal.append(normal)
+        self.m_allow_negative.append(allow_negative)
+        self.m_need.append(need)
+
 
 _MOVE = (
     sa.update(_ACCOUNTS)
@@ -107,13 +120,49 @@ _MOVE = (
 )  # fmt: skip
 
 
-def _pg_write(new_keys_only: bool) -> sa.TextClause:
+_CHECK = """
+l AS MATERIALIZED (
+    SELECT a.id, a.currency, a.normal, a.allow_negative,
+           a.balance - CASE WHEN a.normal = 'credit' THEN a.pending_debits
+                            ELSE a.pending_credits END AS available
+    FROM ledger_accounts AS a
+    WHERE a.id = ANY(CAST(:m_id AS varchar[]))
+    ORDER BY a.id
+    FOR NO KEY UPDATE
+), ok AS MATERIALIZED (
+    SELECT (SELECT count(*)
+            FROM l JOIN unnest(CAST(:m_id AS varchar[]), CAST(:m_currency AS varchar[]),
+                               CAST(:m_normal AS varchar[]), CAST(:m_allow_negative AS boolean[]),
+                               CAST(:m_need AS bigint[]))
+                        AS x(id, currency, normal, allow_negative, need) ON l.id = x.id
+            WHERE l.currency = x.currency AND l.normal = x.normal
+              AND l.allow_negative = x.allow_negative
+              AND (x.need IS NULL OR l.available >= x.need))
+           = cardinality(CAST(:m_id AS varchar[]))
+       AND NOT EXISTS (SELECT 1 FROM ledger_transactions AS r
+                       WHERE r.key = ANY(CAST(:key AS varchar[]))) AS ok
+),"""
+
+
+def _pg_write(new_keys_only: bool, checked: bool = False) -> sa.TextClause:
     """All of a posting's writes in one PostgreSQL statement. With ``new_keys_only`` (one
-    transaction) a key recorded already writes nothing at all and the statement returns 0."""
-    conflict = "ON CONFLICT (key) DO NOTHING" if new_keys_only else ""
-    gate = "AND EXISTS (SELECT 1 FROM t)" if new_keys_only else ""
+    transaction) a key recorded already writes nothing at all and the statement returns 0.
+
+    ``checked`` (a blind plan): the statement first locks the accounts in id order and checks
+    them against the plan — the accounts exist and are what it took them to be, each has what
+    it needs available, no key is recorded — and writes nothing unless all holds; it returns
+    whether it held, then the number of transactions written. The key check reads the
+    statement's snapshot, taken before any row-lock wait, so a key that a transaction it waited
+    for recorded is found by ``ON CONFLICT`` instead: then the statement writes no entries and
+    moves no account, only (for a batch) its transactions with the other keys.
+    """
+    conflict = "ON CONFLICT (key) DO NOTHING" if new_keys_only or checked else ""
+    if checked:  # a key a concurrent transaction recorded since the check: no entries, no moves
+        gate = "AND (SELECT count(*) FROM t) = cardinality(CAST(:tx_id AS varchar[]))"
+    else:
+        gate = "AND EXISTS (SELECT 1 FROM t)" if new_keys_only else ""
     return sa.text(f"""
-WITH t AS (
+WITH {_CHECK if checked else ""} t AS (
     INSERT INTO ledger_transactions (id, key, fingerprint, status, description, metadata,
                                      reverses_id, expires_at, posted_at, created_at)
     SELECT u.id, u.key, u.fingerprint, u.status, u.description, u.metadata::jsonb,
@@ -125,6 +174,7 @@ WITH t AS (
                 CAST(:description AS varchar[]), CAST(:metadata AS text[]),
                 CAST(:reverses_id AS varchar[]), CAST(:expires_at AS timestamptz[]))
          AS u(id, key, fingerprint, status, description, metadata, reverses_id, expires_at)
+    {"WHERE (SELECT ok FROM ok)" if checked else ""}
     {conflict}
     RETURNING id
 ), e AS (
@@ -146,10 +196,14 @@ WITH t AS (
          AS u(id, balance, debits, credits, versions)
     WHERE a.id = u.id {gate}
 )
-SELECT count(*) FROM t""")
+SELECT {"(SELECT ok FROM ok), " if checked else ""}(SELECT count(*) FROM t)""")
 
 
 _PG_WRITE = {True: _pg_write(True), False: _pg_write(False)}
+_PG_WRITE_CHECKED = _pg_write(False, checked=True)
+_UNWRITE = sa.delete(_TRANSACTIONS).where(
+    _TRANSACTIONS.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+)
 
 # Built once: a statement object is compiled and its cache key computed once, not per call.
 _ROW = (_ACCOUNTS.c.id, _ACCOUNTS.c.currency, _ACCOUNTS.c.normal, _ACCOUNTS.c.allow_negative,
@@ -161,14 +215,19 @@ _LOCK_ANY = (
     sa.select(*_ROW)
     .where(_ACCOUNTS.c.id == sa.any_(sa.bindparam("ids", type_=_STRINGS)))
     .order_by(_ACCOUNTS.c.id)
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
 _LOCK_IN = (
     sa.select(*_ROW)
     .where(_ACCOUNTS.c.id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(_ACCOUNTS.c.id)
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
+_KIND_ROW = (_ACCOUNTS.c.id, _ACCOUNTS.c.currency, _ACCOUNTS.c.normal, _ACCOUNTS.c.allow_negative)
+_KINDS_ANY = sa.select(*_KIND_ROW).where(
+    _ACCOUNTS.c.id == sa.any_(sa.bindparam("ids", type_=_STRINGS))
+)
+_KINDS_IN = sa.select(*_KIND_ROW).where(_ACCOUNTS.c.id.in_(sa.bindparam("ids", expanding=True)))
 _KEY_ROW = (_TRANSACTIONS.c.key, _TRANSACTIONS.c.id, _TRANSACTIONS.c.fingerprint)
 _KEYS_ANY = sa.select(*_KEY_ROW).where(
     _TRANSACTIONS.c.key == sa.any_(sa.bindparam("keys", type_=_STRINGS))
@@ -180,6 +239,18 @@ _INSERT_NEW_KEY = {
     .returning(_TRANSACTIONS.c.id)
     for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
+
+
+def _pg_params(w: Writes) -> dict[str, Any]:
+    return {
+        "now": w.now, "tx_id": w.tx_id, "key": w.key, "fingerprint": w.fingerprint,
+        "status": w.status, "description": w.description,
+        "metadata": [json.dumps(m) if m else "{}" for m in w.metadata],
+        "reverses_id": w.reverses_id, "expires_at": w.expires_at, "e_id": w.e_id,
+        "e_tx": w.e_tx, "e_account": w.e_account, "e_side": w.e_side, "e_amount": w.e_amount,
+        "e_currency": w.e_currency, "m_id": w.m_id, "m_balance": w.m_balance,
+        "m_debits": w.m_debits, "m_credits": w.m_credits, "m_versions": w.m_versions,
+    }  # fmt: skip
 
 
 class LedgerRepository:
@@ -219,7 +290,7 @@ class LedgerRepository:
             sa.select(LedgerAccount)
             .where(LedgerAccount.id.in_(sorted(set(ids))))
             .order_by(LedgerAccount.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         return {a.id: a for a in (await self.session.scalars(stmt)).all()}
@@ -335,20 +406,42 @@ class LedgerRepository:
         recorded key is a unique violation that fails the whole statement.
         """
         conn = await self._connection()
-        if self._postgres and self.pg_unnest:
-            metadata = [json.dumps(m) if m else "{}" for m in w.metadata]
-            params = {
-                "now": w.now, "tx_id": w.tx_id, "key": w.key, "fingerprint": w.fingerprint,
-                "status": w.status, "description": w.description, "metadata": metadata,
-                "reverses_id": w.reverses_id, "expires_at": w.expires_at, "e_id": w.e_id,
-                "e_tx": w.e_tx, "e_account": w.e_account, "e_side": w.e_side,
-                "e_amount": w.e_amount, "e_currency": w.e_currency, "m_id": w.m_id,
-                "m_balance": w.m_balance, "m_debits": w.m_debits, "m_credits": w.m_credits,
-                "m_versions": w.m_versions,
-            }  # fmt: skip
-            written = await conn.scalar(_PG_WRITE[new_keys_only], params)
+        if self.checked_writes:
+            written = await conn.scalar(_PG_WRITE[new_keys_only], _pg_params(w))
             return bool(written)
         return await self._write_portable(conn, w, new_keys_only)
+
+    @property
+    def checked_writes(self) -> bool:
+        """Whether :meth:`write_checked` is available (PostgreSQL's ``unnest`` path)."""
+        return self._postgres and self.pg_unnest
+
+    async def write_checked(self, w: Writes) -> tuple[bool, bool]:
+        """Lock, check and write a blind plan in one statement (see :func:`_pg_write`):
+        (whether the plan held, whether all of it was written). A plan that did not hold wrote
+        nothing (the accounts stay locked). One that held but met a key recorded by a
+        transaction that committed meanwhile wrote only its transactions with the other keys,
+        which :meth:`unwrite_transactions` takes back."""
+        conn = await self._connection()
+        params = _pg_params(w)
+        params.update(m_currency=w.m_currency, m_normal=w.m_normal,
+                      m_allow_negative=w.m_allow_negative, m_need=w.m_need)  # fmt: skip
+        held, written = (await conn.execute(_PG_WRITE_CHECKED, params)).one()
+        return bool(held), written == len(w.tx_id)
+
+    async def unwrite_transactions(self, tx_ids: list[str]) -> None:
+        """Delete transaction rows this database transaction inserted a statement ago without
+        entries (:meth:`write_checked` meeting a concurrently recorded key). Nobody else has
+        seen them: they are not in the books, and no entry is ever deleted."""
+        conn = await self._connection()
+        await conn.execute(_UNWRITE, {"ids": tx_ids})
+
+    async def account_kinds(self, ids: Collection[str]) -> dict[str, tuple[str, str, bool]]:
+        """Id → (currency, normal side, allow_negative) of the accounts that exist; no lock
+        (an account never changes these)."""
+        stmt = _KINDS_ANY if self._postgres else _KINDS_IN
+        result = await (await self._connection()).execute(stmt, {"ids": list(ids)})
+        return {i: (currency, normal, allow) for i, currency, normal, allow in result}
 
     async def _write_portable(self, conn: AsyncConnection, w: Writes, new_keys_only: bool) -> bool:
         transactions = [
