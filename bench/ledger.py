@@ -50,7 +50,8 @@ from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
-from _pg import pgbench_init, pgbench_tpcb, read_pgbench_logs
+from kit.measure import machine_busy, pct, postgres_cpu
+from kit.pg import pgbench_init, pgbench_tpcb, read_pgbench_logs
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -111,39 +112,6 @@ def figures(results: dict[int, dict[str, Phase]]) -> dict[str, dict[str, float]]
     }  # fmt: skip
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def postgres_cpu() -> float:
-    """CPU seconds the PostgreSQL server has used so far: its live processes plus the backends
-    that have exited (the postmaster waits for them, so they are in its children's times)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if raw[raw.index("(") + 1 : raw.rindex(")")] != "postgres":
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / ticks
-
-
-def machine_cpu() -> float:
-    """CPU seconds all cores have been busy since boot (``/proc/stat``: all but idle, iowait)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -154,11 +122,11 @@ def measured(phase: Phase, client: str) -> Iterator[None]:
     """Wall time and CPU of one phase; ``client`` is ``self`` (this process) or ``children``
     (pgbench, once it has been waited for)."""
     clock = time.process_time if client == "self" else children_cpu
-    cpu0, pg0, all0, t0 = clock(), postgres_cpu(), machine_cpu(), time.perf_counter()
+    cpu0, pg0, all0, t0 = clock(), postgres_cpu(), machine_busy(), time.perf_counter()
     yield
     phase.wall = time.perf_counter() - t0
     phase.client_cpu, phase.server_cpu = clock() - cpu0, postgres_cpu() - pg0
-    phase.machine_cpu = machine_cpu() - all0
+    phase.machine_cpu = machine_busy() - all0
 
 
 # ------------------------------------------------------------------ database lifecycle

@@ -3,7 +3,7 @@
     create (merchant → gateway → channel sandbox) → customer pays (sandbox control API)
     → signed notification (sandbox → gateway inbox) → signed webhook (worker → merchant)
 
-Processes (bench/_stack.py): the channel sandboxes (WeChat Pay + Alipay, real signatures), a
+Processes (bench/kit/stack.py): the channel sandboxes (WeChat Pay + Alipay, real signatures), a
 merchant webhook receiver, N gateway API processes (``paymux serve --workers N``), M ``paymux
 worker`` processes (on SQLite: one API process with the worker inside, as SQLite is deployed),
 and this driver, all on this machine. Per database it prints, each figure beside its target:
@@ -39,10 +39,12 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import _pg
-from _stack import Driver, Meter, Stack, Usage, cpu_by_role, pct, rss_mb, until
+from kit.measure import pct, rss_mb
+from kit.pg import have_pgbench, pgbench_init, pgbench_tpcb, reachable
+from kit.stack import Driver, Meter, Stack, Usage, cpu_by_role, run_receiver, run_sandbox, until
 from sqlalchemy.engine import make_url
 
 PG_URL = os.environ.get(
@@ -272,9 +274,9 @@ async def worker_scaling(
 async def pgbench(db_url: str, args: argparse.Namespace) -> dict[str, float]:
     """pgbench TPC-B-like on the bench's database, and PostgreSQL's CPU per transaction."""
     url = make_url(db_url)
-    await _pg.pgbench_init(url, url.database or "", scale=args.pgbench_scale)
+    await pgbench_init(url, url.database or "", scale=args.pgbench_scale)
     before = cpu_by_role({"driver": os.getpid()})["postgres"]
-    run = await _pg.pgbench_tpcb(
+    run = await pgbench_tpcb(
         url, url.database or "", clients=args.pgbench_clients, seconds=args.pgbench_seconds
     )
     used = cpu_by_role({"driver": os.getpid()})["postgres"] - before
@@ -321,7 +323,7 @@ async def bench(db: str, args: argparse.Namespace, states: dict[str, bool]) -> d
         finally:
             await driver.client.aclose()
     if db == "postgresql" and not args.no_pgbench:
-        if _pg.have_pgbench():
+        if have_pgbench():
             progress(db, "pgbench TPC-B")
             result.update(await pgbench(PG_URL, args))
             result["pgbench_ratio"] = round(result["lifecycles_per_s"] / result["pgbench_tps"], 4)
@@ -514,11 +516,20 @@ def main() -> None:
     parser.add_argument("--pgbench-scale", type=int, default=10)
     parser.add_argument("--no-pgbench", action="store_true")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+    # the helper processes a run starts (kit.stack.Stack): not for people
+    parser.add_argument("--role", choices=["bench", "sandbox", "receiver"], default="bench",
+                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "sandbox":
+        return run_sandbox(args.port, args.out)
+    if args.role == "receiver":
+        return run_receiver(args.port)
     states = parse_features(args.feature, declared_features())
     # `timeout` or Ctrl-C: unwind through the stack's exit, which stops the child processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    pg = _pg.reachable(PG_URL)
+    pg = reachable(PG_URL)
     if args.only == "postgresql" and not pg:
         raise SystemExit(f"PostgreSQL is not reachable at {make_url(PG_URL).host}")
     dbs = [args.only] if args.only else ["sqlite"] + (["postgresql"] if pg else [])

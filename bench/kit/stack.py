@@ -6,8 +6,7 @@ and the gateway's API and worker processes, which are restarted with other count
 toggles between phases. :class:`Driver` is the merchant and the customer: it creates payments and
 pays them through the sandbox's control API.
 
-    python bench/_stack.py sandbox PORT CREDS_FILE    # the helper processes (started by Stack)
-    python bench/_stack.py receiver PORT
+The helper processes are ``bench/lifecycle.py --role sandbox|receiver`` (started by Stack).
 """
 
 from __future__ import annotations
@@ -26,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import _pg
 import httpx
 from fastapi import FastAPI, Request  # module level: the receiver's annotations need it
 
-ROOT = Path(__file__).resolve().parent.parent
+from kit import pg
+from kit.measure import machine_busy, postgres_cpu, proc_table
+
+ROOT = Path(__file__).resolve().parents[2]
 PAYMUX = str(Path(sys.executable).parent / "paymux")
 METHODS = ("wechat_native", "alipay_qr")
 
@@ -82,41 +83,6 @@ def run_receiver(port: int) -> None:
 
 
 # ------------------------------------------------------------------ /proc
-@dataclass
-class Proc:
-    ppid: int
-    name: str
-    cpu: float
-    """CPU seconds used by the process itself."""
-    children_cpu: float
-    """CPU seconds of its children that have exited and been waited for."""
-
-
-def proc_table() -> dict[int, Proc]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        f = raw[raw.rindex(")") + 2 :].split()
-        table[int(entry.name)] = Proc(
-            int(f[1]), name, (int(f[11]) + int(f[12])) / ticks, (int(f[13]) + int(f[14])) / ticks
-        )
-    return table
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores have been busy since boot (``/proc/stat``: all but idle, iowait)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_by_role(roles: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each role's process tree (the driver: its own process only,
     the others are its children), plus the database server's (live backends and exited ones)."""
@@ -132,16 +98,8 @@ def cpu_by_role(roles: dict[str, int]) -> dict[str, float]:
     used = {role: tree(pid) for role, pid in roles.items() if role != "driver"}
     driver = table.get(roles["driver"])
     used["driver"] = driver.cpu if driver else 0.0
-    used["postgres"] = sum(p.cpu + p.children_cpu for p in table.values() if p.name == "postgres")
+    used["postgres"] = postgres_cpu(table)
     return used
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of one process (``VmRSS``), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Meter:
@@ -239,9 +197,11 @@ class Stack:
 
     async def __aenter__(self) -> Stack:
         creds = self.tmp / "creds.json"
-        me = [sys.executable, __file__]
-        self.helpers.append(self.spawn([*me, "sandbox", str(self.ports["sandbox"]), str(creds)]))
-        self.helpers.append(self.spawn([*me, "receiver", str(self.ports["receiver"])]))
+        me = [sys.executable, str(ROOT / "bench" / "lifecycle.py"), "--role"]
+        self.helpers.append(self.spawn(
+            [*me, "sandbox", "--port", str(self.ports["sandbox"]), "--out", str(creds)]
+        ))
+        self.helpers.append(self.spawn([*me, "receiver", "--port", str(self.ports["receiver"])]))
         await wait_up(f"{self.sandbox}/docs")
         await wait_up(f"{self.receiver}/count")
         self.key = await self.provision(json.loads(creds.read_text()))
@@ -269,7 +229,7 @@ class Stack:
 
             from paymux.kit.db import create_engine
 
-            await _pg.ensure_database(self.db_url)
+            await pg.ensure_database(self.db_url)
             engine = create_engine(self.db_url)
             async with engine.begin() as conn:
                 await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
@@ -369,13 +329,6 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Driver:
@@ -488,10 +441,3 @@ class Driver:
             await asyncio.sleep(max(0.0, started + i * interval - time.perf_counter()))
         await asyncio.gather(*tasks)
 
-
-if __name__ == "__main__":
-    role, port = sys.argv[1], int(sys.argv[2])
-    if role == "sandbox":
-        run_sandbox(port, Path(sys.argv[3]))
-    else:
-        run_receiver(port)
