@@ -24,16 +24,16 @@ async def payment_succeeded(
         account = await session.get(ChannelAccount, payment.channel_account_id)
         fee_bps = account.fee_rate_bps if account is not None else 0
     config = await settlement.config_of(session, payment.merchant_id)
-    await funds_service.on_payment_succeeded(
+    funds = await funds_service.on_payment_succeeded(
         session, payment, source=source, channel_fee_bps=fee_bps,
         settle_after=policy.due_at(config, clock.now()),
     )  # fmt: skip
-    await splits.on_money_moved(session, payment)
+    await splits.on_money_moved(session, payment, funds)
 
 
 async def escrow_released(session: AsyncSession, payment: Payment, *, by: str) -> None:
     config = await settlement.config_of(session, payment.merchant_id)
-    await funds_service.release_escrow(
+    funds = await funds_service.release_escrow(
         session, payment, by=by, settle_after=policy.due_at(config, clock.now())
     )
-    await splits.on_money_moved(session, payment)
+    await splits.on_money_moved(session, payment, funds)

@@ -101,11 +101,9 @@ def _trigger_passed(split: Split, funds: PaymentFunds) -> bool:
     return split.trigger == Trigger.realtime
 
 
-async def on_money_moved(session: AsyncSession, payment: Payment) -> None:
-    """After a payment succeeded or its escrow was released: run the splits now due."""
-    funds = await FundsRepository(session).lock(payment.id)
-    if funds is None:
-        return
+async def on_money_moved(session: AsyncSession, payment: Payment, funds: PaymentFunds) -> None:
+    """After a payment succeeded or its escrow was released: run the splits now due. ``funds``
+    is the payment's funds row, locked by the caller in this transaction."""
     for split in await SplitRepository(session).of_payment(payment.id):
         if split.status == SplitStatus.scheduled and _trigger_passed(split, funds):
             await execute(session, split, payment)
