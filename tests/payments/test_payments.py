@@ -392,3 +392,30 @@ async def test_hosted_page_shows_qr_and_status(stack: Stack, tenant: Tenant) -> 
     status = await stack.client.get(f"/pay/{payment['id']}/status")
     assert status.json()["status"] == "pending"
     assert (await stack.client.get("/pay/pay_unknown")).status_code == 404
+
+
+async def test_a_paid_notification_reads_its_channel_account_once(stack: Stack) -> None:
+    """The inbox reads the channel account to verify the notification; the success posting
+    (which needs the account's fee rate) uses that copy instead of reading it again."""
+    tenant = await make_tenant(stack)
+    payment = (await create(stack, tenant, method="wechat_native")).json()
+    (attempt,) = await attempt_ids(stack, payment["id"])
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    db = stack.runtime.db
+    # PostgreSQL's read engine is the write engine with options (one pool, shared events).
+    engines = {e.pool: e for e in (db.engine.sync_engine, db.read_engine.sync_engine)}.values()
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        await pay(stack, "wechatpay", attempt)
+        await wait_for(stack, tenant, payment["id"], "succeeded")
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", record)
+    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and
+             "FROM channel_accounts" in s]  # fmt: skip
+    assert len(reads) == 1, reads

@@ -235,7 +235,8 @@ async def apply_notification(
     account's, or :func:`amount_problem` refuses its amount: a valid signature alone does not
     make a notification about *this* order."""
     # The account as the inbox just read it serves this transaction too (its fee): no re-read.
-    await session.merge(account, load=False)
+    # The identity map holds objects weakly: keep the merged copy for the transaction's life.
+    session.info.setdefault("held", []).append(await session.merge(account, load=False))
     repo = PaymentRepository(session)
     payment = await repo.lock_of_attempt(state.out_trade_no)
     attempt = await repo.get_attempt(state.out_trade_no) if payment is not None else None
