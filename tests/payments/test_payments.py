@@ -406,8 +406,9 @@ async def test_a_paid_notification_reads_its_channel_account_once(stack: Stack) 
         sent.append(statement)
 
     db = stack.runtime.db
-    # PostgreSQL's read engine is the write engine with options (one pool, shared events).
-    engines = {e.pool: e for e in (db.engine.sync_engine, db.read_engine.sync_engine)}.values()
+    # PostgreSQL's read engine is the write engine with options: listening on the write engine
+    # (last per pool) hears both.
+    engines = {e.pool: e for e in (db.read_engine.sync_engine, db.engine.sync_engine)}.values()
     for engine in engines:
         sa.event.listen(engine, "before_cursor_execute", record)
     try:

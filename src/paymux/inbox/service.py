@@ -84,29 +84,34 @@ async def receive(
     except base.InvalidNotification as exc:
         log.warning("notification_rejected", account=account_id, code=exc.code, why=exc.message)
         return Received(_rejected(adapter.ack(False)), "rejected")
-    refused: base.InvalidNotification | None = None
-    async with rt.db.transaction() as session:
-        repo = InboxRepository(session)
-        event = ChannelEvent(
+
+    def stored(result: str) -> ChannelEvent:
+        return ChannelEvent(
             id=new_id("cev"), channel=channel, channel_account_id=account_id,
             event_key=note.event_key[:128], out_trade_no=note.reference[:64],
             headers={k: v for k, v in headers.items() if k.lower().startswith(
                 ("wechatpay-", *_KEPT_HEADERS))},
-            body=body.decode("utf-8", errors="replace"), result="received",
-            received_at=clock.now(),
+            body=body.decode("utf-8", errors="replace"), result=result, received_at=clock.now(),
         )  # fmt: skip
-        if not await repo.insert_event(event):
-            seen = await repo.get_event(account_id, event.event_key)
-            if seen is None or seen.result != REJECTED:
-                return Received(adapter.ack(True), "duplicate")
-            event = seen
-        try:
-            async with session.begin_nested():  # a refusal undoes the apply, keeps the event
-                result = await _apply(rt, session, account, note)
-        except base.InvalidNotification as exc:
-            refused, result = exc, REJECTED
-        await repo.set_result(event.id, result)
-    if refused is not None:
+
+    try:
+        async with rt.db.transaction() as session:
+            repo = InboxRepository(session)
+            event = stored("received")
+            if not await repo.insert_event(event):
+                seen = await repo.get_event(account_id, event.event_key)
+                if seen is None or seen.result != REJECTED:
+                    return Received(adapter.ack(True), "duplicate")
+                event = seen
+            result = await _apply(rt, session, account, note)
+            await repo.set_result(event.id, result)
+    except base.InvalidNotification as refused:
+        # The refusal rolled back the apply and the event's row with it (no savepoint: two
+        # round trips on every notification for the rare refusal). Keep what the channel sent,
+        # as rejected; a row already there — rejected before, or applied by a redelivery that
+        # raced this one — stays as it is.
+        async with rt.db.transaction() as session:
+            await InboxRepository(session).insert_event(stored(REJECTED))
         log.warning("notification_mismatch", account=account_id, code=refused.code,
                     why=refused.message)  # fmt: skip
         return Received(_rejected(adapter.ack(False)), REJECTED)

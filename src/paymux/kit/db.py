@@ -13,6 +13,7 @@ transactions: in WAL mode they never wait for a writer. On PostgreSQL guarded up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -168,16 +169,10 @@ class Database:
         Never open one inside another in the same task: on SQLite that waits for itself.
         Work handed to :func:`after_commit` runs once it has committed.
         """
-        if self._write_lock is None:
-            async with self.sessionmaker() as session:
-                async with session.begin():
-                    yield session
-                later = session.info.pop(_AFTER_COMMIT, ())
-        else:
-            async with self._write_lock, self.sessionmaker() as session:
-                async with session.begin():
-                    yield session
-                later = session.info.pop(_AFTER_COMMIT, ())
+        async with self._write_lock or contextlib.nullcontext(), self.sessionmaker() as session:
+            async with session.begin():
+                yield session
+            later = session.info.pop(_AFTER_COMMIT, ())
         if later:
             await self._run_later(later)
 
