@@ -22,8 +22,10 @@ Credit-normal (what the platform owes), never below zero unless noted:
 
 from __future__ import annotations
 
+import weakref
 from enum import StrEnum
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.ledger import service as ledger
@@ -54,15 +56,51 @@ def mode_owner(owner_id: str, livemode: bool) -> str:
     return owner_id if livemode else f"{owner_id}:test"
 
 
+_Key = tuple[str, str, str, str]
+_IDS: weakref.WeakKeyDictionary[object, dict[_Key, str]] = weakref.WeakKeyDictionary()
+"""Per database (engine): (owner type, owner, purpose, currency) → account id, for accounts a
+committed transaction has seen. An account's id never changes and accounts are never deleted,
+so the hot path names its accounts without reading them — and without loading them into the
+session, which keeps the ledger's single-statement posting open to it."""
+_IDS_MAX = 100_000
+
+
+async def _account_id(
+    session: AsyncSession, owner_type: str, owner_id: str, purpose: Purpose, currency: str
+) -> str:
+    """The account's id, the account opened on first use (race-safe)."""
+    bind = session.get_bind()
+    known = _IDS.get(bind)
+    if known is None:
+        known = _IDS.setdefault(bind, {})
+    key = (owner_type, owner_id, purpose.value, currency)
+    found = known.get(key)
+    if found is not None:
+        return found
+    found = await LedgerRepository(session).find_account_id(*key)
+    if found is None:
+        debit_normal = purpose in _DEBIT_NORMAL
+        found = (await ledger.open_account(
+            session, owner_type=owner_type, owner_id=owner_id, purpose=purpose.value,
+            currency=currency, normal=Side.debit if debit_normal else Side.credit,
+            allow_negative=debit_normal,
+        )).id  # fmt: skip
+
+    def remember(_session: object, account_id: str = found) -> None:
+        if len(known) >= _IDS_MAX:
+            known.clear()
+        known[key] = account_id
+
+    # Only once committed: an account this transaction opened is gone if it rolls back.
+    sa.event.listen(session.sync_session, "after_commit", remember, once=True)
+    return found
+
+
 async def _open(
     session: AsyncSession, owner_type: str, owner_id: str, purpose: Purpose, currency: str
 ) -> LedgerAccount:
-    debit_normal = purpose in _DEBIT_NORMAL
-    return await ledger.open_account(
-        session, owner_type=owner_type, owner_id=owner_id, purpose=purpose.value,
-        currency=currency, normal=Side.debit if debit_normal else Side.credit,
-        allow_negative=debit_normal,
-    )  # fmt: skip
+    account_id = await _account_id(session, owner_type, owner_id, purpose, currency)
+    return await ledger.get_account(session, account_id)
 
 
 async def merchant_balances(
@@ -76,8 +114,15 @@ async def merchant_balances(
             for p in (Purpose.escrow, Purpose.pending, Purpose.available)}  # fmt: skip
 
 
+# The accounts as objects (balances read in this transaction), and by id only (the hot path).
 async def clearing(session: AsyncSession, channel_account_id: str, currency: str) -> LedgerAccount:
     return await _open(session, "channel_account", channel_account_id, Purpose.clearing, currency)
+
+
+async def clearing_id(session: AsyncSession, channel_account_id: str, currency: str) -> str:
+    return await _account_id(
+        session, "channel_account", channel_account_id, Purpose.clearing, currency
+    )
 
 
 async def merchant(
@@ -87,6 +132,13 @@ async def merchant(
     return await _open(session, "merchant", owner, purpose, currency)
 
 
+async def merchant_account_id(
+    session: AsyncSession, merchant_id: str, livemode: bool, purpose: Purpose, currency: str
+) -> str:
+    owner = mode_owner(merchant_id, livemode)
+    return await _account_id(session, "merchant", owner, purpose, currency)
+
+
 async def wallet(
     session: AsyncSession, wallet_id: str, purpose: Purpose, currency: str
 ) -> LedgerAccount:
@@ -94,7 +146,19 @@ async def wallet(
     return await _open(session, "wallet", wallet_id, purpose, currency)
 
 
+async def wallet_account_id(
+    session: AsyncSession, wallet_id: str, purpose: Purpose, currency: str
+) -> str:
+    return await _account_id(session, "wallet", wallet_id, purpose, currency)
+
+
 async def platform(
     session: AsyncSession, livemode: bool, purpose: Purpose, currency: str
 ) -> LedgerAccount:
     return await _open(session, "platform", "live" if livemode else "test", purpose, currency)
+
+
+async def platform_account_id(
+    session: AsyncSession, livemode: bool, purpose: Purpose, currency: str
+) -> str:
+    return await _account_id(session, "platform", "live" if livemode else "test", purpose, currency)

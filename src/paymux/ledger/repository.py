@@ -227,6 +227,12 @@ _KIND_ROW = (_ACCOUNTS.c.id, _ACCOUNTS.c.currency, _ACCOUNTS.c.normal, _ACCOUNTS
 _KINDS_ANY = sa.select(*_KIND_ROW).where(
     _ACCOUNTS.c.id == sa.any_(sa.bindparam("ids", type_=_STRINGS))
 )
+_ACCOUNT_ID = sa.select(_ACCOUNTS.c.id).where(
+    _ACCOUNTS.c.owner_type == sa.bindparam("owner_type"),
+    _ACCOUNTS.c.owner_id == sa.bindparam("owner_id"),
+    _ACCOUNTS.c.purpose == sa.bindparam("purpose"),
+    _ACCOUNTS.c.currency == sa.bindparam("currency"),
+)
 _KINDS_IN = sa.select(*_KIND_ROW).where(_ACCOUNTS.c.id.in_(sa.bindparam("ids", expanding=True)))
 _KEY_ROW = (_TRANSACTIONS.c.key, _TRANSACTIONS.c.id, _TRANSACTIONS.c.fingerprint)
 _KEYS_ANY = sa.select(*_KEY_ROW).where(
@@ -272,6 +278,15 @@ class LedgerRepository:
             LedgerAccount.purpose == purpose, LedgerAccount.currency == currency,
         )  # fmt: skip
         return (await self.session.scalars(stmt)).first()
+
+    async def find_account_id(
+        self, owner_type: str, owner_id: str, purpose: str, currency: str
+    ) -> str | None:
+        """The account's id only: loads no object into the session."""
+        return await self.session.scalar(_ACCOUNT_ID, {
+            "owner_type": owner_type, "owner_id": owner_id, "purpose": purpose,
+            "currency": currency,
+        })  # fmt: skip
 
     async def accounts_of(self, owner_type: str, owner_id: str) -> list[LedgerAccount]:
         """Every account of one owner (for operators looking up account ids)."""
