@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from paymux.cashier import service as cashier
 from paymux.kit.errors import Conflict, InvalidRequest
+from paymux.payments import lifecycle
 from paymux.payments.models import Attempt
 from tests.conftest import Stack, Tenant, make_tenant
 from tests.payments.test_payments import create, events_of, pay, wait_for
@@ -100,10 +101,8 @@ async def test_a_decline_keeps_the_cashier_payment_open(stack: Stack, tenant: Te
     first = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
     (attempt,) = await _attempts(stack, first.id)
     await pay(stack, "wechatpay", attempt.id, result="decline")
-    for _ in range(200):
-        if (await _attempts(stack, first.id))[0].status == "failed":
-            break
-        await asyncio.sleep(0.01)
+    await lifecycle.resolve_attempt(stack.runtime, attempt.id)  # WeChat: a decline is queried
+    assert (await _attempts(stack, first.id))[0].status == "failed"
     r = await stack.client.get(f"/v1/payments/{first.id}", headers=tenant.headers)
     assert r.json()["status"] == "pending"
     assert r.json()["next_action"]["type"] == "redirect"
@@ -138,3 +137,23 @@ async def test_two_choices_at_once_leave_one_payable_order(stack: Stack) -> None
         a for a in await _attempts(stack, payment["id"]) if a.status in ("pending", "created")
     ]
     assert len(payable) == 1
+
+
+async def test_expand_cashier_explains_the_order(stack: Stack, tenant: Tenant) -> None:
+    payment = await _cashier(stack, tenant, allowed_methods=["alipay_qr", "wechat_native"])
+    r = await stack.client.get(
+        f"/v1/payments/{payment['id']}?expand=cashier",
+        headers={**tenant.headers, "User-Agent": DESKTOP},
+    )
+    assert r.status_code == 200, r.text
+    got = r.json()["cashier"]
+    assert got["environment"] == "desktop" and got["current_method"] is None
+    assert got["options"] == [
+        {"method": "alipay_qr", "reasons": ["environment:desktop", "merchant_order:1"]},
+        {"method": "wechat_native", "reasons": ["environment:desktop", "merchant_order:2"]},
+    ]
+    other = await make_tenant(stack)
+    r = await stack.client.get(
+        f"/v1/payments/{payment['id']}?expand=cashier", headers=other.headers
+    )
+    assert r.status_code == 404
