@@ -90,6 +90,8 @@ def create_app(
     from paymux.routing.endpoints import router as routing_router
     from paymux.settlement.endpoints import router as settlement_router
     from paymux.splits.endpoints import router as splits_router
+    from paymux.store_codes.endpoints import public_router as store_code_pages_router
+    from paymux.store_codes.endpoints import router as store_codes_router
     from paymux.wallets.endpoints import router as wallets_router
     from paymux.webhooks.endpoints import router as webhooks_router
 
@@ -107,6 +109,8 @@ def create_app(
     app.include_router(channel_accounts_router)
     app.include_router(inbox_router)
     app.include_router(cashier_router)
+    app.include_router(store_codes_router)
+    app.include_router(store_code_pages_router)
     for router in extra_routers or []:
         app.include_router(router)
     install_openapi(app)

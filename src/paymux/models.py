@@ -13,6 +13,7 @@ from paymux.refunds import models as refunds_models
 from paymux.routing import models as routing_models
 from paymux.settlement import models as settlement_models
 from paymux.splits import models as splits_models
+from paymux.store_codes import models as store_codes_models
 from paymux.wallets import models as wallets_models
 from paymux.webhooks import models as webhooks_models
 
@@ -30,6 +31,7 @@ __all__ = [
     "routing_models",
     "settlement_models",
     "splits_models",
+    "store_codes_models",
     "wallets_models",
     "webhooks_models",
 ]

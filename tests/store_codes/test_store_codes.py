@@ -1,0 +1,244 @@
+"""Store codes over the in-process stack: the API (tenancy and mode scoping, QR images), and the
+public amount page that turns a customer's amount into one cashier payment per form."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from typing import Any
+
+import pytest
+
+from paymux.cashier import service as cashier
+from tests.conftest import Stack, Tenant, make_tenant
+
+WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.44"
+DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
+
+
+async def _create(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:
+    body = {"name": "Nanjing Rd shop", "store_id": "store-001", **extra}
+    r = await stack.client.post("/v1/store_codes", json=body, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+def _token(html: str) -> str:
+    found = re.search(r'name="token" value="([^"]+)"', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+async def _open(stack: Stack, code: dict[str, Any]) -> str:
+    page = await stack.client.get(_path(code["url"]))
+    assert page.status_code == 200, page.text
+    return _token(page.text)
+
+
+async def _submit(stack: Stack, code: dict[str, Any], token: str, amount: str | None) -> Any:
+    data = {"token": token} if amount is None else {"token": token, "amount": amount}
+    return await stack.client.post(_path(code["url"]), data=data)
+
+
+async def _payments(stack: Stack, tenant: Tenant) -> list[dict[str, Any]]:
+    r = await stack.client.get("/v1/payments?limit=100", headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
+async def _live_headers(tenant: Tenant, stack: Stack) -> dict[str, str]:
+    from paymux.merchants import service as merchant_service
+    from paymux.merchants.models import Mode
+
+    async with stack.runtime.db.transaction() as session:
+        key = await merchant_service.issue_key(session, app_id=tenant.app_id, mode=Mode.live)
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+class TestApi:
+    async def test_create_list_retrieve_deactivate(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant, amount=500)
+        assert code["object"] == "store_code" and code["id"].startswith("sc_")
+        assert code["active"] is True and code["amount"] == 500 and code["currency"] == "CNY"
+        assert code["livemode"] is False
+        assert re.fullmatch(r".*/s/[A-Za-z0-9_-]{32}", code["url"]), code["url"]
+        assert code["id"] not in code["url"]
+        got = await stack.client.get(f"/v1/store_codes/{code['id']}", headers=tenant.headers)
+        assert got.json() == code
+        listed = await stack.client.get("/v1/store_codes", headers=tenant.headers)
+        assert [c["id"] for c in listed.json()["data"]] == [code["id"]]
+        r = await stack.client.patch(
+            f"/v1/store_codes/{code['id']}", json={"active": False}, headers=tenant.headers
+        )
+        assert r.status_code == 200 and r.json()["active"] is False
+
+    async def test_other_tenants_and_the_other_mode_see_nothing(
+        self, stack: Stack, tenant: Tenant
+    ) -> None:
+        code = await _create(stack, tenant)
+        other = await make_tenant(stack)
+        live = await _live_headers(tenant, stack)
+        for headers in (other.headers, live):
+            for path in ("", "/qr.svg", "/qr.png"):
+                r = await stack.client.get(f"/v1/store_codes/{code['id']}{path}", headers=headers)
+                assert r.status_code == 404, r.text
+                assert r.json()["error"]["code"] == "resource_missing"
+            r = await stack.client.patch(
+                f"/v1/store_codes/{code['id']}", json={"active": False}, headers=headers
+            )
+            assert r.status_code == 404
+            listed = await stack.client.get("/v1/store_codes", headers=headers)
+            assert listed.json()["data"] == []
+        again = await stack.client.get(f"/v1/store_codes/{code['id']}", headers=tenant.headers)
+        assert again.json()["active"] is True
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"currency": "XYZ"},
+            {"amount": 0},
+            {"amount": -5},
+            {"name": ""},
+            {"store_id": "has space"},
+            {"bogus": 1},
+        ],
+    )
+    async def test_bad_input_is_4xx_and_creates_nothing(
+        self, stack: Stack, tenant: Tenant, body: dict[str, Any]
+    ) -> None:
+        full = {"name": "shop", "store_id": "s1", **body}
+        r = await stack.client.post("/v1/store_codes", json=full, headers=tenant.headers)
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["error"]["code"]
+        listed = await stack.client.get("/v1/store_codes", headers=tenant.headers)
+        assert listed.json()["data"] == []
+
+    async def test_qr_images_are_printable(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant)
+        svg = await stack.client.get(f"/v1/store_codes/{code['id']}/qr.svg", headers=tenant.headers)
+        assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+        assert svg.text.startswith("<?xml") and "<svg" in svg.text
+        png = await stack.client.get(f"/v1/store_codes/{code['id']}/qr.png", headers=tenant.headers)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png.content[16:24])
+        # 10 px per module, a 4-module quiet zone each side, version ≥ 1 (21 modules)
+        assert width == height and width % 10 == 0 and width >= (21 + 8) * 10
+        import segno
+
+        expected = segno.make(code["url"], error="q")
+        assert width == (expected.symbol_size(scale=10, border=4)[0])
+        assert expected.error == "Q"
+
+
+class TestPage:
+    async def test_amount_makes_a_cashier_payment_with_the_store(
+        self, stack: Stack, tenant: Tenant
+    ) -> None:
+        code = await _create(stack, tenant)
+        page = await stack.client.get(_path(code["url"]))
+        assert "Nanjing Rd shop" in page.text and "text/html" in page.headers["content-type"]
+        r = await _submit(stack, code, _token(page.text), "12.34")
+        assert r.status_code == 303, r.text
+        location = r.headers["location"]
+        assert re.fullmatch(r"/pay/pay_\w+", location)
+        payment_id = location.rsplit("/", 1)[1]
+        payment = (
+            await stack.client.get(f"/v1/payments/{payment_id}", headers=tenant.headers)
+        ).json()
+        assert payment["amount"] == 1234 and payment["currency"] == "CNY"
+        assert payment["method"] == "cashier" and payment["status"] == "pending"
+        assert payment["metadata"] == {"store_code": code["id"], "store_id": "store-001"}
+        assert payment["out_trade_no"].startswith("sc-")
+        assert payment["subject"] == "Nanjing Rd shop"
+        assert payment["next_action"] == {"type": "redirect", "url": payment["cashier_url"]}
+
+    async def test_the_payment_routes_by_wallet(self, stack: Stack, tenant: Tenant) -> None:
+        """一码付: the same printed code serves any wallet: the payment it makes is a cashier
+        payment, which the cashier routes by user agent."""
+        code = await _create(stack, tenant)
+        r = await _submit(stack, code, await _open(stack, code), "1")
+        payment_id = r.headers["location"].rsplit("/", 1)[1]
+        wechat = await cashier.view(stack.runtime, payment_id, user_agent=WECHAT)
+        assert wechat is not None and [o.method for o in wechat.options] == ["wechat_jsapi"]
+        desktop = await cashier.view(stack.runtime, payment_id, user_agent=DESKTOP)
+        assert desktop is not None and len(desktop.options) >= 2
+
+    async def test_a_double_submit_makes_one_payment(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant)
+        token = await _open(stack, code)
+        first = await _submit(stack, code, token, "5")
+        second = await _submit(stack, code, token, "5")
+        assert first.status_code == second.status_code == 303
+        assert first.headers["location"] == second.headers["location"]
+        token2 = await _open(stack, code)
+        both = await asyncio.gather(
+            _submit(stack, code, token2, "7"), _submit(stack, code, token2, "7")
+        )
+        assert {r.status_code for r in both} == {303}
+        assert both[0].headers["location"] == both[1].headers["location"]
+        assert sorted(p["amount"] for p in await _payments(stack, tenant)) == [500, 700]
+
+    async def test_each_opening_is_a_new_payment(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant)
+        a = await _submit(stack, code, await _open(stack, code), "5")
+        b = await _submit(stack, code, await _open(stack, code), "5")
+        assert a.headers["location"] != b.headers["location"]
+
+    @pytest.mark.parametrize(
+        "amount",
+        ["", "   ", "0", "0.00", "-1", "1.234", "abc", "1e3", "１２", "99999999999999999", "1,00"],
+    )
+    async def test_a_bad_amount_is_a_friendly_error_and_no_payment(
+        self, stack: Stack, tenant: Tenant, amount: str
+    ) -> None:
+        code = await _create(stack, tenant)
+        r = await _submit(stack, code, await _open(stack, code), amount)
+        assert r.status_code == 400
+        assert "text/html" in r.headers["content-type"]
+        assert 'role="alert"' in r.text and "Nanjing Rd shop" in r.text
+        assert _token(r.text)  # the customer can correct and send again
+        assert await _payments(stack, tenant) == []
+
+    async def test_a_forged_token_makes_no_payment(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant)
+        for token in ("", "short", "x" * 24 + "/", "../../" + "a" * 18):
+            r = await _submit(stack, code, token, "5")
+            assert r.status_code == 400, token
+        assert await _payments(stack, tenant) == []
+
+    async def test_a_fixed_amount_needs_no_input(self, stack: Stack, tenant: Tenant) -> None:
+        code = await _create(stack, tenant, amount=1999)
+        page = await stack.client.get(_path(code["url"]))
+        assert "19.99" in page.text and 'name="amount"' not in page.text
+        r = await _submit(stack, code, _token(page.text), "0.01")  # ignored: the code's amount
+        assert r.status_code == 303
+        assert [p["amount"] for p in await _payments(stack, tenant)] == [1999]
+
+    async def test_unknown_and_inactive_codes_are_a_friendly_404(
+        self, stack: Stack, tenant: Tenant
+    ) -> None:
+        code = await _create(stack, tenant)
+        token = await _open(stack, code)
+        await stack.client.patch(
+            f"/v1/store_codes/{code['id']}", json={"active": False}, headers=tenant.headers
+        )
+        for r in (
+            await stack.client.get(_path(code["url"])),
+            await _submit(stack, code, token, "5"),
+            await stack.client.get("/s/nope"),
+            await stack.client.post("/s/nope", data={"token": "a" * 24, "amount": "5"}),
+            await stack.client.get(f"/s/{code['id']}"),
+        ):
+            assert r.status_code == 404
+            assert "text/html" in r.headers["content-type"] and "收款码不可用" in r.text
+        assert await _payments(stack, tenant) == []
+        await stack.client.patch(
+            f"/v1/store_codes/{code['id']}", json={"active": True}, headers=tenant.headers
+        )
+        assert (await _submit(stack, code, token, "5")).status_code == 303
