@@ -13,8 +13,14 @@ import pytest
 from paymux.cashier import service as cashier
 from tests.conftest import Stack, Tenant, make_tenant
 
-WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.44"
-DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
+WECHAT = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 "
+    "MicroMessenger/8.0.44"
+)
+DESKTOP = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 "
+    "Safari/537.36"
+)
 
 
 async def _create(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:
