@@ -149,6 +149,11 @@ class TestPage:
         code = await _create(stack, tenant)
         page = await stack.client.get(_path(code["url"]))
         assert "Nanjing Rd shop" in page.text and "text/html" in page.headers["content-type"]
+        csp = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src" not in csp
+        nonce = re.search(r"'nonce-([^']+)'", csp)
+        assert nonce is not None and f'<style nonce="{nonce.group(1)}">' in page.text
+        assert "<script" not in page.text
         r = await _submit(stack, code, _token(page.text), "12.34")
         assert r.status_code == 303, r.text
         location = r.headers["location"]
@@ -243,6 +248,7 @@ class TestPage:
         ):
             assert r.status_code == 404
             assert "text/html" in r.headers["content-type"] and "收款码不可用" in r.text
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
         assert await _payments(stack, tenant) == []
         await stack.client.patch(
             f"/v1/store_codes/{code['id']}", json={"active": True}, headers=tenant.headers
