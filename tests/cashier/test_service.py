@@ -157,3 +157,50 @@ async def test_expand_cashier_explains_the_order(stack: Stack, tenant: Tenant) -
         f"/v1/payments/{payment['id']}?expand=cashier", headers=other.headers
     )
     assert r.status_code == 404
+
+
+async def test_a_switched_away_order_paid_anyway_is_refunded_once_and_flagged(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paymux.channels.wechatpay.adapter import WechatPayAdapter
+    from paymux.refunds.models import Refund
+    from tests.conftest import run_worker
+
+    tenant = await make_tenant(stack)
+    payment = await _cashier(stack, tenant)
+    await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+
+    async def lost_close(self: Any, out_trade_no: str, **kwargs: Any) -> None:
+        return None  # the channel acknowledged a close that never took effect
+
+    monkeypatch.setattr(WechatPayAdapter, "close_payment", lost_close)
+    await cashier.choose(stack.runtime, payment["id"], "alipay_qr", user_agent=DESKTOP)
+    old, new = await _attempts(stack, payment["id"])
+    await pay(stack, "alipay", new.id)
+    await wait_for(stack, tenant, payment["id"], "succeeded")
+    await pay(stack, "wechatpay", old.id)  # the switched-away order, paid anyway
+    for _ in range(200):
+        if (await _attempts(stack, payment["id"]))[0].late_success_at is not None:
+            break
+        await asyncio.sleep(0.01)
+    await run_worker(stack)
+    r = await stack.client.get(f"/v1/payments/{payment['id']}?expand=attempts",
+                               headers=tenant.headers)  # fmt: skip
+    body = r.json()
+    assert body["status"] == "succeeded" and body["method"] == "alipay_qr"
+    assert body["amount_refunded"] == 0  # the payment's own money is untouched
+    assert body["attempts"][0]["late_success_at"] is not None
+    async with stack.runtime.db.read() as session:
+        refunds = (await session.scalars(sa.select(Refund).where(
+            Refund.payment_id == payment["id"]))).all()  # fmt: skip
+    assert [(x.attempt_id, x.status, x.amount) for x in refunds] == [
+        (old.id, "succeeded", payment["amount"])
+    ]
+    types = [e.type for e in await events_of(stack, tenant)]
+    assert types.count("payment.succeeded") == 1 and types.count("payment.late_success") == 1
+    assert "refund.succeeded" in types
+    # the merchant can still refund the payment in full
+    r = await stack.client.post("/v1/refunds", headers=tenant.headers,
+                                json={"payment": payment["id"], "out_refund_no": "r1"})  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["amount"] == payment["amount"]
