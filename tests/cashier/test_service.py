@@ -17,8 +17,8 @@ from paymux.payments.models import Attempt
 from tests.conftest import Stack, Tenant, make_tenant
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
-DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
-WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.44"
+DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
+WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 MicroMessenger/8.0"
 
 
 async def _cashier(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:

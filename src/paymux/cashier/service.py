@@ -18,8 +18,8 @@ from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from paymux.payments import service as payments
 from paymux.payments.models import Attempt, Payment
-from paymux.payments.schemas import PaymentCreate
 from paymux.payments.repository import PaymentRepository
+from paymux.payments.schemas import PaymentCreate
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
 from paymux.payments.transitions import apply_state, move_attempt
 from paymux.routing import service as routing
@@ -210,17 +210,14 @@ async def choose(
                            "The previous method was paid before the switch.") from exc  # fmt: skip
         except base.ChannelError as exc:
             await _abandon(rt, payment.id, attempt.id, old_id)
-            raise UpstreamError("channel_unavailable",
-                                f"Could not close the previous order: {exc.code}") from exc  # fmt: skip
+            message = f"Could not close the previous order: {exc.code}"
+            raise UpstreamError("channel_unavailable", message) from exc
         async with rt.db.transaction() as session:
             repo = PaymentRepository(session)
             await repo.lock(payment.id)
-            old = await repo.get_attempt(old_id)
-            if old is not None:
-                move_attempt(old, AttemptStatus.closed)
-                if old.limit_day is not None:
-                    await routing.release(session, old.channel_account_id, old.limit_day,
-                                          old.amount)  # fmt: skip
+            closed = await repo.get_attempt(old_id)
+            if closed is not None:
+                move_attempt(closed, AttemptStatus.closed)
     # 3. Open the new order through the usual create path (failover included).
     result, _ = await payments.run_attempts(rt, payment, attempt, plan, started=started)
     return result
