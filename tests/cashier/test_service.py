@@ -86,7 +86,7 @@ async def test_choose_then_switch_closes_the_first_order(stack: Stack, tenant: T
     r = await stack.client.post(
         f"/sandbox/wechatpay/_sandbox/orders/{old.id}/pay", json={"result": "pay"}
     )
-    assert r.status_code != 200 or (await _attempts(stack, payment["id"]))[0].status == "closed"
+    assert r.json()["changed"] is False  # closed at the channel: it can no longer be paid
     await pay(stack, "alipay", new.id)
     done = await wait_for(stack, tenant, payment["id"], "succeeded")
     assert done["method"] == "alipay_qr"
@@ -204,3 +204,44 @@ async def test_a_switched_away_order_paid_anyway_is_refunded_once_and_flagged(
                                 json={"payment": payment["id"], "out_refund_no": "r1"})  # fmt: skip
     assert r.status_code in (200, 201), r.text
     assert r.json()["amount"] == payment["amount"]
+
+
+async def test_choosing_again_keeps_the_open_order(stack: Stack, tenant: Tenant) -> None:
+    payment = await _cashier(stack, tenant)
+    first = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    again = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert again.next_action == first.next_action
+    assert [a.status for a in await _attempts(stack, payment["id"])] == ["pending"]
+
+
+async def test_a_lost_create_answer_is_closed_and_reopened(
+    stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paymux.channels import base
+    from paymux.payments import service as payments
+
+    real_call = payments._call_create
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        outcome = await real_call(*args, **kwargs)  # the channel opened the order
+        return payments._Outcome(kind="unknown", error=base.UnknownOutcome("timeout", "lost"))
+
+    payment = await _cashier(stack, tenant)
+    monkeypatch.setattr(payments, "_call_create", answer_lost)
+    lost = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    monkeypatch.undo()
+    assert lost.status == "pending" and not lost.next_action
+    (stranded,) = await _attempts(stack, payment["id"])
+    await lifecycle.resolve_attempt(stack.runtime, stranded.id)  # the janitor: pending there
+    (stranded,) = await _attempts(stack, payment["id"])
+    assert stranded.status == "pending" and not stranded.next_action
+    view = await cashier.view(stack.runtime, payment["id"], user_agent=DESKTOP)
+    assert view is not None and view.current_method is None and view.options
+    fresh = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert fresh.next_action and fresh.next_action["type"] == "qr_code"
+    old, new = await _attempts(stack, payment["id"])
+    assert (old.status, new.status) == ("closed", "pending")
+    r = await stack.client.post(
+        f"/sandbox/wechatpay/_sandbox/orders/{old.id}/pay", json={"result": "pay"}
+    )
+    assert r.json()["changed"] is False  # closed at the channel: it can no longer be paid

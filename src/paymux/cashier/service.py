@@ -116,6 +116,10 @@ async def _current(rt: Runtime, payment: Payment) -> Attempt | None:
         AttemptStatus.created, AttemptStatus.pending, AttemptStatus.unknown
     ):  # fmt: skip
         return None
+    if attempt.status != AttemptStatus.created and not attempt.next_action:
+        # A create whose answer was lost: the order may be open at the channel, but there is
+        # nothing to show the customer. Choosing (again) closes it and opens a fresh one.
+        return None
     return attempt
 
 
@@ -173,6 +177,8 @@ async def choose(
         for attempt in previous:
             if attempt.status == AttemptStatus.created and not _stale(attempt, call_seconds):
                 raise Conflict("choice_in_progress", "Another method is being opened now.")
+        if _showing(payment, previous, method, payer):
+            return payment  # chosen again (a reload, a double click): the same order
         if payer:
             payment.customer = {**(payment.customer or {}), **dict(payer)}
         payment.method = method
@@ -221,6 +227,22 @@ async def choose(
     # 3. Open the new order through the usual create path (failover included).
     result, _ = await payments.run_attempts(rt, payment, attempt, plan, started=started)
     return result
+
+
+def _showing(
+    payment: Payment, open_attempts: list[Attempt], method: str,
+    payer: Mapping[str, str] | None,
+) -> bool:  # fmt: skip
+    """The payment's one open order is of ``method``, shows the customer something, and the
+    payer is unchanged."""
+    if len(open_attempts) != 1 or open_attempts[0].id != payment.current_attempt_id:
+        return False
+    current = open_attempts[0]
+    same_payer = all((payment.customer or {}).get(k) == v for k, v in (payer or {}).items())
+    return (
+        current.method == method and current.status == AttemptStatus.pending
+        and bool(current.next_action) and same_payer
+    )  # fmt: skip
 
 
 def _as_request(payment: Payment) -> PaymentCreate:
