@@ -245,3 +245,16 @@ async def test_a_lost_create_answer_is_closed_and_reopened(
         f"/sandbox/wechatpay/_sandbox/orders/{old.id}/pay", json={"result": "pay"}
     )
     assert r.json()["changed"] is False  # closed at the channel: it can no longer be paid
+
+
+async def test_an_expired_cashier_payment_cannot_be_chosen(
+    stack: Stack, tenant: Tenant, clock: Any
+) -> None:
+    payment = await _cashier(stack, tenant, expires_in=60)
+    clock.advance(61)
+    with pytest.raises(Conflict) as expired:
+        await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert expired.value.code == "payment_expired"
+    view = await cashier.view(stack.runtime, payment["id"], user_agent=DESKTOP)
+    assert view is not None and view.options == () and not view.can_switch
+    assert await _attempts(stack, payment["id"]) == []
