@@ -223,7 +223,7 @@ async def test_a_lost_create_answer_is_closed_and_reopened(
     real_call = payments._call_create
 
     async def answer_lost(*args: Any, **kwargs: Any) -> Any:
-        outcome = await real_call(*args, **kwargs)  # the channel opened the order
+        await real_call(*args, **kwargs)  # the channel opened the order (answer lost)
         return payments._Outcome(kind="unknown", error=base.UnknownOutcome("timeout", "lost"))
 
     payment = await _cashier(stack, tenant)
