@@ -22,8 +22,10 @@ UAS = {
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
     "android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0 Mobile Safari/537.36",
-    "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537.36",
-    "mobile_other": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) CriOS/120 Mobile Safari",
+    "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 "
+    "Safari/537.36",
+    "mobile_other": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) CriOS/120 "
+    "Mobile Safari",
 }
 
 
@@ -66,8 +68,10 @@ def test_desktop_qr_methods_first_and_no_in_app_methods() -> None:
 
 
 def test_then_last_used_then_merchant_order_then_region() -> None:
-    ranked = order(["card", "paypal", "alipay_page", "wechat_h5"], environment="mobile_other",
-                   last_used="paypal", merchant_order=["card", "alipay_page"], region="cn")  # fmt: skip
+    ranked = order(
+        ["card", "paypal", "alipay_page", "wechat_h5"], environment="mobile_other",
+        last_used="paypal", merchant_order=["card", "alipay_page"], region="cn",
+    )  # fmt: skip
     assert [(r.method, r.reasons) for r in ranked] == [
         ("paypal", ("last_used",)),
         ("card", ("merchant_order:1",)),

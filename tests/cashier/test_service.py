@@ -17,8 +17,8 @@ from paymux.payments.models import Attempt
 from tests.conftest import Stack, Tenant, make_tenant
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
-DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
-WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.44"
+DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
+WECHAT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 MicroMessenger/8.0"
 
 
 async def _cashier(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:
@@ -86,7 +86,7 @@ async def test_choose_then_switch_closes_the_first_order(stack: Stack, tenant: T
     r = await stack.client.post(
         f"/sandbox/wechatpay/_sandbox/orders/{old.id}/pay", json={"result": "pay"}
     )
-    assert r.status_code != 200 or (await _attempts(stack, payment["id"]))[0].status == "closed"
+    assert r.json()["changed"] is False  # closed at the channel: it can no longer be paid
     await pay(stack, "alipay", new.id)
     done = await wait_for(stack, tenant, payment["id"], "succeeded")
     assert done["method"] == "alipay_qr"
@@ -157,3 +157,104 @@ async def test_expand_cashier_explains_the_order(stack: Stack, tenant: Tenant) -
         f"/v1/payments/{payment['id']}?expand=cashier", headers=other.headers
     )
     assert r.status_code == 404
+
+
+async def test_a_switched_away_order_paid_anyway_is_refunded_once_and_flagged(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paymux.channels.wechatpay.adapter import WechatPayAdapter
+    from paymux.refunds.models import Refund
+    from tests.conftest import run_worker
+
+    tenant = await make_tenant(stack)
+    payment = await _cashier(stack, tenant)
+    await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+
+    async def lost_close(self: Any, out_trade_no: str, **kwargs: Any) -> None:
+        return None  # the channel acknowledged a close that never took effect
+
+    monkeypatch.setattr(WechatPayAdapter, "close_payment", lost_close)
+    await cashier.choose(stack.runtime, payment["id"], "alipay_qr", user_agent=DESKTOP)
+    old, new = await _attempts(stack, payment["id"])
+    await pay(stack, "alipay", new.id)
+    await wait_for(stack, tenant, payment["id"], "succeeded")
+    await pay(stack, "wechatpay", old.id)  # the switched-away order, paid anyway
+    for _ in range(200):
+        if (await _attempts(stack, payment["id"]))[0].late_success_at is not None:
+            break
+        await asyncio.sleep(0.01)
+    await run_worker(stack)
+    r = await stack.client.get(f"/v1/payments/{payment['id']}?expand=attempts",
+                               headers=tenant.headers)  # fmt: skip
+    body = r.json()
+    assert body["status"] == "succeeded" and body["method"] == "alipay_qr"
+    assert body["amount_refunded"] == 0  # the payment's own money is untouched
+    assert body["attempts"][0]["late_success_at"] is not None
+    async with stack.runtime.db.read() as session:
+        refunds = (await session.scalars(sa.select(Refund).where(
+            Refund.payment_id == payment["id"]))).all()  # fmt: skip
+    assert [(x.attempt_id, x.status, x.amount) for x in refunds] == [
+        (old.id, "succeeded", payment["amount"])
+    ]
+    types = [e.type for e in await events_of(stack, tenant)]
+    assert types.count("payment.succeeded") == 1 and types.count("payment.late_success") == 1
+    assert "refund.succeeded" in types
+    # the merchant can still refund the payment in full
+    r = await stack.client.post("/v1/refunds", headers=tenant.headers,
+                                json={"payment": payment["id"], "out_refund_no": "r1"})  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["amount"] == payment["amount"]
+
+
+async def test_choosing_again_keeps_the_open_order(stack: Stack, tenant: Tenant) -> None:
+    payment = await _cashier(stack, tenant)
+    first = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    again = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert again.next_action == first.next_action
+    assert [a.status for a in await _attempts(stack, payment["id"])] == ["pending"]
+
+
+async def test_a_lost_create_answer_is_closed_and_reopened(
+    stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paymux.channels import base
+    from paymux.payments import service as payments
+
+    real_call = payments._call_create
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        await real_call(*args, **kwargs)  # the channel opened the order (answer lost)
+        return payments._Outcome(kind="unknown", error=base.UnknownOutcome("timeout", "lost"))
+
+    payment = await _cashier(stack, tenant)
+    monkeypatch.setattr(payments, "_call_create", answer_lost)
+    lost = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    monkeypatch.undo()
+    assert lost.status == "pending" and not lost.next_action
+    (stranded,) = await _attempts(stack, payment["id"])
+    await lifecycle.resolve_attempt(stack.runtime, stranded.id)  # the janitor: pending there
+    (stranded,) = await _attempts(stack, payment["id"])
+    assert stranded.status == "pending" and not stranded.next_action
+    view = await cashier.view(stack.runtime, payment["id"], user_agent=DESKTOP)
+    assert view is not None and view.current_method is None and view.options
+    fresh = await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert fresh.next_action and fresh.next_action["type"] == "qr_code"
+    old, new = await _attempts(stack, payment["id"])
+    assert (old.status, new.status) == ("closed", "pending")
+    r = await stack.client.post(
+        f"/sandbox/wechatpay/_sandbox/orders/{old.id}/pay", json={"result": "pay"}
+    )
+    assert r.json()["changed"] is False  # closed at the channel: it can no longer be paid
+
+
+async def test_an_expired_cashier_payment_cannot_be_chosen(
+    stack: Stack, tenant: Tenant, clock: Any
+) -> None:
+    payment = await _cashier(stack, tenant, expires_in=60)
+    clock.advance(61)
+    with pytest.raises(Conflict) as expired:
+        await cashier.choose(stack.runtime, payment["id"], "wechat_native", user_agent=DESKTOP)
+    assert expired.value.code == "payment_expired"
+    view = await cashier.view(stack.runtime, payment["id"], user_agent=DESKTOP)
+    assert view is not None and view.options == () and not view.can_switch
+    assert await _attempts(stack, payment["id"]) == []

@@ -18,8 +18,8 @@ from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from paymux.payments import service as payments
 from paymux.payments.models import Attempt, Payment
-from paymux.payments.schemas import PaymentCreate
 from paymux.payments.repository import PaymentRepository
+from paymux.payments.schemas import PaymentCreate
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
 from paymux.payments.transitions import apply_state, move_attempt
 from paymux.routing import service as routing
@@ -116,6 +116,10 @@ async def _current(rt: Runtime, payment: Payment) -> Attempt | None:
         AttemptStatus.created, AttemptStatus.pending, AttemptStatus.unknown
     ):  # fmt: skip
         return None
+    if attempt.status != AttemptStatus.created and not attempt.next_action:
+        # A create whose answer was lost: the order may be open at the channel, but there is
+        # nothing to show the customer. Choosing (again) closes it and opens a fresh one.
+        return None
     return attempt
 
 
@@ -173,6 +177,8 @@ async def choose(
         for attempt in previous:
             if attempt.status == AttemptStatus.created and not _stale(attempt, call_seconds):
                 raise Conflict("choice_in_progress", "Another method is being opened now.")
+        if _showing(payment, previous, method, payer):
+            return payment  # chosen again (a reload, a double click): the same order
         if payer:
             payment.customer = {**(payment.customer or {}), **dict(payer)}
         payment.method = method
@@ -210,20 +216,33 @@ async def choose(
                            "The previous method was paid before the switch.") from exc  # fmt: skip
         except base.ChannelError as exc:
             await _abandon(rt, payment.id, attempt.id, old_id)
-            raise UpstreamError("channel_unavailable",
-                                f"Could not close the previous order: {exc.code}") from exc  # fmt: skip
+            message = f"Could not close the previous order: {exc.code}"
+            raise UpstreamError("channel_unavailable", message) from exc
         async with rt.db.transaction() as session:
             repo = PaymentRepository(session)
             await repo.lock(payment.id)
-            old = await repo.get_attempt(old_id)
-            if old is not None:
-                move_attempt(old, AttemptStatus.closed)
-                if old.limit_day is not None:
-                    await routing.release(session, old.channel_account_id, old.limit_day,
-                                          old.amount)  # fmt: skip
+            closed = await repo.get_attempt(old_id)
+            if closed is not None:
+                move_attempt(closed, AttemptStatus.closed)
     # 3. Open the new order through the usual create path (failover included).
     result, _ = await payments.run_attempts(rt, payment, attempt, plan, started=started)
     return result
+
+
+def _showing(
+    payment: Payment, open_attempts: list[Attempt], method: str,
+    payer: Mapping[str, str] | None,
+) -> bool:  # fmt: skip
+    """The payment's one open order is of ``method``, shows the customer something, and the
+    payer is unchanged."""
+    if len(open_attempts) != 1 or open_attempts[0].id != payment.current_attempt_id:
+        return False
+    current = open_attempts[0]
+    same_payer = all((payment.customer or {}).get(k) == v for k, v in (payer or {}).items())
+    return (
+        current.method == method and current.status == AttemptStatus.pending
+        and bool(current.next_action) and same_payer
+    )  # fmt: skip
 
 
 def _as_request(payment: Payment) -> PaymentCreate:

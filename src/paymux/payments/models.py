@@ -91,6 +91,9 @@ class Attempt(Base):
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     """Why this account: the candidates considered, filtered out (with reasons) and scored,
     the rule that matched and the choice (``routing.explain``)."""
+    late_success_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the channel reported this attempt paid although the payment had been paid by
+    another (a switched-away order paid anyway): second money, flagged to the merchant."""
     limit_day: Mapped[dt.date | None] = mapped_column(sa.Date, nullable=True)
     """The day (China time) whose daily limit usage this attempt reserved; null if none."""
     created_at: Mapped[dt.datetime] = created_at_column()

@@ -113,6 +113,8 @@ class AttemptOut(BaseModel):
     error_message: str | None
     channel_latency_ms: int | None
     routing: dict[str, Any] | None
+    late_success_at: dt.datetime | None = None
+    """Paid although the payment was paid by another attempt: second money, to refund."""
     created_at: dt.datetime
 
     @classmethod
@@ -122,7 +124,7 @@ class AttemptOut(BaseModel):
             status=attempt.status, channel_trade_no=attempt.channel_trade_no,
             error_code=attempt.error_code, error_message=attempt.error_message,
             channel_latency_ms=attempt.channel_latency_ms, routing=attempt.routing,
-            created_at=attempt.created_at,
+            late_success_at=attempt.late_success_at, created_at=attempt.created_at,
         )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from paymux.channel_accounts.models import ChannelAccount
 from paymux.channels import base
 from paymux.funds import hooks
 from paymux.kit import clock
+from paymux.kit.ids import new_id
 from paymux.ledger.models import LedgerAccount
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
@@ -31,6 +32,8 @@ from paymux.payments.states import (
     can_transition_attempt,
     can_transition_payment,
 )
+from paymux.refunds.models import Refund, RefundStatus
+from paymux.refunds.repository import RefundRepository
 from paymux.routing import service as routing
 from paymux.webhooks import service as webhooks
 
@@ -181,6 +184,17 @@ async def apply_state(
         # Alipay reports TRADE_CLOSED for a paid order once it is fully refunded: that is the
         # refund's business, not a change of this payment.
         return False
+    if (
+        state.status is base.ChannelPaymentStatus.succeeded
+        and attempt.status in (AttemptStatus.closed, AttemptStatus.failed)
+        and attempt.id != payment.current_attempt_id
+    ):
+        # A switched-away order, closed here, paid anyway: its money goes back.
+        if attempt.late_success_at is not None:
+            return False
+        attempt.channel_trade_no = attempt.channel_trade_no or state.channel_trade_no
+        await _late_success(session, payment, attempt, public_url)
+        return True
     attempt_target, payment_target = _CHANNEL_TO_STATUS[state.status]
     changed = move_attempt(attempt, attempt_target)
     if state.channel_trade_no and not attempt.channel_trade_no:
@@ -196,6 +210,14 @@ async def apply_state(
         if changed and state.channel_code:  # the channel's own code stays on the attempt
             attempt.error_code = state.channel_code[:64]
             attempt.error_message = (state.failure_message or "")[:500] or None
+    if (
+        changed
+        and payment_target is PaymentStatus.succeeded
+        and attempt.id != payment.current_attempt_id
+        and payment.status == PaymentStatus.succeeded
+    ):
+        await _late_success(session, payment, attempt, public_url)
+        return changed
     if (
         payment_target is PaymentStatus.succeeded
         and attempt.id != payment.current_attempt_id
@@ -229,6 +251,33 @@ async def apply_state(
         payment.paid_at = state.paid_at or clock.now()
     moved = await move_payment(session, payment, payment_target, public_url, failure=failure)
     return changed or moved
+
+
+async def _late_success(
+    session: AsyncSession, payment: Payment, attempt: Attempt, public_url: str
+) -> None:
+    """A second order of a paid payment was paid too (a switched-away order paid after its
+    close): the payment stays succeeded once; the attempt is flagged, the merchant told, and
+    the second money refunded automatically."""
+    log.critical("late_success_second_money", payment=payment.id, attempt=attempt.id,
+                 amount=attempt.amount)  # fmt: skip
+    now = clock.now()
+    attempt.late_success_at = now
+    # The second money goes back through the refunds domain: the refund is recorded here and
+    # sent by its janitor (due now), which finds it unknown at the channel and asks for it.
+    RefundRepository(session).add(Refund(
+        id=new_id("re"), app_id=payment.app_id, livemode=payment.livemode,
+        payment_id=payment.id, attempt_id=attempt.id, channel=attempt.channel,
+        channel_account_id=attempt.channel_account_id, out_refund_no=f"late_{attempt.id}"[:64],
+        amount=attempt.amount, currency=attempt.currency, reason="late_success_refunded",
+        status=RefundStatus.pending, query_count=0, split_returns={}, query_due_at=now,
+    ))  # fmt: skip
+    data = PaymentOut.of(payment, public_url=public_url).model_dump(mode="json")
+    data["late_attempt"] = {"id": attempt.id, "channel": attempt.channel,
+                            "channel_trade_no": attempt.channel_trade_no,
+                            "amount": attempt.amount, "currency": attempt.currency}  # fmt: skip
+    await webhooks.emit(session, app_id=payment.app_id, livemode=payment.livemode,
+                        type="payment.late_success", data=data)  # fmt: skip
 
 
 async def _attempt_never_created(

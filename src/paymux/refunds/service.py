@@ -83,7 +83,9 @@ async def _reserve(
             "payment_not_refundable", f"The payment is {payment.status}; only succeeded "
             "payments can be refunded.", param="payment",
         )  # fmt: skip
-    refundable = payment.amount - await repo.committed_amount(payment.id)
+    refundable = payment.amount - await repo.committed_amount(
+        payment.id, payment.current_attempt_id
+    )
     amount = req.amount if req.amount is not None else refundable
     if refundable <= 0 or amount > refundable:
         raise Conflict(
@@ -206,7 +208,8 @@ async def _move(
             await splits.undo_returns(session, returned)
     if succeeded:
         refund.succeeded_at = at or clock.now()
-        payment.amount_refunded = (payment.amount_refunded or 0) + refund.amount
+        if refund.attempt_id == payment.current_attempt_id:  # not a second order's money
+            payment.amount_refunded = (payment.amount_refunded or 0) + refund.amount
     elif failure is not None:
         refund.failure_code = failure[0][:64]
         refund.failure_message = (failure[1] or "")[:500] or None

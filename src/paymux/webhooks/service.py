@@ -43,6 +43,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "payment.failed",
     "payment.closed",
     "payment.expired",
+    "payment.late_success",
     "refund.succeeded",
     "refund.failed",
     "refund.requires_attention",

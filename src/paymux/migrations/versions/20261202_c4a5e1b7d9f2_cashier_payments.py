@@ -1,4 +1,5 @@
-"""cashier payments: the methods the customer may choose from, in the merchant's order
+"""cashier payments: the methods the customer may choose from (merchant's order); an attempt's
+late success (paid after the payment was paid by another attempt)
 
 Revision ID: c4a5e1b7d9f2
 Revises: 7f3a9c1d5e20
@@ -22,8 +23,12 @@ _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     with op.batch_alter_table("payments") as batch:
         batch.add_column(sa.Column("cashier_methods", _JSON, nullable=True))
+    with op.batch_alter_table("payment_attempts") as batch:
+        batch.add_column(sa.Column("late_success_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("payment_attempts") as batch:
+        batch.drop_column("late_success_at")
     with op.batch_alter_table("payments") as batch:
         batch.drop_column("cashier_methods")
