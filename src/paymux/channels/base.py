@@ -157,6 +157,10 @@ class CreatePayment:
     expires_at: dt.datetime
     description: str | None = None
     return_url: str | None = None
+    cancel_url: str | None = None
+    """Where the channel sends a customer who cancels on its page (PayPal ``cancel_url``): the
+    cashier (``/pay/{id}?cancelled=1``), never the success return. Channels without a cancel
+    target ignore it; None falls back to ``return_url``."""
     client_ip: str | None = None
     customer: Mapping[str, Any] = field(default_factory=dict)
     """Channel customer identifiers: ``openid`` (WeChat JSAPI/mini), ``buyer_id`` (Alipay)…"""

@@ -649,8 +649,8 @@ class Sandbox:
     def behaviour_of(self, payment_method: str) -> tuple[str, ...]:
         """What a payment method does when confirmed: a test ``pm_card_…`` id's own entry, or
         that of the test card number a ``pm_…`` was created from."""
-        return TEST_CARDS[self.payment_methods[payment_method]["test"]
-                          if payment_method in self.payment_methods else payment_method]  # fmt: skip
+        created = self.payment_methods.get(payment_method)
+        return TEST_CARDS[created["test"] if created else payment_method]
 
     async def _create_payment_method(
         self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
