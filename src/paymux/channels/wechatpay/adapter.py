@@ -54,6 +54,7 @@ from paymux.channels.wechatpay.credentials import (
     WechatPayCredentials,
 )
 from paymux.channels.wechatpay.keys import DEFAULT_GATEWAY
+from paymux.channels.wechatpay.oauth import OAuthCalls
 from paymux.channels.wechatpay.partner_adapter import PartnerCalls
 from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls, classify_split_answer
 from paymux.channels.wechatpay.refunds import RefundCalls, classify_refund_answer
@@ -81,7 +82,7 @@ __all__ = [
 # ---------------------------------------------------------------- the adapter
 @registry.register
 class WechatPayAdapter(
-    RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls
+    RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls, OAuthCalls
 ):
     """The WeChat Pay channel: payments and notifications here, every other feature from its
     mixin (see the module docstring)."""
