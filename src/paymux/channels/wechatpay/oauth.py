@@ -13,16 +13,13 @@ hosts' paths itself."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from paymux.channels.base import BusinessError, PayerIdentity, RetryableError, UnknownOutcome
 from paymux.channels.wechatpay.keys import DEFAULT_GATEWAY
-
-if TYPE_CHECKING:
-    from paymux.channels.wechatpay.credentials import WechatPayCredentials
 
 AUTHORIZE_URL = "https://open.weixin.qq.com/connect/oauth2/authorize"
 TOKEN_URL = "https://api.weixin.qq.com/sns/oauth2/access_token"
@@ -36,7 +33,8 @@ class OAuthCalls:
     """Mixin of :class:`~paymux.channels.wechatpay.adapter.WechatPayAdapter`
     (:class:`~paymux.channels.base.PayerAuthCapable`)."""
 
-    credentials: WechatPayCredentials
+    credentials: Any
+    """Direct-mode :class:`WechatPayCredentials` (``appid``, ``oauth_app_secret``, ``gateway``)."""
     _http: httpx.AsyncClient
 
     def _oauth_base(self, live: str) -> str:
