@@ -157,6 +157,10 @@ class CreatePayment:
     expires_at: dt.datetime
     description: str | None = None
     return_url: str | None = None
+    cancel_url: str | None = None
+    """Where the channel sends a customer who cancels on its page (PayPal ``cancel_url``): the
+    cashier (``/pay/{id}?cancelled=1``), never the success return. Channels without a cancel
+    target ignore it; None falls back to ``return_url``."""
     client_ip: str | None = None
     customer: Mapping[str, Any] = field(default_factory=dict)
     """Channel customer identifiers: ``openid`` (WeChat JSAPI/mini), ``buyer_id`` (Alipay)…"""
@@ -533,6 +537,32 @@ class SplitCapable(Protocol):
 
     async def query_split(self, out_order_no: str, out_trade_no: str,
                           channel_trade_no: str) -> SplitState: ...  # fmt: skip
+
+
+# ---------------------------------------------------------------- payer identity (in-wallet OAuth)
+@dataclass(frozen=True)
+class PayerIdentity:
+    """Who the payer is at the channel, from its OAuth: the ``customer`` field a JSAPI payment
+    needs (``field``: ``openid`` for WeChat, ``buyer_id`` for Alipay) and its value."""
+
+    field: str
+    value: str
+    raw: Any = None
+
+
+class PayerAuthCapable(Protocol):
+    """An adapter that identifies the payer inside the wallet app by the channel's silent web
+    OAuth (WeChat ``snsapi_base``, Alipay ``auth_base``), for its JSAPI payments.
+
+    ``payer_authorize_url`` is where to send the browser; the channel returns it to
+    ``redirect_uri`` with a code (and ``state`` unchanged, which the caller must check).
+    ``exchange_payer_code`` turns the code into the payer's id; BusinessError ``invalid_code``
+    when the code is unknown, used or expired (authorize again), RetryableError/UnknownOutcome
+    on technical failure (nothing is moved by an exchange: safe to authorize again)."""
+
+    def payer_authorize_url(self, redirect_uri: str, state: str) -> str: ...
+
+    async def exchange_payer_code(self, code: str) -> PayerIdentity: ...
 
 
 # ---------------------------------------------------------------- statements (对账单)

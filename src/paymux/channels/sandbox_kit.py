@@ -375,6 +375,18 @@ class SandboxCore:
             order.closed_at = clock.now()
         return True
 
+    async def late_success(self, order: SandboxOrder) -> bool:
+        """Scripted race: the customer's payment lands although the order was closed (or
+        failed) meanwhile — what a gateway's late-success handling must absorb. The order is
+        paid and notified as usual. False if it was already paid."""
+        if order.status is OrderStatus.succeeded:
+            return False
+        order.status, order.closed_at = OrderStatus.pending, None
+        if not self.settle(order, paid=True):
+            return False
+        self.spawn(self.notify(order))
+        return True
+
     async def customer_action(self, order: SandboxOrder, *, paid: bool) -> bool:
         if not self.settle(order, paid=paid):
             return False
@@ -466,6 +478,13 @@ class SandboxCore:
         await self._retry(subject, headers, body)
 
 
+def _web_url(value: str | None) -> str | None:
+    """``value`` if it is an absolute http(s) URL (a return target), else None."""
+    if value and value.startswith(("https://", "http://")):
+        return value
+    return None
+
+
 class PageAction(BaseModel):
     result: str = "pay"
 
@@ -476,25 +495,52 @@ def customer_router(core: SandboxCore, *, title: str, brand_color: str) -> APIRo
     router = APIRouter(prefix="/_sandbox")
 
     @router.get("/pay/{out_trade_no}", response_class=HTMLResponse)
-    async def page(out_trade_no: str) -> HTMLResponse:
+    async def page(out_trade_no: str, redirect_url: str | None = None) -> HTMLResponse:
+        """``redirect_url``: where the channel returns the customer once they paid or gave up
+        (WeChat H5 appends it to ``h5_url``)."""
         order = core.find(out_trade_no)
         if order is None:
             raise HTTPException(404, "no such order")
         html = _templates.get_template("sandbox_pay.html").render(
             order=order, title=title, brand_color=brand_color,
+            redirect_url=_web_url(redirect_url),
             amount=f"{order.amount / 100:.2f}" if order.currency != "JPY" else str(order.amount),
         )  # fmt: skip
         return HTMLResponse(html)
 
     @router.post("/pay/{out_trade_no}")
-    async def act(request: Request, out_trade_no: str, result: str = Form("pay")) -> Any:
+    async def act(
+        request: Request, out_trade_no: str, result: str = Form("pay"),
+        redirect_url: str | None = Form(None),
+    ) -> Any:  # fmt: skip
+        """``pay`` or ``decline`` (a pending order only: a closed one stays closed), or
+        ``cancel``: the customer leaves without paying, to ``redirect_url``, else the order's
+        ``cancel_url`` (``extra``), else its return URL."""
         order = core.find(out_trade_no)
         if order is None:
             raise HTTPException(404, "no such order")
+        back = _web_url(redirect_url)
+        if result == "cancel":
+            target = back or order.extra.get("cancel_url") or order.return_url
+            return RedirectResponse(target or str(request.url), status_code=303)
+        if result not in ("pay", "decline"):
+            raise HTTPException(400, "result must be pay, decline or cancel")
         await core.customer_action(order, paid=result == "pay")
+        if back and order.status is not OrderStatus.pending:
+            return RedirectResponse(back, status_code=303)
         if order.return_url and order.status is OrderStatus.succeeded:
             return RedirectResponse(order.return_url, status_code=303)
         return RedirectResponse(str(request.url), status_code=303)
+
+    @router.post("/orders/{out_trade_no}/late_success")
+    async def late_success(out_trade_no: str) -> dict[str, Any]:
+        """Control API: let a closed (or failed) order succeed late, as when the customer's
+        payment crossed the close; notified like any payment."""
+        order = core.find(out_trade_no)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        changed = await core.late_success(order)
+        return {"out_trade_no": out_trade_no, "status": order.status, "changed": changed}
 
     @router.post("/orders/{out_trade_no}/pay")
     async def api_act(out_trade_no: str, body: PageAction) -> dict[str, Any]:

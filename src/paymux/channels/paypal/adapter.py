@@ -380,7 +380,7 @@ class PayPalAdapter:
         await self._ensure_webhook(request.notify_url)
         context: dict[str, Any] = {
             "return_url": request.return_url,
-            "cancel_url": request.return_url,
+            "cancel_url": request.cancel_url or request.return_url,
             "user_action": "PAY_NOW",
             "shipping_preference": "NO_SHIPPING",
         }

@@ -408,9 +408,21 @@ class StripeAdapter:
             params["wallet"] = request.method
         if request.return_url:
             params["return_url"] = request.return_url
+        params["js_url"] = self.js_url
         if self._sandbox:
             params["api_base"] = self.credentials.gateway
         return NextAction(NextActionType.sdk_params, params=params)
+
+    @property
+    def js_url(self) -> str:
+        """The script a page loads to mount the card form with ``publishable_key`` and
+        ``client_secret`` (both in the ``sdk_params`` next action, with this as ``js_url``):
+        Stripe.js (``https://js.stripe.com/v3``) for an account on Stripe, the sandbox's own
+        stand-in (same API: ``Stripe(pk)``, ``elements().create('card')``,
+        ``confirmCardPayment``) for one on the sandbox."""
+        if self._sandbox:
+            return self.credentials.gateway.rstrip("/") + p.SANDBOX_JS_PATH
+        return p.JS_URL
 
     @staticmethod
     def _check_intent(

@@ -35,6 +35,10 @@ from paymux.channels.base import ChannelPaymentStatus, ChannelRefundStatus, Fail
 from paymux.kit import money
 
 API_BASE = "https://api.stripe.com"
+JS_URL = "https://js.stripe.com/v3"
+"""Stripe.js, which a page with a live account loads to collect the card."""
+SANDBOX_JS_PATH = "/_sandbox/js/v3"
+"""Where the sandbox serves its stand-in for Stripe.js (relative to its ``gateway``)."""
 PRODUCTION_HOSTS = frozenset({"api.stripe.com"})
 API_VERSION = "2024-06-20"
 """The API version every request pins (``Stripe-Version``), so answers keep their shape."""
@@ -403,6 +407,8 @@ def idempotency_key(reference: str, operation: str | None = None) -> str:
 
 __all__ = [
     "API_BASE",
+    "JS_URL",
+    "SANDBOX_JS_PATH",
     "SignatureError",
     "StripeError",
     "check_charge",

@@ -54,11 +54,13 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
 from pydantic import BaseModel
@@ -104,6 +106,20 @@ _AUTH_FAILED = {
     "message": "The provided PaymentMethod has failed authentication. You can provide "
     "payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again.",
 }
+TEST_CARD_NUMBERS: Mapping[str, str] = {
+    "4242424242424242": "pm_card_visa",
+    "4000056655665556": "pm_card_visa",
+    "5555555555554444": "pm_card_mastercard",
+    "378282246310005": "pm_card_amex",
+    "4000000000000002": "pm_card_chargeDeclined",
+    "4000000000009995": "pm_card_chargeDeclinedInsufficientFunds",
+    "4000000000000069": "pm_card_chargeDeclinedExpiredCard",
+    "4000002760003184": "pm_card_authenticationRequired",
+    "4000002500003155": "pm_card_authenticationRequired",
+}
+"""Stripe's test card numbers, as the test ``pm_card_…`` whose behaviour each has."""
+JS_PATH = p.SANDBOX_JS_PATH
+_STATIC = Path(__file__).parent / "static"
 Answer = tuple[int, dict[str, Any]]
 """An HTTP status and its JSON body."""
 _SEARCH = re.compile(r"^\s*metadata\['([A-Za-z0-9_]+)'\]\s*:\s*'([^']*)'\s*$")
@@ -188,6 +204,14 @@ class Ledger:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _luhn(number: str) -> bool:
+    total = 0
+    for i, digit in enumerate(reversed(number)):
+        d = int(digit) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
 def _now() -> int:
     return int(clock.now().timestamp())
 
@@ -266,6 +290,7 @@ class Sandbox:
         self.accounts: dict[str, Account] = {}
         self.intents: dict[str, Intent] = {}
         self.refund_objects: dict[str, SandboxRefund] = {}
+        self.payment_methods: dict[str, dict[str, Any]] = {}
         self.balance: list[dict[str, Any]] = []
         self._saved: dict[tuple[str, str], _Saved] = {}
         self.core = _Core(
@@ -616,11 +641,66 @@ class Sandbox:
         await self.core.after_create(order)
         return 200, self.intent_json(intent)
 
-    @staticmethod
-    def _payment_method(value: str) -> str:
-        if value not in TEST_CARDS:
+    def _payment_method(self, value: str) -> str:
+        if value not in TEST_CARDS and value not in self.payment_methods:
             raise _missing("PaymentMethod", value, "payment_method")
         return value
+
+    def behaviour_of(self, payment_method: str) -> tuple[str, ...]:
+        """What a payment method does when confirmed: a test ``pm_card_…`` id's own entry, or
+        that of the test card number a ``pm_…`` was created from."""
+        created = self.payment_methods.get(payment_method)
+        return TEST_CARDS[created["test"] if created else payment_method]
+
+    async def _create_payment_method(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        """``POST /v1/payment_methods`` (``type=card``, ``card[number|exp_month|exp_year|cvc]``)
+        as Stripe.js sends it with the publishable key; test card numbers only."""
+        if params.get("type") != "card":
+            raise _invalid("Invalid type: must be card here.", param="type")
+        card = params.get("card")
+        if not isinstance(card, dict):
+            raise _invalid("Missing required param: card.", code="parameter_missing",
+                           param="card")  # fmt: skip
+        number = re.sub(r"[\s-]", "", str(card.get("number") or ""))
+        if not number.isdigit() or not 13 <= len(number) <= 19 or not _luhn(number):
+            raise _Fail(402, "card_error", "Your card number is incorrect.",
+                        code="incorrect_number", param="card[number]")  # fmt: skip
+        try:
+            month, year = int(str(card.get("exp_month"))), int(str(card.get("exp_year")))
+        except ValueError:
+            raise _Fail(402, "card_error", "Your card's expiration date is incomplete.",
+                        code="incomplete_expiry", param="card[exp_month]") from None  # fmt: skip
+        year += 2000 if year < 100 else 0
+        today = clock.now()
+        if not 1 <= month <= 12:
+            raise _Fail(402, "card_error", "Your card's expiration month is invalid.",
+                        code="invalid_expiry_month", param="card[exp_month]")  # fmt: skip
+        if (year, month) < (today.year, today.month):
+            raise _Fail(402, "card_error", "Your card's expiration year is in the past.",
+                        code="invalid_expiry_year", param="card[exp_year]")  # fmt: skip
+        cvc = str(card.get("cvc") or "")
+        if cvc and (not cvc.isdigit() or len(cvc) not in (3, 4)):
+            raise _Fail(402, "card_error", "Your card's security code is invalid.",
+                        code="invalid_cvc", param="card[cvc]")  # fmt: skip
+        test = TEST_CARD_NUMBERS.get(number)
+        if test is None:
+            raise _Fail(402, "card_error", "Your card was declined. Your request was in test "
+                        "mode, but used a non test card. For a list of valid test cards, visit: "
+                        "https://stripe.com/docs/testing.", code="card_declined",
+                        decline_code="test_mode_live_card")  # fmt: skip
+        pm_id = "pm_" + _token(18)
+        body = {
+            "id": pm_id, "object": "payment_method", "type": "card", "created": _now(),
+            "livemode": False, "customer": None, "metadata": {},
+            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+            "card": {"brand": TEST_CARDS[test][1], "last4": number[-4:], "exp_month": month,
+                     "exp_year": year, "funding": "credit", "country": "US",
+                     "checks": {"cvc_check": "pass" if cvc else None}},
+        }  # fmt: skip
+        self.payment_methods[pm_id] = {"test": test, "account": account.id, "json": body}
+        return 200, body
 
     async def _confirm_now(
         self, intent: Intent, params: Mapping[str, Any], *, create: bool
@@ -632,7 +712,7 @@ class Sandbox:
         if intent.payment_method is None:
             raise _invalid("You cannot confirm this PaymentIntent because it's missing a "
                            "payment method.", code="payment_intent_unexpected_state")  # fmt: skip
-        behaviour = TEST_CARDS[intent.payment_method]
+        behaviour = self.behaviour_of(intent.payment_method)
         intent.last_payment_error = None
         if behaviour[0] == "succeed":
             self.core.settle(order, paid=True)
@@ -916,6 +996,9 @@ class Sandbox:
     # ------------------------------------------------------------ app
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="Stripe sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+        # Stripe.js calls the API from the merchant's page with the publishable key.
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])  # fmt: skip
         serve = self._serve
 
         @app.post("/v1/payment_intents")
@@ -937,6 +1020,17 @@ class Sandbox:
         @app.post("/v1/payment_intents/{intent_id}/cancel")
         async def cancel(request: Request, intent_id: str) -> Response:
             return await serve(request, self._cancel, intent_id)
+
+        @app.post("/v1/payment_methods")
+        async def payment_method(request: Request) -> Response:
+            return await serve(request, self._create_payment_method, publishable_ok=True)
+
+        @app.get(JS_PATH)
+        async def stripe_js() -> Response:
+            """The sandbox's stand-in for Stripe.js (``Stripe(pk)``, ``elements().create('card')``,
+            ``confirmCardPayment``, a stand-in Apple Pay / Google Pay sheet)."""
+            return Response((_STATIC / "stripe-sandbox.js").read_bytes(),
+                            media_type="text/javascript; charset=utf-8")  # fmt: skip
 
         @app.post("/v1/refunds")
         async def refund(request: Request) -> Response:
@@ -990,4 +1084,4 @@ class Sandbox:
         return app
 
 
-__all__ = ["RETRY_SCHEDULE", "TEST_CARDS", "NotifyMode", "Sandbox"]
+__all__ = ["JS_PATH", "RETRY_SCHEDULE", "TEST_CARDS", "TEST_CARD_NUMBERS", "NotifyMode", "Sandbox"]

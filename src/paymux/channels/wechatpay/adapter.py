@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel
@@ -54,6 +54,7 @@ from paymux.channels.wechatpay.credentials import (
     WechatPayCredentials,
 )
 from paymux.channels.wechatpay.keys import DEFAULT_GATEWAY
+from paymux.channels.wechatpay.oauth import OAuthCalls
 from paymux.channels.wechatpay.partner_adapter import PartnerCalls
 from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls, classify_split_answer
 from paymux.channels.wechatpay.refunds import RefundCalls, classify_refund_answer
@@ -81,7 +82,7 @@ __all__ = [
 # ---------------------------------------------------------------- the adapter
 @registry.register
 class WechatPayAdapter(
-    RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls
+    RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls, OAuthCalls
 ):
     """The WeChat Pay channel: payments and notifications here, every other feature from its
     mixin (see the module docstring)."""
@@ -167,7 +168,9 @@ class WechatPayAdapter(
         if request.method == "wechat_mini":
             return CreatedPayment(None, self._mini_action(body["appid"], payload), raw=payload)
         return CreatedPayment(
-            channel_trade_no=None, next_action=self._next_action(kind, payload), raw=payload
+            channel_trade_no=None,
+            next_action=self._next_action(kind, payload, request.return_url),
+            raw=payload,
         )
 
     def _mini_action(self, appid: str, payload: Mapping[str, Any]) -> NextAction:
@@ -178,7 +181,9 @@ class WechatPayAdapter(
         params = protocol.mini_pay_params(self._private_key, appid=appid, prepay_id=prepay_id)
         return NextAction(NextActionType.sdk_params, params=dict(params))
 
-    def _next_action(self, kind: str, payload: Mapping[str, Any]) -> NextAction:
+    def _next_action(
+        self, kind: str, payload: Mapping[str, Any], return_url: str | None = None
+    ) -> NextAction:
         creds = self.credentials
 
         def field(name: str) -> str:
@@ -190,7 +195,12 @@ class WechatPayAdapter(
         if kind == "native":
             return NextAction(NextActionType.qr_code, code_url=field("code_url"))
         if kind == "h5":
-            return NextAction(NextActionType.redirect, url=field("h5_url"))
+            # WeChat sends the customer back to ``redirect_url`` (appended, urlencoded, to
+            # h5_url) once they paid or gave up; without it they stay in WeChat's page.
+            url = field("h5_url")
+            if return_url:
+                url += ("&" if "?" in url else "?") + urlencode({"redirect_url": return_url})
+            return NextAction(NextActionType.redirect, url=url)
         prepay_id = field("prepay_id")
         timestamp = str(protocol.unix_now())
         nonce = protocol.make_nonce()

@@ -53,6 +53,9 @@ class WechatPayCredentials(MerchantKeys):
     """``relation_type`` registered for merchant split receivers."""
     split_relation_person: SplitRelation = "DISTRIBUTOR"
     """``relation_type`` registered for personal (openid) split receivers."""
+    oauth_app_secret: str | None = Field(default=None, min_length=1, max_length=64)
+    """The AppSecret of the official account ``appid``, for web OAuth (``snsapi_base`` → the
+    payer's openid) of JSAPI payments inside WeChat."""
     mini_appid: str | None = Field(default=None, min_length=1, max_length=32)
     """The mini-program bound to ``mchid`` that takes ``wechat_mini`` payments (its payers'
     openids are under it); ``appid`` when not set."""

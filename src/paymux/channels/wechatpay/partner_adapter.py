@@ -65,7 +65,9 @@ class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls,
 
     if TYPE_CHECKING:
         # The direct adapter's (a QR code or redirect is the same in both modes).
-        def _next_action(self, kind: str, payload: Mapping[str, Any]) -> NextAction: ...
+        def _next_action(
+            self, kind: str, payload: Mapping[str, Any], return_url: str | None = None
+        ) -> NextAction: ...
 
     # ------------------------------------------------------------ transport
     async def _call(
@@ -149,13 +151,15 @@ class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls,
             raise UnknownOutcome("malformed_response", "create answer has no body", raw=payload)
         return CreatedPayment(
             channel_trade_no=None,
-            next_action=self._partner_action(kind, request.method, payload),
+            next_action=self._partner_action(kind, request.method, payload, request.return_url),
             raw=payload,
         )
 
-    def _partner_action(self, kind: str, method: str, payload: Mapping[str, Any]) -> NextAction:
+    def _partner_action(
+        self, kind: str, method: str, payload: Mapping[str, Any], return_url: str | None = None
+    ) -> NextAction:
         if kind in ("native", "h5"):
-            return self._next_action(kind, payload)
+            return self._next_action(kind, payload, return_url)
         prepay_id = payload.get("prepay_id")
         if not isinstance(prepay_id, str) or not prepay_id:
             raise UnknownOutcome("malformed_response", "create answer lacks prepay_id")

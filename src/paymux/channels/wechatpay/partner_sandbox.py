@@ -135,6 +135,7 @@ class PartnerDesk:
         as 服务商), without any sub-merchant yet."""
         creds = self.sandbox.provision(base_url)
         sp_mchid, sp_appid = creds.pop("mchid"), creds.pop("appid")
+        creds.pop("oauth_app_secret", None)  # direct-mode field; partner OAuth not here yet
         mini = "wx" + secrets.token_hex(8)
         self.providers[sp_mchid] = ServiceProvider(sp_mchid, {sp_appid, mini})
         return {"sp_mchid": sp_mchid, "sp_appid": sp_appid, "sp_mini_appid": mini, **creds}

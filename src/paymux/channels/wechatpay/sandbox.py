@@ -34,16 +34,18 @@ partner desk is :mod:`.partner_sandbox`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 import string
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from paymux.channels import sandbox_kit
@@ -56,7 +58,7 @@ from paymux.channels.sandbox_kit import (
     SandboxOrder,
     customer_router,
 )
-from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay import oauth, protocol
 from paymux.channels.wechatpay.partner_sandbox import PartnerDesk
 from paymux.channels.wechatpay.sandbox_base import (
     _ALNUM,
@@ -138,6 +140,9 @@ class Sandbox(
         )
         self.platform_public_key_pem = sandbox_kit.public_key_pem(self._platform_key.public_key())
         self.merchants: dict[str, SandboxMerchant] = {}
+        self.app_secrets: dict[str, str] = {}
+        self.oauth_codes: dict[str, tuple[str, str, dt.datetime]] = {}
+        self.oauth_used: set[str] = set()
         self.transfers: dict[tuple[str, str], SandboxTransfer] = {}
         self.transfer_scripts: list[RefundScript] = []
         self.transfer_fail_reason = "PAYEE_ACCOUNT_ABNORMAL"
@@ -194,9 +199,11 @@ class Sandbox(
             apiv3_key=_random(_ALNUM, 32),
         )
         self.merchants[merchant.mchid] = merchant
+        self.app_secrets[merchant.appid] = secrets.token_hex(16)
         return {
             "mchid": merchant.mchid,
             "appid": merchant.appid,
+            "oauth_app_secret": self.app_secrets[merchant.appid],
             "merchant_serial_no": merchant.serial_no,
             "merchant_private_key": sandbox_kit.private_key_pem(key),
             "apiv3_key": merchant.apiv3_key,
@@ -394,6 +401,57 @@ class Sandbox(
 
         return create
 
+    def openid_of(self, appid: str, user: str = "payer") -> str:
+        """The openid the sandbox's WeChat user ``user`` has under ``appid``."""
+        digest = hashlib.sha256(f"{appid}:{user}".encode()).hexdigest()
+        return "o" + digest[:27]
+
+    def _oauth_router(self) -> APIRouter:
+        """Web OAuth of the official accounts (``snsapi_base``: silent, no consent page)."""
+        router = APIRouter()
+
+        @router.get(oauth.AUTHORIZE_PATH)
+        async def authorize(
+            appid: str = "", redirect_uri: str = "", response_type: str = "",
+            scope: str = "", state: str = "", sandbox_user: str = "payer",
+        ) -> Response:  # fmt: skip
+            """``sandbox_user`` picks the WeChat user in the sandbox (the real one is whoever
+            is logged in to WeChat)."""
+            if appid not in self.app_secrets:
+                return PlainTextResponse("appid 参数错误 (errcode 10003)", status_code=400)
+            if response_type != "code" or scope not in ("snsapi_base", "snsapi_userinfo"):
+                return PlainTextResponse("scope 参数错误或没有 scope 权限", status_code=400)
+            if not redirect_uri.startswith(("https://", "http://")):
+                return PlainTextResponse("redirect_uri 参数错误 (errcode 10003)", status_code=400)
+            code = secrets.token_hex(16)
+            self.oauth_codes[code] = (appid, self.openid_of(appid, sandbox_user), clock.now())
+            sep = "&" if "?" in redirect_uri else "?"
+            query = urlencode({"code": code, "state": state})
+            return RedirectResponse(f"{redirect_uri}{sep}{query}", status_code=302)
+
+        @router.get(oauth.TOKEN_PATH)
+        async def token(appid: str = "", secret: str = "", code: str = "",
+                        grant_type: str = "") -> dict[str, Any]:  # fmt: skip
+            if self.app_secrets.get(appid) != secret or not secret:
+                return {"errcode": 40125, "errmsg": "invalid appsecret"}
+            if grant_type != "authorization_code":
+                return {"errcode": 40002, "errmsg": "invalid grant_type"}
+            if not code:
+                return {"errcode": 41008, "errmsg": "missing code"}
+            if code in self.oauth_used:
+                return {"errcode": 40163, "errmsg": "code been used"}
+            issued = self.oauth_codes.get(code)
+            age = (clock.now() - issued[2]).total_seconds() if issued else None
+            if issued is None or issued[0] != appid or age is None or age > 300:
+                return {"errcode": 40029, "errmsg": "invalid code"}
+            self.oauth_used.add(code)
+            del self.oauth_codes[code]
+            return {"access_token": secrets.token_hex(32), "expires_in": 7200,
+                    "refresh_token": secrets.token_hex(32), "openid": issued[1],
+                    "scope": "snsapi_base"}  # fmt: skip
+
+        return router
+
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="WeChat Pay sandbox", docs_url=None, redoc_url=None)
 
@@ -402,6 +460,7 @@ class Sandbox(
             return self._respond(exc.status, {"code": exc.code, "message": exc.message})
 
         app.add_exception_handler(WxError, on_error)
+        app.include_router(self._oauth_router())
 
         for kind in _TRADE_TYPES:
             app.add_api_route(
