@@ -142,14 +142,16 @@ async def test_a_channel_close_racing_our_close_request_is_our_close(stack: Stac
 
 
 async def test_paypal_cancel_sends_nothing_and_the_payment_expires(stack: Stack) -> None:
-    """PayPal tells nobody when the buyer presses Cancel (the buyer only lands on our return
-    URL, which proves nothing): the order stays payable until the payment expires."""
+    """PayPal tells nobody when the buyer presses Cancel (the buyer only lands back on the hosted
+    page, which proves nothing): the order stays payable until the payment expires."""
     tenant = await make_tenant(stack, channels=("paypal",))
     payment = await _create(stack, tenant, "paypal", expires_in=120)
     parts = urlsplit(payment["next_action"]["url"])
     r = await stack.client.post(f"{parts.path}?{parts.query}", data={"result": "cancel"})
     assert r.status_code == 303
     back = str(r.headers["location"]).removeprefix("http://gateway.test")
+    # Cancel lands on the hosted page (the other methods), never the success return URL.
+    assert back.startswith(f"/pay/{payment['id']}?cancelled=1&token="), back
     await stack.client.get(back)
     assert (await _get(stack, tenant, payment["id"]))["status"] == "pending"
     await _advance_until(stack, tenant, payment["id"], "expired")

@@ -340,6 +340,7 @@ async def _call_create(
         notify_url=channel_service.notify_url(rt.settings.public_url, account),
         expires_at=payment.expires_at,
         description=payment.description, return_url=return_url(rt.settings.public_url, payment),
+        cancel_url=cancel_url(rt.settings.public_url, payment),
         client_ip=payment.client_ip, customer=payment.customer or {},
         profit_sharing=profit_sharing,
     )  # fmt: skip
@@ -500,3 +501,9 @@ def return_url(public_url: str, payment: Payment) -> str:
     gateway, which asks the channel at once and then forwards to the merchant's
     ``return_url`` (or the hosted page)."""
     return f"{public_url.rstrip('/')}/pay/{payment.id}/return"
+
+
+def cancel_url(public_url: str, payment: Payment) -> str:
+    """Where a customer who cancels on the channel's page goes (PayPal's "Cancel"): back to the
+    hosted page, which offers the other methods — never the merchant's success URL."""
+    return f"{public_url.rstrip('/')}/pay/{payment.id}?cancelled=1"
