@@ -156,8 +156,8 @@ async def create(
         if pick is None:
             routing.raise_exhausted(plan, method, req.currency)
         account = pick.account  # a code belongs to one wallet: never another channel
-        attempt = service._new_attempt(payment, pick, rt.settings.channel_timeout_seconds)
-        service._point_at(payment, attempt)
+        attempt = service.new_attempt(payment, pick, rt.settings.channel_timeout_seconds)
+        service.point_at(payment, attempt)
         await service._insert(session, payment, stored, None, attempt)
     outcome = await _charge(rt, payment, attempt, account, auth_code)
     payment, _ = await service._record_create(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
+from paymux.cashier import service as cashier
 from paymux.funds.repository import FundsRepository
 from paymux.funds.schemas import FundsOut
 from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
@@ -63,10 +64,13 @@ async def list_payments(
 @router.get("/{payment_id}", response_model=PaymentOut, response_model_exclude_none=False)
 async def retrieve_payment(
     payment_id: str, auth: AuthDep, rt: RuntimeDep, session: ReadSessionDep,
-    expand: Annotated[list[Literal["attempts"]], Query()] = [],  # noqa: B006
+    expand: Annotated[list[Literal["attempts", "cashier"]], Query()] = [],  # noqa: B006
+    user_agent: Annotated[str, Header(max_length=1000)] = "",
 ) -> PaymentOut:  # fmt: skip
     """A payment; ``expand=attempts`` adds every channel attempt with the routing decision
-    behind it (candidates considered, why excluded, scores, the rule, why this one)."""
+    behind it (candidates considered, why excluded, scores, the rule, why this one);
+    ``expand=cashier`` the methods the cashier offers now, best first, with why (for the
+    environment of the ``User-Agent`` sent: forward the customer's)."""
     payment = await service.get(
         session, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
     )
@@ -77,6 +81,17 @@ async def retrieve_payment(
     if "attempts" in expand:
         attempts = await PaymentRepository(session).attempts_of(payment.id)
         out.attempts = [AttemptOut.of(a) for a in attempts]
+    if "cashier" in expand:
+        found = await cashier.view(rt, payment.id, user_agent=user_agent)
+        if found is not None:
+            out.cashier = {
+                "environment": found.environment,
+                "options": [
+                    {"method": o.method, "reasons": list(o.reasons)} for o in found.options
+                ],
+                "current_method": found.current_method,
+                "can_switch": found.can_switch,
+            }
     return out
 
 

@@ -54,6 +54,9 @@ class Payment(Base):
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     """Sum of the payment's succeeded refunds."""
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cashier_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    """A cashier payment (``method: "cashier"``): the methods the customer may choose from, in
+    the merchant's order (empty: any the app can serve). Null for a fixed-method payment."""
     request_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     """The ``Idempotency-Key`` and request that created this payment, hashed together
     (:func:`paymux.kit.idempotency.request_key`): a retry of that request after a crash finds

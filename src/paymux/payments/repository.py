@@ -140,6 +140,23 @@ class PaymentRepository:
         )  # fmt: skip
         return _one_row(result)
 
+    async def last_succeeded_method(
+        self, app_id: str, livemode: bool, customer_ref: str
+    ) -> str | None:
+        """The method of this customer's last succeeded payment of the app (the cashier)."""
+        stmt = (
+            sa.select(Payment.method)
+            .where(
+                Payment.app_id == app_id,
+                Payment.livemode == livemode,
+                Payment.customer_ref == customer_ref,
+                Payment.status == "succeeded",
+            )
+            .order_by(Payment.paid_at.desc())
+            .limit(1)
+        )
+        return (await self.session.scalars(stmt)).first()
+
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
         """As stored now (read again if this session has it: the caller may hold a lock)."""
         return await self.session.get(Attempt, attempt_id, populate_existing=True)

@@ -49,7 +49,19 @@ class PaymentCreate(BaseModel):
 
     amount: int = Field(gt=0, le=10**15, description="Minor units of `currency` (fen for CNY).")
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
-    method: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    method: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+        default="cashier",
+        description="A payment method, or `cashier` (the default): the customer picks one on "
+        "the hosted cashier (`next_action` redirects to `cashier_url`).",
+    )
+    allowed_methods: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] | None = (
+        Field(
+            default=None,
+            max_length=32,
+            description="With `method: cashier`: the methods the customer may choose from, in "
+            "the merchant's preferred order (default: every method the app can serve).",
+        )
+    )
     out_trade_no: OutTradeNo
     subject: Annotated[str, StringConstraints(min_length=1, max_length=127, strip_whitespace=True)]
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
@@ -131,6 +143,10 @@ class PaymentOut(BaseModel):
     description: str | None
     next_action: dict[str, Any] | None
     cashier_url: str
+    allowed_methods: list[str] | None = None
+    """A cashier payment's methods in the merchant's order (empty: any)."""
+    cashier: dict[str, Any] | None = None
+    """The cashier's options, best first, with why: on retrieve with ``expand=cashier`` only."""
     failure: Failure | None
     customer: dict[str, Any]
     metadata: dict[str, Any]
@@ -168,6 +184,7 @@ class PaymentOut(BaseModel):
             description=payment.description,
             next_action=payment.next_action,
             cashier_url=f"{public_url.rstrip('/')}/pay/{payment.id}",
+            allowed_methods=payment.cashier_methods,
             failure=failure,
             customer=payment.customer or {},
             metadata=payment.metadata_ or {},

@@ -91,7 +91,7 @@ def prechecks(req: PaymentCreate, method: str | None = None) -> dict[str, base.R
     return refused
 
 
-def _new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> Attempt:
+def new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> Attempt:
     # Due for a query shortly after the create call must have ended: if this process dies
     # mid-call, the janitor finds the attempt still ``created`` and asks the channel.
     due = clock.now() + dt.timedelta(seconds=call_seconds + QUERY_BACKOFF_SECONDS[0])
@@ -112,7 +112,7 @@ def _new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> A
     )
 
 
-def _point_at(payment: Payment, attempt: Attempt) -> None:
+def point_at(payment: Payment, attempt: Attempt) -> None:
     payment.current_attempt_id = attempt.id
     payment.channel = attempt.channel
     payment.channel_account_id = attempt.channel_account_id
@@ -120,6 +120,49 @@ def _point_at(payment: Payment, attempt: Attempt) -> None:
 
 WALLET_METHOD = "wallet"
 """Pay with a wallet's balance (``customer.wallet``): settled in the ledger, no channel."""
+CASHIER_METHOD = "cashier"
+"""The customer picks the method on the hosted cashier: created with no channel attempt."""
+
+
+def cashier_action(public_url: str, payment: Payment) -> dict[str, str]:
+    return {"type": "redirect", "url": f"{public_url.rstrip('/')}/pay/{payment.id}"}
+
+
+def _allowed_methods(req: PaymentCreate) -> list[str]:
+    allowed = list(req.allowed_methods or [])
+    if req.method != CASHIER_METHOD:
+        if req.allowed_methods is not None:
+            raise InvalidRequest("parameter_invalid", "allowed_methods needs method cashier.",
+                                 param="allowed_methods")  # fmt: skip
+        return allowed
+    known = registry.all_methods() - registry.barcode_methods()
+    for method in allowed:
+        if method not in known:
+            raise InvalidRequest("unsupported_method", f"Unknown method {method!r}.",
+                                 param="allowed_methods")  # fmt: skip
+    if len(set(allowed)) != len(allowed):
+        raise InvalidRequest("parameter_invalid", "allowed_methods has a method twice.",
+                             param="allowed_methods")  # fmt: skip
+    return allowed
+
+
+async def _create_cashier_payment(
+    rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
+    request_key: str | None,
+) -> Payment:  # fmt: skip
+    """A cashier payment: no attempt until the customer chooses; ``next_action`` sends them to
+    the hosted cashier (:mod:`paymux.cashier.service`)."""
+    money.check_amount(req.amount, req.currency)
+    allowed = _allowed_methods(req)
+    ttl = req.expires_in or rt.settings.payment_expiry_seconds
+    expires_at = clock.now() + dt.timedelta(seconds=ttl)
+    async with rt.db.transaction() as session:
+        payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
+                               expires_at=expires_at, request_key=request_key)  # fmt: skip
+        payment.cashier_methods = allowed
+        payment.next_action = cashier_action(rt.settings.public_url, payment)
+        await _insert(session, payment, req, None)
+    return payment
 
 
 def _new_payment(
@@ -210,6 +253,13 @@ async def create(
             request_key=request_key,
         )  # fmt: skip
         return wallet_payment, 0
+    if req.method == CASHIER_METHOD:
+        cashier_payment = await _create_cashier_payment(
+            rt, app_id=app_id, merchant_id=merchant_id, livemode=livemode, req=req,
+            request_key=request_key,
+        )  # fmt: skip
+        return cashier_payment, 0
+    _allowed_methods(req)
     refusals = _validate(req)
     profit_sharing = wants_profit_sharing(req)
     now = clock.now()
@@ -217,7 +267,6 @@ async def create(
     call_seconds = rt.settings.channel_timeout_seconds
     expires_at = now + dt.timedelta(seconds=ttl)
     started = time.monotonic()
-    budget = rt.settings.routing_failover_budget_seconds
     async with rt.db.transaction() as session:
         plan = await routing.plan(
             session, app_id=app_id, livemode=livemode, method=req.method,
@@ -229,10 +278,22 @@ async def create(
         pick = await routing.next_candidate(session, plan)
         if pick is None:  # every candidate's daily limit or breaker probe was taken meanwhile
             routing.raise_exhausted(plan, req.method, req.currency)
-        attempt = _new_attempt(payment, pick, call_seconds)
-        _point_at(payment, attempt)
+        attempt = new_attempt(payment, pick, call_seconds)
+        point_at(payment, attempt)
         await _insert(session, payment, req, top_up_wallet_id, attempt)
-    account = pick.account
+    return await run_attempts(rt, payment, attempt, plan, started=started,
+                              profit_sharing=profit_sharing)  # fmt: skip
+
+
+async def run_attempts(
+    rt: Runtime, payment: Payment, attempt: Attempt, plan: routing.Plan, *, started: float,
+    profit_sharing: bool = False,
+) -> tuple[Payment, int]:  # fmt: skip
+    """Call the channel for ``attempt`` (inserted, status ``created``) and fail over along
+    ``plan`` within the time budget. Returns the payment and the milliseconds channels took."""
+    call_seconds = rt.settings.channel_timeout_seconds
+    budget = rt.settings.routing_failover_budget_seconds
+    account = plan.accounts[attempt.channel_account_id]
     channel_ms = 0
     while True:
         outcome = await _call_create(rt, payment, attempt, account,
@@ -348,13 +409,17 @@ async def _record_create(
                                "code": outcome.error.code[:64]})  # fmt: skip
             pick = await routing.next_candidate(session, plan)
             if pick is not None:
-                following = _new_attempt(payment, pick, call_seconds)
-                _point_at(payment, following)
+                following = new_attempt(payment, pick, call_seconds)
+                point_at(payment, following)
                 session.add(following)
                 return payment, following
         declined = outcome.kind == "declined"
         category = getattr(outcome.error, "category", None)
         code = (category or outcome.error.code) if declined else "channel_unavailable"
+        if payment.cashier_methods is not None and payment.status == PaymentStatus.pending:
+            # A cashier payment stays open: the customer picks another method.
+            payment.next_action = cashier_action(public_url, payment)
+            return payment, None
         await move_payment(
             session, payment, PaymentStatus.failed, public_url,
             failure=(code[:64], outcome.error.message[:500]),

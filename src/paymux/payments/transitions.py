@@ -196,7 +196,33 @@ async def apply_state(
         if changed and state.channel_code:  # the channel's own code stays on the attempt
             attempt.error_code = state.channel_code[:64]
             attempt.error_message = (state.failure_message or "")[:500] or None
+    if (
+        payment_target is PaymentStatus.succeeded
+        and attempt.id != payment.current_attempt_id
+        and payment.cashier_methods is not None
+        and payment.status == PaymentStatus.pending
+    ):
+        # A cashier payment switched away from this attempt, paid anyway before its close:
+        # the payment succeeds once, with this attempt (the other one is closed by the switch
+        # or the expiry).
+        log.warning("late_success_of_switched_attempt", payment=payment.id, attempt=attempt.id)
+        payment.current_attempt_id = attempt.id
+        payment.channel = attempt.channel
+        payment.channel_account_id = attempt.channel_account_id
+        payment.method = attempt.method
     if payment_target is None or attempt.id != payment.current_attempt_id:
+        return changed
+    if (
+        payment_target is PaymentStatus.failed
+        and payment.cashier_methods is not None
+        and clock.now() < payment.expires_at
+    ):
+        # A declined attempt of a cashier payment: the payment stays open and the cashier
+        # offers the other methods.
+        payment.next_action = {
+            "type": "redirect",
+            "url": f"{public_url.rstrip('/')}/pay/{payment.id}",
+        }
         return changed
     if payment_target is PaymentStatus.succeeded:
         payment.channel_trade_no = state.channel_trade_no or attempt.channel_trade_no

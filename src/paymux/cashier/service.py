@@ -1,0 +1,274 @@
+"""The cashier: which methods can serve a cashier payment now, in which order and why
+(:func:`view`), and the customer's choice (:func:`choose`), which opens the attempt through
+routing and closes the previous one at its channel first — one payable order at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from paymux.cashier import ordering
+from paymux.channel_accounts import service as channel_service
+from paymux.channels import base, registry
+from paymux.kit import clock
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
+from paymux.payments import service as payments
+from paymux.payments.models import Attempt, Payment
+from paymux.payments.schemas import PaymentCreate
+from paymux.payments.repository import PaymentRepository
+from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
+from paymux.payments.transitions import apply_state, move_attempt
+from paymux.routing import service as routing
+from paymux.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+environment_of = ordering.environment_of
+
+
+@dataclass(frozen=True)
+class Option:
+    method: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CashierView:
+    payment: Payment
+    options: tuple[Option, ...]
+    environment: str
+    current_method: str | None
+    can_switch: bool
+
+
+_CUSTOMER_PARAMS = ("customer", "client_ip")
+"""Request problems the cashier itself resolves (the payer's id from the in-wallet OAuth, the
+customer's IP): they do not make a method unavailable."""
+
+
+def _open(payment: Payment) -> bool:
+    return payment.status == PaymentStatus.pending and clock.now() < payment.expires_at
+
+
+async def _eligible(rt: Runtime, payment: Payment) -> list[str]:
+    """The methods routing could serve this payment with now (currency, amount limits, an
+    enabled account of the app and mode, breaker, maintenance), in the merchant's order."""
+    wanted = list(payment.cashier_methods or [])
+    if not wanted:
+        wanted = sorted(registry.all_methods() - registry.barcode_methods())
+    eligible: list[str] = []
+    async with rt.db.read() as session:
+        for method in wanted:
+            request = base.PaymentRequest(
+                method=method, amount=payment.amount, currency=payment.currency,
+                subject=payment.subject, description=payment.description,
+                client_ip=payment.client_ip, customer=dict(payment.customer or {}),
+            )  # fmt: skip
+            refused = {
+                channel: problem
+                for channel, problem in registry.refusals(request).items()
+                if not (problem.param or "").startswith(_CUSTOMER_PARAMS)
+            }
+            if refused and len(refused) == len(registry.channels_for_method(method)):
+                continue
+            try:
+                await routing.plan(
+                    session, app_id=payment.app_id, livemode=payment.livemode, method=method,
+                    currency=payment.currency, amount=payment.amount,
+                    customer=dict(payment.customer or {}), metadata=dict(payment.metadata_ or {}),
+                    refusals=refused,
+                )  # fmt: skip
+            except InvalidRequest:
+                continue
+            eligible.append(method)
+    return eligible
+
+
+async def _last_used(rt: Runtime, payment: Payment) -> str | None:
+    if not payment.customer_ref:
+        return None
+    async with rt.db.read() as session:
+        return await PaymentRepository(session).last_succeeded_method(
+            payment.app_id, payment.livemode, payment.customer_ref
+        )
+
+
+async def _options(rt: Runtime, payment: Payment, environment: str) -> tuple[Option, ...]:
+    eligible = await _eligible(rt, payment)
+    ranked = ordering.order(
+        eligible, environment=environment, last_used=await _last_used(rt, payment),
+        merchant_order=payment.cashier_methods or (),
+        region=(payment.customer or {}).get("region"),
+    )  # fmt: skip
+    return tuple(Option(r.method, r.reasons) for r in ranked)
+
+
+async def _current(rt: Runtime, payment: Payment) -> Attempt | None:
+    if payment.current_attempt_id is None:
+        return None
+    async with rt.db.read() as session:
+        attempt = await PaymentRepository(session).get_attempt(payment.current_attempt_id)
+    if attempt is None or attempt.status not in (
+        AttemptStatus.created, AttemptStatus.pending, AttemptStatus.unknown
+    ):  # fmt: skip
+        return None
+    return attempt
+
+
+async def view(rt: Runtime, payment_id: str, *, user_agent: str) -> CashierView | None:
+    """The cashier of a payment by its public id; None if there is no such payment."""
+    async with rt.db.read() as session:
+        payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None:
+        return None
+    environment = ordering.environment_of(user_agent)
+    if payment.cashier_methods is None or not _open(payment):
+        return CashierView(payment, (), environment, None, False)
+    options = await _options(rt, payment, environment)
+    current = await _current(rt, payment)
+    current_method = current.method if current is not None else None
+    can_switch = any(o.method != current_method for o in options)
+    return CashierView(payment, options, environment, current_method, can_switch)
+
+
+def _stale(attempt: Attempt, call_seconds: float) -> bool:
+    """A create call that should have ended long ago (its process died mid-call)."""
+    return clock.now() - attempt.created_at > dt.timedelta(seconds=2 * call_seconds + 5)
+
+
+async def choose(
+    rt: Runtime, payment_id: str, method: str, *, user_agent: str,
+    payer: Mapping[str, str] | None = None,
+) -> Payment:  # fmt: skip
+    """Open an attempt for ``method`` through routing (failover included), closing the open
+    one at its channel first: never two payable orders at once."""
+    async with rt.db.read() as session:
+        payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None:
+        raise NotFound("payment", payment_id)
+    if payment.cashier_methods is None:
+        raise Conflict("not_a_cashier_payment", "This payment's method was fixed at creation.")
+    if payment.status != PaymentStatus.pending:
+        raise Conflict("payment_final", f"The payment is {payment.status}.")
+    if not _open(payment):
+        raise Conflict("payment_expired", "The payment has expired.")
+    environment = ordering.environment_of(user_agent)
+    if method not in {o.method for o in await _options(rt, payment, environment)}:
+        raise InvalidRequest("method_unavailable", f"{method!r} cannot serve this payment now.",
+                             param="method")  # fmt: skip
+    call_seconds = rt.settings.channel_timeout_seconds
+    started = time.monotonic()
+    # 1. Claim the switch under the payment's lock: the open attempts are marked closing, the
+    #    new attempt is inserted (``created``) and pointed at. A concurrent choose() sees it.
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        if payment.status != PaymentStatus.pending:
+            raise Conflict("payment_final", f"The payment is {payment.status}.")
+        previous = await repo.open_attempts(payment.id)
+        for attempt in previous:
+            if attempt.status == AttemptStatus.created and not _stale(attempt, call_seconds):
+                raise Conflict("choice_in_progress", "Another method is being opened now.")
+        if payer:
+            payment.customer = {**(payment.customer or {}), **dict(payer)}
+        payment.method = method
+        plan = await routing.plan(
+            session, app_id=payment.app_id, livemode=payment.livemode, method=method,
+            currency=payment.currency, amount=payment.amount, customer=dict(payment.customer),
+            metadata=dict(payment.metadata_ or {}),
+            refusals=payments.prechecks(_as_request(payment), method),
+        )  # fmt: skip
+        pick = await routing.next_candidate(session, plan)
+        if pick is None:
+            routing.raise_exhausted(plan, method, payment.currency)
+        attempt = payments.new_attempt(payment, pick, call_seconds)
+        for old in previous:
+            old.error_code = ATTEMPT_CLOSING
+        payments.point_at(payment, attempt)
+        payment.next_action = None
+        repo.add(attempt)
+        previous_ids = [(a.id, a.channel_account_id, a.channel_trade_no) for a in previous]
+    # 2. Close the previous orders at their channels (outside any transaction).
+    for old_id, account_id, trade_no in previous_ids:
+        async with rt.db.read() as session:
+            account = await channel_service.account_of(session, account_id)
+        adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+        try:
+            await adapter.close_payment(old_id, channel_trade_no=trade_no)
+        except base.BusinessError as exc:
+            if exc.code != "already_paid":
+                await _abandon(rt, payment.id, attempt.id, old_id)
+                raise UpstreamError(
+                    "channel_error", f"The channel refused to close: {exc}"
+                ) from exc
+            await _paid_before_switch(rt, payment.id, attempt.id, old_id, adapter, trade_no)
+            raise Conflict("payment_succeeded",
+                           "The previous method was paid before the switch.") from exc  # fmt: skip
+        except base.ChannelError as exc:
+            await _abandon(rt, payment.id, attempt.id, old_id)
+            raise UpstreamError("channel_unavailable",
+                                f"Could not close the previous order: {exc.code}") from exc  # fmt: skip
+        async with rt.db.transaction() as session:
+            repo = PaymentRepository(session)
+            await repo.lock(payment.id)
+            old = await repo.get_attempt(old_id)
+            if old is not None:
+                move_attempt(old, AttemptStatus.closed)
+                if old.limit_day is not None:
+                    await routing.release(session, old.channel_account_id, old.limit_day,
+                                          old.amount)  # fmt: skip
+    # 3. Open the new order through the usual create path (failover included).
+    result, _ = await payments.run_attempts(rt, payment, attempt, plan, started=started)
+    return result
+
+
+def _as_request(payment: Payment) -> PaymentCreate:
+    return PaymentCreate(
+        amount=payment.amount, currency=payment.currency, method=payment.method,
+        out_trade_no=payment.out_trade_no, subject=payment.subject,
+        description=payment.description, customer=dict(payment.customer or {}),
+        client_ip=payment.client_ip,
+    )  # fmt: skip
+
+
+async def _abandon(rt: Runtime, payment_id: str, new_id: str, old_id: str) -> None:
+    """The previous order could not be closed: it stays the payment's, the new one is dropped
+    before it ever reached a channel."""
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        new = await repo.get_attempt(new_id)
+        old = await repo.get_attempt(old_id)
+        assert new is not None and old is not None
+        move_attempt(new, AttemptStatus.failed)
+        new.error_code = "previous_not_closed"
+        if new.limit_day is not None:
+            await routing.release(session, new.channel_account_id, new.limit_day, new.amount)
+        old.error_code = None
+        payment.current_attempt_id = old.id
+        payment.channel, payment.channel_account_id = old.channel, old.channel_account_id
+        payment.method = old.method
+        payment.next_action = old.next_action
+
+
+async def _paid_before_switch(
+    rt: Runtime, payment_id: str, new_id: str, old_id: str, adapter: base.ChannelAdapter,
+    trade_no: str | None,
+) -> None:  # fmt: skip
+    """The previous order was paid before it could be closed: the payment succeeds with it."""
+    await _abandon(rt, payment_id, new_id, old_id)
+    try:
+        state = await adapter.query_payment(old_id, channel_trade_no=trade_no)
+    except base.ChannelError:
+        log.info("paid_before_switch_query_failed", attempt=old_id)
+        return  # the janitor asks again
+    async with rt.db.transaction() as session:
+        repo = PaymentRepository(session)
+        payment = await repo.lock(payment_id)
+        old = await repo.get_attempt(old_id)
+        assert old is not None
+        await apply_state(session, payment, old, state, rt.settings.public_url)
