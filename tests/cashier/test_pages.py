@@ -97,3 +97,26 @@ async def test_a_bad_link_is_a_friendly_page(stack: Stack) -> None:
         assert "content-security-policy" in r.headers
     r = await stack.client.get("/static/vendor/../../config.py")
     assert r.status_code == 404
+
+
+async def test_a_cashier_payment_lists_methods_and_switches(stack: Stack) -> None:
+    tenant = await make_tenant(stack, channels=("wechatpay", "alipay"))
+    p = await _create(stack, tenant, method="cashier")
+    stack.client.cookies.clear()
+    page = await stack.client.get(f"/pay/{p['id']}?lang=en")
+    assert 'data-state="choose"' in page.text
+    methods = re.findall(r'data-method="([a-z_]+)"', page.text)
+    assert "wechat_native" in methods and "alipay_qr" in methods
+    chosen = await stack.client.post(f"/pay/{p['id']}/method", data={"method": "wechat_native"})
+    assert chosen.status_code == 303 and chosen.headers["location"] == f"/pay/{p['id']}"
+    page = await stack.client.get(f"/pay/{p['id']}?lang=en")
+    assert 'data-state="pending"' in page.text and "<svg" in page.text
+    assert f'href="/pay/{p["id"]}?switch=1"' in page.text
+    switch = await stack.client.get(f"/pay/{p['id']}?switch=1&lang=en")
+    others = re.findall(r'data-method="([a-z_]+)"', switch.text)
+    assert "alipay_qr" in others and "wechat_native" not in others
+    moved = await stack.client.post(f"/pay/{p['id']}/method", data={"method": "alipay_qr"})
+    assert moved.status_code == 303
+    bad = await stack.client.post(f"/pay/{p['id']}/method", data={"method": "nope"})
+    assert 400 <= bad.status_code < 500
+    stack.client.cookies.clear()

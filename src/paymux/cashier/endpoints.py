@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import segno
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from paymux.cashier import service
 from paymux.cashier.errors import N_, customer_error
 from paymux.kit import clock
 from paymux.kit.idempotency import IdempotentRoute
@@ -64,9 +65,7 @@ def _state(payment: Payment, now: dt.datetime) -> str:
     if payment.status == "pending":
         if clock.aware(payment.expires_at) <= now:
             return "expired"
-        if not payment.next_action or payment.next_action.get("type") == "cashier":
-            return "choose" if payment.current_attempt_id is None else "pending"
-        return "pending"
+        return "choose" if payment.current_attempt_id is None else "pending"
     return str(payment.status)
 
 
@@ -75,16 +74,22 @@ def _not_found(request: Request) -> HTMLResponse:
 
 
 @router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
-async def pay_page(request: Request, payment_id: str, session: ReadSessionDep) -> HTMLResponse:
-    payment = await PaymentRepository(session).get_public(payment_id)
-    if payment is None:
+async def pay_page(
+    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
+) -> HTMLResponse:
+    cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
+    if cashier is None:
         return _not_found(request)
-    merchants = MerchantRepository(session)
-    app = await merchants.get_app(payment.app_id)
-    merchant = await merchants.get_merchant(payment.merchant_id)
+    payment = cashier.payment
+    async with rt.db.read() as session:
+        merchants = MerchantRepository(session)
+        app = await merchants.get_app(payment.app_id)
+        merchant = await merchants.get_merchant(payment.merchant_id)
     names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
     action = payment.next_action or {}
     state = _state(payment, clock.now())
+    if state == "pending" and switch and cashier.can_switch:
+        state = "choose"
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
         qr_svg = segno.make(action["code_url"], error="m").svg_inline(scale=6, border=2)
@@ -96,10 +101,20 @@ async def pay_page(request: Request, payment_id: str, session: ReadSessionDep) -
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": (),
-        "can_switch": False,
+        "options": [o for o in cashier.options if o.method != cashier.current_method],
+        "can_switch": cashier.can_switch,
+        "method_label": _label_for(request),
     }
-    return site.render(request, "pay.html", {**ctx, "method_label": _label_for(request)})
+    return site.render(request, "pay.html", ctx)
+
+
+@router.post("/pay/{payment_id}/method", include_in_schema=False)
+async def pay_choose(
+    request: Request, payment_id: str, rt: RuntimeDep, method: str = Form(max_length=32)
+) -> RedirectResponse:
+    """The customer picked a method: open (or switch to) its attempt, then show the page."""
+    await service.choose(rt, payment_id, method, user_agent=request.headers.get("user-agent", ""))
+    return RedirectResponse(f"/pay/{payment_id}", status_code=303)
 
 
 def _label_for(request: Request) -> Any:
