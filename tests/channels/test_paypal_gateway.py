@@ -111,7 +111,8 @@ async def test_buyer_cancels_then_merchant_closes(stack: Stack) -> None:
     assert back.startswith(f"http://gateway.test/pay/{payment['id']}/return?token=")
     assert "PayerID" not in back
     returned = await stack.client.get(back.removeprefix("http://gateway.test"))
-    assert (returned.status_code, returned.headers["location"]) == (303, RETURN_URL)
+    # A cancel is not a success: the customer is back on the cashier, not the merchant's page.
+    assert (returned.status_code, returned.headers["location"]) == (303, f"/pay/{payment['id']}")
     r = await stack.client.post(f"/v1/payments/{payment['id']}/close", headers=tenant.headers)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "closed"
