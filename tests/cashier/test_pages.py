@@ -90,11 +90,13 @@ async def test_a_decline_explains_and_leads_back_to_the_shop(stack: Stack) -> No
 async def test_a_bad_link_is_a_friendly_page(stack: Stack) -> None:
     for path in ("/pay/pay_nope", "/pay/pay_nope/return", "/pay/pay_nope/status"):
         stack.client.cookies.clear()  # the language cookie of an earlier test
-        r = await stack.client.get(path, headers={"Accept-Language": "en"})
+        r = await stack.client.get(path, headers={"Accept-Language": "en", "Accept": "text/html"})
         assert r.status_code == 404
         assert r.headers["content-type"].startswith("text/html")
         assert "Payment not found" in r.text
         assert "content-security-policy" in r.headers
+        api = await stack.client.get(path)  # an API client gets the machine-readable error
+        assert api.status_code == 404 and api.json()["error"]["code"] == "resource_missing"
     r = await stack.client.get("/static/vendor/../../config.py")
     assert r.status_code == 404
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from paymux.cashier import service
 from paymux.cashier.errors import N_, customer_error
 from paymux.kit import clock
+from paymux.kit.errors import NotFound
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep
 from paymux.merchants.repository import MerchantRepository
@@ -69,7 +70,11 @@ def _state(payment: Payment, now: dt.datetime) -> str:
     return str(payment.status)
 
 
-def _not_found(request: Request) -> HTMLResponse:
+def _not_found(request: Request, payment_id: str) -> HTMLResponse:
+    """A browser (it accepts text/html) gets a friendly page in its language; an API client
+    the usual machine-readable ``not_found`` error."""
+    if "text/html" not in request.headers.get("accept", ""):
+        raise NotFound("payment", payment_id)
     return site.render(request, "not_found.html", status_code=404)
 
 
@@ -79,7 +84,7 @@ async def pay_page(
 ) -> HTMLResponse:
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
-        return _not_found(request)
+        return _not_found(request, payment_id)
     payment = cashier.payment
     async with rt.db.read() as session:
         merchants = MerchantRepository(session)
@@ -143,7 +148,7 @@ async def customer_return(
     merchant's ``return_url`` (or this hosted page, which shows the outcome)."""
     payment = await lifecycle.on_customer_return(rt, payment_id)
     if payment is None:
-        return _not_found(request)
+        return _not_found(request, payment_id)
     target = payment.return_url if payment.status == "succeeded" and payment.return_url else None
     return RedirectResponse(target or f"/pay/{payment.id}", status_code=303)
 
@@ -154,5 +159,5 @@ async def pay_status(
 ) -> dict[str, Any] | HTMLResponse:
     payment = await PaymentRepository(session).get_public(payment_id)
     if payment is None:
-        return _not_found(request)
+        return _not_found(request, payment_id)
     return _status(payment)

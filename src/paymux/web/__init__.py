@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 from paymux.kit import money
+from paymux.kit.errors import NotFound
 from paymux.web import i18n
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -185,7 +186,7 @@ def static_router(domains: Mapping[str, Path]) -> APIRouter:
         root = roots.get(domain)
         target = _safe_file(root, path) if root is not None else None
         if target is None:
-            return Response("not found", status_code=404, media_type="text/plain")
+            raise NotFound("file", path)
         cache = (
             "public, max-age=31536000, immutable" if domain == "vendor" else "public, max-age=300"
         )
