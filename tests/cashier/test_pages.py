@@ -8,6 +8,7 @@ from typing import Any
 
 from paymux.kit import clock as kit_clock
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
+from tests.payments.test_payments import wait_for
 
 
 async def _create(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:
@@ -52,11 +53,8 @@ async def test_paid_through_the_sandbox_ends_succeeded(stack: Stack) -> None:
     r = await stack.client.post(f"/sandbox/wechatpay/_sandbox/orders/{attempt}/pay",
                                 json={"result": "pay"})  # fmt: skip
     assert r.status_code == 200, r.text
-    for _ in range(5):
-        live = await stack.client.get(f"/pay/{p['id']}/live")
-        if live.headers.get("hx-refresh") == "true":
-            break
-        await run_worker(stack)
+    await wait_for(stack, tenant, p["id"], "succeeded")  # the sandbox notifies asynchronously
+    live = await stack.client.get(f"/pay/{p['id']}/live")
     assert live.headers.get("hx-refresh") == "true"
     page = await stack.client.get(f"/pay/{p['id']}?lang=en")
     assert 'data-status="succeeded"' in page.text
