@@ -118,5 +118,11 @@ async def test_a_cashier_payment_lists_methods_and_switches(stack: Stack) -> Non
     moved = await stack.client.post(f"/pay/{p['id']}/method", data={"method": "alipay_qr"})
     assert moved.status_code == 303
     bad = await stack.client.post(f"/pay/{p['id']}/method", data={"method": "nope"})
-    assert 400 <= bad.status_code < 500
+    assert 400 <= bad.status_code < 500 and bad.json()["error"]["code"]
+    shown = await stack.client.post(f"/pay/{p['id']}/method?lang=en", data={"method": "nope"},
+                                    headers={"Accept": "text/html"})  # fmt: skip
+    assert 400 <= shown.status_code < 500 and 'data-state="refused"' in shown.text
+    assert f'href="/pay/{p["id"]}"' in shown.text
+    still = await stack.client.get(f"/pay/{p['id']}?lang=en")  # nothing changed
+    assert 'data-state="pending"' in still.text
     stack.client.cookies.clear()

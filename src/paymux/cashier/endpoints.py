@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from paymux.cashier import service
 from paymux.cashier.errors import N_, customer_error
 from paymux.kit import clock
-from paymux.kit.errors import NotFound
+from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep
 from paymux.merchants.repository import MerchantRepository
@@ -113,12 +113,22 @@ async def pay_page(
     return site.render(request, "pay.html", ctx)
 
 
-@router.post("/pay/{payment_id}/method", include_in_schema=False)
+@router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
 async def pay_choose(
     request: Request, payment_id: str, rt: RuntimeDep, method: str = Form(max_length=32)
-) -> RedirectResponse:
-    """The customer picked a method: open (or switch to) its attempt, then show the page."""
-    await service.choose(rt, payment_id, method, user_agent=request.headers.get("user-agent", ""))
+) -> RedirectResponse | HTMLResponse:
+    """The customer picked a method: open (or switch to) its attempt, then show the page. A
+    refusal (unknown or unavailable method, a final or expired payment) changes nothing: API
+    clients get the machine-readable error, browsers a page that explains and leads back."""
+    try:
+        await service.choose(
+            rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
+        )
+    except PaymuxError as exc:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        ctx = {"payment_id": payment_id, "reference": f"{payment_id} · {exc.code}"}
+        return site.render(request, "refused.html", ctx, status_code=exc.status_code)
     return RedirectResponse(f"/pay/{payment_id}", status_code=303)
 
 
