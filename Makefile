@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: demo install dev browser test lint bench clean
+.PHONY: demo install dev browser i18n test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,15 @@ browser:
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium fonts-noto-cjk; } || \
 	  echo "chromium is missing: browser tests will be skipped (apt-get install chromium fonts-noto-cjk)"
 
+# Customer-page messages (Babel): re-extract from the templates and the cashier's catalogues and
+# merge into each language's .po (translate the new entries; tests/web fails on any left empty).
+# The .po files are the source; paymux compiles them when first used.
+i18n: dev
+	$(BIN)/pybabel -q extract -F src/paymux/locale/babel.cfg -k N_ --no-location --omit-header \
+	  -o src/paymux/locale/messages.pot .
+	$(BIN)/pybabel -q update -i src/paymux/locale/messages.pot -d src/paymux/locale \
+	  --no-fuzzy-matching
+
 lint: dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src
@@ -40,6 +49,7 @@ bench: dev
 	$(BIN)/python bench/lifecycle.py --json --scaling
 	$(BIN)/python bench/ledger.py --json
 	$(BIN)/python bench/routing.py --json
+	$(BIN)/python bench/cashier.py --json
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*

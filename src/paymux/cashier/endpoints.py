@@ -1,30 +1,55 @@
-"""``/pay/<payment id>``: the minimal hosted payment page — QR code or redirect, live status,
-and the final screen. Reached by the payment's unguessable id; shows nothing secret."""
+"""``/pay/<payment id>``: the hosted cashier — the merchant's name and the amount, the QR code or
+redirect with a live status and an expiry countdown, and the final screens (success back to the
+merchant, failures explained from the error catalogue with a way back). Reached by the payment's
+unguessable id; shows nothing secret. Pages are rendered through :mod:`paymux.web` (CSP with a
+nonce, security headers, zh_CN/en)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import segno
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from paymux.kit import money
-from paymux.kit.errors import NotFound
+from paymux.cashier import service
+from paymux.cashier.errors import N_, customer_error
+from paymux.kit import clock
+from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
-from paymux.kit.web import ReadSessionDep, RuntimeDep, SessionDep
+from paymux.kit.web import ReadSessionDep, RuntimeDep
+from paymux.merchants.repository import MerchantRepository
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
+from paymux.web import Site, i18n, static_router
+
+HERE = Path(__file__).resolve().parent
+site = Site("cashier", [HERE / "templates"])
 
 router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
-
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
+router.include_router(
+    static_router({"cashier": HERE / "static", "web": HERE.parent / "web" / "static"})
 )
+
+METHOD_LABELS = {
+    "wechat_native": N_("WeChat Pay QR code"),
+    "wechat_h5": N_("WeChat Pay (mobile web)"),
+    "wechat_jsapi": N_("WeChat Pay"),
+    "alipay_qr": N_("Alipay QR code"),
+    "alipay_page": N_("Alipay website"),
+    "alipay_wap": N_("Alipay (mobile web)"),
+    "alipay_jsapi": N_("Alipay"),
+    "unionpay_qr": N_("UnionPay QR code"),
+    "unionpay_gateway": N_("UnionPay online banking"),
+    "unionpay_wap": N_("UnionPay (mobile web)"),
+    "card": N_("Bank card"),
+    "apple_pay": N_("Apple Pay"),
+    "google_pay": N_("Google Pay"),
+    "paypal": N_("PayPal"),
+}
 
 
 def _status(payment: Payment) -> dict[str, Any]:
@@ -35,40 +60,114 @@ def _status(payment: Payment) -> dict[str, Any]:
     }
 
 
-async def _load(session: SessionDep, payment_id: str) -> Payment:
-    payment = await PaymentRepository(session).get_public(payment_id)
-    if payment is None:
+def _state(payment: Payment, now: dt.datetime) -> str:
+    """What the page shows: the payment's status, except that a pending payment past its expiry
+    is shown (and treated) as expired before the janitor gets to it."""
+    if payment.status == "pending":
+        if clock.aware(payment.expires_at) <= now:
+            return "expired"
+        return "choose" if payment.current_attempt_id is None else "pending"
+    return str(payment.status)
+
+
+def _not_found(request: Request, payment_id: str) -> HTMLResponse:
+    """A browser (it accepts text/html) gets a friendly page in its language; an API client
+    the usual machine-readable ``not_found`` error."""
+    if "text/html" not in request.headers.get("accept", ""):
         raise NotFound("payment", payment_id)
-    return payment
+    return site.render(request, "not_found.html", status_code=404)
 
 
 @router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
-async def pay_page(payment_id: str, session: ReadSessionDep) -> HTMLResponse:
-    payment = await _load(session, payment_id)
+async def pay_page(
+    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
+) -> HTMLResponse:
+    cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
+    if cashier is None:
+        return _not_found(request, payment_id)
+    payment = cashier.payment
+    async with rt.db.read() as session:
+        merchants = MerchantRepository(session)
+        app = await merchants.get_app(payment.app_id)
+        merchant = await merchants.get_merchant(payment.merchant_id)
+    names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
     action = payment.next_action or {}
+    state = _state(payment, clock.now())
+    if state == "pending" and switch and cashier.can_switch:
+        state = "choose"
     qr_svg = None
-    if action.get("type") == "qr_code" and action.get("code_url"):
+    if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
         qr_svg = segno.make(action["code_url"], error="m").svg_inline(scale=6, border=2)
-    html = _templates.get_template("pay.html").render(
-        payment=payment,
-        amount=money.to_major(payment.amount, payment.currency),
-        action=action,
-        qr_svg=qr_svg,
-        final=payment.status != "pending",
-    )
-    return HTMLResponse(html)
+    code = payment.failure_code if state == "failed" else state
+    ctx = {
+        "payment": payment,
+        "merchant_name": " · ".join(dict.fromkeys(names)) or "paymux",
+        "action": action,
+        "qr_svg": qr_svg,
+        "state": state,
+        "error": customer_error(code),
+        "options": [o for o in cashier.options if o.method != cashier.current_method],
+        "can_switch": cashier.can_switch,
+        "method_label": _label_for(request),
+    }
+    return site.render(request, "pay.html", ctx)
 
 
-@router.get("/pay/{payment_id}/return", include_in_schema=False)
-async def customer_return(payment_id: str, rt: RuntimeDep) -> RedirectResponse:
+@router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
+async def pay_choose(
+    request: Request, payment_id: str, rt: RuntimeDep, method: str = Form(max_length=32)
+) -> RedirectResponse | HTMLResponse:
+    """The customer picked a method: open (or switch to) its attempt, then show the page. A
+    refusal (unknown or unavailable method, a final or expired payment) changes nothing: API
+    clients get the machine-readable error, browsers a page that explains and leads back."""
+    try:
+        await service.choose(
+            rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
+        )
+    except PaymuxError as exc:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        ctx = {"payment_id": payment_id, "reference": f"{payment_id} · {exc.code}"}
+        return site.render(request, "refused.html", ctx, status_code=exc.status_code)
+    return RedirectResponse(f"/pay/{payment_id}", status_code=303)
+
+
+def _label_for(request: Request) -> Any:
+    tr = i18n.translations(i18n.negotiate(request))
+
+    def label(method: str) -> str:
+        return tr.gettext(METHOD_LABELS.get(method, method))
+
+    return label
+
+
+@router.get("/pay/{payment_id}/live", include_in_schema=False)
+async def pay_live(payment_id: str, session: ReadSessionDep) -> Response:
+    """htmx polling: 204 while nothing changed, ``HX-Refresh`` once the page should re-render."""
+    payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None or _state(payment, clock.now()) != "pending":
+        return Response(status_code=200, headers={"HX-Refresh": "true"})
+    return Response(status_code=204)
+
+
+@router.get("/pay/{payment_id}/return", include_in_schema=False, response_model=None)
+async def customer_return(
+    request: Request, payment_id: str, rt: RuntimeDep
+) -> RedirectResponse | HTMLResponse:
     """Channels send the customer back here; we ask the channel, then hand the customer to the
     merchant's ``return_url`` (or this hosted page, which shows the outcome)."""
     payment = await lifecycle.on_customer_return(rt, payment_id)
     if payment is None:
-        raise NotFound("payment", payment_id)
-    return RedirectResponse(payment.return_url or f"/pay/{payment.id}", status_code=303)
+        return _not_found(request, payment_id)
+    target = payment.return_url if payment.status == "succeeded" and payment.return_url else None
+    return RedirectResponse(target or f"/pay/{payment.id}", status_code=303)
 
 
-@router.get("/pay/{payment_id}/status", include_in_schema=False)
-async def pay_status(payment_id: str, session: ReadSessionDep) -> dict[str, Any]:
-    return _status(await _load(session, payment_id))
+@router.get("/pay/{payment_id}/status", include_in_schema=False, response_model=None)
+async def pay_status(
+    request: Request, payment_id: str, session: ReadSessionDep
+) -> dict[str, Any] | HTMLResponse:
+    payment = await PaymentRepository(session).get_public(payment_id)
+    if payment is None:
+        return _not_found(request, payment_id)
+    return _status(payment)
