@@ -30,6 +30,10 @@ async def _create(stack: Stack, tenant: Tenant, **extra: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
+BROWSER = {"accept": "text/html,application/xhtml+xml"}
+"""What a browser sends: the public pages answer it with HTML, an API client with JSON."""
+
+
 def _path(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
@@ -41,14 +45,14 @@ def _token(html: str) -> str:
 
 
 async def _open(stack: Stack, code: dict[str, Any]) -> str:
-    page = await stack.client.get(_path(code["url"]))
+    page = await stack.client.get(_path(code["url"]), headers=BROWSER)
     assert page.status_code == 200, page.text
     return _token(page.text)
 
 
 async def _submit(stack: Stack, code: dict[str, Any], token: str, amount: str | None) -> Any:
     data = {"token": token} if amount is None else {"token": token, "amount": amount}
-    return await stack.client.post(_path(code["url"]), data=data)
+    return await stack.client.post(_path(code["url"]), data=data, headers=BROWSER)
 
 
 async def _payments(stack: Stack, tenant: Tenant) -> list[dict[str, Any]]:
@@ -147,7 +151,7 @@ class TestPage:
         self, stack: Stack, tenant: Tenant
     ) -> None:
         code = await _create(stack, tenant)
-        page = await stack.client.get(_path(code["url"]))
+        page = await stack.client.get(_path(code["url"]), headers=BROWSER)
         assert "Nanjing Rd shop" in page.text and "text/html" in page.headers["content-type"]
         csp = page.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in csp and "script-src" not in csp
@@ -225,7 +229,7 @@ class TestPage:
 
     async def test_a_fixed_amount_needs_no_input(self, stack: Stack, tenant: Tenant) -> None:
         code = await _create(stack, tenant, amount=1999)
-        page = await stack.client.get(_path(code["url"]))
+        page = await stack.client.get(_path(code["url"]), headers=BROWSER)
         assert "19.99" in page.text and 'name="amount"' not in page.text
         r = await _submit(stack, code, _token(page.text), "0.01")  # ignored: the code's amount
         assert r.status_code == 303
@@ -240,11 +244,13 @@ class TestPage:
             f"/v1/store_codes/{code['id']}", json={"active": False}, headers=tenant.headers
         )
         for r in (
-            await stack.client.get(_path(code["url"])),
+            await stack.client.get(_path(code["url"]), headers=BROWSER),
             await _submit(stack, code, token, "5"),
-            await stack.client.get("/s/nope"),
-            await stack.client.post("/s/nope", data={"token": "a" * 24, "amount": "5"}),
-            await stack.client.get(f"/s/{code['id']}"),
+            await stack.client.get("/s/nope", headers=BROWSER),
+            await stack.client.post(
+                "/s/nope", data={"token": "a" * 24, "amount": "5"}, headers=BROWSER
+            ),
+            await stack.client.get(f"/s/{code['id']}", headers=BROWSER),
         ):
             assert r.status_code == 404
             assert "text/html" in r.headers["content-type"] and "收款码不可用" in r.text
@@ -254,3 +260,12 @@ class TestPage:
             f"/v1/store_codes/{code['id']}", json={"active": True}, headers=tenant.headers
         )
         assert (await _submit(stack, code, token, "5")).status_code == 303
+
+
+async def test_an_api_client_gets_a_machine_readable_404(stack: Stack) -> None:
+    for r in (
+        await stack.client.get("/s/nope"),
+        await stack.client.post("/s/nope", data={"token": "a" * 24, "amount": "5"}),
+    ):
+        assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+        assert r.json()["error"]["code"] == "resource_missing"

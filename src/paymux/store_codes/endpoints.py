@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import segno
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -157,22 +157,26 @@ def _page(
     )
 
 
-def _not_found() -> HTMLResponse:
+def _not_found(request: Request, code: str) -> HTMLResponse:
+    """A browser (it accepts text/html) gets a friendly page; an API client the usual
+    machine-readable ``resource_missing`` error."""
+    if "text/html" not in request.headers.get("accept", ""):
+        raise NotFound("store code", code)
     return _html("store_code_missing.html", 404)
 
 
 @public_router.get("/s/{code}", response_class=HTMLResponse, include_in_schema=False)
-async def store_code_page(code: str, session: ReadSessionDep) -> HTMLResponse:
+async def store_code_page(request: Request, code: str, session: ReadSessionDep) -> HTMLResponse:
     """The page a printed code opens: the store's name and an amount field."""
     store_code = await service.active_by_code(session, code)
     if store_code is None:
-        return _not_found()
+        return _not_found(request, code)
     return _page(store_code)
 
 
 @public_router.post("/s/{code}", response_class=HTMLResponse, include_in_schema=False)
 async def store_code_submit(
-    code: str, rt: RuntimeDep,
+    request: Request, code: str, rt: RuntimeDep,
     token: Annotated[str, Form(max_length=64)] = "",
     amount: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:  # fmt: skip
@@ -181,11 +185,13 @@ async def store_code_submit(
     try:
         payment = await service.pay(rt, code, amount_text=amount, form_token=token)
     except NotFound:
-        return _not_found()
+        return _not_found(request, code)
     except PaymuxError as exc:  # a bad amount, or a payment the gateway refuses
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
         async with rt.db.read() as session:
             store_code = await service.active_by_code(session, code)
         if store_code is None:
-            return _not_found()
+            return _not_found(request, code)
         return _page(store_code, error=exc.message, amount_text=amount, status=400)
     return RedirectResponse(f"/pay/{payment.id}", status_code=303)
