@@ -24,6 +24,7 @@ from paymux.payments.models import Payment
 from paymux.payouts.models import Payout
 from paymux.refunds.models import Refund
 from paymux.splits.models import Split
+from paymux.store_codes.models import StoreCode
 from paymux.wallets.models import Wallet
 from paymux.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import GATEWAY, MERCHANT_SITE, Stack, Tenant, make_tenant
@@ -222,6 +223,20 @@ async def _create_endpoint(c: Ctx) -> Call:
     made = WebhookEndpoint.app_id == c.tenant.app_id
     return Call("POST", "/v1/webhook_endpoints", {"url": f"{MERCHANT_SITE}/idem"},
                 lambda: c.count(WebhookEndpoint, made))  # fmt: skip
+
+
+@scenario("POST /v1/store_codes")
+async def _create_store_code(c: Ctx) -> Call:
+    made = StoreCode.app_id == c.tenant.app_id
+    return Call("POST", "/v1/store_codes", {"name": "Stall 7", "store_id": "s-7"},
+                lambda: c.count(StoreCode, made))  # fmt: skip
+
+
+@scenario("PATCH /v1/store_codes/{store_code_id}")
+async def _update_store_code(c: Ctx) -> Call:
+    code = await c.post("/v1/store_codes", {"name": "Stall 8", "store_id": "s-8"})
+    url = f"/v1/store_codes/{code['id']}"
+    return Call("PATCH", url, {"active": False}, lambda: c.get(url))  # fmt: skip
 
 
 @scenario("DELETE /v1/webhook_endpoints/{endpoint_id}")
