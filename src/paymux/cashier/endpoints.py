@@ -24,7 +24,7 @@ from paymux.merchants.repository import MerchantRepository
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
-from paymux.web import Site, i18n, static_router
+from paymux.web import Site, i18n, static_router, wants_html
 
 HERE = Path(__file__).resolve().parent
 site = Site("cashier", [HERE / "templates"])
@@ -73,7 +73,7 @@ def _state(payment: Payment, now: dt.datetime) -> str:
 def _not_found(request: Request, payment_id: str) -> HTMLResponse:
     """A browser (it accepts text/html) gets a friendly page in its language; an API client
     the usual machine-readable ``not_found`` error."""
-    if "text/html" not in request.headers.get("accept", ""):
+    if not wants_html(request):
         raise NotFound("payment", payment_id)
     return site.render(request, "not_found.html", status_code=404)
 
@@ -125,7 +125,7 @@ async def pay_choose(
             rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
         )
     except PaymuxError as exc:
-        if "text/html" not in request.headers.get("accept", ""):
+        if not wants_html(request):
             raise
         ctx = {"payment_id": payment_id, "reference": f"{payment_id} · {exc.code}"}
         return site.render(request, "refused.html", ctx, status_code=exc.status_code)

@@ -21,6 +21,7 @@ from paymux.store_codes import service
 from paymux.store_codes.models import StoreCode
 from paymux.store_codes.repository import StoreCodeRepository
 from paymux.store_codes.schemas import StoreCodeCreate, StoreCodeOut, StoreCodeUpdate
+from paymux.web import wants_html
 
 router = APIRouter(prefix="/v1/store_codes", tags=["store_codes"], route_class=IdempotentRoute)
 public_router = APIRouter(tags=["store_codes"])
@@ -160,7 +161,7 @@ def _page(
 def _not_found(request: Request, code: str) -> HTMLResponse:
     """A browser (it accepts text/html) gets a friendly page; an API client the usual
     machine-readable ``resource_missing`` error."""
-    if "text/html" not in request.headers.get("accept", ""):
+    if not wants_html(request):
         raise NotFound("store code", code)
     return _html("store_code_missing.html", 404)
 
@@ -187,7 +188,7 @@ async def store_code_submit(
     except NotFound:
         return _not_found(request, code)
     except PaymuxError as exc:  # a bad amount, or a payment the gateway refuses
-        if "text/html" not in request.headers.get("accept", ""):
+        if not wants_html(request):
             raise
         async with rt.db.read() as session:
             store_code = await service.active_by_code(session, code)

@@ -51,6 +51,7 @@ class SecurityPolicy:
     )
     extra_script_origins: tuple[str, ...] = ()
     extra_frame_origins: tuple[str, ...] = ()
+    extra_connect_origins: tuple[str, ...] = ()
     form_actions: tuple[str, ...] = ("*",)  # redirect methods post forms to the channel
 
     def csp(self, nonce: str) -> str:
@@ -61,7 +62,7 @@ class SecurityPolicy:
             f"script-src {scripts}",
             f"style-src 'self' 'nonce-{nonce}'",
             "img-src 'self' data:",
-            "connect-src 'self'",
+            "connect-src " + " ".join(("'self'", *self.extra_connect_origins)),
             "font-src 'self'",
             "object-src 'none'",
             "base-uri 'none'",
@@ -86,6 +87,11 @@ def security_headers(request: Request, nonce: str, policy: SecurityPolicy) -> di
     if request.url.scheme == "https" or forwarded == "https":
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     return headers
+
+
+def wants_html(request: Request) -> bool:
+    """A browser (it accepts text/html) gets a page; an API client the machine-readable error."""
+    return "text/html" in request.headers.get("accept", "")
 
 
 def vendor_path(name: str) -> str:
