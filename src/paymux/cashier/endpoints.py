@@ -14,7 +14,7 @@ import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from paymux.cashier import service
+from paymux.cashier import inwallet, ordering, service
 from paymux.cashier.errors import N_, customer_error
 from paymux.kit import clock
 from paymux.kit.errors import NotFound, PaymuxError
@@ -33,6 +33,7 @@ router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
 router.include_router(
     static_router({"cashier": HERE / "static", "web": HERE.parent / "web" / "static"})
 )
+router.include_router(inwallet.router)
 
 METHOD_LABELS = {
     "wechat_native": N_("WeChat Pay QR code"),
@@ -78,10 +79,10 @@ def _not_found(request: Request, payment_id: str) -> HTMLResponse:
     return site.render(request, "not_found.html", status_code=404)
 
 
-@router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/pay/{payment_id}", include_in_schema=False, response_model=None)
 async def pay_page(
     request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
-) -> HTMLResponse:
+) -> HTMLResponse | RedirectResponse:
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
         return _not_found(request, payment_id)
@@ -93,11 +94,20 @@ async def pay_page(
     names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
     action = payment.next_action or {}
     state = _state(payment, clock.now())
-    if state == "pending" and switch and cashier.can_switch:
+    # Inside a wallet app the one method is offered again after the customer left its sheet.
+    again = ordering.in_wallet(cashier.environment) and action.get("type") == "sdk_params"
+    if state == "pending" and switch and (cashier.can_switch or again):
         state = "choose"
+    if state == "choose" and not switch and (target := inwallet.auto_start(cashier)):
+        return RedirectResponse(target, status_code=303)
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
         qr_svg = segno.make(action["code_url"], error="m").svg_inline(scale=6, border=2)
+    cashier_url = f"{rt.settings.public_url.rstrip('/')}/pay/{payment.id}"
+    aggregate_qr = None  # 一码付: the wallet that scans it opens this page and its own flow
+    if state == "choose" and cashier.environment == ordering.DESKTOP and cashier.options:
+        aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
+    sdk = await inwallet.stand_in(rt, payment) if state == "pending" else None
     code = payment.failure_code if state == "failed" else state
     ctx = {
         "payment": payment,
@@ -106,11 +116,14 @@ async def pay_page(
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": [o for o in cashier.options if o.method != cashier.current_method],
+        "options": [o for o in cashier.options if again or o.method != cashier.current_method],
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
+        "cashier_url": cashier_url,
+        "aggregate_qr": aggregate_qr,
+        "sdk": sdk,
     }
-    return site.render(request, "pay.html", ctx)
+    return site.render(request, "pay.html", ctx, policy=inwallet.policy_for(request, sdk))
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
@@ -119,7 +132,12 @@ async def pay_choose(
 ) -> RedirectResponse | HTMLResponse:
     """The customer picked a method: open (or switch to) its attempt, then show the page. A
     refusal (unknown or unavailable method, a final or expired payment) changes nothing: API
-    clients get the machine-readable error, browsers a page that explains and leads back."""
+    clients get the machine-readable error, browsers a page that explains and leads back. A
+    method that needs the payer's wallet id first (JSAPI) goes through the wallet's OAuth."""
+    cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
+    if cashier is not None and method in {o.method for o in cashier.options}:
+        if inwallet.payer_needed(cashier.payment, method):
+            return RedirectResponse(f"/pay/{payment_id}/oauth/start?method={method}", 303)
     try:
         await service.choose(
             rt, payment_id, method, user_agent=request.headers.get("user-agent", "")

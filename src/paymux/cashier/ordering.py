@@ -37,6 +37,10 @@ _NOT_ON = {
     MOBILE_OTHER: frozenset({"apple_pay", "google_pay", "wechat_jsapi", "wechat_mini",
                              "wechat_app", "alipay_jsapi"}),
 }  # fmt: skip
+_NATIVE_APP = frozenset({"wechat_app", "wechat_mini", "alipay_app"})
+"""Paid by the merchant's own app or mini-program through the wallet's SDK, never from a web
+page: no cashier offers them (a payment created with one still gets a page, see
+``sdk_wallet_app.html``)."""
 _CN_REGIONS = frozenset({"CN", "HK", "MO"})
 _CN_FAMILIES = (WECHAT, ALIPAY, UNIONPAY)
 
@@ -60,6 +64,11 @@ def environment_of(user_agent: str) -> str:
     if "mobile" in low:
         return MOBILE_OTHER
     return DESKTOP
+
+
+def in_wallet(environment: str) -> bool:
+    """The customer is inside a wallet app, where only that wallet's in-app payment works."""
+    return environment in _IN_WALLET
 
 
 def is_qr(method: str) -> bool:
@@ -88,7 +97,7 @@ def order(
     ``environment`` and ordered best first: the environment's own method, the customer's last
     successful method, the merchant's order, then (in China) the domestic wallets, then the
     rest by name. Each entry's reasons name every criterion that lifted it."""
-    unique = list(dict.fromkeys(methods))
+    unique = [m for m in dict.fromkeys(methods) if m not in _NATIVE_APP]
     only = _IN_WALLET.get(environment)
     if only is not None:
         unique = [m for m in unique if m in only]

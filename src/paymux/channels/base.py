@@ -565,6 +565,41 @@ class PayerAuthCapable(Protocol):
     async def exchange_payer_code(self, code: str) -> PayerIdentity: ...
 
 
+def payer_auth_of(adapter: object) -> PayerAuthCapable | None:
+    """``adapter`` as a :class:`PayerAuthCapable` when it implements the in-wallet OAuth."""
+    if callable(getattr(adapter, "payer_authorize_url", None)) and callable(
+        getattr(adapter, "exchange_payer_code", None)
+    ):
+        return adapter  # type: ignore[return-value]
+    return None
+
+
+@dataclass(frozen=True)
+class SdkStandIn:
+    """How a browser completes an SDK step (``sdk_params``) on a channel's *sandbox*, where no
+    wallet app is there to take it: ``script_url`` defines the wallet's JS bridge
+    (``WeixinJSBridge``, ``AlipayJSBridge``) in the page, ``page_url`` is a page that takes the
+    app parameters as a GET form (plus ``return_url``), checks their signature as the wallet
+    would and pays. A live account has none: the wallet app itself does it."""
+
+    script_url: str | None = None
+    page_url: str | None = None
+
+
+class SdkStandInCapable(Protocol):
+    """An adapter whose sandbox stands in for the wallet app's SDK (see :class:`SdkStandIn`);
+    None for a live account, or a method without one."""
+
+    def sdk_stand_in(self, method: str, params: Mapping[str, Any]) -> SdkStandIn | None: ...
+
+
+def sdk_stand_in_of(adapter: object) -> SdkStandInCapable | None:
+    """``adapter`` as an :class:`SdkStandInCapable` when it has a sandbox stand-in."""
+    if callable(getattr(adapter, "sdk_stand_in", None)):
+        return adapter  # type: ignore[return-value]
+    return None
+
+
 # ---------------------------------------------------------------- statements (对账单)
 class StatementLineKind(StrEnum):
     """What one line of a channel's day statement records."""

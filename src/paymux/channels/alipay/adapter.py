@@ -59,6 +59,7 @@ from paymux.channels.alipay.codes import PaymentCodesMixin
 from paymux.channels.alipay.credentials import PRODUCTION_GATEWAY as PRODUCTION_GATEWAY
 from paymux.channels.alipay.credentials import AlipayCredentials
 from paymux.channels.alipay.jsapi import JsapiMixin
+from paymux.channels.alipay.oauth import OAuthMixin
 from paymux.channels.alipay.payments import SUBJECT_MAX as SUBJECT_MAX
 from paymux.channels.alipay.refunds import REFUND_ERRORS as REFUND_ERRORS
 from paymux.channels.alipay.refunds import REFUND_REASON_MAX as REFUND_REASON_MAX
@@ -73,6 +74,7 @@ from paymux.channels.alipay.transfers import IDENTITY_TYPES, TransfersMixin
 from paymux.channels.alipay.transfers import ORDER_TITLE_MAX as ORDER_TITLE_MAX
 from paymux.channels.alipay.transfers import REMARK_MAX as REMARK_MAX
 from paymux.channels.alipay.transfers import TRANSFER_ERRORS as TRANSFER_ERRORS
+from paymux.channels.alipay.wallet import WalletStandIn
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -95,7 +97,14 @@ MAX_TOTAL_AMOUNT = 100_000_000_00
 
 @registry.register
 class AlipayAdapter(
-    PaymentCodesMixin, JsapiMixin, RefundsMixin, TransfersMixin, SplitsMixin, StatementMixin
+    PaymentCodesMixin,
+    JsapiMixin,
+    RefundsMixin,
+    TransfersMixin,
+    SplitsMixin,
+    StatementMixin,
+    OAuthMixin,
+    WalletStandIn,
 ):
     name: ClassVar[str] = "alipay"
     methods: ClassVar[frozenset[str]] = frozenset(

@@ -145,7 +145,7 @@ class AlipayClient:
         # Common parameters in the query string, biz_content in the form body (as the
         # official SDKs do).
         query = {k: v for k, v in params.items() if k != "biz_content"}
-        form = {"biz_content": params["biz_content"]}
+        form = {"biz_content": params["biz_content"]} if "biz_content" in params else None
         request = self.http.post(
             self.credentials.gateway,
             params=query,

@@ -26,7 +26,9 @@ Methods, each with its feature (see those modules):
 - :mod:`.sandbox_codes`: ``alipay.trade.pay`` / ``alipay.trade.cancel`` (payment codes);
 - :mod:`.sandbox_isv`: ISV mode (``app_auth_token``) and ``alipay.trade.create`` (JSAPI);
 - :mod:`.sandbox_bills`: ``alipay.data.dataservice.bill.downloadurl.query``;
-- :mod:`.sandbox_apps`: the apps (public-key and certificate mode) and the payees.
+- :mod:`.sandbox_apps`: the apps (public-key and certificate mode) and the payees;
+- :mod:`.sandbox_wallet`: ``alipay.system.oauth.token``, the ``auth_base`` authorize page and the
+  stand-ins of the Alipay app's payment sheets (JSAPI ``tradePay``, app SDK).
 
 This module is the gateway: it reads a request, checks its app, signature and
 certificates, dispatches on ``method`` and signs the answer.
@@ -59,6 +61,7 @@ return parameters.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -70,6 +73,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
 from paymux.channels import sandbox_kit
+from paymux.channels.alipay import oauth
 from paymux.channels.alipay import protocol as p
 from paymux.channels.alipay.sandbox_apps import (
     Payee,
@@ -97,6 +101,7 @@ from paymux.channels.alipay.sandbox_transfers import (
     TransferMethods,
     TransferScript,
 )
+from paymux.channels.alipay.sandbox_wallet import WalletMethods
 from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript, SandboxCore, customer_router
 
 RETRY_SCHEDULE: tuple[float, ...] = (240, 600, 600, 3600, 7200, 21600, 54000)
@@ -122,6 +127,7 @@ class Sandbox(
     SettleMethods,
     TransferMethods,
     RefundMethods,
+    WalletMethods,
 ):
     """The Alipay sandbox: ``.core`` (orders, scripts, notifier) and ``.app`` (ASGI)."""
 
@@ -174,10 +180,15 @@ class Sandbox(
         self._server_methods[p.METHOD_CANCEL] = self._cancel
         self.barcode_scripts: list[BarcodeScript] = []
         self._server_methods[p.METHOD_CREATE] = self._trade_create
+        self._server_methods[oauth.METHOD_OAUTH_TOKEN] = self._oauth_token
+        self.oauth_codes: dict[str, tuple[str, str, dt.datetime]] = {}
+        """auth_codes of the web OAuth (``auth_base``): app, sandbox user, issued at."""
+        self.oauth_used: set[str] = set()
         self.app_auths: dict[str, AppAuth] = {}
         """ISV authorisations (第三方应用授权) by ``app_auth_token``."""
         self.app = self._build_app()
         self.app.include_router(self._isv_router())
+        self.app.include_router(self._wallet_router())
 
     # ------------------------------------------------------------ request handling
     @staticmethod
@@ -300,6 +311,8 @@ class Sandbox(
                     f"<p>{escape(fail.sub_code)}: {escape(fail.sub_msg)}</p>",
                     status_code=400,
                 )
+            if method == oauth.METHOD_OAUTH_TOKEN:  # its errors come as error_response
+                key = "error_response"
             return self._respond(key, fail.payload(), app)
 
     def _build_app(self) -> FastAPI:

@@ -60,6 +60,7 @@ from paymux.channels.wechatpay.profitsharing import ProfitSharingCalls, classify
 from paymux.channels.wechatpay.refunds import RefundCalls, classify_refund_answer
 from paymux.channels.wechatpay.statement import StatementCalls
 from paymux.channels.wechatpay.transfers import TransferCalls, classify_transfer_answer
+from paymux.channels.wechatpay.wallet import WalletStandIn
 
 __all__ = [
     "DEFAULT_GATEWAY",
@@ -82,7 +83,13 @@ __all__ = [
 # ---------------------------------------------------------------- the adapter
 @registry.register
 class WechatPayAdapter(
-    RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls, StatementCalls, OAuthCalls
+    RefundCalls,
+    TransferCalls,
+    ProfitSharingCalls,
+    CodePayCalls,
+    StatementCalls,
+    OAuthCalls,
+    WalletStandIn,
 ):
     """The WeChat Pay channel: payments and notifications here, every other feature from its
     mixin (see the module docstring)."""

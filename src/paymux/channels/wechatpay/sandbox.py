@@ -77,6 +77,7 @@ from paymux.channels.wechatpay.sandbox_codepay import CodePayEndpoints
 from paymux.channels.wechatpay.sandbox_profitsharing import ProfitSharingEndpoints, SandboxSplit
 from paymux.channels.wechatpay.sandbox_refunds import RefundEndpoints
 from paymux.channels.wechatpay.sandbox_transfers import SandboxTransfer, TransferEndpoints
+from paymux.channels.wechatpay.sandbox_wallet import WalletEndpoints
 from paymux.kit import clock
 
 __all__ = [
@@ -123,7 +124,12 @@ class _CloseBody(BaseModel):
 
 
 class Sandbox(
-    RefundEndpoints, TransferEndpoints, ProfitSharingEndpoints, CodePayEndpoints, BillEndpoints
+    RefundEndpoints,
+    TransferEndpoints,
+    ProfitSharingEndpoints,
+    CodePayEndpoints,
+    BillEndpoints,
+    WalletEndpoints,
 ):
     """The WeChat Pay sandbox: ``.core`` (orders, scripts, notifier) and ``.app`` (ASGI)."""
 
@@ -461,6 +467,7 @@ class Sandbox(
 
         app.add_exception_handler(WxError, on_error)
         app.include_router(self._oauth_router())
+        app.include_router(self._wallet_router())
 
         for kind in _TRADE_TYPES:
             app.add_api_route(
