@@ -86,12 +86,12 @@ class WalletMethods(TradesBase):
         if params.get("grant_type") != "authorization_code":
             raise _Fail("40002", "isv.grant-type-invalid", "grant_type 参数无效")
         code = params.get("code", "")
-        issued = self.oauth_codes.pop(code, None)
         signer = app.isv_app_id or app.app_id
-        age = (clock.now() - issued[2]).total_seconds() if issued else None
-        if code in self.oauth_used or issued is None or issued[0] != signer or (
-            age is None or age > CODE_SECONDS
-        ):  # fmt: skip
+        issued = self.oauth_codes.get(code)
+        if issued is None or issued[0] != signer:  # another app's code stays its own
+            raise _Fail("40002", "isv.code-invalid", "授权码code无效")
+        del self.oauth_codes[code]  # one use, even if it has expired
+        if (clock.now() - issued[2]).total_seconds() > CODE_SECONDS:
             raise _Fail("40002", "isv.code-invalid", "授权码code无效")
         self.oauth_used.add(code)
         user = issued[1]
