@@ -96,8 +96,9 @@ class TestOrdering:
 
 
 def _request(host: str = "gw.test") -> Request:
-    scope = {"type": "http", "method": "GET", "path": "/pay/pay_1", "headers": [(b"host", host.encode())],
-             "scheme": "https", "query_string": b"", "server": (host, 443)}  # fmt: skip
+    scope = {"type": "http", "method": "GET", "path": "/pay/pay_1", "scheme": "https",
+             "headers": [(b"host", host.encode())], "query_string": b"",
+             "server": (host, 443)}  # fmt: skip
     return Request(scope)
 
 
