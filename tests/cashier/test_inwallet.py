@@ -115,3 +115,26 @@ class TestPolicy:
         assert policy is not None
         csp = policy.csp("n0nce")
         assert "script-src 'self' 'nonce-n0nce' https://sbx.test:8443" in csp
+
+
+class TestAppOnlyPage:
+    """The page of an app/mini-program payment: the sandbox's stand-in, or (live) the way back
+    to the merchant's app with the reference."""
+
+    def _render(self, sdk: SdkStandIn | None) -> str:
+        template = inwallet.site.env.get_template("sdk_wechat_app.html")
+        return template.render(
+            _=lambda s: s, sdk=sdk, merchant_name="Demo shop", cashier_url="https://gw.test/pay/p1",
+            payment=SimpleNamespace(id="pay_123"), action={"params": {"prepayid": "wx1"}},
+        )  # fmt: skip
+
+    def test_live(self) -> None:
+        html = self._render(None)
+        assert "data-app-only" in html and "Return to Demo shop’s app to pay." in html
+        assert "pay_123" in html and "<form" not in html
+
+    def test_sandbox(self) -> None:
+        html = self._render(SdkStandIn(page_url="https://sbx.test/_sandbox/wallet/app"))
+        assert 'action="https://sbx.test/_sandbox/wallet/app"' in html
+        assert 'name="prepayid" value="wx1"' in html
+        assert 'name="return_url" value="https://gw.test/pay/p1/return"' in html

@@ -223,10 +223,10 @@ async def oauth_return(request: Request, payment_id: str, rt: RuntimeDep) -> Res
         identity = await auth.exchange_payer_code(code)
     except base.BusinessError as exc:
         log.info("payer_code_refused", payment=payment_id, code=exc.code)
+        why = "code_invalid" if exc.code == "invalid_code" else exc.code.removeprefix("oauth_")
         error: PaymuxError = InvalidRequest(
-            "oauth_code_invalid" if exc.code == "invalid_code" else f"oauth_{exc.code}",
-            "The wallet did not confirm the payer.", param="code",
-        )  # fmt: skip
+            f"oauth_{why}", "The wallet did not confirm the payer.", param="code"
+        )
         return _explain(request, payment_id, error, retry_method=method)
     except base.ChannelError as exc:
         log.info("payer_code_exchange_failed", payment=payment_id, code=exc.code)
