@@ -265,7 +265,8 @@ def _app_method(
     page.goto(p["cashier_url"])
     page.wait_for_selector("form[data-sandbox-app] button")
     _check_page(page)
-    _shot(page, f"inwallet-{method}")
+    if method == "wechat_app":
+        _shot(page, "inwallet-wechat_app")
     page.locator("form[data-sandbox-app] button").click()
     if method == "alipay_app":  # the app SDK made the trade; the sandbox's customer page pays
         page.wait_for_selector("#pay")
