@@ -66,6 +66,9 @@ async def test_bad_codes_and_secrets(env: Env) -> None:
     with pytest.raises(BusinessError) as missing:
         await unset.exchange_payer_code(code)
     assert missing.value.code == "oauth_not_configured"
+    with pytest.raises(BusinessError) as nowhere:  # nobody is sent to a sign-in that cannot end
+        unset.payer_authorize_url(BACK, "st")
+    assert nowhere.value.code == "oauth_not_configured"
     # the code survived the failed attempts
     assert (await env.adapter.exchange_payer_code(code)).field == "openid"
     r = await env.http.get(f"{BASE}/connect/oauth2/authorize?appid=wxnope&redirect_uri={BACK}"

@@ -186,9 +186,13 @@ async def oauth_start(
         if auth is None:
             continue
         cookie = new_cookie(method, account_id)
-        url = auth.payer_authorize_url(
-            redirect_uri=_return_uri(rt, payment_id), state=state_for(rt, payment_id, cookie)
-        )
+        try:
+            url = auth.payer_authorize_url(
+                redirect_uri=_return_uri(rt, payment_id), state=state_for(rt, payment_id, cookie)
+            )
+        except base.ChannelError as exc:  # this account cannot (e.g. no AppSecret): the next
+            log.info("payer_auth_not_possible", account=account_id, code=exc.code)
+            continue
         response = RedirectResponse(url, status_code=303)
         response.set_cookie(
             COOKIE, cookie, max_age=STATE_SECONDS, path=_cookie_path(payment_id), httponly=True,

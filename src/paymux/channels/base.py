@@ -558,7 +558,9 @@ class PayerAuthCapable(Protocol):
     ``redirect_uri`` with a code (and ``state`` unchanged, which the caller must check).
     ``exchange_payer_code`` turns the code into the payer's id; BusinessError ``invalid_code``
     when the code is unknown, used or expired (authorize again), RetryableError/UnknownOutcome
-    on technical failure (nothing is moved by an exchange: safe to authorize again)."""
+    on technical failure (nothing is moved by an exchange: safe to authorize again).
+    ``payer_authorize_url`` raises BusinessError ``oauth_not_configured`` for an account that
+    cannot do the OAuth (e.g. WeChat without the official account's AppSecret)."""
 
     def payer_authorize_url(self, redirect_uri: str, state: str) -> str: ...
 

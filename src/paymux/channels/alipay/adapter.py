@@ -33,6 +33,8 @@ The adapter is composed of one mixin per feature, each in its own module of this
 - :mod:`.client`: signing, transport, verification and error classification;
 - :mod:`.payments`: the trade ``biz_content``, precreate, query and close;
 - :mod:`.jsapi`: ``alipay_jsapi`` (``alipay.trade.create``);
+- :mod:`.oauth`: the payer's id by web OAuth ``auth_base`` (``alipay.system.oauth.token``);
+- :mod:`.wallet`: the sandbox's stand-ins of the Alipay app (JS bridge, app SDK sheet);
 - :mod:`.codes`: payment codes (``alipay.trade.pay`` / ``alipay.trade.cancel``);
 - :mod:`.refunds`, :mod:`.transfers`, :mod:`.splits`: refunds, payouts, profit sharing;
 - :mod:`.statement`: the day's trade bill.

@@ -44,6 +44,9 @@ class OAuthCalls:
         )  # fmt: skip
 
     def payer_authorize_url(self, redirect_uri: str, state: str) -> str:
+        if not getattr(self.credentials, "oauth_app_secret", None):
+            # Without the AppSecret the code could not be exchanged: do not send anyone there.
+            raise BusinessError("oauth_not_configured", "oauth_app_secret is not set")
         query = urlencode({"appid": self.credentials.appid, "redirect_uri": redirect_uri,
                            "response_type": "code", "scope": "snsapi_base",
                            "state": state})  # fmt: skip
