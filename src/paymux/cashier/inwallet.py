@@ -199,8 +199,8 @@ async def oauth_start(
             samesite="lax", secure=urlsplit(rt.settings.public_url).scheme == "https",
         )  # fmt: skip
         return response
-    exc = InvalidRequest("payer_auth_unavailable", f"No account can identify {method}'s payer.")
-    return _explain(request, payment_id, exc)
+    nobody = InvalidRequest("payer_auth_unavailable", f"No account can identify {method}'s payer.")
+    return _explain(request, payment_id, nobody)
 
 
 @router.get("/pay/{payment_id}/oauth/return", response_model=None)
