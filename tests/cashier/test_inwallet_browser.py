@@ -110,6 +110,17 @@ def test_the_aggregate_qr_leads_each_wallet_to_its_own_flow(gateway: tuple[str, 
         start = httpx.get(base + opened.headers["location"], headers={**html, "User-Agent": ua})
         assert start.status_code == 303 and authorize in start.headers["location"]
         assert "paymux_wallet_oauth" in start.headers["set-cookie"]
+    unionpay = httpx.get(
+        p["cashier_url"],
+        headers={
+            **html,
+            "User-Agent": "Mozilla/5.0 "
+            "(Linux; Android 13) Mobile Safari/537.36 UnionPay/1.0 CloudPay",
+        },
+    )
+    assert unionpay.status_code == 200 and "data-aggregate-qr" not in unionpay.text
+    listed = set(re.findall(r'data-method="([a-z_]+)"', unionpay.text))
+    assert listed and listed <= {"unionpay_qr", "unionpay_wap"}
     # Nothing was chosen by looking: the payment still waits for a method.
     assert httpx.get(f"{base}/pay/{p['id']}/status").json()["status"] == "pending"
 
@@ -203,6 +214,11 @@ def _wechat_pending_page(gateway: tuple[str, str], browser: Any) -> None:
     assert "微信" in page.locator("[data-wallet-message]").inner_text()
     _check_page(page)
     _shot(page, "inwallet-wechat-pending")
+    # A sign-in return that is not this browser's: the explained page, clean too.
+    forged = page.goto(f"{base}/pay/{p['id']}/oauth/return?code=x&state={'1' * 64}")
+    assert forged is not None and forged.status == 400
+    assert page.locator("[data-state=oauth-failed]").is_visible()
+    _check_page(page)
     context.close()
 
 
