@@ -196,6 +196,31 @@ def _wechat(gateway: tuple[str, str], database_url: str, browser: Any) -> None:
     context.close()
 
 
+def test_declined_in_the_sheet_the_page_asks_the_channel(gateway: tuple[str, str]) -> None:
+    _in_browser(lambda browser: _wechat_declined(gateway, browser))
+
+
+def _wechat_declined(gateway: tuple[str, str], browser: Any) -> None:
+    base, key = gateway
+    p = _create(base, key, method="cashier")
+    context = _phone(browser, WECHAT_UA, locale="en-US")
+    page = context.new_page()
+    page.goto(p["cashier_url"])
+    page.wait_for_url(re.compile(r"/_sandbox/wallet/jsapi\?"))
+    page.locator("button[data-result=decline]").click()
+    # get_brand_wcpay_request:fail → /pay/{id}/return asks WeChat, which says PAYERROR.
+    # The declined order stays failed; the payment waits for a method again (a new order).
+    page.wait_for_selector("[data-state=choose] button[data-method=wechat_jsapi]")
+    _check_page(page)
+    assert _status(base, key, p["id"]) == "pending"
+    page.locator("button[data-method=wechat_jsapi]").click()
+    page.wait_for_url(re.compile(r"/_sandbox/wallet/jsapi\?"))
+    page.locator("button[data-result=pay]").click()
+    page.wait_for_selector("[data-state=succeeded]", timeout=20_000)
+    assert _status(base, key, p["id"]) == "succeeded"
+    context.close()
+
+
 def test_the_pending_jsapi_page_inside_wechat(gateway: tuple[str, str]) -> None:
     """The page between OAuth and the sheet: its bridge button, axe- and CSP-clean."""
     _in_browser(lambda browser: _wechat_pending_page(gateway, browser))

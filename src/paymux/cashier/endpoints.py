@@ -94,6 +94,9 @@ async def pay_page(
     names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
     action = payment.next_action or {}
     state = _state(payment, clock.now())
+    cashier_url = f"{rt.settings.public_url.rstrip('/')}/pay/{payment.id}"
+    if state == "pending" and action.get("type") == "redirect" and action.get("url") == cashier_url:
+        state = "choose"  # its attempt was declined: the payment waits for a method again
     # Inside a wallet app the one method is offered again after the customer left its sheet.
     again = ordering.in_wallet(cashier.environment) and action.get("type") == "sdk_params"
     if state == "pending" and switch and (cashier.can_switch or again):
@@ -103,7 +106,6 @@ async def pay_page(
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
         qr_svg = segno.make(action["code_url"], error="m").svg_inline(scale=6, border=2)
-    cashier_url = f"{rt.settings.public_url.rstrip('/')}/pay/{payment.id}"
     aggregate_qr = None  # 一码付: the wallet that scans it opens this page and its own flow
     if state == "choose" and cashier.environment == ordering.DESKTOP and cashier.options:
         aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
