@@ -27,10 +27,7 @@ from tests.cashier.test_pages_browser import (
     _create,
     _in_browser,
     _shot,
-    gateway,
 )
-
-__all__ = ["gateway"]  # the module-scoped gateway fixture, shared
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: make browser")
 

@@ -81,8 +81,13 @@ def _not_found(request: Request, payment_id: str) -> HTMLResponse:
 
 @router.get("/pay/{payment_id}", include_in_schema=False, response_model=None)
 async def pay_page(
-    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
-) -> HTMLResponse | RedirectResponse:
+    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False,
+    cancelled: bool = False,
+) -> HTMLResponse | RedirectResponse:  # fmt: skip
+    """``switch``: the customer asked for another method; ``cancelled``: the channel sent the
+    customer back after a cancel (PayPal "Cancel") — both show the methods again, the
+    cancelled one included (to try it again). Inside a wallet app, a payment that needs the
+    payer's wallet id goes to the wallet's sign-in first (:func:`inwallet.auto_start`)."""
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
         return _not_found(request, payment_id)
@@ -97,11 +102,13 @@ async def pay_page(
     cashier_url = f"{rt.settings.public_url.rstrip('/')}/pay/{payment.id}"
     if state == "pending" and action.get("type") == "redirect" and action.get("url") == cashier_url:
         state = "choose"  # its attempt was declined: the payment waits for a method again
+    retry = cancelled and state == "pending" and bool(cashier.options)
     # Inside a wallet app the one method is offered again after the customer left its sheet.
     again = ordering.in_wallet(cashier.environment) and action.get("type") == "sdk_params"
-    if state == "pending" and switch and (cashier.can_switch or again):
+    if state == "pending" and ((switch and (cashier.can_switch or again)) or retry):
         state = "choose"
-    if state == "choose" and not switch and (target := inwallet.auto_start(cashier)):
+    target = inwallet.auto_start(cashier) if state == "choose" else None
+    if target and not (switch or cancelled):
         return RedirectResponse(target, status_code=303)
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
@@ -111,6 +118,8 @@ async def pay_page(
         aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
     sdk = await inwallet.stand_in(rt, payment) if state == "pending" else None
     code = payment.failure_code if state == "failed" else state
+    again_too = retry or again  # the method just left is offered again
+    options = [o for o in cashier.options if again_too or o.method != cashier.current_method]
     ctx = {
         "payment": payment,
         "merchant_name": " · ".join(dict.fromkeys(names)) or "paymux",
@@ -118,7 +127,8 @@ async def pay_page(
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": [o for o in cashier.options if again or o.method != cashier.current_method],
+        "options": options,
+        "cancelled": retry,
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
         "cashier_url": cashier_url,
@@ -142,8 +152,9 @@ async def pay_choose(
             return RedirectResponse(f"/pay/{payment_id}/oauth/start?method={method}", 303)
     try:
         await service.choose(
-            rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
-        )
+            rt, payment_id, method, user_agent=request.headers.get("user-agent", ""),
+            client_ip=request.client.host if request.client else None,
+        )  # fmt: skip
     except PaymuxError as exc:
         if not wants_html(request):
             raise
