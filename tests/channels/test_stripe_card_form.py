@@ -7,6 +7,7 @@ the script a page mounts the form with (``js_url``), which the sandbox serves.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,7 @@ import pytest
 import stripe
 
 from paymux.channels.base import ChannelPaymentStatus, NextActionType
+from paymux.channels.sandbox_kit import NotifyMode, Script
 from paymux.channels.stripe import protocol as p
 from paymux.channels.stripe.adapter import StripeAdapter
 from tests.channels.test_stripe import RETURN_URL, Env, open_env, request, wait_for
@@ -128,6 +130,41 @@ async def test_3184_challenge_passes_or_fails(env: Env, result: str, status: str
     if result == "fail":
         assert seen.last_payment_error is not None
         assert seen.last_payment_error.code == "payment_intent_authentication_failure"
+
+
+@pytest.mark.parametrize("notify", [NotifyMode.normal, NotifyMode.delayed])
+async def test_3ds_sends_requires_action_once_then_succeeded_once(env: Env,
+                                                                  notify: NotifyMode) -> None:
+    """Each event is the intent as it was when it changed, as at Stripe: one
+    ``payment_intent.requires_action`` (status ``requires_action``) when the challenge is
+    needed, one ``payment_intent.succeeded`` after it — also when the first delivery goes out
+    only after the customer has finished the challenge (it used to be built late and went out
+    as a second ``succeeded``)."""
+    env.sandbox.core.add_script(Script(notify=notify, delay=50.0))  # 50 ms at this time scale
+    params, public = await _mount(env)
+    pm = await public.v1.payment_methods.create_async(params=_card("4000002760003184"))
+    pending = await public.v1.payment_intents.confirm_async(
+        params["payment_intent"],
+        params={"client_secret": params["client_secret"], "payment_method": pm.id,
+                "return_url": RETURN_URL},
+    )  # fmt: skip
+    url = pending.next_action.redirect_to_url.url  # type: ignore[union-attr]
+    await env.client.post(url, data={"result": "complete"})
+    await wait_for(lambda: len(env.receiver.got) >= 2)
+    for _ in range(20):  # a duplicate would arrive within these rounds
+        await asyncio.sleep(0.01)
+    events = [stripe.Webhook.construct_event(d.body, d.headers["stripe-signature"],
+                                             env.creds["webhook_secret"])
+              for d in env.receiver.got]  # fmt: skip
+    kinds = sorted(e.type for e in events)
+    assert kinds == ["payment_intent.requires_action", "payment_intent.succeeded"]
+    by_kind = {e.type: e for e in events}
+    assert by_kind["payment_intent.requires_action"].data.object.status == "requires_action"
+    assert by_kind["payment_intent.succeeded"].data.object.status == "succeeded"
+    assert len({e.id for e in events}) == 2
+    notes = [await env.adapter.parse_notification(d.headers, d.body) for d in env.receiver.got]
+    statuses = {n.payment.status for n in notes if n.payment is not None}
+    assert statuses == {ChannelPaymentStatus.pending, ChannelPaymentStatus.succeeded}
 
 
 @pytest.mark.parametrize(

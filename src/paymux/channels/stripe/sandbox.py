@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,18 @@ class _Core(SandboxCore):
         if succeeded:
             self.sandbox.refunded(refund)
         return True
+
+    def notify(self, order: SandboxOrder) -> Coroutine[Any, Any, None]:
+        """Deliver the event of the intent's change that just happened. A Stripe event is a
+        snapshot of the object when it changed, so it is built now — not when the delivery
+        task runs: built late, a ``requires_action`` whose challenge was completed meanwhile
+        went out as a second ``payment_intent.succeeded``."""
+        built = self.sandbox.build_notification(order)
+
+        async def deliver() -> None:
+            await self._notify(order, order.script, lambda _order: built)
+
+        return deliver()
 
     async def _post(
         self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
