@@ -253,7 +253,8 @@ def _decline_then_switch(gw: Gateway, browser: Any) -> None:
     error = page.locator("[data-card-error]")
     error.wait_for(state="visible")
     assert error.get_attribute("data-error-code") == "card_declined"
-    assert page.locator("[data-error-message]").inner_text() == "Your card was declined by its bank."
+    message = page.locator("[data-error-message]").inner_text()
+    assert message == "Your card was declined by its bank."
     assert page.locator("[data-card-error] button[data-method=apple_pay]").is_visible()
     assert gw.payment(payment["id"])["status"] == "pending"  # the intent stays payable
     _check_page(page)
