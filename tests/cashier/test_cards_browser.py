@@ -167,12 +167,23 @@ def test_a_live_card_step_allows_stripe_js_and_api_only() -> None:
 
 
 @pytest.mark.parametrize("js_url", [
-    None, "javascript:alert(1)", "https://js.example.com/v3; script-src *",
-    "https://user@js.example.com/v3", "ftp://js.example.com/v3", "//js.example.com",
+    None, "javascript:alert(1)", "https://user@js.example.com/v3", "ftp://js.example.com/v3",
+    "//js.example.com", "https://js.exa mple.com/v3", "https://js.example.com:99999/v3",
 ])  # fmt: skip
 def test_no_policy_from_a_url_that_is_not_an_http_origin(js_url: str | None) -> None:
     action = {"type": "sdk_params", "params": {"js_url": js_url}}
     assert sdk_policy(action, SecurityPolicy(frame_ancestors=())) is None
+
+
+def test_only_the_origin_of_a_url_reaches_the_policy() -> None:
+    """A path, query or directive-looking text never widens the policy."""
+    action = {"type": "sdk_params", "params": {
+        "js_url": "https://JS.example.com:8443/v3; script-src *?x='unsafe-inline'",
+        "api_base": "https://api.example.com/v1;connect-src *"}}  # fmt: skip
+    policy = sdk_policy(action, SecurityPolicy(frame_ancestors=()))
+    assert policy is not None
+    _assert_sdk_csp(policy.csp("n0nce"), script="https://js.example.com:8443",
+                    api="https://api.example.com")  # fmt: skip
 
 
 def test_a_step_without_an_sdk_keeps_the_strict_policy() -> None:
@@ -198,6 +209,7 @@ def _fill_card(page: Any, number: str) -> None:
     page.fill("[data-sandbox-card=number]", number)
     page.fill("[data-sandbox-card=exp]", "12 / 34")
     page.fill("[data-sandbox-card=cvc]", "123")
+    _no_early_return(page)
 
 
 def _open_card_step(gw: Gateway, page: Any, payment: dict[str, Any]) -> None:
@@ -205,6 +217,13 @@ def _open_card_step(gw: Gateway, page: Any, payment: dict[str, Any]) -> None:
     page.locator("button[data-method=card]").click()
     page.wait_for_selector("[data-sdk=card] [data-sandbox-card=number]")
     assert not page.locator("[data-card-pay]").is_disabled()
+    _no_early_return(page)
+
+
+def _no_early_return(page: Any) -> None:
+    """pay.js sends the customer on from any [data-return-url] (the success screen's button):
+    a step still waiting for the customer must not carry one, or it leaves by itself."""
+    assert page.locator("[data-return-url]").count() == 0
 
 
 def _card_csp(gw: Gateway, page: Any) -> None:
@@ -329,6 +348,7 @@ def _pay_by_wallet(gw: Gateway, browser: Any, wallet: str, user_agent: str, abse
     button = page.locator("[data-sandbox-wallet=open]")
     button.wait_for(state="visible")
     assert page.locator("[data-wallet-checking]").is_hidden()
+    _no_early_return(page)
     _assert_sdk_csp(
         page.request.get(page.url).headers["content-security-policy"],
         script=gw.base, api=gw.base,

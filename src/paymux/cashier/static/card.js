@@ -84,7 +84,7 @@
       box.hidden = true;
       working(true);
       var data = {payment_method: {card: card}};
-      if (d.returnUrl) data.return_url = d.returnUrl;
+      if (d.stripeReturnUrl) data.return_url = d.stripeReturnUrl;
       stripe.confirmCardPayment(d.clientSecret, data).then(outcome, function () {
         fail("payment_declined");
       });
@@ -108,7 +108,7 @@
     box.hidden = true;
     working(true);
     var data = {payment_method: ev.paymentMethod.id};
-    if (d.returnUrl) data.return_url = d.returnUrl;
+    if (d.stripeReturnUrl) data.return_url = d.stripeReturnUrl;
     stripe.confirmCardPayment(d.clientSecret, data, {handleActions: false}).then(function (r) {
       if (r.error) { ev.complete("fail"); outcome(r); return; }
       ev.complete("success");
