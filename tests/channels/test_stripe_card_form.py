@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import stripe
 
-from paymux.channels.base import ChannelPaymentStatus, NextActionType
+from paymux.channels.base import ChannelPaymentStatus, InvalidCredentials, NextActionType
 from paymux.channels.sandbox_kit import NotifyMode, Script
 from paymux.channels.stripe import protocol as p
 from paymux.channels.stripe.adapter import StripeAdapter
@@ -60,6 +60,24 @@ async def test_the_page_gets_what_it_needs_and_the_sandbox_serves_its_js(env: En
                  "access-control-request-headers": "authorization,content-type"},
     )  # fmt: skip
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"]
+
+
+async def test_the_step_names_its_api_and_a_wallet_gets_the_sheets_total(env: Env) -> None:
+    """``api_base`` (where Stripe.js connects: a page's CSP allows it) for every account; a
+    wallet's ``payment_request`` in Stripe units, as the intent charges."""
+    card, _ = await _mount(env)
+    assert card["api_base"] == env.creds["gateway"] and "payment_request" not in card
+    created = await env.adapter.create_payment(request("apple_pay", currency="JPY", amount=500))
+    params = (created.next_action.params or {}) if created.next_action else {}
+    assert params["wallet"] == "apple_pay"
+    assert params["payment_request"] == {"country": "US", "currency": "jpy",
+                                         "total": {"label": "T-shirt", "amount": 500}}  # fmt: skip
+    live = StripeAdapter({**env.creds, "gateway": p.API_BASE, "country": "SG",
+                          "secret_key": "sk_live_" + "x" * 20,
+                          "publishable_key": "pk_live_" + "x" * 20}, env.clients[-1])  # fmt: skip
+    assert live.credentials.country == "SG"
+    with pytest.raises(InvalidCredentials):
+        StripeAdapter({**env.creds, "country": "sg"}, env.clients[-1])
 
 
 async def test_4242_succeeds_with_one_webhook(env: Env) -> None:

@@ -37,7 +37,9 @@ acknowledged by any 2xx, retried on Stripe's kind of schedule. The endpoint is t
 (``POST /_sandbox/webhook_endpoints``) or else the ``metadata[paymux_notify_url]`` the adapter
 sends in test mode. Events: ``payment_intent.succeeded`` / ``payment_failed`` / ``canceled`` /
 ``requires_action``; ``refund.created`` (refund done at once), ``refund.updated`` (done later),
-``refund.failed``.
+``refund.failed``. Each event is the object as it was when it changed (built then, delivered
+and retried as built): a 3-D Secure payment sends ``requires_action`` once, then
+``succeeded`` once.
 
 Scripts (the shared kit): ``succeed``/``decline``/``manual``/``create_timeout``/
 ``create_error`` for intents, notify modes ``none``/``duplicate``/``delayed``/
@@ -1039,8 +1041,10 @@ class Sandbox:
 
         @app.get(JS_PATH)
         async def stripe_js() -> Response:
-            """The sandbox's stand-in for Stripe.js (``Stripe(pk)``, ``elements().create('card')``,
-            ``confirmCardPayment``, a stand-in Apple Pay / Google Pay sheet)."""
+            """The sandbox's stand-in for Stripe.js (``Stripe(pk)``, ``elements({locale})
+            .create('card' | 'paymentRequestButton')``, ``confirmCardPayment``,
+            ``paymentRequest(...).canMakePayment()`` decided by the user agent, a stand-in
+            Apple Pay / Google Pay sheet)."""
             return Response((_STATIC / "stripe-sandbox.js").read_bytes(),
                             media_type="text/javascript; charset=utf-8")  # fmt: skip
 
