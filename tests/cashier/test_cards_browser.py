@@ -267,11 +267,17 @@ def _decline_then_switch(gw: Gateway, browser: Any) -> None:
     page = context.new_page()
     payment = gw.create(method="cashier")
     _open_card_step(gw, page, payment)
-    _fill_card(page, "4000 0000 0000 0002")
-    page.locator("[data-card-pay]").click()
     error = page.locator("[data-card-error]")
-    error.wait_for(state="visible")
-    assert error.get_attribute("data-error-code") == "card_declined"
+    _fill_card(page, "4000 0000 0000 9995")
+    page.locator("[data-card-pay]").click()
+    page.locator("[data-card-error][data-error-code=insufficient_funds]").wait_for()
+    assert page.locator("[data-error-message]").inner_text() == (
+        "The balance of the account or card is not enough for this payment."
+    )
+    _fill_card(page, "4000 0000 0000 0002")  # another card on the same form
+    page.locator("[data-card-pay]").click()
+    page.locator("[data-card-error][data-error-code=card_declined]").wait_for()
+    assert error.is_visible()
     message = page.locator("[data-error-message]").inner_text()
     assert message == "Your card was declined by its bank."
     assert page.locator("[data-card-error] button[data-method=apple_pay]").is_visible()
