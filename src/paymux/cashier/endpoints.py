@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from paymux.cashier import service
 from paymux.cashier.errors import N_, customer_error
+from paymux.cashier.sdk_policy import sdk_policy
 from paymux.kit import clock
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
@@ -28,6 +29,7 @@ from paymux.web import Site, i18n, static_router, wants_html
 
 HERE = Path(__file__).resolve().parent
 site = Site("cashier", [HERE / "templates"])
+site.env.globals["customer_error"] = customer_error  # the SDK step shows declines in-page
 
 router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
 router.include_router(
@@ -116,7 +118,8 @@ async def pay_page(
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
     }
-    return site.render(request, "pay.html", ctx)
+    policy = sdk_policy(action, site.policy) if state == "pending" else None
+    return site.render(request, "pay.html", ctx, policy=policy)
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
