@@ -21,7 +21,8 @@ from paymux.payments.models import Attempt
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
-PHONE = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
+PHONE = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 "
+         "Mobile Safari/537.36")
 
 
 def no() -> str:
@@ -155,7 +156,8 @@ async def test_concurrent_pays_debit_once(stack: Stack) -> None:
         *(cashier.choose(stack.runtime, p["id"], "wallet", user_agent=PHONE) for _ in range(6)),
         return_exceptions=True,
     )
-    assert all(not isinstance(r, BaseException) and r.status == "succeeded" for r in results), results
+    assert all(not isinstance(r, BaseException) and r.status == "succeeded"
+               for r in results), results  # fmt: skip
     assert (await balances(stack, tenant, wallet_id))["available"] == 2_000
     async with stack.runtime.db.read() as session:
         keys = (await session.scalars(sa.select(LedgerTransaction.key).where(

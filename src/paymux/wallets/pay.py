@@ -61,8 +61,10 @@ async def _wallet(session: AsyncSession, payment: Payment) -> Wallet:
         raise InvalidRequest(NOT_ALLOWED, "This payment cannot be paid from a balance.",
                              param="method")  # fmt: skip
     try:
-        return await payable_wallet(session, wallet_id, app_id=payment.app_id,
-                                    livemode=payment.livemode, currency=payment.currency)  # fmt: skip
+        return await payable_wallet(
+            session, wallet_id, app_id=payment.app_id, livemode=payment.livemode,
+            currency=payment.currency,
+        )  # fmt: skip
     except PaymuxError:  # checked at create; never says more to the page than "not allowed"
         raise InvalidRequest(NOT_ALLOWED, "This payment cannot be paid from a balance.",
                              param="method") from None  # fmt: skip
@@ -177,14 +179,15 @@ async def _close_open_orders(rt: Runtime, payment_id: str) -> None:
         except base.BusinessError as exc:
             await _restore(rt, payment_id, attempt_id)
             if exc.code != "already_paid":
-                raise UpstreamError("channel_error", f"The channel refused to close: {exc}") from exc
+                message = f"The channel refused to close: {exc}"
+                raise UpstreamError("channel_error", message) from exc
             await _apply_paid(rt, payment_id, attempt_id, adapter, trade_no)
             raise Conflict("payment_succeeded",
                            "The previous method was paid before the switch.") from exc  # fmt: skip
         except base.ChannelError as exc:
             await _restore(rt, payment_id, attempt_id)
-            raise UpstreamError("channel_unavailable",
-                                f"Could not close the previous order: {exc.code}") from exc  # fmt: skip
+            message = f"Could not close the previous order: {exc.code}"
+            raise UpstreamError("channel_unavailable", message) from exc
         async with rt.db.transaction() as session:
             repo = PaymentRepository(session)
             await repo.lock(payment_id)
