@@ -263,11 +263,12 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         "Then open the payment's cashier_url (or next_action.code_url) in a browser and pay.",
         "To offer the demo customer's balance (¥500.00) on the cashier, create it with",
         f'  "method": "cashier", "allowed_methods": ["wallet", "alipay_qr"], '
-        f'"customer": {{"wallet": "{setup.wallet_id}"}}',
+        '"customer": {"wallet": "$PAYMUX_WALLET"}',
         "",
         "Point another terminal (in this directory) at the demo, for curl and the paymux CLI:",
         f"  export PAYMUX_URL={shlex.quote(base)} PAYMUX_KEY={shlex.quote(setup.api_key)}",
         f"  export PAYMUX_APP={shlex.quote(setup.app_id)}",
+        *([f"  export PAYMUX_WALLET={shlex.quote(setup.wallet_id)}"] if setup.wallet_id else []),
         *exports,
         "  paymux payment list --app $PAYMUX_APP",
         "",
