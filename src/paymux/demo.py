@@ -262,7 +262,7 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         "",
         "Then open the payment's cashier_url (or next_action.code_url) in a browser and pay.",
         "To offer the demo customer's balance (¥500.00) on the cashier, create it with",
-        f'  "method": "cashier", "allowed_methods": ["wallet", "alipay_qr"], '
+        '  "method": "cashier", "allowed_methods": ["wallet", "alipay_qr"], '
         '"customer": {"wallet": "$PAYMUX_WALLET"}',
         "",
         "Point another terminal (in this directory) at the demo, for curl and the paymux CLI:",

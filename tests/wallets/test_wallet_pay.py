@@ -18,7 +18,7 @@ from paymux.kit.errors import Conflict, InvalidRequest
 from paymux.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction
 from paymux.ledger.repository import LedgerRepository
 from paymux.payments.models import Attempt
-from tests.conftest import Stack, Tenant, attempt_ids, make_tenant
+from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
 PHONE = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 "
@@ -272,3 +272,99 @@ async def test_refunds_go_back_to_the_wallet(stack: Stack) -> None:
     async with stack.runtime.db.read() as session:
         totals = await LedgerRepository(session).totals_by_currency()
     assert all(debit == credit for debit, credit in totals.values())
+
+
+async def test_settlement_reports_a_balance_payment_like_a_channel_one(
+    stack: Stack, clock: Any
+) -> None:
+    import csv
+    import io
+
+    from tests.money.test_money import paid
+
+    tenant = await make_tenant(stack)
+    wallet_id = await funded_wallet(stack, tenant, 5_000)
+    card_like = await paid(stack, tenant, 3_000)  # through the WeChat sandbox
+    p = await cashier_payment(stack, tenant, wallet_id, amount=3_000)
+    await cashier.choose(stack.runtime, p["id"], "wallet", user_agent=PHONE)
+    r = await stack.client.post("/v1/refunds", headers=tenant.headers,
+                                json={"payment": p["id"], "amount": 1_000,
+                                      "out_refund_no": no()})  # fmt: skip
+    assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
+    clock.advance(86400 + 60)
+    await run_worker(stack)
+    (batch,) = (await stack.client.get("/v1/settlements", headers=tenant.headers)).json()["data"]
+    r = await stack.client.get(f"/v1/settlements/{batch['id']}/report.csv", headers=tenant.headers)
+    rows = {row["payment_id"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    wallet_row, channel_row = rows[p["id"]], rows[card_like["id"]]
+    assert (wallet_row["channel"], wallet_row["gross"], wallet_row["refunded"]) == (
+        "wallet", "3000", "1000")  # fmt: skip
+    assert channel_row["gross"] == "3000" and channel_row["refunded"] == "0"
+    assert batch["payment_count"] == 2 and batch["gross"] == 6_000 and batch["refunded"] == 1_000
+    balance = (await stack.client.get("/v1/balance", headers=tenant.headers)).json()
+    assert balance["pending"] == 0 and balance["available"] == batch["net"]
+    async with stack.runtime.db.read() as session:
+        totals = await LedgerRepository(session).totals_by_currency()
+    assert all(debit == credit for debit, credit in totals.values())
+
+
+async def test_an_order_paid_before_the_switch_wins_and_the_balance_is_untouched(
+    stack: Stack,
+) -> None:
+    tenant = await make_tenant(stack)
+    wallet_id = await funded_wallet(stack, tenant, 2_000)
+    p = await cashier_payment(stack, tenant, wallet_id, amount=900,
+                              allowed=["wallet", "wechat_native"])  # fmt: skip
+    await cashier.choose(stack.runtime, p["id"], "wechat_native", user_agent=PHONE)
+    (attempt,) = await attempt_ids(stack, p["id"])
+    await pay(stack, "wechatpay", attempt)  # paid at WeChat; the notification may be on its way
+    with pytest.raises(Conflict) as lost:
+        await cashier.choose(stack.runtime, p["id"], "wallet", user_agent=PHONE)
+    assert lost.value.code in ("payment_final", "payment_succeeded")
+    done = await wait_for(stack, tenant, p["id"], "succeeded")
+    assert done["method"] == "wechat_native"
+    assert (await balances(stack, tenant, wallet_id))["available"] == 2_000
+    assert await payment_entries(stack, p["id"]) != [] and all(
+        owner != "wallet" for owner, *_ in await payment_entries(stack, p["id"]))  # fmt: skip
+    types = [e.type for e in await events_of(stack, tenant) if e.data.get("id") == p["id"]]
+    assert types == ["payment.succeeded"]
+
+
+async def test_a_switched_away_order_paid_after_the_balance_is_refunded(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paymux.channels.wechatpay.adapter import WechatPayAdapter
+    from paymux.refunds.models import Refund
+
+    tenant = await make_tenant(stack)
+    wallet_id = await funded_wallet(stack, tenant, 2_000)
+    p = await cashier_payment(stack, tenant, wallet_id, amount=900,
+                              allowed=["wallet", "wechat_native"])  # fmt: skip
+    await cashier.choose(stack.runtime, p["id"], "wechat_native", user_agent=PHONE)
+
+    async def lost_close(self: Any, out_trade_no: str, **kwargs: Any) -> None:
+        return None  # the channel acknowledged a close that never took effect
+
+    monkeypatch.setattr(WechatPayAdapter, "close_payment", lost_close)
+    paid = await cashier.choose(stack.runtime, p["id"], "wallet", user_agent=PHONE)
+    assert paid.status == "succeeded" and paid.method == "wallet"
+    (old,) = await attempt_ids(stack, p["id"])
+    await pay(stack, "wechatpay", old)  # the switched-away order, paid anyway
+    for _ in range(200):
+        async with stack.runtime.db.read() as session:
+            refunds = (await session.scalars(sa.select(Refund).where(
+                Refund.payment_id == p["id"]))).all()  # fmt: skip
+        if refunds:
+            break
+        await asyncio.sleep(0.01)
+    await run_worker(stack)
+    async with stack.runtime.db.read() as session:
+        refunds = (await session.scalars(sa.select(Refund).where(
+            Refund.payment_id == p["id"]))).all()  # fmt: skip
+    assert [(x.attempt_id, x.status, x.amount) for x in refunds] == [(old, "succeeded", 900)]
+    r = await stack.client.get(f"/v1/payments/{p['id']}", headers=tenant.headers)
+    assert (r.json()["status"], r.json()["method"], r.json()["amount_refunded"]) == (
+        "succeeded", "wallet", 0)  # fmt: skip
+    assert (await balances(stack, tenant, wallet_id))["available"] == 1_100
+    types = [e.type for e in await events_of(stack, tenant) if e.data.get("id") == p["id"]]
+    assert types.count("payment.succeeded") == 1 and types.count("payment.late_success") == 1
