@@ -2,7 +2,7 @@
 loopback gateway provisioned like ``paymux demo`` (its demo customer's wallet holds ¥500.00).
 The customer double-clicks "余额"; the payment ends ``succeeded`` with exactly one debit and one
 ``payment.succeeded`` event. axe-core and the CSP probe check each page. Skipped without
-chromium (``make browser``)."""
+chromium (``make browser``); ``PAYMUX_DOCS_SCREENSHOTS=1`` saves docs/cashier.md's screenshot."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from paymux.app import create_app
 from paymux.config import Environment, Settings
 from paymux.demo import DEMO_WALLET_BALANCE, make_sandboxes, provision
 from paymux.runtime import Runtime
-from tests.cashier.test_pages_browser import CHROMIUM, CSP_PROBE, _check_page, _in_browser
+from tests.cashier.test_pages_browser import CHROMIUM, CSP_PROBE, _check_page, _in_browser, _shot
 from tests.fixtures.servers import free_port, serve
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: make browser")
@@ -81,6 +81,7 @@ def _pay_from_balance(gateway: tuple[str, str, str], browser: Any) -> None:
         DEMO_WALLET_BALANCE
     )
     _check_page(phone)
+    _shot(phone, "cashier-balance-zh-CN-mobile")
     option.dblclick()  # an impatient double click: one debit all the same
     phone.wait_for_selector("[data-status=succeeded]", timeout=20_000)
     assert phone.locator("#status").inner_text() == "支付成功"
