@@ -86,14 +86,18 @@ def _not_found(request: Request, payment_id: str) -> HTMLResponse:
 
 @router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
 async def pay_page(
-    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
-) -> HTMLResponse:
-    return await _page(request, rt, payment_id, switch=switch)
+    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False,
+    cancelled: bool = False,
+) -> HTMLResponse:  # fmt: skip
+    """``switch``: the customer asked for another method; ``cancelled``: the channel sent the
+    customer back after a cancel (PayPal "Cancel") — both show the methods again, the
+    cancelled one included (to try it again)."""
+    return await _page(request, rt, payment_id, switch=switch, cancelled=cancelled)
 
 
 async def _page(
     request: Request, rt: Runtime, payment_id: str, *, switch: bool = False,
-    notice: str | None = None, status_code: int = 200,
+    cancelled: bool = False, notice: str | None = None, status_code: int = 200,
 ) -> HTMLResponse:  # fmt: skip
     """The payment's page; ``notice`` (a catalogue code) explains why a choice was refused
     above the methods still open to the customer."""
@@ -108,7 +112,8 @@ async def _page(
     names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
     action = payment.next_action or {}
     state = _state(payment, clock.now())
-    if state == "pending" and (switch or notice) and cashier.can_switch:
+    retry = cancelled and state == "pending" and bool(cashier.options)
+    if state == "pending" and (((switch or notice) and cashier.can_switch) or retry):
         state = "choose"
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
@@ -121,8 +126,10 @@ async def _page(
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": [o for o in cashier.options if o.method != cashier.current_method
+        "options": [o for o in cashier.options
+                    if (retry or o.method != cashier.current_method)
                     and not (notice and o.method == "wallet")],
+        "cancelled": retry,
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
         "wallet_balance": cashier.wallet_balance,
@@ -141,8 +148,9 @@ async def pay_choose(
     clients get the machine-readable error, browsers a page that explains and leads back."""
     try:
         await service.choose(
-            rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
-        )
+            rt, payment_id, method, user_agent=request.headers.get("user-agent", ""),
+            client_ip=request.client.host if request.client else None,
+        )  # fmt: skip
     except PaymuxError as exc:
         if not wants_html(request):
             raise
