@@ -25,6 +25,7 @@ from paymux.merchants.repository import MerchantRepository
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
+from paymux.runtime import Runtime
 from paymux.web import Site, i18n, static_router, wants_html
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,12 @@ METHOD_LABELS = {
     "apple_pay": N_("Apple Pay"),
     "google_pay": N_("Google Pay"),
     "paypal": N_("PayPal"),
+    "wallet": N_("Balance"),
 }
+
+
+WALLET_REFUSALS = frozenset({"insufficient_funds", "wallet_not_allowed"})
+"""Refusals of paying from the balance that the page explains from the catalogue."""
 
 
 def _status(payment: Payment) -> dict[str, Any]:
@@ -88,6 +94,15 @@ async def pay_page(
     """``switch``: the customer asked for another method; ``cancelled``: the channel sent the
     customer back after a cancel (PayPal "Cancel") — both show the methods again, the
     cancelled one included (to try it again)."""
+    return await _page(request, rt, payment_id, switch=switch, cancelled=cancelled)
+
+
+async def _page(
+    request: Request, rt: Runtime, payment_id: str, *, switch: bool = False,
+    cancelled: bool = False, notice: str | None = None, status_code: int = 200,
+) -> HTMLResponse:  # fmt: skip
+    """The payment's page; ``notice`` (a catalogue code) explains why a choice was refused
+    above the methods still open to the customer."""
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
         return _not_found(request, payment_id)
@@ -100,7 +115,7 @@ async def pay_page(
     action = payment.next_action or {}
     state = _state(payment, clock.now())
     retry = cancelled and state == "pending" and bool(cashier.options)
-    if state == "pending" and ((switch and cashier.can_switch) or retry):
+    if state == "pending" and (((switch or notice) and cashier.can_switch) or retry):
         state = "choose"
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
@@ -113,13 +128,18 @@ async def pay_page(
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": [o for o in cashier.options if retry or o.method != cashier.current_method],
+        "options": [o for o in cashier.options
+                    if (retry or o.method != cashier.current_method)
+                    and not (notice and o.method == "wallet")],
         "cancelled": retry,
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
-    }
+        "wallet_balance": cashier.wallet_balance,
+        "notice": customer_error(notice) if notice else None,
+        "notice_code": notice,
+    }  # fmt: skip
     policy = sdk_policy(action, site.policy) if state == "pending" else None
-    return site.render(request, "pay.html", ctx, policy=policy)
+    return site.render(request, "pay.html", ctx, status_code=status_code, policy=policy)
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
@@ -137,6 +157,9 @@ async def pay_choose(
     except PaymuxError as exc:
         if not wants_html(request):
             raise
+        if exc.code in WALLET_REFUSALS:  # explained, with the methods still open
+            return await _page(request, rt, payment_id, notice=exc.code,
+                               status_code=exc.status_code)  # fmt: skip
         ctx = {"payment_id": payment_id, "reference": f"{payment_id} · {exc.code}"}
         return site.render(request, "refused.html", ctx, status_code=exc.status_code)
     return RedirectResponse(f"/pay/{payment_id}", status_code=303)

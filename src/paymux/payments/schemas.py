@@ -70,7 +70,9 @@ class PaymentCreate(BaseModel):
     )
     customer: dict[str, Annotated[str, StringConstraints(max_length=128)]] = Field(
         default_factory=dict,
-        description="Channel customer identifiers: `openid` (wechat_jsapi), `buyer_id`, `ip`.",
+        description="Channel customer identifiers: `openid` (wechat_jsapi), `buyer_id`, `ip`; "
+        "`wallet`: a user wallet of this app and mode (method `wallet`, or the cashier's "
+        "balance when `allowed_methods` lists `wallet`).",
     )
     metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
         default_factory=dict
