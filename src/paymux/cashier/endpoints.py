@@ -20,7 +20,7 @@ from paymux.kit import clock
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep
-from paymux.merchants.repository import MerchantRepository
+from paymux.merchants import service as merchant_service
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
@@ -87,10 +87,7 @@ async def pay_page(
         return _not_found(request, payment_id)
     payment = cashier.payment
     async with rt.db.read() as session:
-        merchants = MerchantRepository(session)
-        app = await merchants.get_app(payment.app_id)
-        merchant = await merchants.get_merchant(payment.merchant_id)
-    names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
+        brand = await merchant_service.brand(session, payment.app_id)
     action = payment.next_action or {}
     state = _state(payment, clock.now())
     if state == "pending" and switch and cashier.can_switch:
@@ -101,7 +98,8 @@ async def pay_page(
     code = payment.failure_code if state == "failed" else state
     ctx = {
         "payment": payment,
-        "merchant_name": " · ".join(dict.fromkeys(names)) or "paymux",
+        "merchant_name": brand.name,
+        "logo_url": brand.logo_url,
         "action": action,
         "qr_svg": qr_svg,
         "state": state,
@@ -110,7 +108,7 @@ async def pay_page(
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
     }
-    return site.render(request, "pay.html", ctx)
+    return site.render(request, "pay.html", ctx, timezone=brand.timezone)
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)

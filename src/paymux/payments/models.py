@@ -67,7 +67,7 @@ class Payment(Base):
     updated_at: Mapped[dt.datetime] = updated_at_column()
 
 
-class metadata_text(FunctionElement[str]):  # noqa: N801  (SQL function naming)
+class metadata_text(FunctionElement[str]):
     """``metadata.<key>`` as text, with the key inline in the SQL (a bound key would keep the
     planners from matching the expression index below)."""
 
