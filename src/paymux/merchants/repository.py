@@ -51,7 +51,9 @@ class MerchantRepository:
             App.id == app_id, App.logo_digest == digest, App.logo.is_not(None)
         )
         row = (await self.session.execute(stmt)).first()
-        return (row[0], row[1]) if row else None
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return row[0], row[1]
 
     def add(self, obj: Merchant | App | ApiKey) -> None:
         self.session.add(obj)

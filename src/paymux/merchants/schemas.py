@@ -44,7 +44,7 @@ class AppUpdate(BaseModel):
         description="The brand customers see on the cashier and store-code pages "
         "(null: the merchant's and the app's name).",
     )
-    logo: Annotated[str, StringConstraints(max_length=140_000)] | None = Field(
+    logo: Annotated[str, StringConstraints(max_length=150_000)] | None = Field(
         default=None,
         description="The logo as base64: a PNG, JPEG or WebP image (checked by its content), "
         "at most 100 KB; null removes it. Served by the gateway itself (no external URL).",

@@ -93,9 +93,7 @@ def store_code_of() -> ColumnElement[str]:
 
 
 # The merchant lists a store's payments (GET /v1/payments?store_code=…) newest first.
-sa.Index(
-    "ix_payments_store_code", Payment.app_id, Payment.livemode, store_code_of(), Payment.id
-)
+sa.Index("ix_payments_store_code", Payment.app_id, Payment.livemode, store_code_of(), Payment.id)
 
 
 class Attempt(Base):

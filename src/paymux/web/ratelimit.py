@@ -21,9 +21,7 @@ class RateLimited(PaymuxError):
     type = "rate_limit_error"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "rate_limited", f"Too many requests; retry after {retry_after} seconds."
-        )
+        super().__init__("rate_limited", f"Too many requests; retry after {retry_after} seconds.")
         self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
