@@ -24,13 +24,13 @@ _STORE_CODE = {
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("merchants") as batch:
-        batch.add_column(sa.Column("timezone", sa.String(64), nullable=True))
-    with op.batch_alter_table("apps") as batch:
-        batch.add_column(sa.Column("display_name", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("logo", sa.LargeBinary(), nullable=True))
-        batch.add_column(sa.Column("logo_type", sa.String(16), nullable=True))
-        batch.add_column(sa.Column("logo_digest", sa.String(64), nullable=True))
+    # Plain ADD COLUMN (nullable) on both databases: no table rebuild, which on SQLite would
+    # drop a table other tables' foreign keys point at.
+    op.add_column("merchants", sa.Column("timezone", sa.String(64), nullable=True))
+    op.add_column("apps", sa.Column("display_name", sa.String(200), nullable=True))
+    op.add_column("apps", sa.Column("logo", sa.LargeBinary(), nullable=True))
+    op.add_column("apps", sa.Column("logo_type", sa.String(16), nullable=True))
+    op.add_column("apps", sa.Column("logo_digest", sa.String(64), nullable=True))
     expression = _STORE_CODE[op.get_bind().dialect.name]
     op.create_index(
         "ix_payments_store_code",
@@ -41,10 +41,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_payments_store_code", table_name="payments")
-    with op.batch_alter_table("apps") as batch:
-        batch.drop_column("logo_digest")
-        batch.drop_column("logo_type")
-        batch.drop_column("logo")
-        batch.drop_column("display_name")
-    with op.batch_alter_table("merchants") as batch:
-        batch.drop_column("timezone")
+    # Native DROP COLUMN (SQLite ≥ 3.35 has it): a batch rebuild of apps would fail on the
+    # foreign keys that point at it.
+    for table, column in (
+        ("apps", "logo_digest"),
+        ("apps", "logo_type"),
+        ("apps", "logo"),
+        ("apps", "display_name"),
+        ("merchants", "timezone"),
+    ):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
