@@ -3,10 +3,20 @@ a customer on a phone in zh-CN enters an amount, lands on the cashier and pays."
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import io
 import re
 from typing import Any
 
 import httpx
+import segno
+
+from paymux.config import Environment, Settings
+from paymux.kit.crypto import hash_api_key
+from paymux.merchants import service as merchant_service
+from paymux.merchants.repository import MerchantRepository
+from paymux.runtime import Runtime
 
 from tests.cashier.test_pages_browser import (
     CSP_PROBE,
@@ -20,7 +30,31 @@ from tests.cashier.test_pages_browser import (
 assert gateway and pytestmark  # the module's gateway fixture; skipped without chromium
 
 
-def test_a_store_code_paid_in_zh_cn_on_a_phone(gateway: tuple[str, str]) -> None:
+def _brand(database_url: str, key: str) -> None:
+    """Give the demo app a display name and a logo (the operator API is off on this gateway)."""
+
+    async def go() -> None:
+        rt = Runtime.build(Settings(env=Environment.test, database_url=database_url))
+        try:
+            async with rt.db.transaction() as session:
+                found = await MerchantRepository(session).find_key(hash_api_key(key))
+                assert found is not None
+                png = io.BytesIO()
+                segno.make("lotus").save(png, kind="png", scale=4, dark="#1660d6")
+                await merchant_service.update_app(
+                    session, app_id=found[1].id, display_name="莲花茶铺", logo=png.getvalue()
+                )
+        finally:
+            await rt.aclose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
+
+
+def test_a_store_code_paid_in_zh_cn_on_a_phone(
+    gateway: tuple[str, str], database_url: str
+) -> None:
+    _brand(database_url, gateway[1])
     _in_browser(lambda browser: _store_code_on_a_phone(gateway, browser))
 
 
@@ -39,6 +73,10 @@ def _store_code_on_a_phone(gateway: tuple[str, str], browser: Any) -> None:
     assert "script-src 'none'" in csp and "form-action 'self'" in csp
     assert phone.locator("html").get_attribute("lang") == "zh-CN"
     assert phone.locator("[data-store]").inner_text() == "南京路店"
+    assert phone.locator("h1.merchant").inner_text() == "莲花茶铺"
+    logo = phone.locator("img.logo")
+    assert logo.get_attribute("alt") == "莲花茶铺 的标志"
+    assert phone.evaluate("document.querySelector('img.logo').naturalWidth") > 0  # it loaded
     _check_page(phone)
     _shot(phone, "store-code-zh-CN-mobile")
     # a wrong amount first: explained in Chinese, nothing made
@@ -51,6 +89,8 @@ def _store_code_on_a_phone(gateway: tuple[str, str], browser: Any) -> None:
     phone.wait_for_url(re.compile(r".*/pay/pay_\w+$"))
     assert phone.locator("[data-amount]").inner_text() == "¥12.50"
     assert phone.locator("[data-state=choose]").is_visible()
+    assert phone.locator("h1.merchant").inner_text() == "莲花茶铺"
+    assert phone.locator("img.logo").get_attribute("alt") == "莲花茶铺 的标志"
     _check_page(phone)
     payment_id = phone.url.rsplit("/", 1)[1]
     phone.locator("button[data-method=wechat_native]").click()

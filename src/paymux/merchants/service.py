@@ -203,7 +203,10 @@ def brand_of(merchant: Merchant | None, app: App | None) -> Brand:
     return Brand(
         name=name,
         logo_url=logo_path(app) if app is not None else None,
-        timezone=merchant.timezone if merchant is not None else None,
+        # A zone the tz database no longer knows (after an upgrade) falls back to the platform's.
+        timezone=merchant.timezone
+        if merchant is not None and merchant.timezone in _zones()
+        else None,
     )
 
 
