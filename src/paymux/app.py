@@ -96,7 +96,9 @@ def create_app(
     from paymux.wallets.endpoints import router as wallets_router
     from paymux.webhooks.endpoints import router as webhooks_router
 
+    # Matched in this order, one route at a time: the hot paths (create, notifications) first.
     app.include_router(payments_router)
+    app.include_router(inbox_router)
     app.include_router(escrow_router)
     app.include_router(refunds_router)
     app.include_router(splits_router)
@@ -109,7 +111,6 @@ def create_app(
     app.include_router(operator_router)
     app.include_router(brand_router)
     app.include_router(channel_accounts_router)
-    app.include_router(inbox_router)
     app.include_router(cashier_router)
     app.include_router(store_codes_router)
     app.include_router(store_code_pages_router)

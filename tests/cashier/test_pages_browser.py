@@ -6,25 +6,19 @@ page: no serious or critical violation. Skipped when chromium is missing (``make
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from paymux.app import create_app
-from paymux.config import Environment, Settings
-from paymux.demo import make_sandboxes, provision
-from paymux.runtime import Runtime
 from paymux.web import VENDOR
-from tests.fixtures.servers import free_port, serve
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
@@ -58,31 +52,6 @@ def _in_browser(fn: Callable[[Any], None]) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(run).result()
-
-
-@pytest.fixture(scope="module")
-def gateway(database_url: str) -> Iterator[tuple[str, str]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        env=Environment.test, database_url=database_url, public_url=base,
-        channel_timeout_seconds=2.0, worker_poll_seconds=0.05, log_level="WARNING",
-        egress_allow_nets=["127.0.0.0/8", "::1/128"],
-    )  # fmt: skip
-    sandboxes = make_sandboxes(httpx.AsyncClient(timeout=5.0))
-
-    async def setup() -> Any:
-        rt = Runtime.build(settings)
-        try:
-            return await provision(rt, sandboxes, public_url=base, api_key=None,
-                                   webhook_url=f"{base}/healthz")  # fmt: skip
-        finally:
-            await rt.aclose()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        done = pool.submit(asyncio.run, setup()).result()
-    with serve(create_app(settings, sandboxes=sandboxes, run_worker=True), port=port):
-        yield base, done.api_key
 
 
 def _create(base: str, key: str, **extra: Any) -> dict[str, Any]:

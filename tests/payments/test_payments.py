@@ -285,6 +285,37 @@ async def test_duplicate_notifications_apply_once(stack: Stack) -> None:
     assert len(await events_of(stack, tenant, "payment.succeeded")) == 2
 
 
+async def test_a_notification_racing_the_customers_return_applies_once(stack: Stack) -> None:
+    """A notification and the customer's returns (each asks the channel and applies the same
+    success under the payment's lock) racing: one success, one posting, one event."""
+    tenant = await make_tenant(stack)
+    subject = f"race-{uuid.uuid4().hex[:8]}"
+    core = stack.sandboxes["wechatpay"].core
+    core.add_script(Script(outcome=Outcome.manual, notify=NotifyMode.none, subject=subject))
+    payment = (await create(stack, tenant, method="wechat_native", subject=subject)).json()
+    (attempt,) = await attempt_ids(stack, payment["id"])
+    order = core.find(attempt)
+    assert core.settle(order, paid=True)
+    headers, body = await core.notification_for(order)
+    url = f"/notify/wechatpay/{tenant.accounts['wechatpay']}"
+    answers = await asyncio.gather(
+        stack.client.post(url, content=body, headers=headers),
+        *[stack.client.get(f"/pay/{payment['id']}/return") for _ in range(4)],
+    )
+    assert all(a.status_code < 400 for a in answers), [a.text for a in answers]
+    done = await wait_for(stack, tenant, payment["id"], "succeeded")
+    assert done["amount"] == payment["amount"]
+    assert len(await events_of(stack, tenant, "payment.succeeded")) == 1
+    async with stack.runtime.db.read() as session:
+        postings = (
+            await session.execute(
+                sa.text("SELECT count(*) FROM ledger_transactions WHERE key = :k"),
+                {"k": f"payment:{payment['id']}"},
+            )
+        ).scalar_one()
+    assert postings == 1
+
+
 async def test_forged_and_mismatched_notifications_change_nothing(stack: Stack) -> None:
     tenant = await make_tenant(stack)
     for method, channel in (("wechat_native", "wechatpay"), ("alipay_qr", "alipay")):

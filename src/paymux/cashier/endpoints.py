@@ -80,8 +80,12 @@ def _not_found(request: Request, payment_id: str) -> HTMLResponse:
 
 @router.get("/pay/{payment_id}", response_class=HTMLResponse, include_in_schema=False)
 async def pay_page(
-    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False
-) -> HTMLResponse:
+    request: Request, payment_id: str, rt: RuntimeDep, switch: bool = False,
+    cancelled: bool = False,
+) -> HTMLResponse:  # fmt: skip
+    """``switch``: the customer asked for another method; ``cancelled``: the channel sent the
+    customer back after a cancel (PayPal "Cancel") — both show the methods again, the
+    cancelled one included (to try it again)."""
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
         return _not_found(request, payment_id)
@@ -90,7 +94,8 @@ async def pay_page(
         brand = await merchant_service.brand(session, payment.app_id)
     action = payment.next_action or {}
     state = _state(payment, clock.now())
-    if state == "pending" and switch and cashier.can_switch:
+    retry = cancelled and state == "pending" and bool(cashier.options)
+    if state == "pending" and ((switch and cashier.can_switch) or retry):
         state = "choose"
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
@@ -104,7 +109,8 @@ async def pay_page(
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": [o for o in cashier.options if o.method != cashier.current_method],
+        "options": [o for o in cashier.options if retry or o.method != cashier.current_method],
+        "cancelled": retry,
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
     }
@@ -120,8 +126,9 @@ async def pay_choose(
     clients get the machine-readable error, browsers a page that explains and leads back."""
     try:
         await service.choose(
-            rt, payment_id, method, user_agent=request.headers.get("user-agent", "")
-        )
+            rt, payment_id, method, user_agent=request.headers.get("user-agent", ""),
+            client_ip=request.client.host if request.client else None,
+        )  # fmt: skip
     except PaymuxError as exc:
         if not wants_html(request):
             raise

@@ -146,10 +146,12 @@ def _stale(attempt: Attempt, call_seconds: float) -> bool:
 
 async def choose(
     rt: Runtime, payment_id: str, method: str, *, user_agent: str,
-    payer: Mapping[str, str] | None = None,
+    payer: Mapping[str, str] | None = None, client_ip: str | None = None,
 ) -> Payment:  # fmt: skip
     """Open an attempt for ``method`` through routing (failover included), closing the open
-    one at its channel first: never two payable orders at once."""
+    one at its channel first: never two payable orders at once. ``client_ip`` is the
+    customer's address as the cashier saw it (WeChat H5 requires it and checks it against the
+    device that opens its page); the merchant's own value, given at creation, is kept."""
     async with rt.db.read() as session:
         payment = await PaymentRepository(session).get_public(payment_id)
     if payment is None:
@@ -181,6 +183,8 @@ async def choose(
             return payment  # chosen again (a reload, a double click): the same order
         if payer:
             payment.customer = {**(payment.customer or {}), **dict(payer)}
+        if client_ip and not payment.client_ip:
+            payment.client_ip = client_ip
         payment.method = method
         plan = await routing.plan(
             session, app_id=payment.app_id, livemode=payment.livemode, method=method,

@@ -80,17 +80,21 @@ class PaymentRepository:
         )
         return (await self.session.scalars(stmt)).one()
 
-    async def lock_of_attempt(self, attempt_id: str) -> Payment | None:
-        """The payment of an attempt, locked — one statement, before the attempt is read, so
-        the attempt is read under the lock (every path locks the payment first)."""
-        of_attempt = sa.select(Attempt.payment_id).where(Attempt.id == attempt_id)
+    async def lock_with_attempt(self, attempt_id: str) -> tuple[Payment, Attempt] | None:
+        """An attempt and its payment, both locked, in one statement. Both rows are locked so
+        that PostgreSQL, on finding the payment updated by a transaction it waited for, reads
+        the attempt again too (a row it only joined would be seen as of before the wait);
+        payments come first in the FROM list, so the payment is locked first, as every path
+        does."""
         stmt = (
-            sa.select(Payment)
-            .where(Payment.id == of_attempt.scalar_subquery())
-            .with_for_update()
+            sa.select(Payment, Attempt)
+            .join(Attempt, Attempt.payment_id == Payment.id)
+            .where(Attempt.id == attempt_id)
+            .with_for_update(of=[Payment, Attempt])
             .execution_options(populate_existing=True)
         )
-        return (await self.session.scalars(stmt)).first()
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else (row[0], row[1])
 
     async def find_by_out_trade_no(
         self, app_id: str, livemode: bool, out_trade_no: str

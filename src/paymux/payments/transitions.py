@@ -313,11 +313,10 @@ async def apply_notification(
     # The identity map holds objects weakly: keep the merged copy for the transaction's life.
     session.info.setdefault("held", []).append(await session.merge(account, load=False))
     repo = PaymentRepository(session)
-    payment = await repo.lock_of_attempt(state.out_trade_no)
-    attempt = await repo.get_attempt(state.out_trade_no) if payment is not None else None
-    if attempt is None or attempt.channel_account_id != account.id:
+    found = await repo.lock_with_attempt(state.out_trade_no)
+    if found is None or found[1].channel_account_id != account.id:
         raise base.InvalidNotification("unknown_order", "No such order for this channel account.")
-    assert payment is not None
+    payment, attempt = found
     problem = amount_problem(state, attempt)
     if problem is not None:
         raise base.InvalidNotification(
