@@ -17,15 +17,8 @@ from paymux.kit.crypto import hash_api_key
 from paymux.merchants import service as merchant_service
 from paymux.merchants.repository import MerchantRepository
 from paymux.runtime import Runtime
-
-from tests.cashier.test_pages_browser import (
-    CSP_PROBE,
-    _check_page,
-    _in_browser,
-    _shot,
-    gateway,
-    pytestmark,
-)
+from tests.cashier.conftest import gateway
+from tests.cashier.test_pages_browser import CSP_PROBE, _check_page, _in_browser, _shot, pytestmark
 
 assert gateway and pytestmark  # the module's gateway fixture; skipped without chromium
 
