@@ -79,3 +79,17 @@ async def test_too_many_submits_are_429_with_retry_after_and_make_no_payment(
     assert [p["amount"] for p in await _payments(stack, tenant)] == [500]
     # the page itself (GET) is not limited
     assert (await stack.client.get(url, headers=BROWSER)).status_code == 200
+
+
+def test_every_customer_message_of_the_store_page_is_translated() -> None:
+    """The amount page's refusals (and the rate-limit page) are msgids of the zh_CN catalogue:
+    a message added to the service without a translation fails here."""
+    from paymux.store_codes import service
+    from paymux.web import i18n
+
+    zh = i18n.translations("zh_CN")
+    messages = [*service.CUSTOMER_MESSAGES, service.CANNOT_PAY]
+    untranslated = [m for m in messages if zh.gettext(m) == m]
+    assert not untranslated
+    refusal = service.customer_message(service.InvalidRequest("no_channel", "anything else"))
+    assert refusal == service.CANNOT_PAY  # nothing the gateway says internally reaches the page
