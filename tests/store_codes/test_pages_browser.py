@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
 import re
+import struct
+import zlib
 from typing import Any
 
 import httpx
-import segno
 
 from paymux.config import Environment, Settings
 from paymux.kit.crypto import hash_api_key
@@ -23,6 +23,25 @@ from tests.cashier.test_pages_browser import CSP_PROBE, _check_page, _in_browser
 assert gateway and pytestmark  # the module's gateway fixture; skipped without chromium
 
 
+def _disc_png(size: int = 96) -> bytes:
+    """A small RGBA PNG (a green disc), written by hand: any real PNG will do as a logo."""
+    rows = b""
+    for y in range(size):
+        row = b"\x00"  # filter: none
+        for x in range(size):
+            inside = (x - size / 2 + 0.5) ** 2 + (y - size / 2 + 0.5) ** 2 <= (size / 2 - 2) ** 2
+            row += b"\x2e\x90\x5a\xff" if inside else b"\x00\x00\x00\x00"
+        rows += row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
 def _brand(database_url: str, key: str) -> None:
     """Give the demo app a display name and a logo (the operator API is off on this gateway)."""
 
@@ -32,10 +51,8 @@ def _brand(database_url: str, key: str) -> None:
             async with rt.db.transaction() as session:
                 found = await MerchantRepository(session).find_key(hash_api_key(key))
                 assert found is not None
-                png = io.BytesIO()
-                segno.make("lotus").save(png, kind="png", scale=4, dark="#1660d6")
                 await merchant_service.update_app(
-                    session, app_id=found[1].id, display_name="莲花茶铺", logo=png.getvalue()
+                    session, app_id=found[1].id, display_name="莲花茶铺", logo=_disc_png()
                 )
         finally:
             await rt.aclose()
