@@ -21,7 +21,7 @@ from paymux.kit import clock
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep
-from paymux.merchants.repository import MerchantRepository
+from paymux.merchants import service as merchant_service
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
@@ -108,10 +108,7 @@ async def _page(
         return _not_found(request, payment_id)
     payment = cashier.payment
     async with rt.db.read() as session:
-        merchants = MerchantRepository(session)
-        app = await merchants.get_app(payment.app_id)
-        merchant = await merchants.get_merchant(payment.merchant_id)
-    names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
+        brand = await merchant_service.brand(session, payment.app_id)
     action = payment.next_action or {}
     state = _state(payment, clock.now())
     retry = cancelled and state == "pending" and bool(cashier.options)
@@ -123,7 +120,8 @@ async def _page(
     code = payment.failure_code if state == "failed" else state
     ctx = {
         "payment": payment,
-        "merchant_name": " · ".join(dict.fromkeys(names)) or "paymux",
+        "merchant_name": brand.name,
+        "logo_url": brand.logo_url,
         "action": action,
         "qr_svg": qr_svg,
         "state": state,
@@ -139,7 +137,10 @@ async def _page(
         "notice_code": notice,
     }  # fmt: skip
     policy = sdk_policy(action, site.policy) if state == "pending" else None
-    return site.render(request, "pay.html", ctx, status_code=status_code, policy=policy)
+    return site.render(
+        request, "pay.html", ctx, status_code=status_code, policy=policy,
+        timezone=brand.timezone,
+    )  # fmt: skip
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)

@@ -205,3 +205,5 @@ class PaymentFilters(BaseModel):
     status: str | None = None
     created_gte: dt.datetime | None = None
     created_lt: dt.datetime | None = None
+    store_code: str | None = None
+    """Only the payments made through this store code (``sc_…``: ``metadata.store_code``)."""
