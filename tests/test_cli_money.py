@@ -215,7 +215,8 @@ def test_wallets_transfers_freezes_points_and_statement(shop: Shop) -> None:
     refused("wallet", "create", "app_missing", "--reference", "x", code="resource_missing")
     refused("wallet", "create", shop.app, "--reference", "bad ref", code="parameter_invalid")
     listed = cli("wallet", "list", shop.app)
-    assert [w["id"] for w in listed["data"]] == [bob["id"], alice["id"]]
+    # newest first; the demo customer's wallet (provisioned with the shop) is the oldest
+    assert [w["id"] for w in listed["data"]] == [bob["id"], alice["id"], shop.setup.wallet_id]
     assert cli("wallet", "list", shop.app, "--reference", bob["reference"])["data"][0]["id"] == \
         bob["id"]  # fmt: skip
 

@@ -306,6 +306,21 @@ async def _create_app(c: Ctx) -> Call:
                 lambda: c.count(App, App.merchant_id == merchant), operator=True)  # fmt: skip
 
 
+@scenario("PATCH /v1/operator/merchants/{merchant_id}")
+async def _update_merchant(c: Ctx) -> Call:
+    return Call("PATCH", f"/v1/operator/merchants/{c.tenant.merchant_id}",
+                {"timezone": "Europe/Berlin"},
+                lambda: c.get("/v1/operator/merchants", operator=True), operator=True)  # fmt: skip
+
+
+@scenario("PATCH /v1/operator/apps/{app_id}")
+async def _update_app(c: Ctx) -> Call:
+    app = c.tenant.app_id
+    return Call("PATCH", f"/v1/operator/apps/{app}", {"display_name": "Brand"},
+                lambda: c.count(App, App.id == app, App.display_name == "Brand"),
+                operator=True)  # fmt: skip
+
+
 def _keys(c: Ctx) -> Effect:
     return lambda: c.count(ApiKey, ApiKey.app_id == c.tenant.app_id, ApiKey.revoked_at.is_(None))
 

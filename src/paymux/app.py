@@ -83,6 +83,7 @@ def create_app(
     from paymux.escrow.endpoints import router as escrow_router
     from paymux.inbox.endpoints import router as inbox_router
     from paymux.ledger.endpoints import router as ledger_router
+    from paymux.merchants.endpoints import public_router as brand_router
     from paymux.merchants.endpoints import router as operator_router
     from paymux.payments.endpoints import router as payments_router
     from paymux.payouts.endpoints import router as payouts_router
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(routing_router)
     app.include_router(operator_router)
+    app.include_router(brand_router)
     app.include_router(channel_accounts_router)
     app.include_router(cashier_router)
     app.include_router(store_codes_router)

@@ -26,9 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.channel_accounts import service as channel_service
 from paymux.kit.clock import now
 from paymux.kit.web import RuntimeDep
+from paymux.ledger import chart
+from paymux.ledger import service as ledger
+from paymux.ledger.chart import Purpose
 from paymux.merchants import service as merchant_service
 from paymux.merchants.models import Mode
 from paymux.runtime import Runtime
+from paymux.wallets import service as wallet_service
+from paymux.wallets.schemas import WalletCreate
 from paymux.webhooks import service as webhook_service
 from paymux.webhooks.repository import WebhookRepository
 from paymux.webhooks.signing import verify
@@ -59,6 +64,32 @@ class DemoSetup:
     webhook_url: str
     webhook_secret: str
     channel_accounts: dict[str, str] = field(default_factory=dict)
+    wallet_id: str | None = None
+    """A demo customer's wallet with :data:`DEMO_WALLET_BALANCE` in it (余额支付 on the cashier)."""
+
+
+DEMO_WALLET_BALANCE = 50_000
+"""¥500.00 in the demo customer's wallet."""
+
+
+async def _demo_wallet(session: AsyncSession, app_id: str, clearing_account_id: str | None) -> str:
+    """A user wallet for the demo customer, topped up as if a top-up had been paid through the
+    given sandbox channel account (its clearing account → the wallet's available balance)."""
+    wallet = await wallet_service.create(
+        session, app_id=app_id, livemode=False,
+        body=WalletCreate(reference="demo-customer", currency="CNY"),
+    )  # fmt: skip
+    if clearing_account_id is not None:
+        clearing = await chart.clearing(session, clearing_account_id, "CNY")
+        available = await chart.wallet(session, wallet.id, Purpose.available, "CNY")
+        await ledger.transfer(
+            session, key=f"demo_top_up:{wallet.id}",
+            legs=[ledger.debit(clearing, DEMO_WALLET_BALANCE),
+                  ledger.credit(available, DEMO_WALLET_BALANCE)],
+            description="demo top-up (as if paid in the channel sandbox)",
+            metadata={"kind": "top_up", "demo": "true"},
+        )  # fmt: skip
+    return wallet.id
 
 
 async def provision(
@@ -69,7 +100,8 @@ async def provision(
     api_key: str | None,
     webhook_url: str | None,
 ) -> DemoSetup:
-    """Create the demo merchant, its app, a test key, sandbox channel accounts, a webhook."""
+    """Create the demo merchant, its app, a test key, sandbox channel accounts, a webhook and
+    a demo customer's wallet with a balance."""
     base = public_url.rstrip("/")
     async with rt.db.transaction() as session:
         merchant = await merchant_service.create_merchant(session, name="Demo shop")
@@ -92,7 +124,8 @@ async def provision(
             session, rt.vault, app_id=app.id, livemode=False, events=["*"],
             url=await webhook_service.vet_url(rt.egress, url, livemode=False),
         )  # fmt: skip
-    return DemoSetup(merchant.id, app.id, key.secret, url, secret, accounts)
+        wallet_id = await _demo_wallet(session, app.id, accounts.get("alipay"))
+    return DemoSetup(merchant.id, app.id, key.secret, url, secret, accounts, wallet_id)
 
 
 class DemoReceiver:
@@ -221,16 +254,21 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         f"  Webhooks go to    {setup.webhook_url}",
         f"  Webhook secret    {setup.webhook_secret}",
         f"  Deliveries page   {base}/demo/webhooks",
+        f"  Demo wallet       {setup.wallet_id}",
         f"  Database          {database}",
         "",
         "Create a payment:",
         curl,
         "",
         "Then open the payment's cashier_url (or next_action.code_url) in a browser and pay.",
+        "To offer the demo customer's balance (¥500.00) on the cashier, create it with",
+        '  "method": "cashier", "allowed_methods": ["wallet", "alipay_qr"], '
+        '"customer": {"wallet": "$PAYMUX_WALLET"}',
         "",
         "Point another terminal (in this directory) at the demo, for curl and the paymux CLI:",
         f"  export PAYMUX_URL={shlex.quote(base)} PAYMUX_KEY={shlex.quote(setup.api_key)}",
         f"  export PAYMUX_APP={shlex.quote(setup.app_id)}",
+        *([f"  export PAYMUX_WALLET={shlex.quote(setup.wallet_id)}"] if setup.wallet_id else []),
         *exports,
         "  paymux payment list --app $PAYMUX_APP",
         "",

@@ -7,10 +7,16 @@ names, read off the rendered page."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import datetime as dt
+import re
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.cashier.test_pages_browser import CSP_PROBE, _check_page, _create, _in_browser
 
@@ -191,3 +197,43 @@ def test_the_method_list_and_its_order_per_environment(
         context.close()
 
     _in_browser(run)
+
+
+def test_expiry_is_shown_and_enforced(gateway: tuple[str, str], database_url: str) -> None:
+    """The countdown runs on the page; once the payment's time is up the open page turns to
+    "expired" by itself (its status poll) with nothing left to choose, and a choice sent anyway
+    is refused. The clock is moved by setting the payment's expiry in the past."""
+    base, key = gateway
+    p = _create(base, key, method="cashier", allowed_methods=["wechat_native", "alipay_qr"])
+
+    async def expire() -> None:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+                await conn.execute(
+                    sa.text("UPDATE payments SET expires_at = :t WHERE id = :id"),
+                    {"t": past, "id": p["id"]},
+                )
+        finally:
+            await engine.dispose()
+
+    def run(browser: Any) -> None:
+        context = browser.new_context(viewport={"width": 360, "height": 640}, user_agent=ANDROID)
+        context.add_init_script(CSP_PROBE)
+        page = context.new_page()
+        page.goto(p["cashier_url"])
+        page.locator("button[data-method=wechat_native]").click()
+        page.wait_for_selector("[data-state=pending] [data-countdown]")
+        assert re.fullmatch(r"\d+:\d\d", page.locator("[data-countdown]").inner_text())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, expire()).result()
+        page.wait_for_selector("[data-state=expired]", timeout=20_000)
+        assert page.locator("button[data-method]").count() == 0
+        _check_page(page)
+        context.close()
+
+    _in_browser(run)
+    refused = httpx.post(f"{base}/pay/{p['id']}/method", data={"method": "alipay_qr"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_expired"
+    assert _payment(base, key, p["id"])["status"] in ("pending", "expired")

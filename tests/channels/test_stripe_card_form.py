@@ -7,6 +7,7 @@ the script a page mounts the form with (``js_url``), which the sandbox serves.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import stripe
 
-from paymux.channels.base import ChannelPaymentStatus, NextActionType
+from paymux.channels.base import ChannelPaymentStatus, InvalidCredentials, NextActionType
+from paymux.channels.sandbox_kit import NotifyMode, Script
 from paymux.channels.stripe import protocol as p
 from paymux.channels.stripe.adapter import StripeAdapter
 from tests.channels.test_stripe import RETURN_URL, Env, open_env, request, wait_for
@@ -58,6 +60,24 @@ async def test_the_page_gets_what_it_needs_and_the_sandbox_serves_its_js(env: En
                  "access-control-request-headers": "authorization,content-type"},
     )  # fmt: skip
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"]
+
+
+async def test_the_step_names_its_api_and_a_wallet_gets_the_sheets_total(env: Env) -> None:
+    """``api_base`` (where Stripe.js connects: a page's CSP allows it) for every account; a
+    wallet's ``payment_request`` in Stripe units, as the intent charges."""
+    card, _ = await _mount(env)
+    assert card["api_base"] == env.creds["gateway"] and "payment_request" not in card
+    created = await env.adapter.create_payment(request("apple_pay", currency="JPY", amount=500))
+    params = (created.next_action.params or {}) if created.next_action else {}
+    assert params["wallet"] == "apple_pay"
+    assert params["payment_request"] == {"country": "US", "currency": "jpy",
+                                         "total": {"label": "T-shirt", "amount": 500}}  # fmt: skip
+    live = StripeAdapter({**env.creds, "gateway": p.API_BASE, "country": "SG",
+                          "secret_key": "sk_live_" + "x" * 20,
+                          "publishable_key": "pk_live_" + "x" * 20}, env.clients[-1])  # fmt: skip
+    assert live.credentials.country == "SG"
+    with pytest.raises(InvalidCredentials):
+        StripeAdapter({**env.creds, "country": "sg"}, env.clients[-1])
 
 
 async def test_4242_succeeds_with_one_webhook(env: Env) -> None:
@@ -128,6 +148,41 @@ async def test_3184_challenge_passes_or_fails(env: Env, result: str, status: str
     if result == "fail":
         assert seen.last_payment_error is not None
         assert seen.last_payment_error.code == "payment_intent_authentication_failure"
+
+
+@pytest.mark.parametrize("notify", [NotifyMode.normal, NotifyMode.delayed])
+async def test_3ds_sends_requires_action_once_then_succeeded_once(env: Env,
+                                                                  notify: NotifyMode) -> None:
+    """Each event is the intent as it was when it changed, as at Stripe: one
+    ``payment_intent.requires_action`` (status ``requires_action``) when the challenge is
+    needed, one ``payment_intent.succeeded`` after it — also when the first delivery goes out
+    only after the customer has finished the challenge (it used to be built late and went out
+    as a second ``succeeded``)."""
+    env.sandbox.core.add_script(Script(notify=notify, delay=50.0))  # 50 ms at this time scale
+    params, public = await _mount(env)
+    pm = await public.v1.payment_methods.create_async(params=_card("4000002760003184"))
+    pending = await public.v1.payment_intents.confirm_async(
+        params["payment_intent"],
+        params={"client_secret": params["client_secret"], "payment_method": pm.id,
+                "return_url": RETURN_URL},
+    )  # fmt: skip
+    url = pending.next_action.redirect_to_url.url  # type: ignore[union-attr]
+    await env.client.post(url, data={"result": "complete"})
+    await wait_for(lambda: len(env.receiver.got) >= 2)
+    for _ in range(20):  # a duplicate would arrive within these rounds
+        await asyncio.sleep(0.01)
+    events = [stripe.Webhook.construct_event(d.body, d.headers["stripe-signature"],
+                                             env.creds["webhook_secret"])
+              for d in env.receiver.got]  # fmt: skip
+    kinds = sorted(e.type for e in events)
+    assert kinds == ["payment_intent.requires_action", "payment_intent.succeeded"]
+    by_kind = {e.type: e for e in events}
+    assert by_kind["payment_intent.requires_action"].data.object.status == "requires_action"
+    assert by_kind["payment_intent.succeeded"].data.object.status == "succeeded"
+    assert len({e.id for e in events}) == 2
+    notes = [await env.adapter.parse_notification(d.headers, d.body) for d in env.receiver.got]
+    statuses = {n.payment.status for n in notes if n.payment is not None}
+    assert statuses == {ChannelPaymentStatus.pending, ChannelPaymentStatus.succeeded}
 
 
 @pytest.mark.parametrize(

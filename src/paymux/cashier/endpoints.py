@@ -16,18 +16,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from paymux.cashier import inwallet, ordering, service
 from paymux.cashier.errors import N_, customer_error
+from paymux.cashier.sdk_policy import sdk_policy
 from paymux.kit import clock
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ReadSessionDep, RuntimeDep
-from paymux.merchants.repository import MerchantRepository
+from paymux.merchants import service as merchant_service
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
+from paymux.runtime import Runtime
 from paymux.web import Site, i18n, static_router, wants_html
 
 HERE = Path(__file__).resolve().parent
 site = Site("cashier", [HERE / "templates"])
+site.env.globals["customer_error"] = customer_error  # the SDK step shows declines in-page
 
 router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
 router.include_router(
@@ -50,7 +53,12 @@ METHOD_LABELS = {
     "apple_pay": N_("Apple Pay"),
     "google_pay": N_("Google Pay"),
     "paypal": N_("PayPal"),
+    "wallet": N_("Balance"),
 }
+
+
+WALLET_REFUSALS = frozenset({"insufficient_funds", "wallet_not_allowed"})
+"""Refusals of paying from the balance that the page explains from the catalogue."""
 
 
 def _status(payment: Payment) -> dict[str, Any]:
@@ -88,15 +96,21 @@ async def pay_page(
     customer back after a cancel (PayPal "Cancel") — both show the methods again, the
     cancelled one included (to try it again). Inside a wallet app, a payment that needs the
     payer's wallet id goes to the wallet's sign-in first (:func:`inwallet.auto_start`)."""
+    return await _page(request, rt, payment_id, switch=switch, cancelled=cancelled)
+
+
+async def _page(
+    request: Request, rt: Runtime, payment_id: str, *, switch: bool = False,
+    cancelled: bool = False, notice: str | None = None, status_code: int = 200,
+) -> HTMLResponse | RedirectResponse:  # fmt: skip
+    """The payment's page; ``notice`` (a catalogue code) explains why a choice was refused
+    above the methods still open to the customer."""
     cashier = await service.view(rt, payment_id, user_agent=request.headers.get("user-agent", ""))
     if cashier is None:
         return _not_found(request, payment_id)
     payment = cashier.payment
     async with rt.db.read() as session:
-        merchants = MerchantRepository(session)
-        app = await merchants.get_app(payment.app_id)
-        merchant = await merchants.get_merchant(payment.merchant_id)
-    names = [n for n in ((merchant.name if merchant else None), (app.name if app else None)) if n]
+        brand = await merchant_service.brand(session, payment.app_id)
     action = payment.next_action or {}
     state = _state(payment, clock.now())
     cashier_url = f"{rt.settings.public_url.rstrip('/')}/pay/{payment.id}"
@@ -105,10 +119,12 @@ async def pay_page(
     retry = cancelled and state == "pending" and bool(cashier.options)
     # Inside a wallet app the one method is offered again after the customer left its sheet.
     again = ordering.in_wallet(cashier.environment) and action.get("type") == "sdk_params"
-    if state == "pending" and ((switch and (cashier.can_switch or again)) or retry):
+    if state == "pending" and (
+        ((switch or notice) and (cashier.can_switch or again)) or retry
+    ):  # fmt: skip
         state = "choose"
     target = inwallet.auto_start(cashier) if state == "choose" else None
-    if target and not (switch or cancelled):
+    if target and not (switch or cancelled or notice):
         return RedirectResponse(target, status_code=303)
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
@@ -118,24 +134,34 @@ async def pay_page(
         aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
     sdk = await inwallet.stand_in(rt, payment) if state == "pending" else None
     code = payment.failure_code if state == "failed" else state
-    again_too = retry or again  # the method just left is offered again
-    options = [o for o in cashier.options if again_too or o.method != cashier.current_method]
+    offer_again = retry or again  # the method just left is offered again
     ctx = {
         "payment": payment,
-        "merchant_name": " · ".join(dict.fromkeys(names)) or "paymux",
+        "merchant_name": brand.name,
+        "logo_url": brand.logo_url,
         "action": action,
         "qr_svg": qr_svg,
         "state": state,
         "error": customer_error(code),
-        "options": options,
+        "options": [o for o in cashier.options
+                    if (offer_again or o.method != cashier.current_method)
+                    and not (notice and o.method == "wallet")],
         "cancelled": retry,
         "can_switch": cashier.can_switch,
         "method_label": _label_for(request),
+        "wallet_balance": cashier.wallet_balance,
+        "notice": customer_error(notice) if notice else None,
+        "notice_code": notice,
         "cashier_url": cashier_url,
         "aggregate_qr": aggregate_qr,
         "sdk": sdk,
-    }
-    return site.render(request, "pay.html", ctx, policy=inwallet.policy_for(request, sdk))
+    }  # fmt: skip
+    policy = sdk_policy(action, site.policy) if state == "pending" else None
+    policy = policy or inwallet.policy_for(request, sdk)  # a wallet stand-in's own script
+    return site.render(
+        request, "pay.html", ctx, status_code=status_code, policy=policy,
+        timezone=brand.timezone,
+    )  # fmt: skip
 
 
 @router.post("/pay/{payment_id}/method", include_in_schema=False, response_model=None)
@@ -158,6 +184,9 @@ async def pay_choose(
     except PaymuxError as exc:
         if not wants_html(request):
             raise
+        if exc.code in WALLET_REFUSALS:  # explained, with the methods still open
+            return await _page(request, rt, payment_id, notice=exc.code,
+                               status_code=exc.status_code)  # fmt: skip
         ctx = {"payment_id": payment_id, "reference": f"{payment_id} · {exc.code}"}
         return site.render(request, "refused.html", ctx, status_code=exc.status_code)
     return RedirectResponse(f"/pay/{payment_id}", status_code=303)

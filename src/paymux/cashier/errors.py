@@ -39,6 +39,10 @@ CATALOGUE: dict[str, CustomerError] = {
         N_("The balance of the account or card is not enough for this payment."),
         N_("Top up the balance or choose another payment method."),
     ),
+    "wallet_not_allowed": CustomerError(
+        N_("Your balance cannot be used for this payment."),
+        N_("Choose another payment method."),
+    ),
     "authentication_failed": CustomerError(
         N_("The card's security verification was not completed."),
         N_("Try again and complete the verification, or choose another payment method."),

@@ -24,6 +24,7 @@ from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
 from paymux.payments.transitions import apply_state, move_attempt
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
+from paymux.wallets import pay as wallet_pay
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,8 @@ class CashierView:
     environment: str
     current_method: str | None
     can_switch: bool
+    wallet_balance: int | None = None
+    """The customer's available wallet balance when the payment may be paid from it."""
 
 
 _CUSTOMER_PARAMS = ("customer", "client_ip")
@@ -57,8 +60,8 @@ def _open(payment: Payment) -> bool:
 async def _eligible(rt: Runtime, payment: Payment) -> list[str]:
     """The methods routing could serve this payment with now (currency, amount limits, an
     enabled account of the app and mode, breaker, maintenance), in the merchant's order."""
-    wanted = list(payment.cashier_methods or [])
-    if not wanted:
+    wanted = [m for m in payment.cashier_methods or [] if m != payments.WALLET_METHOD]
+    if not payment.cashier_methods:
         wanted = sorted(registry.all_methods() - registry.barcode_methods())
     eligible: list[str] = []
     async with rt.db.read() as session:
@@ -97,14 +100,18 @@ async def _last_used(rt: Runtime, payment: Payment) -> str | None:
         )
 
 
-async def _options(rt: Runtime, payment: Payment, environment: str) -> tuple[Option, ...]:
+async def _options(
+    rt: Runtime, payment: Payment, environment: str, wallet_balance: int | None = None
+) -> tuple[Option, ...]:
     eligible = await _eligible(rt, payment)
     ranked = ordering.order(
         eligible, environment=environment, last_used=await _last_used(rt, payment),
         merchant_order=payment.cashier_methods or (),
         region=(payment.customer or {}).get("region"),
     )  # fmt: skip
-    return tuple(Option(r.method, r.reasons) for r in ranked)
+    # The platform's own balance needs no channel and works in any environment: first.
+    balance = () if wallet_balance is None else (Option(payments.WALLET_METHOD, ("wallet",)),)
+    return balance + tuple(Option(r.method, r.reasons) for r in ranked)
 
 
 async def _current(rt: Runtime, payment: Payment) -> Attempt | None:
@@ -132,11 +139,12 @@ async def view(rt: Runtime, payment_id: str, *, user_agent: str) -> CashierView 
     environment = ordering.environment_of(user_agent)
     if payment.cashier_methods is None or not _open(payment):
         return CashierView(payment, (), environment, None, False)
-    options = await _options(rt, payment, environment)
+    balance = await wallet_pay.available(rt, payment)
+    options = await _options(rt, payment, environment, balance)
     current = await _current(rt, payment)
     current_method = current.method if current is not None else None
     can_switch = any(o.method != current_method for o in options)
-    return CashierView(payment, options, environment, current_method, can_switch)
+    return CashierView(payment, options, environment, current_method, can_switch, balance)
 
 
 def _stale(attempt: Attempt, call_seconds: float) -> bool:
@@ -151,7 +159,10 @@ async def choose(
     """Open an attempt for ``method`` through routing (failover included), closing the open
     one at its channel first: never two payable orders at once. ``client_ip`` is the
     customer's address as the cashier saw it (WeChat H5 requires it and checks it against the
-    device that opens its page); the merchant's own value, given at creation, is kept."""
+    device that opens its page); the merchant's own value, given at creation, is kept.
+    ``wallet`` pays from the customer's balance at once (:mod:`paymux.wallets.pay`)."""
+    if method == payments.WALLET_METHOD:
+        return await wallet_pay.pay(rt, payment_id)
     async with rt.db.read() as session:
         payment = await PaymentRepository(session).get_public(payment_id)
     if payment is None:

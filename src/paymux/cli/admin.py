@@ -115,6 +115,25 @@ def merchant_list() -> None:
     emit(run(go))
 
 
+@merchant_app.command("timezone")
+def merchant_timezone(
+    merchant: Annotated[str, typer.Argument(help="The merchant (mch_…).")],
+    zone: Annotated[str, typer.Argument(help="An IANA zone (Europe/Berlin), or 'default'.")],
+) -> None:
+    """Set the time zone of MERCHANT's customer pages ('default': the platform's)."""
+    from paymux.merchants import service
+
+    async def go(rt: Runtime) -> dict[str, Any]:
+        async with rt.db.transaction() as s:
+            m = await service.update_merchant(
+                s, merchant_id=merchant, timezone=None if zone == "default" else zone,
+                clear_timezone=zone == "default",
+            )  # fmt: skip
+            return {"id": m.id, "name": m.name, "timezone": m.timezone}
+
+    emit(run(go))
+
+
 @app_app.command("create")
 def app_create(
     merchant: Annotated[str, typer.Argument(help="The merchant (mch_…).")],
@@ -154,6 +173,34 @@ def app_list(
         ]  # fmt: skip
 
     emit(run(go), columns=("id", "merchant", "name", "modes", "keys[].key", "created_at"))
+
+
+@app_app.command("brand")
+def app_brand(
+    app_id: str,
+    display_name: Annotated[
+        str | None, typer.Option("--name", help="The name customers see ('' removes it).")
+    ] = None,
+    logo: Annotated[
+        Path | None,
+        typer.Option(help="A PNG, JPEG or WebP file of at most 100 KB.", dir_okay=False),
+    ] = None,
+    no_logo: Annotated[bool, typer.Option("--no-logo", help="Remove the logo.")] = False,
+) -> None:
+    """Set APP_ID's brand on the cashier and store-code pages: display name and logo."""
+    from paymux.merchants import service
+
+    content = logo.read_bytes() if logo is not None else None
+
+    async def go(rt: Runtime) -> dict[str, Any]:
+        async with rt.db.transaction() as s:
+            a = await service.update_app(
+                s, app_id=app_id, display_name=display_name or None,
+                clear_display_name=display_name == "", logo=content, clear_logo=no_logo,
+            )  # fmt: skip
+            return {"id": a.id, "display_name": a.display_name, "logo": service.logo_path(a)}
+
+    emit(run(go))
 
 
 @app_app.command("key")

@@ -24,6 +24,9 @@ class Merchant(Base):
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    timezone: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    """IANA zone of the times on the merchant's customer pages; null: the platform's
+    (``PAYMUX_WEB_TIMEZONE``)."""
     created_at: Mapped[dt.datetime] = created_at_column()
 
 
@@ -33,6 +36,14 @@ class App(Base):
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(sa.ForeignKey("merchants.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    display_name: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    """The brand customers see on the cashier and store-code pages; null: merchant · app name."""
+    logo: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True, deferred=True)
+    """The uploaded logo (PNG, JPEG or WebP, checked by content). Deferred: API-key lookups load
+    apps on the hot path and must not drag the image along."""
+    logo_type: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    logo_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    """SHA-256 of ``logo``: part of its URL, so the image can be cached for a year."""
     created_at: Mapped[dt.datetime] = created_at_column()
 
 

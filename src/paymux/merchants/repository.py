@@ -40,5 +40,20 @@ class MerchantRepository:
         stmt = sa.select(ApiKey).where(ApiKey.app_id == app_id).order_by(ApiKey.id)
         return list((await self.session.scalars(stmt)).all())
 
+    async def set_logo(
+        self, app: App, content: bytes | None, content_type: str | None, digest: str | None
+    ) -> None:
+        app.logo, app.logo_type, app.logo_digest = content, content_type, digest
+
+    async def logo(self, app_id: str, digest: str) -> tuple[bytes, str] | None:
+        """The app's logo if ``digest`` is its current one (an old URL finds nothing)."""
+        stmt = sa.select(App.logo, App.logo_type).where(
+            App.id == app_id, App.logo_digest == digest, App.logo.is_not(None)
+        )
+        row = (await self.session.execute(stmt)).first()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return row[0], row[1]
+
     def add(self, obj: Merchant | App | ApiKey) -> None:
         self.session.add(obj)

@@ -47,11 +47,14 @@ async def list_payments(
     status: PaymentStatus | None = None,
     created_gte: dt.datetime | None = None,
     created_lt: dt.datetime | None = None,
+    store_code: Annotated[str | None, Query(max_length=40)] = None,
 ) -> ListResponse[PaymentOut]:  # fmt: skip
-    """Newest first. Page with ``starting_after`` = the last id of the previous page."""
+    """Newest first. Page with ``starting_after`` = the last id of the previous page.
+    ``store_code`` (``sc_…``): only the payments customers made through that store code."""
     filters = PaymentFilters(
-        out_trade_no=out_trade_no, status=status, created_gte=created_gte, created_lt=created_lt
-    )
+        out_trade_no=out_trade_no, status=status, created_gte=created_gte,
+        created_lt=created_lt, store_code=store_code,
+    )  # fmt: skip
     rows, has_more = await PaymentRepository(session).search(
         auth.app_id, auth.livemode, filters, limit=page.limit, starting_after=page.starting_after
     )

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.payments.models import Attempt, Payment
+from paymux.payments.models import Attempt, Payment, store_code_of
 from paymux.payments.schemas import PaymentFilters
 from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+
+
+@dataclass(frozen=True)
+class LastSuccess:
+    method: str
+    channel: str | None
+    account_id: str | None
 
 
 def _one_row(result: Any) -> bool:
@@ -117,6 +125,8 @@ class PaymentRepository:
             stmt = stmt.where(Payment.created_at >= filters.created_gte)
         if filters.created_lt is not None:
             stmt = stmt.where(Payment.created_at < filters.created_lt)
+        if filters.store_code is not None:  # ix_payments_store_code
+            stmt = stmt.where(store_code_of() == filters.store_code)
         if starting_after is not None:
             stmt = stmt.where(Payment.id < starting_after)
         stmt = stmt.order_by(Payment.id.desc()).limit(limit + 1)
@@ -144,22 +154,31 @@ class PaymentRepository:
         )  # fmt: skip
         return _one_row(result)
 
-    async def last_succeeded_method(
+    async def last_success(
         self, app_id: str, livemode: bool, customer_ref: str
-    ) -> str | None:
-        """The method of this customer's last succeeded payment of the app (the cashier)."""
+    ) -> LastSuccess | None:
+        """This customer's last succeeded payment of the app in this mode: its method (the
+        cashier puts it first) and channel and account (routing prefers them)."""
         stmt = (
-            sa.select(Payment.method)
+            sa.select(Payment.method, Payment.channel, Payment.channel_account_id)
             .where(
                 Payment.app_id == app_id,
                 Payment.livemode == livemode,
                 Payment.customer_ref == customer_ref,
-                Payment.status == "succeeded",
+                Payment.status == PaymentStatus.succeeded,
             )
             .order_by(Payment.paid_at.desc())
             .limit(1)
         )
-        return (await self.session.scalars(stmt)).first()
+        row = (await self.session.execute(stmt)).first()
+        return LastSuccess(method=row[0], channel=row[1], account_id=row[2]) if row else None
+
+    async def last_succeeded_method(
+        self, app_id: str, livemode: bool, customer_ref: str
+    ) -> str | None:
+        """The method of this customer's last succeeded payment (:meth:`last_success`)."""
+        last = await self.last_success(app_id, livemode, customer_ref)
+        return last.method if last else None
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
         """As stored now (read again if this session has it: the caller may hold a lock)."""

@@ -70,7 +70,9 @@ class PaymentCreate(BaseModel):
     )
     customer: dict[str, Annotated[str, StringConstraints(max_length=128)]] = Field(
         default_factory=dict,
-        description="Channel customer identifiers: `openid` (wechat_jsapi), `buyer_id`, `ip`.",
+        description="Channel customer identifiers: `openid` (wechat_jsapi), `buyer_id`, `ip`; "
+        "`wallet`: a user wallet of this app and mode (method `wallet`, or the cashier's "
+        "balance when `allowed_methods` lists `wallet`).",
     )
     metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
         default_factory=dict
@@ -203,3 +205,5 @@ class PaymentFilters(BaseModel):
     status: str | None = None
     created_gte: dt.datetime | None = None
     created_lt: dt.datetime | None = None
+    store_code: str | None = None
+    """Only the payments made through this store code (``sc_…``: ``metadata.store_code``)."""

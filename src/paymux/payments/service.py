@@ -48,7 +48,7 @@ from paymux.payments.transitions import (
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 from paymux.splits import service as splits
-from paymux.wallets.models import Wallet
+from paymux.wallets.models import OwnerType, Wallet
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +135,7 @@ def _allowed_methods(req: PaymentCreate) -> list[str]:
             raise InvalidRequest("parameter_invalid", "allowed_methods needs method cashier.",
                                  param="allowed_methods")  # fmt: skip
         return allowed
-    known = registry.all_methods() - registry.barcode_methods()
+    known = (registry.all_methods() - registry.barcode_methods()) | {WALLET_METHOD}
     for method in allowed:
         if method not in known:
             raise InvalidRequest("unsupported_method", f"Unknown method {method!r}.",
@@ -157,6 +157,9 @@ async def _create_cashier_payment(
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     expires_at = clock.now() + dt.timedelta(seconds=ttl)
     async with rt.db.transaction() as session:
+        if req.customer.get("wallet"):  # the balance the cashier may offer (wallets/pay.py)
+            await payable_wallet(session, req.customer["wallet"], app_id=app_id,
+                                 livemode=livemode, currency=req.currency)  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=expires_at, request_key=request_key)  # fmt: skip
         payment.cashier_methods = allowed
@@ -204,6 +207,25 @@ async def _insert(
         await splits.declare(session, payment, req.split)
 
 
+async def payable_wallet(
+    session: AsyncSession, wallet_id: str, *, app_id: str, livemode: bool, currency: str
+) -> Wallet:
+    """The user wallet ``customer.wallet`` names, if a payment of this app, mode and currency
+    may be paid from it. Another app's or the other mode's wallet is exactly as missing as one
+    that does not exist (the answer reveals nothing); a merchant's (shop's) wallet is not a
+    customer's balance."""
+    wallet = await session.get(Wallet, wallet_id)
+    if wallet is None or (wallet.app_id, wallet.livemode) != (app_id, livemode):
+        raise NotFound("wallet", wallet_id)
+    if wallet.owner_type != OwnerType.user:
+        raise InvalidRequest("wallet_not_allowed", "Only a user's wallet pays for a payment.",
+                             param="customer.wallet")  # fmt: skip
+    if wallet.currency != currency:
+        raise InvalidRequest("currency_mismatch", f"The wallet holds {wallet.currency}.",
+                             param="currency")  # fmt: skip
+    return wallet
+
+
 async def _create_wallet_payment(
     rt: Runtime, *, app_id: str, merchant_id: str, livemode: bool, req: PaymentCreate,
     request_key: str | None,
@@ -217,12 +239,8 @@ async def _create_wallet_payment(
                              param="customer.wallet")  # fmt: skip
     now = clock.now()
     async with rt.db.transaction() as session:
-        wallet = await session.get(Wallet, wallet_id)
-        if wallet is None or (wallet.app_id, wallet.livemode) != (app_id, livemode):
-            raise NotFound("wallet", wallet_id)
-        if wallet.currency != req.currency:
-            raise InvalidRequest("currency_mismatch", f"The wallet holds {wallet.currency}.",
-                                 param="currency")  # fmt: skip
+        wallet = await payable_wallet(session, wallet_id, app_id=app_id, livemode=livemode,
+                                      currency=req.currency)  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=now, request_key=request_key)  # fmt: skip
         payment.channel = "wallet"

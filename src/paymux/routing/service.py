@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.channel_accounts.models import ChannelAccount
@@ -238,24 +237,14 @@ async def _history(
     session: AsyncSession, app_id: str, livemode: bool, customer_ref: str
 ) -> tuple[bool, str | None, str | None]:
     """(returning, last successful channel, its account) of a customer of this app."""
-    from paymux.payments.models import Payment  # payments build on routing, not the reverse
+    # Imported here: payments build on routing, not the reverse (one query, shared with the
+    # cashier's "last used method").
+    from paymux.payments.repository import PaymentRepository
 
-    row = (
-        await session.execute(
-            sa.select(Payment.channel, Payment.channel_account_id)
-            .where(
-                Payment.app_id == app_id,
-                Payment.livemode == livemode,
-                Payment.customer_ref == customer_ref,
-                Payment.status == "succeeded",
-            )
-            .order_by(Payment.paid_at.desc())
-            .limit(1)
-        )
-    ).first()
-    if row is None:
+    last = await PaymentRepository(session).last_success(app_id, livemode, customer_ref)
+    if last is None:
         return False, None, None
-    return True, row[0], row[1]
+    return True, last.channel, last.account_id
 
 
 async def plan(

@@ -1,35 +1,57 @@
-"""``/v1/store_codes`` (API key) and the public amount page ``/s/<code>`` a printed QR opens."""
+"""``/v1/store_codes`` (API key) and the public amount page ``/s/<code>`` a printed QR opens,
+rendered through :mod:`paymux.web` (shared layout, zh_CN/en, security headers) under a stricter
+policy than the cashier's: no script, the form posts only to itself."""
 
 from __future__ import annotations
 
 import io
-import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from paymux.kit import money
 from paymux.kit.errors import NotFound, PaymuxError
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
+from paymux.merchants import service as merchant_service
 from paymux.merchants.auth import AuthDep
+from paymux.runtime import Runtime
 from paymux.store_codes import service
 from paymux.store_codes.models import StoreCode
 from paymux.store_codes.repository import StoreCodeRepository
 from paymux.store_codes.schemas import StoreCodeCreate, StoreCodeOut, StoreCodeUpdate
-from paymux.web import wants_html
+from paymux.web import SecurityPolicy, Site, wants_html
+from paymux.web.ratelimit import RateLimited, RateLimiter
 
 router = APIRouter(prefix="/v1/store_codes", tags=["store_codes"], route_class=IdempotentRoute)
 public_router = APIRouter(tags=["store_codes"])
 
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
+# The amount page runs no script at all and its form posts only back here; the URL carries the
+# code, so no Referer leaves it; it takes money, so nobody may frame it (clickjacking).
+POLICY = SecurityPolicy(
+    frame_ancestors=(), scripts=False, form_actions=("'self'",), referrer_policy="no-referrer"
 )
+site = Site("store_codes", [Path(__file__).resolve().parent / "templates"], policy=POLICY)
+
+
+class SubmitLimits:
+    """Amount-page submissions: per client IP (one customer, or one attacker) and per code
+    (a flood through many IPs at one store)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_ip = RateLimiter(capacity=10, per_seconds=60, clock=clock)
+        self.per_code = RateLimiter(capacity=60, per_seconds=60, clock=clock)
+
+    def hit(self, ip: str, code: str) -> int | None:
+        """None if allowed, else the seconds to wait."""
+        return self.per_ip.hit(ip) or self.per_code.hit(code[:64])
+
+
+limits = SubmitLimits()
 
 # Error correction Q survives a worn or partly covered print; a 4-module quiet zone is what
 # scanners need around the symbol.
@@ -120,42 +142,42 @@ async def store_code_png(
     return Response(out.getvalue(), media_type="image/png")
 
 
-def _html(template: str, status: int, **context: object) -> HTMLResponse:
-    # No script at all; the one inline style block carries a per-response nonce. The page takes
-    # money, so no other site may frame it (clickjacking) and the form posts only back here.
-    nonce = secrets.token_urlsafe(16)
-    html = _templates.get_template(template).render(nonce=nonce, **context)
-    return HTMLResponse(
-        html,
-        status_code=status,
-        headers={
-            "Content-Security-Policy": (
-                f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; "
-                "frame-ancestors 'none'; base-uri 'none'"
-            ),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-        },
-    )
+def _client_ip(request: Request) -> str:
+    # The peer address; behind a reverse proxy run uvicorn with --proxy-headers and
+    # --forwarded-allow-ips so this is the customer's (docs/deploy.md).
+    return request.client.host if request.client else "unknown"
 
 
-def _page(
-    store_code: StoreCode, *, error: str | None = None, amount_text: str = "", status: int = 200
-) -> HTMLResponse:
-    return _html(
-        "store_code.html",
-        status,
-        store_code=store_code,
-        fixed_amount=(
-            money.to_major(store_code.amount, store_code.currency)
-            if store_code.amount is not None
-            else None
-        ),
-        form_token=service.new_form_token(),
-        error=error,
-        amount_text=amount_text,
+def _limited(request: Request, code: str) -> Response | None:
+    """A submit over the limits: 429 with ``Retry-After`` (per client IP, then per code)."""
+    retry_after = limits.hit(_client_ip(request), code)
+    if retry_after is None:
+        return None
+    refusal = RateLimited(retry_after)
+    if not wants_html(request):
+        return refusal.response()
+    page = site.render(
+        request, "store_code_limited.html", {"retry_after": retry_after}, status_code=429
     )
+    page.headers["Retry-After"] = str(retry_after)
+    return page
+
+
+async def _page(
+    request: Request, rt: Runtime, store_code: StoreCode, *, error: str | None = None,
+    amount_text: str = "", status: int = 200,
+) -> HTMLResponse:  # fmt: skip
+    async with rt.db.read() as session:
+        brand = await merchant_service.brand(session, store_code.app_id)
+    ctx = {
+        "store_code": store_code,
+        "merchant_name": brand.name,
+        "logo_url": brand.logo_url,
+        "form_token": service.new_form_token(),
+        "error": error,
+        "amount_text": amount_text,
+    }
+    return site.render(request, "store_code.html", ctx, status_code=status, timezone=brand.timezone)
 
 
 def _not_found(request: Request, code: str) -> HTMLResponse:
@@ -163,16 +185,18 @@ def _not_found(request: Request, code: str) -> HTMLResponse:
     machine-readable ``resource_missing`` error."""
     if not wants_html(request):
         raise NotFound("store code", code)
-    return _html("store_code_missing.html", 404)
+    return site.render(request, "store_code_missing.html", status_code=404)
 
 
 @public_router.get("/s/{code}", response_class=HTMLResponse, include_in_schema=False)
-async def store_code_page(request: Request, code: str, session: ReadSessionDep) -> HTMLResponse:
-    """The page a printed code opens: the store's name and an amount field."""
-    store_code = await service.active_by_code(session, code)
+async def store_code_page(request: Request, code: str, rt: RuntimeDep) -> HTMLResponse:
+    """The page a printed code opens: the merchant's brand, the store's name and an amount
+    field (or the fixed amount)."""
+    async with rt.db.read() as session:
+        store_code = await service.active_by_code(session, code)
     if store_code is None:
         return _not_found(request, code)
-    return _page(store_code)
+    return await _page(request, rt, store_code)
 
 
 @public_router.post("/s/{code}", response_class=HTMLResponse, include_in_schema=False)
@@ -182,7 +206,10 @@ async def store_code_submit(
     amount: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:  # fmt: skip
     """Create the payment and send the customer to its cashier; a bad amount shows the page
-    again with the reason."""
+    again with the reason. Rate-limited per client IP and per code (it creates payments)."""
+    limited = _limited(request, code)
+    if limited is not None:
+        return limited
     try:
         payment = await service.pay(rt, code, amount_text=amount, form_token=token)
     except NotFound:
@@ -194,5 +221,8 @@ async def store_code_submit(
             store_code = await service.active_by_code(session, code)
         if store_code is None:
             return _not_found(request, code)
-        return _page(store_code, error=exc.message, amount_text=amount, status=400)
+        return await _page(
+            request, rt, store_code, error=service.customer_message(exc), amount_text=amount,
+            status=400,
+        )  # fmt: skip
     return RedirectResponse(f"/pay/{payment.id}", status_code=303)

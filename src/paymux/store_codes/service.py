@@ -7,7 +7,7 @@ import re
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import money
-from paymux.kit.errors import Conflict, InvalidRequest, NotFound
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound, PaymuxError
 from paymux.kit.ids import new_id, token
 from paymux.merchants.repository import MerchantRepository
 from paymux.payments import intake
@@ -18,11 +18,29 @@ from paymux.payments.schemas import PaymentCreate
 from paymux.runtime import Runtime
 from paymux.store_codes.models import StoreCode
 from paymux.store_codes.repository import StoreCodeRepository
+from paymux.web.i18n import N_
 
 FORM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{24}$")
 """A form token is what :func:`new_form_token` makes; it becomes the payment's out_trade_no."""
 
 OUT_TRADE_NO_PREFIX = "sc-"
+
+# What the customer is told (English msgids; the amount page shows them translated).
+AMOUNT_MISSING = N_("Enter the amount to pay.")
+AMOUNT_NOT_A_NUMBER = N_("The amount must be a number, such as 12.50.")
+AMOUNT_TOO_PRECISE = N_("The amount has more decimal places than the currency allows.")
+AMOUNT_OUT_OF_RANGE = N_("The amount must be greater than zero and within the payment limit.")
+FORM_EXPIRED = N_("This form is no longer valid. Please enter the amount again.")
+CANNOT_PAY = N_("This payment cannot be made right now. Please try again later or ask the store.")
+CUSTOMER_MESSAGES = frozenset(
+    (AMOUNT_MISSING, AMOUNT_NOT_A_NUMBER, AMOUNT_TOO_PRECISE, AMOUNT_OUT_OF_RANGE, FORM_EXPIRED)
+)
+
+
+def customer_message(exc: PaymuxError) -> str:
+    """The msgid the amount page shows for a refusal: the amount's own reasons as they are,
+    anything payment creation refuses (no channel, limits) as one generic message."""
+    return exc.message if exc.message in CUSTOMER_MESSAGES else CANNOT_PAY
 
 
 def url_of(public_url: str, store_code: StoreCode) -> str:
@@ -86,18 +104,17 @@ def parse_amount(store_code: StoreCode, text: str | None) -> int:
         return store_code.amount
     cleaned = (text or "").strip()
     if not cleaned or len(cleaned) > 20:
-        raise InvalidRequest("invalid_amount", "Enter the amount to pay.", param="amount")
+        raise InvalidRequest("invalid_amount", AMOUNT_MISSING, param="amount")
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", cleaned):
-        raise InvalidRequest("invalid_amount", "The amount must be a number.", param="amount")
+        raise InvalidRequest("invalid_amount", AMOUNT_NOT_A_NUMBER, param="amount")
     try:
         amount = money.from_major(cleaned, store_code.currency)
     except ValueError:
-        raise InvalidRequest(
-            "invalid_amount",
-            f"{store_code.currency} has {money.exponent(store_code.currency)} decimal places.",
-            param="amount",
-        ) from None
-    money.check_amount(amount, store_code.currency)
+        raise InvalidRequest("invalid_amount", AMOUNT_TOO_PRECISE, param="amount") from None
+    try:
+        money.check_amount(amount, store_code.currency)
+    except InvalidRequest:
+        raise InvalidRequest("invalid_amount", AMOUNT_OUT_OF_RANGE, param="amount") from None
     return amount
 
 
@@ -106,7 +123,7 @@ async def pay(rt: Runtime, code: str, *, amount_text: str | None, form_token: st
     already made). Raises NotFound for an unknown or inactive code, InvalidRequest for a bad
     amount or form token, or whatever payment creation refuses."""
     if not FORM_TOKEN.fullmatch(form_token):
-        raise InvalidRequest("invalid_form_token", "Open the payment page again.", param="token")
+        raise InvalidRequest("invalid_form_token", FORM_EXPIRED, param="token")
     out_trade_no = OUT_TRADE_NO_PREFIX + form_token
     async with rt.db.read() as session:
         store_code = await active_by_code(session, code)

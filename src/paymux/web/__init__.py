@@ -37,6 +37,11 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 """Dates on customer pages; ``PAYMUX_WEB_TIMEZONE`` overrides it for the installation."""
 
 
+def platform_timezone() -> str:
+    """The installation's zone for customer pages of merchants that set none."""
+    return os.environ.get("PAYMUX_WEB_TIMEZONE", DEFAULT_TIMEZONE)
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in os.environ.get(name, "").split(",") if v.strip())
 
@@ -53,9 +58,16 @@ class SecurityPolicy:
     extra_frame_origins: tuple[str, ...] = ()
     extra_connect_origins: tuple[str, ...] = ()
     form_actions: tuple[str, ...] = ("*",)  # redirect methods post forms to the channel
+    scripts: bool = True
+    """False: ``script-src 'none'`` — a page that needs no script runs none."""
+    referrer_policy: str = "strict-origin-when-cross-origin"
 
     def csp(self, nonce: str) -> str:
-        scripts = " ".join(("'self'", f"'nonce-{nonce}'", *self.extra_script_origins))
+        scripts = (
+            " ".join(("'self'", f"'nonce-{nonce}'", *self.extra_script_origins))
+            if self.scripts
+            else "'none'"
+        )
         frames = " ".join(self.frame_ancestors) or "'none'"
         parts = [
             "default-src 'self'",
@@ -78,7 +90,7 @@ def security_headers(request: Request, nonce: str, policy: SecurityPolicy) -> di
     headers = {
         "Content-Security-Policy": policy.csp(nonce),
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "strict-origin-when-cross-origin",
+        "Referrer-Policy": policy.referrer_policy,
         "Cache-Control": "no-store",
     }
     if not policy.frame_ancestors:
@@ -115,7 +127,7 @@ class Site:
     ) -> None:
         self.domain = domain
         self.policy = policy or SecurityPolicy()
-        self.timezone = timezone or os.environ.get("PAYMUX_WEB_TIMEZONE", DEFAULT_TIMEZONE)
+        self.timezone = timezone or platform_timezone()
         loaders = [FileSystemLoader(str(d)) for d in (*template_dirs, SHARED_TEMPLATES)]
         self.env = Environment(
             loader=ChoiceLoader(loaders),

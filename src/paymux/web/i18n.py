@@ -29,6 +29,11 @@ DEFAULT = "zh_CN"
 COOKIE = "paymux_lang"
 
 
+def N_(message: str) -> str:
+    """Marks a message for extraction (``make i18n``); translated when a page renders it."""
+    return message
+
+
 def _normalise(tag: str) -> str | None:
     tag = tag.strip().replace("-", "_")
     if not tag:

@@ -129,6 +129,9 @@ class StripeCredentials(BaseModel):
     webhook_secret: str = Field(pattern=r"^whsec_[A-Za-z0-9+/=_]{8,}$")
     """The signing secret of the webhook endpoint pointed at paymux's notify URL."""
     gateway: str = p.API_BASE
+    country: str = Field("US", pattern=r"^[A-Z]{2}$")
+    """The account's country (ISO 3166-1 alpha-2): Stripe.js's ``paymentRequest`` needs it for
+    the Apple Pay / Google Pay sheet."""
     currencies: list[str] | None = None
     """The presentment currencies this account may charge (upper case); default: all that
     Stripe and paymux both know."""
@@ -406,11 +409,19 @@ class StripeAdapter:
         }
         if request.method != "card":
             params["wallet"] = request.method
+            # Stripe.js's paymentRequest(): the account's country and the sheet's total, in
+            # Stripe units (what the intent charges).
+            params["payment_request"] = {
+                "country": self.credentials.country,
+                "currency": intent.get("currency"),
+                "total": {"label": request.subject[:DESCRIPTION_MAX],
+                          "amount": intent.get("amount")},
+            }  # fmt: skip
         if request.return_url:
             params["return_url"] = request.return_url
         params["js_url"] = self.js_url
-        if self._sandbox:
-            params["api_base"] = self.credentials.gateway
+        # Where Stripe.js connects (a page's CSP allows it): the sandbox, or api.stripe.com.
+        params["api_base"] = self.credentials.gateway
         return NextAction(NextActionType.sdk_params, params=params)
 
     @property

@@ -37,7 +37,9 @@ acknowledged by any 2xx, retried on Stripe's kind of schedule. The endpoint is t
 (``POST /_sandbox/webhook_endpoints``) or else the ``metadata[paymux_notify_url]`` the adapter
 sends in test mode. Events: ``payment_intent.succeeded`` / ``payment_failed`` / ``canceled`` /
 ``requires_action``; ``refund.created`` (refund done at once), ``refund.updated`` (done later),
-``refund.failed``.
+``refund.failed``. Each event is the object as it was when it changed (built then, delivered
+and retried as built): a 3-D Secure payment sends ``requires_action`` once, then
+``succeeded`` once.
 
 Scripts (the shared kit): ``succeed``/``decline``/``manual``/``create_timeout``/
 ``create_error`` for intents, notify modes ``none``/``duplicate``/``delayed``/
@@ -52,7 +54,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +264,18 @@ class _Core(SandboxCore):
         if succeeded:
             self.sandbox.refunded(refund)
         return True
+
+    def notify(self, order: SandboxOrder) -> Coroutine[Any, Any, None]:
+        """Deliver the event of the intent's change that just happened. A Stripe event is a
+        snapshot of the object when it changed, so it is built now — not when the delivery
+        task runs: built late, a ``requires_action`` whose challenge was completed meanwhile
+        went out as a second ``payment_intent.succeeded``."""
+        built = self.sandbox.build_notification(order)
+
+        async def deliver() -> None:
+            await self._notify(order, order.script, lambda _order: built)
+
+        return deliver()
 
     async def _post(
         self, subject: SandboxOrder | SandboxRefund, headers: dict[str, str], body: bytes
@@ -1027,8 +1041,10 @@ class Sandbox:
 
         @app.get(JS_PATH)
         async def stripe_js() -> Response:
-            """The sandbox's stand-in for Stripe.js (``Stripe(pk)``, ``elements().create('card')``,
-            ``confirmCardPayment``, a stand-in Apple Pay / Google Pay sheet)."""
+            """The sandbox's stand-in for Stripe.js (``Stripe(pk)``, ``elements({locale})
+            .create('card' | 'paymentRequestButton')``, ``confirmCardPayment``,
+            ``paymentRequest(...).canMakePayment()`` decided by the user agent, a stand-in
+            Apple Pay / Google Pay sheet)."""
             return Response((_STATIC / "stripe-sandbox.js").read_bytes(),
                             media_type="text/javascript; charset=utf-8")  # fmt: skip
 
