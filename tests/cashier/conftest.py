@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,8 +19,18 @@ from paymux.runtime import Runtime
 from tests.fixtures.servers import free_port, serve
 
 
+@dataclass(frozen=True)
+class DemoGateway:
+    base: str
+    key: str
+    database_url: str
+    sandboxes: Any
+    demo: Any
+    """What the demo provisioned (its ids: app, accounts, the demo wallet)."""
+
+
 @pytest.fixture(scope="module")
-def gateway(database_url: str) -> Iterator[tuple[str, str]]:
+def demo_gateway(database_url: str) -> Iterator[DemoGateway]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
@@ -40,4 +51,9 @@ def gateway(database_url: str) -> Iterator[tuple[str, str]]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         done = pool.submit(asyncio.run, setup()).result()
     with serve(create_app(settings, sandboxes=sandboxes, run_worker=True), port=port):
-        yield base, done.api_key
+        yield DemoGateway(base, done.api_key, database_url, sandboxes, done)
+
+
+@pytest.fixture(scope="module")
+def gateway(demo_gateway: DemoGateway) -> tuple[str, str]:
+    return demo_gateway.base, demo_gateway.key

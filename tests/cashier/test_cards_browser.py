@@ -15,7 +15,7 @@ import concurrent.futures
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +24,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from paymux.app import create_app
 from paymux.cashier.sdk_policy import sdk_policy
-from paymux.config import Environment, Settings
-from paymux.demo import make_sandboxes, provision
 from paymux.payments.models import Attempt
-from paymux.runtime import Runtime
 from paymux.web import SecurityPolicy
 from paymux.webhooks.models import Event
+from tests.cashier.conftest import DemoGateway
 from tests.cashier.test_pages_browser import CHROMIUM, CSP_PROBE, _check_page, _in_browser, _shot
-from tests.fixtures.servers import free_port, serve
 
 IPHONE_SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
                  "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")  # fmt: skip
@@ -117,28 +113,9 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(database_url: str) -> Iterator[Gateway]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        env=Environment.test, database_url=database_url, public_url=base,
-        channel_timeout_seconds=2.0, worker_poll_seconds=0.05, log_level="WARNING",
-        egress_allow_nets=["127.0.0.0/8", "::1/128"],
-    )  # fmt: skip
-    sandboxes = make_sandboxes(httpx.AsyncClient(timeout=5.0))
-
-    async def setup() -> Any:
-        rt = Runtime.build(settings)
-        try:
-            return await provision(rt, sandboxes, public_url=base, api_key=None,
-                                   webhook_url=f"{base}/healthz")  # fmt: skip
-        finally:
-            await rt.aclose()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        done = pool.submit(asyncio.run, setup()).result()
-    with serve(create_app(settings, sandboxes=sandboxes, run_worker=True), port=port):
-        yield Gateway(base, done.api_key, database_url, sandboxes)
+def gateway(demo_gateway: DemoGateway) -> Gateway:
+    d = demo_gateway
+    return Gateway(d.base, d.key, d.database_url, d.sandboxes)
 
 
 def _directives(csp: str) -> dict[str, list[str]]:
@@ -357,7 +334,8 @@ def _pay_by_wallet(gw: Gateway, browser: Any, wallet: str, user_agent: str, abse
     _no_early_return(page)
     _assert_sdk_csp(
         page.request.get(page.url).headers["content-security-policy"],
-        script=gw.base, api=gw.base,
+        script=gw.base,
+        api=gw.base,
     )
     _check_page(page)
     button.click()

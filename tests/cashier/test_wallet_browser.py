@@ -6,22 +6,16 @@ chromium (``make browser``); ``PAYMUX_DOCS_SCREENSHOTS=1`` saves docs/cashier.md
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from paymux.app import create_app
-from paymux.config import Environment, Settings
-from paymux.demo import DEMO_WALLET_BALANCE, make_sandboxes, provision
-from paymux.runtime import Runtime
+from paymux.demo import DEMO_WALLET_BALANCE
+from tests.cashier.conftest import DemoGateway
 from tests.cashier.test_pages_browser import CHROMIUM, CSP_PROBE, _check_page, _in_browser, _shot
-from tests.fixtures.servers import free_port, serve
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: make browser")
 
@@ -30,29 +24,9 @@ ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, 
 
 
 @pytest.fixture(scope="module")
-def wallet_gateway(database_url: str) -> Iterator[tuple[str, str, str]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        env=Environment.test, database_url=database_url, public_url=base,
-        channel_timeout_seconds=2.0, worker_poll_seconds=0.05, log_level="WARNING",
-        egress_allow_nets=["127.0.0.0/8", "::1/128"],
-    )  # fmt: skip
-    sandboxes = make_sandboxes(httpx.AsyncClient(timeout=5.0))
-
-    async def setup() -> Any:
-        rt = Runtime.build(settings)
-        try:
-            return await provision(rt, sandboxes, public_url=base, api_key=None,
-                                   webhook_url=f"{base}/healthz")  # fmt: skip
-        finally:
-            await rt.aclose()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        done = pool.submit(asyncio.run, setup()).result()
-    assert done.wallet_id is not None
-    with serve(create_app(settings, sandboxes=sandboxes, run_worker=True), port=port):
-        yield base, done.api_key, done.wallet_id
+def wallet_gateway(demo_gateway: DemoGateway) -> tuple[str, str, str]:
+    assert demo_gateway.demo.wallet_id is not None
+    return demo_gateway.base, demo_gateway.key, demo_gateway.demo.wallet_id
 
 
 def test_paying_from_the_balance_on_a_phone(wallet_gateway: tuple[str, str, str]) -> None:

@@ -16,12 +16,13 @@ from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
+from paymux.payments import lifecycle
 from paymux.payments import service as payments
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
-from paymux.payments.transitions import apply_state, move_attempt
+from paymux.payments.transitions import move_attempt
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 from paymux.wallets import pay as wallet_pay
@@ -226,7 +227,7 @@ async def choose(
                 raise UpstreamError(
                     "channel_error", f"The channel refused to close: {exc}"
                 ) from exc
-            await _paid_before_switch(rt, payment.id, attempt.id, old_id, adapter, trade_no)
+            await _paid_before_switch(rt, payment.id, attempt.id, old_id)
             raise Conflict("payment_succeeded",
                            "The previous method was paid before the switch.") from exc  # fmt: skip
         except base.ChannelError as exc:
@@ -289,20 +290,8 @@ async def _abandon(rt: Runtime, payment_id: str, new_id: str, old_id: str) -> No
         payment.next_action = old.next_action
 
 
-async def _paid_before_switch(
-    rt: Runtime, payment_id: str, new_id: str, old_id: str, adapter: base.ChannelAdapter,
-    trade_no: str | None,
-) -> None:  # fmt: skip
-    """The previous order was paid before it could be closed: the payment succeeds with it."""
+async def _paid_before_switch(rt: Runtime, payment_id: str, new_id: str, old_id: str) -> None:
+    """The previous order was paid before it could be closed: the payment succeeds with it
+    (the channel is asked now, and again by the janitor if it cannot answer)."""
     await _abandon(rt, payment_id, new_id, old_id)
-    try:
-        state = await adapter.query_payment(old_id, channel_trade_no=trade_no)
-    except base.ChannelError:
-        log.info("paid_before_switch_query_failed", attempt=old_id)
-        return  # the janitor asks again
-    async with rt.db.transaction() as session:
-        repo = PaymentRepository(session)
-        payment = await repo.lock(payment_id)
-        old = await repo.get_attempt(old_id)
-        assert old is not None
-        await apply_state(session, payment, old, state, rt.settings.public_url)
+    await lifecycle.resolve_attempt(rt, old_id)

@@ -31,11 +31,12 @@ from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, PaymuxError, UpstreamError
 from paymux.ledger import chart
 from paymux.ledger.chart import Purpose
+from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.service import WALLET_METHOD, payable_wallet
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
-from paymux.payments.transitions import apply_state, move_attempt, move_payment
+from paymux.payments.transitions import move_attempt, move_payment
 from paymux.runtime import Runtime
 from paymux.wallets import service as wallets
 from paymux.wallets.models import Wallet
@@ -181,7 +182,7 @@ async def _close_open_orders(rt: Runtime, payment_id: str) -> None:
             if exc.code != "already_paid":
                 message = f"The channel refused to close: {exc}"
                 raise UpstreamError("channel_error", message) from exc
-            await _apply_paid(rt, payment_id, attempt_id, adapter, trade_no)
+            await lifecycle.resolve_attempt(rt, attempt_id)  # the channel's answer applies
             raise Conflict("payment_succeeded",
                            "The previous method was paid before the switch.") from exc  # fmt: skip
         except base.ChannelError as exc:
@@ -209,20 +210,3 @@ async def _restore(rt: Runtime, payment_id: str, attempt_id: str) -> None:
             payment.current_attempt_id = old.id
             payment.channel, payment.channel_account_id = old.channel, old.channel_account_id
             payment.method, payment.next_action = old.method, old.next_action
-
-
-async def _apply_paid(
-    rt: Runtime, payment_id: str, attempt_id: str, adapter: base.ChannelAdapter,
-    trade_no: str | None,
-) -> None:  # fmt: skip
-    try:
-        state = await adapter.query_payment(attempt_id, channel_trade_no=trade_no)
-    except base.ChannelError:
-        log.info("paid_before_wallet_query_failed", attempt=attempt_id)
-        return  # the janitor asks again
-    async with rt.db.transaction() as session:
-        repo = PaymentRepository(session)
-        payment = await repo.lock(payment_id)
-        old = await repo.get_attempt(attempt_id)
-        assert old is not None
-        await apply_state(session, payment, old, state, rt.settings.public_url)
