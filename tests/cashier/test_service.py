@@ -14,7 +14,7 @@ from paymux.cashier import service as cashier
 from paymux.kit.errors import Conflict, InvalidRequest
 from paymux.payments import lifecycle
 from paymux.payments.models import Attempt
-from tests.conftest import Stack, Tenant, make_tenant
+from tests.conftest import GATEWAY, Stack, Tenant, make_tenant
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
 DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
@@ -258,3 +258,29 @@ async def test_an_expired_cashier_payment_cannot_be_chosen(
     view = await cashier.view(stack.runtime, payment["id"], user_agent=DESKTOP)
     assert view is not None and view.options == () and not view.can_switch
     assert await _attempts(stack, payment["id"]) == []
+
+
+async def test_a_payer_identified_by_one_account_pays_there_only(stack: Stack) -> None:
+    """An openid belongs to the app id of the account whose OAuth produced it: with two WeChat
+    accounts, the order opens on that account even where routing prefers the other, and never
+    fails over to an account that could not use the payer id."""
+    from paymux.channel_accounts import service as channel_service
+    from paymux.merchants.models import Mode
+
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    async with stack.runtime.db.transaction() as session:
+        second = await channel_service.add_account(
+            session, stack.runtime.vault, app_id=tenant.app_id, channel="wechatpay",
+            mode=Mode.test, fee_rate_bps=10,
+            credentials=stack.sandboxes["wechatpay"].provision(f"{GATEWAY}/sandbox/wechatpay"),
+        )  # fmt: skip
+    for account in (tenant.accounts["wechatpay"], second.id):
+        payment = await _cashier(stack, tenant, allowed_methods=["wechat_jsapi"])
+        await cashier.choose(
+            stack.runtime, payment["id"], "wechat_jsapi", user_agent=WECHAT,
+            payer={"openid": f"o-{account}"}, payer_account=account,
+        )  # fmt: skip
+        (attempt,) = await _attempts(stack, payment["id"])
+        assert attempt.channel_account_id == account
+        skipped = attempt.routing["skipped"]
+        assert [s["reason"] for s in skipped] == ["payer_identified_by_another_account"]

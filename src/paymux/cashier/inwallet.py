@@ -241,7 +241,7 @@ async def oauth_return(request: Request, payment_id: str, rt: RuntimeDep) -> Res
         payer = {identity.field: identity.value}
         client_ip = request.client.host if request.client else None
         await service.choose(rt, payment_id, method, user_agent=ua, payer=payer,
-                             client_ip=client_ip)  # fmt: skip
+                             client_ip=client_ip, payer_account=account_id)  # fmt: skip
     except PaymuxError as exc:
         return _explain(request, payment_id, exc)
     response = RedirectResponse(f"/pay/{payment_id}", status_code=303)

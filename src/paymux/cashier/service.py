@@ -156,6 +156,7 @@ def _stale(attempt: Attempt, call_seconds: float) -> bool:
 async def choose(
     rt: Runtime, payment_id: str, method: str, *, user_agent: str,
     payer: Mapping[str, str] | None = None, client_ip: str | None = None,
+    payer_account: str | None = None,
 ) -> Payment:  # fmt: skip
     """Open an attempt for ``method`` through routing (failover included), closing the open
     one at its channel first: never two payable orders at once. ``client_ip`` is the
@@ -204,6 +205,8 @@ async def choose(
             metadata=dict(payment.metadata_ or {}),
             refusals=payments.prechecks(_as_request(payment), method),
         )  # fmt: skip
+        if payer_account is not None:
+            plan = routing.pin(plan, payer_account)
         pick = await routing.next_candidate(session, plan)
         if pick is None:
             routing.raise_exhausted(plan, method, payment.currency)

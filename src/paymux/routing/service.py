@@ -11,6 +11,7 @@ a breaker is open), and one statistics UPSERT plus one breaker row update per ou
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Mapping, Sequence
@@ -341,6 +342,18 @@ class Pick:
     account: ChannelAccount
     limit_day: dt.date | None
     explanation: dict[str, Any]
+
+
+def pin(plan: Plan, account_id: str) -> Plan:
+    """Only ``account_id`` of the plan's candidates (no failover to another): for a payer id
+    that only that account's app can use (a WeChat openid belongs to one appid)."""
+    kept = [c for c in plan.decision.order if c.account_id == account_id]
+    skipped = [
+        {"account": c.account_id, "reason": "payer_identified_by_another_account"}
+        for c in plan.decision.order if c.account_id != account_id
+    ]  # fmt: skip
+    decision = dataclasses.replace(plan.decision, order=kept)
+    return dataclasses.replace(plan, decision=decision, skipped=[*plan.skipped, *skipped])
 
 
 async def next_candidate(session: AsyncSession, plan: Plan) -> Pick | None:
