@@ -223,3 +223,12 @@ async def attempt_ids(stack: Stack, payment_id: str) -> list[str]:
 
     async with stack.runtime.db.read() as session:
         return [a.id for a in await PaymentRepository(session).attempts_of(payment_id)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the browser tests' shared chromium, if any test launched it."""
+    import sys
+
+    browser = sys.modules.get("tests.cashier.test_pages_browser")
+    if browser is not None:
+        browser.close_browser()

@@ -35,23 +35,47 @@ document.addEventListener('securitypolicyviolation',
 """
 
 
+_CHROMIUM_THREAD = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chromium")
+_RUNNING: list[Any] = []  # [playwright, browser] once launched, used by that thread only
+
+
 def _in_browser(fn: Callable[[Any], None]) -> None:
-    """Run ``fn(browser)`` with Debian's chromium in a thread of its own: Playwright's sync API
-    marks its thread's event loop as running, which would break the suite's asyncio tests."""
+    """Run ``fn(browser)`` with Debian's chromium, in a thread of its own: Playwright's sync
+    API marks its thread's event loop as running, which would break the suite's asyncio tests.
+    One chromium serves the whole session (launching one per test cost minutes); each test
+    works in contexts of its own, closed after it."""
 
     def run() -> None:
-        from playwright.sync_api import sync_playwright
+        if not _RUNNING or not _RUNNING[1].is_connected():
+            from playwright.sync_api import sync_playwright
 
-        with sync_playwright() as pw:
+            pw = sync_playwright().start()
             args = ["--no-sandbox", "--disable-dev-shm-usage"]
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
-            try:
-                fn(browser)
-            finally:
-                browser.close()
+            _RUNNING[:] = [pw, pw.chromium.launch(executable_path=CHROMIUM, args=args)]
+        browser = _RUNNING[1]
+        before = set(browser.contexts)
+        try:
+            fn(browser)
+        finally:
+            for context in browser.contexts:
+                if context not in before:
+                    context.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(run).result()
+    _CHROMIUM_THREAD.submit(run).result()
+
+
+def close_browser() -> None:
+    """End the session's chromium (called once the session ends)."""
+
+    def stop() -> None:
+        if _RUNNING:
+            pw, browser = _RUNNING
+            browser.close()
+            pw.stop()
+            _RUNNING.clear()
+
+    _CHROMIUM_THREAD.submit(stop).result()
+    _CHROMIUM_THREAD.shutdown()
 
 
 def _create(base: str, key: str, **extra: Any) -> dict[str, Any]:

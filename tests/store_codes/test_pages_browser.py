@@ -17,10 +17,10 @@ from paymux.kit.crypto import hash_api_key
 from paymux.merchants import service as merchant_service
 from paymux.merchants.repository import MerchantRepository
 from paymux.runtime import Runtime
-from tests.cashier.conftest import gateway
+from tests.cashier.conftest import demo_gateway, gateway
 from tests.cashier.test_pages_browser import CSP_PROBE, _check_page, _in_browser, _shot, pytestmark
 
-assert gateway and pytestmark  # the module's gateway fixture; skipped without chromium
+assert demo_gateway and gateway and pytestmark  # the module's fixtures; skipped w/o chromium
 
 
 def _disc_png(size: int = 96) -> bytes:
@@ -61,9 +61,7 @@ def _brand(database_url: str, key: str) -> None:
         pool.submit(asyncio.run, go()).result()
 
 
-def test_a_store_code_paid_in_zh_cn_on_a_phone(
-    gateway: tuple[str, str], database_url: str
-) -> None:
+def test_a_store_code_paid_in_zh_cn_on_a_phone(gateway: tuple[str, str], database_url: str) -> None:
     _brand(database_url, gateway[1])
     _in_browser(lambda browser: _store_code_on_a_phone(gateway, browser))
 
