@@ -7,6 +7,7 @@ nonce, security headers, zh_CN/en)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ METHOD_LABELS = {
 
 WALLET_REFUSALS = frozenset({"insufficient_funds", "wallet_not_allowed"})
 """Refusals of paying from the balance that the page explains from the catalogue."""
+
+
+@functools.lru_cache(maxsize=256)
+def _qr_svg(code_url: str) -> str:
+    """An order's QR never changes: drawn once per process (segno's mask choice alone is ~3 ms)
+    and kept for the page's reloads and the customer's returns; 256 codes are ~2 MB."""
+    return str(segno.make(code_url, error="m").svg_inline(scale=6, border=2))
 
 
 def _status(payment: Payment) -> dict[str, Any]:
@@ -128,7 +136,7 @@ async def _page(
         return RedirectResponse(target, status_code=303)
     qr_svg = None
     if state == "pending" and action.get("type") == "qr_code" and action.get("code_url"):
-        qr_svg = segno.make(action["code_url"], error="m").svg_inline(scale=6, border=2)
+        qr_svg = _qr_svg(action["code_url"])
     aggregate_qr = None  # 一码付: the wallet that scans it opens this page and its own flow
     if state == "choose" and cashier.environment == ordering.DESKTOP and cashier.options:
         aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
