@@ -4,7 +4,6 @@ routing and closes the previous one at its channel first — one payable order a
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,10 +11,9 @@ from dataclasses import dataclass
 import structlog
 
 from paymux.cashier import ordering
-from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
 from paymux.kit import clock
-from paymux.kit.errors import Conflict, InvalidRequest, NotFound, UpstreamError
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.payments import lifecycle
 from paymux.payments import service as payments
 from paymux.payments.models import Attempt, Payment
@@ -148,11 +146,6 @@ async def view(rt: Runtime, payment_id: str, *, user_agent: str) -> CashierView 
     return CashierView(payment, options, environment, current_method, can_switch, balance)
 
 
-def _stale(attempt: Attempt, call_seconds: float) -> bool:
-    """A create call that should have ended long ago (its process died mid-call)."""
-    return clock.now() - attempt.created_at > dt.timedelta(seconds=2 * call_seconds + 5)
-
-
 async def choose(
     rt: Runtime, payment_id: str, method: str, *, user_agent: str,
     payer: Mapping[str, str] | None = None, client_ip: str | None = None,
@@ -190,7 +183,7 @@ async def choose(
             raise Conflict("payment_final", f"The payment is {payment.status}.")
         previous = await repo.open_attempts(payment.id)
         for attempt in previous:
-            if attempt.status == AttemptStatus.created and not _stale(attempt, call_seconds):
+            if lifecycle.being_opened(attempt, call_seconds):
                 raise Conflict("choice_in_progress", "Another method is being opened now.")
         if _showing(payment, previous, method, payer):
             return payment  # chosen again (a reload, a double click): the same order
@@ -218,31 +211,9 @@ async def choose(
         repo.add(attempt)
         previous_ids = [(a.id, a.channel_account_id, a.channel_trade_no) for a in previous]
     # 2. Close the previous orders at their channels (outside any transaction).
-    for old_id, account_id, trade_no in previous_ids:
-        async with rt.db.read() as session:
-            account = await channel_service.account_of(session, account_id)
-        adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
-        try:
-            await adapter.close_payment(old_id, channel_trade_no=trade_no)
-        except base.BusinessError as exc:
-            if exc.code != "already_paid":
-                await _abandon(rt, payment.id, attempt.id, old_id)
-                raise UpstreamError(
-                    "channel_error", f"The channel refused to close: {exc}"
-                ) from exc
-            await _paid_before_switch(rt, payment.id, attempt.id, old_id)
-            raise Conflict("payment_succeeded",
-                           "The previous method was paid before the switch.") from exc  # fmt: skip
-        except base.ChannelError as exc:
-            await _abandon(rt, payment.id, attempt.id, old_id)
-            message = f"Could not close the previous order: {exc.code}"
-            raise UpstreamError("channel_unavailable", message) from exc
-        async with rt.db.transaction() as session:
-            repo = PaymentRepository(session)
-            await repo.lock(payment.id)
-            closed = await repo.get_attempt(old_id)
-            if closed is not None:
-                move_attempt(closed, AttemptStatus.closed)
+    await lifecycle.close_switched_orders(
+        rt, payment.id, previous_ids, lambda old_id: _abandon(rt, payment.id, attempt.id, old_id)
+    )
     # 3. Open the new order through the usual create path (failover included).
     result, _ = await payments.run_attempts(rt, payment, attempt, plan, started=started)
     return result
@@ -291,10 +262,3 @@ async def _abandon(rt: Runtime, payment_id: str, new_id: str, old_id: str) -> No
         payment.channel, payment.channel_account_id = old.channel, old.channel_account_id
         payment.method = old.method
         payment.next_action = old.next_action
-
-
-async def _paid_before_switch(rt: Runtime, payment_id: str, new_id: str, old_id: str) -> None:
-    """The previous order was paid before it could be closed: the payment succeeds with it
-    (the channel is asked now, and again by the janitor if it cannot answer)."""
-    await _abandon(rt, payment_id, new_id, old_id)
-    await lifecycle.resolve_attempt(rt, old_id)

@@ -5,13 +5,17 @@ about attempts whose outcome is not known yet. The state changes themselves are
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+
 import structlog
 
 from paymux.channel_accounts import service as channel_service
 from paymux.channels import base, registry
+from paymux.kit import clock
 from paymux.kit.errors import Conflict, UpstreamError
 from paymux.payments import barcode
-from paymux.payments.models import Payment
+from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.service import get
 from paymux.payments.states import ATTEMPT_CLOSING, FINAL_ATTEMPT, AttemptStatus, PaymentStatus
@@ -160,3 +164,48 @@ async def resolve_attempt(rt: Runtime, attempt_id: str) -> None:
         if fresh.status not in FINAL_ATTEMPT:
             fresh.query_count += 1
             fresh.query_due_at = next_query_at(fresh.query_count)
+
+
+# ------------------------------------------------------------------ switching methods
+def being_opened(attempt: Attempt, call_seconds: float) -> bool:
+    """The attempt's create call is under way now (not one whose process died mid-call long
+    ago): a switch must wait for it."""
+    age = clock.now() - attempt.created_at
+    return attempt.status == AttemptStatus.created and age <= dt.timedelta(
+        seconds=2 * call_seconds + 5
+    )
+
+
+async def close_switched_orders(
+    rt: Runtime, payment_id: str, orders: Sequence[tuple[str, str, str | None]],
+    restore: Callable[[str], Awaitable[None]],
+) -> None:  # fmt: skip
+    """Close at their channels the orders (attempt id, account id, channel number) a switch
+    has marked closing — outside any transaction — and mark each closed once it is. A close
+    that fails calls ``restore(attempt id)`` (the order stays the payment's) and raises; an
+    order already paid there is restored, then applied as the channel says, and raises
+    ``payment_succeeded``."""
+    for attempt_id, account_id, trade_no in orders:
+        async with rt.db.read() as session:
+            account = await channel_service.account_of(session, account_id)
+        adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+        try:
+            await adapter.close_payment(attempt_id, channel_trade_no=trade_no)
+        except base.BusinessError as exc:
+            await restore(attempt_id)
+            if exc.code != "already_paid":
+                message = f"The channel refused to close: {exc}"
+                raise UpstreamError("channel_error", message) from exc
+            await resolve_attempt(rt, attempt_id)  # the channel's answer applies
+            raise Conflict("payment_succeeded",
+                           "The previous method was paid before the switch.") from exc  # fmt: skip
+        except base.ChannelError as exc:
+            await restore(attempt_id)
+            message = f"Could not close the previous order: {exc.code}"
+            raise UpstreamError("channel_unavailable", message) from exc
+        async with rt.db.transaction() as session:
+            repo = PaymentRepository(session)
+            await repo.lock(payment_id)
+            closed = await repo.get_attempt(attempt_id)
+            if closed is not None:
+                move_attempt(closed, AttemptStatus.closed)

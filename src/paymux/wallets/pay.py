@@ -25,18 +25,16 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.channel_accounts import service as channel_service
-from paymux.channels import base
 from paymux.kit import clock
-from paymux.kit.errors import Conflict, InvalidRequest, NotFound, PaymuxError, UpstreamError
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound, PaymuxError
 from paymux.ledger import chart
 from paymux.ledger.chart import Purpose
 from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.service import WALLET_METHOD, payable_wallet
-from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
-from paymux.payments.transitions import move_attempt, move_payment
+from paymux.payments.states import ATTEMPT_CLOSING, PaymentStatus
+from paymux.payments.transitions import move_payment
 from paymux.runtime import Runtime
 from paymux.wallets import service as wallets
 from paymux.wallets.models import Wallet
@@ -161,40 +159,17 @@ async def _close_open_orders(rt: Runtime, payment_id: str) -> None:
             return  # _debit says why
         previous = await repo.open_attempts(payment.id)
         call_seconds = rt.settings.channel_timeout_seconds
-        for attempt in previous:
-            age = (clock.now() - attempt.created_at).total_seconds()
-            if attempt.status == AttemptStatus.created and age <= 2 * call_seconds + 5:
-                raise Conflict("choice_in_progress", "Another method is being opened now.")
+        if any(lifecycle.being_opened(a, call_seconds) for a in previous):
+            raise Conflict("choice_in_progress", "Another method is being opened now.")
         for attempt in previous:
             attempt.error_code = ATTEMPT_CLOSING
         if previous:
             payment.current_attempt_id = payment.channel = payment.channel_account_id = None
             payment.next_action = None
         orders = [(a.id, a.channel_account_id, a.channel_trade_no) for a in previous]
-    for attempt_id, account_id, trade_no in orders:
-        async with rt.db.read() as session:
-            account = await channel_service.account_of(session, account_id)
-        adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
-        try:
-            await adapter.close_payment(attempt_id, channel_trade_no=trade_no)
-        except base.BusinessError as exc:
-            await _restore(rt, payment_id, attempt_id)
-            if exc.code != "already_paid":
-                message = f"The channel refused to close: {exc}"
-                raise UpstreamError("channel_error", message) from exc
-            await lifecycle.resolve_attempt(rt, attempt_id)  # the channel's answer applies
-            raise Conflict("payment_succeeded",
-                           "The previous method was paid before the switch.") from exc  # fmt: skip
-        except base.ChannelError as exc:
-            await _restore(rt, payment_id, attempt_id)
-            message = f"Could not close the previous order: {exc.code}"
-            raise UpstreamError("channel_unavailable", message) from exc
-        async with rt.db.transaction() as session:
-            repo = PaymentRepository(session)
-            await repo.lock(payment_id)
-            closed = await repo.get_attempt(attempt_id)
-            if closed is not None:
-                move_attempt(closed, AttemptStatus.closed)
+    await lifecycle.close_switched_orders(
+        rt, payment_id, orders, lambda attempt_id: _restore(rt, payment_id, attempt_id)
+    )
 
 
 async def _restore(rt: Runtime, payment_id: str, attempt_id: str) -> None:
