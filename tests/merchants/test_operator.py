@@ -98,7 +98,7 @@ async def test_a_key_revoked_by_another_process_is_refused_within_a_second(
     """The key cache keeps lookups off the database; a revocation made elsewhere (another API
     process: here the database directly, so this process's cache is not told) holds within
     the cache's second, never later."""
-    from paymux.merchants import auth
+    from paymux.kit import cache
     from paymux.merchants import service as merchants
 
     merchant = await _post(stack, "/merchants", {"name": "Revoked elsewhere"})
@@ -106,7 +106,7 @@ async def test_a_key_revoked_by_another_process_is_refused_within_a_second(
     key = await _post(stack, f"/apps/{app['id']}/keys", {"mode": "test"})
     headers = {"Authorization": f"Bearer {key['secret']}"}
     now = [1000.0]
-    monkeypatch.setattr(auth, "_monotonic", lambda: now[0])
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
     assert (await stack.client.get("/v1/payments", headers=headers)).status_code == 200
     async with stack.runtime.db.transaction() as session:
         await merchants.revoke_key(session, app_id=app["id"], key_id=key["id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import uuid
 from typing import Any
@@ -225,6 +226,44 @@ async def test_settlement_batch_fee_report_and_webhook(stack: Stack, clock: Any)
     assert (await settled(stack, tenant, late["id"]))["status"] == "succeeded"
     assert (await merchant_balance(stack, tenant))["available"] == 9_530
     await books_balance(stack)
+
+
+async def test_settlement_terms_count_at_once_here_and_within_a_second_elsewhere(
+    stack: Stack, monkeypatch: Any
+) -> None:
+    """A payment's settlement date comes from its merchant's terms, cached for a second per
+    process: a change through the API counts for the next payment at once; one made by
+    another process (here: the database directly) within that second."""
+    import sqlalchemy as sa
+
+    from paymux.funds.models import PaymentFunds
+    from paymux.kit import cache
+    from paymux.kit.clock import aware
+    from paymux.settlement.models import SettlementConfig
+
+    now = [1000.0]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    tenant = await make_tenant(stack)
+
+    async def due_after_paid(payment: dict[str, Any]) -> float:
+        async with stack.runtime.db.read() as session:
+            funds = await session.get(PaymentFunds, payment["id"])
+        assert funds is not None and funds.settle_due_at is not None
+        paid_at = dt.datetime.fromisoformat(payment["paid_at"])
+        return (aware(funds.settle_due_at) - paid_at).total_seconds()
+
+    assert await due_after_paid(await paid(stack, tenant, 100)) > 0  # the default, T1
+    r = await stack.client.put(f"/v1/operator/merchants/{tenant.merchant_id}/settlement",
+                               headers=OPERATOR, json={"cycle": "T0"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert await due_after_paid(await paid(stack, tenant, 100)) <= 1  # at once: T0
+    async with stack.runtime.db.transaction() as session:
+        await session.execute(sa.update(SettlementConfig).where(
+            SettlementConfig.merchant_id == tenant.merchant_id).values(cycle="T1"))  # fmt: skip
+    now[0] += 0.5
+    assert await due_after_paid(await paid(stack, tenant, 100)) <= 1  # still cached
+    now[0] += 0.6
+    assert await due_after_paid(await paid(stack, tenant, 100)) > 3600  # past it: T1
 
 
 async def test_wallet_top_up_transfer_pay_refund_and_statement(stack: Stack) -> None:

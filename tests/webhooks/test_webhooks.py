@@ -434,3 +434,35 @@ async def test_resend_without_endpoints_is_a_clear_error(stack: Stack, tenant: T
     event_id = await emit(stack, tenant)
     r = await stack.client.post(f"/v1/events/{event_id}/resend", headers=tenant.headers)
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_endpoints"
+
+
+# ------------------------------------------------------------------ the subscriber cache
+async def test_an_endpoint_changed_in_another_process_counts_within_a_second(
+    stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events read their app's endpoints from a one-second cache. Another process's change
+    (here: the database directly, so this process is not told) counts within that second; a
+    delivery queued meanwhile for an endpoint deleted elsewhere is canceled, never sent."""
+    from paymux.kit import cache
+    from paymux.webhooks.models import WebhookEndpoint
+
+    now = [1000.0]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    path = f"/{tenant.app_id}/elsewhere"
+    endpoint = await add_endpoint(stack, tenant, path)  # this process: seen at once
+    first = await emit(stack, tenant)
+    assert [d["endpoint"] for d in await deliveries(stack, tenant, first)] == [endpoint["id"]]
+    async with stack.runtime.db.transaction() as session:
+        await session.execute(
+            sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint["id"])
+            .values(enabled=False, deleted_at=dt.datetime.now(dt.UTC))
+        )  # fmt: skip
+    now[0] += 0.5
+    stale = await emit(stack, tenant)  # inside the second: still queued for it …
+    (queued,) = await deliveries(stack, tenant, stale)
+    await deliver(stack)
+    assert stack.receiver.for_path(path) == []  # nothing sent to the deleted endpoint
+    (canceled,) = await deliveries(stack, tenant, stale)  # … and canceled by the worker
+    assert queued["status"] == "pending" and canceled["status"] == "canceled"
+    now[0] += 0.6
+    assert await deliveries(stack, tenant, await emit(stack, tenant)) == []  # past it: gone

@@ -23,17 +23,17 @@ async def payment_succeeded(
     if source is None and payment.channel_account_id is not None:
         account = await session.get(ChannelAccount, payment.channel_account_id)
         fee_bps = account.fee_rate_bps if account is not None else 0
-    config = await settlement.config_of(session, payment.merchant_id)
+    terms = await settlement.terms_of(session, payment.merchant_id)
     funds = await funds_service.on_payment_succeeded(
         session, payment, source=source, channel_fee_bps=fee_bps,
-        settle_after=policy.due_at(config, clock.now()),
+        settle_after=policy.due_at(terms, clock.now()),
     )  # fmt: skip
     await splits.on_money_moved(session, payment, funds)
 
 
 async def escrow_released(session: AsyncSession, payment: Payment, *, by: str) -> None:
-    config = await settlement.config_of(session, payment.merchant_id)
+    terms = await settlement.terms_of(session, payment.merchant_id)
     funds = await funds_service.release_escrow(
-        session, payment, by=by, settle_after=policy.due_at(config, clock.now())
+        session, payment, by=by, settle_after=policy.due_at(terms, clock.now())
     )
     await splits.on_money_moved(session, payment, funds)

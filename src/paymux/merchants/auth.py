@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from paymux.kit.cache import TtlCache
 from paymux.kit.crypto import constant_time_equal, hash_api_key
 from paymux.kit.errors import AuthenticationError
 from paymux.kit.web import get_runtime
@@ -26,12 +26,10 @@ class AuthContext:
     key_id: str
 
 
-# Keys are looked up on every request; a short cache keeps that off the database on the hot
-# path (one lookup per key per second and process). A revocation therefore takes effect within
-# _KEY_CACHE_SECONDS in every process, and at once in the process that revoked it.
-_KEY_CACHE_SECONDS = 1.0
-_key_cache: dict[str, tuple[float, AuthContext]] = {}
-_monotonic = time.monotonic  # the cache's clock (tests move it)
+_keys: TtlCache[str, AuthContext] = TtlCache("api_keys")
+"""Keys are looked up on every request; the cache keeps that off the database on the hot path
+(one lookup per key per second and process). A revocation therefore takes effect within a
+second in every process, and at once in the process that revoked it."""
 
 
 def _bearer(request: Request) -> str:
@@ -50,9 +48,9 @@ async def authenticate(request: Request) -> AuthContext:
     if mode is None:
         raise AuthenticationError("invalid_api_key", "The API key is malformed.")
     digest = hash_api_key(secret)
-    cached = _key_cache.get(digest)
-    if cached and cached[0] > _monotonic():
-        return cached[1]
+    _, cached = _keys.get(digest)
+    if cached is not None:
+        return cached
     runtime = get_runtime(request)
     async with runtime.db.read() as session:
         found = await MerchantRepository(session).find_key(digest)
@@ -62,12 +60,11 @@ async def authenticate(request: Request) -> AuthContext:
     ctx = AuthContext(
         app_id=app.id, merchant_id=app.merchant_id, livemode=mode is Mode.live, key_id=key.id
     )
-    _key_cache[digest] = (_monotonic() + _KEY_CACHE_SECONDS, ctx)
-    return ctx
+    return _keys.put(digest, ctx)
 
 
 def forget_cached_keys() -> None:
-    _key_cache.clear()
+    _keys.forget()
 
 
 AuthDep = Annotated[AuthContext, Depends(authenticate)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from paymux.kit import money
@@ -19,7 +20,21 @@ def default_config(merchant_id: str) -> SettlementConfig:
     )  # fmt: skip
 
 
-def due_at(config: SettlementConfig, since: dt.datetime) -> dt.datetime:
+@dataclass(frozen=True)
+class Terms:
+    """When a merchant's money may settle: the part of its :class:`SettlementConfig` that
+    every payment's success reads (a snapshot, cached by ``settlement.service.terms_of``)."""
+
+    cycle: str
+    days: int
+    weekday: int
+
+    @classmethod
+    def of(cls, config: SettlementConfig) -> Terms:
+        return cls(cycle=config.cycle, days=config.days, weekday=config.weekday)
+
+
+def due_at(config: SettlementConfig | Terms, since: dt.datetime) -> dt.datetime:
     """When money that became the merchant's at ``since`` may be settled."""
     if config.cycle == Cycle.t0:
         return since

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.funds.models import PaymentFunds
 from paymux.funds.repository import FundsRepository
 from paymux.kit import clock
+from paymux.kit.cache import TtlCache
 from paymux.kit.errors import NotFound
 from paymux.kit.ids import new_id
 from paymux.ledger import chart
@@ -34,6 +35,18 @@ async def config_of(session: AsyncSession, merchant_id: str) -> SettlementConfig
     return found if found is not None else policy.default_config(merchant_id)
 
 
+_terms: TtlCache[str, policy.Terms] = TtlCache("settlement_terms")
+"""Every payment's success reads its merchant's terms; a change made in another process is
+seen within a second (at once in this one). A settlement run reads the config itself."""
+
+
+async def terms_of(session: AsyncSession, merchant_id: str) -> policy.Terms:
+    async def load() -> policy.Terms:
+        return policy.Terms.of(await config_of(session, merchant_id))
+
+    return await _terms.get_or_load(merchant_id, load)
+
+
 async def configure(
     session: AsyncSession, merchant_id: str, body: SettlementConfigIn
 ) -> SettlementConfig:
@@ -44,6 +57,7 @@ async def configure(
         repo.add(config)
     for field, value in body.model_dump().items():
         setattr(config, field, value)
+    _terms.forget(merchant_id)
     return config
 
 

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
+from paymux.kit.cache import TtlCache
 from paymux.kit.crypto import Vault
 from paymux.kit.egress import EgressGuard, EgressRefused, EgressUnresolved
 from paymux.kit.errors import InvalidRequest, NotFound
@@ -84,6 +85,37 @@ def endpoint_secret(vault: Vault, endpoint: WebhookEndpoint) -> str:
 
 
 # ------------------------------------------------------------------ outbox
+@dataclass(frozen=True)
+class Subscriber:
+    """An enabled endpoint as :func:`emit` needs it (a snapshot, cached per app and mode)."""
+
+    id: str
+    events: tuple[str, ...]
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
+_subscribers: TtlCache[tuple[str, bool], tuple[Subscriber, ...]] = TtlCache("webhook_subscribers")
+"""Every event reads its app's endpoints. An endpoint created in another process receives the
+events emitted from a second later (at once in this one); one deleted or disabled elsewhere may
+still get a delivery queued in that second, which the worker cancels (it checks the endpoint
+before every attempt)."""
+
+
+async def subscribers(session: AsyncSession, app_id: str, livemode: bool) -> tuple[Subscriber, ...]:
+    async def load() -> tuple[Subscriber, ...]:
+        endpoints = await WebhookRepository(session).endpoints(app_id, livemode)
+        live = (e for e in endpoints if e.enabled and e.deleted_at is None)
+        return tuple(Subscriber(e.id, tuple(e.events)) for e in live)
+
+    return await _subscribers.get_or_load((app_id, livemode), load)
+
+
+def _endpoints_changed(endpoint: WebhookEndpoint) -> None:
+    _subscribers.forget((endpoint.app_id, endpoint.livemode))
+
+
 async def emit(
     session: AsyncSession, *, app_id: str, livemode: bool, type: str, data: dict[str, Any]
 ) -> Event:
@@ -94,9 +126,9 @@ async def emit(
     event = Event(id=new_id("evt"), app_id=app_id, livemode=livemode, type=type, data=data)
     repo.add(event)
     now = clock.now()
-    for endpoint in await repo.endpoints(app_id, livemode):
-        if endpoint.wants(type):
-            repo.add(_new_delivery(event.id, endpoint.id, now))
+    for subscriber in await subscribers(session, app_id, livemode):
+        if subscriber.wants(type):
+            repo.add(_new_delivery(event.id, subscriber.id, now))
     return event
 
 
@@ -196,6 +228,7 @@ async def create_endpoint(
     )  # fmt: skip
     WebhookRepository(session).add(endpoint)
     await session.flush()
+    _endpoints_changed(endpoint)
     return endpoint, secret
 
 
@@ -218,6 +251,7 @@ async def delete_endpoint(
     endpoint.deleted_at = clock.now()
     endpoint.enabled = False
     endpoint.disabled_reason = "deleted"
+    _endpoints_changed(endpoint)
     await WebhookRepository(session).cancel_pending(endpoint.id, "endpoint deleted")
     return endpoint
 
@@ -366,6 +400,7 @@ async def _move_on(
         if endpoint.enabled:
             endpoint.enabled = False
             endpoint.disabled_reason = "gone: the endpoint answered 410"
+            _endpoints_changed(endpoint)
             log.warning("webhook_endpoint_disabled", endpoint=endpoint.id, url=endpoint.url)
         delivery.status = DeliveryStatus.canceled
         delivery.next_attempt_at = None
