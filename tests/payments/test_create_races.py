@@ -86,3 +86,47 @@ async def test_the_common_answer_opens_the_attempt_and_counts_the_call(stack: St
     assert attempt.status == "pending" and attempt.next_action == payment["next_action"]
     assert attempt.query_due_at is not None and attempt.channel_latency_ms is not None
     assert sum(s.accepted for s in stats) == 1 and sum(s.errors for s in stats) == 0
+
+
+async def test_the_common_answer_writes_nothing_when_either_row_has_moved(stack: Stack) -> None:
+    """``open_pending`` (one statement on PostgreSQL, two in SQLite's transaction) writes the
+    payment and the attempt together or neither: an attempt no longer ``created``, or a
+    payment no longer pending on it, leaves both as they were."""
+    import datetime as dt
+
+    from paymux.payments.models import Payment
+    from paymux.payments.repository import PaymentRepository
+
+    tenant = await make_tenant(stack)
+    payment = (await create(stack, tenant, method="wechat_native")).json()
+    async with stack.runtime.db.read() as session:
+        (attempt,) = (
+            await session.scalars(sa.select(Attempt).where(Attempt.payment_id == payment["id"]))
+        ).all()
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    changed = {"type": "redirect", "url": "https://example.invalid/changed"}
+
+    async def try_open() -> bool:
+        async with stack.runtime.db.statement() as session:
+            return await PaymentRepository(session).open_pending(
+                payment["id"], attempt.id, next_action=changed, channel_trade_no="other",
+                latency_ms=1, query_due_at=due,
+            )  # fmt: skip
+
+    async def state() -> tuple[Any, ...]:
+        async with stack.runtime.db.read() as session:
+            p = await session.get(Payment, payment["id"], populate_existing=True)
+            a = await session.get(Attempt, attempt.id, populate_existing=True)
+            assert p is not None and a is not None
+            return p.next_action, a.status, a.next_action, a.channel_trade_no
+
+    before = await state()
+    assert before[1] == "pending"  # the create's own answer opened it already
+    assert await try_open() is False and await state() == before
+    async with stack.runtime.db.transaction() as session:  # back to created, but the
+        await session.execute(sa.update(Attempt).where(Attempt.id == attempt.id)  # payment
+                              .values(status="created"))  # fmt: skip
+        await session.execute(sa.update(Payment).where(Payment.id == payment["id"])  # moved on
+                              .values(current_attempt_id=None))  # fmt: skip
+    before = await state()
+    assert await try_open() is False and await state() == before

@@ -129,13 +129,15 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-Later = Callable[[AsyncSession], Awaitable[None]]
+Later = Callable[["Database"], Awaitable[None]]
 _AFTER_COMMIT = "paymux.after_commit"
 
 
 def after_commit(session: AsyncSession, work: Later) -> None:
-    """Run ``work`` in a short transaction of its own once ``session``'s has committed (never
-    if it rolls back). For counters every request bumps — routing statistics — whose rows would
+    """Run ``work`` once ``session``'s transaction has committed (never if it rolls back),
+    with the :class:`Database`: it opens what it needs — :meth:`Database.statement` for
+    counters that are single statements (no BEGIN and COMMIT on PostgreSQL), a transaction for
+    anything more. For counters every request bumps — routing statistics — whose rows would
     otherwise stay locked, and so queue every other request, until the caller's commit. Never
     for money or state: a crash between the two commits loses the work."""
     session.info.setdefault(_AFTER_COMMIT, []).append(work)
@@ -177,24 +179,28 @@ class Database:
             await self._run_later(later)
 
     async def _run_later(self, work: Sequence[Later]) -> None:
-        try:
-            async with self.transaction() as session:
-                for item in work:
-                    await item(session)
-        except Exception:  # counters only (see after_commit): never fail what has committed
-            log.exception("after_commit_failed")
+        for item in work:
+            try:
+                await item(self)
+            except Exception:  # counters only (see after_commit): never fail what has committed
+                log.exception("after_commit_failed")
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncSession]:
         """A session for one write statement, atomic by itself: on PostgreSQL it runs without
-        BEGIN and COMMIT around it (two round trips saved); on SQLite it is a transaction.
-        Never for two statements that must commit together — use :meth:`transaction`."""
+        BEGIN and COMMIT around it (two round trips saved); on SQLite it is a transaction, so a
+        repository may write there in several statements what PostgreSQL writes in one. Never
+        for two statements that must commit together — use :meth:`transaction`. Work handed
+        to :func:`after_commit` runs after it."""
         if self._write_lock is not None:
             async with self.transaction() as session:
                 yield session
             return
         async with self._read_sessionmaker() as session:
             yield session
+            later = session.info.pop(_AFTER_COMMIT, ())  # each statement has committed
+        if later:
+            await self._run_later(later)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

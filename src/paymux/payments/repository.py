@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.kit import clock
 from paymux.payments.models import Attempt, Payment, store_code_of
 from paymux.payments.schemas import PaymentFilters
 from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
@@ -25,32 +26,49 @@ def _one_row(result: Any) -> bool:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-# The create path's two guarded UPDATEs, built once (building a statement and its cache key
-# costs more than running it).
-_SET_NEXT_ACTION = (
-    sa.update(Payment)
+# The create's common answer, built once (building a statement and its cache key costs more
+# than running it): the payment, still pending on an attempt still ``created``, gets the
+# channel's ``next_action``; then the attempt goes ``created`` → ``pending``.
+_P: sa.Table = Payment.__table__  # type: ignore[assignment]
+_A: sa.Table = Attempt.__table__  # type: ignore[assignment]
+_PAYMENT_OPENED = (
+    sa.update(_P)
     .where(
-        Payment.id == sa.bindparam("p_id"),
-        Payment.status == PaymentStatus.pending,
-        Payment.current_attempt_id == sa.bindparam("p_attempt"),
+        _P.c.id == sa.bindparam("p_id"),
+        _P.c.status == PaymentStatus.pending,
+        _P.c.current_attempt_id == sa.bindparam("a_id"),
+        sa.exists().where(_A.c.id == sa.bindparam("a_id"), _A.c.status == AttemptStatus.created),
     )
-    .values(next_action=sa.bindparam("p_action", type_=Payment.__table__.c.next_action.type))
-    .execution_options(synchronize_session=False)
-)
-_ATTEMPT_OPENED = (
-    sa.update(Attempt)
-    .where(Attempt.id == sa.bindparam("a_id"), Attempt.status == AttemptStatus.created)
     .values(
-        status=AttemptStatus.pending,
-        next_action=sa.bindparam("a_action", type_=Attempt.__table__.c.next_action.type),
-        channel_trade_no=sa.func.coalesce(
-            Attempt.channel_trade_no, sa.bindparam("a_trade_no", type_=sa.String)
-        ),
-        channel_latency_ms=sa.bindparam("a_latency"),
-        query_due_at=sa.bindparam("a_due", type_=Attempt.__table__.c.query_due_at.type),
+        next_action=sa.bindparam("a_action", type_=_P.c.next_action.type),
+        updated_at=sa.bindparam("p_now", type_=_P.c.updated_at.type),
     )
-    .execution_options(synchronize_session=False)
 )
+
+
+def _attempt_opened(*, after: sa.Exists | None = None) -> sa.Update:
+    guard = [_A.c.id == sa.bindparam("a_id"), _A.c.status == AttemptStatus.created]
+    return (
+        sa.update(_A)
+        .where(*guard, *([after] if after is not None else []))
+        .values(
+            status=AttemptStatus.pending,
+            next_action=sa.bindparam("a_action", type_=_A.c.next_action.type),
+            channel_trade_no=sa.func.coalesce(
+                _A.c.channel_trade_no, sa.bindparam("a_trade_no", type_=sa.String)
+            ),
+            channel_latency_ms=sa.bindparam("a_latency"),
+            query_due_at=sa.bindparam("a_due", type_=_A.c.query_due_at.type),
+            updated_at=sa.bindparam("a_now", type_=_A.c.updated_at.type),
+        )
+    )
+
+
+_ATTEMPT_OPENED = _attempt_opened()
+_OPENED_PAYMENT = _PAYMENT_OPENED.returning(_P.c.id).cte("opened_payment")
+_PG_OPENED = _attempt_opened(after=sa.exists(sa.select(sa.literal(1)).select_from(_OPENED_PAYMENT)))
+"""Both in one statement on PostgreSQL (a data-modifying CTE): the payment first, as every
+path locks it, and the attempt only if the payment was updated."""
 
 
 class PaymentRepository:
@@ -133,26 +151,25 @@ class PaymentRepository:
         rows = list((await self.session.scalars(stmt)).all())
         return rows[:limit], len(rows) > limit
 
-    async def set_next_action(
-        self, payment_id: str, attempt_id: str, action: dict[str, Any] | None
-    ) -> bool:
-        """The create's ``next_action`` on a payment still pending on that attempt (locks it)."""
-        result = await self.session.execute(
-            _SET_NEXT_ACTION, {"p_id": payment_id, "p_attempt": attempt_id, "p_action": action}
-        )
-        return _one_row(result)
-
-    async def attempt_opened(
-        self, attempt_id: str, *, next_action: dict[str, Any] | None,
+    async def open_pending(
+        self, payment_id: str, attempt_id: str, *, next_action: dict[str, Any] | None,
         channel_trade_no: str | None, latency_ms: int, query_due_at: dt.datetime,
     ) -> bool:  # fmt: skip
-        """``created`` → ``pending`` with what the channel answered; False if it moved."""
-        result = await self.session.execute(
-            _ATTEMPT_OPENED,
-            {"a_id": attempt_id, "a_action": next_action, "a_trade_no": channel_trade_no,
-             "a_latency": latency_ms, "a_due": query_due_at},
-        )  # fmt: skip
-        return _one_row(result)
+        """The create's common answer, both rows or neither: the payment still pending on
+        this attempt gets its ``next_action``, the attempt goes ``created`` → ``pending`` with
+        what the channel answered. False, writing nothing, if either had moved. One statement
+        on PostgreSQL (atomic without a transaction); on SQLite two under its write lock, where
+        the payment's guard (the attempt still ``created``) makes the second certain."""
+        now = clock.now()
+        params = {"p_id": payment_id, "a_id": attempt_id, "a_action": next_action,
+                  "a_trade_no": channel_trade_no, "a_latency": latency_ms, "a_due": query_due_at,
+                  "p_now": now, "a_now": now}  # fmt: skip
+        conn = await self.session.connection()
+        if conn.dialect.name == "postgresql":
+            return _one_row(await conn.execute(_PG_OPENED, params))
+        if not _one_row(await conn.execute(_PAYMENT_OPENED, params)):
+            return False
+        return _one_row(await conn.execute(_ATTEMPT_OPENED, params))
 
     async def last_success(
         self, app_id: str, livemode: bool, customer_ref: str

@@ -464,13 +464,11 @@ async def _record_pending(
     action = created.next_action.to_dict() if created.next_action else None
     due = next_query_at(PENDING_FIRST_QUERY)
     try:
-        async with rt.db.transaction() as session:
-            repo = PaymentRepository(session)
-            if not await repo.set_next_action(payment.id, attempt.id, action):
-                raise _Raced
-            if not await repo.attempt_opened(
-                attempt.id, next_action=action, channel_trade_no=created.channel_trade_no,
-                latency_ms=outcome.latency_ms, query_due_at=due,
+        async with rt.db.statement() as session:
+            if not await PaymentRepository(session).open_pending(
+                payment.id, attempt.id, next_action=action,
+                channel_trade_no=created.channel_trade_no, latency_ms=outcome.latency_ms,
+                query_due_at=due,
             ):  # fmt: skip
                 raise _Raced
             await routing.record_call(

@@ -24,7 +24,7 @@ from paymux.channel_accounts.models import ChannelAccount
 from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels.base import RequestProblem
 from paymux.kit import clock
-from paymux.kit.db import after_commit
+from paymux.kit.db import Database, after_commit
 from paymux.kit.errors import InvalidRequest
 from paymux.merchants.models import Mode
 from paymux.routing import engine, scoring
@@ -406,30 +406,35 @@ async def record_call(
     otherwise a technical error or timeout, which counts against the breaker. A good call is
     counted after the caller's transaction commits (its rows are every create's on the
     account, :func:`paymux.kit.db.after_commit`); an error in it, as it may open the breaker."""
+    now = clock.now()
     if ok:
 
-        async def count(later: AsyncSession) -> None:
-            await _record_call(later, app_id=app_id, account_id=account_id, method=method,
-                               ok=ok, accepted=accepted, latency_ms=latency_ms)  # fmt: skip
+        async def count(db: Database) -> None:
+            # Two counters, each one statement on its own (autocommit on PostgreSQL); only a
+            # breaker that is not simply closed takes a transaction.
+            async with db.statement() as later:
+                repo = RoutingRepository(later)
+                await repo.add_stat(account_id, method, _minute(now), accepted=int(accepted),
+                                    latency_ms=max(latency_ms, 0))  # fmt: skip
+                if await repo.count_success_if_closed(account_id, now, now - BREAKER_RATE_WINDOW):
+                    return  # the common case: a closed breaker stays closed
+            async with db.transaction() as later:
+                await _move_breaker(later, app_id=app_id, account_id=account_id, ok=True, now=now)
 
         after_commit(session, count)
         return
-    await _record_call(session, app_id=app_id, account_id=account_id, method=method, ok=ok,
-                       accepted=accepted, latency_ms=latency_ms)  # fmt: skip
-
-
-async def _record_call(
-    session: AsyncSession, *, app_id: str, account_id: str, method: str, ok: bool,
-    accepted: bool, latency_ms: int,
-) -> None:  # fmt: skip
-    now = clock.now()
-    repo = RoutingRepository(session)
-    await repo.add_stat(
-        account_id, method, _minute(now), accepted=int(accepted), errors=int(not ok),
+    await RoutingRepository(session).add_stat(
+        account_id, method, _minute(now), accepted=int(accepted), errors=1,
         latency_ms=max(latency_ms, 0),
     )  # fmt: skip
-    if ok and await repo.count_success_if_closed(account_id, now, now - BREAKER_RATE_WINDOW):
-        return  # the common case, in one statement: a closed breaker stays closed
+    await _move_breaker(session, app_id=app_id, account_id=account_id, ok=False, now=now)
+
+
+async def _move_breaker(
+    session: AsyncSession, *, app_id: str, account_id: str, ok: bool, now: dt.datetime
+) -> None:
+    """Count one call on the account's breaker under its row lock, opening or closing it."""
+    repo = RoutingRepository(session)
     breaker = await repo.breaker_for_update(account_id)
     before = breaker.state
     start = clock.aware(breaker.window_start) if breaker.window_start else None
@@ -461,8 +466,9 @@ async def record_success(session: AsyncSession, *, account_id: str, method: str)
     """Counted once the caller's transaction has committed (see :func:`record_call`)."""
     minute = _minute(clock.now())
 
-    async def count(later: AsyncSession) -> None:
-        await RoutingRepository(later).add_stat(account_id, method, minute, succeeded=1)
+    async def count(db: Database) -> None:
+        async with db.statement() as later:
+            await RoutingRepository(later).add_stat(account_id, method, minute, succeeded=1)
 
     after_commit(session, count)
 
