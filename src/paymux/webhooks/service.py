@@ -356,16 +356,22 @@ async def record_outcomes(
     if not results:
         return
     repo = WebhookRepository(session)
-    await repo.log_attempts([_attempt_row(d, o) for d, _, o in results])
-    delivered = [(d, n, o) for d, n, o in results if _delivered(o)]
+    rows = [_attempt_row(d, o) for d, _, o in results]
+    delivered = [(d, n, o.status_code or 0, o.attempted_at) for d, n, o in results if _delivered(o)]
+    if len(delivered) == len(results):  # the common batch: one statement on PostgreSQL
+        ATTEMPTS.labels("delivered").inc(await repo.log_delivered(rows, delivered))
+        return
+    await repo.log_attempts(rows)
     if delivered:
-        moved = await repo.mark_delivered(
-            [(d, n, o.status_code or 0, o.attempted_at) for d, n, o in delivered]
-        )
-        ATTEMPTS.labels("delivered").inc(moved)
+        ATTEMPTS.labels("delivered").inc(await repo.mark_delivered(delivered))
     for delivery_id, number, outcome in results:
         if not _delivered(outcome):
             await _move_on(repo, delivery_id, number, outcome)
+
+
+def all_delivered(outcomes: Sequence[Outcome]) -> bool:
+    """Whether :func:`record_outcomes` of these is one statement (autocommit is enough)."""
+    return all(_delivered(o) for o in outcomes)
 
 
 def _attempt_row(delivery_id: str, outcome: Outcome) -> dict[str, Any]:

@@ -74,7 +74,8 @@ async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
                 )
             )  # fmt: skip
     outcomes = await asyncio.gather(*(_post(rt.webhook_http, s) for s in sends))
-    async with rt.db.transaction() as session:
+    recording = rt.db.statement() if service.all_delivered(outcomes) else rt.db.transaction()
+    async with recording as session:
         await service.record_outcomes(session, [
             (send.delivery_id, send.attempt_number, outcome)
             for send, outcome in zip(sends, outcomes, strict=True)
