@@ -47,6 +47,7 @@ test: dev lint browser
 # bench/lifecycle.py --only postgresql --soak-seconds 1800, --payments 3000, --feature NAME=off.
 bench: dev
 	$(BIN)/python bench/lifecycle.py --json --scaling
+	$(BIN)/python bench/roundtrips.py --json
 	$(BIN)/python bench/ledger.py --json
 	$(BIN)/python bench/routing.py --json
 	$(BIN)/python bench/cashier.py --json
