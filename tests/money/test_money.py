@@ -240,30 +240,32 @@ async def test_settlement_terms_count_at_once_here_and_within_a_second_elsewhere
     from paymux.kit import cache
     from paymux.kit.clock import aware
     from paymux.settlement.models import SettlementConfig
+    from paymux.settlement.policy import TIMEZONE
 
     now = [1000.0]
     monkeypatch.setattr(cache, "monotonic", lambda: now[0])
     tenant = await make_tenant(stack)
 
-    async def due_after_paid(payment: dict[str, Any]) -> float:
+    async def settles_next_day(payment: dict[str, Any]) -> bool:
+        """T1: due at a midnight, China time; T0: due the moment the money arrived."""
         async with stack.runtime.db.read() as session:
             funds = await session.get(PaymentFunds, payment["id"])
         assert funds is not None and funds.settle_due_at is not None
-        paid_at = dt.datetime.fromisoformat(payment["paid_at"])
-        return (aware(funds.settle_due_at) - paid_at).total_seconds()
+        local = aware(funds.settle_due_at).astimezone(TIMEZONE)
+        return local.time() == dt.time(0, 0)
 
-    assert await due_after_paid(await paid(stack, tenant, 100)) > 0  # the default, T1
+    assert await settles_next_day(await paid(stack, tenant, 100))  # the default, T1
     r = await stack.client.put(f"/v1/operator/merchants/{tenant.merchant_id}/settlement",
                                headers=OPERATOR, json={"cycle": "T0"})  # fmt: skip
     assert r.status_code == 200, r.text
-    assert await due_after_paid(await paid(stack, tenant, 100)) <= 1  # at once: T0
+    assert not await settles_next_day(await paid(stack, tenant, 100))  # at once: T0
     async with stack.runtime.db.transaction() as session:
         await session.execute(sa.update(SettlementConfig).where(
             SettlementConfig.merchant_id == tenant.merchant_id).values(cycle="T1"))  # fmt: skip
     now[0] += 0.5
-    assert await due_after_paid(await paid(stack, tenant, 100)) <= 1  # still cached
+    assert not await settles_next_day(await paid(stack, tenant, 100))  # still cached
     now[0] += 0.6
-    assert await due_after_paid(await paid(stack, tenant, 100)) > 3600  # past it: T1
+    assert await settles_next_day(await paid(stack, tenant, 100))  # past it: T1
 
 
 async def test_wallet_top_up_transfer_pay_refund_and_statement(stack: Stack) -> None:

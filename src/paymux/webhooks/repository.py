@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
@@ -40,6 +41,34 @@ _ATTEMPT_PARAMS = {"a_id": "id", "a_delivery": "delivery_id", "a_at": "attempted
                    "a_code": "status_code", "a_error": "error", "a_ms": "duration_ms",
                    "a_excerpt": "response_excerpt"}  # fmt: skip
 
+_E: sa.Table = Event.__table__  # type: ignore[assignment]
+_D: sa.Table = WebhookDelivery.__table__  # type: ignore[assignment]
+_EVENT = sa.insert(_E).values(
+    id=sa.bindparam("e_id", type_=sa.String), app_id=sa.bindparam("e_app", type_=sa.String),
+    livemode=sa.bindparam("e_live", type_=sa.Boolean),
+    type=sa.bindparam("e_type", type_=sa.String), data=sa.bindparam("e_data", type_=_E.c.data.type),
+    created_at=sa.bindparam("e_at", type_=_E.c.created_at.type),
+)  # fmt: skip
+_PG_EVENT_AND_DELIVERIES = (
+    sa.insert(_D)
+    .from_select(
+        ["id", "event_id", "endpoint_id", "status", "attempt_count", "next_attempt_at",
+         "created_at", "updated_at"],
+        sa.select(
+            sa.func.unnest(sa.bindparam("d_id", type_=postgresql.ARRAY(sa.String))),
+            sa.bindparam("e_id", type_=sa.String),
+            sa.func.unnest(sa.bindparam("d_endpoint", type_=postgresql.ARRAY(sa.String))),
+            sa.literal(DeliveryStatus.pending.value), sa.literal(0),
+            sa.bindparam("e_at", type_=_E.c.created_at.type),
+            sa.bindparam("e_at", type_=_E.c.created_at.type),
+            sa.bindparam("e_at", type_=_E.c.created_at.type),
+        ),
+    )
+    .add_cte(_EVENT.cte("event"))
+)  # fmt: skip
+"""An event and its deliveries in one statement (PostgreSQL: the event's INSERT as a CTE;
+foreign keys are checked at the statement's end, when the event is there)."""
+
 
 class WebhookRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -47,6 +76,25 @@ class WebhookRepository:
 
     def add(self, obj: WebhookEndpoint | Event | WebhookDelivery | WebhookAttempt) -> None:
         self.session.add(obj)
+
+    async def record_event(
+        self, event: dict[str, Any], endpoint_ids: Sequence[str], delivery_ids: Sequence[str]
+    ) -> None:
+        """Insert an event (``e_*`` values) and a pending delivery to each endpoint, due at
+        once: one statement on PostgreSQL, two elsewhere."""
+        conn = await self.session.connection()
+        if delivery_ids and conn.dialect.name == "postgresql":
+            params = {**event, "d_id": list(delivery_ids), "d_endpoint": list(endpoint_ids)}
+            await conn.execute(_PG_EVENT_AND_DELIVERIES, params)
+            return
+        await conn.execute(_EVENT, event)
+        if delivery_ids:
+            now = event["e_at"]
+            rows = [{"id": d, "event_id": event["e_id"], "endpoint_id": e,
+                     "status": DeliveryStatus.pending, "attempt_count": 0, "next_attempt_at": now,
+                     "created_at": now, "updated_at": now}
+                    for d, e in zip(delivery_ids, endpoint_ids, strict=True)]  # fmt: skip
+            await conn.execute(sa.insert(_D), rows)
 
     # ---------------------------------------------------------------- endpoints
     async def endpoint(

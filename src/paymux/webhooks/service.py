@@ -119,16 +119,17 @@ def _endpoints_changed(endpoint: WebhookEndpoint) -> None:
 async def emit(
     session: AsyncSession, *, app_id: str, livemode: bool, type: str, data: dict[str, Any]
 ) -> Event:
-    """Record an event and a pending delivery for each endpoint subscribed to it."""
+    """Record an event and a pending delivery for each endpoint subscribed to it, written at
+    once in the caller's transaction (the returned event is a copy, not in the session)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    repo = WebhookRepository(session)
-    event = Event(id=new_id("evt"), app_id=app_id, livemode=livemode, type=type, data=data)
-    repo.add(event)
     now = clock.now()
-    for subscriber in await subscribers(session, app_id, livemode):
-        if subscriber.wants(type):
-            repo.add(_new_delivery(event.id, subscriber.id, now))
+    event = Event(id=new_id("evt"), app_id=app_id, livemode=livemode, type=type, data=data,
+                  created_at=now)  # fmt: skip
+    targets = [s.id for s in await subscribers(session, app_id, livemode) if s.wants(type)]
+    values = {"e_id": event.id, "e_app": app_id, "e_live": livemode, "e_type": type,
+              "e_data": data, "e_at": now}  # fmt: skip
+    await WebhookRepository(session).record_event(values, targets, [new_id("wd") for _ in targets])
     return event
 
 
