@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.orm.attributes import flag_modified
 
 from paymux.channel_accounts.models import ChannelAccount
@@ -92,3 +94,78 @@ def test_account_views_are_reused_until_a_routing_field_changes() -> None:
     assert routing.cached_view(_row(methods=["m", "n"])).methods == {"m", "n"}
     routing.clear_caches("app_view")
     assert routing.cached_view(_row()) is not view
+
+
+def test_what_a_snapshot_memoises_is_keyed_by_all_it_depends_on() -> None:
+    """One snapshot, decisions that differ in method, gate fields, minute and amount: each
+    gets what it would get on a fresh snapshot (the memo never answers for another key)."""
+    both = frozenset({"m", "n"})
+    accounts = [
+        AccountView(id="chn_a", channel="wechatpay", methods=both, currencies=frozenset({"CNY"}),
+                    priority=1, maintenance=({"start": "10:00", "end": "10:30"},)),
+        AccountView(id="chn_b", channel="alipay", methods=frozenset({"n"}),
+                    currencies=frozenset({"CNY"}), priority=2, max_amount=500),
+    ]  # fmt: skip
+    rules = [RuleView(id="rr_ios", name="ios", conditions={"device_types": ["ios"]},
+                      action={"type": "pin", "targets": ["alipay"]})]  # fmt: skip
+    shared = Snapshot(accounts=accounts, rules=rules, strategy="priority")
+
+    def order(req: Request, at: dt.datetime) -> list[str]:
+        fresh = Snapshot(accounts=accounts, rules=rules, strategy="priority")
+        expected = [c.account_id for c in engine.decide(req, fresh, at).order]
+        assert [c.account_id for c in engine.decide(req, shared, at).order] == expected
+        return expected
+
+    eleven = NOW + dt.timedelta(hours=1)  # 11:00 China time, out of chn_a's window
+    assert order(Request(method="n", currency="CNY", amount=100), NOW) == ["chn_b"]
+    assert order(Request(method="n", currency="CNY", amount=100), eleven) == ["chn_a", "chn_b"]
+    assert order(Request(method="m", currency="CNY", amount=100), eleven) == ["chn_a"]
+    assert order(Request(method="n", currency="CNY", amount=900), eleven) == ["chn_a"]
+    ios = Request(method="n", currency="CNY", amount=100, device_type="ios")
+    assert order(ios, eleven) == ["chn_b"]  # the rule's gate passes for ios only
+    assert order(Request(method="n", currency="CNY", amount=100, device_type="android"),
+                 eleven) == ["chn_a", "chn_b"]  # fmt: skip
+    assert order(Request(method="n", currency="USD", amount=100), eleven) == []
+    for i in range(engine._MEMO_LIMIT + 10):  # gates are request values: the memo is bounded
+        engine.decide(Request(method="n", currency="CNY", amount=1, device_type=f"d{i}"),
+                      shared, eleven)  # fmt: skip
+    assert len(shared.memo) <= engine._MEMO_LIMIT
+    assert order(ios, eleven) == ["chn_b"]
+
+
+def test_the_service_reuses_a_snapshot_only_while_its_inputs_are_the_same() -> None:
+    routing.clear_caches()
+    view = routing.cached_view(_row())
+    rules = routing._Rules(version=1, checked_at=NOW, rules=[], strategy="score",
+                           weights=scoring.Weights(), needs_history=False)  # fmt: skip
+    health = routing._Health(loaded_at=NOW, account_ids=frozenset({view.id}), windows={},
+                             breakers={})  # fmt: skip
+    key = ("app_view", False)
+    first = routing._snapshot(key, [view], rules, health)
+    assert routing._snapshot(key, [routing.cached_view(_row())], rules, health) is first
+    changed = routing.cached_view(_row(priority=5))
+    assert routing._snapshot(key, [changed], rules, health) is not first
+    again = routing._snapshot(key, [changed], rules, health)
+    fresh = routing._Health(loaded_at=NOW, account_ids=frozenset({view.id}), windows={},
+                            breakers={})  # fmt: skip
+    assert routing._snapshot(key, [changed], rules, fresh) is not again
+    newer = routing._Rules(version=2, checked_at=NOW, rules=[], strategy="score",
+                           weights=scoring.Weights(), needs_history=False)  # fmt: skip
+    assert routing._snapshot(key, [changed], newer, fresh).version == 2
+    routing.clear_caches()
+
+
+@given(
+    amount=st.integers(0, 10**9), rate=st.integers(0, 10_000), fixed=st.integers(-500, 500),
+    minimum=st.none() | st.integers(0, 1_000), maximum=st.none() | st.integers(0, 100_000),
+)  # fmt: skip
+def test_priced_charges_what_fee_of_charges(
+    amount: int, rate: int, fixed: int, minimum: int | None, maximum: int | None
+) -> None:
+    fee = scoring.Fee(rate_bps=rate, fixed=fixed, minimum=minimum, maximum=maximum)
+    base = scoring.bases([scoring.Window(accepted=3, succeeded=2)], scoring.Weights())[0]
+    ((total, bonus, fee_minor, fee_pct),) = scoring.priced([base], [fee], amount, 0.05)
+    assert fee_minor == scoring.fee_of(amount, fee)
+    alone = scoring.score(amount=amount, fee=fee, window=scoring.Window(accepted=3, succeeded=2),
+                          total_accepted=3, weights=scoring.Weights())  # fmt: skip
+    assert total == alone.total and bonus == base.bonus

@@ -48,6 +48,15 @@ class AccountView:
         """``maintenance``, parsed once per view (views are cached while unchanged)."""
         return compile_maintenance(self.maintenance)
 
+    @cached_property
+    def weekly(self) -> tuple[_Weekly, ...]:
+        """The weekly windows: whether one covers a moment depends on its minute alone."""
+        return tuple(w for w in self.windows if isinstance(w, _Weekly))
+
+    @cached_property
+    def once(self) -> tuple[_Once, ...]:
+        return tuple(w for w in self.windows if isinstance(w, _Once))
+
 
 @dataclass(frozen=True)
 class RuleView:
@@ -57,8 +66,25 @@ class RuleView:
     action: Mapping[str, Any]
 
     @cached_property
+    def gate(self) -> tuple[tuple[int, frozenset[Any]], ...]:
+        """The conditions on the request's gate fields (:data:`_MEMBERSHIP`), as (position in
+        :func:`_gate_of`, accepted values): what a snapshot indexes its rules by."""
+        return _gate_conditions(self.conditions)
+
+    @cached_property
+    def rest(self) -> Check | None:
+        """The other conditions compiled once per view (views live as long as their rules
+        version); None: there are none."""
+        checks = _other_checks(self.conditions)
+        return _all_of(tuple(checks)) if checks else None
+
+    @cached_property
+    def kind(self) -> ActionType:
+        return ActionType(self.action["type"])
+
+    @cached_property
     def holds(self) -> Check:
-        """``conditions`` compiled once per view (views live as long as their rules version)."""
+        """All the conditions."""
         return _all_of(compile_conditions(self.conditions))
 
 
@@ -98,6 +124,10 @@ class Snapshot:
     """(account id, method) → recent outcomes."""
     breakers: Mapping[str, BreakerView] = field(default_factory=dict)
     version: int = 0
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What decisions on this snapshot work out once (its accounts per method and currency
+    with their base scores, its rules per gate): a snapshot is immutable, so it is reused by
+    the service while its inputs are unchanged, and this with it."""
 
 
 class Choice(NamedTuple):
@@ -107,6 +137,10 @@ class Choice(NamedTuple):
     probe: bool
     """The account's breaker is open past its cooldown: this attempt must win the probe."""
     why: str
+
+
+_choice = tuple.__new__
+"""Makes a :class:`Choice` without its Python-level ``__new__`` (a decision makes many)."""
 
 
 @dataclass
@@ -133,9 +167,9 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-@dataclass(frozen=True)
-class Moment:
-    """``now`` as conditions and maintenance windows read it, converted once per decision."""
+class Moment(NamedTuple):
+    """``now`` as conditions and maintenance windows read it, converted once per decision (a
+    named tuple: one is made per decision)."""
 
     now: dt.datetime
     minute: int
@@ -234,12 +268,22 @@ def _metadata_check(key: str, allowed: frozenset[str]) -> Check:
     return lambda req, at: req.metadata.get(key) in allowed
 
 
-def compile_conditions(conditions: Mapping[str, Any]) -> tuple[Check, ...]:
-    """A rule's conditions as checks (all must hold), their value lists made sets once."""
+def _gate_conditions(conditions: Mapping[str, Any]) -> tuple[tuple[int, frozenset[Any]], ...]:
+    return tuple(
+        (position, frozenset(conditions[key]))
+        for position, (key, _) in enumerate(_MEMBERSHIP)
+        if conditions.get(key) is not None
+    )
+
+
+def _gate_of(req: Request) -> tuple[Any, ...]:
+    """The request's values of the :data:`_MEMBERSHIP` fields, in that order."""
+    return (req.method, req.currency, req.device_type, req.region, req.preferred_channel)
+
+
+def _other_checks(conditions: Mapping[str, Any]) -> list[Check]:
     c = conditions
-    checks: list[Check] = [
-        _one_of(attr, frozenset(c[key])) for key, attr in _MEMBERSHIP if c.get(key) is not None
-    ]
+    checks: list[Check] = []
     low, high = c.get("amount_min"), c.get("amount_max")
     if low is not None:
         checks.append(lambda req, at: req.amount >= low)
@@ -259,10 +303,19 @@ def compile_conditions(conditions: Mapping[str, Any]) -> tuple[Check, ...]:
         checks.append(lambda req, at: req.last_channel in last or req.last_account in last)
     for key, allowed in (c.get("metadata") or {}).items():
         checks.append(_metadata_check(key, frozenset(allowed)))
-    return tuple(checks)
+    return checks
 
 
-def _all_of(checks: tuple[Check, ...]) -> Check:
+def compile_conditions(conditions: Mapping[str, Any]) -> tuple[Check, ...]:
+    """A rule's conditions as checks (all must hold), their value lists made sets once."""
+    membership = [
+        _one_of(_MEMBERSHIP[position][1], allowed)
+        for position, allowed in _gate_conditions(conditions)
+    ]
+    return (*membership, *_other_checks(conditions))
+
+
+def _all_of(checks: Sequence[Check]) -> Check:
     if len(checks) == 1:
         return checks[0]
 
@@ -310,11 +363,17 @@ _PRIORITY = Strategy.priority.value
 _NO_TRAFFIC = scoring.Window()
 
 
-def _under_maintenance(account: AccountView, at: Moment) -> bool:
-    for window in account.windows:
-        if window.covers(at):
-            return True
-    return False
+def _down(snap: Snapshot, at: Moment) -> frozenset[str]:
+    """The snapshot's accounts in a weekly maintenance window this minute (worked out once
+    per minute of the snapshot's life)."""
+
+    def make() -> frozenset[str]:
+        return frozenset(
+            a.id for a in snap.accounts if a.maintenance and any(w.covers(at) for w in a.weekly)
+        )
+
+    down: frozenset[str] = _memo(snap, ("down", at.minute, at.weekday), make)
+    return down
 
 
 def _filter(
@@ -325,19 +384,27 @@ def _filter(
         return "method_not_offered", False
     if req.currency not in account.currencies:
         return "currency_not_offered", False
+    return _admits(account, snap.breakers.get(account.id), req, at, _down(snap, at))
+
+
+def _admits(
+    account: AccountView, breaker: BreakerView | None, req: Request, at: Moment,
+    down: frozenset[str],
+) -> tuple[str | None, bool]:  # fmt: skip
+    """:func:`_filter` for an account that offers the request's method and currency; ``down``:
+    the accounts in a weekly maintenance window now."""
     if account.min_amount is not None and req.amount < account.min_amount:
         return "below_min_amount", False
     if account.max_amount is not None and req.amount > account.max_amount:
         return "above_max_amount", False
     if account.daily_amount_limit is not None and req.amount > account.daily_amount_limit:
         return "above_daily_amount_limit", False
-    if account.maintenance and _under_maintenance(account, at):
+    if account.id in down or (account.once and any(w.covers(at) for w in account.once)):
         return "in_maintenance", False
     if req.pinned is not None and not _hits(req.pinned, account):
         return "not_the_requested_channel", False
     if account.channel in req.refused_by:
         return REFUSED_BY_CHANNEL, False
-    breaker = snap.breakers.get(account.id)
     if breaker is None or breaker.state == _CLOSED:
         return None, False
     if breaker.state == _OPEN:
@@ -351,6 +418,56 @@ def _filter(
     return None, True
 
 
+@dataclass(frozen=True)
+class _Lane:
+    """A snapshot's accounts offering one method in one currency, in snapshot order, with what
+    their scores take from the snapshot alone (when all of them compete)."""
+
+    accounts: tuple[AccountView, ...]
+    breakers: tuple[BreakerView | None, ...]
+    windows: tuple[scoring.Window, ...]
+    bases: tuple[scoring.Base, ...]
+
+
+_MEMO_LIMIT = 512
+"""Entries a snapshot's memo holds before it starts again (gates are request values)."""
+
+
+def _memo(snap: Snapshot, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    found = snap.memo.get(key)
+    if found is None:
+        if len(snap.memo) >= _MEMO_LIMIT:
+            snap.memo.clear()
+        found = snap.memo[key] = make()
+    return found
+
+
+def _lane(snap: Snapshot, method: str, currency: str) -> _Lane:
+    def make() -> _Lane:
+        accounts = tuple(
+            a for a in snap.accounts if method in a.methods and currency in a.currencies
+        )
+        windows = tuple(snap.windows.get((a.id, method), _NO_TRAFFIC) for a in accounts)
+        return _Lane(accounts, tuple(snap.breakers.get(a.id) for a in accounts), windows,
+                     tuple(scoring.bases(windows, snap.weights)))  # fmt: skip
+
+    lane: _Lane = _memo(snap, ("lane", method, currency), make)
+    return lane
+
+
+def _gated(snap: Snapshot, gate: tuple[Any, ...]) -> tuple[RuleView, ...]:
+    """The rules whose gate conditions this request's gate values pass, in order."""
+
+    def make() -> tuple[RuleView, ...]:
+        return tuple(
+            rule for rule in snap.rules
+            if all(gate[position] in allowed for position, allowed in rule.gate)
+        )  # fmt: skip
+
+    rules: tuple[RuleView, ...] = _memo(snap, ("rules", *gate), make)
+    return rules
+
+
 def decide(
     req: Request, snap: Snapshot, now: dt.datetime, rng: random.Random | None = None
 ) -> Decision:
@@ -360,21 +477,21 @@ def decide(
     account with why it is in or out and its score."""
     rng = rng or random.Random()
     at = Moment.of(now)
-    excluded: dict[str, str] = {}
+    lane = _lane(snap, req.method, req.currency)
     eligible: list[AccountView] = []
+    windows: list[scoring.Window] = []
     probes: set[str] = set()
-    for account in snap.accounts:
-        reason, probe = _filter(account, req, snap, at)
-        if reason is not None:
-            excluded[account.id] = reason
-            continue
-        eligible.append(account)
-        if probe:
-            probes.add(account.id)
-    windows = [snap.windows.get((a.id, req.method), _NO_TRAFFIC) for a in eligible]
-    terms = scoring.terms(
-        req.amount, [(a.fee, w) for a, w in zip(eligible, windows, strict=True)], snap.weights
-    )
+    down = _down(snap, at)
+    for account, breaker, window in zip(lane.accounts, lane.breakers, lane.windows, strict=True):
+        reason, probe = _admits(account, breaker, req, at, down)
+        if reason is None:
+            eligible.append(account)
+            windows.append(window)
+            if probe:
+                probes.add(account.id)
+    everyone = len(eligible) == len(lane.accounts)
+    bases = lane.bases if everyone else scoring.bases(windows, snap.weights)
+    terms = scoring.priced(bases, [a.fee for a in eligible], req.amount, snap.weights.cost)
     scores = {account.id: of[0] for account, of in zip(eligible, terms, strict=True)}
 
     if snap.strategy == _PRIORITY:
@@ -387,8 +504,9 @@ def decide(
     if req.pinned is not None:
         tiers = [(ranked, f"requested channel {req.pinned}, by {why_default}")]
     else:
-        for candidate in snap.rules:
-            if candidate.holds(req, at):
+        for candidate in _gated(snap, _gate_of(req)):
+            rest = candidate.rest
+            if rest is None or rest(req, at):
                 rule = candidate
                 break
         if rule is None:
@@ -402,12 +520,17 @@ def decide(
             if account.id in seen:
                 continue
             seen.add(account.id)
-            order.append(Choice(account.id, account.id in probes, why))
+            order.append(_choice(Choice, (account.id, account.id in probes, why)))
 
     def explain() -> dict[str, Any]:
         scored = {
             account.id: (of[0], scoring.components(window, of))
             for account, window, of in zip(eligible, windows, terms, strict=True)
+        }
+        excluded = {
+            account.id: _filter(account, req, snap, at)[0] or ""
+            for account in snap.accounts
+            if account.id not in scored
         }
         return {
             "version": snap.version,
@@ -455,7 +578,7 @@ def _apply(
     """The tiers ``rule``'s action makes; ``ranked``: the eligible accounts in default order
     (each target's accounts keep that order)."""
     action = rule.action
-    kind = ActionType(action["type"])
+    kind = rule.kind
     label = f"rule {rule.name or rule.id}"
     targets = [_resolve(t, req) for t in action.get("targets") or []]
     fallback = bool(action.get("fallback", True)) and kind is not ActionType.pin

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from paymux.kit import money
 
@@ -105,12 +106,8 @@ def success_estimate(window: Window) -> float:
 
 
 def _traffic_term(total_accepted: int) -> float:
+    """The exploration bonus grows with everyone's traffic and shrinks with an account's own."""
     return 2.0 * math.log(total_accepted + 2)
-
-
-def exploration_bonus(window: Window, total_accepted: int) -> float:
-    """UCB1-style: grows with everyone's traffic, shrinks with this account's own."""
-    return math.sqrt(_traffic_term(total_accepted) / (window.accepted + 1))
 
 
 def error_rate(window: Window) -> float:
@@ -127,34 +124,53 @@ Terms = tuple[float, float, int, float]
 """One account's (total rounded to 6 places, exploration bonus, fee in minor units, fee %)."""
 
 
-def _terms(
-    amount: int, priced: Sequence[tuple[Fee, Window]], total_accepted: int, weights: Weights
-) -> list[Terms]:
-    traffic = _traffic_term(total_accepted)
-    w_success, w_exploration, w_cost, w_latency = (
-        weights.success, weights.exploration, weights.cost, weights.latency,
-    )  # fmt: skip
+class Base(NamedTuple):
+    """The part of an account's score that does not depend on the amount, for one set of
+    competitors (the exploration bonus depends on everyone's traffic): worked out once per
+    set while the windows are cached, then priced per payment by :func:`priced`."""
+
+    lead: float
+    """``w_success · p̂ + w_explore · bonus``."""
+    latency: float
+    """``w_latency · seconds``."""
+    health: float
+    """``HEALTH_WEIGHT · e``."""
+    bonus: float
+
+
+def _base(window: Window, traffic: float, weights: Weights) -> Base:
+    p, latency_s, errors, _ = window.settled
+    bonus = math.sqrt(traffic / (window.accepted + 1))  # UCB1-style: everyone's vs its own
+    return Base(weights.success * p + weights.exploration * bonus, weights.latency * latency_s,
+                HEALTH_WEIGHT * errors, bonus)  # fmt: skip
+
+
+def bases(windows: Sequence[Window], weights: Weights) -> list[Base]:
+    """The amount-free part of each competitor's score."""
+    traffic = _traffic_term(sum(window.accepted for window in windows))
+    return [_base(window, traffic, weights) for window in windows]
+
+
+def priced(bases_: Sequence[Base], fees: Sequence[Fee], amount: int, w_cost: float) -> list[Terms]:
+    """Each competitor's terms for ``amount``: its base less the cost of its fee (the fee as
+    :func:`fee_of` works it out, its clamps skipped when there are none: this runs for every
+    account of every payment)."""
     out: list[Terms] = []
-    for fee, window in priced:
-        p, latency_s, errors, _ = window.settled
-        bonus = math.sqrt(traffic / (window.accepted + 1))
-        fee_minor = fee_of(amount, fee)
+    for base, fee in zip(bases_, fees, strict=True):
+        fee_minor = money.bps_of(amount, fee.rate_bps) + fee.fixed
+        if fee.minimum is not None or fee.maximum is not None or fee_minor < 0:
+            fee_minor = fee_of(amount, fee)
         fee_pct = 100.0 * fee_minor / amount if amount > 0 else 0.0
-        total = (
-            w_success * p
-            + w_exploration * bonus
-            - w_cost * fee_pct
-            - w_latency * latency_s
-            - HEALTH_WEIGHT * errors
-        )
-        out.append((round(total, 6), bonus, fee_minor, fee_pct))
+        total = base.lead - w_cost * fee_pct - base.latency - base.health
+        out.append((round(total, 6), base.bonus, fee_minor, fee_pct))
     return out
 
 
-def terms(amount: int, priced: Sequence[tuple[Fee, Window]], weights: Weights) -> list[Terms]:
+def terms(amount: int, competitors: Sequence[tuple[Fee, Window]], weights: Weights) -> list[Terms]:
     """The terms of each (fee, window) of the accounts competing for one payment, in one pass:
     what ranks them (their totals), with the rest of :func:`components`' inputs."""
-    return _terms(amount, priced, sum(window.accepted for _, window in priced), weights)
+    found = bases([window for _, window in competitors], weights)
+    return priced(found, [fee for fee, _ in competitors], amount, weights.cost)
 
 
 def components(window: Window, of: Terms) -> dict[str, float]:
@@ -172,5 +188,6 @@ def components(window: Window, of: Terms) -> dict[str, float]:
 
 
 def score(*, amount: int, fee: Fee, window: Window, total_accepted: int, weights: Weights) -> Score:
-    (of,) = _terms(amount, [(fee, window)], total_accepted, weights)
+    base = _base(window, _traffic_term(total_accepted), weights)
+    (of,) = priced([base], [fee], amount, weights.cost)
     return Score(total=of[0], components=components(window, of))

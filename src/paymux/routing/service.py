@@ -76,6 +76,9 @@ class _Caches:
     health: dict[_Key, _Health] = field(default_factory=dict)
     views: dict[tuple[str, str], tuple[list[Any], engine.AccountView]] = field(default_factory=dict)
     """(app id, account id) → (the account's routing fields as last read, their view)."""
+    snapshots: dict[_Key, engine.Snapshot] = field(default_factory=dict)
+    """The last snapshot per app and mode, reused (with what decisions memoised on it) while
+    its views, rules and health are the very objects cached above."""
 
 
 _caches = _Caches()
@@ -84,7 +87,9 @@ _caches = _Caches()
 def clear_caches(app_id: str | None = None) -> None:
     """Forget cached rules, health and account views of both modes (after an edit in this
     process; tests)."""
-    caches: tuple[dict[Any, Any], ...] = (_caches.rules, _caches.health, _caches.views)
+    caches: tuple[dict[Any, Any], ...] = (
+        _caches.rules, _caches.health, _caches.views, _caches.snapshots,
+    )  # fmt: skip
     for cache in caches:
         for key in [k for k in cache if app_id is None or k[0] == app_id]:
             del cache[key]
@@ -285,16 +290,31 @@ async def plan(
         metadata={k: str(v) for k, v in (metadata or {}).items()},
         refused_by=frozenset(refusals or ()),
     )  # fmt: skip
-    snapshot = engine.Snapshot(
-        accounts=[cached_view(a) for a in accounts],
-        rules=rules.rules, strategy=rules.strategy, weights=rules.weights,
-        windows=health.windows, breakers=health.breakers, version=rules.version,
-    )  # fmt: skip
+    snapshot = _snapshot((app_id, livemode), [cached_view(a) for a in accounts], rules, health)
     decision = engine.decide(req, snapshot, now, _rng)
     if not decision.order:
         _refused(decision, {a.id: a.channel for a in accounts}, refusals or {})
         _unavailable(mode, method, currency, pinned, decision)
     return Plan(accounts={a.id: a for a in accounts}, decision=decision, amount=amount)
+
+
+def _snapshot(
+    key: _Key, views: list[engine.AccountView], rules: _Rules, health: _Health
+) -> engine.Snapshot:
+    last = _caches.snapshots.get(key)
+    if (
+        last is not None and last.rules is rules.rules and last.windows is health.windows
+        and last.breakers is health.breakers and last.version == rules.version
+        and last.strategy == rules.strategy and last.weights is rules.weights
+        and len(last.accounts) == len(views)
+        and all(a is b for a, b in zip(last.accounts, views, strict=True))
+    ):  # fmt: skip
+        return last
+    snapshot = _caches.snapshots[key] = engine.Snapshot(
+        accounts=views, rules=rules.rules, strategy=rules.strategy, weights=rules.weights,
+        windows=health.windows, breakers=health.breakers, version=rules.version,
+    )  # fmt: skip
+    return snapshot
 
 
 def _refused(
