@@ -11,7 +11,6 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -27,11 +26,11 @@ from paymux.payments import lifecycle
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.runtime import Runtime
-from paymux.web import Site, i18n, static_router, wants_html
+from paymux.web import Site, i18n, qr_code, static_router, wants_html
 
 HERE = Path(__file__).resolve().parent
 site = Site("cashier", [HERE / "templates"])
-site.env.globals["customer_error"] = customer_error  # the SDK step shows declines in-page
+site.globals["customer_error"] = customer_error  # the SDK step shows declines in-page
 
 router = APIRouter(tags=["cashier"], route_class=IdempotentRoute)
 router.include_router(
@@ -66,7 +65,7 @@ WALLET_REFUSALS = frozenset({"insufficient_funds", "wallet_not_allowed"})
 def _qr_svg(code_url: str) -> str:
     """An order's QR never changes: drawn once per process (segno's mask choice alone is ~3 ms)
     and kept for the page's reloads and the customer's returns; 256 codes are ~2 MB."""
-    return str(segno.make(code_url, error="m").svg_inline(scale=6, border=2))
+    return str(qr_code(code_url).svg_inline(scale=6, border=2))
 
 
 def _status(payment: Payment) -> dict[str, Any]:
@@ -139,7 +138,7 @@ async def _page(
         qr_svg = _qr_svg(action["code_url"])
     aggregate_qr = None  # 一码付: the wallet that scans it opens this page and its own flow
     if state == "choose" and cashier.environment == ordering.DESKTOP and cashier.options:
-        aggregate_qr = segno.make(cashier_url, error="m").svg_inline(scale=5, border=2)
+        aggregate_qr = qr_code(cashier_url).svg_inline(scale=5, border=2)
     sdk = await inwallet.stand_in(rt, payment) if state == "pending" else None
     code = payment.failure_code if state == "failed" else state
     offer_again = retry or again  # the method just left is offered again

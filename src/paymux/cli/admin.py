@@ -40,15 +40,14 @@ def serve(
     with_worker: Annotated[bool, typer.Option(help="Also run the job worker in-process.")] = False,
 ) -> None:
     """Run the API (configure with PAYMUX_* environment variables)."""
-    import uvicorn
+    import sys
 
-    load_settings()  # refuse bad configuration before forking
+    load_settings()  # refuse bad configuration before starting
     if with_worker:
         os.environ["PAYMUX_RUN_WORKER"] = "1"
-    uvicorn.run(
-        "paymux.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="warning", access_log=False, log_config=None,
-    )  # fmt: skip
+    # The serving process starts afresh, without the CLI's modules (paymux.server says why).
+    args = [sys.executable, "-P", "-m", "paymux.server", host, str(port), str(workers)]
+    os.execv(sys.executable, args)  # noqa: S606 — our own interpreter, fixed arguments
 
 
 @app.command()

@@ -8,9 +8,8 @@ import io
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -24,8 +23,11 @@ from paymux.store_codes import service
 from paymux.store_codes.models import StoreCode
 from paymux.store_codes.repository import StoreCodeRepository
 from paymux.store_codes.schemas import StoreCodeCreate, StoreCodeOut, StoreCodeUpdate
-from paymux.web import SecurityPolicy, Site, wants_html
+from paymux.web import SecurityPolicy, Site, qr_code, wants_html
 from paymux.web.ratelimit import RateLimited, RateLimiter
+
+if TYPE_CHECKING:
+    import segno
 
 router = APIRouter(prefix="/v1/store_codes", tags=["store_codes"], route_class=IdempotentRoute)
 public_router = APIRouter(tags=["store_codes"])
@@ -117,7 +119,7 @@ async def _qr(
     store_code = await service.get(
         session, app_id=auth.app_id, livemode=auth.livemode, store_code_id=store_code_id
     )
-    return segno.make(service.url_of(rt.settings.public_url, store_code), error=_QR_ERROR)
+    return qr_code(service.url_of(rt.settings.public_url, store_code), error=_QR_ERROR)
 
 
 @router.get("/{store_code_id}/qr.svg", response_class=Response)

@@ -17,17 +17,21 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 from paymux.kit import money
 from paymux.kit.errors import NotFound
 from paymux.web import i18n
+
+if TYPE_CHECKING:
+    import jinja2
+    import segno
 
 PACKAGE = Path(__file__).resolve().parent.parent
 SHARED_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -128,14 +132,28 @@ class Site:
         self.domain = domain
         self.policy = policy or SecurityPolicy()
         self.timezone = timezone or platform_timezone()
-        loaders = [FileSystemLoader(str(d)) for d in (*template_dirs, SHARED_TEMPLATES)]
-        self.env = Environment(
-            loader=ChoiceLoader(loaders),
-            autoescape=select_autoescape(["html"]),
+        self.template_dirs = (*template_dirs, SHARED_TEMPLATES)
+        self.globals: dict[str, Any] = {
+            "vendor": vendor_path,
+            "static": lambda path: f"/static/{domain}/{path}",
+        }
+        """What every template of the site sees besides its context (add before the first
+        render)."""
+
+    @cached_property
+    def env(self) -> jinja2.Environment:
+        """The Jinja2 environment, made on the first page: an API process that serves no page
+        never imports Jinja2 (~10 MB)."""
+        import jinja2
+
+        loaders = [jinja2.FileSystemLoader(str(d)) for d in self.template_dirs]
+        env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(["html"]),
             extensions=["jinja2.ext.i18n"],
         )
-        self.env.globals["vendor"] = vendor_path
-        self.env.globals["static"] = lambda path: f"/static/{domain}/{path}"
+        env.globals.update(self.globals)
+        return env
 
     def render(
         self,
@@ -182,6 +200,14 @@ class Site:
                 i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True
             )
         return response
+
+
+def qr_code(text: str, error: str = "m") -> segno.QRCode:
+    """A QR code of ``text`` (segno, imported on first use: ~10 MB an API process that draws
+    none never pays)."""
+    import segno
+
+    return segno.make(text, error=error)
 
 
 def _safe_file(root: Path, path: str) -> Path | None:

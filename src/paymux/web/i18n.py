@@ -14,12 +14,9 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime as _babel_datetime
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.numbers import format_currency
 from fastapi import Request
+
+# Babel is imported where it is used (~5 MB an API process that serves no page never pays).
 
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"
@@ -35,6 +32,8 @@ def N_(message: str) -> str:
 
 
 def _normalise(tag: str) -> str | None:
+    from babel import Locale, UnknownLocaleError
+
     tag = tag.strip().replace("-", "_")
     if not tag:
         return None
@@ -88,6 +87,9 @@ def po_path(lang: str) -> Path:
 
 @functools.cache
 def translations(lang: str) -> gettext.NullTranslations:
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
     path = po_path(lang)
     if not path.exists():
         return gettext.NullTranslations()
@@ -106,10 +108,14 @@ FORMAT_LOCALES = {"en": "en_001"}
 
 def format_money(major: str, currency: str, lang: str) -> str:
     """``¥19.99`` in zh_CN, ``CN¥19.99`` / ``US$5.00`` in en (Babel's CLDR symbols)."""
+    from babel.numbers import format_currency
+
     return format_currency(Decimal(major), currency, locale=FORMAT_LOCALES.get(lang, lang))
 
 
 def format_datetime(value: dt.datetime, lang: str) -> str:
+    from babel.dates import format_datetime as _babel_datetime
+
     return _babel_datetime(
         value, format="medium", tzinfo=value.tzinfo, locale=FORMAT_LOCALES.get(lang, lang)
     )
