@@ -65,3 +65,24 @@ def test_serve_checks_the_configuration_then_execs_the_serving_process(
     finally:
         get_settings.cache_clear()
     assert refused.exit_code == 2 and calls == []
+
+
+async def test_httpcore_finds_sniffio_without_searching_the_path() -> None:
+    """httpcore imports sniffio on every pooled request; missing, that is a path search (stat
+    calls) each time — the dependency keeps it a dictionary lookup."""
+    from httpcore._synchronization import current_async_library
+
+    searched: list[str] = []
+
+    class Spy:
+        @staticmethod
+        def find_spec(name: str, *_: object) -> None:
+            searched.append(name)
+
+    sys.meta_path.insert(0, Spy)  # type: ignore[arg-type]
+    try:
+        assert current_async_library() == "asyncio"
+        assert current_async_library() == "asyncio"
+    finally:
+        sys.meta_path.remove(Spy)  # type: ignore[arg-type]
+    assert searched == []
