@@ -30,13 +30,16 @@ def _insert(session: AsyncSession, model: type[Any]) -> Any:
     return insert_of(session.get_bind().dialect.name)(model)
 
 
+_STAT_FIELDS = ("account_id", "method", "minute", "accepted", "succeeded", "errors", "latency_ms")
+
+
 @functools.cache
-def _stat_upsert(dialect: str) -> Any:
-    """Add to a minute's counters (built once per dialect: every create and success runs it)."""
+def _stat_upsert(dialect: str, prefix: str = "") -> Any:
+    """Add to a minute's counters (built once per dialect: every create and success runs it);
+    ``prefix``: of the parameters' names."""
     stmt = insert_of(dialect)(RoutingStat).values(
-        {name: sa.bindparam(name) for name in ("account_id", "method", "minute", "accepted",
-                                               "succeeded", "errors", "latency_ms")}
-    )  # fmt: skip
+        {name: sa.bindparam(prefix + name) for name in _STAT_FIELDS}
+    )
     excluded = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=["account_id", "method", "minute"],
@@ -69,6 +72,9 @@ def _count_success() -> Any:
 
 _COUNT_SUCCESS = _count_success()
 """Built once: every create that went well runs it."""
+_PG_GOOD_CALL = _count_success().add_cte(_stat_upsert("postgresql", "s_").cte("stat"))
+"""A good call's minute counters and its closed breaker's count in one statement (PostgreSQL:
+the counters' upsert as a data-modifying CTE, which runs whatever the UPDATE matches)."""
 
 
 class RoutingRepository:
@@ -198,6 +204,23 @@ class RoutingRepository:
             .execution_options(populate_existing=True)
         )
         return list(rows)
+
+    async def count_good_call(
+        self, account_id: str, method: str, minute: dt.datetime, *, accepted: int,
+        latency_ms: int, now: dt.datetime, window_from: dt.datetime,
+    ) -> bool:  # fmt: skip
+        """:meth:`add_stat` and :meth:`count_success_if_closed` for a call that went well: one
+        statement on PostgreSQL, two elsewhere; whether the breaker was closed."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            await self.add_stat(account_id, method, minute, accepted=accepted,
+                                latency_ms=latency_ms)  # fmt: skip
+            return await self.count_success_if_closed(account_id, now, window_from)
+        stat = (account_id, method, minute, accepted, 0, 0, latency_ms)
+        result = await self.session.execute(_PG_GOOD_CALL, {
+            **{f"s_{name}": value for name, value in zip(_STAT_FIELDS, stat, strict=True)},
+            "b_account": account_id, "b_now": now, "b_from": window_from,
+        })  # fmt: skip
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def count_success_if_closed(
         self, account_id: str, now: dt.datetime, window_from: dt.datetime

@@ -430,14 +430,15 @@ async def record_call(
     if ok:
 
         async def count(db: Database) -> None:
-            # Two counters, each one statement on its own (autocommit on PostgreSQL); only a
-            # breaker that is not simply closed takes a transaction.
+            # The counters and the breaker's count: one autocommit statement on PostgreSQL;
+            # only a breaker that is not simply closed takes a transaction.
             async with db.statement() as later:
-                repo = RoutingRepository(later)
-                await repo.add_stat(account_id, method, _minute(now), accepted=int(accepted),
-                                    latency_ms=max(latency_ms, 0))  # fmt: skip
-                if await repo.count_success_if_closed(account_id, now, now - BREAKER_RATE_WINDOW):
-                    return  # the common case: a closed breaker stays closed
+                closed = await RoutingRepository(later).count_good_call(
+                    account_id, method, _minute(now), accepted=int(accepted),
+                    latency_ms=max(latency_ms, 0), now=now, window_from=now - BREAKER_RATE_WINDOW,
+                )  # fmt: skip
+            if closed:
+                return  # the common case: a closed breaker stays closed
             async with db.transaction() as later:
                 await _move_breaker(later, app_id=app_id, account_id=account_id, ok=True, now=now)
 
