@@ -361,6 +361,42 @@ async def test_worker_crash_after_claim_is_redelivered_after_the_lease(
     assert [r.headers["webhook-id"] for r in stack.receiver.for_path(path)] == [event_id]
 
 
+async def test_a_claim_brings_each_delivery_with_its_event_and_endpoint(
+    stack: Stack, tenant: Tenant
+) -> None:
+    """Leased as claim_due leases, in id order, each with its own event and endpoint; on
+    PostgreSQL in one statement with no transaction around it."""
+    from paymux.webhooks.repository import WebhookRepository
+
+    first = await add_endpoint(stack, tenant, f"/{tenant.app_id}/one")
+    second = await add_endpoint(stack, tenant, f"/{tenant.app_id}/two")
+    event_ids = {await emit(stack, tenant) for _ in range(3)}
+    only = Due(tasks.DUE.column, (*tasks.DUE.where, WebhookDelivery.event_id.in_(event_ids)))
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    engine = stack.runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        async with stack.runtime.db.statement() as session:
+            claimed = await WebhookRepository(session).claim_due(only, limit=10,
+                                                                 lease_seconds=60)  # fmt: skip
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(claimed) == 6
+    assert [d.id for d, _, _ in claimed] == sorted(d.id for d, _, _ in claimed)
+    for delivery, event, endpoint in claimed:
+        assert delivery.event_id == event.id and delivery.endpoint_id == endpoint.id
+    assert {e.id for _, e, _ in claimed} == event_ids
+    assert {p.id for _, _, p in claimed} == {first["id"], second["id"]}
+    if not stack.runtime.db.is_sqlite:
+        assert sent == ["WITH"]
+    async with stack.runtime.db.statement() as session:  # leased: nobody else gets them now
+        assert await WebhookRepository(session).claim_due(only, limit=10, lease_seconds=60) == []
+
+
 async def test_a_stale_worker_cannot_move_a_delivery_twice(stack: Stack, tenant: Tenant) -> None:
     path = f"/{tenant.app_id}/stale"
     await add_endpoint(stack, tenant, path)

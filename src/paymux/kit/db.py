@@ -249,6 +249,22 @@ class DueCheck:
         return {name for name, flag in zip(self.names, row, strict=True) if flag}
 
 
+def claim_statement(model: type[M], due: Due, *, limit: int, lease_seconds: float) -> sa.Update:
+    """:func:`claim_due`'s ``UPDATE`` without its ``RETURNING``, for a caller that reads more
+    with the claim in the same statement (its rows as a CTE)."""
+    now = clock.now()
+    pk = sa.inspect(model).primary_key[0]
+    chosen = (
+        sa.select(pk)
+        .where(due.condition(now))
+        .order_by(due.column)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    lease = now + dt.timedelta(seconds=lease_seconds)
+    return sa.update(model).where(pk.in_(chosen)).values({due.column.key: lease})
+
+
 async def claim_due(
     session: AsyncSession,
     model: type[M],
@@ -264,22 +280,9 @@ async def claim_due(
     other workers skip them and a crashed worker's claim simply becomes due again. One
     statement: ``UPDATE … WHERE pk IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING``.
     """
-    now = clock.now()
     pk = sa.inspect(model).primary_key[0]
     key = str(pk.key)
-    chosen = (
-        sa.select(pk)
-        .where(due.condition(now))
-        .order_by(due.column)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        sa.update(model)
-        .where(pk.in_(chosen))
-        .values({due.column.key: now + dt.timedelta(seconds=lease_seconds)})
-        .returning(model)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
+    stmt = claim_statement(model, due, limit=limit, lease_seconds=lease_seconds).returning(model)
+    stmt = stmt.execution_options(synchronize_session=False, populate_existing=True)
     rows = list((await session.scalars(stmt)).all())
     return sorted(rows, key=lambda row: getattr(row, key))

@@ -9,8 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from paymux.kit import clock
+from paymux.kit.db import Due, claim_due, claim_statement
 from paymux.webhooks.models import (
     DeliveryStatus,
     Event,
@@ -182,6 +184,43 @@ class WebhookRepository:
         return {e.id: e for e in (await self.session.scalars(stmt)).all()}
 
     # ---------------------------------------------------------------- deliveries
+    async def claim_due(
+        self, due: Due, *, limit: int, lease_seconds: float
+    ) -> list[tuple[WebhookDelivery, Event, WebhookEndpoint]]:
+        """Claim the due deliveries (:func:`paymux.kit.db.claim_due`) with each one's event and
+        endpoint, in delivery id order: on PostgreSQL one statement (the claim as a
+        data-modifying CTE joined to both), atomic without a transaction; elsewhere three."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            deliveries = await claim_due(self.session, WebhookDelivery, due, limit=limit,
+                                         lease_seconds=lease_seconds)  # fmt: skip
+            events = await self.events_by_id([d.event_id for d in deliveries])
+            endpoints = await self.endpoints_by_id([d.endpoint_id for d in deliveries])
+            return [(d, events[d.event_id], endpoints[d.endpoint_id]) for d in deliveries]
+        claim = claim_statement(WebhookDelivery, due, limit=limit, lease_seconds=lease_seconds)
+        claimed = claim.returning(*_D.c).cte("claimed")
+        delivery = aliased(WebhookDelivery, claimed)
+        stmt = (
+            sa.select(delivery, Event, WebhookEndpoint)
+            .join(Event, Event.id == delivery.event_id)
+            .join(WebhookEndpoint, WebhookEndpoint.id == delivery.endpoint_id)
+            .order_by(delivery.id)
+            .execution_options(populate_existing=True)
+        )
+        return [(d, e, p) for d, e, p in (await self.session.execute(stmt)).all()]
+
+    async def cancel(self, reasons: dict[str, str]) -> None:
+        """Cancel these deliveries (id → why), never to be attempted."""
+        now = clock.now()
+        for delivery_id, why in reasons.items():
+            values = {"status": DeliveryStatus.canceled, "next_attempt_at": None,
+                      "last_error": why, "updated_at": now}  # fmt: skip
+            await self.session.execute(
+                sa.update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+
     async def deliveries_of(self, event_id: str) -> list[WebhookDelivery]:
         stmt = (
             sa.select(WebhookDelivery)

@@ -17,7 +17,7 @@ import structlog
 
 from paymux.kit import clock
 from paymux.kit.crypto import DecryptionError
-from paymux.kit.db import Due, claim_due
+from paymux.kit.db import Due
 from paymux.kit.egress import EgressRefused
 from paymux.runtime import Runtime
 from paymux.webhooks import service, signing
@@ -45,34 +45,32 @@ class _Send:
 
 async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
     """Attempt every delivery that is due. Returns how many were attempted or canceled."""
-    async with rt.db.transaction() as session:
-        deliveries = await claim_due(
-            session, WebhookDelivery, DUE, limit=limit, lease_seconds=LEASE_SECONDS
+    async with rt.db.statement() as session:  # one statement on PostgreSQL
+        claimed = await WebhookRepository(session).claim_due(
+            DUE, limit=limit, lease_seconds=LEASE_SECONDS
         )
-        if not deliveries:
-            return 0
-        repo = WebhookRepository(session)
-        events = await repo.events_by_id([d.event_id for d in deliveries])
-        endpoints = await repo.endpoints_by_id([d.endpoint_id for d in deliveries])
-        sends: list[_Send] = []
-        for delivery in deliveries:
-            endpoint = endpoints[delivery.endpoint_id]
-            if not endpoint.enabled or endpoint.deleted_at is not None:
-                delivery.status = DeliveryStatus.canceled
-                delivery.next_attempt_at = None
-                delivery.last_error = f"endpoint disabled: {endpoint.disabled_reason}"
-                continue
-            try:
-                secret = service.endpoint_secret(rt.vault, endpoint)
-            except DecryptionError:
-                log.error("webhook_secret_unreadable", endpoint=endpoint.id)
-                continue  # stays leased; retried when the lease runs out (key misconfiguration)
-            sends.append(
-                _Send(
-                    delivery.id, delivery.attempt_count + 1, delivery.event_id, endpoint.url,
-                    secret, service.payload(events[delivery.event_id]),
-                )
-            )  # fmt: skip
+    if not claimed:
+        return 0
+    sends: list[_Send] = []
+    canceled: dict[str, str] = {}
+    for delivery, event, endpoint in claimed:
+        if not endpoint.enabled or endpoint.deleted_at is not None:
+            canceled[delivery.id] = f"endpoint disabled: {endpoint.disabled_reason}"
+            continue
+        try:
+            secret = service.endpoint_secret(rt.vault, endpoint)
+        except DecryptionError:
+            log.error("webhook_secret_unreadable", endpoint=endpoint.id)
+            continue  # stays leased; retried when the lease runs out (key misconfiguration)
+        sends.append(
+            _Send(
+                delivery.id, delivery.attempt_count + 1, delivery.event_id, endpoint.url,
+                secret, service.payload(event),
+            )
+        )  # fmt: skip
+    if canceled:
+        async with rt.db.transaction() as session:
+            await WebhookRepository(session).cancel(canceled)
     outcomes = await asyncio.gather(*(_post(rt.webhook_http, s) for s in sends))
     recording = rt.db.statement() if service.all_delivered(outcomes) else rt.db.transaction()
     async with recording as session:
@@ -80,7 +78,7 @@ async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
             (send.delivery_id, send.attempt_number, outcome)
             for send, outcome in zip(sends, outcomes, strict=True)
         ])  # fmt: skip
-    return len(deliveries)
+    return len(claimed)
 
 
 async def _post(http: httpx.AsyncClient, send: _Send) -> service.Outcome:
