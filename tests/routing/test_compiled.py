@@ -169,3 +169,9 @@ def test_priced_charges_what_fee_of_charges(
     alone = scoring.score(amount=amount, fee=fee, window=scoring.Window(accepted=3, succeeded=2),
                           total_accepted=3, weights=scoring.Weights())  # fmt: skip
     assert total == alone.total and bonus == base.bonus
+
+
+def test_the_gate_a_snapshot_indexes_by_is_the_membership_conditions_fields() -> None:
+    req = Request(method="m", currency="CNY", amount=1, device_type="ios", region="CN-31",
+                  preferred_channel="alipay")  # fmt: skip
+    assert engine._gate_of(req) == tuple(getattr(req, attr) for _, attr in engine._MEMBERSHIP)
