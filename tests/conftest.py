@@ -30,8 +30,11 @@ from paymux.kit import migrate
 from paymux.kit.db import create_engine
 from paymux.kit.egress import EgressGuard, EgressTransport
 from paymux.runtime import Runtime
+from tests.fixtures import keys
 from tests.fixtures.egress import CheckedTransport, StaticResolver
 from tests.fixtures.receiver import WebhookReceiver
+
+keys.install()  # before any sandbox exists: they generate their keys when built
 
 GATEWAY = "http://gateway.test"
 MERCHANT_SITE = "http://merchant.test"

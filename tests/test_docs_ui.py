@@ -75,7 +75,7 @@ def test_swagger_ui_renders_in_a_browser_offline(tmp_path: Path) -> None:
     import uvicorn
 
     app = create_app(Settings(env=Environment.dev, database_url="sqlite+aiosqlite://"))
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

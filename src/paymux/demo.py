@@ -284,7 +284,9 @@ def claim_port(host: str, port: int) -> socket.socket:
     """Bind the demo's port now (uvicorn listens on this very socket), so a busy port is found
     before any file is touched and nobody can take it in between."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP
+    # (accepted ones inherit it); without it a response sent in two writes waits ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

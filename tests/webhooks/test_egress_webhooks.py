@@ -39,10 +39,22 @@ async def server() -> AsyncIterator[RecordingServer]:
 
 
 @pytest.fixture
-def no_loopback(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+async def no_loopback(
+    stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
     """The stack's guard as in production: nothing allowed beyond public addresses (the
-    stack's client is the production egress client for every host but merchant.test)."""
+    stack's client is the production egress client for every host but merchant.test).
+
+    Afterwards the tenant's endpoints are deleted, so their scheduled retries are canceled:
+    left pending, later tests' deliveries (every due one, any tenant's) retried them under the
+    suite's loopback allowance, and 6to4 of 127.0.0.1 is then a real connection that hangs
+    until the 2 s timeout (~10 s of one webhook test)."""
     monkeypatch.setattr(stack.runtime.egress, "allow", ())
+    yield
+    for endpoint in await endpoints_of(stack, tenant):
+        r = await stack.client.delete(f"/v1/webhook_endpoints/{endpoint['id']}",
+                                      headers=tenant.headers)  # fmt: skip
+        assert r.status_code == 200, r.text
 
 
 async def store_endpoint(stack: Stack, tenant: Tenant, url: str) -> None:
