@@ -36,7 +36,7 @@ i18n: dev
 
 lint: dev
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

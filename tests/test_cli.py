@@ -107,8 +107,9 @@ def test_routing_rules_settings_and_accounts_by_cli(cli_env: None, tmp_path: Pat
     added = run("routing", "add", *app_opt, "--file", str(rule))
     assert added["name"] == "large amounts to alipay" and added["position"] == 0
     assert [r["id"] for r in run("routing", "rules", *app_opt)] == [added["id"]]
-    rule.write_text(json.dumps({"name": "pinned", "action": {"type": "pin",
-                                                             "targets": [account["id"]]}}))
+    rule.write_text(
+        json.dumps({"name": "pinned", "action": {"type": "pin", "targets": [account["id"]]}})
+    )
     replaced = run("routing", "replace", *app_opt, added["id"], "--file", str(rule))
     assert replaced["action"]["type"] == "pin" and replaced["version"] > added["version"]
 

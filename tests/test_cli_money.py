@@ -426,9 +426,7 @@ def test_settlement_terms_run_and_report(shop: Shop, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ payouts
-def test_payouts_express_standard_and_refusals(
-    shop: Shop, clock: Any, tmp_path: Path
-) -> None:
+def test_payouts_express_standard_and_refusals(shop: Shop, clock: Any, tmp_path: Path) -> None:
     wallet = cli("wallet", "create", shop.app, "--reference", f"rider-{no()}")
     topped_up(shop, wallet["id"], 20_000)
     openid = "o" + uuid.uuid4().hex[:27]
@@ -464,8 +462,18 @@ def test_payouts_express_standard_and_refusals(
             "--amount", "100", code="parameter_invalid")  # fmt: skip
     refused("payout", "create", shop.app, *to, "--amount", "50", code="amount_too_small")
     refused("payout", "create", "app_missing", *to, "--amount", "100", code="resource_missing")
-    refused("payout", "create", shop.app, "--to", openid, "--to-type", "wechat_openid",
-            "--amount", "100", code="insufficient_funds")  # the merchant has nothing settled
+    refused(
+        "payout",
+        "create",
+        shop.app,
+        "--to",
+        openid,
+        "--to-type",
+        "wechat_openid",
+        "--amount",
+        "100",
+        code="insufficient_funds",
+    )  # the merchant has nothing settled
     assert cli("payout", "list", shop.app)["data"] == before
     assert balances(wallet["id"])["available"] == 11_900
 

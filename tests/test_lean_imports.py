@@ -54,8 +54,9 @@ def test_serve_checks_the_configuration_then_execs_the_serving_process(
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["serve", "--port", "8123", "--workers", "2"])
     assert result.exit_code == 0, result.output
-    assert calls == [(sys.executable,
-                      [sys.executable, "-P", "-m", "paymux.server", "127.0.0.1", "8123", "2"])]
+    assert calls == [
+        (sys.executable, [sys.executable, "-P", "-m", "paymux.server", "127.0.0.1", "8123", "2"])
+    ]
     monkeypatch.setenv("PAYMUX_ENV", "prod")  # no master key: refused before any exec
     monkeypatch.delenv("PAYMUX_MASTER_KEY", raising=False)
     calls.clear()

@@ -122,9 +122,7 @@ def test_creates_link_to_what_can_be_done_with_the_object(doc: dict[str, Any]) -
 def test_the_document_is_valid_openapi(doc: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_dict(copy.deepcopy(doc))
     schema.validate()
-    assert sum(1 for result in schema.get_all_operations() if result.ok()) == len(
-        _operations(doc)
-    )
+    assert sum(1 for result in schema.get_all_operations() if result.ok()) == len(_operations(doc))
 
 
 # ---------------------------------------------------------------- conformance against the app
@@ -270,8 +268,6 @@ async def test_stateful_runs_follow_the_links(stack: Stack) -> None:
     # follows each link deterministically
     assert any(code == 201 for _, code in reached), reached
     assert any("{" in op and code == 200 for op, code in reached), reached
-
-
 
 
 @pytest.mark.parametrize("path", ["/v1/payments", "/v1/wallets"])

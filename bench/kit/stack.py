@@ -198,9 +198,9 @@ class Stack:
     async def __aenter__(self) -> Stack:
         creds = self.tmp / "creds.json"
         me = [sys.executable, str(ROOT / "bench" / "lifecycle.py"), "--role"]
-        self.helpers.append(self.spawn(
-            [*me, "sandbox", "--port", str(self.ports["sandbox"]), "--out", str(creds)]
-        ))
+        self.helpers.append(
+            self.spawn([*me, "sandbox", "--port", str(self.ports["sandbox"]), "--out", str(creds)])
+        )
         self.helpers.append(self.spawn([*me, "receiver", "--port", str(self.ports["receiver"])]))
         await wait_up(f"{self.sandbox}/docs")
         await wait_up(f"{self.receiver}/count")
@@ -440,4 +440,3 @@ class Driver:
             i += 1
             await asyncio.sleep(max(0.0, started + i * interval - time.perf_counter()))
         await asyncio.gather(*tasks)
-

@@ -64,11 +64,16 @@ def test_channel_test_credentials_may_reach_the_channels_own_test_mode() -> None
     creds = StripeSandbox().provision("http://sandbox.test/stripe")
     at_stripe = {**creds, "gateway": "https://api.stripe.com"}
     assert validate_credentials(stripe, at_stripe, Mode.test)["gateway"] == at_stripe["gateway"]
-    live = {**at_stripe, "secret_key": creds["secret_key"].replace("_test_", "_live_"),
-            "publishable_key": creds["publishable_key"].replace("_test_", "_live_")}
+    live = {
+        **at_stripe,
+        "secret_key": creds["secret_key"].replace("_test_", "_live_"),
+        "publishable_key": creds["publishable_key"].replace("_test_", "_live_"),
+    }
     assert validate_credentials(stripe, live, Mode.live)["secret_key"].startswith("sk_live_")
-    for given, mode, code in ((at_stripe, Mode.live, "live_mode_requires_live_credentials"),
-                              (live, Mode.test, "test_mode_requires_test_credentials")):
+    for given, mode, code in (
+        (at_stripe, Mode.live, "live_mode_requires_live_credentials"),
+        (live, Mode.test, "test_mode_requires_test_credentials"),
+    ):
         with pytest.raises(InvalidRequest) as info:
             validate_credentials(stripe, given, mode)
         assert info.value.code == code

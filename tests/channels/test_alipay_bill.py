@@ -104,9 +104,11 @@ def test_codec_round_trip_gbk_tabs_and_totals() -> None:
 def test_codec_refuses_what_is_not_a_bill() -> None:
     good = bill.render_zip("2088102000000001", dt.date(2025, 3, 10), [row()],
                            dt.datetime(2025, 3, 11, tzinfo=dt.UTC))  # fmt: skip
-    text = zipfile.ZipFile(io.BytesIO(good)).read(
-        "20881020000000010156_20250310_业务明细.csv"
-    ).decode("gbk")
+    text = (
+        zipfile.ZipFile(io.BytesIO(good))
+        .read("20881020000000010156_20250310_业务明细.csv")
+        .decode("gbk")
+    )
     for broken in (text.replace("#交易合计：1笔", "#交易合计：2笔"),
                    text.replace("业务明细列表结束", "x"), text.replace("支付宝交易号,", "x,"),
                    "a,b\r\n"):  # fmt: skip
@@ -168,9 +170,7 @@ async def test_download_url_expires_after_30_seconds(env: Env, shifted: clock.Of
     assert (await env.client.get(url)).status_code == 404
 
 
-async def test_unreadable_download_is_unknown_outcome(
-    env: Env, shifted: clock.OffsetClock
-) -> None:
+async def test_unreadable_download_is_unknown_outcome(env: Env, shifted: clock.OffsetClock) -> None:
     go_to(shifted, noon_days_ago(1))
     await paid(env, amount=100)
     go_to(shifted, noon_days_ago(0))

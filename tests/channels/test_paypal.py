@@ -561,8 +561,9 @@ async def test_delayed_and_missing_webhooks(env: Env) -> None:
     created = await env.adapter.create_payment(silent)
     await asyncio.sleep(0.02)
     assert env.receiver.received == []
-    state = await env.adapter.query_payment(silent.out_trade_no,
-                                            channel_trade_no=created.channel_trade_no)
+    state = await env.adapter.query_payment(
+        silent.out_trade_no, channel_trade_no=created.channel_trade_no
+    )
     assert state.status is ChannelPaymentStatus.succeeded  # the query captured it
     env.sandbox.core.add_script(Script(outcome=Outcome.succeed, notify=NotifyMode.delayed,
                                        delay=1000))  # fmt: skip
@@ -610,14 +611,17 @@ async def test_refund_succeeds_and_is_notified(env: Env) -> None:
     assert again.channel_refund_no == state.channel_refund_no
     assert len(env.sandbox.core.refunds) == 1
     await until(lambda: "PAYMENT.CAPTURE.REFUNDED" in env.receiver.events(), "refund webhook")
-    headers, body = next((h, b) for h, b in env.receiver.received
-                         if json.loads(b)["event_type"] == "PAYMENT.CAPTURE.REFUNDED")
+    headers, body = next(
+        (h, b)
+        for h, b in env.receiver.received
+        if json.loads(b)["event_type"] == "PAYMENT.CAPTURE.REFUNDED"
+    )
     note = await env.adapter.parse_notification(headers, body)
     assert note.refund is not None and note.refund.status is ChannelRefundStatus.succeeded
-    assert (note.refund.out_refund_no, note.reference) == (ask.out_refund_no,
-                                                             request.out_trade_no)
-    queried = await env.adapter.query_refund(ask.out_refund_no, request.out_trade_no,
-                                             channel_refund_no=state.channel_refund_no)
+    assert (note.refund.out_refund_no, note.reference) == (ask.out_refund_no, request.out_trade_no)
+    queried = await env.adapter.query_refund(
+        ask.out_refund_no, request.out_trade_no, channel_refund_no=state.channel_refund_no
+    )
     assert queried.status is ChannelRefundStatus.succeeded
 
 
@@ -628,8 +632,9 @@ async def test_refund_delay_fail_refuse_and_limits(env: Env) -> None:
     state = await env.adapter.create_refund(delayed)
     assert state.status is ChannelRefundStatus.pending
     for _ in range(200):
-        state = await env.adapter.query_refund(delayed.out_refund_no, request.out_trade_no,
-                                               channel_refund_no=state.channel_refund_no)
+        state = await env.adapter.query_refund(
+            delayed.out_refund_no, request.out_trade_no, channel_refund_no=state.channel_refund_no
+        )
         if state.status is not ChannelRefundStatus.pending:
             break
         await asyncio.sleep(0.005)
@@ -639,8 +644,9 @@ async def test_refund_delay_fail_refuse_and_limits(env: Env) -> None:
     failing = refund_request(request, order_id, 300)
     state = await env.adapter.create_refund(failing)
     for _ in range(200):
-        state = await env.adapter.query_refund(failing.out_refund_no, request.out_trade_no,
-                                               channel_refund_no=state.channel_refund_no)
+        state = await env.adapter.query_refund(
+            failing.out_refund_no, request.out_trade_no, channel_refund_no=state.channel_refund_no
+        )
         if state.status is not ChannelRefundStatus.pending:
             break
         await asyncio.sleep(0.005)

@@ -59,8 +59,11 @@ async def test_paid_and_refunded_payment_is_in_the_statement(
     day = dt.datetime.fromisoformat(payment["paid_at"]).astimezone(zone).date()
     clock.advance(86_400 * 2)  # the channels make a day's bill the next day
     lines = await adapter.statement(day)  # type: ignore[attr-defined]
-    ours = [line for line in lines
-            if line.out_trade_no == attempt or line.channel_trade_no == payment["channel_trade_no"]]
+    ours = [
+        line
+        for line in lines
+        if line.out_trade_no == attempt or line.channel_trade_no == payment["channel_trade_no"]
+    ]
     kinds = {line.kind: line for line in ours}
     assert set(kinds) >= {base.StatementLineKind.payment, base.StatementLineKind.refund}, lines
     paid_line, refund_line = kinds[base.StatementLineKind.payment], kinds[

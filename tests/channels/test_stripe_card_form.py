@@ -151,8 +151,9 @@ async def test_3184_challenge_passes_or_fails(env: Env, result: str, status: str
 
 
 @pytest.mark.parametrize("notify", [NotifyMode.normal, NotifyMode.delayed])
-async def test_3ds_sends_requires_action_once_then_succeeded_once(env: Env,
-                                                                  notify: NotifyMode) -> None:
+async def test_3ds_sends_requires_action_once_then_succeeded_once(
+    env: Env, notify: NotifyMode
+) -> None:
     """Each event is the intent as it was when it changed, as at Stripe: one
     ``payment_intent.requires_action`` (status ``requires_action``) when the challenge is
     needed, one ``payment_intent.succeeded`` after it — also when the first delivery goes out

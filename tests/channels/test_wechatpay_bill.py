@@ -153,9 +153,7 @@ async def test_statement_lists_the_days_payments_refunds_and_fees(
         await env.adapter.statement(noon_days_ago(1).date())
     assert not_ready.value.code == "statement_not_ready"
     go_to(shifted, noon_days_ago(0))
-    assert [x.out_trade_no for x in await env.adapter.statement(noon_days_ago(1).date())] == [
-        late
-    ]
+    assert [x.out_trade_no for x in await env.adapter.statement(noon_days_ago(1).date())] == [late]
     assert await env.adapter.statement(noon_days_ago(3).date()) == []
 
 

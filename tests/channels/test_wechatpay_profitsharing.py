@@ -412,9 +412,7 @@ def test_split_vocabulary_and_error_classification() -> None:
         ChannelSplitStatus.succeeded
     )
     assert protocol.split_status("FINISHED", ["CLOSED"]) is ChannelSplitStatus.failed
-    assert protocol.split_status("FINISHED", ["CLOSED", "SUCCESS"]) is (
-        ChannelSplitStatus.partial
-    )
+    assert protocol.split_status("FINISHED", ["CLOSED", "SUCCESS"]) is (ChannelSplitStatus.partial)
     for state, results in (("DONE", []), ("FINISHED", ["LOST"])):
         with pytest.raises(ValueError):
             protocol.split_status(state, results)

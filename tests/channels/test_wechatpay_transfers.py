@@ -81,9 +81,7 @@ def transfer_notifications(env: Env) -> list[tuple[dict[str, str], bytes]]:
     ]  # fmt: skip
 
 
-async def transfer_of(
-    env: Env, headers: dict[str, str], raw: bytes
-) -> tuple[str, TransferState]:
+async def transfer_of(env: Env, headers: dict[str, str], raw: bytes) -> tuple[str, TransferState]:
     """Parse a transfer notification through the adapter's one entry point."""
     note = await env.adapter.parse_notification(headers, raw)
     assert note.payment is None and note.refund is None and note.transfer is not None

@@ -51,7 +51,9 @@ async def test_channel_split_pays_every_receiver(stack: Stack) -> None:
     split = await split_of(stack, tenant, payment["id"])
     assert split["status"] == "succeeded"
     assert [(r["amount"], r["result"]) for r in split["receivers"]] == [
-        (1_000, "succeeded"), (2_000, "succeeded")]
+        (1_000, "succeeded"),
+        (2_000, "succeeded"),
+    ]
     assert (split["commission"], split["total"]) == (500, 3_500)
     assert (await merchant_balance(stack, tenant))["pending"] == 10_000 - 3_500
     await books_balance(stack)
@@ -75,7 +77,9 @@ async def test_partial_channel_split_returns_the_unpaid_share(stack: Stack, cloc
     split = await split_of(stack, tenant, payment["id"])
     assert split["status"] == "partial" and split["failure_code"] == "PARTIALLY_CLOSED"
     assert [(r["channel_account"], r["result"]) for r in split["receivers"]] == [
-        (OPENID, "failed"), (PARTNER_MCHID, "succeeded")]
+        (OPENID, "failed"),
+        (PARTNER_MCHID, "succeeded"),
+    ]
     assert split["total"] == 2_000 + 500  # what actually left the merchant
     assert (await merchant_balance(stack, tenant))["pending"] == 10_000 - 2_500
     got = (await stack.client.get(f"/v1/payments/{payment['id']}", headers=tenant.headers)).json()

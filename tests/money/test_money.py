@@ -67,8 +67,9 @@ async def account_balance(stack: Stack, **kw: Any) -> int:
         if "channel_account_id" in kw:
             account = await chart.clearing(session, kw["channel_account_id"], "CNY")
         else:
-            account = await chart.platform(session, False, kw["platform"], kw.get("currency",
-                                                                                 "CNY"))
+            account = await chart.platform(
+                session, False, kw["platform"], kw.get("currency", "CNY")
+            )
         return account.balance
 
 
@@ -133,7 +134,8 @@ async def test_consignment_sale_with_escrow_and_commission(stack: Stack) -> None
     splits = (await stack.client.get(f"/v1/splits?payment={payment['id']}",
                                      headers=tenant.headers)).json()["data"]  # fmt: skip
     assert [(s["status"], s["commission"], s["total"]) for s in splits] == [
-        ("succeeded", 8_000, 100_000)]
+        ("succeeded", 8_000, 100_000)
+    ]
     types = [e.type for e in await events_of(stack, tenant)]
     assert "escrow.released" in types and "split.succeeded" in types
     await books_balance(stack)
@@ -220,7 +222,8 @@ async def test_settlement_batch_fee_report_and_webhook(stack: Stack, clock: Any)
     assert {row["payment_id"] for row in rows[:-1]} == {a["id"], b["id"]}
     assert rows[-1]["payment_id"] == "total" and rows[-1]["net"] == "10530"
     assert [e.type for e in await events_of(stack, tenant, "settlement.paid")] == [
-        "settlement.paid"]
+        "settlement.paid"
+    ]
     # settled money is refunded from the available balance
     late = (await refund(stack, tenant, a["id"], 1_000)).json()
     assert (await settled(stack, tenant, late["id"]))["status"] == "succeeded"
@@ -314,8 +317,11 @@ async def test_wallet_top_up_transfer_pay_refund_and_statement(stack: Stack) -> 
         headers=tenant.headers)).json()  # fmt: skip
     lines = page1["data"] + page2["data"]
     assert [(x["account"], x["direction"], x["amount"]) for x in lines] == [
-        ("points", "in", 120), ("available", "in", 1_500), ("available", "out", 1_500),
-        ("available", "in", 2_000)]
+        ("points", "in", 120),
+        ("available", "in", 1_500),
+        ("available", "out", 1_500),
+        ("available", "in", 2_000),
+    ]
     await books_balance(stack)
 
 

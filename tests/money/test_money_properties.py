@@ -72,8 +72,11 @@ async def test_money_operations_keep_the_books(stack: Stack) -> None:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     tenant: Tenant = await make_tenant(stack)
-    r = await stack.client.put(f"/v1/operator/merchants/{tenant.merchant_id}/settlement",
-                               headers=OPERATOR, json={"cycle": "T0", "fee_bps": 100})
+    r = await stack.client.put(
+        f"/v1/operator/merchants/{tenant.merchant_id}/settlement",
+        headers=OPERATOR,
+        json={"cycle": "T0", "fee_bps": 100},
+    )
     assert r.status_code == 200
     wallets = [(await wallet(stack, tenant))["id"] for _ in range(WALLETS)]
     for w in wallets:  # fund each wallet through a real channel payment
@@ -99,8 +102,13 @@ async def test_money_operations_keep_the_books(stack: Stack) -> None:
                 assert call(_snapshot(stack)) == before, f"refused {path} changed money"
             return r
 
-        @rule(w=st.integers(0, WALLETS - 1), amount=amounts, escrow=st.booleans(),
-              split_bps=st.sampled_from([0, 800, 5000]), to=st.integers(0, WALLETS - 1))
+        @rule(
+            w=st.integers(0, WALLETS - 1),
+            amount=amounts,
+            escrow=st.booleans(),
+            split_bps=st.sampled_from([0, 800, 5000]),
+            to=st.integers(0, WALLETS - 1),
+        )
         def pay_with_wallet(self, w: int, amount: int, escrow: bool, split_bps: int,
                             to: int) -> None:  # fmt: skip
             body: dict[str, Any] = {
@@ -146,10 +154,20 @@ async def test_money_operations_keep_the_books(stack: Stack) -> None:
 
         @rule(amount=st.integers(min_value=100, max_value=60_000), w=st.integers(-1, WALLETS - 1))
         def withdraw(self, amount: int, w: int) -> None:
-            self._do("POST", "/v1/payouts", {
-                "source": "merchant" if w < 0 else wallets[w], "amount": amount,
-                "out_payout_no": _no(), "destination": {
-                    "type": "alipay_login_id", "account": "payee@example.com", "name": "张三"}})
+            self._do(
+                "POST",
+                "/v1/payouts",
+                {
+                    "source": "merchant" if w < 0 else wallets[w],
+                    "amount": amount,
+                    "out_payout_no": _no(),
+                    "destination": {
+                        "type": "alipay_login_id",
+                        "account": "payee@example.com",
+                        "name": "张三",
+                    },
+                },
+            )
 
         @invariant()
         def books(self) -> None:

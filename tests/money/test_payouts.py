@@ -18,6 +18,8 @@ from tests.money.test_money import account_balance, balances, books_balance, no,
 from tests.payments.test_payments import events_of, pay, wait_for
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+
 async def payout_tenant(stack: Stack) -> Tenant:
     """WeChat with a transfer scene, Alipay in certificate mode: what payouts need."""
     return await make_tenant(stack, credentials={
@@ -107,7 +109,10 @@ async def test_wechat_payouts_instant_confirmed_later_and_declined(stack: Stack)
 
     spent = 5_000 + 100 + 7_000 + 100
     assert await balances(stack, tenant, source) == {
-        **await balances(stack, tenant, source), "available": 30_000 - spent, "held": 0}
+        **await balances(stack, tenant, source),
+        "available": 30_000 - spent,
+        "held": 0,
+    }
     clearing = await account_balance(stack, channel_account_id=tenant.accounts["wechatpay"])
     assert clearing_before - clearing == 12_000  # what left the WeChat account, not the fees
     assert await in_flight(stack) == 0
@@ -168,7 +173,10 @@ async def test_alipay_standard_batch_refusal_and_failure(stack: Stack, clock: An
     assert sent.payee is payee and sent.amount == 6_000
     assert (await payout_of(stack, tenant, failing["id"]))["status"] == "failed"
     assert await balances(stack, tenant, source) == {
-        **await balances(stack, tenant, source), "available": 20_000 - 6_000, "held": 0}
+        **await balances(stack, tenant, source),
+        "available": 20_000 - 6_000,
+        "held": 0,
+    }
     assert await in_flight(stack) == 0
     await books_balance(stack)
 
@@ -180,8 +188,9 @@ async def test_refused_payout_requests_change_nothing(stack: Stack) -> None:
     to_wechat = {"type": "wechat_openid", "account": OPENID}
     short = await request_payout(stack, tenant, source, 950, to_wechat)  # + ¥1 express fee
     assert short.status_code == 409 and short.json()["error"]["code"] == "insufficient_funds"
-    bank = await request_payout(stack, tenant, source, 500,
-                                {"type": "bank_card", "account": "6222020200000000000"})
+    bank = await request_payout(
+        stack, tenant, source, 500, {"type": "bank_card", "account": "6222020200000000000"}
+    )
     assert bank.status_code == 400
     assert bank.json()["error"]["code"] == "unsupported_destination"
     assert await balances(stack, tenant, source) == before

@@ -82,10 +82,14 @@ async def test_shared_rows_are_given_a_mode(empty_url: str) -> None:
     try:
         async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
             # Core inserts of the columns that schema had (the models have grown since).
-            await session.execute(sa.insert(Merchant.__table__).values(
-                id="mch_m", name="m", created_at=NOW))
-            await session.execute(sa.insert(App.__table__).values(
-                id="app_a", merchant_id="mch_m", name="a", created_at=NOW))
+            await session.execute(
+                sa.insert(Merchant.__table__).values(id="mch_m", name="m", created_at=NOW)
+            )
+            await session.execute(
+                sa.insert(App.__table__).values(
+                    id="app_a", merchant_id="mch_m", name="a", created_at=NOW
+                )
+            )
             test, live = account("app_a", "test"), account("app_a", "live")
             session.add_all([test, live])
             await session.flush()

@@ -21,8 +21,9 @@ from paymux.payments.models import Attempt
 from tests.conftest import Stack, Tenant, attempt_ids, make_tenant, run_worker
 from tests.payments.test_payments import create, events_of, pay, wait_for
 
-PHONE = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 "
-         "Mobile Safari/537.36")
+PHONE = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
+)
 
 
 def no() -> str:
@@ -95,7 +96,8 @@ async def test_the_balance_pays_with_balanced_legs_and_one_webhook(stack: Stack)
     # the merchant's pending settlement grows by the amount, as for a card payment
     assert await merchant_pending(stack, tenant) == pending_before + 1_200
     assert await payment_entries(stack, p["id"]) == [
-        ("merchant", "pending", "credit", 1_200), ("wallet", "available", "debit", 1_200),
+        ("merchant", "pending", "credit", 1_200),
+        ("wallet", "available", "debit", 1_200),
     ]
     async with stack.runtime.db.read() as session:
         funds = await session.get(PaymentFunds, p["id"])
@@ -135,7 +137,12 @@ async def test_a_short_or_frozen_balance_changes_nothing(stack: Stack) -> None:
         await cashier.choose(stack.runtime, p["id"], "wallet", user_agent=PHONE)
     assert short.value.code == "insufficient_funds"
     assert await balances(stack, tenant, wallet_id) == {
-        "available": 600, "held": 0, "frozen": 400, "pending": 0, "points": 0}
+        "available": 600,
+        "held": 0,
+        "frozen": 400,
+        "pending": 0,
+        "points": 0,
+    }
     assert await payment_entries(stack, p["id"]) == []
     r = await stack.client.get(f"/v1/payments/{p['id']}", headers=tenant.headers)
     assert r.json()["status"] == "pending" and r.json()["method"] == "alipay_qr"
@@ -215,8 +222,12 @@ async def test_only_this_apps_and_modes_user_wallets(stack: Stack) -> None:
     assert r.status_code == 201, r.text
     live_wallet = r.json()["id"]
     shop = await funded_wallet(stack, tenant, 0, owner_type="merchant")
-    cases = [(foreign, 404, "resource_missing"), (live_wallet, 404, "resource_missing"),
-             ("wal_nope", 404, "resource_missing"), (shop, 400, "wallet_not_allowed")]
+    cases = [
+        (foreign, 404, "resource_missing"),
+        (live_wallet, 404, "resource_missing"),
+        ("wal_nope", 404, "resource_missing"),
+        (shop, 400, "wallet_not_allowed"),
+    ]
     for wallet_id, status, code in cases:
         out_trade_no = no()
         r = await create(stack, tenant, method="cashier", customer={"wallet": wallet_id},

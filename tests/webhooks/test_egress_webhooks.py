@@ -155,9 +155,10 @@ async def test_delivery_never_connects_to_a_refused_address(
     (attempt,) = d["attempts"]
     assert attempt["status_code"] is None and attempt["response_excerpt"] is None
     assert attempt["error"].startswith("refused: address ")
-    assert attempt["error"].endswith("127.0.0.1) is not allowed (loopback)") or attempt[
-        "error"
-    ] == "refused: address 127.0.0.1 is not allowed (loopback)"
+    assert (
+        attempt["error"].endswith("127.0.0.1) is not allowed (loopback)")
+        or attempt["error"] == "refused: address 127.0.0.1 is not allowed (loopback)"
+    )
 
 
 @pytest.mark.usefixtures("no_loopback")
