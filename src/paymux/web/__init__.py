@@ -143,7 +143,7 @@ class Site:
     @cached_property
     def env(self) -> jinja2.Environment:
         """The Jinja2 environment, made on the first page: an API process that serves no page
-        never imports Jinja2 (~10 MB)."""
+        never imports Jinja2."""
         import jinja2
 
         loaders = [jinja2.FileSystemLoader(str(d)) for d in self.template_dirs]
@@ -203,8 +203,8 @@ class Site:
 
 
 def qr_code(text: str, error: str = "m") -> segno.QRCode:
-    """A QR code of ``text`` (segno, imported on first use: ~10 MB an API process that draws
-    none never pays)."""
+    """A QR code of ``text`` (segno is imported on first use: an API process that draws none
+    never loads it)."""
     import segno
 
     return segno.make(text, error=error)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-# Babel is imported where it is used (~5 MB an API process that serves no page never pays).
+# Babel is imported where it is used: an API process that serves no page never loads it.
 
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"

@@ -129,13 +129,18 @@ class WebhookRepository:
         return {e.id: e for e in (await self.session.scalars(stmt)).all()}
 
     async def cancel_pending(self, endpoint_id: str, reason: str) -> int:
+        return await self._cancel(WebhookDelivery.endpoint_id == endpoint_id, reason)
+
+    async def cancel(self, delivery_ids: Sequence[str], reason: str) -> int:
+        """These deliveries, if still pending, never to be attempted."""
+        return await self._cancel(WebhookDelivery.id.in_(delivery_ids), reason)
+
+    async def _cancel(self, which: sa.ColumnElement[bool], reason: str) -> int:
         stmt = (
             sa.update(WebhookDelivery)
-            .where(
-                WebhookDelivery.endpoint_id == endpoint_id,
-                WebhookDelivery.status == DeliveryStatus.pending,
-            )
+            .where(which, WebhookDelivery.status == DeliveryStatus.pending)
             .values(status=DeliveryStatus.canceled, next_attempt_at=None, last_error=reason)
+            .execution_options(synchronize_session=False)
         )
         result = await self.session.execute(stmt)
         return int(getattr(result, "rowcount", 0) or 0)
@@ -207,19 +212,6 @@ class WebhookRepository:
             .execution_options(populate_existing=True)
         )
         return [(d, e, p) for d, e, p in (await self.session.execute(stmt)).all()]
-
-    async def cancel(self, reasons: dict[str, str]) -> None:
-        """Cancel these deliveries (id → why), never to be attempted."""
-        now = clock.now()
-        for delivery_id, why in reasons.items():
-            values = {"status": DeliveryStatus.canceled, "next_attempt_at": None,
-                      "last_error": why, "updated_at": now}  # fmt: skip
-            await self.session.execute(
-                sa.update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id)
-                .values(values)
-                .execution_options(synchronize_session=False)
-            )
 
     async def deliveries_of(self, event_id: str) -> list[WebhookDelivery]:
         stmt = (

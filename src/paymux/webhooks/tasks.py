@@ -52,10 +52,12 @@ async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
     if not claimed:
         return 0
     sends: list[_Send] = []
-    canceled: dict[str, str] = {}
+    canceled: dict[str, list[str]] = {}
+    """Why → the deliveries canceled for it (their endpoint is disabled or deleted)."""
     for delivery, event, endpoint in claimed:
         if not endpoint.enabled or endpoint.deleted_at is not None:
-            canceled[delivery.id] = f"endpoint disabled: {endpoint.disabled_reason}"
+            why = f"endpoint disabled: {endpoint.disabled_reason}"
+            canceled.setdefault(why, []).append(delivery.id)
             continue
         try:
             secret = service.endpoint_secret(rt.vault, endpoint)
@@ -70,7 +72,8 @@ async def deliver_due(rt: Runtime, *, limit: int = 50) -> int:
         )  # fmt: skip
     if canceled:
         async with rt.db.transaction() as session:
-            await WebhookRepository(session).cancel(canceled)
+            for why, ids in canceled.items():
+                await WebhookRepository(session).cancel(ids, why)
     outcomes = await asyncio.gather(*(_post(rt.webhook_http, s) for s in sends))
     recording = rt.db.statement() if service.all_delivered(outcomes) else rt.db.transaction()
     async with recording as session:
