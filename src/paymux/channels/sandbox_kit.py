@@ -246,6 +246,8 @@ class SandboxCore:
         self.refund_scripts: list[RefundScript] = []
         self.refunds: dict[tuple[str, str], SandboxRefund] = {}
         self.deliveries: list[dict[str, Any]] = []
+        self.bill_tweaks: list[Any] = []
+        """Scripted bill discrepancies (:mod:`paymux.channels.sandbox_bills`)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ scripts and orders
