@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     egress_allow_nets: Annotated[list[IPvAnyNetwork], NoDecode] = []
     """Extra ranges outbound requests to merchant-given URLs (webhooks) may reach, e.g.
     ``10.20.0.0/16,fd00:1::/64``; by default only public addresses (docs/deploy.md)."""
+    recon_archive_dir: str = "./paymux-bills"
+    """Where reconciliation archives every bill file, named by its SHA-256."""
+    recon_max_upload_bytes: int = 512 * 1024 * 1024
+    """The largest bill file the upload API accepts."""
     worker_batch_size: int = 50
     worker_poll_seconds: float = 0.5
     db_pool_size: int = 10

@@ -9,6 +9,7 @@ from paymux.ledger import models as ledger_models
 from paymux.merchants import models as merchants_models
 from paymux.payments import models as payments_models
 from paymux.payouts import models as payouts_models
+from paymux.recon import models as recon_models
 from paymux.refunds import models as refunds_models
 from paymux.routing import models as routing_models
 from paymux.settlement import models as settlement_models
@@ -27,6 +28,7 @@ __all__ = [
     "merchants_models",
     "payments_models",
     "payouts_models",
+    "recon_models",
     "refunds_models",
     "routing_models",
     "settlement_models",

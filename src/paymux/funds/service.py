@@ -28,6 +28,11 @@ from paymux.ledger.models import LedgerAccount
 from paymux.payments.models import Payment
 
 DEFAULT_AUTO_CONFIRM = dt.timedelta(days=7)
+PAYMENT_KEY_PREFIX = "payment:"
+"""The ledger key of a payment's success posting is this + the payment id (reconciliation
+finds a record's money in the books by it)."""
+REFUND_KEY_PREFIX = "refund:"
+"""The ledger key of a refund's hold (posted when the refund succeeds) is this + its id."""
 
 
 def plan(
@@ -118,7 +123,7 @@ async def on_payment_succeeded(
     if payment.amount - funds.channel_fee:
         legs.append(ledger.debit(source_id, payment.amount - funds.channel_fee))
     await ledger.transfer(
-        session, key=f"payment:{payment.id}", legs=legs,
+        session, key=f"{PAYMENT_KEY_PREFIX}{payment.id}", legs=legs,
         description=f"payment {payment.id} succeeded", metadata={"payment": payment.id},
     )  # fmt: skip
     return funds
@@ -149,7 +154,7 @@ async def reserve_refund(
         legs.append(ledger.debit(here, amount - returned))
     try:
         tx = await ledger.hold(
-            session, key=f"refund:{refund_id}", legs=legs,
+            session, key=f"{REFUND_KEY_PREFIX}{refund_id}", legs=legs,
             description=f"refund {refund_id} of {payment.id}",
             metadata={"payment": payment.id, "refund": refund_id},
         )  # fmt: skip

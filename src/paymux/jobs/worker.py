@@ -26,6 +26,7 @@ from paymux.kit.ids import token
 from paymux.ledger import tasks as ledger_tasks
 from paymux.payments import tasks as payment_tasks
 from paymux.payouts import tasks as payout_tasks
+from paymux.recon import tasks as recon_tasks
 from paymux.refunds import tasks as refund_tasks
 from paymux.runtime import Runtime
 from paymux.settlement import tasks as settlement_tasks
@@ -58,6 +59,7 @@ async def _purge_idempotency_keys(rt: Runtime) -> int:
 
 PERIODIC: tuple[Periodic, ...] = (
     Periodic("purge_idempotency_keys", 3600.0, _purge_idempotency_keys),
+    Periodic("recon_daily", recon_tasks.EVERY_SECONDS, recon_tasks.reconcile_due),
 )
 
 

@@ -18,6 +18,9 @@ Credit-normal (what the platform owes), never below zero unless noted:
 - ``platform/<mode>/fee_revenue`` — settlement fees, payout fees and split commissions.
 - ``platform/<mode>/payouts_in_transit`` — withdrawals on their way through a channel.
 - ``platform/<mode>/points_issued`` — debit-normal counterpart of every points balance (PTS).
+- ``platform/<mode>/suspense``, ``…/fee_rounding`` — debit-normal, may go negative: where a
+  reconciliation adjustment books a difference between a channel's bill and the books until it
+  is explained (docs/reconciliation.md).
 """
 
 from __future__ import annotations
@@ -47,9 +50,12 @@ class Purpose(StrEnum):
     fee_revenue = "fee_revenue"
     payouts_in_transit = "payouts_in_transit"
     points_issued = "points_issued"
+    suspense = "suspense"
+    fee_rounding = "fee_rounding"
 
 
-_DEBIT_NORMAL = {Purpose.clearing, Purpose.channel_cost, Purpose.points_issued}
+_DEBIT_NORMAL = {Purpose.clearing, Purpose.channel_cost, Purpose.points_issued,
+                 Purpose.suspense, Purpose.fee_rounding}  # fmt: skip
 
 
 def mode_owner(owner_id: str, livemode: bool) -> str:

@@ -22,6 +22,8 @@ class Payment(Base):
         sa.Index("ix_payments_app_created", "app_id", "livemode", "id"),
         sa.Index("ix_payments_expiry", "expires_at"),
         sa.Index("ix_payments_customer_ref", "app_id", "customer_ref"),
+        # Reconciliation's local side: the payments an account took on a bill day.
+        sa.Index("ix_payments_account_paid", "channel_account_id", "paid_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

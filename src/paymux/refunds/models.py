@@ -37,6 +37,7 @@ class Refund(Base):
         sa.UniqueConstraint("app_id", "livemode", "out_refund_no"),
         sa.Index("ix_refunds_app_id", "app_id", "livemode", "id"),
         sa.Index("ix_refunds_query_due", "query_due_at"),
+        sa.Index("ix_refunds_account_status", "channel_account_id", "status", "succeeded_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

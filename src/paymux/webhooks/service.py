@@ -57,6 +57,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "payout.processing",
     "payout.succeeded",
     "payout.failed",
+    "recon.run.completed",
+    "recon.break.opened",
 )
 """Every event type paymux emits; endpoints subscribe to some of them or to ``*``."""
 

@@ -1,0 +1,460 @@
+"""Every query of reconciliation: staging bill lines (COPY on PostgreSQL, executemany on SQLite),
+matching them to our payments and refunds in SQL, the local side of a bill day, the books
+bridge, and the runs, breaks and their history.
+
+Matching is exact, by key: a payment line names our attempt id, a refund line our refund id
+(each channel's reader maps its own fields to them); the channel's number is a check. Amounts,
+currency and fee must be equal to the unit. Each line gets a code in SQL (``ok`` or a break
+class); matched lines are only counted and summed, so only the differences reach Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.funds.service import PAYMENT_KEY_PREFIX, REFUND_KEY_PREFIX
+from paymux.kit.db import UTCDateTime
+from paymux.recon.models import (
+    ApprovalState,
+    BreakState,
+    ReconApproval,
+    ReconBreak,
+    ReconBreakEvent,
+    ReconConfig,
+    ReconFile,
+    ReconLine,
+    ReconRun,
+    RunStatus,
+)
+
+LINE_COLUMNS = ("run_id", "position", "kind", "reference", "channel_ref", "amount", "fee",
+                "currency", "occurred_at")  # fmt: skip
+LineRecord = tuple[str, int, str, str | None, str | None, int, int, str, dt.datetime | None]
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A bill line that did not match exactly, with what our side says."""
+
+    position: int
+    kind: str
+    code: str
+    reference: str | None
+    channel_ref: str | None
+    amount: int
+    fee: int
+    currency: str
+    record_id: str | None
+    """The attempt (payment lines) or refund (refund lines) the line names, if we have it."""
+    record_status: str | None
+    record_amount: int | None
+    record_currency: str | None
+    record_fee: int | None
+    record_channel_ref: str | None
+    payment_id: str | None
+    merchant_id: str | None
+    app_id: str | None
+    paid_at: dt.datetime | None
+    books: int
+    """The record's movement of the clearing account (its posted ledger transaction)."""
+    record_account: str | None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Matched lines of one currency (and code), summed."""
+
+    code: str
+    kind: str
+    currency: str
+    count: int
+    amount: int
+    fee: int
+    books: int
+
+
+@dataclass(frozen=True)
+class LocalItem:
+    """A record of ours the bill day's lines do not name."""
+
+    kind: str
+    record_id: str
+    payment_id: str
+    merchant_id: str
+    app_id: str
+    status: str
+    amount: int
+    fee: int
+    currency: str
+    at: dt.datetime | None
+    books: int
+
+
+def _books(prefix: str, id_column: str) -> str:
+    """The posted movement of the clearing accounts by the record's ledger transaction."""
+    return (
+        "(SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)"
+        " FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id"
+        f" WHERE t.key = '{prefix}' || {id_column} AND t.status = 'posted'"
+        " AND e.account_id IN (SELECT id FROM ledger_accounts WHERE owner_type ="
+        " 'channel_account' AND owner_id = :account AND purpose = 'clearing'))"
+    )
+
+
+# Every line of a run with its code. ``dup`` numbers the lines naming the same record: all but
+# the first are duplicates. The CTE is materialised so the tally and the differences are read
+# from one pass over the join.
+_CODED = f"""
+WITH coded AS MATERIALIZED (
+  SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
+    ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
+                       ORDER BY l.position) AS dup,
+    a.id AS record_id, a.status AS record_status, a.amount AS record_amount,
+    a.currency AS record_currency, f.channel_fee AS record_fee,
+    a.channel_trade_no AS record_channel_ref, a.channel_account_id AS record_account,
+    a.payment_id, p.merchant_id, p.app_id, p.paid_at,
+    CASE WHEN a.id IS NULL THEN 0 ELSE {_books(PAYMENT_KEY_PREFIX, "a.payment_id")} END AS books
+  FROM recon_lines l
+  LEFT JOIN payment_attempts a ON a.id = l.reference
+  LEFT JOIN payments p ON p.id = a.payment_id
+  LEFT JOIN payment_funds f ON f.payment_id = a.payment_id
+  WHERE l.run_id = :run AND l.kind = 'payment'
+  UNION ALL
+  SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
+    ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
+                       ORDER BY l.position) AS dup,
+    r.id, r.status, -r.amount, r.currency, 0, r.channel_refund_no, r.channel_account_id,
+    r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
+    CASE WHEN r.id IS NULL THEN 0 ELSE {_books(REFUND_KEY_PREFIX, "r.id")} END
+  FROM recon_lines l
+  LEFT JOIN refunds r ON r.id = l.reference
+  LEFT JOIN payments p ON p.id = r.payment_id
+  WHERE l.run_id = :run AND l.kind = 'refund'
+), classed AS (
+  SELECT coded.*, CASE
+    WHEN dup > 1 THEN 'duplicate'
+    WHEN record_id IS NULL THEN
+      CASE WHEN kind = 'refund' THEN 'refund_channel_only' ELSE 'channel_only' END
+    WHEN record_account <> :account THEN 'unclassified'
+    WHEN kind = 'refund' AND record_status = 'pending' THEN 'pending'
+    WHEN record_status <> 'succeeded' THEN 'status_channel_success'
+    WHEN currency <> record_currency THEN 'currency_mismatch'
+    WHEN ABS(amount) > ABS(record_amount) THEN 'amount_over'
+    WHEN ABS(amount) < ABS(record_amount) THEN 'amount_under'
+    WHEN record_channel_ref IS NOT NULL AND channel_ref IS NOT NULL
+         AND channel_ref <> record_channel_ref THEN 'unclassified'
+    WHEN fee <> COALESCE(record_fee, 0) THEN 'fee_mismatch'
+    WHEN paid_at < :start OR paid_at >= :end THEN 'outside'
+    ELSE 'ok' END AS code
+  FROM coded
+)
+SELECT 'tally' AS part, code, kind, currency, COUNT(*) AS n, SUM(amount) AS amount,
+  SUM(fee) AS fee, SUM(books) AS books, NULL AS record_account, NULL AS position,
+  NULL AS reference, NULL AS channel_ref, NULL AS record_id,
+  NULL AS record_status, NULL AS record_amount, NULL AS record_currency, NULL AS record_fee,
+  NULL AS record_channel_ref, NULL AS payment_id, NULL AS merchant_id, NULL AS app_id,
+  NULL AS paid_at
+FROM classed WHERE code = 'ok' GROUP BY code, kind, currency
+UNION ALL
+SELECT 'line', code, kind, currency, 1, amount, fee,
+  CASE WHEN code = 'duplicate' THEN 0 ELSE books END, record_account, position, reference,
+  channel_ref, record_id, record_status, record_amount, record_currency, record_fee,
+  record_channel_ref, payment_id, merchant_id, app_id, paid_at
+FROM classed WHERE code <> 'ok'
+"""
+
+_LOCAL_PAYMENTS = f"""
+SELECT p.current_attempt_id, p.id, p.merchant_id, p.app_id, p.status, p.amount,
+  COALESCE(f.channel_fee, 0), p.currency, p.paid_at,
+  {_books(PAYMENT_KEY_PREFIX, "p.id")}
+FROM payments p LEFT JOIN payment_funds f ON f.payment_id = p.id
+WHERE p.channel_account_id = :account AND p.paid_at >= :since AND p.paid_at < :end
+  AND p.status = 'succeeded'
+  AND NOT EXISTS (SELECT 1 FROM recon_lines l WHERE l.run_id IN :runs
+                  AND l.reference = p.current_attempt_id AND l.kind = 'payment')
+"""
+
+_LOCAL_REFUNDS = f"""
+SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, 0, r.currency,
+  COALESCE(r.succeeded_at, r.created_at),
+  {_books(REFUND_KEY_PREFIX, "r.id")}
+FROM refunds r JOIN payments p ON p.id = r.payment_id
+WHERE r.channel_account_id = :account
+  AND ((r.status = 'succeeded' AND r.succeeded_at >= :since AND r.succeeded_at < :end)
+       OR (r.status = 'pending' AND r.created_at < :end))
+  AND NOT EXISTS (SELECT 1 FROM recon_lines l WHERE l.run_id IN :runs
+                  AND l.reference = r.id AND l.kind = 'refund')
+"""
+
+
+def _window(stmt: str, *names: str) -> sa.TextClause:
+    text = sa.text(stmt).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in names))
+    if ":runs" in stmt:
+        text = text.bindparams(sa.bindparam("runs", expanding=True))
+    return text
+
+
+_CODED_SQL = _window(_CODED, "start", "end")
+_LOCAL_PAYMENTS_SQL = _window(_LOCAL_PAYMENTS, "since", "end")
+_LOCAL_REFUNDS_SQL = _window(_LOCAL_REFUNDS, "since", "end")
+
+
+class ReconRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, obj: Any) -> None:
+        self.session.add(obj)
+
+    # ------------------------------------------------------------ staging
+    async def stage(self, records: Iterable[Sequence[LineRecord]]) -> int:
+        """Write batches of bill lines into ``recon_lines``: PostgreSQL COPY, else
+        executemany. Returns how many."""
+        conn = await self.session.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        count = 0
+        if conn.dialect.name == "postgresql":
+
+            async def rows() -> AsyncIterator[LineRecord]:
+                nonlocal count
+                for batch in records:
+                    count += len(batch)
+                    for row in batch:
+                        yield row
+
+            await raw.copy_records_to_table("recon_lines", records=rows(), columns=LINE_COLUMNS)
+            return count
+        sql = (f"INSERT INTO recon_lines ({', '.join(LINE_COLUMNS)}) VALUES "
+               f"({', '.join('?' * len(LINE_COLUMNS))})")  # fmt: skip
+        for batch in records:
+            await raw.executemany(sql, [_sqlite_row(row) for row in batch])
+            count += len(batch)
+        return count
+
+    async def drop_lines(self, run_id: str) -> None:
+        await self.session.execute(sa.delete(ReconLine).where(ReconLine.run_id == run_id))
+
+    # ------------------------------------------------------------ matching
+    async def code_lines(
+        self, run_id: str, account_id: str, start: dt.datetime, end: dt.datetime
+    ) -> tuple[list[Tally], list[Coded]]:
+        """The run's matched lines summed per (kind, currency), and every other line with its
+        code and our record."""
+        rows = await self.session.execute(
+            _CODED_SQL, {"run": run_id, "account": account_id, "start": start, "end": end}
+        )
+        tallies, coded = [], []
+        for r in rows:
+            if r.part == "tally":
+                tallies.append(Tally(r.code, r.kind, r.currency, int(r.n), int(r.amount),
+                                     int(r.fee), int(r.books)))  # fmt: skip
+            else:
+                coded.append(Coded(
+                    position=int(r.position), kind=r.kind, code=r.code, reference=r.reference,
+                    channel_ref=r.channel_ref, amount=int(r.amount), fee=int(r.fee),
+                    currency=r.currency, record_id=r.record_id, record_status=r.record_status,
+                    record_amount=_int(r.record_amount), record_currency=r.record_currency,
+                    record_fee=_int(r.record_fee), record_channel_ref=r.record_channel_ref,
+                    payment_id=r.payment_id, merchant_id=r.merchant_id, app_id=r.app_id,
+                    paid_at=_time(r.paid_at), books=int(r.books),
+                    record_account=r.record_account,
+                ))  # fmt: skip
+        return tallies, coded
+
+    async def listed_in(
+        self, run_ids: Sequence[str], kind: str, references: Sequence[str]
+    ) -> set[str]:
+        """Which of ``references`` lines of ``run_ids`` name."""
+        if not run_ids or not references:
+            return set()
+        stmt = sa.select(ReconLine.reference).where(
+            ReconLine.run_id.in_(run_ids), ReconLine.kind == kind,
+            ReconLine.reference.in_(references),
+        )  # fmt: skip
+        return {r for r in (await self.session.scalars(stmt)) if r is not None}
+
+    async def local_items(
+        self, account_id: str, run_ids: Sequence[str], since: dt.datetime, end: dt.datetime
+    ) -> list[LocalItem]:
+        """Our paid payments (paid in [since, end)) and our succeeded refunds (done in the
+        window) or pending ones (asked before ``end``) on the account that no line of
+        ``run_ids`` names."""
+        params = {"account": account_id, "runs": list(run_ids), "since": since, "end": end}
+        out = []
+        for kind, sql in (("payment", _LOCAL_PAYMENTS_SQL), ("refund", _LOCAL_REFUNDS_SQL)):
+            for r in await self.session.execute(sql, params):
+                out.append(LocalItem(kind, r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]),
+                                     r[7], _time(r[8]), int(r[9])))  # fmt: skip
+        return out
+
+    # ------------------------------------------------------------ runs and files
+    async def config(self, account_id: str) -> ReconConfig | None:
+        return await self.session.get(ReconConfig, account_id)
+
+    async def next_run_no(self, account_id: str, day: dt.date) -> int:
+        stmt = sa.select(sa.func.coalesce(sa.func.max(ReconRun.run_no), 0)).where(
+            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day
+        )
+        return int((await self.session.execute(stmt)).scalar_one()) + 1
+
+    async def get_run(self, run_id: str) -> ReconRun | None:
+        return await self.session.get(ReconRun, run_id)
+
+    async def get_file(self, file_id: str) -> ReconFile | None:
+        return await self.session.get(ReconFile, file_id)
+
+    async def latest_runs(
+        self, account_id: str, first: dt.date, last: dt.date, *, exclude: dt.date | None = None
+    ) -> dict[dt.date, str]:
+        """The latest finished run of each bill day in [first, last] (its lines stand for the
+        day's bill)."""
+        stmt = (
+            sa.select(ReconRun.bill_date, ReconRun.id)
+            .where(ReconRun.channel_account_id == account_id, ReconRun.bill_date >= first,
+                   ReconRun.bill_date <= last, ReconRun.status == RunStatus.done)
+            .order_by(ReconRun.bill_date, ReconRun.run_no)
+        )  # fmt: skip
+        out: dict[dt.date, str] = {}
+        for day, run_id in await self.session.execute(stmt):
+            if day != exclude:
+                out[day] = run_id
+        return out
+
+    async def runs(
+        self, *, app_id: str | None, livemode: bool | None, account_id: str | None,
+        day: dt.date | None, limit: int, starting_after: str | None,
+    ) -> tuple[list[ReconRun], bool]:  # fmt: skip
+        stmt = sa.select(ReconRun)
+        if app_id is not None:
+            stmt = stmt.where(ReconRun.app_id == app_id)
+        if livemode is not None:
+            stmt = stmt.where(ReconRun.livemode == livemode)
+        if account_id is not None:
+            stmt = stmt.where(ReconRun.channel_account_id == account_id)
+        if day is not None:
+            stmt = stmt.where(ReconRun.bill_date == day)
+        if starting_after is not None:
+            stmt = stmt.where(ReconRun.id < starting_after)
+        found = list(await self.session.scalars(stmt.order_by(ReconRun.id.desc())
+                                                .limit(limit + 1)))  # fmt: skip
+        return found[:limit], len(found) > limit
+
+    async def due_accounts(self) -> list[tuple[str, str, bool, ReconConfig | None]]:
+        """(account id, channel, livemode, config) of every enabled channel account."""
+        from paymux.channel_accounts.models import ChannelAccount
+
+        stmt = (
+            sa.select(ChannelAccount.id, ChannelAccount.channel, ChannelAccount.mode, ReconConfig)
+            .outerjoin(ReconConfig, ReconConfig.channel_account_id == ChannelAccount.id)
+            .where(ChannelAccount.enabled.is_(True))
+            .order_by(ChannelAccount.id)
+        )
+        rows = await self.session.execute(stmt)
+        return [(r[0], r[1], r[2] == "live", r[3]) for r in rows]
+
+    async def has_run(self, account_id: str, day: dt.date, statuses: Sequence[str]) -> bool:
+        stmt = sa.select(sa.exists().where(
+            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
+            ReconRun.status.in_(statuses),
+        ))  # fmt: skip
+        return bool((await self.session.execute(stmt)).scalar_one())
+
+    async def count_runs(self, account_id: str, day: dt.date, status: str) -> int:
+        stmt = sa.select(sa.func.count()).where(
+            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
+            ReconRun.status == status,
+        )  # fmt: skip
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    # ------------------------------------------------------------ breaks
+    async def breaks_by_id(self, ids: Sequence[str]) -> dict[str, ReconBreak]:
+        if not ids:
+            return {}
+        out: dict[str, ReconBreak] = {}
+        for start in range(0, len(ids), 500):
+            stmt = sa.select(ReconBreak).where(ReconBreak.id.in_(ids[start : start + 500]))
+            out.update({b.id: b for b in await self.session.scalars(stmt)})
+        return out
+
+    async def open_breaks(self, account_id: str) -> list[ReconBreak]:
+        stmt = sa.select(ReconBreak).where(
+            ReconBreak.channel_account_id == account_id,
+            ReconBreak.state.in_((BreakState.open, BreakState.accepted)),
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def lock_break(self, break_id: str) -> ReconBreak | None:
+        stmt = sa.select(ReconBreak).where(ReconBreak.id == break_id).with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def breaks(
+        self, *, app_id: str | None, livemode: bool | None, account_id: str | None,
+        merchant_id: str | None, klass: str | None, priority: int | None, state: str | None,
+        opened_before: dt.datetime | None, limit: int, starting_after: str | None,
+    ) -> tuple[list[ReconBreak], bool]:  # fmt: skip
+        stmt = sa.select(ReconBreak)
+        filters = {
+            ReconBreak.app_id: app_id, ReconBreak.livemode: livemode,
+            ReconBreak.channel_account_id: account_id, ReconBreak.merchant_id: merchant_id,
+            ReconBreak.klass: klass, ReconBreak.priority: priority, ReconBreak.state: state,
+        }  # fmt: skip
+        for column, value in filters.items():
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if opened_before is not None:
+            stmt = stmt.where(ReconBreak.opened_at < opened_before)
+        if starting_after is not None:
+            stmt = stmt.where(ReconBreak.id > starting_after)
+        found = list(await self.session.scalars(stmt.order_by(ReconBreak.id).limit(limit + 1)))
+        return found[:limit], len(found) > limit
+
+    async def run_breaks(self, run_id: str) -> list[ReconBreak]:
+        stmt = sa.select(ReconBreak).where(ReconBreak.last_run_id == run_id).order_by(
+            ReconBreak.priority, ReconBreak.klass, ReconBreak.key
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def events(self, break_id: str) -> list[ReconBreakEvent]:
+        stmt = sa.select(ReconBreakEvent).where(ReconBreakEvent.break_id == break_id).order_by(
+            ReconBreakEvent.id
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def approvals(self, break_id: str) -> list[ReconApproval]:
+        stmt = sa.select(ReconApproval).where(ReconApproval.break_id == break_id).order_by(
+            ReconApproval.id
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def lock_approval(self, approval_id: str) -> ReconApproval | None:
+        stmt = sa.select(ReconApproval).where(ReconApproval.id == approval_id).with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def pending_approval(self, break_id: str) -> ReconApproval | None:
+        stmt = sa.select(ReconApproval).where(
+            ReconApproval.break_id == break_id, ReconApproval.state == ApprovalState.pending
+        )
+        return (await self.session.scalars(stmt)).first()
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+
+
+def _sqlite_row(row: LineRecord) -> tuple[Any, ...]:
+    at = row[8]
+    stamp = None if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (*row[:8], stamp)

@@ -1,0 +1,503 @@
+"""A reconciliation run: one channel account's bill of one day against our books.
+
+1. **Acquire** the bill: fetched from the channel (the daily job, or on request) or uploaded by
+   a person; archived by its SHA-256 before anything reads it.
+2. **Stage** its lines, streamed, into ``recon_lines`` (COPY on PostgreSQL).
+3. **Match** them in SQL to our attempts and refunds by exact key; amounts, currency and fee to
+   the unit (:mod:`paymux.recon.repository`). Lines that disagree come back with their code.
+4. **Repair** what the channel itself confirms (:mod:`paymux.recon.repair`), then match again.
+5. **Local side**: our payments and refunds of the day (and of the grace period before it) that
+   no bill names: carried while within ``grace_days``, breaks after.
+6. **Books bridge**: Σ bill (amount − fee) − Σ clearing-account movement of every record in the
+   cut = Σ break deltas + Σ carried; what is left is an unexplained residual.
+7. **Verdict**: ``incomplete`` > ``breaks`` > ``reconciled_with_pending`` > ``reconciled``.
+
+A re-run makes a new run number; breaks keep their ids (:func:`paymux.recon.findings.break_id`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from paymux.channel_accounts import service as channel_service
+from paymux.channels import base
+from paymux.channels.bills import BillCapable, BillReader, FetchedBill, bill_capable_of
+from paymux.kit import clock
+from paymux.kit.errors import InvalidRequest, NotFound
+from paymux.kit.ids import new_id
+from paymux.recon import archive, findings, repair, reports
+from paymux.recon.findings import Finding
+from paymux.recon.models import (
+    BreakClass,
+    BreakState,
+    ReconFile,
+    ReconRun,
+    RunStatus,
+    Verdict,
+)
+from paymux.recon.repository import Coded, LineRecord, LocalItem, ReconRepository, Tally
+from paymux.refunds.models import RefundStatus
+from paymux.runtime import Runtime
+from paymux.webhooks import service as webhooks
+
+log = structlog.get_logger(__name__)
+
+BATCH = 20_000
+CROSS_DAY_WINDOW = 7
+"""Days either side of a bill day whose bills a cross-day row is looked for in."""
+DEFAULT_GRACE_DAYS = 1
+
+
+@dataclass
+class Upload:
+    """A bill file a person gave (already on disk), instead of fetching one."""
+
+    path: Path
+    filename: str
+
+
+@dataclass
+class _Books:
+    """Per currency: the bill's side, our books' side and what explains their difference."""
+
+    channel_count: int = 0
+    channel_amount: int = 0
+    channel_fee: int = 0
+    books: int = 0
+    matched_count: int = 0
+    matched_net: int = 0
+    explained: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    pending_count: int = 0
+    pending_delta: int = 0
+
+    @property
+    def channel_net(self) -> int:
+        return self.channel_amount - self.channel_fee
+
+    @property
+    def residual(self) -> int:
+        explained = sum(delta for _, delta in self.explained.values())
+        return self.channel_net - self.books - explained - self.pending_delta
+
+    def out(self) -> dict[str, Any]:
+        return {
+            "channel": {"count": self.channel_count, "amount": self.channel_amount,
+                        "fee": self.channel_fee, "net": self.channel_net},
+            "books": self.books,
+            "matched": {"count": self.matched_count, "net": self.matched_net},
+            "explained": {k: {"count": c, "delta": d}
+                          for k, (c, d) in sorted(self.explained.items())},
+            "pending": {"count": self.pending_count, "delta": self.pending_delta},
+            "residual": self.residual,
+        }  # fmt: skip
+
+
+def day_window(zone: dt.tzinfo, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    return start, start + dt.timedelta(days=1)
+
+
+async def _adapter(rt: Runtime, account_id: str) -> tuple[Any, BillCapable]:
+    async with rt.db.read() as session:
+        account = await channel_service.account_of(session, account_id)
+    adapter = bill_capable_of(channel_service.adapter_for(rt.vault, account, rt.channel_http))
+    if adapter is None:
+        raise InvalidRequest("recon_not_supported", "This channel has no bill to reconcile.")
+    return account, adapter
+
+
+async def run(
+    rt: Runtime, account_id: str, day: dt.date, *, source: str = "manual", actor: str,
+    upload: Upload | None = None,
+) -> ReconRun:  # fmt: skip
+    """Reconcile one channel account's bill day (a new run number each time)."""
+    async with rt.db.read() as session:
+        from paymux.channel_accounts.repository import ChannelAccountRepository
+
+        if await ChannelAccountRepository(session).get(account_id) is None:
+            raise NotFound("channel account", account_id)
+    account, adapter = await _adapter(rt, account_id)
+    async with rt.db.transaction() as session:
+        repo = ReconRepository(session)
+        config = await repo.config(account_id)
+        r = ReconRun(
+            id=new_id("rcr"), channel_account_id=account_id, app_id=account.app_id,
+            livemode=account.mode == "live", channel=account.channel, bill_date=day,
+            run_no=await repo.next_run_no(account_id, day),
+            source="upload" if upload else source, status=RunStatus.running, reasons=[],
+            problems=[], checks=[], totals={}, started_at=clock.now(), created_by=actor,
+        )  # fmt: skip
+        repo.add(r)
+    grace = config.grace_days if config is not None else DEFAULT_GRACE_DAYS
+    try:
+        return await _run(rt, r, adapter, grace, upload, actor)
+    except Exception as exc:
+        log.exception("recon_run_failed", run=r.id)
+        await _finish(rt, r, RunStatus.failed, Verdict.incomplete,
+                      [f"the run failed: {type(exc).__name__}"])  # fmt: skip
+        raise
+
+
+async def _run(
+    rt: Runtime, r: ReconRun, adapter: BillCapable, grace: int, upload: Upload | None,
+    actor: str,
+) -> ReconRun:  # fmt: skip
+    root = Path(rt.settings.recon_archive_dir)
+    if upload is not None:
+        stored = archive.store_file(root, upload.path)
+        fetched = FetchedBill(upload.filename, {})
+    else:
+        with tempfile.TemporaryFile(prefix="paymux-bill-") as handle:
+            try:
+                fetched = await adapter.fetch_bill(r.bill_date, handle)
+            except base.RetryableError as exc:
+                if exc.code == "statement_not_ready":
+                    waiting = ["the channel has not published the bill yet"]
+                    return await _finish(rt, r, RunStatus.waiting, None, waiting)
+                return await _finish(rt, r, RunStatus.failed, Verdict.incomplete,
+                                     [f"the bill could not be fetched ({exc.code})"])  # fmt: skip
+            except base.ChannelError as exc:
+                return await _finish(rt, r, RunStatus.failed, Verdict.incomplete,
+                                     [f"the bill could not be fetched ({exc.code})"])  # fmt: skip
+            handle.seek(0)
+            stored = archive.store(root, iter(lambda: handle.read(archive.CHUNK), b""))
+    async with rt.db.transaction() as session:
+        file = ReconFile(
+            id=new_id("rcf"), channel_account_id=r.channel_account_id, bill_date=r.bill_date,
+            sha256=stored.sha256, size=stored.size, filename=fetched.filename[:255] or "(none)",
+            source="uploaded" if upload else "fetched", expected=fetched.expected,
+            created_by=actor,
+        )  # fmt: skip
+        session.add(file)
+        r.file_id = file.id
+        await session.merge(r)
+    reader = adapter.bill_reader(stored.path, fetched.expected) if fetched.exists else None
+    line_count = await _stage(rt, r, reader)
+    return await _reconcile(rt, r, adapter, grace, reader, line_count)
+
+
+def _batches(run_id: str, reader: BillReader) -> Iterator[list[LineRecord]]:
+    batch: list[LineRecord] = []
+    for n, line in enumerate(reader.lines(), start=1):
+        ref = line.reference
+        channel_ref = (line.channel_refund_no if line.kind is base.StatementLineKind.refund
+                       else line.channel_trade_no)  # fmt: skip
+        batch.append((run_id, n, line.kind.value, ref[:64] if ref else None,
+                      channel_ref[:64] if channel_ref else None, line.amount, line.fee,
+                      line.currency[:3], line.occurred_at))  # fmt: skip
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
+    """Stream the bill's lines into the staging table: one COPY on PostgreSQL; on SQLite one
+    transaction per batch, so the gateway's writers are never held up for the whole file."""
+    if reader is None:
+        return 0
+    if rt.db.is_sqlite:
+        count = 0
+        for batch in _batches(r.id, reader):
+            async with rt.db.transaction() as session:
+                count += await ReconRepository(session).stage([batch])
+        return count
+    async with rt.db.transaction() as session:
+        return await ReconRepository(session).stage(_batches(r.id, reader))
+
+
+def _local_net(c: Coded, account_id: str) -> int:
+    """What our record says the line's money is (0 when it did not succeed here, or is on
+    another channel account's books)."""
+    if c.record_id is None or c.record_account != account_id or c.code == "duplicate":
+        return 0
+    if c.record_status != "succeeded" or c.record_amount is None:
+        return 0
+    return c.record_amount - (c.record_fee or 0)
+
+
+def _describe(c: Coded) -> str:
+    return {
+        "channel_only": "the bill has a payment we have no record of",
+        "refund_channel_only": "the bill has a refund we have no record of",
+        "status_channel_success": f"the bill says it succeeded; here it is {c.record_status}",
+        "currency_mismatch": f"the bill says {c.currency}, our record {c.record_currency}",
+        "amount_over": f"the bill says {c.amount}, our record {c.record_amount}",
+        "amount_under": f"the bill says {c.amount}, our record {c.record_amount}",
+        "fee_mismatch": f"the bill's fee is {c.fee}, we booked {c.record_fee or 0}",
+        "unclassified": (
+            f"the record is on channel account {c.record_account}"
+            if c.record_channel_ref is None or c.channel_ref == c.record_channel_ref
+            else f"the channel's number is {c.channel_ref}, ours {c.record_channel_ref}"
+        ),
+    }.get(c.code, c.code)
+
+
+def _finding(c: Coded, account_id: str, klass: BreakClass, detail: str = "") -> Finding:
+    kind = c.kind if klass is not BreakClass.duplicate else f"duplicate_{c.kind}"
+    return Finding(
+        kind=kind, key=c.reference or c.channel_ref or f"line:{c.position}", klass=klass,
+        currency=c.currency, channel_amount=c.amount - c.fee,
+        local_amount=_local_net(c, account_id), channel_fee=c.fee, local_fee=c.record_fee or 0,
+        channel_ref=c.channel_ref, payment_id=c.payment_id,
+        refund_id=c.record_id if c.kind == "refund" else None, merchant_id=c.merchant_id,
+        app_id=c.app_id, detail=detail or _describe(c),
+    )  # fmt: skip
+
+
+async def _match(
+    rt: Runtime, r: ReconRun, start: dt.datetime, end: dt.datetime
+) -> tuple[list[Tally], list[Coded]]:
+    async with rt.db.read() as session:
+        return await ReconRepository(session).code_lines(r.id, r.channel_account_id, start, end)
+
+
+async def _reconcile(
+    rt: Runtime, r: ReconRun, adapter: BillCapable, grace: int, reader: BillReader | None,
+    line_count: int,
+) -> ReconRun:  # fmt: skip
+    start, end = day_window(adapter.statement_timezone, r.bill_date)
+    reasons: list[str] = [] if reader is None else reader.failures()
+    tallies, coded = await _match(rt, r, start, end)
+    notes: dict[int, str] = {}
+    suggestions: dict[int, dict[str, Any]] = {}
+    unreachable = 0
+    repaired = False
+    for c in coded:  # 4. repair: only what the channel itself confirms
+        if c.code == "status_channel_success" and c.kind == "payment" and c.record_id:
+            outcome, notes[c.position] = await repair.confirm_payment(rt, c.record_id)
+            unreachable += outcome is repair.Confirmed.unreachable
+            repaired |= outcome in (repair.Confirmed.repaired, repair.Confirmed.already)
+            if outcome is repair.Confirmed.closed_here:
+                suggestions[c.position] = {"action": "refund", "payment": c.payment_id,
+                                           "amount": c.amount}  # fmt: skip
+        elif c.code == "pending" and c.record_id:
+            status, notes[c.position] = await repair.settle_refund(rt, c.record_id)
+            repaired |= status is not None
+            unreachable += status is None
+    if repaired:
+        tallies, coded = await _match(rt, r, start, end)
+    books: dict[str, _Books] = defaultdict(_Books)
+    out: list[Finding] = []
+    for t in tallies:
+        b = books[t.currency]
+        b.channel_count += t.count
+        b.channel_amount += t.amount
+        b.channel_fee += t.fee
+        b.books += t.books
+        b.matched_count += t.count
+        b.matched_net += t.amount - t.fee
+    outside = [c for c in coded if c.code == "outside"]
+    seen_elsewhere = await _cross_day(rt, r, outside)
+    for c in coded:
+        b = books[c.currency]
+        if c.kind not in ("payment", "refund"):
+            continue
+        b.channel_count += 1
+        b.channel_amount += c.amount
+        b.channel_fee += c.fee
+        b.books += c.books
+        if c.code == "outside" and (c.kind, c.reference) not in seen_elsewhere:
+            b.matched_count += 1
+            b.matched_net += c.amount - c.fee
+            continue
+        if c.code == "outside":
+            other_day = seen_elsewhere[(c.kind, c.reference)]
+            f = _finding(c, r.channel_account_id, BreakClass.duplicate,
+                         f"also in the bill of {other_day}")  # fmt: skip
+        elif c.code == "pending":
+            f = _finding(c, r.channel_account_id, BreakClass.status_channel_success,
+                         "the bill has the refund; it is still pending here")  # fmt: skip
+        else:
+            f = _finding(c, r.channel_account_id, BreakClass(c.code))
+        if c.code == "status_channel_success" and notes.get(c.position, "").startswith(
+            "the channel could not be asked"
+        ):
+            continue  # nothing is known: the run is incomplete, not a false break
+        f.note = notes.get(c.position, "")
+        f.suggestion = suggestions.get(c.position)
+        out.append(f)
+    out = _merge_duplicates(out)
+    local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
+    unreachable += unreached
+    for f in out + local:
+        b = books[f.currency]
+        if f.klass is None:
+            b.pending_count += 1
+            b.pending_delta += f.delta
+        else:
+            b.explained[f.klass.value][0] += 1
+            b.explained[f.klass.value][1] += f.delta
+    for f in local:
+        books[f.currency].books += f.books
+    others = line_count - sum(t.count for t in tallies) - len(coded)
+    if unreachable:
+        reasons.append(f"the channel could not be asked about {unreachable} record(s)")
+    for currency, b in sorted(books.items()):
+        if b.residual:
+            reasons.append(f"{currency}: the books bridge leaves {b.residual} unexplained")
+    async with rt.db.transaction() as session:
+        r = await session.merge(r)
+        overdue = [f for f in local if f.klass is not None]
+        kept, opened = await findings.record(session, r, out + overdue)
+        open_now = [k for k in kept if k.state == BreakState.open]
+        pending = sum(1 for f in local + out if f.klass is None)
+        if reasons:
+            verdict = Verdict.incomplete
+        elif open_now:
+            verdict = Verdict.breaks
+        elif pending:
+            verdict = Verdict.reconciled_with_pending
+        else:
+            verdict = Verdict.reconciled
+        r.status, r.verdict, r.reasons = RunStatus.done, verdict, reasons
+        r.line_count, r.break_count, r.pending_count = line_count, len(kept), pending
+        r.totals = {"currencies": {c: b.out() for c, b in sorted(books.items())},
+                    "other_lines": others}
+        if reader is not None:
+            r.problems = [{"position": p.position, "text": p.text, "reason": p.reason}
+                          for p in reader.problems]  # fmt: skip
+            r.checks = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in reader.checks]
+        r.finished_at = clock.now()
+        r.report_sha256 = reports.digest(reports.run_document(r, kept))
+        await _emit(session, r, opened)
+    log.info("recon_run_done", run=r.id, verdict=verdict, breaks=len(kept), lines=line_count)
+    return r
+
+
+def _merge_duplicates(found: list[Finding]) -> list[Finding]:
+    """One duplicate break per record however many extra lines name it."""
+    out: list[Finding] = []
+    dups: dict[tuple[str, str], Finding] = {}
+    for f in found:
+        if f.klass is not BreakClass.duplicate:
+            out.append(f)
+            continue
+        first = dups.get((f.kind, f.key))
+        if first is None:
+            dups[(f.kind, f.key)] = f
+            out.append(f)
+        else:
+            first.channel_amount += f.channel_amount
+            first.channel_fee += f.channel_fee
+    return out
+
+
+async def _cross_day(rt: Runtime, r: ReconRun, outside: list[Coded]) -> dict[tuple[str, Any], str]:
+    """Lines our records date on another day: listed in that day's (or a nearby day's) bill
+    already? (kind, reference) → the other bill day."""
+    if not outside:
+        return {}
+    span = dt.timedelta(days=CROSS_DAY_WINDOW)
+    async with rt.db.read() as session:
+        repo = ReconRepository(session)
+        runs = await repo.latest_runs(r.channel_account_id, r.bill_date - span,
+                                      r.bill_date + span, exclude=r.bill_date)  # fmt: skip
+        out: dict[tuple[str, Any], str] = {}
+        for day, run_id in sorted(runs.items()):
+            for kind in ("payment", "refund"):
+                refs = [c.reference for c in outside if c.kind == kind and c.reference]
+                for ref in await repo.listed_in([run_id], kind, refs):
+                    out.setdefault((kind, ref), day.isoformat())
+    return out
+
+
+async def _local_side(
+    rt: Runtime, r: ReconRun, zone: dt.tzinfo, grace: int, start: dt.datetime,
+    end: dt.datetime,
+) -> tuple[list[Finding], int]:  # fmt: skip
+    """Our records of the day (and of the grace period before it) that no bill names. A
+    pending refund is first asked about. Returns the findings (``klass`` None = carried) and
+    how many records the channel could not be asked about."""
+    since = start - dt.timedelta(days=grace)
+    span = dt.timedelta(days=grace + 1)
+    async with rt.db.read() as session:
+        repo = ReconRepository(session)
+        runs = await repo.latest_runs(r.channel_account_id, r.bill_date - span,
+                                      r.bill_date + span, exclude=r.bill_date)  # fmt: skip
+        items = await repo.local_items(r.channel_account_id, [r.id, *runs.values()], since, end)
+    out: list[Finding] = []
+    unreachable = 0
+    for item in sorted(items, key=lambda i: (i.kind, i.record_id)):
+        note = ""
+        status = item.status
+        if item.kind == "refund" and status == RefundStatus.pending:
+            settled, note = await repair.settle_refund(rt, item.record_id)
+            if settled is None:
+                unreachable += 1
+                continue
+            if settled is not RefundStatus.succeeded:
+                continue  # failed: no money moved, nothing to reconcile
+            status = settled.value
+            item = await _refreshed(rt, item)
+        out.append(_local_finding(item, zone, r.bill_date, grace, note))
+    return out, unreachable
+
+
+async def _refreshed(rt: Runtime, item: LocalItem) -> LocalItem:
+    """A refund just settled by a query: its time and books now."""
+    async with rt.db.read() as session:
+        from paymux.refunds.models import Refund
+
+        refund = await session.get(Refund, item.record_id)
+        assert refund is not None
+    return LocalItem(item.kind, item.record_id, item.payment_id, item.merchant_id, item.app_id,
+                     "succeeded", item.amount, item.fee, item.currency,
+                     refund.succeeded_at, -refund.amount)  # fmt: skip
+
+
+def _local_finding(
+    item: LocalItem, zone: dt.tzinfo, day: dt.date, grace: int, note: str
+) -> Finding:
+    at = item.at.astimezone(zone).date() if item.at else day
+    overdue = (day - at).days >= grace
+    klass = None
+    if overdue:
+        klass = BreakClass.local_only if item.kind == "payment" else BreakClass.refund_local_only
+    net = item.amount - item.fee
+    return Finding(
+        kind=item.kind, key=item.record_id, klass=klass, currency=item.currency,
+        channel_amount=0, local_amount=net, local_fee=item.fee, books=item.books,
+        payment_id=item.payment_id,
+        refund_id=item.record_id if item.kind == "refund" else None,
+        merchant_id=item.merchant_id, app_id=item.app_id,
+        detail=(f"our {item.kind} of {at} is not in the channel's bill" if overdue else
+                f"our {item.kind} of {at} is not in the bill yet (grace {grace} day(s))"),
+        note=note,
+    )  # fmt: skip
+
+
+async def _emit(session: Any, r: ReconRun, opened: list[Any]) -> None:
+    """``recon.run.completed`` for the run; ``recon.break.opened`` for each P1 break it opened
+    (at once: money without a valid record)."""
+    from paymux.recon.schemas import BreakOut, RunOut
+
+    await webhooks.emit(session, app_id=r.app_id, livemode=r.livemode,
+                        type="recon.run.completed",
+                        data=RunOut.of(r).model_dump(mode="json"))  # fmt: skip
+    for b in opened:
+        if b.priority == 1:
+            await webhooks.emit(session, app_id=b.app_id, livemode=b.livemode,
+                                type="recon.break.opened",
+                                data=BreakOut.of(b).model_dump(mode="json"))  # fmt: skip
+
+
+async def _finish(
+    rt: Runtime, r: ReconRun, status: RunStatus, verdict: Verdict | None, reasons: list[str]
+) -> ReconRun:
+    async with rt.db.transaction() as session:
+        r = await session.merge(r)
+        r.status, r.verdict, r.reasons = status, verdict, reasons
+        r.finished_at = clock.now()
+        if verdict is not None:
+            await _emit(session, r, [])
+    return r
