@@ -21,13 +21,20 @@ import asyncio
 import datetime as dt
 import gzip
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3 import core as wx_core
 
-from paymux.channels.base import CreateRefund, RetryableError, StatementLineKind, UnknownOutcome
+from paymux.channels.base import (
+    CreateRefund,
+    RetryableError,
+    StatementLine,
+    StatementLineKind,
+    UnknownOutcome,
+)
 from paymux.channels.wechatpay import bill
 from paymux.kit import clock
 from tests.channels.test_wechatpay import BASE, NOTIFY_URL, Env, env, pay, payment, until
@@ -77,8 +84,21 @@ async def refunded(env: Env, out_trade_no: str, amount: int, total: int) -> tupl
     return out_refund_no, state.channel_refund_no
 
 
+def read_bill(
+    data: bytes, tmp_path: Path, expected: dict[str, str] | None = None
+) -> tuple[list[StatementLine], bill.TradeBillReader]:
+    path = tmp_path / "bill.csv"
+    path.write_bytes(data)
+    reader = bill.TradeBillReader(path, expected)
+    return list(reader.lines()), reader
+
+
+async def download(adapter: Any, url: str) -> bytes:
+    return b"".join([chunk async for chunk in adapter._download(url)])
+
+
 # ------------------------------------------------------------------ codec
-def test_codec_round_trip_and_summary() -> None:
+def test_codec_round_trip_and_summary(tmp_path: Path) -> None:
     row = {name: "" for name in bill.COLUMNS}
     row.update({"交易时间": "2025-03-10 12:00:00", "商户号": "1900000109", "微信订单号": "42000001",
                 "商户订单号": "att1", "交易状态": "SUCCESS", "货币种类": "CNY",
@@ -94,9 +114,10 @@ def test_codec_round_trip_and_summary() -> None:
         "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n"
         "`2,`6.00,`1.50,`0.00,`0.03000,`6.00,`1.50\r\n"
     )
-    parsed = bill.parse(data)
-    assert parsed.rows == (row, refund)
-    lines = bill.statement_lines(parsed.rows)
+    lines, reader = read_bill(data, tmp_path, {"sha1": bill.sha1_hex(data).upper()})
+    assert reader.intact and [c.name for c in reader.checks][:3] == [
+        "sha1", "summary_count", "summary_amount"]  # fmt: skip
+    assert [x.raw for x in lines] == [row, refund]
     assert [(x.kind, x.amount, x.fee, x.reference) for x in lines] == [
         (StatementLineKind.payment, 600, 4, "att1"),
         (StatementLineKind.refund, -150, -1, "re1"),
@@ -104,18 +125,23 @@ def test_codec_round_trip_and_summary() -> None:
     assert lines[0].occurred_at == dt.datetime(2025, 3, 10, 4, tzinfo=dt.UTC)
     assert lines[1].channel_refund_no == "50001" and lines[1].out_trade_no == "att1"
     assert bill.fee_of(1999, 60) == 12 and bill.fee_of(1000, 60) == 6 and bill.fee_of(75, 60) == 0
+    assert [bill.to_fen(t) for t in ("0.04000", "-1.5", "12", "", "0.10")] == [4, -150, 1200, 0, 10]
 
 
-def test_codec_refuses_what_is_not_a_bill() -> None:
+def test_codec_reports_what_is_not_a_bill(tmp_path: Path) -> None:
     good = bill.render([])
-    for broken in (b"", b"a,b,c\r\n", good.replace("总交易单数".encode(), b"x"),
-                   good.replace(b"`0,", b"`3,", 1), b"\xff\xfe"):  # fmt: skip
+    for broken in (b"", b"a,b,c\r\n", b"\xff\xfe", gzip.compress(good)):
+        lines, reader = read_bill(broken, tmp_path)
+        assert lines == [] and reader.problem_count == 1 and reader.problems[0].position == 0
+        assert not reader.intact
+    lines, reader = read_bill(good.replace("总交易单数".encode(), b"x"), tmp_path)
+    assert [(c.name, c.ok) for c in reader.checks] == [("summary", False)]
+    assert reader.problems[0].reason == "row has 7 fields, not 27"
+    _, reader = read_bill(good.replace(b"`0,", b"`3,", 1), tmp_path)
+    assert reader.failures() == ["summary_count: 总交易单数: summary 3, detail 0"]
+    for text in ("0.001", "1,00", "abc", "1.2.3"):
         with pytest.raises(bill.BillError):
-            bill.parse(broken)
-    with pytest.raises(bill.BillError):
-        bill.to_fen("0.001")
-    with pytest.raises(bill.BillError):
-        bill.unpack(b"not gzip", "GZIP")
+            bill.to_fen(text)
 
 
 # ------------------------------------------------------------------ adapter ↔ sandbox
@@ -173,7 +199,8 @@ async def test_download_is_checked_against_its_hash(env: Env, shifted: clock.Off
     env.http.event_hooks["request"].append(tamper)
     with pytest.raises(UnknownOutcome) as mismatch:
         await env.adapter.statement(noon_days_ago(1).date())
-    assert mismatch.value.code == "bill_hash_mismatch"
+    assert mismatch.value.code == "bill_not_intact"
+    assert str(mismatch.value.message).startswith("sha1: file SHA1 ")
     assert downloads is None  # made on first use
 
 
@@ -189,14 +216,14 @@ async def test_sandbox_download_rules(env: Env, shifted: clock.OffsetClock) -> N
     _, answer = await env.adapter._call("GET", f"{bill.BILL_PATH}?bill_date={day}&bill_type=ALL")
     url = answer["download_url"]
     # Plain (no tar_type): the file itself.
-    assert bill.sha1_hex(await env.adapter._download(url)) == answer["hash_value"]
+    assert bill.sha1_hex(await download(env.adapter, url)) == answer["hash_value"]
     # Another merchant cannot fetch it; an expired link is refused.
     with pytest.raises(Exception) as foreign:
-        await stranger._download(url)
+        await download(stranger, url)
     assert getattr(foreign.value, "code", "") == "not_authorized"
     shifted.advance(31)
     with pytest.raises(Exception) as expired:
-        await env.adapter._download(url)
+        await download(env.adapter, url)
     assert getattr(expired.value, "code", "") == "invalid_request"
     # The other merchant's own day has no bill; malformed requests are refused.
     assert await stranger.statement(day) == []
@@ -209,7 +236,7 @@ async def test_sandbox_download_rules(env: Env, shifted: clock.OffsetClock) -> N
 
 # ------------------------------------------------------------------ the official SDK
 async def test_official_sdk_downloads_the_sandbox_bill(
-    env: Env, shifted: clock.OffsetClock, monkeypatch: pytest.MonkeyPatch
+    env: Env, shifted: clock.OffsetClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     go_to(shifted, noon_days_ago(1))
     first, _ = await paid_order(env, 1999)
@@ -238,7 +265,9 @@ async def test_official_sdk_downloads_the_sandbox_bill(
     assert status == 200
     data = gzip.decompress(content)
     assert bill.sha1_hex(data) == answer["hash_value"]
-    rows = bill.parse(data).rows
+    lines, reader = read_bill(data, tmp_path, {"sha1": answer["hash_value"]})
+    assert reader.intact
+    rows = [line.raw for line in lines]
     assert [r["交易状态"] for r in rows] == ["SUCCESS", "REFUND"]
     assert rows[1]["退款金额"] == "19.99" and rows[1]["手续费"] == "-0.12000"
 

@@ -1,25 +1,43 @@
-"""WeChat Pay trade bill (交易账单, ``GET /v3/bill/tradebill``): the file's codec, no I/O.
+"""WeChat Pay trade bill (交易账单, ``GET /v3/bill/tradebill``): the file's codec, no I/O but the
+file it reads.
 
-The ALL bill is text: one header line of the 27 column names, one line per payment or refund
-with every field prefixed by a backtick (so spreadsheet programs keep ids and amounts as text),
-then the summary header and one backticked summary line. Amounts are yuan with two decimals;
-手续费 has five (``0.04000``) and 费率 is a percentage (``0.60%``). A refund is a row of its own
-(交易状态 ``REFUND``, 应结订单金额 ``0.00``, the amount in 退款金额) and gives back its share of the
-fee as a negative 手续费. Sources: WxJava ``WxPayBillResult`` and its test fixtures, the v3 API
-page "申请交易账单" as quoted in SDK models (``hash_value`` is the SHA1 of the *uncompressed* file).
+Format facts relied on (sources: WxJava ``WxPayBillResult`` and its test fixtures, the v3 API
+page "申请交易账单" as quoted in the SDK models of wechatpay-java / WxJava and minibear2021
+``wechatpayv3``; see PROTOCOLS.md "Bills for reconciliation"):
+
+- The ALL bill is UTF-8 text, one record per line (CRLF): one header line of the 27 column names
+  (:data:`COLUMNS`, no backticks), one line per payment or refund with every field prefixed by
+  a backtick (so spreadsheet programs keep ids and amounts as text), then the summary header
+  (:data:`SUMMARY_COLUMNS`) and one backticked summary line. Fields hold no commas (WeChat strips
+  them from 商品名称 / 商户数据包).
+- Amounts are yuan with two decimals; 手续费 is rounded to the fen and printed with five
+  decimals (``0.04000``); 费率 is a percentage (``0.60%``); 交易时间 is China time
+  ``YYYY-MM-DD HH:MM:SS``.
+- A payment is a row with 交易状态 ``SUCCESS`` whose amount is 应结订单金额 (= 订单金额 − 免充值券).
+  A refund is a row of its own (交易状态 ``REFUND``, 应结订单金额 ``0.00``, the amount in 退款金额,
+  keyed by 商户退款单号 / 微信退款单号) and gives back its share of the fee as a negative 手续费.
+  Empty refund numbers are written ``0``.
+- The summary: 总交易单数 (the number of detail rows), 应结订单总金额, 退款总金额, 充值券退款总金额,
+  手续费总金额, 订单总金额, 申请退款总金额 — each the sum of its detail column.
+- ``hash_value`` (``hash_type`` SHA1) given with the download is the SHA1 of the *uncompressed*
+  file ("原始账单（gzip需要解压缩）的摘要值"): the reader hashes the bytes as it streams them.
+- Partner (服务商) mode: 商户号 is the service provider, 特约商户号 the sub-merchant (``0`` in
+  direct mode). [unverified: the ``0`` placeholder of 特约商户号 in direct mode.]
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-
-from cryptography.hazmat.primitives import hashes
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import IO
 
 from paymux.channels.base import StatementLine, StatementLineKind
+from paymux.channels.bills import BillReader
+from paymux.kit import money
 
 CHINA = dt.timezone(dt.timedelta(hours=8), "CST")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -41,9 +59,26 @@ SUMMARY_COLUMNS: tuple[str, ...] = tuple(
 STATE_PAID = "SUCCESS"
 STATE_REFUND = "REFUND"
 
+HEADER_LINE = ",".join(COLUMNS)
+SUMMARY_LINE = ",".join(SUMMARY_COLUMNS)
+#: Detail columns summed by the summary, in :data:`SUMMARY_COLUMNS` order (after 总交易单数),
+#: with the check each one is: (detail column, summary column, check name).
+TOTALS: tuple[tuple[str, str, str], ...] = (
+    ("应结订单金额", "应结订单总金额", "summary_amount"),
+    ("退款金额", "退款总金额", "summary_refund"),
+    ("充值券退款金额", "充值券退款总金额", "summary_coupon_refund"),
+    ("手续费", "手续费总金额", "summary_fee"),
+    ("订单金额", "订单总金额", "summary_order_amount"),
+    ("申请退款金额", "申请退款总金额", "summary_refund_requested"),
+)
+MAX_LINE = 64 * 1024
+"""Longest line read at once (a real row is under 1 KiB); a longer one is a problem."""
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_AMOUNT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+
 
 class BillError(ValueError):
-    """The file is not a WeChat trade bill we can read."""
+    """A row (or an amount) that is not what a WeChat trade bill holds."""
 
 
 # ---------------------------------------------------------------- amounts
@@ -68,123 +103,230 @@ def fee_of(amount: int, bps: int) -> int:
 
 
 def to_fen(text: str) -> int:
-    """Yuan text (any number of decimals, optional sign) → fen; refuses sub-fen remainders."""
-    try:
-        value = Decimal(text) * 100
-    except InvalidOperation:
-        raise BillError(f"not an amount: {text!r}") from None
-    if value != value.to_integral_value():
+    """Yuan text (any number of decimals, optional minus) → fen; empty is 0; refuses anything
+    else and sub-fen remainders. Integer arithmetic only."""
+    if not text:
+        return 0
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        raise BillError(f"not an amount: {text!r}")
+    sign, whole, fraction = match.groups()
+    fraction = fraction or ""
+    if fraction[2:].strip("0"):
         raise BillError(f"amount below the fen: {text!r}")
-    return int(value)
+    fen = int(whole) * 100 + int((fraction[:2] or "0").ljust(2, "0"))
+    return -fen if sign else fen
 
 
 def sha1_hex(data: bytes) -> str:
-    digest = hashes.Hash(hashes.SHA1())  # noqa: S303 - WeChat's integrity hash, not security
-    digest.update(data)
-    return digest.finalize().hex()
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-# ---------------------------------------------------------------- the file
-@dataclass(frozen=True)
-class BillFile:
-    rows: tuple[dict[str, str], ...]
-    summary: dict[str, str]
+# ---------------------------------------------------------------- writing
+def write_bill(
+    rows: Iterable[Mapping[str, str]],
+    out: IO[bytes],
+    *,
+    summary_offset: int = 0,
+    unreadable: Sequence[str] = (),
+) -> None:
+    """Write the ALL bill file (UTF-8, CRLF) of ``rows`` (dicts keyed by :data:`COLUMNS`,
+    missing keys empty) into ``out`` as they come, with the summary WeChat computes from them:
+    memory does not grow with the rows. ``summary_offset`` is added to 应结订单总金额 and the
+    ``unreadable`` lines are written verbatim after the detail (neither counted): the sandbox's
+    scripted discrepancies."""
+    count = 0
+    sums = [0] * len(TOTALS)
+    columns = [_INDEX[column] for column, _, _ in TOTALS]
+    chunk: list[str] = [HEADER_LINE]
+    for row in rows:
+        values = [row.get(name, "") for name in COLUMNS]
+        for i, index in enumerate(columns):
+            sums[i] += to_fen(values[index])
+        chunk.append("`" + ",`".join(values))
+        count += 1
+        if len(chunk) >= 2000:
+            out.write(("\r\n".join(chunk) + "\r\n").encode("utf-8"))
+            chunk = []
+    chunk.extend(unreadable)
+    sums[0] += summary_offset
+    summary = [str(count)] + [
+        fee_text(total) if column == "手续费" else yuan(total)
+        for (column, _, _), total in zip(TOTALS, sums, strict=True)
+    ]
+    chunk += [SUMMARY_LINE, "`" + ",`".join(summary)]
+    out.write(("\r\n".join(chunk) + "\r\n").encode("utf-8"))
 
 
 def render(rows: Iterable[Mapping[str, str]]) -> bytes:
-    """The ALL bill file (UTF-8, CRLF) for ``rows`` (dicts keyed by :data:`COLUMNS`), with the
-    summary WeChat computes from them."""
-    rows = list(rows)
-    lines = [",".join(COLUMNS)]
-    lines += [",".join("`" + row.get(name, "") for name in COLUMNS) for row in rows]
+    """The ALL bill file of ``rows`` as bytes (small bills: tests, the sandbox)."""
+    import io
 
-    def total(name: str) -> int:
-        return sum(to_fen(row.get(name) or "0") for row in rows)
-
-    summary = (
-        str(len(rows)), yuan(total("应结订单金额")), yuan(total("退款金额")),
-        yuan(total("充值券退款金额")), fee_text(total("手续费")), yuan(total("订单金额")),
-        yuan(total("申请退款金额")),
-    )  # fmt: skip
-    lines += [",".join(SUMMARY_COLUMNS), ",".join("`" + value for value in summary)]
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    buffer = io.BytesIO()
+    write_bill(rows, buffer)
+    return buffer.getvalue()
 
 
+# ---------------------------------------------------------------- reading
 def _fields(line: str) -> list[str]:
     return [field.removeprefix("`") for field in line.split(",")]
-
-
-def parse(data: bytes) -> BillFile:
-    """Read an ALL bill (``data`` already gunzipped). Fields keep their text; commas inside a
-    field are not expected (WeChat strips them from 商品名称/商户数据包)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BillError("bill is not UTF-8") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or tuple(lines[0].split(",")) != COLUMNS:
-        raise BillError("bill does not start with the ALL bill's 27 column names")
-    try:
-        end = lines.index(",".join(SUMMARY_COLUMNS))
-    except ValueError:
-        raise BillError("bill has no summary") from None
-    rows = []
-    for line in lines[1:end]:
-        values = _fields(line)
-        if len(values) != len(COLUMNS):
-            raise BillError(f"row has {len(values)} fields, not {len(COLUMNS)}")
-        rows.append(dict(zip(COLUMNS, values, strict=True)))
-    if end + 1 >= len(lines):
-        raise BillError("bill has no summary line")
-    summary_values = _fields(lines[end + 1])
-    if len(summary_values) != len(SUMMARY_COLUMNS):
-        raise BillError("summary line is malformed")
-    summary = dict(zip(SUMMARY_COLUMNS, summary_values, strict=True))
-    if int(summary["总交易单数"]) != len(rows):
-        raise BillError("summary count does not match the rows")
-    return BillFile(tuple(rows), summary)
-
-
-def unpack(data: bytes, tar_type: str | None) -> bytes:
-    """The bill file from a download: gunzip when GZIP was asked."""
-    if tar_type != TAR_GZIP:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError) as exc:
-        raise BillError(f"download is not gzip: {exc}") from None
-
-
-def _time(text: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA)
-    except ValueError:
-        return None
 
 
 def _blank(text: str) -> str | None:
     return None if text in ("", "0") else text
 
 
-def statement_lines(rows: Sequence[Mapping[str, str]]) -> list[StatementLine]:
-    """Bill rows → normalised lines: a ``SUCCESS`` row is a payment of 应结订单金额, a
-    ``REFUND`` row a refund of minus 退款金额; 手续费 is the fee as signed in the file."""
-    lines = []
-    for row in rows:
+def _time(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BillError(f"交易时间 is not a time: {text!r}") from None
+    if len(text) != 19 or moment.tzinfo is not None:
+        raise BillError(f"交易时间 is not YYYY-MM-DD HH:MM:SS: {text!r}")
+    return moment.replace(tzinfo=CHINA)
+
+
+def _currency(text: str) -> str:
+    currency = text or "CNY"
+    if money.EXPONENTS.get(currency) != 2:
+        raise BillError(f"unknown currency {text!r}")
+    return currency
+
+
+class TradeBillReader(BillReader):
+    """One pass over an ALL trade bill file (uncompressed), in bounded memory.
+
+    Each detail row is one :class:`StatementLine`: a ``SUCCESS`` row a payment of 应结订单金额,
+    a ``REFUND`` row a refund of minus 退款金额, any other state ``other``; 手续费 is the fee as
+    signed in the file. A row that cannot be read (field count, amount, time, currency, or a
+    row of another merchant than ``mchid`` / sub-merchant than ``sub_mchid``) is a problem and
+    counts in no total. Checks once read: ``sha1`` over the file's bytes when ``expected`` gives
+    one, and each summary total against the detail (``summary_count``, ``summary_amount``,
+    ``summary_refund``, ``summary_coupon_refund``, ``summary_fee``, ``summary_order_amount``,
+    ``summary_refund_requested``); a file without its summary fails the ``summary`` check."""
+
+    def __init__(
+        self,
+        path: Path,
+        expected: Mapping[str, str] | None = None,
+        *,
+        mchid: str | None = None,
+        sub_mchid: str | None = None,
+    ) -> None:
+        super().__init__(path, expected)
+        self.mchid = mchid
+        self.sub_mchid = sub_mchid
+
+    def read(self) -> Iterator[StatementLine]:
+        digest = hashlib.sha1(usedforsecurity=False)
+        with self.path.open("rb") as handle:
+            first = handle.readline(MAX_LINE)
+            digest.update(first)
+            header = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+            if tuple(_fields(header)) != COLUMNS:
+                self.problem(0, header, "not a WeChat Pay trade bill (no ALL bill header)")
+                return
+            count, sums = 0, [0] * len(TOTALS)
+            summary: list[str] | None = None
+            phase = "detail"  # → "summary" after the summary header → "after" its values
+            position = 1
+            while True:
+                raw = handle.readline(MAX_LINE)
+                if not raw:
+                    break
+                position += 1
+                digest.update(raw)
+                if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
+                    raw += _skip_rest(handle, digest)
+                    self.problem(position, raw[:500].decode("utf-8", "replace"), "line too long")
+                    continue
+                try:
+                    text = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    self.problem(position, raw.decode("utf-8", "replace"), "not UTF-8")
+                    continue
+                if not text.strip():
+                    continue
+                if phase == "detail":
+                    if text == SUMMARY_LINE:
+                        phase = "summary"
+                        continue
+                    try:
+                        line, amounts = self._line(text)
+                    except BillError as exc:
+                        self.problem(position, text, str(exc))
+                        continue
+                    count += 1
+                    for i, amount in enumerate(amounts):
+                        sums[i] += amount
+                    yield line
+                elif phase == "summary":
+                    phase = "after"
+                    summary = _fields(text)
+                    if len(summary) != len(SUMMARY_COLUMNS):
+                        self.problem(position, text, "summary line is malformed")
+                        summary = None
+                else:
+                    self.problem(position, text, "text after the summary")
+        self._checks(digest.hexdigest(), count, sums, summary)
+
+    def _line(self, text: str) -> tuple[StatementLine, list[int]]:
+        values = _fields(text)
+        if len(values) != len(COLUMNS):
+            raise BillError(f"row has {len(values)} fields, not {len(COLUMNS)}")
+        row = dict(zip(COLUMNS, values, strict=True))
+        if self.mchid is not None and row["商户号"] != self.mchid:
+            raise BillError(f"row of merchant {row['商户号']!r}, not {self.mchid!r}")
+        if self.sub_mchid is not None and row["特约商户号"] != self.sub_mchid:
+            raise BillError(f"row of sub-merchant {row['特约商户号']!r}, not {self.sub_mchid!r}")
+        amounts = [to_fen(values[_INDEX[column]]) for column, _, _ in TOTALS]
+        to_fen(row["代金券金额"])
         state = row["交易状态"]
         refund = state == STATE_REFUND
         if refund:
-            kind, amount = StatementLineKind.refund, -to_fen(row["退款金额"])
+            kind, amount = StatementLineKind.refund, -amounts[1]
         elif state == STATE_PAID:
-            kind, amount = StatementLineKind.payment, to_fen(row["应结订单金额"])
+            kind, amount = StatementLineKind.payment, amounts[0]
         else:
-            kind, amount = StatementLineKind.other, to_fen(row["应结订单金额"] or "0")
-        lines.append(StatementLine(
-            kind=kind, amount=amount, currency=row["货币种类"] or "CNY",
-            fee=to_fen(row["手续费"] or "0"), out_trade_no=_blank(row["商户订单号"]),
+            kind, amount = StatementLineKind.other, amounts[0]
+        line = StatementLine(
+            kind=kind, amount=amount, currency=_currency(row["货币种类"]), fee=amounts[3],
+            out_trade_no=_blank(row["商户订单号"]),
             out_refund_no=_blank(row["商户退款单号"]) if refund else None,
             channel_trade_no=_blank(row["微信订单号"]),
             channel_refund_no=_blank(row["微信退款单号"]) if refund else None,
-            occurred_at=_time(row["交易时间"]), raw=dict(row),
-        ))  # fmt: skip
-    return lines
+            occurred_at=_time(row["交易时间"]), raw=row,
+        )  # fmt: skip
+        return line, amounts
+
+    def _checks(self, sha1: str, count: int, sums: list[int], summary: list[str] | None) -> None:
+        wanted = self.expected.get("sha1")
+        if wanted:
+            ok = sha1 == wanted.lower()
+            self.check("sha1", ok, "" if ok else f"file SHA1 {sha1}, given {wanted.lower()}")
+        if summary is None:
+            self.check("summary", False, "the file has no summary line")
+            return
+        try:
+            stated = int(summary[0])
+        except ValueError:
+            self.check("summary_count", False, f"总交易单数 is not a number: {summary[0]!r}")
+        else:
+            self.check_totals("summary_count", stated, count, "总交易单数")
+        for (_, column, name), total, text in zip(TOTALS, sums, summary[1:], strict=True):
+            try:
+                self.check_totals(name, to_fen(text), total, column)
+            except BillError as exc:
+                self.check(name, False, f"{column}: {exc}")
+
+
+def _skip_rest(handle: IO[bytes], digest: hashlib._Hash) -> bytes:
+    """Consume (and hash) the rest of an over-long line; its first bytes for the problem."""
+    head = b""
+    while True:
+        part = handle.readline(MAX_LINE)
+        digest.update(part)
+        if not head:
+            head = part[:100]
+        if not part or part.endswith(b"\n"):
+            return head

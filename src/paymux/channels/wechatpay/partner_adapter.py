@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from paymux.channels import bills
 from paymux.channels.base import (
     BusinessError,
     ChannelError,
@@ -32,7 +34,7 @@ from paymux.channels.base import (
     TransferState,
     UnknownOutcome,
 )
-from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay import bill, protocol
 from paymux.channels.wechatpay.client import _DESCRIPTION_MAX, _Classifier, classify_answer
 from paymux.channels.wechatpay.codepay import CodePayCalls
 from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
@@ -106,6 +108,17 @@ class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls,
         ``sub_mchid`` keeps this account's statement to its own sub-merchant."""
         sub = quote(self.credentials.sub_mchid, safe="")
         return f"{super()._bill_query(day)}&sub_mchid={sub}"
+
+    def _bill_owner(self) -> str:
+        """A sub-merchant's bill file is named by its service provider and itself."""
+        return f"{self.credentials.sp_mchid}_{self.credentials.sub_mchid}"
+
+    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bills.BillReader:
+        """A reader of this sub-merchant's bill: 商户号 is the service provider, 特约商户号
+        the sub-merchant; a row of another (a sibling's, in a provider-wide bill) is a
+        problem."""
+        creds = self.credentials
+        return bill.TradeBillReader(path, expected, mchid=creds.sp_mchid, sub_mchid=creds.sub_mchid)
 
     # ------------------------------------------------------------ payments
     async def create_payment(self, request: CreatePayment) -> CreatedPayment:

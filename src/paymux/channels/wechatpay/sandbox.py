@@ -17,6 +17,16 @@ closed order is learnt by querying), a final refund (``REFUND.SUCCESS``, ``REFUN
 says ``CLOSED``) and a final transfer bill (``MCHTRANSFER.BILL.FINISHED``). Splits are learnt by
 querying (WeChat's ``PROFITSHARING.*`` notifications are not modelled).
 
+Trade bills (``/v3/bill/tradebill`` and the download it points to) list each day's payments and
+refunds from :func:`paymux.channels.sandbox_bills.day_bill`; discrepancies are scripted through
+``POST /_sandbox/bill_tweaks`` (:func:`paymux.channels.sandbox_bills.bill_router`). In the
+ALL bill, ``amount`` shows another 应结订单金额/订单金额, ``fee`` another 手续费, ``duplicate``
+writes the row twice, ``next_day`` moves the row to the next day's bill, ``drop`` leaves it out,
+``extra_payment`` adds a SUCCESS row of an order never made, ``extra_refund`` a REFUND row with a
+refund number never issued, ``corrupt_summary`` puts 应结订单总金额 off (the SHA1 is of that file)
+and ``bad_row`` adds a row cut short (10 fields) outside the summary: see
+:mod:`.sandbox_bills`.
+
 Profit sharing enforces what WeChat does: only orders created with
 ``settle_info.profit_sharing`` split, receivers must be added first, at most
 :attr:`Sandbox.max_split_ratio` (30 % by default) of an order may be split away, nothing once
@@ -48,7 +58,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from paymux.channels import sandbox_kit
+from paymux.channels import sandbox_bills, sandbox_kit
 from paymux.channels.sandbox_kit import (
     BarcodeScript,
     OrderStatus,
@@ -521,4 +531,5 @@ class Sandbox(
         app.include_router(
             customer_router(self.core, title="WeChat Pay sandbox", brand_color="#07c160")
         )
+        app.include_router(sandbox_bills.bill_router(self.core))
         return app

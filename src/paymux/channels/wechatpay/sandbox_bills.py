@@ -1,20 +1,44 @@
 """The WeChat Pay sandbox's trade bills (交易账单): ``/v3/bill/tradebill`` and the signed
 download of the bill file it points to.
+
+A merchant's bill of a day is :func:`paymux.channels.sandbox_bills.day_bill` (the payments paid
+and refunds finished that day, China time, of the orders whose bill it is: the merchant's own,
+or for a service provider its sub-merchants', all of them or the one ``sub_mchid`` names) with
+the fee at :attr:`BillEndpoints.bill_fee_bps`, written by :func:`paymux.channels.wechatpay.bill.
+write_bill`. The scripted discrepancies (``POST /_sandbox/bill_tweaks``; tweaks are for a bill
+day, and apply to every merchant's bill of that day) render as:
+
+- ``amount``: the order's SUCCESS row shows the amount in 应结订单金额 and 订单金额 (its fee is
+  still that of what was paid); the summary sums what the rows show;
+- ``fee``: the order's SUCCESS row shows the fee in 手续费;
+- ``duplicate``: the order's SUCCESS row is written twice (总交易单数 counts both);
+- ``next_day``: the order's SUCCESS row (交易时间 still the payment's) is in the next day's bill;
+- ``drop``: the order has no row;
+- ``extra_payment``: a SUCCESS row of an order the gateway never made (交易时间 12:00 UTC of the
+  day, the requesting merchant's 商户号 / 特约商户号);
+- ``extra_refund``: a REFUND row on the order with a 商户退款单号 (``portal…``) and 微信退款单号 the
+  gateway never issued, 交易时间 a minute after the payment;
+- ``corrupt_summary``: 应结订单总金额 is off by the amount (the rows are right); the
+  ``hash_value`` is of that file, as WeChat's would be;
+- ``bad_row``: one unreadable row after the detail (a SUCCESS row cut short after 交易状态, 10
+  fields), not counted in the summary.
+
+A day without any row (and no ``bad_row``) has no bill: 400 ``NO_STATEMENT_EXIST``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import secrets
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 
-from paymux.channels.sandbox_kit import (
-    OrderStatus,
-    RefundStatus,
-    SandboxOrder,
-)
+from paymux.channels import sandbox_bills
+from paymux.channels.sandbox_bills import BillEntry
+from paymux.channels.sandbox_kit import SandboxOrder
 from paymux.channels.wechatpay import bill, protocol
 from paymux.channels.wechatpay.sandbox_base import (
     _TRADE_TYPES,
@@ -30,67 +54,77 @@ def _bill_owner(order: SandboxOrder) -> str:
     return str(order.extra.get("sp_mchid") or order.merchant_id)
 
 
+def _sub_merchant(order: SandboxOrder) -> str | None:
+    return order.merchant_id if order.extra.get("sp_mchid") else None
+
+
 class BillEndpoints(SandboxBase):
     """The trade-bill side of :class:`~paymux.channels.wechatpay.sandbox.Sandbox`."""
 
     # ``GET /v3/bill/tradebill`` → a download URL valid 30 s and the SHA1 of the uncompressed
     # file; ``GET /v3/billdownload/file?token=…`` (signed by the same merchant) → the file,
-    # unsigned, gzipped when ``tar_type=GZIP``. A day's bill holds the payments paid and the
-    # refunds completed that day (China time) with the fee at :attr:`bill_fee_bps`; today's
-    # is STATEMENT_CREATING, a day without any is NO_STATEMENT_EXIST (both 400).
+    # unsigned, gzipped when ``tar_type=GZIP``. Today's bill is STATEMENT_CREATING, a day
+    # without any row NO_STATEMENT_EXIST (both 400).
     bill_fee_bps: int = 60
     """The merchants' fee rate in basis points (0.60 %, WeChat's common rate)."""
     bill_url_seconds: float = 30.0
     _bill_downloads: dict[str, tuple[str, bytes, dt.datetime]] | None = None
 
-    def bill_rows(self, mchid: str, day: dt.date, bill_type: str = "ALL") -> list[dict[str, str]]:
-        """The rows of one merchant's trade bill for ``day`` (China time), in time order."""
+    def day_bill(
+        self, mchid: str, day: dt.date, sub_mchid: str | None = None
+    ) -> sandbox_bills.DayBill:
+        """The shared day bill of ``mchid`` (a service provider's: of ``sub_mchid`` alone when
+        given), tweaks applied."""
 
-        def on_day(moment: dt.datetime | None) -> bool:
-            return moment is not None and moment.astimezone(bill.CHINA).date() == day
+        def listed(order: SandboxOrder) -> bool:
+            return _bill_owner(order) == mchid and (
+                sub_mchid is None or _sub_merchant(order) == sub_mchid
+            )
 
+        return sandbox_bills.day_bill(
+            self.core, day, bill.CHINA, lambda amount: bill.fee_of(amount, self.bill_fee_bps),
+            listed=listed,
+        )  # fmt: skip
+
+    def bill_rows(
+        self, mchid: str, entries: list[BillEntry], sub_mchid: str | None = None,
+        bill_type: str = "ALL",
+    ) -> Iterator[dict[str, str]]:  # fmt: skip
+        """The rows of a bill's entries, in order (``bill_type`` SUCCESS / REFUND: of that
+        state only)."""
         rate = bill.rate_text(self.bill_fee_bps)
-        rows: list[tuple[dt.datetime, dict[str, str]]] = []
-        for order in self.core.orders.values():
-            if _bill_owner(order) != mchid or order.status is not OrderStatus.succeeded \
-                    or order.paid_at is None or not on_day(order.paid_at):  # fmt: skip
-                continue
-            amount = bill.yuan(order.amount)
-            rows.append((order.paid_at, {
-                **self._bill_order_fields(order, order.paid_at), "交易状态": bill.STATE_PAID,
-                "应结订单金额": amount, "微信退款单号": "0", "商户退款单号": "0",
-                "退款金额": "0.00",
-                "手续费": bill.fee_text(bill.fee_of(order.amount, self.bill_fee_bps)),
-                "费率": rate, "订单金额": amount, "申请退款金额": "0.00",
-            }))  # fmt: skip
-        for refund in self.core.refunds.values():
-            done = refund.finished_at
-            if _bill_owner(refund.order) != mchid or refund.status is not RefundStatus.succeeded \
-                    or done is None or not on_day(done):  # fmt: skip
-                continue
-            rows.append((done, {
-                **self._bill_order_fields(refund.order, done), "交易状态": bill.STATE_REFUND,
-                "应结订单金额": "0.00", "微信退款单号": refund.refund_no,
-                "商户退款单号": refund.out_refund_no, "退款金额": bill.yuan(refund.amount),
-                "退款类型": "ORIGINAL", "退款状态": "SUCCESS",
-                "手续费": bill.fee_text(-bill.fee_of(refund.amount, self.bill_fee_bps)),
-                "费率": rate, "订单金额": "0.00", "申请退款金额": bill.yuan(refund.amount),
-            }))  # fmt: skip
-        rows.sort(key=lambda row: row[0])
-        wanted = {"ALL": None, "SUCCESS": bill.STATE_PAID, "REFUND": bill.STATE_REFUND}[bill_type]
-        return [row for _, row in rows if wanted is None or row["交易状态"] == wanted]
+        for entry in entries:
+            if entry.kind == "payment" and bill_type != "REFUND":
+                amount = bill.yuan(entry.amount)
+                yield {
+                    **self._bill_order_fields(entry.order, entry.at, mchid, sub_mchid),
+                    "交易状态": bill.STATE_PAID, "应结订单金额": amount, "微信退款单号": "0",
+                    "商户退款单号": "0", "退款金额": "0.00", "手续费": bill.fee_text(entry.fee),
+                    "费率": rate, "订单金额": amount, "申请退款金额": "0.00",
+                }  # fmt: skip
+            elif entry.kind == "refund" and entry.refund is not None and bill_type != "SUCCESS":
+                refund = entry.refund
+                yield {
+                    **self._bill_order_fields(entry.order, entry.at, mchid, sub_mchid),
+                    "交易状态": bill.STATE_REFUND, "应结订单金额": "0.00",
+                    "微信退款单号": refund.refund_no, "商户退款单号": refund.out_refund_no,
+                    "退款金额": bill.yuan(entry.amount), "退款类型": "ORIGINAL",
+                    "退款状态": "SUCCESS", "手续费": bill.fee_text(-entry.fee), "费率": rate,
+                    "订单金额": "0.00", "申请退款金额": bill.yuan(entry.amount),
+                }  # fmt: skip
 
     @staticmethod
-    def _bill_order_fields(order: SandboxOrder, when: dt.datetime) -> dict[str, str]:
+    def _bill_order_fields(
+        order: SandboxOrder, when: dt.datetime, mchid: str, sub_mchid: str | None
+    ) -> dict[str, str]:
         trade_type = (
             protocol.CODEPAY_TRADE_TYPE if order.method == protocol.CODEPAY_KIND
-            else _TRADE_TYPES.get(order.method, "")
+            else _TRADE_TYPES.get(order.method, "NATIVE")
         )  # fmt: skip
         return {
             "交易时间": when.astimezone(bill.CHINA).strftime(bill.TIME_FORMAT),
-            "公众账号ID": str(order.extra.get("appid", "")), "商户号": _bill_owner(order),
-            "特约商户号": order.merchant_id if order.extra.get("sp_mchid") else "0",
-            "设备号": "",
+            "公众账号ID": str(order.extra.get("appid", "")), "商户号": mchid,
+            "特约商户号": _sub_merchant(order) or sub_mchid or "0", "设备号": "",
             "微信订单号": order.channel_trade_no, "商户订单号": order.out_trade_no,
             "用户标识": str(order.extra.get("openid", "")), "交易类型": trade_type,
             "付款银行": "OTHERS", "货币种类": order.currency, "代金券金额": "0.00",
@@ -98,9 +132,26 @@ class BillEndpoints(SandboxBase):
             "商户数据包": str(order.extra.get("attach") or "").replace(",", " "),
         }  # fmt: skip
 
-    def trade_bill(self, mchid: str, day: dt.date, bill_type: str = "ALL") -> bytes:
-        """The bill file (uncompressed) as WeChat would serve it."""
-        return bill.render(self.bill_rows(mchid, day, bill_type))
+    def trade_bill(
+        self, mchid: str, day: dt.date, bill_type: str = "ALL", sub_mchid: str | None = None
+    ) -> bytes | None:
+        """The bill file (uncompressed) as WeChat would serve it; None when there is none."""
+        day_bill = self.day_bill(mchid, day, sub_mchid)
+        rows = list(self.bill_rows(mchid, day_bill.entries, sub_mchid, bill_type))
+        if not rows and not day_bill.bad_rows:
+            return None
+        bad = [self._bad_row(mchid, day) for _ in range(day_bill.bad_rows)]
+        out = io.BytesIO()
+        bill.write_bill(rows, out, summary_offset=day_bill.summary_offset, unreadable=bad)
+        return out.getvalue()
+
+    @staticmethod
+    def _bad_row(mchid: str, day: dt.date) -> str:
+        """A SUCCESS row cut short after 交易状态 (10 of the 27 fields)."""
+        when = dt.datetime.combine(day, dt.time(12), tzinfo=bill.CHINA)
+        fields = [when.strftime(bill.TIME_FORMAT), "", mchid, "0", "", f"4200{day:%Y%m%d}000000",
+                  f"unreadable{day:%Y%m%d}", "", "NATIVE", bill.STATE_PAID]  # fmt: skip
+        return "`" + ",`".join(fields)
 
     async def _tradebill(self, request: Request) -> Response:
         merchant = self._authenticate(request, b"")
@@ -120,13 +171,10 @@ class BillEndpoints(SandboxBase):
             raise WxError(400, "STATEMENT_CREATING", "账单生成中")
         if day < today - dt.timedelta(days=90):
             raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
-        rows = self.bill_rows(merchant.mchid, day, bill_type)
-        sub_mchid = params.get("sub_mchid")
-        if sub_mchid:  # a service provider's bill of one of its sub-merchants
-            rows = [row for row in rows if row["特约商户号"] == sub_mchid]
-        if not rows:
+        # A service provider's bill of one of its sub-merchants names it.
+        data = self.trade_bill(merchant.mchid, day, bill_type, params.get("sub_mchid") or None)
+        if data is None:
             raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
-        data = bill.render(rows)
         payload = gzip.compress(data, mtime=0) if tar_type == bill.TAR_GZIP else data
         token = secrets.token_urlsafe(32)
         if self._bill_downloads is None:
