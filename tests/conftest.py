@@ -66,7 +66,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: Any) ->
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path_factory: Any) -> Settings:
     return Settings(
         env=Environment.test,
         database_url=database_url,
@@ -75,6 +75,8 @@ def settings(database_url: str) -> Settings:
         channel_timeout_seconds=2.0,
         log_level="WARNING",
         egress_allow_nets=LOOPBACK_NETS,
+        recon_archive_dir=str(tmp_path_factory.mktemp("bills")),
+        recon_schedule=False,  # tests run reconciliation explicitly (tests/recon)
     )
 
 

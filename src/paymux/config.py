@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     recon_archive_dir: str = "./paymux-bills"
     """Where reconciliation archives every bill file, named by its SHA-256."""
     recon_max_upload_bytes: int = 512 * 1024 * 1024
+    recon_schedule: bool = True
+    """Run the daily reconciliation job in the worker (off: runs only on request)."""
     """The largest bill file the upload API accepts."""
     worker_batch_size: int = 50
     worker_poll_seconds: float = 0.5

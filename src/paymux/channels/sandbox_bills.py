@@ -24,7 +24,7 @@ An order paid at the channel whose notification never came is an order script wi
 from __future__ import annotations
 
 import datetime as dt
-import secrets
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -155,8 +155,8 @@ def _apply(
         amount = tweak.amount or 100
         noon = dt.datetime.combine(tweak.day, dt.time(12), tzinfo=dt.UTC)
         order = SandboxOrder(
-            out_trade_no=tweak.out_trade_no or "portal" + secrets.token_hex(6),
-            channel_trade_no=core.new_trade_no("9"), merchant_id="", amount=amount,
+            out_trade_no=tweak.out_trade_no or "portal" + _stable(tweak, 12),
+            channel_trade_no="9" + _stable(tweak, 27, "trade"), merchant_id="", amount=amount,
             currency=_currency(core), subject="channel only", notify_url=None, method="",
             script=Script(), created_at=noon, status=OrderStatus.succeeded, paid_at=noon,
         )  # fmt: skip
@@ -168,7 +168,7 @@ def _apply(
         amount = tweak.amount or paid.amount
         at = (paid.paid_at or paid.created_at) + dt.timedelta(minutes=1)
         refund = SandboxRefund(
-            out_refund_no="portal" + secrets.token_hex(6), refund_no=core.new_trade_no("5"),
+            out_refund_no="portal" + _stable(tweak, 12), refund_no="5" + _stable(tweak, 27, "r"),
             order=paid, amount=amount, reason="merchant portal", notify_url=None,
             script=RefundScript(), created_at=at, status=RefundStatus.succeeded,
             finished_at=at,
@@ -178,6 +178,12 @@ def _apply(
         bill.summary_offset += tweak.amount or 1
     elif kind is BillTweakKind.bad_row:
         bill.bad_rows += 1
+
+
+def _stable(tweak: BillTweak, size: int, salt: str = "") -> str:
+    """A number made from the tweak itself: the same bill fetched twice is the same file."""
+    text = f"{salt}|{tweak.day}|{tweak.kind}|{tweak.out_trade_no}|{tweak.amount}"
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
 def _currency(core: SandboxCore) -> str:

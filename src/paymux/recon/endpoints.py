@@ -183,7 +183,8 @@ async def _break(session: ReadSessionDep, scope: Scope, break_id: str) -> BreakD
     if b is None or not scope.sees(b.app_id, b.livemode):
         raise NotFound("break", break_id)
     return BreakDetail(
-        **BreakOut.of(b).model_dump(), history=[EventOut.of(e) for e in await repo.events(b.id)],
+        **BreakOut.of(b).model_dump(),
+        history=[EventOut.of(e) for e in await repo.events(b.id)],
         approvals=[ApprovalOut.of(a) for a in await repo.approvals(b.id)],
     )
 
@@ -221,8 +222,10 @@ async def act_on_break(break_id: str, body: BreakAction, _: OperatorDep, session
     requested: it returns the approval, carried out once a second person approves it."""
     b, approval = await actions.act(session, break_id, body, actor=_actor(actor),
                                     scope=OPERATOR)  # fmt: skip
-    return {"break": BreakOut.of(b).model_dump(mode="json", by_alias=True),
-            "approval": ApprovalOut.of(approval).model_dump(mode="json") if approval else None}
+    return {
+        "break": BreakOut.of(b).model_dump(mode="json", by_alias=True),
+        "approval": ApprovalOut.of(approval).model_dump(mode="json") if approval else None,
+    }
 
 
 @operator_router.post("/approvals/{approval_id}/approve", response_model=ApprovalOut)

@@ -60,6 +60,9 @@ class Finding:
     """What the run did about it (a channel query), for the history."""
     books: int = 0
     """A local record's movement of the clearing account (for the books bridge)."""
+    resolved: Resolution | None = None
+    """Already settled by the run itself (``auto_repaired``): recorded resolved, for the
+    history, and not part of the verdict or the bridge."""
 
     @property
     def delta(self) -> int:
@@ -105,6 +108,23 @@ async def record(
             "payment_id": f.payment_id, "refund_id": f.refund_id, "detail": f.detail[:500],
             "suggestion": f.suggestion, "last_bill_date": run.bill_date, "last_run_id": run.id,
         }  # fmt: skip
+        if f.resolved is not None:
+            if found is None:
+                found = ReconBreak(
+                    id=bid, channel_account_id=run.channel_account_id,
+                    app_id=f.app_id or run.app_id, merchant_id=f.merchant_id or "",
+                    livemode=run.livemode, kind=f.kind, key=f.key, state=BreakState.resolved,
+                    first_bill_date=run.bill_date, first_run_id=run.id, opened_at=now,
+                    **values,
+                )  # fmt: skip
+                repo.add(found)
+            else:
+                for name, value in values.items():
+                    setattr(found, name, value)
+            found.state, found.resolution, found.resolved_at = BreakState.resolved, f.resolved, now
+            event(found, f.resolved.value, f.note or f.detail, klass=f.klass.value)
+            kept.append(found)
+            continue
         if found is None:
             found = ReconBreak(
                 id=bid, channel_account_id=run.channel_account_id,

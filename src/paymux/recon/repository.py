@@ -416,20 +416,26 @@ class ReconRepository:
         return found[:limit], len(found) > limit
 
     async def run_breaks(self, run_id: str) -> list[ReconBreak]:
-        stmt = sa.select(ReconBreak).where(ReconBreak.last_run_id == run_id).order_by(
-            ReconBreak.priority, ReconBreak.klass, ReconBreak.key
+        stmt = (
+            sa.select(ReconBreak)
+            .where(ReconBreak.last_run_id == run_id)
+            .order_by(ReconBreak.priority, ReconBreak.klass, ReconBreak.key)
         )
         return list(await self.session.scalars(stmt))
 
     async def events(self, break_id: str) -> list[ReconBreakEvent]:
-        stmt = sa.select(ReconBreakEvent).where(ReconBreakEvent.break_id == break_id).order_by(
-            ReconBreakEvent.id
+        stmt = (
+            sa.select(ReconBreakEvent)
+            .where(ReconBreakEvent.break_id == break_id)
+            .order_by(ReconBreakEvent.id)
         )
         return list(await self.session.scalars(stmt))
 
     async def approvals(self, break_id: str) -> list[ReconApproval]:
-        stmt = sa.select(ReconApproval).where(ReconApproval.break_id == break_id).order_by(
-            ReconApproval.id
+        stmt = (
+            sa.select(ReconApproval)
+            .where(ReconApproval.break_id == break_id)
+            .order_by(ReconApproval.id)
         )
         return list(await self.session.scalars(stmt))
 

@@ -40,6 +40,7 @@ from paymux.recon.models import (
     BreakState,
     ReconFile,
     ReconRun,
+    Resolution,
     RunStatus,
     Verdict,
 )
@@ -271,20 +272,28 @@ async def _reconcile(
     notes: dict[int, str] = {}
     suggestions: dict[int, dict[str, Any]] = {}
     unreachable = 0
-    repaired = False
+    repaired_at: set[int] = set()
     for c in coded:  # 4. repair: only what the channel itself confirms
         if c.code == "status_channel_success" and c.kind == "payment" and c.record_id:
             outcome, notes[c.position] = await repair.confirm_payment(rt, c.record_id)
             unreachable += outcome is repair.Confirmed.unreachable
-            repaired |= outcome in (repair.Confirmed.repaired, repair.Confirmed.already)
+            if outcome in (repair.Confirmed.repaired, repair.Confirmed.already):
+                repaired_at.add(c.position)
             if outcome is repair.Confirmed.closed_here:
                 suggestions[c.position] = {"action": "refund", "payment": c.payment_id,
                                            "amount": c.amount}  # fmt: skip
         elif c.code == "pending" and c.record_id:
             status, notes[c.position] = await repair.settle_refund(rt, c.record_id)
-            repaired |= status is not None
             unreachable += status is None
-    if repaired:
+            if status is RefundStatus.succeeded:
+                repaired_at.add(c.position)
+    fixed: list[Finding] = []
+    for c in coded:
+        if c.position in repaired_at:
+            f = _finding(c, r.channel_account_id, BreakClass.status_channel_success)
+            f.resolved, f.note = Resolution.auto_repaired, notes[c.position]
+            fixed.append(f)
+    if repaired_at:
         tallies, coded = await _match(rt, r, start, end)
     books: dict[str, _Books] = defaultdict(_Books)
     out: list[Finding] = []
@@ -327,10 +336,14 @@ async def _reconcile(
         f.suggestion = suggestions.get(c.position)
         out.append(f)
     out = _merge_duplicates(out)
+    repaired_keys = {(f.kind, f.key) for f in fixed}
+    out = [f for f in out if (f.kind, f.key) not in repaired_keys] + fixed
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
     for f in out + local:
         b = books[f.currency]
+        if f.resolved is not None:
+            continue
         if f.klass is None:
             b.pending_count += 1
             b.pending_delta += f.delta
@@ -351,6 +364,7 @@ async def _reconcile(
         kept, opened = await findings.record(session, r, out + overdue)
         open_now = [k for k in kept if k.state == BreakState.open]
         pending = sum(1 for f in local + out if f.klass is None)
+        kept = [k for k in kept if k.state != BreakState.resolved or k.last_run_id == r.id]
         if reasons:
             verdict = Verdict.incomplete
         elif open_now:
@@ -361,8 +375,10 @@ async def _reconcile(
             verdict = Verdict.reconciled
         r.status, r.verdict, r.reasons = RunStatus.done, verdict, reasons
         r.line_count, r.break_count, r.pending_count = line_count, len(kept), pending
-        r.totals = {"currencies": {c: b.out() for c, b in sorted(books.items())},
-                    "other_lines": others}
+        r.totals = {
+            "currencies": {c: b.out() for c, b in sorted(books.items())},
+            "other_lines": others,
+        }
         if reader is not None:
             r.problems = [{"position": p.position, "text": p.text, "reason": p.reason}
                           for p in reader.problems]  # fmt: skip

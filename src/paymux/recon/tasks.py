@@ -41,6 +41,8 @@ def due_days(now: dt.datetime, zone: dt.tzinfo, after: dt.timedelta) -> list[dt.
 
 async def reconcile_due(rt: Runtime) -> int:
     """Run every due (account, day) that has no finished run; returns how many ran."""
+    if not rt.settings.recon_schedule:
+        return 0
     async with rt.db.read() as session:
         accounts = await ReconRepository(session).due_accounts()
     ran = 0
