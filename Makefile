@@ -51,6 +51,7 @@ bench: dev
 	$(BIN)/python bench/ledger.py --json
 	$(BIN)/python bench/routing.py --json
 	$(BIN)/python bench/cashier.py --json
+	$(BIN)/python bench/recon.py --json
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*
