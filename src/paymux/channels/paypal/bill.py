@@ -103,7 +103,7 @@ def statement_line(detail: Any) -> base.StatementLine:
         out_refund_no=line.invoice_id if refund else None,
         channel_trade_no=line.reference_id,
         channel_refund_no=line.transaction_id if refund else None,
-        occurred_at=line.initiated_at, raw=dict(detail),
+        occurred_at=line.initiated_at, raw=detail if isinstance(detail, dict) else dict(detail),
     )  # fmt: skip
 
 

@@ -127,7 +127,7 @@ def statement_line(row: Any) -> base.StatementLine:
         channel_trade_no=intent_id if isinstance(intent_id, str) else None,
         channel_refund_no=source.get("id") if refund and isinstance(source.get("id"), str)
         else None,
-        occurred_at=occurred, raw=dict(row),
+        occurred_at=occurred, raw=row if isinstance(row, dict) else dict(row),
     )  # fmt: skip
 
 
