@@ -184,7 +184,8 @@ class PayPalBillReader(BillReader):
         self.check("end_line", end is not None, "" if end else "the listing was not written "
                    "to its end (no end line)")  # fmt: skip
         page, total_pages = _int(last.get("page")), _int(last.get("total_pages"))
-        complete = page is not None and page == total_pages
+        # an empty result is page 1 of 0 pages
+        complete = page is not None and total_pages is not None and page >= total_pages
         self.check("listing_complete", complete, "" if complete else
                    f"the last page is {page} of {total_pages}")  # fmt: skip
         for name, key, found in (("page_count", "pages", pages), ("row_count", "count", count)):
