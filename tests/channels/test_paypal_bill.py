@@ -8,12 +8,10 @@ change with ``PAYMUX_REGEN_GOLDEN=1`` and review the diff."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import json
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from paymux.channels.paypal import bill
 from paymux.channels.paypal.adapter import PayPalAdapter
 from paymux.kit import clock
 from tests.channels.test_paypal import BASE, Env, env, paid, refund_request
-from tests.channels.test_stripe_bill import compare_golden, consume, golden_cases
+from tests.channels.test_stripe_bill import compare_golden, consume, days_later, golden_cases
 
 __all__ = ["env"]
 
@@ -91,18 +89,6 @@ def test_golden_bad_files_fail_their_checks() -> None:
 
 
 # ---------------------------------------------------------------- sandbox tweaks
-@contextlib.contextmanager
-def days_later(days: int) -> Iterator[None]:
-    """The clock ``days`` on, so Transaction Search is complete for the days before."""
-    shifted = clock.OffsetClock()
-    previous = clock.set_clock(shifted)
-    shifted.advance(86_400 * days)
-    try:
-        yield
-    finally:
-        clock.set_clock(previous)
-
-
 async def tweak(env: Env, day: dt.date, kind: str, **fields: Any) -> None:
     r = await env.http.post(f"{BASE}/_sandbox/bill_tweaks",
                             json={"day": day.isoformat(), "kind": kind, **fields})  # fmt: skip

@@ -8,8 +8,10 @@ change with ``PAYMUX_REGEN_GOLDEN=1`` and review the diff."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import tracemalloc
@@ -19,7 +21,12 @@ from typing import Any
 
 import pytest
 
-from paymux.channels.base import StatementLine, StatementLineKind, UnknownOutcome
+from paymux.channels.base import (
+    RetryableError,
+    StatementLine,
+    StatementLineKind,
+    UnknownOutcome,
+)
 from paymux.channels.bills import BillReader, FetchedBill
 from paymux.channels.stripe import bill
 from paymux.channels.stripe.adapter import StripeAdapter
@@ -126,6 +133,18 @@ def test_fetched_count_is_checked(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- sandbox tweaks
+@contextlib.contextmanager
+def days_later(days: int) -> Iterator[None]:
+    """The clock ``days`` on: a UTC day's listing is the bill once the day is over."""
+    shifted = clock.OffsetClock()
+    previous = clock.set_clock(shifted)
+    shifted.advance(86_400 * days)
+    try:
+        yield
+    finally:
+        clock.set_clock(previous)
+
+
 async def tweak(env: Env, day: dt.date, kind: str, **fields: Any) -> None:
     r = await env.client.post("/_sandbox/bill_tweaks",
                               json={"day": day.isoformat(), "kind": kind, **fields})  # fmt: skip
@@ -134,7 +153,7 @@ async def tweak(env: Env, day: dt.date, kind: str, **fields: Any) -> None:
 
 async def fetch(env: Env, day: dt.date, path: Path) -> tuple[FetchedBill, list[StatementLine],
                                                               BillReader]:  # fmt: skip
-    with path.open("wb") as handle:
+    with days_later((day - today()).days + 1), path.open("wb") as handle:
         fetched = await env.adapter.fetch_bill(day, handle)
     if not fetched.exists:
         return fetched, [], env.adapter.bill_reader(path, {})
@@ -150,10 +169,13 @@ def payments_of(lines: list[StatementLine], attempt: str) -> list[StatementLine]
     return [x for x in lines if x.kind is StatementLineKind.payment and x.out_trade_no == attempt]
 
 
-async def test_untweaked_day_and_no_bill(env: Env, tmp_path: Path) -> None:
+async def test_untweaked_day_not_ready_and_no_bill(env: Env, tmp_path: Path) -> None:
     req, pi = await paid(env, amount=10000)
     refund = refund_request(req, pi, 2500)
     await env.adapter.create_refund(refund)
+    with pytest.raises(RetryableError) as early:  # the UTC day is not over
+        await env.adapter.fetch_bill(today(), io.BytesIO())
+    assert early.value.code == "statement_not_ready"
     fetched, lines, reader = await fetch(env, today(), tmp_path / "day.jsonl")
     assert reader.intact, reader.failures()
     assert fetched.filename == f"stripe_balance_transactions_{today()}.jsonl"
@@ -235,8 +257,9 @@ async def test_bad_row_is_one_problem(env: Env, tmp_path: Path) -> None:
     assert [x.out_trade_no for x in lines] == [req.out_trade_no]
     assert [p.reason for p in reader.problems] == ["balance transaction without amount"]
     assert all(c.ok for c in reader.checks) and not reader.intact
-    with pytest.raises(UnknownOutcome, match="could not be read"):
-        await env.adapter.statement(today())
+    day = today()
+    with days_later(1), pytest.raises(UnknownOutcome, match="could not be read"):
+        await env.adapter.statement(day)
 
 
 async def test_listing_pages_through_the_adapter(env: Env, tmp_path: Path) -> None:

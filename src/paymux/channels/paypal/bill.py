@@ -21,7 +21,8 @@ relied on:
 Amounts are decimal strings read with :class:`~decimal.Decimal` into integer minor units; a
 value finer than the currency allows or a currency PayPal does not take is an unreadable row.
 Mapping: T00xx → payment (fee = −``fee_amount``: positive when charged), T1107 → refund
-(negative; ``invoice_id`` is our refund id), anything else → other. ``custom_field`` is our
+(negative; ``invoice_id`` is our refund id), anything else — and any row with status D
+(denied: no money moved) — → other. ``custom_field`` is our
 attempt id on every row, ``channel_trade_no`` the ``paypal_reference_id``.
 
 The file (JSON Lines, UTF-8), so it reads line by line in bounded memory:
@@ -97,6 +98,8 @@ def statement_line(detail: Any) -> base.StatementLine:
     k = base.StatementLineKind
     refund = line.event_code == "T1107"
     kind = k.refund if refund else k.payment if line.event_code.startswith("T00") else k.other
+    if line.status == "D":  # denied: no money moved
+        kind = k.other
     return base.StatementLine(
         kind=kind, amount=line.amount, currency=line.currency, fee=-line.fee,
         out_trade_no=line.custom_field,

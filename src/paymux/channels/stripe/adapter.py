@@ -706,9 +706,13 @@ class StripeAdapter:
         """The UTC day's balance transactions, written page by page as :mod:`.bill` describes.
         Sources are expanded with their PaymentIntent so each line carries our attempt id
         (``metadata[paymux_attempt]``) and the intent id paymux keeps as channel_trade_no. A
-        day without any is no bill (``exists`` False, nothing written)."""
+        day without any is no bill (``exists`` False, nothing written). Stripe lists a day's
+        transactions as they happen, so a day not over yet is ``statement_not_ready``: its
+        listing would be a part of the bill."""
         start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1)
+        if clock.now() < end:
+            raise RetryableError("statement_not_ready", f"the UTC day {day} is not over")
         name = f"stripe_balance_transactions_{day.isoformat()}.jsonl"
         pages = count = 0
         async for raw, page in self.balance_transaction_pages(start, end, expand=BILL_EXPAND):
