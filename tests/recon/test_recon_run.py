@@ -35,6 +35,11 @@ async def test_a_clean_day_is_reconciled(stack: Stack, clock: Any) -> None:
     assert cny["channel"]["amount"] == 5_500 and cny["matched"]["count"] == 2
     assert cny["books"] == cny["channel"]["net"] and cny["residual"] == 0
     assert {c["name"] for c in run["checks"]} >= {"sha1"} and all(c["ok"] for c in run["checks"])
+    metrics = (await stack.client.get("/metrics")).text
+    assert 'paymux_recon_runs_total{channel="wechatpay",verdict="reconciled"}' in metrics
+    assert f'paymux_recon_last_run_ok{{channel_account="{tenant.accounts["wechatpay"]}"}} 1.0' in (
+        metrics
+    )
 
 
 async def test_an_empty_day_is_green_only_when_our_side_is_empty(stack: Stack, clock: Any) -> None:

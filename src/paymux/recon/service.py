@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import Counter, Gauge
 
 from paymux.channel_accounts import service as channel_service
 from paymux.channels import base
@@ -50,6 +51,16 @@ from paymux.runtime import Runtime
 from paymux.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
+
+RUNS = Counter("paymux_recon_runs_total", "Reconciliation runs by channel and verdict",
+               ["channel", "verdict"])  # fmt: skip
+BREAKS_OPENED = Counter("paymux_recon_breaks_opened_total",
+                        "Breaks opened (or reopened) by class and priority",
+                        ["class", "priority"])  # fmt: skip
+LAST_VERDICT = Gauge("paymux_recon_last_run_ok",
+                     "1 when the channel account's last finished run was reconciled (with or "
+                     "without pending), 0 when it was incomplete or had breaks",
+                     ["channel_account"])  # fmt: skip
 
 BATCH = 20_000
 CROSS_DAY_WINDOW = 7
@@ -336,8 +347,15 @@ async def _reconcile(
         f.suggestion = suggestions.get(c.position)
         out.append(f)
     out = _merge_duplicates(out)
-    repaired_keys = {(f.kind, f.key) for f in fixed}
-    out = [f for f in out if (f.kind, f.key) not in repaired_keys] + fixed
+    # A repaired record that still differs (its fee, say) stays a break of that class, with
+    # the repair in its history; one that now matches is recorded resolved, auto_repaired.
+    remaining = {(f.kind, f.key): f for f in out}
+    for f in fixed:
+        still = remaining.get((f.kind, f.key))
+        if still is None:
+            out.append(f)
+        else:
+            still.repaired = f.note
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
     for f in out + local:
@@ -386,8 +404,19 @@ async def _reconcile(
         r.finished_at = clock.now()
         r.report_sha256 = reports.digest(reports.run_document(r, kept))
         await _emit(session, r, opened)
+    _count(r, opened)
     log.info("recon_run_done", run=r.id, verdict=verdict, breaks=len(kept), lines=line_count)
     return r
+
+
+def _count(r: ReconRun, opened: list[Any]) -> None:
+    verdict = r.verdict or "none"
+    RUNS.labels(r.channel, verdict).inc()
+    LAST_VERDICT.labels(r.channel_account_id).set(
+        1 if verdict in (Verdict.reconciled, Verdict.reconciled_with_pending) else 0
+    )
+    for b in opened:
+        BREAKS_OPENED.labels(b.klass, str(b.priority)).inc()
 
 
 def _merge_duplicates(found: list[Finding]) -> list[Finding]:
@@ -516,4 +545,6 @@ async def _finish(
         r.finished_at = clock.now()
         if verdict is not None:
             await _emit(session, r, [])
+    if verdict is not None:
+        _count(r, [])
     return r
