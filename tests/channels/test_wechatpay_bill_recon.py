@@ -203,6 +203,9 @@ async def test_each_bill_tweak_shows_in_the_fetched_bill(
         assert refund.out_trade_no == first and refund.amount == -500 and refund.fee == -3
         assert refund.out_refund_no and refund.out_refund_no.startswith("portal")
         assert [r for r in got if r[0] == "payment"] == base
+    if kind.startswith("extra_"):  # made-up numbers stay: a bill fetched twice is the same file
+        again, reader_again, _ = await fetch_and_read(env, day, tmp_path)
+        assert reader_again.path.read_bytes() == reader.path.read_bytes()
 
 
 async def test_partner_bill_is_the_sub_merchants(
@@ -236,6 +239,12 @@ async def test_partner_bill_is_the_sub_merchants(
     reader = mine.bill_reader(path, {})
     assert [x.out_trade_no for x in reader.lines()] == [orders[0].out_trade_no]
     assert reader.problem_count == 1 and "sub-merchant" in reader.problems[0].reason
+    # A sub-merchant of another service provider is refused.
+    stranger = env.sandbox.partners.provision(BASE)
+    foreign = WechatPayAdapter({**creds, "sub_mchid": stranger["sub_mchid"]}, env.http)
+    with pytest.raises(Exception) as refused:
+        await foreign.fetch_bill(day, io.BytesIO())
+    assert getattr(refused.value, "code", "") == "sub_merchant_not_bound"
 
 
 # ------------------------------------------------------------------ bounded memory

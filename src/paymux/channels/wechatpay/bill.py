@@ -74,7 +74,7 @@ TOTALS: tuple[tuple[str, str, str], ...] = (
 MAX_LINE = 64 * 1024
 """Longest line read at once (a real row is under 1 KiB); a longer one is a problem."""
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
-_AMOUNT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+_AMOUNT = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 
 
 class BillError(ValueError):

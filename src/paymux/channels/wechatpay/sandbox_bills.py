@@ -33,6 +33,7 @@ import gzip
 import io
 import secrets
 from collections.abc import Iterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, Response
 
@@ -69,6 +70,10 @@ class BillEndpoints(SandboxBase):
     """The merchants' fee rate in basis points (0.60 %, WeChat's common rate)."""
     bill_url_seconds: float = 30.0
     _bill_downloads: dict[str, tuple[str, bytes, dt.datetime]] | None = None
+    _bill_made_up: dict[tuple[str, str | None, dt.date, int], BillEntry] | None = None
+    """The orders and refunds tweaks made up (``extra_payment`` / ``extra_refund``), by bill
+    and place: the shared day bill draws new numbers for them each time, the sandbox serves
+    the first ones again, so a bill fetched twice is the same file."""
 
     def day_bill(
         self, mchid: str, day: dt.date, sub_mchid: str | None = None
@@ -81,10 +86,25 @@ class BillEndpoints(SandboxBase):
                 sub_mchid is None or _sub_merchant(order) == sub_mchid
             )
 
-        return sandbox_bills.day_bill(
+        made = sandbox_bills.day_bill(
             self.core, day, bill.CHINA, lambda amount: bill.fee_of(amount, self.bill_fee_bps),
             listed=listed,
         )  # fmt: skip
+        if self._bill_made_up is None:
+            self._bill_made_up = {}
+        known_orders = {id(order) for order in self.core.orders.values()}
+        known_refunds = {id(refund) for refund in self.core.refunds.values()}
+        place = 0
+        for i, entry in enumerate(made.entries):
+            if id(entry.order) in known_orders and (
+                entry.refund is None or id(entry.refund) in known_refunds
+            ):
+                continue
+            first = self._bill_made_up.setdefault((mchid, sub_mchid, day, place), entry)
+            if first.kind == entry.kind:
+                made.entries[i] = replace(entry, order=first.order, refund=first.refund)
+            place += 1
+        return made
 
     def bill_rows(
         self, mchid: str, entries: list[BillEntry], sub_mchid: str | None = None,
@@ -153,6 +173,16 @@ class BillEndpoints(SandboxBase):
                   f"unreadable{day:%Y%m%d}", "", "NATIVE", bill.STATE_PAID]  # fmt: skip
         return "`" + ",`".join(fields)
 
+    def _check_sub_merchant(self, sp_mchid: str, sub_mchid: str) -> None:
+        """Only a service provider names a sub-merchant, and only one of its own (wording
+        of the refusal unverified)."""
+        partners = getattr(self, "partners", None)
+        provider = partners.providers.get(sp_mchid) if partners is not None else None
+        if provider is None:
+            raise WxError(403, "NO_AUTH", "商户号不是服务商，无权调用服务商接口")
+        if sub_mchid not in provider.sub_merchants:
+            raise WxError(400, "INVALID_REQUEST", "受理关系不存在")
+
     async def _tradebill(self, request: Request) -> Response:
         merchant = self._authenticate(request, b"")
         params = request.query_params
@@ -172,7 +202,10 @@ class BillEndpoints(SandboxBase):
         if day < today - dt.timedelta(days=90):
             raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
         # A service provider's bill of one of its sub-merchants names it.
-        data = self.trade_bill(merchant.mchid, day, bill_type, params.get("sub_mchid") or None)
+        sub_mchid = params.get("sub_mchid") or None
+        if sub_mchid is not None:
+            self._check_sub_merchant(merchant.mchid, sub_mchid)
+        data = self.trade_bill(merchant.mchid, day, bill_type, sub_mchid)
         if data is None:
             raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
         payload = gzip.compress(data, mtime=0) if tar_type == bill.TAR_GZIP else data
