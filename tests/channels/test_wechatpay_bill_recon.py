@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from paymux.channels import bills
-from paymux.channels.base import StatementLine, StatementLineKind
+from paymux.channels.base import StatementLine, StatementLineKind, UnknownOutcome
 from paymux.channels.wechatpay import bill
 from paymux.channels.wechatpay.adapter import WechatPayAdapter, WechatPayPartnerAdapter
 from paymux.kit import clock
@@ -149,6 +149,26 @@ async def test_fetched_bill_is_the_uncompressed_file_with_its_sha1(
     with pytest.raises(Exception) as not_ready:
         await env.adapter.fetch_bill(noon_days_ago(0).date(), io.BytesIO())
     assert getattr(not_ready.value, "code", "") == "statement_not_ready"
+
+
+@pytest.mark.parametrize("damage", ["cut", "not_gzip"])
+async def test_a_damaged_download_is_refused(
+    env: Env, day_of_two: tuple[dt.date, str, str], damage: str
+) -> None:
+    """The gzip is inflated as it streams: a download cut short, or not gzip at all, is an
+    UnknownOutcome (fetch again), not a half file handed to the reader."""
+    day, _, _ = day_of_two
+
+    async def spoil(request: Any) -> None:
+        if request.url.path == bill.DOWNLOAD_PATH:
+            for token, (mchid, payload, expires) in list(env.sandbox._bill_downloads.items()):
+                spoilt = payload[: len(payload) // 2] if damage == "cut" else b"<html>busy</html>"
+                env.sandbox._bill_downloads[token] = (mchid, spoilt, expires)
+
+    env.http.event_hooks["request"].append(spoil)
+    with pytest.raises(UnknownOutcome) as refused:
+        await env.adapter.fetch_bill(day, io.BytesIO())
+    assert refused.value.code == "malformed_response"
 
 
 @pytest.mark.parametrize(

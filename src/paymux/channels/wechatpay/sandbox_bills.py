@@ -70,10 +70,10 @@ class BillEndpoints(SandboxBase):
     """The merchants' fee rate in basis points (0.60 %, WeChat's common rate)."""
     bill_url_seconds: float = 30.0
     _bill_downloads: dict[str, tuple[str, bytes, dt.datetime]] | None = None
-    _bill_made_up: dict[tuple[str, str | None, dt.date, int], BillEntry] | None = None
-    """The orders and refunds tweaks made up (``extra_payment`` / ``extra_refund``), by bill
-    and place: the shared day bill draws new numbers for them each time, the sandbox serves
-    the first ones again, so a bill fetched twice is the same file."""
+    _bill_made_up: dict[tuple[object, ...], BillEntry] | None = None
+    """The orders and refunds tweaks made up (``extra_payment`` / ``extra_refund``), by bill,
+    the day's tweaks and place: the shared day bill draws new numbers for them each time, the
+    sandbox serves the first ones again, so a bill fetched twice is the same file."""
 
     def day_bill(
         self, mchid: str, day: dt.date, sub_mchid: str | None = None
@@ -94,13 +94,16 @@ class BillEndpoints(SandboxBase):
             self._bill_made_up = {}
         known_orders = {id(order) for order in self.core.orders.values()}
         known_refunds = {id(refund) for refund in self.core.refunds.values()}
+        tweaks = tuple((t.kind, t.out_trade_no, t.amount) for t in self.core.bill_tweaks
+                       if t.day == day)  # fmt: skip
         place = 0
         for i, entry in enumerate(made.entries):
             if id(entry.order) in known_orders and (
                 entry.refund is None or id(entry.refund) in known_refunds
             ):
                 continue
-            first = self._bill_made_up.setdefault((mchid, sub_mchid, day, place), entry)
+            key = (mchid, sub_mchid, day, tweaks, place)
+            first = self._bill_made_up.setdefault(key, entry)
             if first.kind == entry.kind:
                 made.entries[i] = replace(entry, order=first.order, refund=first.refund)
             place += 1
