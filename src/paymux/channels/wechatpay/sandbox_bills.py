@@ -33,7 +33,6 @@ import gzip
 import io
 import secrets
 from collections.abc import Iterator
-from dataclasses import replace
 
 from fastapi import APIRouter, Request, Response
 
@@ -70,10 +69,6 @@ class BillEndpoints(SandboxBase):
     """The merchants' fee rate in basis points (0.60 %, WeChat's common rate)."""
     bill_url_seconds: float = 30.0
     _bill_downloads: dict[str, tuple[str, bytes, dt.datetime]] | None = None
-    _bill_made_up: dict[tuple[object, ...], BillEntry] | None = None
-    """The orders and refunds tweaks made up (``extra_payment`` / ``extra_refund``), by bill,
-    the day's tweaks and place: the shared day bill draws new numbers for them each time, the
-    sandbox serves the first ones again, so a bill fetched twice is the same file."""
 
     def day_bill(
         self, mchid: str, day: dt.date, sub_mchid: str | None = None
@@ -86,28 +81,10 @@ class BillEndpoints(SandboxBase):
                 sub_mchid is None or _sub_merchant(order) == sub_mchid
             )
 
-        made = sandbox_bills.day_bill(
+        return sandbox_bills.day_bill(
             self.core, day, bill.CHINA, lambda amount: bill.fee_of(amount, self.bill_fee_bps),
             listed=listed,
         )  # fmt: skip
-        if self._bill_made_up is None:
-            self._bill_made_up = {}
-        known_orders = {id(order) for order in self.core.orders.values()}
-        known_refunds = {id(refund) for refund in self.core.refunds.values()}
-        tweaks = tuple((t.kind, t.out_trade_no, t.amount) for t in self.core.bill_tweaks
-                       if t.day == day)  # fmt: skip
-        place = 0
-        for i, entry in enumerate(made.entries):
-            if id(entry.order) in known_orders and (
-                entry.refund is None or id(entry.refund) in known_refunds
-            ):
-                continue
-            key = (mchid, sub_mchid, day, tweaks, place)
-            first = self._bill_made_up.setdefault(key, entry)
-            if first.kind == entry.kind:
-                made.entries[i] = replace(entry, order=first.order, refund=first.refund)
-            place += 1
-        return made
 
     def bill_rows(
         self, mchid: str, entries: list[BillEntry], sub_mchid: str | None = None,
