@@ -129,7 +129,8 @@ WITH coded AS MATERIALIZED (
   SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
     ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
                        ORDER BY l.position) AS dup,
-    r.id, r.status, -r.amount, r.currency, 0, r.channel_refund_no, r.channel_account_id,
+    r.id, r.status, -r.amount, r.currency, -r.fee_returned, r.channel_refund_no,
+    r.channel_account_id,
     r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
     CASE WHEN r.id IS NULL THEN 0 ELSE {_books(REFUND_KEY_PREFIX, "r.id")} END
   FROM recon_lines l
@@ -181,7 +182,8 @@ WHERE p.channel_account_id = :account AND p.paid_at >= :since AND p.paid_at < :e
 """
 
 _LOCAL_REFUNDS = f"""
-SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, 0, r.currency,
+SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, -r.fee_returned,
+  r.currency,
   COALESCE(r.succeeded_at, r.created_at),
   {_books(REFUND_KEY_PREFIX, "r.id")}
 FROM refunds r JOIN payments p ON p.id = r.payment_id

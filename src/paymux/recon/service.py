@@ -497,7 +497,7 @@ async def _refreshed(rt: Runtime, item: LocalItem) -> LocalItem:
         assert refund is not None
     return LocalItem(item.kind, item.record_id, item.payment_id, item.merchant_id, item.app_id,
                      "succeeded", item.amount, item.fee, item.currency,
-                     refund.succeeded_at, -refund.amount)  # fmt: skip
+                     refund.succeeded_at, -(refund.amount - refund.fee_returned))  # fmt: skip
 
 
 def _local_finding(
