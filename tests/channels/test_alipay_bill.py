@@ -132,7 +132,8 @@ def test_reader_reports_what_is_not_a_bill(tmp_path: Path) -> None:
         .read("20881020000000010156_20250310_业务明细.csv")
         .decode("gbk")
     )
-    reader, lines = read_zip(rezip(good, text.replace("#交易合计：1笔", "#交易合计：2笔")), tmp_path)
+    counted = text.replace("#交易合计：1笔", "#交易合计：2笔")
+    reader, lines = read_zip(rezip(good, counted), tmp_path)
     assert len(lines) == 1 and [c.name for c in reader.checks if not c.ok] == ["summary_count"]
     # Without the end marker the footer reads as rows: bad rows, and no footer totals.
     reader, lines = read_zip(rezip(good, text.replace("业务明细列表结束", "x")), tmp_path)
