@@ -209,12 +209,17 @@ def render_zip(
 # ---------------------------------------------------------------- reading (the adapter)
 _TRADE_TOTAL = re.compile(r"^#交易合计：(\d+)笔，商家实收共(-?\d+(?:\.\d+)?)元")
 _REFUND_TOTAL = re.compile(r"^#退款合计：(\d+)笔，商家实收退款共(-?\d+(?:\.\d+)?)元")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _KINDS = {TRADE: StatementLineKind.payment, REFUND: StatementLineKind.refund}
 
 
 def _time(text: str) -> dt.datetime | None:
+    """``yyyy-MM-dd HH:mm:ss`` (China time): the shape pinned, then ``fromisoformat`` (several
+    times faster than ``strptime`` on a million rows)."""
+    if not _TIME.fullmatch(text):
+        return None
     try:
-        return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA)
+        return dt.datetime.fromisoformat(text).replace(tzinfo=CHINA)
     except ValueError:
         return None
 
