@@ -45,8 +45,11 @@ _KINDS = {p.TRADE_CODE_CONSUME: StatementLineKind.payment,
 def zm_time(day: dt.date, text: str) -> dt.datetime | None:
     """``txnTime`` of a ZM record is MMddHHmmss (China time); the year is the bill day's (the
     previous year for a December record on a January bill)."""
-    try:
-        moment = dt.datetime.strptime(f"{day.year}{text}", "%Y%m%d%H%M%S")
+    if len(text) != 10 or not (text.isascii() and text.isdigit()):
+        return None
+    try:  # by hand, not strptime: several times faster on a million records
+        moment = dt.datetime(day.year, int(text[:2]), int(text[2:4]), int(text[4:6]),
+                             int(text[6:8]), int(text[8:]))  # fmt: skip
     except ValueError:
         return None
     if moment.month > day.month:
@@ -107,7 +110,6 @@ class UnionPayBillReader(BillReader):
                 self.problem(0, name, f"the zip member cannot be read: {exc}")
 
     def _record(self, position: int, line: bytes, day: dt.date) -> StatementLine | None:
-        text = line.decode("gbk", "replace")
         try:
             record = p.parse_zm_record(line)
             amount_text = record["txnAmt"]
@@ -115,11 +117,12 @@ class UnionPayBillReader(BillReader):
                 raise p.ProtocolError(f"txnAmt {amount_text!r} is not digits of fen")
             amount, fee = int(amount_text), p.parse_fee(record["merFee"])
         except p.ProtocolError as exc:
-            self.problem(position, text, str(exc))
+            self.problem(position, line.decode("gbk", "replace"), str(exc))
             return None
         occurred = zm_time(day, record["txnTime"])
         if occurred is None:
-            self.problem(position, text, f"txnTime {record['txnTime']!r} is not MMddHHmmss")
+            reason = f"txnTime {record['txnTime']!r} is not MMddHHmmss"
+            self.problem(position, line.decode("gbk", "replace"), reason)
             return None
         kind = _KINDS.get(record["tradeCode"], StatementLineKind.other)
         refund = kind is StatementLineKind.refund

@@ -473,18 +473,29 @@ ZM_MIN_LENGTH = ZM_LENGTH - ZM_WIDTHS[-1]
 """A record whose blank trailing ``reserved`` field was cut off is still whole."""
 
 
+_ZM_SLICES: tuple[tuple[str, slice], ...] = tuple(
+    (name, slice(start, start + width))
+    for name, width, start in zip(
+        ZM_FIELDS, ZM_WIDTHS,
+        [sum(ZM_WIDTHS[:i]) + i for i in range(len(ZM_WIDTHS))], strict=True,
+    )
+)  # fmt: skip
+
+
 def parse_zm_record(line: bytes) -> dict[str, str]:
-    """One ZM record (GBK, fixed width, line ending removed), fields stripped."""
+    """One ZM record (GBK, fixed width, line ending removed), fields stripped. Widths are in
+    bytes: an ASCII record (the usual one) is decoded once, any other field by field."""
     if not ZM_MIN_LENGTH <= len(line) <= ZM_LENGTH:
         raise ProtocolError(f"a ZM record is {ZM_LENGTH} bytes, this one {len(line)}")
+    if line.isascii():
+        text = line.decode("ascii")
+        return {name: text[cut].strip() for name, cut in _ZM_SLICES}
     row: dict[str, str] = {}
-    start = 0
-    try:
-        for name, width in zip(ZM_FIELDS, ZM_WIDTHS, strict=True):
-            row[name] = line[start : start + width].decode("gbk").strip()
-            start += width + 1
-    except UnicodeDecodeError:
-        raise ProtocolError(f"field {name} is not GBK text") from None
+    for name, cut in _ZM_SLICES:
+        try:
+            row[name] = line[cut].decode("gbk").strip()
+        except UnicodeDecodeError:
+            raise ProtocolError(f"field {name} is not GBK text") from None
     return row
 
 

@@ -624,8 +624,10 @@ class Sandbox:
             (kind.txn_type, kind.txn_sub_type, kind.biz_type) if isinstance(kind, p.TxnKind)
             else kind
         )  # fmt: skip
-        # txnTime is the request's (an order made at UnionPay alone has none: its time).
+        # txnTime is the request's (an order made at UnionPay alone has none: its time). The
+        # kit's ids of such an order are longer than queryId's 21 characters: their tail.
         txn_time = extra.get("txnTime") or p.format_time(at)
+        query_id, orig = query_id[-21:], orig[-21:]
         return p.zm_line({
             "tradeCode": code, "acqInsCode": "00000049998", "sendInsCode": "00000049998",
             "traceNo": query_id[-6:], "txnTime": txn_time[4:], "txnAmt": f"{amount:012d}",
