@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from paymux.channels.alipay import bill
-from paymux.channels.base import StatementLine, StatementLineKind
+from paymux.channels.base import RetryableError, StatementLine, StatementLineKind
 from paymux.channels.bills import BillReader, FetchedBill
 from paymux.kit import clock
 from tests.channels import golden_bills
@@ -196,3 +196,31 @@ def test_a_large_bill_reads_in_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (count, total) == (rows, rows * 1234) and reader.intact, reader.failures()
     assert peak < limit, f"peak {peak} bytes"
+
+
+async def test_no_bill_is_not_ready_until_the_bill_is_due(
+    env: Env, shifted: clock.OffsetClock, tmp_path: Path
+) -> None:
+    """``isp.bill_not_exist`` before 10:00 China time the next day may be a bill not made
+    yet: not ready; after it, a day without business."""
+    today = dt.datetime.now(bill.CHINA).date()
+    yesterday = today - dt.timedelta(days=1)
+    with (tmp_path / "none").open("wb") as handle:
+        go_to(shifted, dt.datetime.combine(today, dt.time(9, 59), tzinfo=bill.CHINA))
+        with pytest.raises(RetryableError) as early:
+            await env.adapter.fetch_bill(yesterday, handle)
+        assert early.value.code == "statement_not_ready"
+        go_to(shifted, dt.datetime.combine(today, dt.time(10, 1), tzinfo=bill.CHINA))
+        assert not (await env.adapter.fetch_bill(yesterday, handle)).exists
+
+
+async def test_a_bill_fetched_twice_is_the_same_file(
+    env: Env, business: Day, tmp_path: Path
+) -> None:
+    await tweak(env, business.day, "duplicate", out_trade_no=business.second)
+    files = []
+    for name in ("one", "two"):
+        with (tmp_path / name).open("wb") as handle:
+            await env.adapter.fetch_bill(business.day, handle)
+        files.append((tmp_path / name).read_bytes())
+    assert files[0] == files[1]

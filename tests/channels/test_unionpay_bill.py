@@ -209,3 +209,15 @@ def test_a_large_bill_reads_in_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (count, total) == (rows, rows * 1234) and reader.intact, reader.failures()
     assert peak < limit, f"peak {peak} bytes"
+
+
+async def test_a_bill_fetched_twice_is_the_same_file(
+    env: Env, business: Day, tmp_path: Path
+) -> None:
+    await tweak(env, business.day, "duplicate", business.second)
+    files = []
+    for name in ("one", "two"):
+        with (tmp_path / name).open("wb") as handle:
+            await env.adapter.fetch_bill(business.day, handle)
+        files.append((tmp_path / name).read_bytes())
+    assert files[0] == files[1]

@@ -163,8 +163,16 @@ def write_zip(
     exported = f"#导出时间：[{exported_at.astimezone(CHINA):%Y年%m月%d日 %H:%M:%S}]"
     stem = file_stem(pid, day)
     totals = _Totals()
+    # Members stamped with the export time, not the clock: the same bill is the same bytes.
+    stamp = exported_at.astimezone(CHINA).timetuple()[:6]
+
+    def entry(name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        return info
+
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open(stem + DETAIL_SUFFIX, "w") as member:
+        with archive.open(entry(stem + DETAIL_SUFFIX), "w") as member:
 
             def put(line: str) -> None:
                 member.write((line + "\r\n").encode(ENCODING))
@@ -192,7 +200,9 @@ def write_zip(
         )  # fmt: skip
         summary = [*_head(SUMMARY_TITLE, pid, day, SUMMARY_START), ",".join(SUMMARY_COLUMNS),
                    _csv_line(sums), SUMMARY_END, exported]  # fmt: skip
-        archive.writestr(stem + SUMMARY_SUFFIX, ("\r\n".join(summary) + "\r\n").encode(ENCODING))
+        archive.writestr(
+            entry(stem + SUMMARY_SUFFIX), ("\r\n".join(summary) + "\r\n").encode(ENCODING)
+        )
 
 
 def render_zip(

@@ -94,7 +94,10 @@ class BillMethods(TradesBase):
         found = self.day_bill(app, day)
         if not found.entries and not found.bad_rows and not found.summary_offset:
             return None
-        return bill.render_zip(app.seller_id, day, self.bill_rows(found), clock.now(),
+        # Exported when the day ended, not at each download: a bill fetched twice is the same
+        # file (Alipay's 导出时间 is when it made the file).
+        made = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=bill.CHINA)
+        return bill.render_zip(app.seller_id, day, self.bill_rows(found), made,
                                summary_offset=found.summary_offset,
                                bad_rows=found.bad_rows)  # fmt: skip
 

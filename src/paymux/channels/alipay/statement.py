@@ -32,20 +32,27 @@ class StatementMixin(AlipayClient):
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
         """The day's (China time) trade bill: every trade and refund with its service fee. A
-        day without a bill (``isp.bill_not_exist``: nothing happened, or fetched before Alipay
-        made it) is ``[]``; today or later raises RetryableError ``statement_not_ready``."""
+        day without a bill (``isp.bill_not_exist`` once the bill is due: nothing happened) is
+        ``[]``; today or later, or no bill before it is due, raises RetryableError
+        ``statement_not_ready``."""
         return await bills.statement_of(self, day)
 
     async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> bills.FetchedBill:
         """The day's trade-bill zip, streamed into ``into`` as Alipay serves it.
-        ``isp.bill_not_exist`` is no bill (``exists=False``); today or later raises
-        RetryableError ``statement_not_ready``."""
+        ``isp.bill_not_exist`` is no bill (``exists=False``) once the bill is due
+        (:attr:`bill_ready_after`), not ready before; today or later raises RetryableError
+        ``statement_not_ready``."""
         if day >= clock.now().astimezone(bill.CHINA).date():
             raise RetryableError("statement_not_ready", f"Alipay has no bill for {day} yet")
         biz = {"bill_type": bill.BILL_TYPE, "bill_date": f"{day:%Y-%m-%d}"}
         raw = await self._call(bill.METHOD_BILL, biz)
         name = f"alipay_{day:%Y%m%d}_trade.csv.zip"
         if raw.data.get("sub_code") == bill.NOT_EXIST:
+            # Alipay answers the same before it made the bill as for a day without business:
+            # until the bill is due it means "not yet".
+            due = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=bill.CHINA)
+            if clock.now() < due + self.bill_ready_after:
+                raise RetryableError("statement_not_ready", f"Alipay's bill for {day} is due later")
             return bills.FetchedBill(name, exists=False)
         url = self._check(raw).get("bill_download_url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
