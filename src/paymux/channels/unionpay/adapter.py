@@ -32,6 +32,12 @@ Close: UnionPay has no close for these products. An unpaid order stops being pay
 makes sure the order is not paid. A merchant who closes *before* the expiry leaves the order
 payable at UnionPay until then (a late payment is applied like any late notification).
 
+Bills (:class:`~paymux.channels.bills.BillCapable`): ``fileTransfer`` (``txnType 76``) for a
+settlement date; :meth:`UnionPayAdapter.fetch_bill` writes the zip from ``fileContent`` and
+:class:`~paymux.channels.unionpay.bill.UnionPayBillReader` streams its ZM records. The format
+has no summary and the answer no hash: the reader records no integrity check (see
+:mod:`paymux.channels.unionpay.bill`).
+
 Every answer and notification is verified against the ``signPubKeyCert`` it carries, which must
 chain to the configured middle and root certificates and be UnionPay's
 (:func:`protocol.check_signer`). An answer that does not verify is an UnknownOutcome.
