@@ -156,6 +156,8 @@ MAX_TXN_AMOUNT = 10**12 - 1
 @registry.register
 class UnionPayAdapter:
     name: ClassVar[str] = "unionpay"
+    refund_returns_fee: ClassVar[bool] = True
+    """A refund (S30) record's ``merFee`` gives back its share of the fee."""
     methods: ClassVar[frozenset[str]] = frozenset(
         {"unionpay_gateway", "unionpay_wap", "unionpay_qr", p.BARCODE_METHOD}
     )
