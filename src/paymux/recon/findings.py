@@ -58,6 +58,8 @@ class Finding:
     suggestion: dict[str, Any] | None = None
     note: str = ""
     """What the run did about it (a channel query), for the history."""
+    at: dt.datetime | None = None
+    """When the line (or our record) says it happened."""
     books: int = 0
     """A local record's movement of the clearing account (for the books bridge)."""
     repaired: str = ""

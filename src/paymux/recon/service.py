@@ -262,7 +262,7 @@ def _finding(c: Coded, account_id: str, klass: BreakClass, detail: str = "") -> 
         local_amount=_local_net(c, account_id), channel_fee=c.fee, local_fee=c.record_fee or 0,
         channel_ref=c.channel_ref, payment_id=c.payment_id,
         refund_id=c.record_id if c.kind == "refund" else None, merchant_id=c.merchant_id,
-        app_id=c.app_id, detail=detail or _describe(c),
+        app_id=c.app_id, detail=detail or _describe(c), at=c.occurred_at,
     )  # fmt: skip
 
 
@@ -358,6 +358,7 @@ async def _reconcile(
             still.repaired = f.note
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
+    _suggest(out, local)
     for f in out + local:
         b = books[f.currency]
         if f.resolved is not None:
@@ -417,6 +418,33 @@ def _count(r: ReconRun, opened: list[Any]) -> None:
     )
     for b in opened:
         BREAKS_OPENED.labels(b.klass, str(b.priority)).inc()
+
+
+SUGGEST_WITHIN = dt.timedelta(minutes=30)
+
+
+def _suggest(lines: list[Finding], local: list[Finding]) -> None:
+    """Never a match, only a suggestion for the person in the queue: a line the channel has
+    without a record of ours, and a record of ours no line names, of the same kind, amount and
+    currency within :data:`SUGGEST_WITHIN` of each other (e.g. a payment re-made under another
+    number). Each gets the other as a ``link`` candidate."""
+    loose = {"channel_only": "payment", "refund_channel_only": "refund"}
+    for f in lines:
+        kind = loose.get(f.klass.value if f.klass else "")
+        if kind is None or f.at is None:
+            continue
+        gross = f.channel_amount + f.channel_fee
+        near = [g for g in local if g.kind == kind and g.currency == f.currency and g.at
+                and g.local_amount + g.local_fee == gross
+                and abs(g.at - f.at) <= SUGGEST_WITHIN]  # fmt: skip
+        if not near:
+            continue
+        f.suggestion = {"action": "link", "why": "same amount within 30 minutes",
+                        "candidates": sorted(g.refund_id or g.payment_id or g.key
+                                             for g in near)}  # fmt: skip
+        for g in near:
+            g.suggestion = {"action": "link", "why": "same amount within 30 minutes",
+                            "candidates": [f.key]}  # fmt: skip
 
 
 def _merge_duplicates(found: list[Finding]) -> list[Finding]:
@@ -514,7 +542,7 @@ def _local_finding(
         channel_amount=0, local_amount=net, local_fee=item.fee, books=item.books,
         payment_id=item.payment_id,
         refund_id=item.record_id if item.kind == "refund" else None,
-        merchant_id=item.merchant_id, app_id=item.app_id,
+        merchant_id=item.merchant_id, app_id=item.app_id, at=item.at,
         detail=(f"our {item.kind} of {at} is not in the channel's bill" if overdue else
                 f"our {item.kind} of {at} is not in the bill yet (grace {grace} day(s))"),
         note=note,
