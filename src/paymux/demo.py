@@ -231,7 +231,9 @@ def cli_environment(database: Path, public_url: str) -> dict[str, str]:
     }
 
 
-def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
+def banner(
+    setup: DemoSetup, public_url: str, database: Path, operator_token: str | None = None
+) -> str:
     base = public_url.rstrip("/")
     curl = (
         f"curl -s {base}/v1/payments \\\n"
@@ -256,6 +258,8 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         f"  Deliveries page   {base}/demo/webhooks",
         f"  Demo wallet       {setup.wallet_id}",
         f"  Database          {database}",
+        *([f"  Operator token    {operator_token}  (/v1/operator: reconciliation, ledger)"]
+          if operator_token else []),
         "",
         "Create a payment:",
         curl,
@@ -269,6 +273,8 @@ def banner(setup: DemoSetup, public_url: str, database: Path) -> str:
         f"  export PAYMUX_URL={shlex.quote(base)} PAYMUX_KEY={shlex.quote(setup.api_key)}",
         f"  export PAYMUX_APP={shlex.quote(setup.app_id)}",
         *([f"  export PAYMUX_WALLET={shlex.quote(setup.wallet_id)}"] if setup.wallet_id else []),
+        *([f"  export PAYMUX_OPERATOR_TOKEN={shlex.quote(operator_token)}"]
+          if operator_token else []),
         *exports,
         "  paymux payment list --app $PAYMUX_APP",
         "",

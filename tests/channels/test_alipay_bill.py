@@ -22,11 +22,13 @@ import datetime as dt
 import io
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from paymux.channels.alipay import bill
-from paymux.channels.base import RetryableError, StatementLineKind, UnknownOutcome
+from paymux.channels.base import RetryableError, StatementLine, StatementLineKind, UnknownOutcome
+from paymux.channels.bills import BillReader
 from paymux.kit import clock
 from tests.channels.test_alipay import Env, env
 from tests.channels.test_alipay_refunds import paid, refund
@@ -65,7 +67,25 @@ def row(**values: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ codec
-def test_codec_round_trip_gbk_tabs_and_totals() -> None:
+def read_zip(data: bytes, tmp_path: Path) -> tuple[BillReader, list[StatementLine]]:
+    path = tmp_path / f"bill{len(list(tmp_path.iterdir()))}.csv.zip"
+    path.write_bytes(data)
+    reader = bill.AlipayBillReader(path)
+    return reader, list(reader.lines())
+
+
+def rezip(data: bytes, detail: str) -> bytes:
+    """``data`` (a bill zip) with its detail member's text replaced."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name in source.namelist():
+            text = detail.encode("gbk") if name.endswith(bill.DETAIL_SUFFIX) else source.read(name)
+            archive.writestr(name, text)
+    return out.getvalue()
+
+
+def test_codec_round_trip_gbk_tabs_and_totals(tmp_path: Path) -> None:
     trade = row(支付宝交易号="2025031022001", 商户订单号="att_1", 商品名称="茶 Tea",
                 **{"订单金额（元）": "100.00", "商家实收（元）": "100.00",
                    "服务费（元）": "-0.60"})  # fmt: skip
@@ -91,17 +111,20 @@ def test_codec_round_trip_gbk_tabs_and_totals() -> None:
     summary = archive.read("20881020000000010156_20250310_业务明细(汇总).csv").decode("gbk")
     assert "合计,,1,1,60.00,60.00,0.00,0.00,0.00,-0.36,0.00,59.64" in summary
 
-    parsed = bill.parse_zip(data)
-    assert parsed.rows == (trade, back) and (parsed.trade_count, parsed.refund_count) == (1, 1)
-    got = [(x.kind, x.amount, x.fee, x.reference, x.out_trade_no)
-           for x in bill.statement_lines(parsed.rows)]  # fmt: skip
+    reader, lines = read_zip(data, tmp_path)
+    assert [x.raw for x in lines] == [trade, back] and reader.intact, reader.failures()
+    assert {c.name for c in reader.checks} == {
+        "summary_count", "summary_amount", "summary_refund_count", "summary_refund_amount",
+        "summary_order_amount", "summary_fee",
+    }  # fmt: skip
+    got = [(x.kind, x.amount, x.fee, x.reference, x.out_trade_no) for x in lines]
     assert got == [
         (StatementLineKind.payment, 10000, 60, "att_1", "att_1"),
         (StatementLineKind.refund, -4000, -24, "re_1", "att_1"),
     ]
 
 
-def test_codec_refuses_what_is_not_a_bill() -> None:
+def test_reader_reports_what_is_not_a_bill(tmp_path: Path) -> None:
     good = bill.render_zip("2088102000000001", dt.date(2025, 3, 10), [row()],
                            dt.datetime(2025, 3, 11, tzinfo=dt.UTC))  # fmt: skip
     text = (
@@ -109,13 +132,18 @@ def test_codec_refuses_what_is_not_a_bill() -> None:
         .read("20881020000000010156_20250310_业务明细.csv")
         .decode("gbk")
     )
-    for broken in (text.replace("#交易合计：1笔", "#交易合计：2笔"),
-                   text.replace("业务明细列表结束", "x"), text.replace("支付宝交易号,", "x,"),
-                   "a,b\r\n"):  # fmt: skip
-        with pytest.raises(bill.BillError):
-            bill.parse_detail(broken)
-    with pytest.raises(bill.BillError):
-        bill.parse_zip(b"PK not a zip")
+    counted = text.replace("#交易合计：1笔", "#交易合计：2笔")
+    reader, lines = read_zip(rezip(good, counted), tmp_path)
+    assert len(lines) == 1 and [c.name for c in reader.checks if not c.ok] == ["summary_count"]
+    # Without the end marker the footer reads as rows: bad rows, and no footer totals.
+    reader, lines = read_zip(rezip(good, text.replace("业务明细列表结束", "x")), tmp_path)
+    assert reader.problem_count == 4 and not reader.intact
+    assert {c.name for c in reader.checks if not c.ok} >= {"summary_count", "summary_amount"}
+    for broken in (text.replace("支付宝交易号,", "x,"), "a,b\r\n"):
+        reader, lines = read_zip(rezip(good, broken), tmp_path)
+        assert lines == [] and [p.position for p in reader.problems] == [0] and not reader.checks
+    reader, lines = read_zip(b"PK not a zip", tmp_path)
+    assert lines == [] and [p.position for p in reader.problems] == [0]
 
 
 # ------------------------------------------------------------------ adapter ↔ sandbox
@@ -177,12 +205,12 @@ async def test_unreadable_download_is_unknown_outcome(env: Env, shifted: clock.O
     env.sandbox.trade_bill = lambda app, day: b"not a zip"  # type: ignore[method-assign]
     with pytest.raises(UnknownOutcome) as bad:
         await env.adapter.statement(noon_days_ago(1).date())
-    assert bad.value.code == "unparseable_bill"
+    assert bad.value.code == "bill_not_intact"
 
 
 # ------------------------------------------------------------------ the SDK as oracle
 async def test_sdk_request_is_answered_and_its_verification_passes(
-    env: Env, shifted: clock.OffsetClock
+    env: Env, shifted: clock.OffsetClock, tmp_path: Path
 ) -> None:
     go_to(shifted, noon_days_ago(1))
     pay = await paid(env, amount=2500)
@@ -199,7 +227,7 @@ async def test_sdk_request_is_answered_and_its_verification_passes(
     answer = await ask(noon_days_ago(1).date())
     assert answer["code"] == "10000"
     data = (await env.client.get(answer["bill_download_url"])).content
-    rows = bill.parse_zip(data).rows
+    rows = [line.raw for line in read_zip(data, tmp_path)[1]]
     fields = ("业务类型", "订单金额（元）", "服务费（元）", "退款批次号/请求号")
     got = [tuple(r[f] for f in fields) for r in rows]
     assert got == [

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
+import io
 import json
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -691,20 +694,46 @@ async def test_refund_of_unpaid_order_is_refused(env: Env) -> None:
 
 
 # ------------------------------------------------------------------ statement
-async def test_days_statement_from_transaction_search(env: Env) -> None:
+@contextlib.contextmanager
+def next_day() -> Iterator[None]:
+    """The clock a day on: Transaction Search is complete for today only once PayPal's
+    ``last_refreshed_datetime`` has passed the day's end."""
+    shifted = clock.OffsetClock()
+    previous = clock.set_clock(shifted)
+    shifted.advance(86_400)
+    try:
+        yield
+    finally:
+        clock.set_clock(previous)
+
+
+async def test_days_bill_from_transaction_search(env: Env, tmp_path: Path) -> None:
     request, order_id = await paid(env, amount=10000)
     await env.adapter.create_refund(refund_request(request, order_id, 2500))
-    lines = await env.adapter.fetch_statement(clock.now().date(), page_size=1)
-    assert [(x.event_code, x.amount, x.currency, x.status) for x in lines] == [
-        ("T0006", 10000, "USD", "S"), ("T1107", -2500, "USD", "S"),
-    ]  # fmt: skip
+    day = clock.now().astimezone(dt.UTC).date()
+    with pytest.raises(RetryableError) as not_ready:  # the day is not over
+        await env.adapter.fetch_bill(day, io.BytesIO())
+    assert not_ready.value.code == "statement_not_ready"
+    path = tmp_path / "bill.jsonl"
+    with next_day():
+        with path.open("wb") as handle:
+            fetched = await env.adapter.fetch_bill(day, handle, page_size=1)
+        empty = await env.adapter.fetch_bill(day - dt.timedelta(days=2), io.BytesIO())
+    assert fetched.exists and fetched.filename.endswith(".jsonl") and not empty.exists
+    file_lines = path.read_bytes().splitlines()
+    assert len(file_lines) == 4  # header, two pages of one row, end
+    assert json.loads(file_lines[-1]) == {"object": "end", "pages": 2, "count": 2}
+    reader = env.adapter.bill_reader(path, fetched.expected)
+    lines = list(reader.lines())
+    assert reader.intact, reader.failures()
+    assert [(x.raw["transaction_info"]["transaction_event_code"], x.amount, x.currency)
+            for x in lines] == [("T0006", 10000, "USD"), ("T1107", -2500, "USD")]  # fmt: skip
     sale, refund = lines
-    assert sale.fee == -(10000 * env.sandbox.fee_bps // 10_000)
-    assert sale.custom_field == request.out_trade_no and sale.reference_id == order_id
-    assert refund.invoice_id is not None and refund.invoice_id.startswith("re_")
+    assert sale.fee == 10000 * env.sandbox.fee_bps // 10_000
+    assert sale.out_trade_no == request.out_trade_no and sale.channel_trade_no == order_id
+    assert refund.out_refund_no is not None and refund.out_refund_no.startswith("re_")
     calls = [r for r in env.sent if r.url.path == "/v1/reporting/transactions"]
-    assert len(calls) == 2  # page_size 1: two pages
-    assert await env.adapter.fetch_statement(clock.now().date() - dt.timedelta(days=2)) == []
+    assert len(calls) == 4  # not ready (1), page_size 1: two pages, the empty day (1)
 
 
 async def test_statement_normalises_transaction_search(env: Env) -> None:
@@ -714,7 +743,9 @@ async def test_statement_normalises_transaction_search(env: Env) -> None:
     refund = refund_request(request, order_id, 2500)
     await env.adapter.create_refund(refund)
     day = clock.now().astimezone(dt.UTC).date()
-    lines = await env.adapter.statement(day)
+    with next_day():
+        lines = await env.adapter.statement(day)
+        assert await env.adapter.statement(day - dt.timedelta(days=2)) == []
     fee = 10000 * env.sandbox.fee_bps // 10_000
     assert [(x.kind, x.reference, x.out_trade_no, x.amount, x.fee, x.currency)
             for x in lines] == [
@@ -724,4 +755,3 @@ async def test_statement_normalises_transaction_search(env: Env) -> None:
          "USD"),
     ]  # fmt: skip
     assert lines[0].channel_trade_no == order_id and lines[1].channel_refund_no
-    assert await env.adapter.statement(day - dt.timedelta(days=2)) == []

@@ -894,7 +894,15 @@ async def test_statement_is_the_utc_days_balance_normalised(env: Env) -> None:
     refund = refund_request(req, pi, 2500)
     await env.adapter.create_refund(refund)
     day = clock.now().astimezone(dt.UTC).date()
-    lines = [x for x in await env.adapter.statement(day) if x.channel_trade_no == pi]
+    with pytest.raises(RetryableError, match="statement_not_ready"):  # the day is not over
+        await env.adapter.statement(day)
+    shifted = clock.OffsetClock()
+    previous = clock.set_clock(shifted)
+    shifted.advance(86_400)
+    try:
+        lines = [x for x in await env.adapter.statement(day) if x.channel_trade_no == pi]
+    finally:
+        clock.set_clock(previous)
     got = sorted((x.kind, x.reference, x.out_trade_no, x.amount, x.fee, x.currency)
                  for x in lines)  # fmt: skip
     assert got == sorted([

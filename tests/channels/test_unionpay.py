@@ -19,6 +19,8 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import io
+import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -240,7 +242,7 @@ def test_zm_records_are_fixed_width() -> None:
                       "merId": "777290058110048"})  # fmt: skip
     assert len(line) == sum(p.ZM_WIDTHS) + len(p.ZM_WIDTHS) - 1
     assert line[:4] == b"S22 "
-    (row,) = p.parse_zm(line + b"\r\n")
+    row = p.parse_zm_record(line)
     assert row["tradeCode"] == "S22" and row["orderId"] == "att01"
     assert row["txnAmt"] == "000000001999" and row["merId"] == "777290058110048"
 
@@ -586,12 +588,24 @@ async def test_bill_download(env: Env) -> None:
     req, query_id = await paid(env, amount=1999)
     await env.adapter.create_refund(refund_of(req, query_id, 500))
     today = clock.now().astimezone(p.CHINA).date()
-    rows = await env.adapter.download_bill(today)
+    rows = await bill_records(env, today)
     by_code = {row["tradeCode"]: row for row in rows}
     assert by_code["S22"]["orderId"] == p.order_id(req.out_trade_no)
     assert by_code["S22"]["txnAmt"] == "000000001999" and by_code["S22"]["queryId"] == query_id
     assert by_code["S30"]["origQryId"] == query_id and by_code["S30"]["txnAmt"] == "000000000500"
-    assert await env.adapter.download_bill(today - dt.timedelta(days=3)) == []
+    assert await bill_records(env, today - dt.timedelta(days=3)) == []
+
+
+async def bill_records(env: Env, day: dt.date) -> list[dict[str, str]]:
+    """The ZM records of a day's bill (``fileTransfer`` answers a day not yet over too)."""
+    now = p.format_time(clock.now())
+    form = env.adapter._signed(
+        p.FILE_TRANSFER, settleDate=f"{day:%m%d}", txnTime=now, fileType=p.BILL_FILE_TYPE
+    )
+    answer = await env.adapter._post(env.adapter.credentials.file_gateway, form)
+    archive = zipfile.ZipFile(io.BytesIO(p.decode_file_content(answer["fileContent"])))
+    (name,) = archive.namelist()
+    return [p.parse_zm_record(line) for line in archive.read(name).splitlines() if line.strip()]
 
 
 async def test_statement_is_the_days_zm_records_normalised(env: Env) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from paymux.ledger.models import LedgerTransaction
+from paymux.refunds.models import Refund
 from tests.conftest import Stack, make_tenant
 from tests.payments.test_payments import events_of
 from tests.recon.helpers import breaks, paid, reconcile, today, tweak
@@ -35,6 +36,11 @@ async def test_a_clean_day_is_reconciled(stack: Stack, clock: Any) -> None:
     assert cny["channel"]["amount"] == 5_500 and cny["matched"]["count"] == 2
     assert cny["books"] == cny["channel"]["net"] and cny["residual"] == 0
     assert {c["name"] for c in run["checks"]} >= {"sha1"} and all(c["ok"] for c in run["checks"])
+    metrics = (await stack.client.get("/metrics")).text
+    assert 'paymux_recon_runs_total{channel="wechatpay",verdict="reconciled"}' in metrics
+    assert f'paymux_recon_last_run_ok{{channel_account="{tenant.accounts["wechatpay"]}"}} 1.0' in (
+        metrics
+    )
 
 
 async def test_an_empty_day_is_green_only_when_our_side_is_empty(stack: Stack, clock: Any) -> None:
@@ -134,14 +140,21 @@ async def test_a_row_in_the_next_days_bill_is_carried_then_matched(
     assert second["totals"]["currencies"]["CNY"]["matched"]["count"] == 1
 
 
-async def test_refund_fee_returned_by_the_channel_is_explained(stack: Stack, clock: Any) -> None:
+async def test_the_fee_a_refund_gets_back_is_booked_and_matches(stack: Stack, clock: Any) -> None:
+    """WeChat Pay gives back a refund's share of the fee (a negative 手续费 on its bill row):
+    the ledger books it with the refund, so a partial and a final refund both match."""
     tenant = await make_tenant(stack, channels=("wechatpay",))
-    payment, _ = await paid(stack, tenant, amount=10_000)
-    back = (await refund(stack, tenant, payment["id"], amount=4_000)).json()
-    assert (await settled(stack, tenant, back["id"]))["status"] == "succeeded"
+    payment, _ = await paid(stack, tenant, amount=10_001)  # fee 60 (0.6 %, half up)
+    for amount in (4_000, 6_001):
+        back = (await refund(stack, tenant, payment["id"], amount=amount)).json()
+        assert (await settled(stack, tenant, back["id"]))["status"] == "succeeded"
+    async with stack.runtime.db.read() as session:
+        rows = (await session.execute(sa.select(Refund.amount, Refund.fee_returned).where(
+            Refund.payment_id == payment["id"]).order_by(Refund.amount))).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [(4_000, 24), (6_001, 36)]  # all of the fee, no more
     day = today()
     clock.advance(86_400)
     run = await reconcile(stack, tenant, day)
     cny = run["totals"]["currencies"]["CNY"]
-    assert cny["residual"] == 0, run
-    assert cny["channel"]["amount"] == 6_000
+    assert run["verdict"] == "reconciled", (run["reasons"], cny)
+    assert cny["channel"]["amount"] == 0 and cny["channel"]["fee"] == 0 and cny["books"] == 0

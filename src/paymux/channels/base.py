@@ -282,6 +282,14 @@ class CreateRefund:
     reason: str | None = None
 
 
+def returns_fee_on_refund(adapter: object) -> bool:
+    """Whether the channel gives back a refund's share of the payment's fee (its class or
+    instance says ``refund_returns_fee = True``: WeChat Pay, Alipay and UnionPay do, Stripe and
+    PayPal keep their fee). The ledger books the share the refund returns, so a bill's refund
+    line and our books agree on its fee."""
+    return bool(getattr(adapter, "refund_returns_fee", False))
+
+
 @dataclass(frozen=True)
 class RefundState:
     """A channel's authoritative view of a refund (from its answer, a query or a notification)."""

@@ -5,7 +5,7 @@ Every command prints through :mod:`paymux.cli.output`."""
 
 from __future__ import annotations
 
-from paymux.cli import accounts, admin, demo, money, payments, routing, store_codes
+from paymux.cli import accounts, admin, demo, money, payments, recon, routing, store_codes
 from paymux.cli.common import app
 
 __all__ = ["app", "main"]
@@ -15,7 +15,7 @@ for _group, _name in (
     (accounts.wallet_app, "wallet"), (money.split_app, "split"), (money.escrow_app, "escrow"),
     (money.settlement_app, "settlement"), (money.payout_app, "payout"),
     (routing.routing_app, "routing"), (payments.payment_app, "payment"),
-    (store_codes.store_code_app, "store-codes"),
+    (store_codes.store_code_app, "store-codes"), (recon.recon_app, "recon"),
 ):  # fmt: skip
     app.add_typer(_group, name=_name)
 assert admin and demo  # their commands register themselves on import

@@ -7,6 +7,7 @@ changes nothing; the banner is printed only once uvicorn listens, so everything 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -83,6 +84,10 @@ def _run(sock: socket.socket, db: Path, *, host: str, port: int, public_url: str
         worker_poll_seconds=0.2,
         egress_allow_nets=["127.0.0.0/8", "::1/128"],  # the demo receiver is on loopback
     )
+    if settings.operator_token is None:  # the operator API (reconciliation, ledger) on too
+        settings = settings.model_copy(
+            update={"operator_token": f"op_demo_{secrets.token_hex(12)}"}
+        )
     with progress("migrating the demo database"):
         asyncio.run(migrate.upgrade(settings.database_url))
     receiver = demo_mod.DemoReceiver()
@@ -108,7 +113,7 @@ def _run(sock: socket.socket, db: Path, *, host: str, port: int, public_url: str
     )
 
     def listening() -> None:
-        sys.stdout.write(demo_mod.banner(done, public_url, db) + "\n")
+        sys.stdout.write(demo_mod.banner(done, public_url, db, settings.operator_token) + "\n")
         sys.stdout.flush()
 
     # log_config=None: uvicorn's lines go through paymux's (redacting) logging setup.

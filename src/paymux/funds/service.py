@@ -130,13 +130,28 @@ async def on_payment_succeeded(
 
 
 # ------------------------------------------------------------------ refunds
+def fee_share(funds: PaymentFunds, amount: int, given: int, *, last: bool) -> int:
+    """The part of the payment's channel fee a refund of ``amount`` gets back, when the channel
+    returns fees: in proportion to the gross, rounded half up, never more than is left of the
+    fee (``given`` went back with earlier refunds); the last refund gets all that is left."""
+    left = max(funds.channel_fee - given, 0)
+    if last or not funds.gross:
+        return left
+    share = (2 * funds.channel_fee * amount + funds.gross) // (2 * funds.gross)
+    return min(share, left)
+
+
 async def reserve_refund(
     session: AsyncSession, payment: Payment, refund_id: str, amount: int, *,
-    returns: Sequence[ledger.Leg] = (),
+    returns: Sequence[ledger.Leg] = (), fee_returned: int = 0,
 ) -> str:  # fmt: skip
     """Hold the refund's amount where the payment's money is, with ``returns`` (the split
     receivers' share, debits) taken back in the same hold; refused, changing nothing, when the
-    money is no longer there. Returns the hold's ledger transaction id."""
+    money is no longer there. Returns the hold's ledger transaction id.
+
+    ``fee_returned``: the channel fee the channel gives back with the refund (see
+    :func:`fee_share`): the source clearing account pays out that much less, and channel cost
+    gets it back."""
     funds = await _funds(session, payment)
     if not funds.gross:
         raise Conflict("payment_not_refundable", "The payment's money has not arrived.")
@@ -149,7 +164,15 @@ async def reserve_refund(
         )  # fmt: skip
     here = await location(session, funds)
     source = await ledger.get_account(session, funds.source_account_id)
-    legs = [*returns, ledger.credit(source, amount)]
+    legs = [*returns]
+    if fee_returned and source.owner_type == "channel_account":
+        cost = await chart.platform_account_id(session, payment.livemode, Purpose.channel_cost,
+                                               payment.currency)  # fmt: skip
+        legs.append(ledger.credit(cost, fee_returned))
+        if amount - fee_returned:
+            legs.append(ledger.credit(source, amount - fee_returned))
+    else:
+        legs.append(ledger.credit(source, amount))
     if amount - returned:
         legs.append(ledger.debit(here, amount - returned))
     try:

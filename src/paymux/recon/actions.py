@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from paymux.kit.ids import new_id
@@ -23,10 +24,19 @@ from paymux.recon.models import (
     ReconApproval,
     ReconBreak,
     ReconBreakEvent,
+    ReconConfig,
     Resolution,
 )
 from paymux.recon.repository import ReconRepository
-from paymux.recon.schemas import BreakAction
+from paymux.recon.schemas import (
+    ApprovalOut,
+    BreakAction,
+    BreakDetail,
+    BreakOut,
+    ConfigIn,
+    EventOut,
+    Scope,
+)
 from paymux.refunds.models import Refund, RefundStatus
 from paymux.refunds.repository import RefundRepository
 
@@ -95,6 +105,7 @@ async def act(
     approval = ReconApproval(
         id=new_id("rap"), break_id=b.id, action=body.action, params=params, amount=amount,
         state=ApprovalState.pending, requested_by=actor, reason=body.reason,
+        created_at=clock.now(),
     )  # fmt: skip
     repo.add(approval)
     _event(repo, b, "approval_requested", actor, body.reason, approval=approval.id,
@@ -130,6 +141,33 @@ async def decide(
         else:
             await _refund(session, b, approval)
     return b, approval
+
+
+async def detail(session: AsyncSession, scope: Scope, break_id: str) -> BreakDetail:
+    """A break with its whole history and approvals, if the scope sees it."""
+    repo = ReconRepository(session)
+    b = (await repo.breaks_by_id([break_id])).get(break_id)
+    if b is None or not scope.sees(b.app_id, b.livemode):
+        raise NotFound("break", break_id)
+    return BreakDetail(
+        **BreakOut.of(b).model_dump(),
+        history=[EventOut.of(e) for e in await repo.events(b.id)],
+        approvals=[ApprovalOut.of(a) for a in await repo.approvals(b.id)],
+    )
+
+
+async def configure(session: AsyncSession, account_id: str, body: ConfigIn) -> ConfigIn:
+    """Save how a channel account is reconciled."""
+    if await ChannelAccountRepository(session).get(account_id) is None:
+        raise NotFound("channel account", account_id)
+    repo = ReconRepository(session)
+    config = await repo.config(account_id)
+    if config is None:
+        config = ReconConfig(channel_account_id=account_id)
+        repo.add(config)
+    for name, value in body.model_dump().items():
+        setattr(config, name, value)
+    return body
 
 
 def _resolve(b: ReconBreak, resolution: Resolution) -> None:

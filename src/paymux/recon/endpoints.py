@@ -25,16 +25,16 @@ from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
 from paymux.recon import actions, reports, service
-from paymux.recon.models import BreakClass, BreakState, ReconConfig
+from paymux.recon.models import BreakClass, BreakState
 from paymux.recon.repository import ReconRepository
 from paymux.recon.schemas import (
+    OPERATOR,
     ApprovalOut,
     BreakAction,
     BreakDetail,
     BreakOut,
     ConfigIn,
     Decision,
-    EventOut,
     RunCreate,
     RunOut,
     Scope,
@@ -48,7 +48,6 @@ upload_router = APIRouter(prefix="/v1/operator/recon", tags=["reconciliation"])
 merchant_router = APIRouter(prefix="/v1/recon", tags=["reconciliation"])
 
 ReportFormat = Literal["json", "csv", "xlsx"]
-OPERATOR = Scope()
 
 
 def _actor(value: str | None) -> str:
@@ -176,19 +175,6 @@ async def _breaks(
     return ListResponse[BreakOut](data=[BreakOut.of(b) for b in rows], has_more=more)
 
 
-async def _break(session: ReadSessionDep, scope: Scope, break_id: str) -> BreakDetail:
-    repo = ReconRepository(session)
-    found = await repo.breaks_by_id([break_id])
-    b = found.get(break_id)
-    if b is None or not scope.sees(b.app_id, b.livemode):
-        raise NotFound("break", break_id)
-    return BreakDetail(
-        **BreakOut.of(b).model_dump(),
-        history=[EventOut.of(e) for e in await repo.events(b.id)],
-        approvals=[ApprovalOut.of(a) for a in await repo.approvals(b.id)],
-    )
-
-
 @operator_router.get("/breaks", response_model=ListResponse[BreakOut])
 async def list_breaks(
     _: OperatorDep, session: ReadSessionDep, page: PageDep,
@@ -209,7 +195,7 @@ async def list_breaks(
 @operator_router.get("/breaks/{break_id}", response_model=BreakDetail)
 async def retrieve_break(break_id: str, _: OperatorDep, session: ReadSessionDep) -> BreakDetail:
     """A break with its whole history and approvals."""
-    return await _break(session, OPERATOR, break_id)
+    return await actions.detail(session, OPERATOR, break_id)
 
 
 @operator_router.post("/breaks/{break_id}/actions")
@@ -252,17 +238,7 @@ async def put_config(channel_account_id: str, body: ConfigIn, _: OperatorDep,
     """How the account is reconciled: the daily job on/off, when it fetches (minutes after the
     end of the bill day; default the channel's publication time), the grace period of records
     missing from a bill, and the adjustment amount above which a second approver is needed."""
-    from paymux.channel_accounts.repository import ChannelAccountRepository
-
-    if await ChannelAccountRepository(session).get(channel_account_id) is None:
-        raise NotFound("channel account", channel_account_id)
-    config = await session.get(ReconConfig, channel_account_id)
-    if config is None:
-        config = ReconConfig(channel_account_id=channel_account_id)
-        session.add(config)
-    for name, value in body.model_dump().items():
-        setattr(config, name, value)
-    return body
+    return await actions.configure(session, channel_account_id, body)
 
 
 # ------------------------------------------------------------------ the merchant's view
@@ -303,4 +279,4 @@ async def merchant_breaks(
 
 @merchant_router.get("/breaks/{break_id}", response_model=BreakDetail)
 async def merchant_break(break_id: str, auth: AuthDep, session: ReadSessionDep) -> BreakDetail:
-    return await _break(session, Scope(auth.app_id, auth.livemode), break_id)
+    return await actions.detail(session, Scope(auth.app_id, auth.livemode), break_id)

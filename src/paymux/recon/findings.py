@@ -58,8 +58,13 @@ class Finding:
     suggestion: dict[str, Any] | None = None
     note: str = ""
     """What the run did about it (a channel query), for the history."""
+    at: dt.datetime | None = None
+    """When the line (or our record) says it happened."""
     books: int = 0
     """A local record's movement of the clearing account (for the books bridge)."""
+    repaired: str = ""
+    """The run repaired the record through the channel, and it still differs: the repair is
+    recorded in the history of the (open) break."""
     resolved: Resolution | None = None
     """Already settled by the run itself (``auto_repaired``): recorded resolved, for the
     history, and not part of the verdict or the bridge."""
@@ -151,6 +156,8 @@ async def record(
                 event(found, "reclassified", f.detail, klass=f.klass.value, delta=f.delta)
             else:
                 event(found, "seen", f.detail)
+        if f.repaired:
+            event(found, Resolution.auto_repaired.value, f.repaired)
         if f.note:
             event(found, "checked", f.note)
         kept.append(found)

@@ -64,6 +64,7 @@ class Coded:
     books: int
     """The record's movement of the clearing account (its posted ledger transaction)."""
     record_account: str | None
+    occurred_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _books(prefix: str, id_column: str) -> str:
 _CODED = f"""
 WITH coded AS MATERIALIZED (
   SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
-    ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
+    l.occurred_at, ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
                        ORDER BY l.position) AS dup,
     a.id AS record_id, a.status AS record_status, a.amount AS record_amount,
     a.currency AS record_currency, f.channel_fee AS record_fee,
@@ -127,9 +128,10 @@ WITH coded AS MATERIALIZED (
   WHERE l.run_id = :run AND l.kind = 'payment'
   UNION ALL
   SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
-    ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
+    l.occurred_at, ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
                        ORDER BY l.position) AS dup,
-    r.id, r.status, -r.amount, r.currency, 0, r.channel_refund_no, r.channel_account_id,
+    r.id, r.status, -r.amount, r.currency, -r.fee_returned, r.channel_refund_no,
+    r.channel_account_id,
     r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
     CASE WHEN r.id IS NULL THEN 0 ELSE {_books(REFUND_KEY_PREFIX, "r.id")} END
   FROM recon_lines l
@@ -159,13 +161,13 @@ SELECT 'tally' AS part, code, kind, currency, COUNT(*) AS n, SUM(amount) AS amou
   NULL AS reference, NULL AS channel_ref, NULL AS record_id,
   NULL AS record_status, NULL AS record_amount, NULL AS record_currency, NULL AS record_fee,
   NULL AS record_channel_ref, NULL AS payment_id, NULL AS merchant_id, NULL AS app_id,
-  NULL AS paid_at
+  NULL AS paid_at, NULL AS occurred_at
 FROM classed WHERE code = 'ok' GROUP BY code, kind, currency
 UNION ALL
 SELECT 'line', code, kind, currency, 1, amount, fee,
   CASE WHEN code = 'duplicate' THEN 0 ELSE books END, record_account, position, reference,
   channel_ref, record_id, record_status, record_amount, record_currency, record_fee,
-  record_channel_ref, payment_id, merchant_id, app_id, paid_at
+  record_channel_ref, payment_id, merchant_id, app_id, paid_at, occurred_at
 FROM classed WHERE code <> 'ok'
 """
 
@@ -181,7 +183,8 @@ WHERE p.channel_account_id = :account AND p.paid_at >= :since AND p.paid_at < :e
 """
 
 _LOCAL_REFUNDS = f"""
-SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, 0, r.currency,
+SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, -r.fee_returned,
+  r.currency,
   COALESCE(r.succeeded_at, r.created_at),
   {_books(REFUND_KEY_PREFIX, "r.id")}
 FROM refunds r JOIN payments p ON p.id = r.payment_id
@@ -264,7 +267,7 @@ class ReconRepository:
                     record_fee=_int(r.record_fee), record_channel_ref=r.record_channel_ref,
                     payment_id=r.payment_id, merchant_id=r.merchant_id, app_id=r.app_id,
                     paid_at=_time(r.paid_at), books=int(r.books),
-                    record_account=r.record_account,
+                    record_account=r.record_account, occurred_at=_time(r.occurred_at),
                 ))  # fmt: skip
         return tallies, coded
 

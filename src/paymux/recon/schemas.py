@@ -25,6 +25,10 @@ class Scope:
         )
 
 
+OPERATOR = Scope()
+"""The operator's scope: everything."""
+
+
 class RunOut(BaseModel):
     object: Literal["recon.run"] = "recon.run"
     id: str

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import Counter, Gauge
 
 from paymux.channel_accounts import service as channel_service
 from paymux.channels import base
@@ -50,6 +51,16 @@ from paymux.runtime import Runtime
 from paymux.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
+
+RUNS = Counter("paymux_recon_runs_total", "Reconciliation runs by channel and verdict",
+               ["channel", "verdict"])  # fmt: skip
+BREAKS_OPENED = Counter("paymux_recon_breaks_opened_total",
+                        "Breaks opened (or reopened) by class and priority",
+                        ["class", "priority"])  # fmt: skip
+LAST_VERDICT = Gauge("paymux_recon_last_run_ok",
+                     "1 when the channel account's last finished run was reconciled (with or "
+                     "without pending), 0 when it was incomplete or had breaks",
+                     ["channel_account"])  # fmt: skip
 
 BATCH = 20_000
 CROSS_DAY_WINDOW = 7
@@ -251,7 +262,7 @@ def _finding(c: Coded, account_id: str, klass: BreakClass, detail: str = "") -> 
         local_amount=_local_net(c, account_id), channel_fee=c.fee, local_fee=c.record_fee or 0,
         channel_ref=c.channel_ref, payment_id=c.payment_id,
         refund_id=c.record_id if c.kind == "refund" else None, merchant_id=c.merchant_id,
-        app_id=c.app_id, detail=detail or _describe(c),
+        app_id=c.app_id, detail=detail or _describe(c), at=c.occurred_at,
     )  # fmt: skip
 
 
@@ -336,10 +347,18 @@ async def _reconcile(
         f.suggestion = suggestions.get(c.position)
         out.append(f)
     out = _merge_duplicates(out)
-    repaired_keys = {(f.kind, f.key) for f in fixed}
-    out = [f for f in out if (f.kind, f.key) not in repaired_keys] + fixed
+    # A repaired record that still differs (its fee, say) stays a break of that class, with
+    # the repair in its history; one that now matches is recorded resolved, auto_repaired.
+    remaining = {(f.kind, f.key): f for f in out}
+    for f in fixed:
+        still = remaining.get((f.kind, f.key))
+        if still is None:
+            out.append(f)
+        else:
+            still.repaired = f.note
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
+    _suggest(out, local)
     for f in out + local:
         b = books[f.currency]
         if f.resolved is not None:
@@ -386,8 +405,46 @@ async def _reconcile(
         r.finished_at = clock.now()
         r.report_sha256 = reports.digest(reports.run_document(r, kept))
         await _emit(session, r, opened)
+    _count(r, opened)
     log.info("recon_run_done", run=r.id, verdict=verdict, breaks=len(kept), lines=line_count)
     return r
+
+
+def _count(r: ReconRun, opened: list[Any]) -> None:
+    verdict = r.verdict or "none"
+    RUNS.labels(r.channel, verdict).inc()
+    LAST_VERDICT.labels(r.channel_account_id).set(
+        1 if verdict in (Verdict.reconciled, Verdict.reconciled_with_pending) else 0
+    )
+    for b in opened:
+        BREAKS_OPENED.labels(b.klass, str(b.priority)).inc()
+
+
+SUGGEST_WITHIN = dt.timedelta(minutes=30)
+
+
+def _suggest(lines: list[Finding], local: list[Finding]) -> None:
+    """Never a match, only a suggestion for the person in the queue: a line the channel has
+    without a record of ours, and a record of ours no line names, of the same kind, amount and
+    currency within :data:`SUGGEST_WITHIN` of each other (e.g. a payment re-made under another
+    number). Each gets the other as a ``link`` candidate."""
+    loose = {"channel_only": "payment", "refund_channel_only": "refund"}
+    for f in lines:
+        kind = loose.get(f.klass.value if f.klass else "")
+        if kind is None or f.at is None:
+            continue
+        gross = f.channel_amount + f.channel_fee
+        near = [g for g in local if g.kind == kind and g.currency == f.currency and g.at
+                and g.local_amount + g.local_fee == gross
+                and abs(g.at - f.at) <= SUGGEST_WITHIN]  # fmt: skip
+        if not near:
+            continue
+        f.suggestion = {"action": "link", "why": "same amount within 30 minutes",
+                        "candidates": sorted(g.refund_id or g.payment_id or g.key
+                                             for g in near)}  # fmt: skip
+        for g in near:
+            g.suggestion = {"action": "link", "why": "same amount within 30 minutes",
+                            "candidates": [f.key]}  # fmt: skip
 
 
 def _merge_duplicates(found: list[Finding]) -> list[Finding]:
@@ -468,7 +525,7 @@ async def _refreshed(rt: Runtime, item: LocalItem) -> LocalItem:
         assert refund is not None
     return LocalItem(item.kind, item.record_id, item.payment_id, item.merchant_id, item.app_id,
                      "succeeded", item.amount, item.fee, item.currency,
-                     refund.succeeded_at, -refund.amount)  # fmt: skip
+                     refund.succeeded_at, -(refund.amount - refund.fee_returned))  # fmt: skip
 
 
 def _local_finding(
@@ -485,7 +542,7 @@ def _local_finding(
         channel_amount=0, local_amount=net, local_fee=item.fee, books=item.books,
         payment_id=item.payment_id,
         refund_id=item.record_id if item.kind == "refund" else None,
-        merchant_id=item.merchant_id, app_id=item.app_id,
+        merchant_id=item.merchant_id, app_id=item.app_id, at=item.at,
         detail=(f"our {item.kind} of {at} is not in the channel's bill" if overdue else
                 f"our {item.kind} of {at} is not in the bill yet (grace {grace} day(s))"),
         note=note,
@@ -516,4 +573,6 @@ async def _finish(
         r.finished_at = clock.now()
         if verdict is not None:
             await _emit(session, r, [])
+    if verdict is not None:
+        _count(r, [])
     return r

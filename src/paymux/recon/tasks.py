@@ -5,6 +5,7 @@ day once the channel has published it (``bill_ready_after``, or the account's
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 import structlog
 
@@ -39,12 +40,16 @@ def due_days(now: dt.datetime, zone: dt.tzinfo, after: dt.timedelta) -> list[dt.
     return days
 
 
-async def reconcile_due(rt: Runtime) -> int:
-    """Run every due (account, day) that has no finished run; returns how many ran."""
-    if not rt.settings.recon_schedule:
+async def reconcile_due(rt: Runtime, *, only: Collection[str] | None = None,
+                        force: bool = False) -> int:  # fmt: skip
+    """Run every due (account, day) that has no finished run; returns how many ran. ``only``:
+    these accounts; ``force``: even when the schedule is off (``paymux recon due``)."""
+    if not (rt.settings.recon_schedule or force):
         return 0
     async with rt.db.read() as session:
         accounts = await ReconRepository(session).due_accounts()
+    if only is not None:
+        accounts = [a for a in accounts if a[0] in only]
     ran = 0
     now = clock.now()
     for account_id, _channel, _live, config in accounts:

@@ -64,6 +64,9 @@ class Refund(Base):
     query_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     """When the janitor should (next) ask the channel; null once final."""
     query_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    fee_returned: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    """The share of the payment's channel fee the channel gives back with this refund (WeChat
+    Pay, Alipay, UnionPay), booked with it: back to channel cost, not taken from clearing."""
     ledger_hold_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
     """The ledger hold reserving the amount: posted on success, voided on failure."""
     split_returns: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)

@@ -49,6 +49,15 @@ class RefundRepository:
         )
         return int(await self.session.scalar(stmt) or 0)
 
+    async def fee_returned(self, payment_id: str, attempt_id: str | None) -> int:
+        """The channel fee refunds of the payment (pending or succeeded) give back."""
+        stmt = sa.select(sa.func.coalesce(sa.func.sum(Refund.fee_returned), 0)).where(
+            Refund.payment_id == payment_id,
+            Refund.attempt_id.is_not_distinct_from(attempt_id),
+            Refund.status.in_([RefundStatus.pending, RefundStatus.succeeded]),
+        )
+        return int(await self.session.scalar(stmt) or 0)
+
     async def search(
         self, app_id: str, livemode: bool, *, payment_id: str | None, status: str | None,
         limit: int, starting_after: str | None,

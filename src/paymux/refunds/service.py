@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.channel_accounts import service as channel_service
 from paymux.channel_accounts.models import ChannelAccount
 from paymux.channel_accounts.repository import ChannelAccountRepository
-from paymux.channels import base
+from paymux.channels import base, registry
 from paymux.funds import service as funds_service
 from paymux.funds.repository import FundsRepository
 from paymux.kit import clock
@@ -120,8 +120,14 @@ async def _reserve(
     legs, returned = ([], {}) if funds is None else await splits.refund_returns(
         session, funds, amount)  # fmt: skip
     refund.split_returns = returned
+    if funds is not None and attempt is not None and funds.channel_fee and \
+            base.returns_fee_on_refund(registry.get(attempt.channel)):  # fmt: skip
+        given = await repo.fee_returned(payment.id, attempt.id)
+        refund.fee_returned = funds_service.fee_share(
+            funds, amount, given, last=amount == refundable
+        )
     refund.ledger_hold_id = await funds_service.reserve_refund(
-        session, payment, refund.id, amount, returns=legs
+        session, payment, refund.id, amount, returns=legs, fee_returned=refund.fee_returned or 0
     )
     return refund, True
 

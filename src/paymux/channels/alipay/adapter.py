@@ -108,6 +108,8 @@ class AlipayAdapter(
     OAuthMixin,
     WalletStandIn,
 ):
+    refund_returns_fee: ClassVar[bool] = True
+    """A refund row's 服务费 gives back its share of the service fee."""
     name: ClassVar[str] = "alipay"
     methods: ClassVar[frozenset[str]] = frozenset(
         {"alipay_qr", "alipay_page", "alipay_wap", "alipay_app", p.BARCODE_METHOD}

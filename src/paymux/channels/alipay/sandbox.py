@@ -25,7 +25,9 @@ Methods, each with its feature (see those modules):
   ``order.settle.query``;
 - :mod:`.sandbox_codes`: ``alipay.trade.pay`` / ``alipay.trade.cancel`` (payment codes);
 - :mod:`.sandbox_isv`: ISV mode (``app_auth_token``) and ``alipay.trade.create`` (JSAPI);
-- :mod:`.sandbox_bills`: ``alipay.data.dataservice.bill.downloadurl.query``;
+- :mod:`.sandbox_bills`: ``alipay.data.dataservice.bill.downloadurl.query`` and the day's
+  zip, with the bill tweaks of ``POST /_sandbox/bill_tweaks`` (each one's effect is listed
+  there);
 - :mod:`.sandbox_apps`: the apps (public-key and certificate mode) and the payees;
 - :mod:`.sandbox_wallet`: ``alipay.system.oauth.token``, the ``auth_base`` authorize page and the
   stand-ins of the Alipay app's payment sheets (JSAPI ``tradePay``, app SDK).
@@ -102,6 +104,7 @@ from paymux.channels.alipay.sandbox_transfers import (
     TransferScript,
 )
 from paymux.channels.alipay.sandbox_wallet import WalletMethods
+from paymux.channels.sandbox_bills import bill_router
 from paymux.channels.sandbox_kit import BarcodeOutcome, BarcodeScript, SandboxCore, customer_router
 
 RETRY_SCHEDULE: tuple[float, ...] = (240, 600, 600, 3600, 7200, 21600, 54000)
@@ -321,6 +324,7 @@ class Sandbox(
         app.include_router(
             customer_router(self.core, title="Alipay sandbox", brand_color="#1677ff")
         )
+        app.include_router(bill_router(self.core))
         app.include_router(self._control_router())
         app.include_router(self._settle_router())
         app.include_router(self._barcode_router())

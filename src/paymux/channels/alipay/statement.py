@@ -1,17 +1,20 @@
 """The Alipay statement (业务账单) for reconciliation:
 ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type=trade``), then the zip behind
-the URL it answers, parsed by :mod:`paymux.channels.alipay.bill`.
+the URL it answers, written to a file as downloaded and read by
+:class:`paymux.channels.alipay.bill.AlipayBillReader`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from paymux.channels import base
+from paymux.channels import base, bills
 from paymux.channels.alipay import bill
 from paymux.channels.alipay.client import AlipayClient
 from paymux.channels.base import RetryableError, UnknownOutcome
@@ -23,29 +26,52 @@ class StatementMixin(AlipayClient):
     # alipay.data.dataservice.bill.downloadurl.query (bill_type=trade) answers a URL valid for
     # 30 s; the zip behind it is fetched without credentials (the URL carries its own token)
     # and is trusted because the URL came in a verified answer. Alipay makes a day's bill
-    # the next morning (T+1, usually before 09:00 China time) and never today's.
+    # the next morning (T+1, usually before 09:00-10:00 China time) and never today's.
     statement_timezone: ClassVar[dt.tzinfo] = bill.CHINA
+    bill_ready_after: ClassVar[dt.timedelta] = dt.timedelta(hours=10)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
         """The day's (China time) trade bill: every trade and refund with its service fee. A
-        day without a bill (``isp.bill_not_exist``: nothing happened, or fetched before Alipay
-        made it) is ``[]``; today or later raises RetryableError ``statement_not_ready``."""
+        day without a bill (``isp.bill_not_exist`` once the bill is due: nothing happened) is
+        ``[]``; today or later, or no bill before it is due, raises RetryableError
+        ``statement_not_ready``."""
+        return await bills.statement_of(self, day)
+
+    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> bills.FetchedBill:
+        """The day's trade-bill zip, streamed into ``into`` as Alipay serves it.
+        ``isp.bill_not_exist`` is no bill (``exists=False``) once the bill is due
+        (:attr:`bill_ready_after`), not ready before; today or later raises RetryableError
+        ``statement_not_ready``."""
         if day >= clock.now().astimezone(bill.CHINA).date():
             raise RetryableError("statement_not_ready", f"Alipay has no bill for {day} yet")
         biz = {"bill_type": bill.BILL_TYPE, "bill_date": f"{day:%Y-%m-%d}"}
         raw = await self._call(bill.METHOD_BILL, biz)
+        name = f"alipay_{day:%Y%m%d}_trade.csv.zip"
         if raw.data.get("sub_code") == bill.NOT_EXIST:
-            return []
+            # Alipay answers the same before it made the bill as for a day without business:
+            # until the bill is due it means "not yet".
+            due = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=bill.CHINA)
+            if clock.now() < due + self.bill_ready_after:
+                raise RetryableError("statement_not_ready", f"Alipay's bill for {day} is due later")
+            return bills.FetchedBill(name, exists=False)
         url = self._check(raw).get("bill_download_url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise UnknownOutcome("unparseable_response", "no bill_download_url")
+        given = parse_qs(urlsplit(url).query).get("downloadFileName", [""])[0]
+        if given and "/" not in given and "\\" not in given:
+            name = given
         try:
-            response = await self.http.get(url)
+            async with self.http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise UnknownOutcome(
+                        "http_status", f"bill download: HTTP {response.status_code}"
+                    )
+                async for chunk in response.aiter_bytes():
+                    into.write(chunk)
         except httpx.HTTPError as exc:
             raise UnknownOutcome("transport_error", repr(exc)) from exc
-        if response.status_code != 200:
-            raise UnknownOutcome("http_status", f"bill download: HTTP {response.status_code}")
-        try:
-            return bill.statement_lines(bill.parse_zip(response.content).rows)
-        except bill.BillError as exc:
-            raise UnknownOutcome("unparseable_bill", str(exc)) from exc
+        return bills.FetchedBill(name)
+
+    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bills.BillReader:
+        """A reader of a trade-bill zip (fetched, or uploaded by a person)."""
+        return bill.AlipayBillReader(path, expected)

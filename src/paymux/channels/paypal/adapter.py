@@ -39,8 +39,9 @@ import dataclasses
 import datetime as dt
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
@@ -48,7 +49,7 @@ import structlog
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from paymux.channels import base, registry
+from paymux.channels import base, bills, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -70,7 +71,8 @@ from paymux.channels.base import (
     RoutableDecline,
     UnknownOutcome,
 )
-from paymux.channels.paypal import protocol
+from paymux.channels.bills import FetchedBill
+from paymux.channels.paypal import bill, protocol
 from paymux.kit import clock
 from paymux.kit.money import EXPONENTS
 
@@ -308,10 +310,24 @@ class PayPalAdapter:
         *,
         request_id: str | None = None,
         classify: _Classifier = classify_answer,
-        fresh_token: bool = False,
     ) -> Any:
-        """One authenticated call; the parsed JSON of a 2xx answer, else the classified error.
-        An expired token (401) is dropped and the call sent once more."""
+        """One authenticated call; the parsed JSON of a 2xx answer, else the classified error."""
+        _raw, payload = await self._exchange(method, path, body, request_id=request_id,
+                                             classify=classify)  # fmt: skip
+        return payload
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        request_id: str | None = None,
+        classify: _Classifier = classify_answer,
+        fresh_token: bool = False,
+    ) -> tuple[bytes, Any]:
+        """One authenticated call: the bytes and the parsed JSON of a 2xx answer, else the
+        classified error. An expired token (401) is dropped and the call sent once more."""
         token = await self._token()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         content = None
@@ -331,12 +347,12 @@ class PayPalAdapter:
         payload = _json(response.content)
         if response.status_code == 401 and not fresh_token:
             _TOKENS.pop(self._token_key, None)
-            return await self._call(method, path, body, request_id=request_id,
-                                    classify=classify, fresh_token=True)  # fmt: skip
+            return await self._exchange(method, path, body, request_id=request_id,
+                                        classify=classify, fresh_token=True)  # fmt: skip
         if 200 <= response.status_code < 300:
             if payload is _MALFORMED:
                 raise UnknownOutcome("malformed_response", "answer is not JSON")
-            return payload
+            return response.content, payload
         if payload is _MALFORMED:
             payload = None
         raise classify(response.status_code, payload)
@@ -777,58 +793,72 @@ class PayPalAdapter:
             return Ack(200, b"", "text/plain")
         return Ack(500, b"not processed", "text/plain")
 
-    # ------------------------------------------------------------ statement
-    async def fetch_statement(
+    # ------------------------------------------------------------ bill
+    statement_timezone: ClassVar[dt.tzinfo] = dt.UTC
+    bill_ready_after: ClassVar[dt.timedelta] = dt.timedelta(hours=3)
+    """Transaction Search lists a transaction up to three hours after it happened."""
+
+    async def transaction_pages(
         self, day: dt.date, *, page_size: int = 500
-    ) -> list[protocol.StatementLine]:
-        """The day's (UTC) transactions from Transaction Search, every page. PayPal lists a
-        transaction up to three hours after it happened, so fetch a day once it is well over."""
+    ) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+        """The UTC day's Transaction Search answers, page 1 to ``total_pages``: each answer's
+        bytes as received and its decoded object."""
         start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
-        lines: list[protocol.StatementLine] = []
         page = 1
         while True:
             query = urlencode({
                 "start_date": protocol.rfc3339(start), "end_date": protocol.rfc3339(end),
                 "fields": "transaction_info", "page_size": page_size, "page": page,
             })  # fmt: skip
-            answer = await self._call("GET", f"/v1/reporting/transactions?{query}")
+            raw, answer = await self._exchange("GET", f"/v1/reporting/transactions?{query}")
             if not isinstance(answer, dict):
                 raise UnknownOutcome("malformed_response", "statement is not an object")
-            try:
-                lines += [protocol.statement_line(d) for d in answer.get("transaction_details")
-                          or []]  # fmt: skip
-            except protocol.ProtocolError as exc:
-                raise UnknownOutcome("malformed_response", exc.message) from exc
+            yield raw, answer
             total_pages = answer.get("total_pages")
             if not isinstance(total_pages, int) or page >= total_pages:
-                return lines
+                return
             page += 1
 
-    statement_timezone: ClassVar[dt.tzinfo] = dt.UTC
+    async def fetch_bill(
+        self, day: dt.date, into: IO[bytes], *, page_size: int = 500
+    ) -> FetchedBill:
+        """The UTC day's Transaction Search rows, written page by page as :mod:`.bill`
+        describes. Refused as ``statement_not_ready`` while PayPal's data is older than the
+        day's end (``last_refreshed_datetime``); a day without any transaction is no bill."""
+        name = f"paypal_transactions_{day.isoformat()}.jsonl"
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
+        pages = count = 0
+        async for raw, answer in self.transaction_pages(day, page_size=page_size):
+            rows = answer.get("transaction_details") or []
+            if not pages:
+                refreshed = _refreshed(answer)
+                if refreshed is not None and refreshed < end:
+                    raise RetryableError(
+                        "statement_not_ready", f"PayPal's data is as of {refreshed.isoformat()}"
+                    )
+                if not rows and answer.get("total_items") in (0, None):
+                    return FetchedBill(name, exists=False)
+                into.write(bill.header(day))
+            into.write(bill.page_line(raw))
+            pages += 1
+            count += len(rows) if isinstance(rows, list) else 0
+        into.write(bill.trailer(pages, count))
+        return FetchedBill(name, {"count": str(count)})
+
+    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bill.PayPalBillReader:
+        return bill.PayPalBillReader(path, expected)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
-        """The UTC day's Transaction Search rows as statement lines: T0006/T00xx payments with
-        their fee (PayPal prints it negative; charged is positive here), T1107 refunds
-        (negative). ``invoice_id`` is our attempt or refund id, ``custom_field`` the attempt;
-        ``channel_trade_no`` is PayPal's reference: the order (payments, as paymux keeps it) or
-        the refunded capture (refunds)."""
-        lines = []
-        for line in await self.fetch_statement(day):
-            refund = line.event_code == "T1107"
-            k = base.StatementLineKind
-            kind = (
-                k.refund if refund else k.payment if line.event_code.startswith("T00") else k.other
-            )
-            lines.append(base.StatementLine(
-                kind=kind, amount=line.amount, currency=line.currency, fee=-line.fee,
-                out_trade_no=line.custom_field,
-                out_refund_no=line.invoice_id if refund else None,
-                channel_trade_no=line.reference_id,
-                channel_refund_no=line.transaction_id if refund else None,
-                occurred_at=line.initiated_at, raw=line,
-            ))  # fmt: skip
-        return lines
+        """The UTC day's Transaction Search rows as statement lines (:mod:`.bill`)."""
+        return await bills.statement_of(self, day)
+
+
+def _refreshed(answer: Mapping[str, Any]) -> dt.datetime | None:
+    try:
+        return protocol.parse_time(answer.get("last_refreshed_datetime"))
+    except protocol.ProtocolError:
+        return None
 
 
 _MALFORMED: Any = object()

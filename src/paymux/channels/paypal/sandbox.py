@@ -26,12 +26,34 @@ Scripts (:mod:`paymux.channels.sandbox_kit`), matched by the order's description
 
 Deliberate simplifications: one purchase unit per order, intent CAPTURE only, one capture per
 order; the statement's fee is a flat :attr:`Sandbox.fee_bps` of the gross.
+
+Transaction Search is the bill: each UTC day's rows are rendered from the shared day bill
+(:func:`~paymux.channels.sandbox_bills.day_bill`) — T0006 per completed capture (fee negative),
+T1107 per completed refund (gross negative, no fee returned), in time order;
+``last_refreshed_datetime`` is now (no three-hour lag here). Bill tweaks (``POST
+/_sandbox/bill_tweaks``, amounts in minor units), as they show in the tweaked day's rows:
+
+- ``amount``: the T0006 row's ``transaction_amount`` is ``amount``;
+- ``fee``: its ``fee_amount`` is ``-amount``;
+- ``duplicate``: the T0006 row is listed twice (same ``transaction_id``);
+- ``next_day``: the row is in the next day's rows, at that day's 00:00:00 UTC;
+- ``drop``: no row;
+- ``extra_payment``: a T0006 row of a payment made at PayPal only (``invoice_id`` and
+  ``custom_field`` are the tweak's ``out_trade_no`` when it names one, else empty), at 12:00;
+- ``extra_refund``: a T1107 row on the order's capture without ``invoice_id`` (refunded in the
+  PayPal account, not through the API), a minute after the payment;
+- ``corrupt_summary``: ``total_items`` is off by ``amount`` (the listing's own count);
+- ``bad_row``: a T0006 row without ``transaction_amount``, at 23:59 UTC.
+
+Rows the sandbox holds no object for get ids derived from the app, the day and their place, so
+a day listed twice (or paged) is the same listing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import html
 import secrets
 import string
@@ -51,6 +73,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paymux.channels.paypal import protocol
+from paymux.channels.sandbox_bills import BillTweakKind, bill_router, day_bill, tweaks_of
 from paymux.channels.sandbox_kit import (
     NotifyMode,
     OrderStatus,
@@ -71,6 +94,11 @@ RETRY_SCHEDULE: tuple[float, ...] = (
 )  # fmt: skip
 TOKEN_LIFETIME = 32_400
 _ID_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def _synthetic_id(seed: str) -> str:
+    """A PayPal-like 17-character id from a hex seed (rows the sandbox has no object for)."""
+    return "".join(_ID_ALPHABET[int(seed[i : i + 2], 16) % 36] for i in range(0, 34, 2))
 
 
 def _paypal_id() -> str:
@@ -703,53 +731,94 @@ class Sandbox:
             raise _invalid("INVALID_REQUEST", "Date range is greater than 31 days")
         if not 1 <= page_size <= 500 or page < 1:
             raise _invalid("INVALID_REQUEST", "page_size is 1..500, page from 1")
-        rows = self.statement_rows(app, start, end)
+        rows, offset = self.listing(app, start, end)
         chunk = rows[(page - 1) * page_size : page * page_size]
         total_pages = max(1, -(-len(rows) // page_size))
         return self._json(200, {
             "transaction_details": chunk, "account_number": app.payer_id,
             "start_date": protocol.rfc3339(start), "end_date": protocol.rfc3339(end),
             "last_refreshed_datetime": protocol.rfc3339(clock.now()), "page": page,
-            "total_items": len(rows), "total_pages": total_pages, "links": [],
+            "total_items": len(rows) + offset, "total_pages": total_pages, "links": [],
         })  # fmt: skip
 
-    def statement_rows(self, app: SandboxApp, start: dt.datetime,
-                       end: dt.datetime) -> list[dict[str, Any]]:  # fmt: skip
-        """Transaction Search rows: T0006 per completed capture (fee negative), T1107 per
-        completed refund (gross negative)."""
+    def listing(self, app: SandboxApp, start: dt.datetime,
+                end: dt.datetime) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+        """Transaction Search rows of ``[start, end]`` in time order, from the day bills of the
+        UTC days it touches, and what ``corrupt_summary`` adds to ``total_items``."""
         rows: list[tuple[dt.datetime, dict[str, Any]]] = []
-        for order in self.core.orders.values():
-            paid_at = order.paid_at
-            if order.merchant_id != app.client_id or order.status is not OrderStatus.succeeded \
-                    or paid_at is None or not start <= paid_at <= end:  # fmt: skip
+        offset = 0
+        day = start.astimezone(dt.UTC).date()
+        while day <= end.astimezone(dt.UTC).date():
+            day_rows, day_offset = self.day_rows(app, day)
+            rows += [(when, row) for when, row in day_rows if start <= when <= end]
+            offset += day_offset
+            day += dt.timedelta(days=1)
+        return [row for _, row in rows], offset
+
+    def day_rows(self, app: SandboxApp,
+                 day: dt.date) -> tuple[list[tuple[dt.datetime, dict[str, Any]]], int]:  # fmt: skip
+        """One UTC day's rows rendered from the shared day bill
+        (:func:`~paymux.channels.sandbox_bills.day_bill`): T0006 per completed capture (fee
+        negative), T1107 per completed refund (gross negative, no fee returned); the day's
+        tweaks as the module docstring lists. Rows the sandbox has no object for get ids
+        derived from the app, the day and their place (the same on every read)."""
+        bill = day_bill(self.core, day, dt.UTC, lambda amount: amount * self.fee_bps // 10_000,
+                        listed=lambda order: order.merchant_id == app.client_id)  # fmt: skip
+        named = {t.out_trade_no for t in tweaks_of(self.core)
+                 if t.day == day and t.kind is BillTweakKind.extra_payment}  # fmt: skip
+        start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        rows: list[tuple[dt.datetime, dict[str, Any]]] = []
+        for n, entry in enumerate(bill.entries):
+            order = entry.order
+            if order.merchant_id not in (app.client_id, ""):
                 continue
-            fee = order.amount * self.fee_bps // 10_000
-            info = self._row(order.extra["capture_id"], "T0006", paid_at,
-                             self._money(order.amount, order.currency), order)  # fmt: skip
-            info["fee_amount"] = self._money(fee, order.currency, sign="-" if fee else "")
-            info["paypal_reference_id"] = order.channel_trade_no
-            info["paypal_reference_id_type"] = "ODR"
-            rows.append((paid_at, {"transaction_info": info}))
-        for refund in self.core.refunds.values():
-            done = refund.finished_at
-            if refund.order.merchant_id != app.client_id or refund.status is not \
-                    RefundStatus.succeeded or done is None or not start <= done <= end:  # fmt: skip
-                continue
-            info = self._row(refund.refund_no, "T1107", done,
-                             self._money(refund.amount, refund.order.currency, sign="-"),
-                             refund.order)  # fmt: skip
-            info["invoice_id"] = refund.extra.get("invoice_id") or ""
-            info["paypal_reference_id"] = refund.order.extra["capture_id"]
-            info["paypal_reference_id_type"] = "TXN"
-            rows.append((done, {"transaction_info": info}))
+            seed = hashlib.sha256(f"{app.client_id}:{day}:{n}".encode()).hexdigest()
+            synthetic = _synthetic_id(seed)
+            when = max(entry.at, start)
+            ours = order.merchant_id == app.client_id
+            if entry.kind == "payment":
+                txn_id = str(order.extra["capture_id"]) if ours else synthetic
+                gross = self._money(entry.amount, order.currency)
+                info = self._row(txn_id, "T0006", when, gross, order)
+                if not ours:
+                    mark = order.out_trade_no if order.out_trade_no in named else ""
+                    info.update(paypal_account_id=app.payer_id[:-4] + "BUYR",
+                                invoice_id=mark, custom_field=mark)  # fmt: skip
+                info["fee_amount"] = self._money(entry.fee, order.currency,
+                                                 sign="-" if entry.fee else "")  # fmt: skip
+                info["paypal_reference_id"] = order.channel_trade_no if ours else \
+                    _synthetic_id(seed[17:])  # fmt: skip
+                info["paypal_reference_id_type"] = "ODR"
+            else:
+                refund = entry.refund
+                if refund is None or not ours:
+                    continue
+                real = self.core.get_refund(refund.order.merchant_id, refund.out_refund_no)
+                info = self._row(refund.refund_no if real is refund else synthetic, "T1107",
+                                 when, self._money(entry.amount, order.currency, sign="-"),
+                                 order)  # fmt: skip
+                info["invoice_id"] = (refund.extra.get("invoice_id") or "") if real is refund \
+                    else ""  # fmt: skip
+                info["paypal_reference_id"] = order.extra["capture_id"]
+                info["paypal_reference_id_type"] = "TXN"
+            rows.append((when, {"transaction_info": info}))
+        for n in range(bill.bad_rows):
+            seed = hashlib.sha256(f"{app.client_id}:{day}:bad{n}".encode()).hexdigest()
+            when = start + dt.timedelta(hours=23, minutes=59)
+            rows.append((when, {"transaction_info": {
+                "paypal_account_id": app.payer_id, "transaction_id": _synthetic_id(seed),
+                "transaction_event_code": "T0006", "transaction_status": "S",
+                "transaction_initiation_date": protocol.rfc3339(when),
+                "transaction_updated_date": protocol.rfc3339(when),
+            }}))  # fmt: skip
         rows.sort(key=lambda row: row[0])
-        return [row for _, row in rows]
+        return rows, bill.summary_offset
 
     @staticmethod
     def _row(transaction_id: str, code: str, when: dt.datetime, amount: dict[str, str],
              order: SandboxOrder) -> dict[str, Any]:  # fmt: skip
         return {
-            "paypal_account_id": order.extra["payer_id"], "transaction_id": transaction_id,
+            "paypal_account_id": order.extra.get("payer_id", ""), "transaction_id": transaction_id,
             "transaction_event_code": code,
             "transaction_initiation_date": protocol.rfc3339(when),
             "transaction_updated_date": protocol.rfc3339(when),
@@ -916,6 +985,7 @@ class Sandbox:
             return await self._verify_postback(request)
 
         app.include_router(self._buyer_router())
+        app.include_router(bill_router(self.core))
         app.include_router(customer_router(self.core, title="PayPal sandbox",
                                            brand_color="#003087"))  # fmt: skip
         return app

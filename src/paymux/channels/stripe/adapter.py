@@ -56,14 +56,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paymux.channels import base, registry
+from paymux.channels import base, bills, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -82,6 +83,8 @@ from paymux.channels.base import (
     RetryableError,
     UnknownOutcome,
 )
+from paymux.channels.bills import FetchedBill
+from paymux.channels.stripe import bill
 from paymux.channels.stripe import protocol as p
 from paymux.kit import clock
 
@@ -91,6 +94,7 @@ SEARCH_GRACE = dt.timedelta(hours=1)
 DESCRIPTION_MAX = 1000
 RAW_CARD_FIELDS = frozenset({"number", "card_number", "pan", "cvc", "cvv", "exp_month", "card"})
 NOTIFY_METADATA = "paymux_notify_url"
+BILL_EXPAND = ["data.source", "data.source.payment_intent"]
 PAYMENT_EVENTS = frozenset(
     {
         "payment_intent.succeeded",
@@ -291,6 +295,15 @@ class StripeAdapter:
         *, idempotency_key: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """One API call; the decoded object on 2xx, else the classified error."""
+        _raw, data = await self._exchange(method, path, params, idempotency_key=idempotency_key)
+        return data
+
+    async def _exchange(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None,
+        *, idempotency_key: str | None = None,
+    ) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
+        """One API call: the answer's bytes and its decoded object on 2xx, else the classified
+        error."""
         headers = {
             "Authorization": f"Bearer {self.credentials.secret_key}",
             "Stripe-Version": p.API_VERSION,
@@ -322,7 +335,7 @@ class StripeAdapter:
             raise UnknownOutcome("unparseable_response", str(exc)) from exc
         if not isinstance(data, dict):
             raise UnknownOutcome("unparseable_response", "answer is not an object")
-        return data
+        return response.content, data
 
     # ------------------------------------------------------------ payments
     def _check_request(self, request: CreatePayment) -> int:
@@ -648,14 +661,13 @@ class StripeAdapter:
                 return self._refund_state(refund, out_refund_no, out_trade_no)
         return RefundState(out_refund_no, ChannelRefundStatus.not_found, out_trade_no)
 
-    # ------------------------------------------------------------ statement
-    async def balance_transactions(
+    # ------------------------------------------------------------ bill
+    async def balance_transaction_pages(
         self, start: dt.datetime, end: dt.datetime, *, expand: list[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Every balance transaction (charges, refunds, their fees) created in
-        ``[start, end)``, newest first, paging with ``starting_after`` — the day's statement
-        that reconciliation compares against."""
-        rows: list[dict[str, Any]] = []
+    ) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+        """The pages of balance transactions (charges, refunds, their fees) created in
+        ``[start, end)``, newest first, paging with ``starting_after`` until ``has_more`` is
+        false: each answer's bytes as received and its decoded list."""
         params: dict[str, Any] = {
             "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
             "limit": 100,
@@ -663,55 +675,66 @@ class StripeAdapter:
         if expand:
             params["expand"] = expand
         while True:
-            page = await self._request("GET", "/v1/balance_transactions", params)
+            raw, page = await self._exchange("GET", "/v1/balance_transactions", params)
             data = page.get("data")
             if not isinstance(data, list):
                 raise UnknownOutcome("unparseable_response", "list without data")
-            rows += [row for row in data if isinstance(row, dict)]
+            yield raw, page
             if not page.get("has_more") or not data:
-                return rows
-            params["starting_after"] = data[-1]["id"]
+                return
+            last = data[-1]
+            if not isinstance(last, dict) or not isinstance(last.get("id"), str):
+                raise UnknownOutcome("unparseable_response", "page ends without an id")
+            params["starting_after"] = last["id"]
+
+    async def balance_transactions(
+        self, start: dt.datetime, end: dt.datetime, *, expand: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every balance transaction created in ``[start, end)`` (see
+        :meth:`balance_transaction_pages`), as the API gave them."""
+        rows: list[dict[str, Any]] = []
+        async for _raw, page in self.balance_transaction_pages(start, end, expand=expand):
+            rows += [row for row in page["data"] if isinstance(row, dict)]
+        return rows
 
     statement_timezone: ClassVar[dt.tzinfo] = dt.UTC
+    bill_ready_after: ClassVar[dt.timedelta] = dt.timedelta(hours=3)
+    """Stripe lists a balance transaction when it is made; the day is fetched 3 h after its
+    end (UTC) so that late webhooks and the janitor have settled what the gateway knows."""
+
+    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> FetchedBill:
+        """The UTC day's balance transactions, written page by page as :mod:`.bill` describes.
+        Sources are expanded with their PaymentIntent so each line carries our attempt id
+        (``metadata[paymux_attempt]``) and the intent id paymux keeps as channel_trade_no. A
+        day without any is no bill (``exists`` False, nothing written). Stripe lists a day's
+        transactions as they happen, so a day not over yet is ``statement_not_ready``: its
+        listing would be a part of the bill."""
+        start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        end = start + dt.timedelta(days=1)
+        if clock.now() < end:
+            raise RetryableError("statement_not_ready", f"the UTC day {day} is not over")
+        name = f"stripe_balance_transactions_{day.isoformat()}.jsonl"
+        pages = count = 0
+        async for raw, page in self.balance_transaction_pages(start, end, expand=BILL_EXPAND):
+            data = page["data"]
+            if not pages:
+                if not data and not page.get("has_more"):
+                    return FetchedBill(name, exists=False)
+                into.write(bill.header(day, start, end))
+            into.write(bill.page_line(raw))
+            pages += 1
+            count += len(data)
+        into.write(bill.trailer(pages, count))
+        return FetchedBill(name, {"count": str(count)})
+
+    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bill.StripeBillReader:
+        return bill.StripeBillReader(path, expected)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
-        """The UTC day's balance transactions as statement lines: ``charge`` → payment (its
-        ``fee``), ``refund`` → refund (negative), ``stripe_fee`` → fee, anything else → other.
-        Sources are expanded with their PaymentIntent so each line carries our attempt id
-        (``metadata[paymux_attempt]``) and the intent id paymux keeps as channel_trade_no."""
-        start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
-        rows = await self.balance_transactions(
-            start, start + dt.timedelta(days=1),
-            expand=["data.source", "data.source.payment_intent"],
-        )  # fmt: skip
-        return [self._statement_line(row) for row in rows]
-
-    @staticmethod
-    def _statement_line(row: Mapping[str, Any]) -> base.StatementLine:
-        k = base.StatementLineKind
-        kinds = {"charge": k.payment, "payment": k.payment, "refund": k.refund,
-                 "stripe_fee": k.fee}  # fmt: skip
-        kind = kinds.get(str(row.get("type")), base.StatementLineKind.other)
-        currency = str(row.get("currency") or "").upper()
-        raw_source = row.get("source")
-        source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
-        intent = source.get("payment_intent")
-        intent_id = intent.get("id") if isinstance(intent, dict) else intent
-        attempt = (intent.get("metadata") or {}).get(p.ATTEMPT_KEY) if isinstance(
-            intent, dict) else None  # fmt: skip
-        refund = kind is base.StatementLineKind.refund
-        try:
-            amount = p.from_stripe_amount(int(row["amount"]), currency)
-            fee = p.from_stripe_amount(int(row.get("fee") or 0), currency)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise UnknownOutcome("unparseable_response", f"balance transaction: {exc}") from exc
-        return base.StatementLine(
-            kind=kind, amount=amount, currency=currency, fee=fee, out_trade_no=attempt,
-            out_refund_no=(source.get("metadata") or {}).get(p.REFUND_KEY) if refund else None,
-            channel_trade_no=intent_id if isinstance(intent_id, str) else None,
-            channel_refund_no=source.get("id") if refund else None,
-            occurred_at=p.from_unix(row.get("created")), raw=dict(row),
-        )  # fmt: skip
+        """The UTC day's balance transactions as statement lines (:mod:`.bill`): ``charge`` →
+        payment (its ``fee``), ``refund`` → refund (negative), ``stripe_fee`` → fee, anything
+        else → other."""
+        return await bills.statement_of(self, day)
 
     # ------------------------------------------------------------ notifications
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:

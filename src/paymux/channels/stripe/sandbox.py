@@ -12,10 +12,12 @@ Endpoints (form-encoded bodies, ``Authorization: Bearer sk_test_…``):
   is eventually consistent).
 - ``POST /v1/refunds`` (``payment_intent``, ``amount``, ``reason``, ``metadata``), ``GET
   /v1/refunds/{id}``, ``GET /v1/refunds?payment_intent=``.
-- ``GET /v1/balance_transactions`` with ``created[gte|gt|lte|lt]``, ``type``, ``limit`` and
-  ``starting_after``: the day's statement — a ``charge`` line per payment (fee 2.9 % + 30 minor
-  units of two-decimal currencies, ``net``) and a ``refund`` line per refund (negative, no fee),
-  newest first, in the presentment currency (no conversion here).
+- ``GET /v1/balance_transactions`` with ``created[gte|gt|lte|lt]``, ``type``, ``limit``,
+  ``starting_after`` and ``expand[]=data.source`` / ``data.source.payment_intent``: the bill —
+  each UTC day's balance transactions rendered from the shared day bill
+  (:func:`~paymux.channels.sandbox_bills.day_bill`): a ``charge`` line per payment (fee 2.9 %
+  + 30 units of two-decimal currencies, ``net``) and a ``refund`` line per refund (negative,
+  fee 0: Stripe keeps its fee), newest first, in the presentment currency (no conversion).
 - Test payment methods: ``pm_card_visa`` / ``_mastercard`` / ``_amex`` (frictionless),
   ``pm_card_authenticationRequired`` / ``pm_card_threeDSecure2Required`` (3-D Secure
   challenge: ``requires_action`` + ``redirect_to_url`` to ``/_sandbox/3ds/{id}``, where the
@@ -47,10 +49,32 @@ Scripts (the shared kit): ``succeed``/``decline``/``manual``/``create_timeout``/
 (``balance_insufficient``)/``create_timeout``/``create_error``. The kit's customer page and
 ``/_sandbox/orders/{attempt or pi id}/pay`` stand in for the customer paying through Stripe.js.
 A decline there, on a client-side intent, leaves it payable (as Stripe does).
+
+Bill tweaks (``POST /_sandbox/bill_tweaks``, :mod:`paymux.channels.sandbox_bills`; amounts in
+Stripe units, the minor units of every currency but the few whose Stripe exponent differs),
+as they show in the balance transactions of the tweaked UTC day:
+
+- ``amount``: the payment's ``charge`` line shows ``amount`` (and ``net`` = amount − fee);
+- ``fee``: its ``fee`` (and ``fee_details``) is ``amount``, the fixed part not added;
+- ``duplicate``: a second ``charge`` line of the same charge, under another ``txn_`` id;
+- ``next_day``: the line is in the next day's listing, ``created`` at that day's 00:00:00 UTC;
+- ``drop``: no line;
+- ``extra_payment``: a ``charge`` line of a charge made at Stripe only (its PaymentIntent has
+  ``metadata[paymux_attempt]`` only when the tweak names ``out_trade_no``), at 12:00 UTC;
+- ``extra_refund``: a ``refund`` line on the order's charge whose refund has no
+  ``metadata[paymux_refund]`` (made in the Dashboard), a minute after the payment;
+- ``corrupt_summary``: **no effect** — a list of balance transactions has no summary or count
+  to be wrong;
+- ``bad_row``: a ``charge`` balance transaction without ``amount`` at 23:59:59 UTC.
+
+Lines the sandbox holds no object for get ids derived from the account, the day and their
+place, so a day listed twice (or paged) is the same listing.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import re
 import secrets
@@ -67,6 +91,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
 from pydantic import BaseModel
 
+from paymux.channels.sandbox_bills import (
+    BillEntry,
+    BillTweakKind,
+    bill_router,
+    day_bill,
+    tweaks_of,
+)
 from paymux.channels.sandbox_kit import (
     NotifyMode,
     OrderStatus,
@@ -125,6 +156,34 @@ _STATIC = Path(__file__).parent / "static"
 Answer = tuple[int, dict[str, Any]]
 """An HTTP status and its JSON body."""
 _SEARCH = re.compile(r"^\s*metadata\['([A-Za-z0-9_]+)'\]\s*:\s*'([^']*)'\s*$")
+
+
+def _fee_pct(amount: int) -> int:
+    """The day bill's fee of a payment: 2.9 %; the fixed part (two-decimal currencies only) is
+    added when the row is rendered, where its currency is known."""
+    return amount * FEE_BPS // 10_000
+
+
+def _txn_row(txn_id: str, kind: str, amount: int, fee: int, currency: str, created: int,
+             source: str | None) -> dict[str, Any]:  # fmt: skip
+    return {
+        "id": txn_id, "object": "balance_transaction", "amount": amount,
+        "available_on": created + 2 * 86400, "created": created, "currency": currency,
+        "description": None, "exchange_rate": None, "fee": fee,
+        "fee_details": [{"amount": fee, "currency": currency, "type": "stripe_fee",
+                         "description": "Stripe processing fees"}] if fee else [],
+        "net": amount - fee, "reporting_category": kind, "source": source,
+        "status": "pending", "type": kind,
+    }  # fmt: skip
+
+
+@dataclass
+class Txn:
+    """A balance transaction of the listing, and the objects its expansions show."""
+
+    row: dict[str, Any]
+    source: dict[str, Any] | None = None
+    intent: dict[str, Any] | None = None
 
 
 class _Fail(Exception):
@@ -305,7 +364,6 @@ class Sandbox:
         self.intents: dict[str, Intent] = {}
         self.refund_objects: dict[str, SandboxRefund] = {}
         self.payment_methods: dict[str, dict[str, Any]] = {}
-        self.balance: list[dict[str, Any]] = []
         self._saved: dict[tuple[str, str], _Saved] = {}
         self.core = _Core(
             self,
@@ -434,38 +492,12 @@ class Sandbox:
             "payment_method": {"id": intent.payment_method, "object": "payment_method"},
         }
 
-    def _add_balance(self, kind: str, amount: int, currency: str, source: str,
-                     fee: int) -> str:  # fmt: skip
-        now = _now()
-        txn = {
-            "id": "txn_" + _token(12),
-            "object": "balance_transaction",
-            "amount": amount,
-            "available_on": now + 2 * 86400,
-            "created": now,
-            "currency": currency,
-            "description": None,
-            "exchange_rate": None,
-            "fee": fee,
-            "fee_details": [{"amount": fee, "currency": currency, "type": "stripe_fee",
-                             "description": "Stripe processing fees"}] if fee else [],
-            "net": amount - fee,
-            "reporting_category": kind,
-            "source": source,
-            "status": "pending",
-            "type": kind,
-        }  # fmt: skip
-        self.balance.append(txn)
-        return str(txn["id"])
-
     def charged(self, intent: Intent) -> None:
-        """The intent's money was taken: its charge and the balance line."""
+        """The intent's money was taken: its charge (its balance transaction is listed from
+        the day bill, :meth:`day_transactions`)."""
         order = intent.order
-        fee = order.amount * FEE_BPS // 10_000
-        if p.stripe_exponent(intent.currency.upper()) == 2:
-            fee += FEE_FIXED
         charge_id = "ch_" + _token(12)
-        txn = self._add_balance("charge", order.amount, intent.currency, charge_id, fee)
+        txn = "txn_" + _token(12)
         intent.charge = {
             "id": charge_id, "object": "charge", "amount": order.amount,
             "amount_refunded": 0, "balance_transaction": txn, "created": _now(),
@@ -477,9 +509,7 @@ class Sandbox:
 
     def refunded(self, refund: SandboxRefund) -> None:
         intent = self.intent_of(refund.order)
-        refund.extra["txn"] = self._add_balance(
-            "refund", -refund.amount, intent.currency, refund.refund_no, 0
-        )
+        refund.extra["txn"] = "txn_" + _token(12)
         if intent.charge is not None:
             intent.charge["amount_refunded"] += refund.amount
 
@@ -923,36 +953,48 @@ class Sandbox:
             raise _invalid("limit must be between 1 and 100.", param="limit")
         return limit
 
-    def _owned_txn(self, account: Account, txn: dict[str, Any]) -> bool:
-        source = txn["source"]
-        if source.startswith("re_"):
-            refund = self.refund_objects.get(source)
-            return refund is not None and self.account_of(refund) is account
-        return any(i.account is account and i.charge and i.charge["id"] == source
-                   for i in self.intents.values())  # fmt: skip
+    def _days(self, lo: int | None, hi: int | None) -> list[dt.date]:
+        """The UTC days whose bill may hold a transaction created in ``[lo, hi)``."""
+        moments = [o.paid_at for o in self.core.orders.values()] + [
+            r.finished_at or r.created_at for r in self.core.refunds.values()]  # fmt: skip
+        days = {m.astimezone(dt.UTC).date() for m in moments if m is not None}
+        days |= {d + dt.timedelta(days=1) for d in days} | {t.day for t in tweaks_of(self.core)}
+        out = []
+        for day in sorted(days):
+            start = int(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC).timestamp())
+            if (hi is None or start < hi) and (lo is None or start + 86400 > lo):
+                out.append(day)
+        return out
 
     async def _balance_transactions(
         self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
     ) -> Answer:
-        rows = [t for t in reversed(self.balance) if self._owned_txn(account, t)]
         created = params.get("created") or {}
         if not isinstance(created, dict):
             created = {"eq": created}
         ops = {"gte": int.__ge__, "gt": int.__gt__, "lte": int.__le__, "lt": int.__lt__,
                "eq": int.__eq__}  # fmt: skip
+        bounds: list[tuple[str, int]] = []
         for op, bound in created.items():
             if op not in ops:
                 raise _invalid(f"Invalid created[{op}].", param="created")
             try:
-                value = int(str(bound))
+                bounds.append((op, int(str(bound))))
             except ValueError:
                 raise _invalid("Invalid timestamp.", param=f"created[{op}]") from None
-            rows = [t for t in rows if ops[op](t["created"], value)]
+        lows = [v + (op == "gt") for op, v in bounds if op in ("gte", "gt", "eq")]
+        highs = [v + (op != "lt") for op, v in bounds if op in ("lt", "lte", "eq")]
+        listed: list[Txn] = []
+        for day in self._days(max(lows, default=None), min(highs, default=None)):
+            listed += self.day_transactions(account, day)
+        listed.reverse()
+        listed.sort(key=lambda t: -int(t.row["created"]))  # newest first, as Stripe lists
+        rows = [t for t in listed if all(ops[op](t.row["created"], v) for op, v in bounds)]
         if params.get("type"):
-            rows = [t for t in rows if t["type"] == params["type"]]
+            rows = [t for t in rows if t.row.get("type") == params["type"]]
         after = params.get("starting_after")
         if after:
-            ids = [t["id"] for t in rows]
+            ids = [t.row["id"] for t in rows]
             if after not in ids:
                 raise _missing("balance transaction", str(after), "starting_after")
             rows = rows[ids.index(after) + 1 :]
@@ -962,22 +1004,98 @@ class Sandbox:
         return 200, {"object": "list", "url": "/v1/balance_transactions",
                      "has_more": len(rows) > limit, "data": data}  # fmt: skip
 
-    def _expanded_txn(self, txn: dict[str, Any], expand: set[str]) -> dict[str, Any]:
+    @staticmethod
+    def _expanded_txn(txn: Txn, expand: set[str]) -> dict[str, Any]:
         """``expand[]=data.source`` (and ``data.source.payment_intent``): the charge or refund
         object in place of its id, as Stripe does."""
-        if "data.source" not in expand:
-            return txn
-        source: dict[str, Any] | None = None
-        refund = self.refund_objects.get(txn["source"])
-        if refund is not None:
-            source, intent = self.refund_json(refund), self.intent_of(refund.order)
-        else:
-            intent = next(i for i in self.intents.values()
-                          if i.charge and i.charge["id"] == txn["source"])  # fmt: skip
-            source = dict(intent.charge or {})
-        if "data.source.payment_intent" in expand:
-            source["payment_intent"] = self.intent_json(intent)
-        return {**txn, "source": source}
+        if "data.source" not in expand or txn.source is None:
+            return dict(txn.row)
+        source = dict(txn.source)
+        if "data.source.payment_intent" in expand and txn.intent is not None:
+            source["payment_intent"] = txn.intent
+        return {**txn.row, "source": source}
+
+    # ------------------------------------------------------------ the day bill
+    def day_transactions(self, account: Account, day: dt.date) -> list[Txn]:
+        """The account's balance transactions of one UTC day, oldest first, rendered from the
+        shared day bill (:func:`~paymux.channels.sandbox_bills.day_bill`) with its tweaks.
+        Rows that are not a real charge or refund of the sandbox (duplicates, extras, bad
+        rows) get ids derived from the account, the day and their place, so the listing is the
+        same on every read and pages by ``starting_after``."""
+        bill = day_bill(self.core, day, dt.UTC, _fee_pct,
+                        listed=lambda o: o.merchant_id == account.id)  # fmt: skip
+        tweaks = [t for t in tweaks_of(self.core) if t.day == day]
+        fee_set = {t.out_trade_no for t in tweaks if t.kind is BillTweakKind.fee}
+        named = {t.out_trade_no for t in tweaks if t.kind is BillTweakKind.extra_payment}
+        start = int(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC).timestamp())
+        used: set[str] = set()
+        out: list[Txn] = []
+        for n, entry in enumerate(bill.entries):
+            if entry.order.merchant_id not in (account.id, ""):
+                continue
+            seed = hashlib.sha256(f"{account.id}:{day}:{n}".encode()).hexdigest()[:24]
+            created = max(int(entry.at.timestamp()), start)
+            txn = (self._payment_txn(entry, seed, created, fee_set, named) if entry.kind ==
+                   "payment" else self._refund_txn(entry, seed, created))  # fmt: skip
+            if txn is None:
+                continue
+            if txn.row["id"] in used:
+                txn.row["id"] = "txn_" + seed
+            used.add(txn.row["id"])
+            out.append(txn)
+        currency = out[0].row["currency"] if out else "usd"
+        for n in range(bill.bad_rows):
+            seed = hashlib.sha256(f"{account.id}:{day}:bad{n}".encode()).hexdigest()[:24]
+            row = _txn_row("txn_" + seed, "charge", 0, 0, currency, start + 86399, None)
+            del row["amount"]
+            out.append(Txn(row))
+        return out
+
+    def _payment_txn(self, entry: BillEntry, seed: str, created: int, fee_set: set[str | None],
+                     named: set[str | None]) -> Txn:  # fmt: skip
+        order = entry.order
+        intent: Intent | None = order.extra.get("intent")
+        currency = intent.currency if intent else order.currency.lower()
+        fee = entry.fee
+        if order.out_trade_no not in fee_set and p.stripe_exponent(currency.upper()) == 2:
+            fee += FEE_FIXED
+        if intent is not None and intent.charge is not None:
+            charge = dict(intent.charge)
+            row = _txn_row(str(charge["balance_transaction"]), "charge", entry.amount, fee,
+                           currency, created, str(charge["id"]))  # fmt: skip
+            return Txn(row, charge, self.intent_json(intent))
+        # a payment made at Stripe only (Dashboard): no paymux metadata unless scripted so
+        charge_id, intent_id, txn_id = "ch_" + seed, "pi_" + seed, "txn_" + seed
+        charge = {"id": charge_id, "object": "charge", "amount": entry.amount,
+                  "balance_transaction": txn_id, "created": created, "currency": currency,
+                  "paid": True, "payment_intent": intent_id, "status": "succeeded"}  # fmt: skip
+        metadata = {p.ATTEMPT_KEY: order.out_trade_no} if order.out_trade_no in named else {}
+        pi = {"id": intent_id, "object": "payment_intent", "amount": entry.amount,
+              "currency": currency, "latest_charge": charge_id, "metadata": metadata,
+              "status": "succeeded", "livemode": False}  # fmt: skip
+        row = _txn_row(txn_id, "charge", entry.amount, fee, currency, created, charge_id)
+        return Txn(row, charge, pi)
+
+    def _refund_txn(self, entry: BillEntry, seed: str, created: int) -> Txn | None:
+        refund = entry.refund
+        intent: Intent | None = entry.order.extra.get("intent")
+        if refund is None or intent is None:
+            return None
+        # Stripe keeps its fee on a refund: fee 0 whatever the day bill says it returns
+        if refund.refund_no in self.refund_objects and "txn" in refund.extra:
+            source = self.refund_json(refund)
+            row = _txn_row(str(refund.extra["txn"]), "refund", -entry.amount, 0, intent.currency,
+                           created, refund.refund_no)  # fmt: skip
+            return Txn(row, source, self.intent_json(intent))
+        # a refund made in the Dashboard: no paymux_refund metadata
+        source = {"id": "re_" + seed, "object": "refund", "amount": entry.amount,
+                  "balance_transaction": "txn_" + seed, "created": created,
+                  "currency": intent.currency, "metadata": {}, "payment_intent": intent.id,
+                  "charge": intent.charge["id"] if intent.charge else None,
+                  "reason": "requested_by_customer", "status": "succeeded"}  # fmt: skip
+        row = _txn_row("txn_" + seed, "refund", -entry.amount, 0, intent.currency, created,
+                       "re_" + seed)  # fmt: skip
+        return Txn(row, source, self.intent_json(intent))
 
     # ------------------------------------------------------------ 3-D Secure
     def _challenge(self, intent_id: str) -> Intent:
@@ -1097,6 +1215,7 @@ class Sandbox:
 
         app.include_router(router)
         app.include_router(customer_router(self.core, title="Stripe", brand_color="#635bff"))
+        app.include_router(bill_router(self.core))
         return app
 
 

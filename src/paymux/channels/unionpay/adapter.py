@@ -32,6 +32,12 @@ Close: UnionPay has no close for these products. An unpaid order stops being pay
 makes sure the order is not paid. A merchant who closes *before* the expiry leaves the order
 payable at UnionPay until then (a late payment is applied like any late notification).
 
+Bills (:class:`~paymux.channels.bills.BillCapable`): ``fileTransfer`` (``txnType 76``) for a
+settlement date; :meth:`UnionPayAdapter.fetch_bill` writes the zip from ``fileContent`` and
+:class:`~paymux.channels.unionpay.bill.UnionPayBillReader` streams its ZM records. The format
+has no summary and the answer no hash: the reader records no integrity check (see
+:mod:`paymux.channels.unionpay.bill`).
+
 Every answer and notification is verified against the ``signPubKeyCert`` it carries, which must
 chain to the configured middle and root certificates and be UnionPay's
 (:func:`protocol.check_signer`). An answer that does not verify is an UnknownOutcome.
@@ -41,17 +47,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
-import zipfile
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import IO, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paymux.channels import base, registry
+from paymux.channels import base, bills, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -71,6 +76,7 @@ from paymux.channels.base import (
     UnknownOutcome,
 )
 from paymux.channels.unionpay import protocol as p
+from paymux.channels.unionpay.bill import UnionPayBillReader
 from paymux.kit import clock
 
 PRODUCTION_GATEWAY = "https://gateway.95516.com"
@@ -150,6 +156,8 @@ MAX_TXN_AMOUNT = 10**12 - 1
 @registry.register
 class UnionPayAdapter:
     name: ClassVar[str] = "unionpay"
+    refund_returns_fee: ClassVar[bool] = True
+    """A refund (S30) record's ``merFee`` gives back its share of the fee."""
     methods: ClassVar[frozenset[str]] = frozenset(
         {"unionpay_gateway", "unionpay_wap", "unionpay_qr", p.BARCODE_METHOD}
     )
@@ -519,68 +527,42 @@ class UnionPayAdapter:
         return Ack(200 if ok else 400, b"ok" if ok else b"fail", "text/plain")
 
     # ------------------------------------------------------------ bills
-    async def download_bill(self, settle_date: dt.date) -> list[dict[str, str]]:
-        """The ZM records of one settlement day (``txnType 76``, ``fileType 00``)."""
+    statement_timezone: ClassVar[dt.tzinfo] = p.CHINA
+    bill_ready_after: ClassVar[dt.timedelta] = dt.timedelta(hours=10)
+
+    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> bills.FetchedBill:
+        """The zip of one settlement day (``txnType 76``, ``fileType 00``, ``settleDate``
+        MMdd), written into ``into`` as ``fileContent`` holds it (decoded from base64/zlib).
+        The answer is one signed message, verified whole before the file is trusted, so it is
+        read into memory, not streamed. UnionPay makes a day's file the next day: today or
+        later raises RetryableError ``statement_not_ready``."""
+        if day >= clock.now().astimezone(p.CHINA).date():
+            raise RetryableError("statement_not_ready", f"UnionPay has no bill for {day} yet")
         form = self._signed(
-            p.FILE_TRANSFER, settleDate=f"{settle_date:%m%d}", txnTime=p.format_time(clock.now()),
+            p.FILE_TRANSFER, settleDate=f"{day:%m%d}", txnTime=p.format_time(clock.now()),
             fileType=p.BILL_FILE_TYPE,
         )  # fmt: skip
         answer = await self._post(self.credentials.file_gateway, form)
         if answer.get("respCode") != p.RESP_OK:
             raise _answer_error(answer, "bill download")
         try:
-            archive = zipfile.ZipFile(io.BytesIO(p.decode_file_content(answer["fileContent"])))
-            names = [n for n in archive.namelist() if "ZM_" in n and "ZME_" not in n]
-            if len(names) != 1:
-                raise p.ProtocolError(f"expected one ZM file, got {archive.namelist()}")
-            return p.parse_zm(archive.read(names[0]))
-        except (KeyError, zipfile.BadZipFile, p.ProtocolError, UnicodeDecodeError) as exc:
+            data = p.decode_file_content(answer.get("fileContent", ""))
+        except p.ProtocolError as exc:
             raise UnknownOutcome("unparseable_bill", str(exc), raw=answer) from exc
+        into.write(data)
+        name = answer.get("fileName") or ""
+        if not name or "/" in name or "\\" in name:
+            name = f"unionpay_{day:%Y%m%d}_{self.credentials.mer_id}.zip"
+        return bills.FetchedBill(name)
 
-    # ------------------------------------------------------------ statement
-    statement_timezone: ClassVar[dt.tzinfo] = p.CHINA
+    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bills.BillReader:
+        """A reader of a ``fileTransfer`` zip (fetched, or uploaded by a person)."""
+        return UnionPayBillReader(path, expected)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
-        """The settlement day's (China time) ZM records as statement lines: S22 consumes are
-        payments, S30 refunds negative; ``merFee`` is the fee. ``orderId`` is mapped back to
-        our id (attempt or refund). UnionPay makes a day's file the next day: today or later
-        raises RetryableError ``statement_not_ready``."""
-        if day >= clock.now().astimezone(p.CHINA).date():
-            raise RetryableError("statement_not_ready", f"UnionPay has no bill for {day} yet")
-        lines = []
-        for record in await self.download_bill(day):
-            code = record.get("tradeCode", "")
-            kind = {p.TRADE_CODE_CONSUME: base.StatementLineKind.payment,
-                    p.TRADE_CODE_REFUND: base.StatementLineKind.refund}.get(
-                code, base.StatementLineKind.other)  # fmt: skip
-            refund = kind is base.StatementLineKind.refund
-            try:
-                amount = int(record.get("txnAmt") or "0")
-                fee = p.parse_fee(record.get("merFee", ""))
-            except (ValueError, p.ProtocolError) as exc:
-                raise UnknownOutcome("unparseable_bill", str(exc), raw=record) from exc
-            ours = p.our_id(record["orderId"]) if record.get("orderId") else None
-            lines.append(base.StatementLine(
-                kind=kind, amount=-amount if refund else amount, currency=p.CURRENCY, fee=fee,
-                out_trade_no=None if refund else ours, out_refund_no=ours if refund else None,
-                channel_trade_no=(record.get("origQryId") if refund else record.get("queryId"))
-                or None,
-                channel_refund_no=(record.get("queryId") or None) if refund else None,
-                occurred_at=_zm_time(day, record.get("txnTime", "")), raw=record,
-            ))  # fmt: skip
-        return lines
-
-
-def _zm_time(day: dt.date, text: str) -> dt.datetime | None:
-    """``txnTime`` of a ZM record is MMddHHmmss (China time); the year is the bill day's (the
-    previous year for a December record on a January bill)."""
-    try:
-        moment = dt.datetime.strptime(f"{day.year}{text}", "%Y%m%d%H%M%S")
-    except ValueError:
-        return None
-    if moment.month > day.month:
-        moment = moment.replace(year=day.year - 1)
-    return moment.replace(tzinfo=p.CHINA)
+        """The settlement day's (China time) ZM records as statement lines (see
+        :class:`~paymux.channels.unionpay.bill.UnionPayBillReader`)."""
+        return await bills.statement_of(self, day)
 
 
 def auto_submit_form(action: str, fields: Mapping[str, str]) -> str:

@@ -467,24 +467,61 @@ def zm_line(values: Mapping[str, str]) -> bytes:
     return b" ".join(parts)
 
 
-def parse_zm(data: bytes) -> list[dict[str, str]]:
-    """The records of a ZM file (GBK, fixed width), fields stripped."""
-    rows = []
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        row: dict[str, str] = {}
-        start = 0
-        for name, width in zip(ZM_FIELDS, ZM_WIDTHS, strict=True):
-            row[name] = line[start : start + width].decode("gbk").strip()
-            start += width + 1
-        rows.append(row)
-    return rows
+ZM_LENGTH = sum(ZM_WIDTHS) + len(ZM_WIDTHS) - 1
+"""Bytes of one ZM record."""
+ZM_MIN_LENGTH = ZM_LENGTH - ZM_WIDTHS[-1]
+"""A record whose blank trailing ``reserved`` field was cut off is still whole."""
+
+
+_ZM_SLICES: tuple[tuple[str, slice], ...] = tuple(
+    (name, slice(start, start + width))
+    for name, width, start in zip(
+        ZM_FIELDS, ZM_WIDTHS,
+        [sum(ZM_WIDTHS[:i]) + i for i in range(len(ZM_WIDTHS))], strict=True,
+    )
+)  # fmt: skip
+
+
+def parse_zm_record(line: bytes) -> dict[str, str]:
+    """One ZM record (GBK, fixed width, line ending removed), fields stripped. Widths are in
+    bytes: an ASCII record (the usual one) is decoded once, any other field by field."""
+    if not ZM_MIN_LENGTH <= len(line) <= ZM_LENGTH:
+        raise ProtocolError(f"a ZM record is {ZM_LENGTH} bytes, this one {len(line)}")
+    if line.isascii():
+        text = line.decode("ascii")
+        return {name: text[cut].strip() for name, cut in _ZM_SLICES}
+    row: dict[str, str] = {}
+    for name, cut in _ZM_SLICES:
+        try:
+            row[name] = line[cut].decode("gbk").strip()
+        except UnicodeDecodeError:
+            raise ProtocolError(f"field {name} is not GBK text") from None
+    return row
 
 
 def zm_file_name(settle_date: dt.date, mer_id: str) -> str:
     """``INN<yyMMdd>88ZM_<merId>``: the merchant's general transaction file in the zip."""
     return f"INN{settle_date:%y%m%d}88ZM_{mer_id}"
+
+
+_ZM_NAME = re.compile(r"(?:^|/)INN(\d{6})\d\dZM_[0-9A-Za-z]+$")
+_ZME_NAME = re.compile(r"(?:^|/)INN\d{6}\d\dZME_[0-9A-Za-z]+$")
+
+
+def zm_file_date(name: str) -> dt.date | None:
+    """The settlement date in a ZM file's name, None when the name is not a ZM file's."""
+    match = _ZM_NAME.search(name)
+    if not match:
+        return None
+    try:
+        return dt.datetime.strptime(match[1], "%y%m%d").date()
+    except ValueError:
+        return None
+
+
+def is_zme_file(name: str) -> bool:
+    """``INN<yyMMdd>88ZME_<merId>``: the merchant's error/adjustment (差错) file."""
+    return _ZME_NAME.search(name) is not None
 
 
 def fee_field(fen: int) -> str:

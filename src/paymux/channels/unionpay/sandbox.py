@@ -34,7 +34,18 @@ Paths (under the mount point, ``/sandbox/unionpay``):
   progress) → ``origRespCode 05``; failed → ``origRespCode 01`` (refund failed: ``01`` too).
 - ``POST /filedownload/``: ``txnType 76``: the day's bill (``settleDate`` MMdd) as
   ``fileContent`` = base64(zlib(zip with ``INN<yyMMdd>88ZM_<merId>``)), ZM records of every paid
-  order (``S22``) and succeeded refund (``S30``) of that China-time day.
+  order (``S22``) and succeeded refund (``S30``) of that China-time day
+  (:func:`paymux.channels.sandbox_bills.day_bill`; no ZME file: the sandbox makes no errors).
+  Bill tweaks (``POST /_sandbox/bill_tweaks``, the shared control API) render as:
+  ``amount`` → the S22 record's ``txnAmt``; ``fee`` → its ``merFee`` (``D`` + the amount);
+  ``duplicate`` → the record written twice; ``next_day`` → the record in the next settlement
+  day's file (its ``txnTime`` still the day it was paid); ``drop`` → no record;
+  ``extra_payment`` → an S22 record whose ``orderId`` the gateway never made (``portal…``,
+  ``txnTime`` noon UTC of the day); ``extra_refund`` → an S30 record on the order with an
+  ``orderId`` the gateway never issued; ``bad_row`` → a short record (``S22 账单记录无法读取``),
+  one problem; ``corrupt_summary`` → **nothing**: the ZM file has no summary or total record
+  and the answer no count or hash (:mod:`paymux.channels.unionpay.bill`), so there is no total
+  to be off — the file is the same as without the tweak.
 
 Back notifications (URL-encoded form POST to ``backUrl``) are sent for successful payments and
 refunds only ("失败的交易银联不会发送后台通知"), acknowledged by HTTP 200 (or 302), retried at
@@ -72,6 +83,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import escape
 
 from paymux.channels import sandbox_kit
+from paymux.channels.sandbox_bills import BillEntry, DayBill, bill_router, day_bill
 from paymux.channels.sandbox_kit import (
     BarcodeOutcome,
     BarcodeScript,
@@ -87,6 +99,8 @@ from paymux.channels.unionpay import protocol as p
 from paymux.kit import clock
 
 RETRY_SCHEDULE: tuple[float, ...] = (0, 60, 120, 240)
+BAD_ZM_RECORD = "S22 账单记录无法读取".encode("gbk")
+"""What a ``bad_row`` tweak writes: a record far shorter than a ZM record's fixed width."""
 _KINDS = {
     (k.txn_type, k.txn_sub_type, k.biz_type, k.channel_type): method
     for k, method in (
@@ -561,34 +575,6 @@ class Sandbox:
         return self._answer(form, p.RESP_NOT_FOUND, "查无此交易")
 
     # ------------------------------------------------------------ bills
-    def bill(self, mer_id: str, settle_date: dt.date) -> bytes:
-        """The zip of one merchant's settlement day (China time)."""
-        lines = []
-
-        def day(moment: dt.datetime | None) -> bool:
-            return moment is not None and moment.astimezone(p.CHINA).date() == settle_date
-
-        for order in self.core.orders.values():
-            if (
-                order.merchant_id == mer_id
-                and order.status is OrderStatus.succeeded
-                and day(order.paid_at)
-            ):
-                lines.append(self._zm(p.TRADE_CODE_CONSUME, order.out_trade_no, order.amount,
-                                      order.channel_trade_no, "", order.extra, mer_id,
-                                      fee=p.fee_field(self.fee_of(order.amount))))  # fmt: skip
-        for refund in self.core.refunds.values():
-            if refund.order.merchant_id == mer_id and refund.status is RefundStatus.succeeded \
-                    and day(refund.finished_at):  # fmt: skip
-                lines.append(self._zm(p.TRADE_CODE_REFUND, refund.out_refund_no, refund.amount,
-                                      refund.refund_no, refund.order.channel_trade_no,
-                                      {**refund.extra, "kind": p.REFUND}, mer_id,
-                                      fee=p.fee_field(-self.fee_of(refund.amount))))  # fmt: skip
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(p.zm_file_name(settle_date, mer_id), b"\r\n".join(lines) + b"\r\n")
-        return buffer.getvalue()
-
     bill_fee_bps: int = 60
     """The merchants' fee rate in basis points on the bill (``merFee``)."""
 
@@ -596,17 +582,55 @@ class Sandbox:
         """The fee on ``amount`` fen at :attr:`bill_fee_bps`, rounded half up to the fen."""
         return (amount * self.bill_fee_bps + 5_000) // 10_000
 
+    def day_bill(self, mer_id: str, settle_date: dt.date) -> DayBill:
+        """One merchant's bill of a settlement day (China calendar day), tweaks applied."""
+        return day_bill(self.core, settle_date, p.CHINA, self.fee_of,
+                        listed=lambda order: order.merchant_id == mer_id)  # fmt: skip
+
+    def bill(self, mer_id: str, settle_date: dt.date) -> bytes:
+        """The zip of one merchant's settlement day: its ZM file (an empty one for a day
+        without business) and, stamped with the settlement date, nothing random, so the
+        same day's bill is the same bytes."""
+        found = self.day_bill(mer_id, settle_date)
+        lines = [self._entry_record(entry, mer_id) for entry in found.entries]
+        lines += [BAD_ZM_RECORD] * found.bad_rows
+        buffer = io.BytesIO()
+        stamp = (settle_date + dt.timedelta(days=1)).timetuple()[:6]
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            member = zipfile.ZipInfo(p.zm_file_name(settle_date, mer_id), date_time=stamp)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(member, b"".join(line + b"\r\n" for line in lines))
+        return buffer.getvalue()
+
+    def _entry_record(self, entry: BillEntry, mer_id: str) -> bytes:
+        order = entry.order
+        if entry.kind == "payment":
+            extra = {"kind": p.CONSUME_GATEWAY, **order.extra}
+            return self._zm(p.TRADE_CODE_CONSUME, order.out_trade_no, entry.amount,
+                            order.channel_trade_no, "", extra, mer_id,
+                            fee=p.fee_field(entry.fee), at=entry.at)  # fmt: skip
+        refund = entry.refund
+        assert refund is not None
+        return self._zm(p.TRADE_CODE_REFUND, refund.out_refund_no, entry.amount,
+                        refund.refund_no, order.channel_trade_no,
+                        {**refund.extra, "kind": p.REFUND}, mer_id,
+                        fee=p.fee_field(-entry.fee), at=entry.at)  # fmt: skip
+
     @staticmethod
     def _zm(code: str, order_id: str, amount: int, query_id: str, orig: str,
-            extra: dict[str, Any], mer_id: str, *, fee: str = "") -> bytes:  # fmt: skip
+            extra: dict[str, Any], mer_id: str, *, fee: str, at: dt.datetime) -> bytes:  # fmt: skip
         kind = extra["kind"]
         txn_type, sub, biz = (
             (kind.txn_type, kind.txn_sub_type, kind.biz_type) if isinstance(kind, p.TxnKind)
             else kind
         )  # fmt: skip
+        # txnTime is the request's (an order made at UnionPay alone has none: its time). The
+        # kit's ids of such an order are longer than queryId's 21 characters: their tail.
+        txn_time = extra.get("txnTime") or p.format_time(at)
+        query_id, orig = query_id[-21:], orig[-21:]
         return p.zm_line({
             "tradeCode": code, "acqInsCode": "00000049998", "sendInsCode": "00000049998",
-            "traceNo": query_id[-6:], "txnTime": extra["txnTime"][4:], "txnAmt": f"{amount:012d}",
+            "traceNo": query_id[-6:], "txnTime": txn_time[4:], "txnAmt": f"{amount:012d}",
             "queryId": query_id, "orderId": order_id, "txnType": txn_type, "txnSubType": sub,
             "bizType": biz, "origQryId": orig, "merId": mer_id, "merFee": fee,
         })  # fmt: skip
@@ -642,6 +666,7 @@ class Sandbox:
         app.include_router(
             customer_router(self.core, title="UnionPay sandbox 银联", brand_color="#d7000f")
         )
+        app.include_router(bill_router(self.core))
         app.include_router(self._barcode_router())
         return app
 

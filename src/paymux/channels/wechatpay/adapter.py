@@ -96,6 +96,9 @@ class WechatPayAdapter(
     """The WeChat Pay channel: payments and notifications here, every other feature from its
     mixin (see the module docstring)."""
 
+    refund_returns_fee: ClassVar[bool] = True
+    """A refund's row in the bill gives back its share of the fee (a negative 手续费)."""
+
     name: ClassVar[str] = "wechatpay"
     methods: ClassVar[frozenset[str]] = frozenset(protocol.METHOD_ENDPOINTS) | {
         protocol.BARCODE_METHOD

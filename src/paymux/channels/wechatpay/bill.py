@@ -74,7 +74,7 @@ TOTALS: tuple[tuple[str, str, str], ...] = (
 MAX_LINE = 64 * 1024
 """Longest line read at once (a real row is under 1 KiB); a longer one is a problem."""
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
-_AMOUNT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+_AMOUNT = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 
 
 class BillError(ValueError):
@@ -102,9 +102,24 @@ def fee_of(amount: int, bps: int) -> int:
     return int((Decimal(amount) * bps / 10_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+_FEN_CACHE: dict[str, int] = {}
+_FEN_CACHE_SIZE = 4096
+"""Amounts repeat (``0.00``, the day's usual prices and fees): parsed ones are kept, up to a
+bound."""
+
+
 def to_fen(text: str) -> int:
     """Yuan text (any number of decimals, optional minus) → fen; empty is 0; refuses anything
     else and sub-fen remainders. Integer arithmetic only."""
+    fen = _FEN_CACHE.get(text)
+    if fen is None:
+        fen = _parse_fen(text)
+        if len(_FEN_CACHE) < _FEN_CACHE_SIZE:
+            _FEN_CACHE[text] = fen
+    return fen
+
+
+def _parse_fen(text: str) -> int:
     if not text:
         return 0
     match = _AMOUNT.fullmatch(text)
@@ -145,7 +160,7 @@ def write_bill(
             sums[i] += to_fen(values[index])
         chunk.append("`" + ",`".join(values))
         count += 1
-        if len(chunk) >= 2000:
+        if len(chunk) >= 256:
             out.write(("\r\n".join(chunk) + "\r\n").encode("utf-8"))
             chunk = []
     chunk.extend(unreadable)
@@ -169,6 +184,10 @@ def render(rows: Iterable[Mapping[str, str]]) -> bytes:
 
 # ---------------------------------------------------------------- reading
 def _fields(line: str) -> list[str]:
+    if line.startswith("`"):  # the usual row: every field backticked
+        values = line[1:].split(",`")
+        if len(values) == len(COLUMNS) and "," not in "".join(values):
+            return values
     return [field.removeprefix("`") for field in line.split(",")]
 
 

@@ -109,6 +109,14 @@ class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls,
         sub = quote(self.credentials.sub_mchid, safe="")
         return f"{super()._bill_query(day)}&sub_mchid={sub}"
 
+    @staticmethod
+    def _classify_bill_answer(status: int, payload: Any) -> ChannelError:
+        """The bill's own answers, else the partner refusals (a sub-merchant not ours)."""
+        error = StatementCalls._classify_bill_answer(status, payload)
+        if error.code in ("no_statement", "statement_not_ready"):
+            return error
+        return classify_partner_answer(status, payload)
+
     def _bill_owner(self) -> str:
         """A sub-merchant's bill file is named by its service provider and itself."""
         return f"{self.credentials.sp_mchid}_{self.credentials.sub_mchid}"

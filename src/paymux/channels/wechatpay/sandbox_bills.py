@@ -153,6 +153,16 @@ class BillEndpoints(SandboxBase):
                   f"unreadable{day:%Y%m%d}", "", "NATIVE", bill.STATE_PAID]  # fmt: skip
         return "`" + ",`".join(fields)
 
+    def _check_sub_merchant(self, sp_mchid: str, sub_mchid: str) -> None:
+        """Only a service provider names a sub-merchant, and only one of its own (wording
+        of the refusal unverified)."""
+        partners = getattr(self, "partners", None)
+        provider = partners.providers.get(sp_mchid) if partners is not None else None
+        if provider is None:
+            raise WxError(403, "NO_AUTH", "商户号不是服务商，无权调用服务商接口")
+        if sub_mchid not in provider.sub_merchants:
+            raise WxError(400, "INVALID_REQUEST", "受理关系不存在")
+
     async def _tradebill(self, request: Request) -> Response:
         merchant = self._authenticate(request, b"")
         params = request.query_params
@@ -172,7 +182,10 @@ class BillEndpoints(SandboxBase):
         if day < today - dt.timedelta(days=90):
             raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
         # A service provider's bill of one of its sub-merchants names it.
-        data = self.trade_bill(merchant.mchid, day, bill_type, params.get("sub_mchid") or None)
+        sub_mchid = params.get("sub_mchid") or None
+        if sub_mchid is not None:
+            self._check_sub_merchant(merchant.mchid, sub_mchid)
+        data = self.trade_bill(merchant.mchid, day, bill_type, sub_mchid)
         if data is None:
             raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
         payload = gzip.compress(data, mtime=0) if tar_type == bill.TAR_GZIP else data

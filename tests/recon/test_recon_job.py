@@ -1,0 +1,43 @@
+"""The daily job fetches each account's bill once the channel publishes it, and asks again
+while the channel says it is not ready; the CLI drives the same code. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from paymux.channels.wechatpay.bill import CHINA
+from paymux.recon import service, tasks
+from tests.conftest import Stack, make_tenant
+from tests.recon.helpers import paid, today
+
+
+def test_due_days_wait_for_the_publication_time() -> None:
+    after = dt.timedelta(hours=10)
+    before = dt.datetime(2026, 12, 2, 9, 59, tzinfo=CHINA)
+    assert tasks.due_days(before, CHINA, after) == [dt.date(2026, 11, 29), dt.date(2026, 11, 30)]
+    at = dt.datetime(2026, 12, 2, 10, 0, tzinfo=CHINA)
+    assert tasks.due_days(at, CHINA, after)[-1] == dt.date(2026, 12, 1)
+    utc = dt.datetime(2026, 12, 2, 2, 59, tzinfo=dt.UTC)
+    assert tasks.due_days(utc, dt.UTC, dt.timedelta(hours=3))[-1] == dt.date(2026, 11, 30)
+
+
+async def test_the_job_runs_each_published_day_once(stack: Stack, clock: Any) -> None:
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    account = tenant.accounts["wechatpay"]
+    await paid(stack, tenant)
+    day = today()
+    early = await service.run(stack.runtime, account, day, actor="test")  # not published yet
+    assert (early.status, early.verdict) == ("waiting", None)
+    assert await tasks.reconcile_due(stack.runtime, only={account}) == 0  # the schedule is off
+    now = dt.datetime.now(CHINA)
+    publication = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(10, 5), tzinfo=CHINA)
+    clock.advance((publication - now).total_seconds())
+    ran = await tasks.reconcile_due(stack.runtime, only={account}, force=True)
+    assert ran == 3  # the lookback's three days, the payment's among them
+    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 0
+    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
+                               params={"bill_date": day.isoformat()})  # fmt: skip
+    runs = r.json()["data"]
+    assert [(x["run_no"], x["status"], x["verdict"]) for x in runs] == [
+        (2, "done", "reconciled"), (1, "waiting", None)]  # fmt: skip
