@@ -676,6 +676,7 @@ async def bench(args: argparse.Namespace) -> int:
         if args.keep:  # the files stay with the database, for re-runs of the child
             work = Path(tempfile.mkdtemp(prefix=f"paymux-bench-recon-{db}-"))
             results.append(await one_database(db, args, plan, work))
+            parse = parse_seconds(plan, work)
             continue
         with tempfile.TemporaryDirectory(prefix="paymux-bench-recon-") as name:
             results.append(await one_database(db, args, plan, Path(name)))
