@@ -7,6 +7,7 @@ one app in one mode (another app's or the other mode's use of it is a fresh requ
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,13 +16,24 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from paymux.kit import idempotency
+from paymux.kit import clock, idempotency
 from paymux.kit.idempotency import IdempotencyRecord
+from paymux.kit.ids import new_id
 from paymux.kit.openapi import api_routes
 from paymux.merchants import service as merchant_service
 from paymux.merchants.models import ApiKey, App, Mode
 from paymux.payments.models import Payment
 from paymux.payouts.models import Payout
+from paymux.recon.models import (
+    ApprovalState,
+    BreakClass,
+    BreakState,
+    ReconApproval,
+    ReconBreak,
+    ReconBreakEvent,
+    ReconConfig,
+    ReconRun,
+)
 from paymux.refunds.models import Refund
 from paymux.splits.models import Split
 from paymux.store_codes.models import StoreCode
@@ -46,6 +58,10 @@ class Call:
     effect: Effect | None = None
     """Reads what the call changes: the same after a replay as after the first answer."""
     operator: bool = False
+    headers: dict[str, str] | None = None
+    """Sent with it besides the credentials (the operator's ``Paymux-Actor``)."""
+    content: bytes | None = None
+    """A raw body instead of JSON (a bill file upload)."""
 
 
 @dataclass
@@ -357,6 +373,86 @@ async def _update_account(c: Ctx) -> Call:
                 {"priority": 9}, _accounts(c), operator=True)  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------ recon
+ACTOR = {"Paymux-Actor": "idem-tester"}
+LONG_AGO = (dt.date.today() - dt.timedelta(days=40)).isoformat()  # no bill: a quick run
+
+
+def _runs(c: Ctx) -> Effect:
+    account = c.tenant.accounts["wechatpay"]
+    return lambda: c.count(ReconRun, ReconRun.channel_account_id == account)
+
+
+@scenario("POST /v1/operator/recon/runs")
+async def _recon_run(c: Ctx) -> Call:
+    body = {"channel_account_id": c.tenant.accounts["wechatpay"], "bill_date": LONG_AGO}
+    return Call("POST", "/v1/operator/recon/runs", body, _runs(c), operator=True, headers=ACTOR)
+
+
+@scenario("POST /v1/operator/recon/runs/upload")
+async def _recon_upload(c: Ctx) -> Call:
+    url = (f"/v1/operator/recon/runs/upload?channel_account_id={c.tenant.accounts['wechatpay']}"
+           f"&bill_date={LONG_AGO}")  # fmt: skip
+    return Call("POST", url, None, _runs(c), operator=True, headers=ACTOR,
+                content=b"not a bill, read as one problem")  # fmt: skip
+
+
+async def _a_break(c: Ctx, *, approval: bool = False) -> tuple[str, str | None]:
+    """A break (and a pending approval requested by someone else) written as a run would."""
+    now = clock.now()
+    bid, rid = new_id("brk"), None
+    async with c.stack.runtime.db.transaction() as session:
+        session.add(ReconBreak(
+            id=bid, channel_account_id=c.tenant.accounts["wechatpay"], app_id=c.tenant.app_id,
+            merchant_id=c.tenant.merchant_id, livemode=False, kind="payment", key=new_id("att"),
+            klass=BreakClass.amount_over, priority=2, state=BreakState.open, currency="CNY",
+            channel_amount=101, local_amount=100, first_bill_date=now.date(),
+            last_bill_date=now.date(), first_run_id="rcr_x", last_run_id="rcr_x", opened_at=now,
+        ))  # fmt: skip
+        if approval:
+            rid = new_id("rap")
+            session.add(ReconApproval(
+                id=rid, break_id=bid, action="adjust", params={"amount": 1, "account": "suspense"},
+                amount=1, state=ApprovalState.pending, requested_by="operator:someone-else",
+                reason="one fen over",
+            ))  # fmt: skip
+    return bid, rid
+
+
+def _history(c: Ctx, break_id: str) -> Effect:
+    return lambda: c.count(ReconBreakEvent, ReconBreakEvent.break_id == break_id)
+
+
+@scenario("POST /v1/operator/recon/breaks/{break_id}/actions")
+async def _recon_act(c: Ctx) -> Call:
+    bid, _ = await _a_break(c)
+    return Call("POST", f"/v1/operator/recon/breaks/{bid}/actions",
+                {"action": "ignore", "reason": "a test merchant"}, _history(c, bid),
+                operator=True, headers=ACTOR)  # fmt: skip
+
+
+@scenario("POST /v1/operator/recon/approvals/{approval_id}/approve")
+async def _recon_approve(c: Ctx) -> Call:
+    bid, rid = await _a_break(c, approval=True)
+    return Call("POST", f"/v1/operator/recon/approvals/{rid}/approve", {"reason": "checked"},
+                _history(c, bid), operator=True, headers=ACTOR)  # fmt: skip
+
+
+@scenario("POST /v1/operator/recon/approvals/{approval_id}/reject")
+async def _recon_reject(c: Ctx) -> Call:
+    bid, rid = await _a_break(c, approval=True)
+    return Call("POST", f"/v1/operator/recon/approvals/{rid}/reject", {"reason": "not so"},
+                _history(c, bid), operator=True, headers=ACTOR)  # fmt: skip
+
+
+@scenario("PUT /v1/operator/recon/configs/{channel_account_id}")
+async def _recon_config(c: Ctx) -> Call:
+    account = c.tenant.accounts["wechatpay"]
+    return Call("PUT", f"/v1/operator/recon/configs/{account}", {"grace_days": 2},
+                lambda: c.count(ReconConfig, ReconConfig.channel_account_id == account),
+                operator=True)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ the tests
 def _mutating(stack: Stack) -> dict[str, Any]:
     """Every mutating operation of an authenticated caller, as the app routes it."""
@@ -390,10 +486,13 @@ async def test_every_mutating_operation_honours_the_key_and_the_document_says_so
 
 def _headers(c: Ctx, call: Call, key: str, other: dict[str, str] | None = None) -> dict[str, str]:
     auth = OPERATOR if call.operator else (other or c.tenant.headers)
-    return {**auth, "Idempotency-Key": key}
+    return {**auth, **(call.headers or {}), "Idempotency-Key": key}
 
 
 async def _send(c: Ctx, call: Call, headers: dict[str, str], body: Any = None) -> Any:
+    if call.content is not None:
+        raw = call.content if body is None else call.content + b"\r\n"
+        return await c.stack.client.request(call.method, call.url, headers=headers, content=raw)
     sent = call.body if body is None else body
     return await c.stack.client.request(call.method, call.url, headers=headers,
                                         **({} if sent is None else {"json": sent}))  # fmt: skip

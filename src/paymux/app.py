@@ -89,7 +89,6 @@ def create_app(
     from paymux.payouts.endpoints import router as payouts_router
     from paymux.recon.endpoints import merchant_router as recon_router
     from paymux.recon.endpoints import operator_router as recon_operator_router
-    from paymux.recon.endpoints import upload_router as recon_upload_router
     from paymux.refunds.endpoints import router as refunds_router
     from paymux.routing.endpoints import router as routing_router
     from paymux.settlement.endpoints import router as settlement_router
@@ -119,7 +118,6 @@ def create_app(
     app.include_router(store_code_pages_router)
     app.include_router(recon_router)
     app.include_router(recon_operator_router)
-    app.include_router(recon_upload_router)
     for router in extra_routers or []:
         app.include_router(router)
     install_openapi(app)

@@ -21,9 +21,15 @@ from paymux.channels.base import RetryableError, StatementLine, StatementLineKin
 from paymux.channels.bills import BillReader, FetchedBill
 from paymux.channels.paypal import bill
 from paymux.channels.paypal.adapter import PayPalAdapter
-from paymux.kit import clock
+from tests.channels.listing_bills import (
+    compare_golden,
+    consume,
+    days_later,
+    golden_cases,
+    payments_of,
+    today,
+)
 from tests.channels.test_paypal import BASE, Env, env, paid, refund_request
-from tests.channels.test_stripe_bill import compare_golden, consume, days_later, golden_cases
 
 __all__ = ["env"]
 
@@ -101,14 +107,6 @@ async def fetch(env: Env, day: dt.date, path: Path, *, page_size: int = 500
         fetched = await env.adapter.fetch_bill(day, handle, page_size=page_size)
     reader = env.adapter.bill_reader(path, fetched.expected)
     return fetched, list(reader.lines()) if fetched.exists else [], reader
-
-
-def today() -> dt.date:
-    return clock.now().astimezone(dt.UTC).date()
-
-
-def payments_of(lines: list[StatementLine], attempt: str) -> list[StatementLine]:
-    return [x for x in lines if x.kind is StatementLineKind.payment and x.out_trade_no == attempt]
 
 
 async def test_untweaked_day_not_ready_and_no_bill(env: Env, tmp_path: Path) -> None:

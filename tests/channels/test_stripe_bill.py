@@ -8,14 +8,10 @@ change with ``PAYMUX_REGEN_GOLDEN=1`` and review the diff."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime as dt
 import io
 import json
-import os
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,46 +26,21 @@ from paymux.channels.base import (
 from paymux.channels.bills import BillReader, FetchedBill
 from paymux.channels.stripe import bill
 from paymux.channels.stripe.adapter import StripeAdapter
-from paymux.kit import clock
+from tests.channels.listing_bills import (
+    GOLDEN,
+    compare_golden,
+    consume,
+    days_later,
+    golden_cases,
+    payments_of,
+    today,
+)
 from tests.channels.test_stripe import Env, env, paid, refund_request
 
 __all__ = ["env"]
 
-GOLDEN = Path(__file__).parent / "golden"
-
 
 # ---------------------------------------------------------------- golden files
-def line_dict(line: StatementLine) -> dict[str, Any]:
-    out = {f.name: getattr(line, f.name) for f in dataclasses.fields(line) if f.name != "raw"}
-    out["kind"] = line.kind.value
-    out["occurred_at"] = line.occurred_at.isoformat() if line.occurred_at else None
-    return out
-
-
-def outcome(reader: BillReader) -> dict[str, Any]:
-    """What a reader made of a file: its lines (without ``raw``), problems and checks."""
-    lines = [line_dict(line) for line in reader.lines()]
-    return {
-        "lines": lines,
-        "problems": [dataclasses.asdict(p) for p in reader.problems],
-        "checks": [dataclasses.asdict(c) for c in reader.checks],
-        "intact": reader.intact,
-    }
-
-
-def golden_cases(channel: str) -> list[Path]:
-    return sorted(p for p in (GOLDEN / channel).iterdir() if not p.name.endswith(".json"))
-
-
-def compare_golden(reader: BillReader, path: Path) -> dict[str, Any]:
-    got = outcome(reader)
-    expected_path = path.with_name(path.stem + ".expected.json")
-    if os.environ.get("PAYMUX_REGEN_GOLDEN"):
-        expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    assert got == json.loads(expected_path.read_text("utf-8")), path.name
-    return got
-
-
 def stripe_reader(path: Path, expected: dict[str, str] | None = None) -> BillReader:
     """The registered adapter's reader (reading needs no credentials nor connection)."""
     adapter = StripeAdapter.__new__(StripeAdapter)
@@ -133,18 +104,6 @@ def test_fetched_count_is_checked(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- sandbox tweaks
-@contextlib.contextmanager
-def days_later(days: int) -> Iterator[None]:
-    """The clock ``days`` on: a UTC day's listing is the bill once the day is over."""
-    shifted = clock.OffsetClock()
-    previous = clock.set_clock(shifted)
-    shifted.advance(86_400 * days)
-    try:
-        yield
-    finally:
-        clock.set_clock(previous)
-
-
 async def tweak(env: Env, day: dt.date, kind: str, **fields: Any) -> None:
     r = await env.client.post("/_sandbox/bill_tweaks",
                               json={"day": day.isoformat(), "kind": kind, **fields})  # fmt: skip
@@ -159,14 +118,6 @@ async def fetch(env: Env, day: dt.date, path: Path) -> tuple[FetchedBill, list[S
         return fetched, [], env.adapter.bill_reader(path, {})
     reader = env.adapter.bill_reader(path, fetched.expected)
     return fetched, list(reader.lines()), reader
-
-
-def today() -> dt.date:
-    return clock.now().astimezone(dt.UTC).date()
-
-
-def payments_of(lines: list[StatementLine], attempt: str) -> list[StatementLine]:
-    return [x for x in lines if x.kind is StatementLineKind.payment and x.out_trade_no == attempt]
 
 
 async def test_untweaked_day_not_ready_and_no_bill(env: Env, tmp_path: Path) -> None:
@@ -293,14 +244,6 @@ def large_bill(path: Path, rows: int) -> None:
             page = {"object": "list", "data": data, "has_more": first + 100 < rows}
             handle.write(bill.page_line(json.dumps(page).encode()))
         handle.write(bill.trailer(-(-rows // 100), rows))
-
-
-def consume(lines: Iterator[StatementLine]) -> tuple[int, int]:
-    count = total = 0
-    for line in lines:
-        count += 1
-        total += line.amount
-    return count, total
 
 
 def test_large_bill_reads_in_bounded_memory(tmp_path: Path) -> None:

@@ -41,3 +41,27 @@ async def test_the_job_runs_each_published_day_once(stack: Stack, clock: Any) ->
     runs = r.json()["data"]
     assert [(x["run_no"], x["status"], x["verdict"]) for x in runs] == [
         (2, "done", "reconciled"), (1, "waiting", None)]  # fmt: skip
+
+
+async def test_a_run_that_died_running_is_run_again(stack: Stack, clock: Any) -> None:
+    from paymux.kit import clock as kit_clock
+    from paymux.kit.ids import new_id
+    from paymux.recon.models import ReconRun, RunStatus
+
+    tenant = await make_tenant(stack, channels=("wechatpay",))
+    account = tenant.accounts["wechatpay"]
+    now = kit_clock.now()
+    days = tasks.due_days(now, CHINA, dt.timedelta(hours=10))
+    async with stack.runtime.db.transaction() as session:
+        for n, day in enumerate(days):  # one died long ago, the others are running now
+            started = now - (tasks.STALE_RUNNING * 2 if n == 0 else dt.timedelta(minutes=1))
+            session.add(ReconRun(
+                id=new_id("rcr"), channel_account_id=account,
+                app_id=tenant.app_id, livemode=False, channel="wechatpay", bill_date=day,
+                run_no=1, source="scheduled", status=RunStatus.running, reasons=[], problems=[],
+                checks=[], totals={}, started_at=started, created_by="test",
+            ))  # fmt: skip
+    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 1
+    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
+                               params={"bill_date": days[0].isoformat()})  # fmt: skip
+    assert [(x["run_no"], x["status"]) for x in r.json()["data"]] == [(2, "done"), (1, "running")]

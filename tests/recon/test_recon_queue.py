@@ -69,6 +69,7 @@ async def test_an_action_needs_a_reason_and_an_actor_and_is_recorded(
 
 async def test_an_adjustment_needs_a_second_approver(stack: Stack, clock: Any) -> None:
     tenant, _, found = await _one_break(stack, clock)
+    adjusted = LedgerTransaction.key.like(f"recon_adjust:{found['id']}:%")
     r = await _act(stack, found["id"], action="adjust", reason="channel took 1 fen more")
     assert r.status_code == 200, r.text
     approval = r.json()["approval"]
@@ -77,7 +78,7 @@ async def test_an_adjustment_needs_a_second_approver(stack: Stack, clock: Any) -
     same = await _approve(stack, approval["id"], "alice", "me again")
     assert (same.status_code, same.json()["error"]["code"]) == (403, "second_approver_required")
     async with stack.runtime.db.read() as session:
-        stmt = sa.select(LedgerTransaction).where(LedgerTransaction.key.like("recon_adjust:%"))
+        stmt = sa.select(LedgerTransaction).where(adjusted)
         assert list(await session.scalars(stmt)) == []
     ok = await _approve(stack, approval["id"], "bob", "checked the bill")
     assert ok.status_code == 200, ok.text
@@ -86,7 +87,7 @@ async def test_an_adjustment_needs_a_second_approver(stack: Stack, clock: Any) -
                                      headers=OPERATOR)).json()  # fmt: skip
     assert (detail["state"], detail["resolution"]) == ("resolved", "adjusted")
     async with stack.runtime.db.read() as session:
-        stmt = sa.select(LedgerTransaction).where(LedgerTransaction.key.like("recon_adjust:%"))
+        stmt = sa.select(LedgerTransaction).where(adjusted)
         (tx,) = list(await session.scalars(stmt))
         totals = await LedgerRepository(session).totals_by_currency()
     assert tx.metadata_["break"] == found["id"]

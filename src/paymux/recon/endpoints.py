@@ -42,9 +42,6 @@ from paymux.recon.schemas import (
 
 operator_router = APIRouter(prefix="/v1/operator/recon", tags=["reconciliation"],
                             route_class=IdempotentRoute)  # fmt: skip
-upload_router = APIRouter(prefix="/v1/operator/recon", tags=["reconciliation"])
-"""The upload streams its body to disk: not through IdempotentRoute, which reads the whole body
-(a re-upload makes a new run of the same archived file)."""
 merchant_router = APIRouter(prefix="/v1/recon", tags=["reconciliation"])
 
 ReportFormat = Literal["json", "csv", "xlsx"]
@@ -71,7 +68,7 @@ async def create_run(body: RunCreate, _: OperatorDep, rt: RuntimeDep,
     return RunOut.of(r)
 
 
-@upload_router.post("/runs/upload", status_code=201, response_model=RunOut)
+@operator_router.post("/runs/upload", status_code=201, response_model=RunOut)
 async def upload_run(
     request: Request, _: OperatorDep, rt: RuntimeDep,
     channel_account_id: Annotated[str, Query(max_length=40)],
@@ -81,7 +78,10 @@ async def upload_run(
 ) -> RunOut:  # fmt: skip
     """Reconcile a bill file a person downloaded from the channel's merchant portal: the body
     is the file exactly as the channel gave it (``application/octet-stream``). It is archived
-    by its SHA-256 and read like a fetched one (its own integrity checks included)."""
+    by its SHA-256 and read like a fetched one (its own integrity checks included). The body
+    is streamed to disk; with an ``Idempotency-Key`` it is held in memory to fingerprint the
+    request, so leave the key off for large files (a re-upload is a new run of the same
+    archived file, nothing else)."""
     who = _actor(actor)
     limit = rt.settings.recon_max_upload_bytes
     with tempfile.NamedTemporaryFile(prefix="paymux-upload-") as handle:

@@ -362,11 +362,15 @@ class ReconRepository:
         rows = await self.session.execute(stmt)
         return [(r[0], r[1], r[2] == "live", r[3]) for r in rows]
 
-    async def has_run(self, account_id: str, day: dt.date, statuses: Sequence[str]) -> bool:
-        stmt = sa.select(sa.exists().where(
-            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
-            ReconRun.status.in_(statuses),
-        ))  # fmt: skip
+    async def has_run(
+        self, account_id: str, day: dt.date, statuses: Sequence[str], *,
+        started_after: dt.datetime | None = None,
+    ) -> bool:  # fmt: skip
+        where = [ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
+                 ReconRun.status.in_(statuses)]  # fmt: skip
+        if started_after is not None:
+            where.append(ReconRun.started_at > started_after)
+        stmt = sa.select(sa.exists().where(*where))
         return bool((await self.session.execute(stmt)).scalar_one())
 
     async def count_runs(self, account_id: str, day: dt.date, status: str) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter, Gauge
 
@@ -32,7 +33,7 @@ from paymux.channel_accounts import service as channel_service
 from paymux.channels import base
 from paymux.channels.bills import BillCapable, BillReader, FetchedBill, bill_capable_of
 from paymux.kit import clock
-from paymux.kit.errors import InvalidRequest, NotFound
+from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
 from paymux.recon import archive, findings, repair, reports
 from paymux.recon.findings import Finding
@@ -137,17 +138,23 @@ async def run(
         if await ChannelAccountRepository(session).get(account_id) is None:
             raise NotFound("channel account", account_id)
     account, adapter = await _adapter(rt, account_id)
-    async with rt.db.transaction() as session:
-        repo = ReconRepository(session)
-        config = await repo.config(account_id)
-        r = ReconRun(
-            id=new_id("rcr"), channel_account_id=account_id, app_id=account.app_id,
-            livemode=account.mode == "live", channel=account.channel, bill_date=day,
-            run_no=await repo.next_run_no(account_id, day),
-            source="upload" if upload else source, status=RunStatus.running, reasons=[],
-            problems=[], checks=[], totals={}, started_at=clock.now(), created_by=actor,
-        )  # fmt: skip
-        repo.add(r)
+    try:
+        async with rt.db.transaction() as session:
+            repo = ReconRepository(session)
+            config = await repo.config(account_id)
+            r = ReconRun(
+                id=new_id("rcr"), channel_account_id=account_id, app_id=account.app_id,
+                livemode=account.mode == "live", channel=account.channel, bill_date=day,
+                run_no=await repo.next_run_no(account_id, day),
+                source="upload" if upload else source, status=RunStatus.running, reasons=[],
+                problems=[], checks=[], totals={}, started_at=clock.now(), created_by=actor,
+            )  # fmt: skip
+            repo.add(r)
+    except sa.exc.IntegrityError:  # another run of the day took the same number first
+        raise Conflict(
+            "recon_run_conflict",
+            "Another run of this bill day started at the same moment; try again.",
+        ) from None
     grace = config.grace_days if config is not None else DEFAULT_GRACE_DAYS
     try:
         return await _run(rt, r, adapter, grace, upload, actor)

@@ -23,6 +23,8 @@ EVERY_SECONDS = 300.0
 """How often the job looks (a bill not ready yet is asked for again this often)."""
 LOOKBACK_DAYS = 3
 """Bill days the job still fetches when they were missed (the worker was down)."""
+STALE_RUNNING = dt.timedelta(hours=1)
+"""A run still ``running`` after this long died with its process: the day is run again."""
 MAX_FAILED = 3
 """Failed runs of one bill day before the job leaves it to a person."""
 ACTOR = "system:recon-job"
@@ -66,7 +68,9 @@ async def reconcile_due(rt: Runtime, *, only: Collection[str] | None = None,
         for day in due_days(now, adapter.statement_timezone, after):
             async with rt.db.read() as session:
                 repo = ReconRepository(session)
-                if await repo.has_run(account_id, day, [RunStatus.done, RunStatus.running]):
+                if await repo.has_run(account_id, day, [RunStatus.done]) or await repo.has_run(
+                    account_id, day, [RunStatus.running], started_after=now - STALE_RUNNING
+                ):
                     continue
                 if await repo.count_runs(account_id, day, RunStatus.failed) >= MAX_FAILED:
                     continue

@@ -20,8 +20,8 @@ relied on (Stripe API reference, objects "Balance Transaction" and "List"; PROTO
   (Stripe support, "Stripe fees are not returned on refunds" [unverified: per account
   pricing]).
 
-The file (JSON Lines, UTF-8, one JSON object per line, so it reads line by line in bounded
-memory — a JSON document cannot be parsed as a stream with the standard library):
+The file is a listing bill (:mod:`paymux.channels.bill_listing`: JSON Lines, UTF-8, read line
+by line in bounded memory):
 
 1. a header ``{"object": "paymux.stripe_bill", "day": "2026-12-01", "created_gte": <unix>,
    "created_lt": <unix>}``;
@@ -42,16 +42,31 @@ when the fetch reported its count (``expected["count"]``).
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 from paymux.channels import base
-from paymux.channels.bills import BillReader
+from paymux.channels.bill_listing import (
+    ListingBillReader,
+    json_line,
+    page_line,
+    trailer,
+    write_listing,
+)
 from paymux.channels.stripe import protocol as p
 
+__all__ = [
+    "BILL_OBJECT",
+    "MAX_LINE",
+    "StripeBillReader",
+    "header",
+    "page_line",
+    "statement_line",
+    "trailer",
+    "write_bill",
+]
+
 BILL_OBJECT = "paymux.stripe_bill"
-END_OBJECT = "end"
 MAX_LINE = 16 * 1024 * 1024
 """A page of 100 expanded balance transactions is well under 1 MiB; a longer line is refused
 without being held whole."""
@@ -66,34 +81,16 @@ _KINDS = {
 
 
 # ---------------------------------------------------------------- writing
-def _json_line(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
 def header(day: dt.date, start: dt.datetime, end: dt.datetime) -> bytes:
-    return _json_line({"object": BILL_OBJECT, "day": day.isoformat(),
-                       "created_gte": int(start.timestamp()),
-                       "created_lt": int(end.timestamp())})  # fmt: skip
-
-
-def page_line(raw: bytes) -> bytes:
-    """An API answer on one line, byte for byte but for line breaks between tokens."""
-    return raw.replace(b"\r", b" ").replace(b"\n", b" ").strip() + b"\n"
-
-
-def trailer(pages: int, count: int) -> bytes:
-    return _json_line({"object": END_OBJECT, "pages": pages, "count": count})
+    return json_line({"object": BILL_OBJECT, "day": day.isoformat(),
+                      "created_gte": int(start.timestamp()),
+                      "created_lt": int(end.timestamp())})  # fmt: skip
 
 
 def write_bill(into: IO[bytes], day: dt.date, start: dt.datetime, end: dt.datetime,
                pages: list[bytes]) -> None:  # fmt: skip
     """A whole bill from pages already in hand (the sandbox and tests)."""
-    into.write(header(day, start, end))
-    count = 0
-    for raw in pages:
-        into.write(page_line(raw))
-        count += len(json.loads(raw).get("data") or [])
-    into.write(trailer(len(pages), count))
+    write_listing(into, header(day, start, end), pages, "data")
 
 
 # ---------------------------------------------------------------- reading
@@ -131,86 +128,22 @@ def statement_line(row: Any) -> base.StatementLine:
     )  # fmt: skip
 
 
-def _lines(handle: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """The file's lines, each cut at :data:`MAX_LINE` (True: the line was longer; the rest of
-    it is skipped without being kept)."""
-    while True:
-        line = handle.readline(MAX_LINE)
-        if not line:
-            return
-        if len(line) == MAX_LINE and not line.endswith(b"\n"):
-            while True:
-                rest = handle.readline(MAX_LINE)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            yield line, True
-            continue
-        yield line, False
-
-
-def _object(line: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace").rstrip("\r\n")
-
-
-class StripeBillReader(BillReader):
+class StripeBillReader(ListingBillReader):
     """Reads a bill written by :meth:`StripeAdapter.fetch_bill`, one page (line) at a time."""
 
-    def read(self) -> Iterator[base.StatementLine]:
-        with self.path.open("rb") as handle:
-            lines = _lines(handle)
-            first, _ = next(lines, (b"", False))
-            head = _object(first)
-            if head is None or head.get("object") != BILL_OBJECT:
-                self.problem(0, _text(first[:1000]), "not a Stripe balance transactions bill")
-                return
-            pages = count = 0
-            end: dict[str, Any] | None = None
-            has_more: Any = None
-            for number, (line, too_long) in enumerate(lines, start=2):
-                page = None if too_long else _object(line)
-                if end is not None:
-                    self.problem(number, _text(line[:1000]), "line after the end line")
-                    continue
-                if page is None:
-                    self.problem(number, _text(line[:1000]), "line is not a JSON object")
-                    continue
-                if page.get("object") == END_OBJECT:
-                    end = page
-                    continue
-                data = page.get("data")
-                if page.get("object") != "list" or not isinstance(data, list):
-                    self.problem(number, _text(line[:1000]), "not a page of the listing")
-                    continue
-                pages += 1
-                has_more = page.get("has_more")
-                for row in data:
-                    count += 1
-                    try:
-                        yield statement_line(row)
-                    except ValueError as exc:
-                        self.problem(number, json.dumps(row, ensure_ascii=False), str(exc))
-        self._checks(end, pages, count, has_more)
+    bill_object = BILL_OBJECT
+    not_a_bill = "not a Stripe balance transactions bill"
+    max_line = MAX_LINE
+    remembered = ("has_more",)
 
-    def _checks(self, end: dict[str, Any] | None, pages: int, count: int, has_more: Any) -> None:
-        self.check("end_line", end is not None, "" if end else "the listing was not written "
-                   "to its end (no end line)")  # fmt: skip
+    def page_rows(self, page: Mapping[str, Any]) -> list[Any] | None:
+        data = page.get("data")
+        return data if page.get("object") == "list" and isinstance(data, list) else None
+
+    def statement_line(self, row: Any) -> base.StatementLine:
+        return statement_line(row)
+
+    def check_complete(self, last: Mapping[str, Any]) -> None:
+        has_more = last.get("has_more")
         self.check("listing_complete", has_more is False,
                    "" if has_more is False else "the last page says has_more")  # fmt: skip
-        for name, key, found in (("page_count", "pages", pages), ("row_count", "count", count)):
-            total = end.get(key) if end else None
-            if isinstance(total, int) and not isinstance(total, bool):
-                self.check_totals(name, total, found, key)
-            else:
-                self.check(name, False, f"no {key} in an end line")
-        if "count" in self.expected:
-            expected = self.expected["count"]
-            ok = expected.isdigit() and int(expected) == count
-            self.check("fetched_count", ok, "" if ok else f"fetched {expected}, file {count}")
