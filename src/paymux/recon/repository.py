@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.funds.service import PAYMENT_KEY_PREFIX, REFUND_KEY_PREFIX
 from paymux.kit.db import UTCDateTime
+from paymux.ledger.models import LedgerAccount
 from paymux.recon.models import (
     ApprovalState,
     BreakState,
@@ -98,49 +99,55 @@ class LocalItem:
 
 
 def _books(prefix: str, id_column: str) -> str:
-    """The posted movement of the clearing accounts by the record's ledger transaction."""
+    """The posted movement of the account's clearing accounts (``:clearing``, their ids) by
+    the record's ledger transaction."""
     return (
         "(SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)"
         " FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id"
         f" WHERE t.key = '{prefix}' || {id_column} AND t.status = 'posted'"
-        " AND e.account_id IN (SELECT id FROM ledger_accounts WHERE owner_type ="
-        " 'channel_account' AND owner_id = :account AND purpose = 'clearing'))"
+        " AND e.account_id IN :clearing)"
     )
 
 
-# Every line of a run with its code. ``dup`` numbers the lines naming the same record: all but
-# the first are duplicates. The CTE is materialised so the tally and the differences are read
-# from one pass over the join.
+# Every payment and refund line of a run with its code, in one pass over the join: matched
+# lines are grouped into tallies per (kind, currency); every other line is a group of its own
+# (grouped by its position), so its columns come through MIN() unchanged. A line naming the
+# same record as an earlier line of the run (``dups``: the first position per key) is a
+# duplicate.
+_LINE_COLUMNS = """
+  l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency, l.occurred_at,
+  CASE WHEN d.first IS NOT NULL AND l.position > d.first THEN 1 ELSE 0 END AS dup"""
+_DUP_JOIN = """
+  LEFT JOIN dups d ON d.kind = l.kind AND d.k = COALESCE(l.reference, l.channel_ref, '')"""
 _CODED = f"""
-WITH coded AS MATERIALIZED (
-  SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
-    l.occurred_at, ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
-                       ORDER BY l.position) AS dup,
+WITH dups AS (
+  SELECT kind, COALESCE(reference, channel_ref, '') AS k, MIN(position) AS first
+  FROM recon_lines WHERE run_id = :run AND kind IN ('payment', 'refund')
+  GROUP BY kind, COALESCE(reference, channel_ref, '') HAVING COUNT(*) > 1
+), coded AS (
+  SELECT {_LINE_COLUMNS},
     a.id AS record_id, a.status AS record_status, a.amount AS record_amount,
     a.currency AS record_currency, f.channel_fee AS record_fee,
     a.channel_trade_no AS record_channel_ref, a.channel_account_id AS record_account,
     a.payment_id, p.merchant_id, p.app_id, p.paid_at,
     CASE WHEN a.id IS NULL THEN 0 ELSE {_books(PAYMENT_KEY_PREFIX, "a.payment_id")} END AS books
-  FROM recon_lines l
+  FROM recon_lines l {_DUP_JOIN}
   LEFT JOIN payment_attempts a ON a.id = l.reference
   LEFT JOIN payments p ON p.id = a.payment_id
   LEFT JOIN payment_funds f ON f.payment_id = a.payment_id
   WHERE l.run_id = :run AND l.kind = 'payment'
   UNION ALL
-  SELECT l.position, l.kind, l.reference, l.channel_ref, l.amount, l.fee, l.currency,
-    l.occurred_at, ROW_NUMBER() OVER (PARTITION BY l.kind, COALESCE(l.reference, l.channel_ref, '')
-                       ORDER BY l.position) AS dup,
+  SELECT {_LINE_COLUMNS},
     r.id, r.status, -r.amount, r.currency, -r.fee_returned, r.channel_refund_no,
-    r.channel_account_id,
-    r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
+    r.channel_account_id, r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
     CASE WHEN r.id IS NULL THEN 0 ELSE {_books(REFUND_KEY_PREFIX, "r.id")} END
-  FROM recon_lines l
+  FROM recon_lines l {_DUP_JOIN}
   LEFT JOIN refunds r ON r.id = l.reference
   LEFT JOIN payments p ON p.id = r.payment_id
   WHERE l.run_id = :run AND l.kind = 'refund'
 ), classed AS (
   SELECT coded.*, CASE
-    WHEN dup > 1 THEN 'duplicate'
+    WHEN dup = 1 THEN 'duplicate'
     WHEN record_id IS NULL THEN
       CASE WHEN kind = 'refund' THEN 'refund_channel_only' ELSE 'channel_only' END
     WHEN record_account <> :account THEN 'unclassified'
@@ -156,19 +163,18 @@ WITH coded AS MATERIALIZED (
     ELSE 'ok' END AS code
   FROM coded
 )
-SELECT 'tally' AS part, code, kind, currency, COUNT(*) AS n, SUM(amount) AS amount,
-  SUM(fee) AS fee, SUM(books) AS books, NULL AS record_account, NULL AS position,
-  NULL AS reference, NULL AS channel_ref, NULL AS record_id,
-  NULL AS record_status, NULL AS record_amount, NULL AS record_currency, NULL AS record_fee,
-  NULL AS record_channel_ref, NULL AS payment_id, NULL AS merchant_id, NULL AS app_id,
-  NULL AS paid_at, NULL AS occurred_at
-FROM classed WHERE code = 'ok' GROUP BY code, kind, currency
-UNION ALL
-SELECT 'line', code, kind, currency, 1, amount, fee,
-  CASE WHEN code = 'duplicate' THEN 0 ELSE books END, record_account, position, reference,
-  channel_ref, record_id, record_status, record_amount, record_currency, record_fee,
-  record_channel_ref, payment_id, merchant_id, app_id, paid_at, occurred_at
-FROM classed WHERE code <> 'ok'
+SELECT CASE WHEN code = 'ok' THEN 'tally' ELSE 'line' END AS part, code, kind, currency,
+  COUNT(*) AS n, SUM(amount) AS amount, SUM(fee) AS fee,
+  SUM(CASE WHEN code = 'duplicate' THEN 0 ELSE books END) AS books,
+  MIN(record_account) AS record_account, MIN(position) AS position,
+  MIN(reference) AS reference, MIN(channel_ref) AS channel_ref, MIN(record_id) AS record_id,
+  MIN(record_status) AS record_status, MIN(record_amount) AS record_amount,
+  MIN(record_currency) AS record_currency, MIN(record_fee) AS record_fee,
+  MIN(record_channel_ref) AS record_channel_ref, MIN(payment_id) AS payment_id,
+  MIN(merchant_id) AS merchant_id, MIN(app_id) AS app_id, MIN(paid_at) AS paid_at,
+  MIN(occurred_at) AS occurred_at
+FROM classed
+GROUP BY code, kind, currency, CASE WHEN code = 'ok' THEN NULL ELSE position END
 """
 
 _LOCAL_PAYMENTS = f"""
@@ -198,8 +204,9 @@ WHERE r.channel_account_id = :account
 
 def _window(stmt: str, *names: str) -> sa.TextClause:
     text = sa.text(stmt).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in names))
-    if ":runs" in stmt:
-        text = text.bindparams(sa.bindparam("runs", expanding=True))
+    for name in ("runs", "clearing"):
+        if f":{name}" in stmt:
+            text = text.bindparams(sa.bindparam(name, expanding=True))
     return text
 
 
@@ -241,6 +248,20 @@ class ReconRepository:
             count += len(batch)
         return count
 
+    async def analyze_lines(self) -> None:
+        """Fresh planner statistics after a big COPY (PostgreSQL; SQLite plans without them)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(sa.text("ANALYZE recon_lines"))
+
+    async def clearing_ids(self, account_id: str) -> list[str]:
+        """The channel account's clearing accounts (one per currency); never an empty list, so
+        ``IN`` stays valid SQL."""
+        stmt = sa.select(LedgerAccount.id).where(
+            LedgerAccount.owner_type == "channel_account", LedgerAccount.owner_id == account_id,
+            LedgerAccount.purpose == "clearing",
+        )  # fmt: skip
+        return list(await self.session.scalars(stmt)) or [""]
+
     async def drop_lines(self, run_id: str) -> None:
         await self.session.execute(sa.delete(ReconLine).where(ReconLine.run_id == run_id))
 
@@ -250,9 +271,9 @@ class ReconRepository:
     ) -> tuple[list[Tally], list[Coded]]:
         """The run's matched lines summed per (kind, currency), and every other line with its
         code and our record."""
-        rows = await self.session.execute(
-            _CODED_SQL, {"run": run_id, "account": account_id, "start": start, "end": end}
-        )
+        params = {"run": run_id, "account": account_id, "start": start, "end": end,
+                  "clearing": await self.clearing_ids(account_id)}  # fmt: skip
+        rows = await self.session.execute(_CODED_SQL, params)
         tallies, coded = [], []
         for r in rows:
             if r.part == "tally":
@@ -289,7 +310,8 @@ class ReconRepository:
         """Our paid payments (paid in [since, end)) and our succeeded refunds (done in the
         window) or pending ones (asked before ``end``) on the account that no line of
         ``run_ids`` names."""
-        params = {"account": account_id, "runs": list(run_ids), "since": since, "end": end}
+        params = {"account": account_id, "runs": list(run_ids), "since": since, "end": end,
+                  "clearing": await self.clearing_ids(account_id)}  # fmt: skip
         out = []
         for kind, sql in (("payment", _LOCAL_PAYMENTS_SQL), ("refund", _LOCAL_REFUNDS_SQL)):
             for r in await self.session.execute(sql, params):

@@ -231,7 +231,10 @@ async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
                 count += await ReconRepository(session).stage([batch])
         return count
     async with rt.db.transaction() as session:
-        return await ReconRepository(session).stage(_batches(r.id, reader))
+        count = await ReconRepository(session).stage(_batches(r.id, reader))
+    async with rt.db.statement() as session:
+        await ReconRepository(session).analyze_lines()
+    return count
 
 
 def _local_net(c: Coded, account_id: str) -> int:
