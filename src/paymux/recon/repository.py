@@ -11,7 +11,7 @@ class); matched lines are only counted and summed, so only the differences reach
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,7 +223,7 @@ class ReconRepository:
         self.session.add(obj)
 
     # ------------------------------------------------------------ staging
-    async def stage(self, records: Iterable[Sequence[LineRecord]]) -> int:
+    async def stage(self, records: AsyncIterable[Sequence[LineRecord]]) -> int:
         """Write batches of bill lines into ``recon_lines``: PostgreSQL COPY, else
         executemany. Returns how many."""
         conn = await self.session.connection()
@@ -234,7 +234,7 @@ class ReconRepository:
 
             async def rows() -> AsyncIterator[LineRecord]:
                 nonlocal count
-                for batch in records:
+                async for batch in records:
                     count += len(batch)
                     for row in batch:
                         yield row
@@ -243,7 +243,7 @@ class ReconRepository:
             return count
         sql = (f"INSERT INTO recon_lines ({', '.join(LINE_COLUMNS)}) VALUES "
                f"({', '.join('?' * len(LINE_COLUMNS))})")  # fmt: skip
-        for batch in records:
+        async for batch in records:
             await raw.executemany(sql, [_sqlite_row(row) for row in batch])
             count += len(batch)
         return count

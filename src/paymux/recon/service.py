@@ -17,10 +17,12 @@ A re-run makes a new run number; breaks keep their ids (:func:`paymux.recon.find
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import tempfile
+import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,46 @@ def _batches(run_id: str, reader: BillReader) -> Iterator[list[LineRecord]]:
         yield batch
 
 
+async def _read_ahead(run_id: str, reader: BillReader) -> AsyncIterator[list[LineRecord]]:
+    """The bill's batches, read (parsed) in a thread of their own while the database takes
+    the previous batch: the parsing overlaps the database's own work (PostgreSQL's COPY in its
+    process, SQLite's inserts, which release the GIL). At most two batches wait in memory."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[list[LineRecord] | BaseException | None] = asyncio.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        def put(item: list[LineRecord] | BaseException | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        try:
+            for batch in _batches(run_id, reader):
+                if stop.is_set():
+                    return
+                put(batch)
+            put(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    worker = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not worker.done():  # let a blocked producer finish its put
+            if queue.empty():
+                await asyncio.sleep(0.01)
+            else:
+                queue.get_nowait()
+        await worker
+
+
 async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
     """Stream the bill's lines into the staging table: one COPY on PostgreSQL; on SQLite one
     transaction per batch, so the gateway's writers are never held up for the whole file."""
@@ -226,15 +268,20 @@ async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
         return 0
     if rt.db.is_sqlite:
         count = 0
-        for batch in _batches(r.id, reader):
+        batches = _read_ahead(r.id, reader)
+        async for batch in batches:
             async with rt.db.transaction() as session:
-                count += await ReconRepository(session).stage([batch])
+                count += await ReconRepository(session).stage(_once(batch))
         return count
     async with rt.db.transaction() as session:
-        count = await ReconRepository(session).stage(_batches(r.id, reader))
+        count = await ReconRepository(session).stage(_read_ahead(r.id, reader))
     async with rt.db.statement() as session:
         await ReconRepository(session).analyze_lines()
     return count
+
+
+async def _once(batch: list[LineRecord]) -> AsyncIterator[list[LineRecord]]:
+    yield batch
 
 
 def _local_net(c: Coded, account_id: str) -> int:

@@ -122,6 +122,15 @@ def to_fen(text: str) -> int:
 def _parse_fen(text: str) -> int:
     if not text:
         return 0
+    # The usual shapes, without the regex: yuan with two decimals (``12.34``, ``-0.05``) and
+    # 手续费's five (``0.04000``). ASCII digits only (str.isdigit alone takes other scripts').
+    whole, dot, fraction = text.partition(".")
+    digits = whole[1:] if whole.startswith("-") else whole
+    if dot and digits and digits.isascii() and digits.isdigit() and fraction.isascii() and \
+            fraction.isdigit() and (len(fraction) == 2 or (
+                len(fraction) == 5 and fraction.endswith("000"))):  # fmt: skip
+        fen = int(digits) * 100 + int(fraction[:2])
+        return -fen if whole.startswith("-") else fen
     match = _AMOUNT.fullmatch(text)
     if match is None:
         raise BillError(f"not an amount: {text!r}")
@@ -183,10 +192,13 @@ def render(rows: Iterable[Mapping[str, str]]) -> bytes:
 
 
 # ---------------------------------------------------------------- reading
+_SEPARATORS = len(COLUMNS) - 1
+
+
 def _fields(line: str) -> list[str]:
-    if line.startswith("`"):  # the usual row: every field backticked
+    if line.startswith("`"):  # the usual row: every field backticked, no comma inside one
         values = line[1:].split(",`")
-        if len(values) == len(COLUMNS) and "," not in "".join(values):
+        if len(values) == len(COLUMNS) and line.count(",") == _SEPARATORS:
             return values
     return [field.removeprefix("`") for field in line.split(",")]
 
@@ -195,7 +207,20 @@ def _blank(text: str) -> str | None:
     return None if text in ("", "0") else text
 
 
+_LAST_TIME: list[tuple[str, dt.datetime]] = [("", dt.datetime.min)]
+"""The last time parsed: a bill is in time order and a busy second has many rows."""
+
+
 def _time(text: str) -> dt.datetime:
+    last = _LAST_TIME[0]
+    if last[0] == text:
+        return last[1]
+    moment = _parse_time(text)
+    _LAST_TIME[0] = (text, moment)
+    return moment
+
+
+def _parse_time(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
