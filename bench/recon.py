@@ -261,7 +261,7 @@ ATTEMPT_COLUMNS = ("id", "payment_id", "channel", "channel_account_id", "method"
 FUNDS_COLUMNS = ("payment_id", "app_id", "merchant_id", "livemode", "currency",
                  "source_account_id", "gross", "channel_fee", "refunded", "refund_reserved",
                  "split_out", "escrow_state", "settle_due_at", "fee", "created_at",
-                 "updated_at")  # fmt: skip
+                 "updated_at", "posting_id")  # fmt: skip
 TX_COLUMNS = ("id", "key", "fingerprint", "status", "description", "metadata", "posted_at",
               "created_at")  # fmt: skip
 ENTRY_COLUMNS = ("id", "transaction_id", "account_id", "side", "amount", "currency",
@@ -303,7 +303,8 @@ class Tables:
             at = stamp(p.paid_at(i))
             amount = p.amount(i)
             yield (p.payment_id(i), t.app, t.merchant, False, CURRENCY, t.ledger.clearing,
-                   amount, fee(amount), 0, 0, 0, "none", at, 0, at, at)  # fmt: skip
+                   amount, fee(amount), 0, 0, 0, "none", at, 0, at, at,
+                   f"ltx_{p.head}{i:016d}")  # the posting's id, as ledger() makes it  # fmt: skip
 
     def ledger(self) -> Iterator[tuple[Row, list[Row]]]:
         """Each payment's posting as ``on_payment_succeeded`` makes it: credit the merchant's

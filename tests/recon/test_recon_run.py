@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from paymux.funds.models import PaymentFunds
 from paymux.ledger.models import LedgerTransaction
 from paymux.refunds.models import Refund
 from tests.conftest import Stack, make_tenant
@@ -36,6 +37,12 @@ async def test_a_clean_day_is_reconciled(stack: Stack, clock: Any) -> None:
     assert cny["channel"]["amount"] == 5_500 and cny["matched"]["count"] == 2
     assert cny["books"] == cny["channel"]["net"] and cny["residual"] == 0
     assert {c["name"] for c in run["checks"]} >= {"sha1"} and all(c["ok"] for c in run["checks"])
+    async with stack.runtime.db.read() as session:  # the books are read by the posting's id
+        kept = (await session.execute(
+            sa.select(PaymentFunds.posting_id, LedgerTransaction.id).join(
+                LedgerTransaction, LedgerTransaction.key == "payment:" + PaymentFunds.payment_id)
+            .where(PaymentFunds.app_id == tenant.app_id))).all()  # fmt: skip
+    assert len(kept) == 2 and all(posting == tx for posting, tx in kept), kept
     metrics = (await stack.client.get("/metrics")).text
     assert 'paymux_recon_runs_total{channel="wechatpay",verdict="reconciled"}' in metrics
     assert f'paymux_recon_last_run_ok{{channel_account="{tenant.accounts["wechatpay"]}"}} 1.0' in (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -70,3 +72,29 @@ def test_refunds_get_back_exactly_the_fee_never_more(gross: int, rate: int,
     if left == 0:
         assert given_back == fee  # a fully refunded payment got all of its fee back
     assert given_back <= fee
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+async def test_a_bill_reads_the_same_in_a_thread_or_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: bool
+) -> None:
+    """Large bills are parsed in a process of their own: the same batches, problems and checks
+    as in a thread."""
+    from paymux.channels.wechatpay import bill
+    from paymux.recon import parsing
+
+    rows = [{"交易时间": "2026-12-01 10:00:00", "商户号": "1900000001", "特约商户号": "0",
+             "微信订单号": f"42{i:026d}", "商户订单号": f"att_{i}", "交易状态": "SUCCESS",
+             "货币种类": "CNY", "应结订单金额": "1.00", "代金券金额": "0.00", "退款金额": "0.00",
+             "充值券退款金额": "0.00", "手续费": "0.01000", "订单金额": "1.00",
+             "申请退款金额": "0.00"} for i in range(45_000)]  # fmt: skip
+    path = tmp_path / "bill.csv"
+    with path.open("wb") as out:
+        bill.write_bill(rows, out, unreadable=["`broken,row"])
+    monkeypatch.setattr(parsing, "PROCESS_FROM_BYTES", 0 if in_process else 1 << 40)
+    reader = bill.TradeBillReader(path, {})
+    got = [batch async for batch in parsing.read_ahead("rcr_t", reader)]
+    assert [len(b) for b in got] == [20_000, 20_000, 5_000]
+    assert got[2][-1][1:6] == (45_000, "payment", "att_44999", f"42{44_999:026d}", 100)
+    assert reader.finished and reader.problem_count == 1 and len(reader.checks) == 7
+    assert all(c.ok for c in reader.checks), reader.checks

@@ -36,6 +36,9 @@ class PaymentFunds(Base):
     livemode: Mapped[bool] = mapped_column(sa.Boolean)
     currency: Mapped[str] = mapped_column(sa.String(3))
     source_account_id: Mapped[str] = mapped_column(sa.String(40))
+    posting_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    """The ledger transaction of the payment's success posting (reconciliation reads the
+    payment's money in the books by it; null for payments paid before it was kept)."""
     """The ledger account the money came from (a channel clearing account or a wallet); refunds
     go back to it."""
     top_up_wallet_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)

@@ -122,10 +122,11 @@ async def on_payment_succeeded(
         legs.append(ledger.debit(cost, funds.channel_fee))
     if payment.amount - funds.channel_fee:
         legs.append(ledger.debit(source_id, payment.amount - funds.channel_fee))
-    await ledger.transfer(
+    posted = await ledger.transfer(
         session, key=f"{PAYMENT_KEY_PREFIX}{payment.id}", legs=legs,
         description=f"payment {payment.id} succeeded", metadata={"payment": payment.id},
     )  # fmt: skip
+    funds.posting_id = posted.id
     return funds
 
 

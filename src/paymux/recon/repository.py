@@ -98,15 +98,32 @@ class LocalItem:
     books: int
 
 
-def _books(prefix: str, id_column: str) -> str:
+def _books(prefix: str, id_column: str, tx_column: str, *, hold: bool) -> str:
     """The posted movement of the account's clearing accounts (``:clearing``, their ids) by
-    the record's ledger transaction."""
-    return (
-        "(SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)"
-        " FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id"
-        f" WHERE t.key = '{prefix}' || {id_column} AND t.status = 'posted'"
+    the record's ledger transaction: named by ``tx_column`` (one index lookup: a payment's
+    success posting is posted when written; a refund's hold only once the refund succeeded,
+    hence ``hold``), else found by its key (records from before the column was kept)."""
+    movement = "SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END)"
+    by_id = (
+        f"(SELECT {movement} FROM ledger_entries e JOIN ledger_transactions t ON t.id ="
+        f" e.transaction_id WHERE e.transaction_id = {tx_column} AND t.status = 'posted'"
+        " AND e.account_id IN :clearing)"
+        if hold else
+        f"(SELECT {movement} FROM ledger_entries e WHERE e.transaction_id = {tx_column}"
+        " AND e.account_id IN :clearing)"
+    )  # fmt: skip
+    by_key = (
+        f"(SELECT COALESCE({movement}, 0) FROM ledger_transactions t JOIN ledger_entries e"
+        f" ON e.transaction_id = t.id WHERE {tx_column} IS NULL"
+        f" AND t.key = '{prefix}' || {id_column} AND t.status = 'posted'"
         " AND e.account_id IN :clearing)"
     )
+    return f"COALESCE({by_id}, {by_key}, 0)"
+
+
+_PAYMENT_BOOKS = _books(PAYMENT_KEY_PREFIX, "a.payment_id", "f.posting_id", hold=False)
+_REFUND_BOOKS = _books(REFUND_KEY_PREFIX, "r.id", "r.ledger_hold_id", hold=True)
+_LOCAL_PAYMENT_BOOKS = _books(PAYMENT_KEY_PREFIX, "p.id", "f.posting_id", hold=False)
 
 
 # Every payment and refund line of a run with its code, in one pass over the join: matched
@@ -130,7 +147,7 @@ WITH dups AS (
     a.currency AS record_currency, f.channel_fee AS record_fee,
     a.channel_trade_no AS record_channel_ref, a.channel_account_id AS record_account,
     a.payment_id, p.merchant_id, p.app_id, p.paid_at,
-    CASE WHEN a.id IS NULL THEN 0 ELSE {_books(PAYMENT_KEY_PREFIX, "a.payment_id")} END AS books
+    CASE WHEN a.id IS NULL THEN 0 ELSE {_PAYMENT_BOOKS} END AS books
   FROM recon_lines l {_DUP_JOIN}
   LEFT JOIN payment_attempts a ON a.id = l.reference
   LEFT JOIN payments p ON p.id = a.payment_id
@@ -140,7 +157,7 @@ WITH dups AS (
   SELECT {_LINE_COLUMNS},
     r.id, r.status, -r.amount, r.currency, -r.fee_returned, r.channel_refund_no,
     r.channel_account_id, r.payment_id, p.merchant_id, p.app_id, r.succeeded_at,
-    CASE WHEN r.id IS NULL THEN 0 ELSE {_books(REFUND_KEY_PREFIX, "r.id")} END
+    CASE WHEN r.id IS NULL THEN 0 ELSE {_REFUND_BOOKS} END
   FROM recon_lines l {_DUP_JOIN}
   LEFT JOIN refunds r ON r.id = l.reference
   LEFT JOIN payments p ON p.id = r.payment_id
@@ -180,7 +197,7 @@ GROUP BY code, kind, currency, CASE WHEN code = 'ok' THEN NULL ELSE position END
 _LOCAL_PAYMENTS = f"""
 SELECT p.current_attempt_id, p.id, p.merchant_id, p.app_id, p.status, p.amount,
   COALESCE(f.channel_fee, 0), p.currency, p.paid_at,
-  {_books(PAYMENT_KEY_PREFIX, "p.id")}
+  {_LOCAL_PAYMENT_BOOKS}
 FROM payments p LEFT JOIN payment_funds f ON f.payment_id = p.id
 WHERE p.channel_account_id = :account AND p.paid_at >= :since AND p.paid_at < :end
   AND p.status = 'succeeded'
@@ -192,7 +209,7 @@ _LOCAL_REFUNDS = f"""
 SELECT r.id, r.payment_id, p.merchant_id, p.app_id, r.status, -r.amount, -r.fee_returned,
   r.currency,
   COALESCE(r.succeeded_at, r.created_at),
-  {_books(REFUND_KEY_PREFIX, "r.id")}
+  {_REFUND_BOOKS}
 FROM refunds r JOIN payments p ON p.id = r.payment_id
 WHERE r.channel_account_id = :account
   AND ((r.status = 'succeeded' AND r.succeeded_at >= :since AND r.succeeded_at < :end)
@@ -273,6 +290,10 @@ class ReconRepository:
         code and our record."""
         params = {"run": run_id, "account": account_id, "start": start, "end": end,
                   "clearing": await self.clearing_ids(account_id)}  # fmt: skip
+        if self.session.get_bind().dialect.name == "postgresql":
+            # In a transaction (see the caller): the join's hashes and the grouping in memory,
+            # not in temporary files, for this statement only.
+            await self.session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
         rows = await self.session.execute(_CODED_SQL, params)
         tallies, coded = [], []
         for r in rows:

@@ -17,12 +17,10 @@ A re-run makes a new run number; breaks keep their ids (:func:`paymux.recon.find
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import tempfile
-import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from paymux.channels.bills import BillCapable, BillReader, FetchedBill, bill_cap
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.recon import archive, findings, repair, reports
+from paymux.recon import archive, findings, parsing, repair, reports
 from paymux.recon.findings import Finding
 from paymux.recon.models import (
     BreakClass,
@@ -65,7 +63,6 @@ LAST_VERDICT = Gauge("paymux_recon_last_run_ok",
                      "without pending), 0 when it was incomplete or had breaks",
                      ["channel_account"])  # fmt: skip
 
-BATCH = 20_000
 CROSS_DAY_WINDOW = 7
 """Days either side of a bill day whose bills a cross-day row is looked for in."""
 DEFAULT_GRACE_DAYS = 1
@@ -205,62 +202,6 @@ async def _run(
     return await _reconcile(rt, r, adapter, grace, reader, line_count)
 
 
-def _batches(run_id: str, reader: BillReader) -> Iterator[list[LineRecord]]:
-    batch: list[LineRecord] = []
-    for n, line in enumerate(reader.lines(), start=1):
-        ref = line.reference
-        channel_ref = (line.channel_refund_no if line.kind is base.StatementLineKind.refund
-                       else line.channel_trade_no)  # fmt: skip
-        batch.append((run_id, n, line.kind.value, ref[:64] if ref else None,
-                      channel_ref[:64] if channel_ref else None, line.amount, line.fee,
-                      line.currency[:3], line.occurred_at))  # fmt: skip
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-async def _read_ahead(run_id: str, reader: BillReader) -> AsyncIterator[list[LineRecord]]:
-    """The bill's batches, read (parsed) in a thread of their own while the database takes
-    the previous batch: the parsing overlaps the database's own work (PostgreSQL's COPY in its
-    process, SQLite's inserts, which release the GIL). At most two batches wait in memory."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[list[LineRecord] | BaseException | None] = asyncio.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce() -> None:
-        def put(item: list[LineRecord] | BaseException | None) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-
-        try:
-            for batch in _batches(run_id, reader):
-                if stop.is_set():
-                    return
-                put(batch)
-            put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    worker = loop.run_in_executor(None, produce)
-    try:
-        while True:
-            item = await queue.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while not worker.done():  # let a blocked producer finish its put
-            if queue.empty():
-                await asyncio.sleep(0.01)
-            else:
-                queue.get_nowait()
-        await worker
-
-
 async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
     """Stream the bill's lines into the staging table: one COPY on PostgreSQL; on SQLite one
     transaction per batch, so the gateway's writers are never held up for the whole file."""
@@ -268,13 +209,13 @@ async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
         return 0
     if rt.db.is_sqlite:
         count = 0
-        batches = _read_ahead(r.id, reader)
+        batches = parsing.read_ahead(r.id, reader)
         async for batch in batches:
             async with rt.db.transaction() as session:
                 count += await ReconRepository(session).stage(_once(batch))
         return count
     async with rt.db.transaction() as session:
-        count = await ReconRepository(session).stage(_read_ahead(r.id, reader))
+        count = await ReconRepository(session).stage(parsing.read_ahead(r.id, reader))
     async with rt.db.statement() as session:
         await ReconRepository(session).analyze_lines()
     return count
@@ -326,7 +267,10 @@ def _finding(c: Coded, account_id: str, klass: BreakClass, detail: str = "") -> 
 async def _match(
     rt: Runtime, r: ReconRun, start: dt.datetime, end: dt.datetime
 ) -> tuple[list[Tally], list[Coded]]:
-    async with rt.db.read() as session:
+    # PostgreSQL: a transaction, for the match's own work_mem; SQLite: a read (a transaction
+    # would take the write lock for the whole match).
+    reading = rt.db.read() if rt.db.is_sqlite else rt.db.transaction()
+    async with reading as session:
         return await ReconRepository(session).code_lines(r.id, r.channel_account_id, start, end)
 
 

@@ -206,6 +206,9 @@ def upgrade() -> None:
             "ix_payments_account_paid", ["channel_account_id", "paid_at"], unique=False
         )
 
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("posting_id", sa.String(40), nullable=True))
+
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("fee_returned", sa.BigInteger(), server_default="0", nullable=False)
@@ -224,6 +227,9 @@ def downgrade() -> None:
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.drop_index("ix_refunds_account_status")
         batch_op.drop_column("fee_returned")
+
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.drop_column("posting_id")
 
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("ix_payments_account_paid")
