@@ -181,10 +181,10 @@ async def test_bad_row(env: Env, business: Day, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ a large file
 def test_a_large_bill_reads_in_bounded_memory(tmp_path: Path) -> None:
-    """30k ZM records (an ~18 MB member): the reader's peak stays under 3 MB. (Fewer than a
+    """10k ZM records (a ~6 MB member): the reader's peak stays under 1 MB. (Fewer than a
     busy day only to keep tracemalloc's overhead bearable: the member alone is several times
     the limit, so a reader that held it would fail.)"""
-    rows, limit = 30_000, 3 * 1024 * 1024
+    rows, limit = 10_000, 1024 * 1024
     day = dt.date(2026, 11, 30)
     record = p.zm_line({"tradeCode": "S22", "txnTime": "1130100000", "txnAmt": "000000001234",
                         "queryId": "612611301000050000001", "orderId": "att01kb000000000000",
