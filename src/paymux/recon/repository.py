@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channel_accounts.models import ChannelAccount
 from paymux.funds.service import PAYMENT_KEY_PREFIX, REFUND_KEY_PREFIX
 from paymux.kit.db import UTCDateTime
 from paymux.ledger.models import LedgerAccount
@@ -394,8 +395,6 @@ class ReconRepository:
 
     async def due_accounts(self) -> list[tuple[str, str, bool, ReconConfig | None]]:
         """(account id, channel, livemode, config) of every enabled channel account."""
-        from paymux.channel_accounts.models import ChannelAccount
-
         stmt = (
             sa.select(ChannelAccount.id, ChannelAccount.channel, ChannelAccount.mode, ReconConfig)
             .outerjoin(ReconConfig, ReconConfig.channel_account_id == ChannelAccount.id)

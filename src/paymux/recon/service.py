@@ -30,6 +30,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from paymux.channel_accounts import service as channel_service
+from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base
 from paymux.channels.bills import BillCapable, BillReader, FetchedBill, bill_capable_of
 from paymux.kit import clock
@@ -47,7 +48,7 @@ from paymux.recon.models import (
     Verdict,
 )
 from paymux.recon.repository import Coded, LineRecord, LocalItem, ReconRepository, Tally
-from paymux.refunds.models import RefundStatus
+from paymux.refunds.models import Refund, RefundStatus
 from paymux.runtime import Runtime
 from paymux.webhooks import service as webhooks
 
@@ -118,8 +119,11 @@ def day_window(zone: dt.tzinfo, day: dt.date) -> tuple[dt.datetime, dt.datetime]
 
 
 async def _adapter(rt: Runtime, account_id: str) -> tuple[Any, BillCapable]:
+    """The channel account (a 404 when there is none) and its bill-reading adapter."""
     async with rt.db.read() as session:
-        account = await channel_service.account_of(session, account_id)
+        account = await ChannelAccountRepository(session).get(account_id)
+    if account is None:
+        raise NotFound("channel account", account_id)
     adapter = bill_capable_of(channel_service.adapter_for(rt.vault, account, rt.channel_http))
     if adapter is None:
         raise InvalidRequest("recon_not_supported", "This channel has no bill to reconcile.")
@@ -131,11 +135,6 @@ async def run(
     upload: Upload | None = None,
 ) -> ReconRun:  # fmt: skip
     """Reconcile one channel account's bill day (a new run number each time)."""
-    async with rt.db.read() as session:
-        from paymux.channel_accounts.repository import ChannelAccountRepository
-
-        if await ChannelAccountRepository(session).get(account_id) is None:
-            raise NotFound("channel account", account_id)
     account, adapter = await _adapter(rt, account_id)
     try:
         async with rt.db.transaction() as session:
@@ -520,8 +519,6 @@ async def _local_side(
 async def _refreshed(rt: Runtime, item: LocalItem) -> LocalItem:
     """A refund just settled by a query: its time and books now."""
     async with rt.db.read() as session:
-        from paymux.refunds.models import Refund
-
         refund = await session.get(Refund, item.record_id)
         assert refund is not None
     return LocalItem(item.kind, item.record_id, item.payment_id, item.merchant_id, item.app_id,
