@@ -622,8 +622,18 @@ class StatementLineKind(StrEnum):
     PayPal T1107)."""
     fee = "fee"
     """A charge of the channel's own that belongs to no payment (a Stripe ``stripe_fee``)."""
+    payout = "payout"
+    """Money we sent to a person through the channel's transfer API (a payout, 提现 of a wallet
+    or merchant: WeChat 商家转账, Alipay 转账到支付宝账户/银行卡). ``out_trade_no`` is our payout
+    id (the ``out_biz_no`` we sent), ``channel_trade_no`` the channel's transfer number;
+    ``amount`` is negative. Fund-flow bills only."""
+    settlement = "settlement"
+    """The channel paid our balance out to our own bank account (WeChat 提现 / 自动提现, Alipay
+    提现, UnionPay's 清算 of a settlement day, a Stripe ``payout``, a PayPal T04xx withdrawal).
+    ``channel_trade_no`` is the channel's id of it (unique per channel account); ``amount`` is
+    negative (positive: a settlement returned, e.g. a failed Stripe payout)."""
     other = "other"
-    """Anything else the channel lists (adjustments, payouts to the bank, …); see ``raw``."""
+    """Anything else the channel lists (adjustments, top-ups, …); see ``raw``."""
 
 
 @dataclass(frozen=True)
@@ -653,6 +663,9 @@ class StatementLine:
     """The channel's id of the refund (refund lines)."""
     occurred_at: dt.datetime | None = None
     """When the channel says the line happened (aware)."""
+    balance: int | None = None
+    """The channel account's balance after this line, minor units, when the bill says (fund-flow
+    bills: WeChat 账户结余, Alipay 账户余额)."""
     raw: Any = None
 
     @property

@@ -14,6 +14,15 @@ contract is the same for each:
   :class:`BillProblem` (never dropped silently); the channel's own integrity checks (a hash, the
   summary totals at the end of the file) are :class:`BillCheck` results once the lines are read.
 
+A channel publishes up to two bills a day (:class:`BillKind`): the **trade** bill (交易账单: one
+line per payment and refund) and the **funds** bill (资金账单 / 账务明细: every movement of the
+balance the channel holds for us — trade money in, refunds and payouts out, its fees, and its
+settlements to our bank account, each line with the balance after it where the channel says).
+Both are read by the same :class:`BillReader` contract; an adapter lists the ones it has in
+``bills`` and takes the kind as the ``bill`` argument. Where a channel's one file holds both
+(Stripe's balance transactions, PayPal's transaction search, UnionPay's ZM whose 清算 total is
+the day's settlement), its funds reader reads the same file for the funds lines.
+
 Nothing here knows a channel; each ``channels/<name>/`` implements it.
 """
 
@@ -24,6 +33,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, ClassVar, Protocol
 
@@ -32,6 +42,14 @@ from paymux.channels.base import StatementLine, UnknownOutcome
 MAX_PROBLEMS = 1000
 """Problems kept per file with their text; :attr:`BillReader.problem_count` counts them all."""
 MAX_PROBLEM_TEXT = 500
+
+
+class BillKind(StrEnum):
+    trade = "trade"
+    """交易账单: payments and refunds (kinds ``payment``, ``refund``; ``fee``/``other`` too)."""
+    funds = "funds"
+    """资金账单: the balance's movements; the lines that matter to reconciliation are kinds
+    ``payout`` and ``settlement`` (trade lines may be listed too, and are counted only)."""
 
 
 @dataclass(frozen=True)
@@ -117,19 +135,26 @@ class FetchedBill:
 
 
 class BillCapable(Protocol):
-    """An adapter that fetches and reads the channel's daily bill.
+    """An adapter that fetches and reads the channel's daily bills.
 
-    ``bill_ready_after``: how long after the end of a bill day (in ``statement_timezone``) the
-    channel's bill is normally published — the default time the daily job fetches it. A bill the
-    channel has not made yet raises RetryableError ``statement_not_ready`` from
-    :meth:`fetch_bill`; technical failures raise as elsewhere."""
+    ``bills``: the kinds of bill the channel publishes (always ``trade``; ``funds`` where it
+    has a fund-flow bill). ``bill_ready_after``: how long after the end of a bill day (in
+    ``statement_timezone``) the channel's bills are normally published — the default time the
+    daily job fetches them. A bill the channel has not made yet raises RetryableError
+    ``statement_not_ready`` from :meth:`fetch_bill`; technical failures raise as elsewhere; a
+    ``bill`` the channel does not have raises ValueError."""
 
     statement_timezone: ClassVar[dt.tzinfo]
     bill_ready_after: ClassVar[dt.timedelta]
+    bills: ClassVar[frozenset[BillKind]]
 
-    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> FetchedBill: ...
+    async def fetch_bill(
+        self, day: dt.date, into: IO[bytes], bill: BillKind = BillKind.trade
+    ) -> FetchedBill: ...
 
-    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> BillReader: ...
+    def bill_reader(
+        self, path: Path, expected: Mapping[str, str], bill: BillKind = BillKind.trade
+    ) -> BillReader: ...
 
 
 def bill_capable_of(adapter: object) -> BillCapable | None:
@@ -139,6 +164,11 @@ def bill_capable_of(adapter: object) -> BillCapable | None:
     ):
         return adapter  # type: ignore[return-value]
     return None
+
+
+def bills_of(adapter: object) -> frozenset[BillKind]:
+    """The kinds of bill a bill-reading adapter publishes (``trade`` unless it says)."""
+    return frozenset(getattr(adapter, "bills", (BillKind.trade,)))
 
 
 async def statement_of(adapter: BillCapable, day: dt.date) -> list[StatementLine]:
