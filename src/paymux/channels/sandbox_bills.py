@@ -19,6 +19,20 @@ fetched twice is the same file:
 
 An order paid at the channel whose notification never came is an order script with
 ``notify: "none"`` (:mod:`paymux.channels.sandbox_kit`): the bill lists it like any other.
+
+**Fund-flow bills** (资金账单, :func:`day_funds`) list the same day's trade money (each payment
+in, its fee out as part of its line, each refund out with the fee it returns), the day's
+successful payouts (transfers) and, as the day's last line at 23:59:59, the sandbox's
+**settlement**: the channel pays the whole balance out to the merchant's bank account (自动提现),
+so a day opens at zero unless a tweak left something behind. Tweaks with ``"bill": "funds"``
+change the fund-flow bill only (a trade tweak changes both, as the channel's money follows its
+trade bill):
+
+- ``drop``, ``amount``, ``duplicate``: the payout line of ``out_trade_no`` (our payout id);
+- ``extra_payout``: a transfer of ``amount`` the gateway never made (``out_trade_no`` optional);
+- ``settlement_amount``: the day's settlement pays ``amount`` instead of the balance (what it
+  leaves, or overdraws, opens the next day);
+- ``corrupt_summary`` and ``bad_row`` as for the trade bill.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from paymux.channels.bills import BillKind
 from paymux.channels.sandbox_kit import (
     OrderStatus,
     RefundScript,
@@ -54,12 +69,16 @@ class BillTweakKind(StrEnum):
     extra_refund = "extra_refund"
     corrupt_summary = "corrupt_summary"
     bad_row = "bad_row"
+    extra_payout = "extra_payout"
+    settlement_amount = "settlement_amount"
 
 
 class BillTweak(BaseModel):
     day: dt.date
     """The bill day (the channel's time zone) the tweak changes."""
     kind: BillTweakKind
+    bill: BillKind = BillKind.trade
+    """Which of the day's bills it changes (``funds``: the fund-flow bill only)."""
     out_trade_no: str | None = None
     """The order whose row is changed (the merchant's number as the channel knows it)."""
     amount: int | None = None
@@ -131,7 +150,7 @@ def day_bill(
                                      refund.created_at, refund))  # fmt: skip
     bill = DayBill(entries)
     for tweak in tweaks:
-        if tweak.day == day:
+        if tweak.day == day and tweak.bill is BillKind.trade:
             _apply(core, bill, tweak, fee_of)
     bill.entries.sort(key=lambda e: e.at)
     return bill
@@ -178,6 +197,135 @@ def _apply(
         bill.summary_offset += tweak.amount or 1
     elif kind is BillTweakKind.bad_row:
         bill.bad_rows += 1
+
+
+FundsKind = Literal["payment", "refund", "payout", "settlement"]
+
+
+@dataclass
+class FundsEntry:
+    """One line of a day's fund-flow bill before the channel's format."""
+
+    kind: FundsKind
+    amount: int
+    """Signed minor units: into the balance positive (a payment), out of it negative."""
+    fee: int
+    """Minor units the channel kept (positive) or gave back (negative: a refund's share)."""
+    at: dt.datetime
+    reference: str | None
+    """Our number: the order's, the refund's, or the payout's (``out_biz_no``); none for a
+    settlement."""
+    channel_ref: str
+    """The channel's number of the line's business (trade, refund, transfer, settlement)."""
+    balance: int = 0
+    """The balance after the line (filled in by :func:`day_funds`)."""
+    flow_no: str = ""
+    """The channel's own number of the movement (资金流水单号), stable across fetches."""
+
+    @property
+    def net(self) -> int:
+        return self.amount - self.fee
+
+
+@dataclass
+class DayFunds:
+    opening: int
+    entries: list[FundsEntry] = field(default_factory=list)
+    summary_offset: int = 0
+    bad_rows: int = 0
+
+    @property
+    def closing(self) -> int:
+        return self.entries[-1].balance if self.entries else self.opening
+
+
+SETTLED_AT = dt.time(23, 59, 59)
+"""When a sandbox pays the day's balance out to the bank (the day's last line)."""
+
+
+def day_funds(
+    core: SandboxCore, day: dt.date, tz: dt.tzinfo, fee_of: Callable[[int], int],
+    payouts: Callable[[dt.date], list[FundsEntry]],
+    listed: Callable[[SandboxOrder], bool] = lambda order: True,
+) -> DayFunds:  # fmt: skip
+    """The fund-flow bill of ``day`` (see the module's docstring): the trade money of
+    :func:`day_bill`, the payouts ``payouts(day)`` gives (the channel's successful transfers
+    finished that day, ``amount`` negative), the day's funds tweaks, and the settlement of what
+    is left at :data:`SETTLED_AT`; each line with the balance after it."""
+    opening = _carried(core, day, tz, fee_of, payouts, listed)
+    funds = DayFunds(opening)
+    for t in day_bill(core, day, tz, fee_of, listed).entries:
+        if t.kind == "payment":
+            funds.entries.append(FundsEntry("payment", t.amount, t.fee, t.at,
+                                            t.order.out_trade_no,
+                                            t.order.channel_trade_no))  # fmt: skip
+        else:
+            assert t.refund is not None
+            funds.entries.append(FundsEntry("refund", -t.amount, -t.fee, t.at,
+                                            t.refund.out_refund_no,
+                                            t.refund.refund_no))  # fmt: skip
+    funds.entries.extend(payouts(day))
+    settle = None
+    for tweak in tweaks_of(core):
+        if tweak.day != day or tweak.bill is not BillKind.funds:
+            continue
+        if tweak.kind is BillTweakKind.settlement_amount:
+            settle = tweak.amount
+        else:
+            _apply_funds(funds, tweak, tz)
+    funds.entries.sort(key=lambda e: e.at)
+    balance = opening
+    for position, e in enumerate(funds.entries, 1):
+        balance += e.net
+        e.balance = balance
+        e.flow_no = e.flow_no or _flow_no(day, position, e)
+    paid = balance if settle is None else settle
+    if paid:
+        at = dt.datetime.combine(day, SETTLED_AT, tzinfo=tz)
+        ref = "settle" + hashlib.sha256(f"{day}|{paid}".encode()).hexdigest()[:20]
+        funds.entries.append(FundsEntry("settlement", -paid, 0, at, None, ref, balance - paid,
+                                        _flow_no(day, len(funds.entries) + 1, None)))  # fmt: skip
+    return funds
+
+
+def _carried(
+    core: SandboxCore, day: dt.date, tz: dt.tzinfo, fee_of: Callable[[int], int],
+    payouts: Callable[[dt.date], list[FundsEntry]], listed: Callable[[SandboxOrder], bool],
+) -> int:  # fmt: skip
+    """What the day before left in the balance: only a ``settlement_amount`` tweak leaves
+    anything (the newest such day before ``day`` is read, which opens on its own carry)."""
+    earlier = [t.day for t in tweaks_of(core) if t.bill is BillKind.funds
+               and t.kind is BillTweakKind.settlement_amount and t.day < day]  # fmt: skip
+    if not earlier:
+        return 0
+    return day_funds(core, max(earlier), tz, fee_of, payouts, listed).closing
+
+
+def _apply_funds(funds: DayFunds, tweak: BillTweak, tz: dt.tzinfo) -> None:
+    kind = tweak.kind
+    rows = [e for e in funds.entries if e.kind == "payout" and e.reference == tweak.out_trade_no]
+    if kind is BillTweakKind.amount and rows and tweak.amount is not None:
+        rows[0].amount = -abs(tweak.amount)
+    elif kind is BillTweakKind.duplicate and rows:
+        funds.entries.append(replace(rows[0], flow_no=rows[0].flow_no + "d"))
+    elif kind is BillTweakKind.drop and rows:
+        funds.entries.remove(rows[0])
+    elif kind is BillTweakKind.extra_payout:
+        at = dt.datetime.combine(tweak.day, dt.time(15), tzinfo=tz)
+        funds.entries.append(FundsEntry(
+            "payout", -(tweak.amount or 100), 0, at,
+            tweak.out_trade_no or "portal" + _stable(tweak, 12), "1" + _stable(tweak, 27, "t"),
+        ))  # fmt: skip
+    elif kind is BillTweakKind.corrupt_summary:
+        funds.summary_offset += tweak.amount or 1
+    elif kind is BillTweakKind.bad_row:
+        funds.bad_rows += 1
+
+
+def _flow_no(day: dt.date, position: int, e: FundsEntry | None) -> str:
+    """A movement number made from what the line is (stable when the bill is fetched again)."""
+    what = "settlement" if e is None else f"{e.kind}|{e.channel_ref}|{e.reference}|{e.amount}"
+    return f"{day:%Y%m%d}" + hashlib.sha256(f"{position}|{what}".encode()).hexdigest()[:18]
 
 
 def _stable(tweak: BillTweak, size: int, salt: str = "") -> str:
