@@ -282,7 +282,7 @@ def day_funds(
     paid = balance if settle is None else settle
     if paid:
         at = dt.datetime.combine(day, SETTLED_AT, tzinfo=tz)
-        ref = "settle" + hashlib.sha256(f"{day}|{paid}".encode()).hexdigest()[:20]
+        ref = "settle" + hashlib.sha256(f"{day}".encode()).hexdigest()[:20]
         funds.entries.append(FundsEntry("settlement", -paid, 0, at, None, ref, balance - paid,
                                         _flow_no(day, len(funds.entries) + 1, None)))  # fmt: skip
     return funds
