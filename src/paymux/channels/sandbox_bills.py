@@ -47,7 +47,6 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from paymux.channels.bills import BillKind
 from paymux.channels.sandbox_kit import (
     OrderStatus,
     RefundScript,
@@ -77,7 +76,7 @@ class BillTweak(BaseModel):
     day: dt.date
     """The bill day (the channel's time zone) the tweak changes."""
     kind: BillTweakKind
-    bill: BillKind = BillKind.trade
+    bill: Literal["trade", "funds"] = "trade"
     """Which of the day's bills it changes (``funds``: the fund-flow bill only)."""
     out_trade_no: str | None = None
     """The order whose row is changed (the merchant's number as the channel knows it)."""
@@ -150,7 +149,7 @@ def day_bill(
                                      refund.created_at, refund))  # fmt: skip
     bill = DayBill(entries)
     for tweak in tweaks:
-        if tweak.day == day and tweak.bill is BillKind.trade:
+        if tweak.day == day and tweak.bill == "trade":
             _apply(core, bill, tweak, fee_of)
     bill.entries.sort(key=lambda e: e.at)
     return bill
@@ -267,7 +266,7 @@ def day_funds(
     funds.entries.extend(payouts(day))
     settle = None
     for tweak in tweaks_of(core):
-        if tweak.day != day or tweak.bill is not BillKind.funds:
+        if tweak.day != day or tweak.bill != "funds":
             continue
         if tweak.kind is BillTweakKind.settlement_amount:
             settle = tweak.amount
@@ -294,7 +293,7 @@ def _carried(
 ) -> int:  # fmt: skip
     """What the day before left in the balance: only a ``settlement_amount`` tweak leaves
     anything (the newest such day before ``day`` is read, which opens on its own carry)."""
-    earlier = [t.day for t in tweaks_of(core) if t.bill is BillKind.funds
+    earlier = [t.day for t in tweaks_of(core) if t.bill == "funds"
                and t.kind is BillTweakKind.settlement_amount and t.day < day]  # fmt: skip
     if not earlier:
         return 0

@@ -112,18 +112,20 @@ def recon_upload(
 def recon_runs(
     account: Annotated[str | None, typer.Option("--account")] = None,
     date: Annotated[str | None, typer.Option("--date")] = None,
+    bill: Annotated[str | None, typer.Option("--bill", help="trade or funds.")] = None,
     limit: Limit = 20, starting_after: After = None,
 ) -> None:  # fmt: skip
     """Runs, newest first."""
     from paymux.recon.repository import ReconRepository
 
     day = _day(date) if date else None
+    kind = _bill(bill).value if bill else None
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.read() as s:
             rows, more = await ReconRepository(s).runs(
                 app_id=None, livemode=None, account_id=account, day=day, limit=limit,
-                starting_after=starting_after,
+                starting_after=starting_after, bill=kind,
             )  # fmt: skip
         return page_of([_run_out(r) for r in rows], more)
 

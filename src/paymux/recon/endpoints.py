@@ -103,10 +103,11 @@ async def upload_run(
 
 
 async def _runs(session: ReadSessionDep, scope: Scope, page: PageDep, account: str | None,
-                day: dt.date | None) -> ListResponse[RunOut]:  # fmt: skip
+                day: dt.date | None, bill: BillKind | None) -> ListResponse[RunOut]:  # fmt: skip
     rows, more = await ReconRepository(session).runs(
         app_id=scope.app_id, livemode=scope.livemode, account_id=account, day=day,
         limit=page.limit, starting_after=page.starting_after,
+        bill=bill.value if bill is not None else None,
     )  # fmt: skip
     return ListResponse[RunOut](data=[RunOut.of(r) for r in rows], has_more=more)
 
@@ -141,10 +142,10 @@ async def _report(session: ReadSessionDep, scope: Scope, run_id: str,
 async def list_runs(
     _: OperatorDep, session: ReadSessionDep, page: PageDep,
     channel_account_id: Annotated[str | None, Query(max_length=40)] = None,
-    bill_date: dt.date | None = None,
+    bill_date: dt.date | None = None, bill: BillKind | None = None,
 ) -> ListResponse[RunOut]:  # fmt: skip
     """Runs, newest first."""
-    return await _runs(session, OPERATOR, page, channel_account_id, bill_date)
+    return await _runs(session, OPERATOR, page, channel_account_id, bill_date, bill)
 
 
 @operator_router.get("/runs/{run_id}", response_model=RunOut)
@@ -250,11 +251,11 @@ async def put_config(channel_account_id: str, body: ConfigIn, _: OperatorDep,
 async def merchant_runs(
     auth: AuthDep, session: ReadSessionDep, page: PageDep,
     channel_account_id: Annotated[str | None, Query(max_length=40)] = None,
-    bill_date: dt.date | None = None,
+    bill_date: dt.date | None = None, bill: BillKind | None = None,
 ) -> ListResponse[RunOut]:  # fmt: skip
     """Reconciliation runs of this app's channel accounts in this key's mode."""
     scope = Scope(auth.app_id, auth.livemode)
-    return await _runs(session, scope, page, channel_account_id, bill_date)
+    return await _runs(session, scope, page, channel_account_id, bill_date, bill)
 
 
 @merchant_router.get("/runs/{run_id}", response_model=RunOut)

@@ -450,6 +450,15 @@ class ReconRepository:
         before = int((await self.session.execute(booked)).scalar_one())
         return before - int((await self.session.execute(settled)).scalar_one())
 
+    async def line_nets(self, run_id: str) -> dict[str, int]:
+        """Σ (amount − fee) of every line of a run, per currency."""
+        stmt = (
+            sa.select(ReconLine.currency, sa.func.sum(ReconLine.amount - ReconLine.fee))
+            .where(ReconLine.run_id == run_id)
+            .group_by(ReconLine.currency)
+        )
+        return {c: int(n) for c, n in await self.session.execute(stmt)}
+
     async def open_deltas(self, account_id: str, currency: str, day: dt.date) -> int:
         """Σ (channel − ours) of the account's open and accepted breaks of ``day`` or before."""
         stmt = sa.select(
@@ -534,9 +543,11 @@ class ReconRepository:
 
     async def runs(
         self, *, app_id: str | None, livemode: bool | None, account_id: str | None,
-        day: dt.date | None, limit: int, starting_after: str | None,
+        day: dt.date | None, limit: int, starting_after: str | None, bill: str | None = None,
     ) -> tuple[list[ReconRun], bool]:  # fmt: skip
         stmt = sa.select(ReconRun)
+        if bill is not None:
+            stmt = stmt.where(ReconRun.bill == bill)
         if app_id is not None:
             stmt = stmt.where(ReconRun.app_id == app_id)
         if livemode is not None:

@@ -415,7 +415,8 @@ async def _reconcile(
         settle = await _settlements(rt, r, books, out, reader is not None and reader.intact)
         counted = await _counted(rt, r)
         return await _conclude(rt, r, reader, reasons, books, out, local, unreachable,
-                               line_count, {"counted": counted}, settle, end)  # fmt: skip
+                               line_count, {"counted": counted}, settle,
+                               (start, end))  # fmt: skip
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
     _suggest(out, local)
@@ -428,7 +429,7 @@ async def _conclude(
     rt: Runtime, r: ReconRun, reader: BillReader | None, reasons: list[str],
     books: dict[str, _Books], out: list[Finding], local: list[Finding], unreachable: int,
     line_count: int, extra: dict[str, Any], settle: Any = None,
-    end: dt.datetime | None = None,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> ReconRun:  # fmt: skip
     """The bridge, the verdict and the breaks, in one transaction with ``settle(session)``
     (a funds run's bookings of the channel's settlements)."""
@@ -456,8 +457,8 @@ async def _conclude(
         overdue = [f for f in local if f.klass is not None]
         kept, opened = await findings.record(session, r, out + overdue)
         if r.bill == BillKind.funds and reader is not None and reader.intact:
-            assert end is not None
-            balance = await _balance_check(session, r, reader.balances, books, end)
+            assert window is not None
+            balance = await _balance_check(session, r, reader.balances, books, *window)
             extra = {**extra, "balance": balance}
             reasons += [f"{c}: {b['detail']}" for c, b in sorted(balance.items()) if not b["ok"]]
         open_now = [k for k in kept if k.state == BreakState.open]
@@ -489,32 +490,53 @@ async def _conclude(
 
 async def _balance_check(
     session: Any, r: ReconRun, closing: dict[str, int], books: dict[str, _Books],
-    end: dt.datetime,
+    start: dt.datetime, end: dt.datetime,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The three-way leg: the channel's own balance at the end of the day (its funds bill's
-    last line) against our clearing account as of the same moment (plus what the account held
-    before paymux, its ``opening_balances``). The gap must be exactly what the account's open
-    breaks (of either bill, this run's included) and the day's carried records explain."""
+    """The three-way leg: the channel's own balance at the end of the day against our clearing
+    account as of the same moment (plus what the account held before paymux, its
+    ``opening_balances``). The gap must be exactly what the account's open breaks (of either
+    bill, this run's included) and the day's carried records explain.
+
+    The channel's balance is its funds bill's last line's where the bill gives one (WeChat Pay,
+    Alipay); else the previous day's balance plus every line of the day (Stripe's balance
+    transactions, PayPal's rows, UnionPay's ZM and its settlement) — on an account's first
+    funds day, the day opens where our books stand, so that day checks its movement only."""
     repo = ReconRepository(session)
-    config = await repo.config(r.channel_account_id)
+    account = r.channel_account_id
+    config = await repo.config(account)
     opening = dict(config.opening_balances or {}) if config is not None else {}
-    trade = await repo.latest_runs(r.channel_account_id, r.bill_date, r.bill_date)
+    trade = await repo.latest_runs(account, r.bill_date, r.bill_date)
     trade_pending: dict[str, int] = {}
     if trade:
         found = await repo.get_run(trade[r.bill_date])
         for currency, t in ((found.totals or {}).get("currencies", {}) if found else {}).items():
             trade_pending[currency] = int(t.get("pending", {}).get("delta", 0))
+    yesterday = r.bill_date - dt.timedelta(days=1)
+    before = await repo.latest_runs(account, yesterday, yesterday, bill=BillKind.funds.value)
+    previous: dict[str, Any] = {}
+    if before:
+        found = await repo.get_run(before[yesterday])
+        previous = dict((found.totals or {}).get("balance", {})) if found else {}
+    nets = await repo.line_nets(r.id)
     out: dict[str, dict[str, Any]] = {}
-    for currency, channel in sorted(closing.items()):
-        ours = int(opening.get(currency, 0)) + await repo.clearing_balance(
-            r.channel_account_id, currency, end, SETTLEMENT_KEY_PREFIX
-        )
-        explained = (await repo.open_deltas(r.channel_account_id, currency, r.bill_date)
+    for currency in sorted(set(closing) | set(nets)):
+        base = int(opening.get(currency, 0))
+        ours = base + await repo.clearing_balance(account, currency, end, SETTLEMENT_KEY_PREFIX)
+        if currency in closing:
+            channel, source = closing[currency], "bill"
+        elif currency in previous:
+            channel = int(previous[currency]["channel"]) + nets.get(currency, 0)
+            source = "previous day + lines"
+        else:
+            at_start = base + await repo.clearing_balance(account, currency, start,
+                                                          SETTLEMENT_KEY_PREFIX)  # fmt: skip
+            channel, source = at_start + nets.get(currency, 0), "our books at the start + lines"
+        explained = (await repo.open_deltas(account, currency, r.bill_date)
                      + books[currency].pending_delta + trade_pending.get(currency, 0))  # fmt: skip
         residual = channel - ours - explained
         out[currency] = {
-            "channel": channel, "books": ours, "explained": explained, "residual": residual,
-            "ok": residual == 0,
+            "channel": channel, "source": source, "books": ours, "explained": explained,
+            "residual": residual, "ok": residual == 0,
             "detail": "" if residual == 0 else (
                 f"the channel's balance is {channel}, our books say {ours}; "
                 f"{residual} unexplained"
