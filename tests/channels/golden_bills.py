@@ -30,6 +30,8 @@ def output(reader: BillReader) -> dict[str, Any]:
     for line in reader.lines():
         fields = {f.name: getattr(line, f.name) for f in dataclasses.fields(line)}
         fields.pop("raw")
+        if fields["balance"] is None:  # trade bills say no balance: their files predate it
+            fields.pop("balance")
         fields["kind"] = line.kind.value
         fields["occurred_at"] = line.occurred_at.isoformat() if line.occurred_at else None
         lines.append(fields)
