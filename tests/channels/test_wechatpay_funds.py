@@ -84,9 +84,9 @@ async def tweak(env: Env, **body: Any) -> None:
 
 
 class Day:
-    def __init__(self, day: dt.date, first: str, second: str, refund: str, out_bill_no: str):
+    def __init__(self, day: dt.date, first: str, second: str, refund: str, payout_id: str):
         self.day, self.first, self.second = day, first, second
-        self.refund, self.out_bill_no = refund, out_bill_no
+        self.refund, self.payout_id = refund, payout_id
 
 
 @pytest.fixture
@@ -99,9 +99,8 @@ async def business(env: Env, shifted: clock.OffsetClock) -> Day:
     request = payout(amount=5000)
     state = await env.adapter.create_transfer(request)
     assert state.channel_transfer_no
-    (bill,) = [t for t in env.sandbox.transfers.values() if t.state == "SUCCESS"]
     go_to(shifted, noon_days_ago(0))
-    return Day(noon_days_ago(2).date(), first, second, refund, bill.out_bill_no)
+    return Day(noon_days_ago(2).date(), first, second, refund, request.out_biz_no)
 
 
 def kinds(lines: list[StatementLine]) -> list[tuple[str, str | None, int, int]]:
@@ -120,11 +119,12 @@ async def test_funds_bill_is_what_the_sandbox_did(env: Env, business: Day, tmp_p
     settled = 10000 - 60 + 1999 - 12 - 3000 + 18 - 5000
     assert kinds(lines) == [
         ("payment", business.first, 10000, 60), ("payment", business.second, 1999, 12),
-        ("refund", business.refund, -3000, -18), ("payout", business.out_bill_no, -5000, 0),
+        ("refund", business.refund, -3000, -18), ("payout", business.payout_id, -5000, 0),
         ("settlement", None, -settled, 0),
     ]  # fmt: skip
     assert [x.balance for x in lines] == [9940, 11927, 8945, 3945, 0]
     assert lines[3].channel_trade_no == transfer.transfer_bill_no
+    assert lines[3].raw["业务凭证号"] == transfer.out_bill_no != business.payout_id
     order = env.sandbox.core.find(business.first)
     assert order is not None and lines[0].channel_trade_no == order.channel_trade_no
     # Matches the shared sandbox day, line for line.
@@ -137,7 +137,7 @@ async def test_funds_bill_is_what_the_sandbox_did(env: Env, business: Day, tmp_p
 async def test_a_funds_bill_fetched_twice_is_the_same_file(
     env: Env, business: Day, tmp_path: Path
 ) -> None:
-    await tweak(env, day=f"{business.day}", kind="duplicate", out_trade_no=business.out_bill_no)
+    await tweak(env, day=f"{business.day}", kind="duplicate", out_trade_no=business.payout_id)
     _, one, _ = await fetch_and_read(env, business.day, tmp_path)
     _, two, _ = await fetch_and_read(env, business.day, tmp_path)
     assert one.path.read_bytes() == two.path.read_bytes()
@@ -145,24 +145,24 @@ async def test_a_funds_bill_fetched_twice_is_the_same_file(
 
 async def test_payout_tweaks(env: Env, business: Day, tmp_path: Path) -> None:
     day = f"{business.day}"
-    await tweak(env, day=day, kind="amount", out_trade_no=business.out_bill_no, amount=4999)
+    await tweak(env, day=day, kind="amount", out_trade_no=business.payout_id, amount=4999)
     _, reader, lines = await fetch_and_read(env, business.day, tmp_path)
     assert reader.intact and [x.amount for x in lines if x.kind.value == "payout"] == [-4999]
     assert lines[-1].balance == 0  # the settlement pays what the balance holds
     await env.http.delete(f"{BASE}/_sandbox/bill_tweaks")
 
-    await tweak(env, day=day, kind="duplicate", out_trade_no=business.out_bill_no)
+    await tweak(env, day=day, kind="duplicate", out_trade_no=business.payout_id)
     _, reader, lines = await fetch_and_read(env, business.day, tmp_path)
     payouts = [x for x in lines if x.kind is StatementLineKind.payout]
     assert reader.intact and len(payouts) == 2 and payouts[0].reference == payouts[1].reference
     assert payouts[0].raw["资金流水单号"] != payouts[1].raw["资金流水单号"]
     await env.http.delete(f"{BASE}/_sandbox/bill_tweaks")
 
-    await tweak(env, day=day, kind="drop", out_trade_no=business.out_bill_no)
+    await tweak(env, day=day, kind="drop", out_trade_no=business.payout_id)
     await tweak(env, day=day, kind="extra_payout", amount=700)
     _, reader, lines = await fetch_and_read(env, business.day, tmp_path)
     (extra,) = [x for x in lines if x.kind is StatementLineKind.payout]
-    assert reader.intact and extra.amount == -700 and extra.reference != business.out_bill_no
+    assert reader.intact and extra.amount == -700 and extra.reference != business.payout_id
     assert extra.reference and extra.reference.startswith("portal")
 
 

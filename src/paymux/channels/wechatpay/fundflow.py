@@ -14,8 +14,10 @@ go-pay ``DownloadFundOriginalFlowBill``, the node ``wxpay`` README's sample of a
 - 微信支付业务单号 is WeChat's number of the business the line is about (the transaction_id of
   a 交易, the refund_id of a 退款, the transfer's number of a payout); 资金流水单号 the
   movement's own number; 业务凭证号 the merchant's number of it (out_trade_no of a 交易 — the
-  node sample's ``1618148094082_GT``; out_refund_no of a 退款 — go-pay's ``S2021…``).
-  [unverified: 业务凭证号 of a payout being our out_bill_no.]
+  node sample's ``1618148094082_GT``; out_refund_no of a 退款 — go-pay's ``S2021…``; the
+  ``out_bill_no`` of a payout, which the reader turns back into our payout id with
+  :func:`~paymux.channels.wechatpay.vocabulary.payout_id_of`).
+  [unverified: 业务凭证号 of a payout being its out_bill_no.]
 - 业务名称 / 业务类型: ``交易``/``交易`` (a payment), ``退款``/``退款``, ``商家转账`` or the older
   ``企业付款`` (a payout), ``提现`` (the balance paid out to the merchant's bank: a settlement);
   anything else is a line of kind ``other`` (``扣除交易手续费`` is kind ``fee``).
@@ -48,6 +50,7 @@ from paymux.channels.wechatpay.bill import (
     to_fen,
     yuan,
 )
+from paymux.channels.wechatpay.vocabulary import payout_id_of
 
 BILL_PATH = "/v3/bill/fundflowbill"
 ACCOUNT_TYPE = "BASIC"
@@ -150,10 +153,10 @@ class FundFlowBillReader(BillReader):
     Each detail line is one :class:`StatementLine` of the kind its 业务类型 says
     (:data:`KINDS`), ``amount`` signed by 收支类型 (a 交易 or 退款 with the fee its 备注 names:
     see the module's docstring), ``balance`` its 账户结余. 业务凭证号 is our number (the order's
-    of a payment, the refund's of a refund, the payout's of a payout), 微信支付业务单号 the
-    channel's. A line that cannot be read (field count, amount, time, 收支类型) is a problem and
-    counts in no total. Checks once read: ``sha1`` when ``expected`` gives one; the summary
-    (``summary_count``, ``summary_income_count``, ``summary_income``,
+    of a payment, the refund's of a refund, the payout id of a payout's ``out_bill_no``),
+    微信支付业务单号 the channel's. A line that cannot be read (field count, amount, time,
+    收支类型) is a problem and counts in no total. Checks once read: ``sha1`` when ``expected``
+    gives one; the summary (``summary_count``, ``summary_income_count``, ``summary_income``,
     ``summary_expense_count``, ``summary_expense``; a file without it fails ``summary``); and
     ``balance_chain``: each line's 账户结余 is the one before plus its signed 收支金额."""
 
@@ -240,6 +243,8 @@ class FundFlowBillReader(BillReader):
             if kind is StatementLineKind.refund:
                 fee = -fee  # the share of the fee a refund gives back
         ours = row["业务凭证号"] or None
+        if ours and kind is StatementLineKind.payout:
+            ours = payout_id_of(ours)  # our payout id, not the out_bill_no made of it
         theirs = row["微信支付业务单号"] or None
         refund = kind is StatementLineKind.refund
         line = StatementLine(

@@ -31,8 +31,8 @@ own orders and its 商家转账 bills that ended ``SUCCESS`` that day (China tim
 ``update_time``), with :mod:`paymux.channels.wechatpay.fundflow`: a payment is a 交易 收入 line of
 what the balance got (its fee in 备注), a refund a 退款 支出 line (the fee it gives back in 备注),
 a payout a 商家转账 支出 line (业务凭证号 the ``out_bill_no``, 微信支付业务单号 the
-``transfer_bill_no``), and the day's settlement a 提现 支出 line at 23:59:59. Funds tweaks
-(``"bill": "funds"``):
+``transfer_bill_no``; a tweak names the payout by our payout id, ``po_…``), and the day's
+settlement a 提现 支出 line at 23:59:59. Funds tweaks (``"bill": "funds"``):
 
 - ``drop`` / ``amount`` / ``duplicate``: the payout's 商家转账 line is missing / shows the amount
   (账户结余 follows it) / is written twice (its own 资金流水单号);
@@ -75,6 +75,16 @@ def _bill_owner(order: SandboxOrder) -> str:
 
 def _sub_merchant(order: SandboxOrder) -> str | None:
     return order.merchant_id if order.extra.get("sp_mchid") else None
+
+
+def _voucher(entry: FundsEntry) -> str:
+    """业务凭证号 of a fund-flow line: our number, a payout's as the ``out_bill_no`` we sent."""
+    if entry.kind == "payout" and entry.reference:
+        try:
+            return protocol.transfer_bill_no(entry.reference)
+        except ValueError:
+            return entry.reference
+    return entry.reference or ""
 
 
 class BillEndpoints(SandboxBase):
@@ -182,7 +192,8 @@ class BillEndpoints(SandboxBase):
         def payouts(on: dt.date) -> list[FundsEntry]:
             transfers = getattr(self, "transfers", {})
             return [
-                FundsEntry("payout", -t.amount, 0, t.updated_at, t.out_bill_no, t.transfer_bill_no)
+                FundsEntry("payout", -t.amount, 0, t.updated_at,
+                           protocol.payout_id_of(t.out_bill_no), t.transfer_bill_no)
                 for t in transfers.values()
                 if t.merchant_id == mchid and t.state == "SUCCESS"
                 and t.updated_at.astimezone(bill.CHINA).date() == on
@@ -214,7 +225,7 @@ class BillEndpoints(SandboxBase):
                 "收支金额（元）": bill.yuan(abs(moved)), "账户结余（元）": bill.yuan(e.balance),
                 "资金变更提交申请人": "system" if e.kind in ("payment", "settlement")
                 else f"{mchid}API",
-                "备注": note, "业务凭证号": e.reference or "",
+                "备注": note, "业务凭证号": _voucher(e),
             }  # fmt: skip
 
     def fundflow_bill(self, mchid: str, day: dt.date) -> bytes | None:
