@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
+import tracemalloc
+import zipfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from paymux.channels import bills
-from paymux.channels.alipay import bill
+from paymux.channels.alipay import bill, funds
 from paymux.channels.alipay.sandbox import Sandbox
 from paymux.channels.base import ChannelTransferStatus, StatementLine, StatementLineKind
 from paymux.channels.bills import BillKind
@@ -224,3 +226,37 @@ async def test_statement_stays_trade_only(env: Env, business: Day) -> None:
     lines = await env.adapter.statement(business.day)
     assert {x.kind for x in lines} == {StatementLineKind.payment, StatementLineKind.refund}
     assert bills.bills_of(env.adapter) == {BillKind.trade, BillKind.funds}
+
+
+# ------------------------------------------------------------------ a large file
+def many(count: int) -> Iterator[dict[str, str]]:
+    """Payments of 12.34, the balance growing by each."""
+    for n in range(count):
+        yield {
+            "账务流水号": f"3100{n:014d}", "业务流水号": f"2026113022001{n:09d}",
+            "商户订单号": f"att_{n:026d}", "商品名称": "茶", "发生时间": "2026-11-30 10:00:01",
+            "收入金额（+元）": "12.34", "支出金额（-元）": "0.00",
+            "账户余额（元）": bill.yuan(1234 * (n + 1)), "业务类型": funds.PAYMENT,
+        }  # fmt: skip
+
+
+def test_a_large_funds_bill_reads_in_bounded_memory(tmp_path: Path) -> None:
+    """30k rows (a member several times the limit): the reader's peak stays under 1 MB."""
+    rows, limit = 30_000, 1024 * 1024
+    path = tmp_path / "large.csv.zip"
+    with path.open("wb") as handle:
+        funds.write_zip(handle, "2088102000000001", dt.date(2026, 11, 30), many(rows),
+                        dt.datetime(2026, 12, 1, tzinfo=dt.UTC))  # fmt: skip
+    with zipfile.ZipFile(path) as archive:
+        assert max(i.file_size for i in archive.infolist()) > 3 * limit
+    reader = funds.AccountBillReader(path)
+    tracemalloc.start()
+    try:
+        count = total = 0
+        for line in reader.lines():
+            count, total = count + 1, total + line.amount
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (count, total) == (rows, rows * 1234) and reader.intact, reader.failures()
+    assert peak < limit, f"peak {peak} bytes"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from paymux.channels.base import StatementLine, StatementLineKind
 from paymux.channels.bills import BillKind
 from paymux.channels.wechatpay import fundflow
 from paymux.channels.wechatpay.adapter import WechatPayAdapter, WechatPayPartnerAdapter
+from paymux.channels.wechatpay.bill import yuan
 from paymux.kit import clock
 from tests.channels import golden_bills
 from tests.channels.test_wechatpay import BASE, Env
@@ -221,3 +224,35 @@ async def test_partner_accounts_have_trade_bills_only(env: Env, tmp_path: Path) 
         await adapter.fetch_bill(dt.date(2026, 11, 30), handle, FUNDS)
     with pytest.raises(ValueError):
         adapter.bill_reader(tmp_path / "x", {}, FUNDS)
+
+
+# ------------------------------------------------------------------ a large file
+def test_a_large_funds_bill_reads_in_bounded_memory(tmp_path: Path) -> None:
+    """30k lines (a file several times the limit): the reader's peak stays under 1 MB."""
+    rows, limit = 30_000, 1024 * 1024
+
+    def many() -> Iterator[dict[str, str]]:
+        for n in range(rows):
+            yield {
+                "记账时间": "2026-11-30 10:00:01", "微信支付业务单号": f"4200{n:018d}",
+                "资金流水单号": f"2026113010{n:016d}", "业务名称": fundflow.TRADE,
+                "业务类型": fundflow.TRADE, "收支类型": fundflow.INCOME, "收支金额（元）": "12.27",
+                "账户结余（元）": yuan(1227 * (n + 1)), "资金变更提交申请人": "system",
+                "备注": fundflow.note_of(fundflow.TRADE, 1227, 7), "业务凭证号": f"att_{n:026d}",
+            }  # fmt: skip
+
+    path = tmp_path / "large.csv"
+    with path.open("wb") as handle:
+        fundflow.write_fundflow(many(), handle)
+    assert path.stat().st_size > 3 * limit
+    reader = fundflow.FundFlowBillReader(path)
+    tracemalloc.start()
+    try:
+        count = total = 0
+        for line in reader.lines():
+            count, total = count + 1, total + line.net
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (count, total) == (rows, rows * 1227) and reader.intact, reader.failures()
+    assert peak < limit, f"peak {peak} bytes"
