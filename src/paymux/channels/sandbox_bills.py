@@ -306,7 +306,7 @@ def _apply_funds(funds: DayFunds, tweak: BillTweak, tz: dt.tzinfo) -> None:
     if kind is BillTweakKind.amount and rows and tweak.amount is not None:
         rows[0].amount = -abs(tweak.amount)
     elif kind is BillTweakKind.duplicate and rows:
-        funds.entries.append(replace(rows[0], flow_no=rows[0].flow_no + "d"))
+        funds.entries.append(replace(rows[0]))  # its own 资金流水单号 (another position)
     elif kind is BillTweakKind.drop and rows:
         funds.entries.remove(rows[0])
     elif kind is BillTweakKind.extra_payout:
