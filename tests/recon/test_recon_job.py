@@ -67,7 +67,8 @@ async def test_a_run_that_died_running_is_run_again(stack: Stack, clock: Any) ->
                 run_no=1, source="scheduled", status=RunStatus.running, reasons=[], problems=[],
                 checks=[], totals={}, started_at=started, created_by="test",
             ))  # fmt: skip
-    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 1
-    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
-                               params={"bill_date": days[0].isoformat()})  # fmt: skip
+    # The dead trade run's day again, and each day's funds bill (no run of it was started).
+    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 1 + len(days)
+    query = {"bill_date": days[0].isoformat(), "bill": "trade"}
+    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers, params=query)
     assert [(x["run_no"], x["status"]) for x in r.json()["data"]] == [(2, "done"), (1, "running")]

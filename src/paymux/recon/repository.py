@@ -297,6 +297,25 @@ GROUP BY kind, currency ORDER BY kind, currency
 """
 
 
+# Money our books posted after a cut for records that happened before it: a payment the
+# trade run repaired (掉单), a refund or a payout settled by a query the next morning. The
+# channel moved it before the cut, so the balance as of the cut counts it.
+_LATE = f"""
+SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)
+FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+JOIN ledger_accounts la ON la.id = e.account_id
+WHERE la.owner_type = 'channel_account' AND la.owner_id = :account
+  AND la.purpose = 'clearing' AND la.currency = :currency
+  AND t.status = 'posted' AND t.posted_at >= :end AND (
+    EXISTS (SELECT 1 FROM payments p WHERE t.key = '{PAYMENT_KEY_PREFIX}' || p.id
+            AND p.paid_at < :end)
+    OR EXISTS (SELECT 1 FROM refunds r WHERE t.key = '{REFUND_KEY_PREFIX}' || r.id
+               AND r.succeeded_at < :end)
+    OR EXISTS (SELECT 1 FROM payouts o WHERE t.key = '{PAYOUT_PAID_KEY_PREFIX}' || o.id
+               AND o.succeeded_at < :end))
+"""
+
+
 def _window(stmt: str, *names: str) -> sa.TextClause:
     text = sa.text(stmt).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in names))
     for name in ("runs", "clearing"):
@@ -310,6 +329,7 @@ _LOCAL_PAYMENTS_SQL = _window(_LOCAL_PAYMENTS, "since", "end")
 _LOCAL_REFUNDS_SQL = _window(_LOCAL_REFUNDS, "since", "end")
 _PAYOUTS_CODED_SQL = _window(_PAYOUTS_CODED, "start", "end")
 _LOCAL_PAYOUTS_SQL = _window(_LOCAL_PAYOUTS, "since", "end")
+_LATE_SQL = _window(_LATE, "end")
 
 
 class ReconRepository:
@@ -426,8 +446,9 @@ class ReconRepository:
         self, account_id: str, currency: str, end: dt.datetime, settlement_prefix: str
     ) -> int:
         """The channel account's clearing balance in ``currency`` as of ``end`` by our books:
-        every posted transaction before ``end``, except settlements, which count by when the
-        channel made them (their booking comes later, from the funds bill)."""
+        every posted transaction before ``end``, and after it those of records that happened
+        before it (:data:`_LATE`); settlements count by when the channel made them (their
+        booking comes later, from the funds bill)."""
         movement = sa.func.coalesce(sa.func.sum(sa.case(
             (LedgerEntry.side == "debit", LedgerEntry.amount), else_=-LedgerEntry.amount
         )), 0)  # fmt: skip
@@ -448,7 +469,11 @@ class ReconRepository:
             ReconSettlement.currency == currency, ReconSettlement.occurred_at < end,
         )  # fmt: skip
         before = int((await self.session.execute(booked)).scalar_one())
-        return before - int((await self.session.execute(settled)).scalar_one())
+        late = await self.session.execute(_LATE_SQL, {
+            "account": account_id, "currency": currency, "end": end,
+        })  # fmt: skip
+        return (before + int(late.scalar_one())
+                - int((await self.session.execute(settled)).scalar_one()))  # fmt: skip
 
     async def line_nets(self, run_id: str) -> dict[str, int]:
         """Σ (amount − fee) of every line of a run, per currency."""

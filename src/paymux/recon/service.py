@@ -796,7 +796,8 @@ def _local_finding(
     overdue = (day - at).days >= grace
     klass = None
     if overdue:
-        klass = BreakClass.local_only if item.kind == "payment" else BreakClass.refund_local_only
+        klass = (BreakClass.refund_local_only if item.kind == "refund"
+                 else BreakClass.local_only)  # fmt: skip
     net = item.amount - item.fee
     return Finding(
         kind=item.kind, key=item.record_id, klass=klass, currency=item.currency,
