@@ -17,7 +17,7 @@ import pytest
 from paymux.channel_accounts import service as channel_service
 from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import registry
-from paymux.channels.bills import bill_capable_of
+from paymux.channels.bills import BillKind, bill_capable_of, bills_of
 from tests.channels.test_statement_gateway import CURRENCY, plain_method
 from tests.conftest import Stack, attempt_ids, make_tenant
 from tests.payments.test_payments import order_no, wait_for
@@ -81,3 +81,22 @@ async def test_every_channel_reconciles_its_day(stack: Stack, clock: Any, name: 
                                params={"channel_account_id": account_id})  # fmt: skip
     open_classes = {b["class"] for b in r.json()["data"]}
     assert open_classes <= {"fee_mismatch"}, r.json()["data"]  # a refund's returned fee at most
+
+    # The funds bill (资金账单) of the same day, where the channel has one: the day's settlement
+    # is booked once and the channel's balance agrees with our clearing account, every
+    # difference (a fee the sandbox charges otherwise) explained by the trade run's breaks.
+    if BillKind.funds not in bills_of(adapter):
+        return
+    funds_body = {"channel_account_id": account_id, "bill_date": day.isoformat(), "bill": "funds"}
+    r = await stack.client.post("/v1/operator/recon/runs", headers=operator(), json=funds_body)
+    assert r.status_code == 201, r.text
+    funds = r.json()
+    assert (funds["status"], funds["reasons"]) == ("done", []), funds
+    balance = funds["totals"]["balance"][currency]
+    assert balance["ok"] and balance["residual"] == 0, balance
+    (settled_out,) = funds["totals"]["settlements"]
+    assert settled_out["currency"] == currency and settled_out["amount"] != 0
+    assert funds["totals"]["currencies"][currency]["residual"] == 0
+    r = await stack.client.post("/v1/operator/recon/runs", headers=operator(), json=funds_body)
+    again = r.json()
+    assert again["reasons"] == [] and "settlements" not in again["totals"], again
