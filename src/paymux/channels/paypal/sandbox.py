@@ -57,7 +57,9 @@ refund gives no fee back): a T0400 row, ``transaction_amount`` negative, no fee,
 is withdrawn the next day); ``extra_payout`` (and ``amount``/``drop``/``duplicate`` of a
 payout) is not a movement the gateway makes through PayPal here and is **not supported** (it
 would only lower the withdrawal); ``corrupt_summary`` and ``bad_row`` of the funds bill have
-no effect (use the trade ones: it is the same listing).
+no effect (use the trade ones: it is the same listing). A negative balance (refunds outweigh
+the day's sales) is listed as a T0400 with a positive amount, money taken back from the bank
+[unverified: PayPal would rather leave the balance negative or debit the bank as a T03xx].
 """
 
 from __future__ import annotations
@@ -792,8 +794,7 @@ class Sandbox:
             day += dt.timedelta(days=1)
         return [row for _, row in rows], offset
 
-    def day_rows(self, app: SandboxApp,
-                 day: dt.date) -> tuple[list[tuple[dt.datetime, dict[str, Any]]], int]:  # fmt: skip
+    def day_rows(self, app: SandboxApp, day: dt.date) -> tuple[list[Row], int]:
         """One UTC day's rows: its payments and refunds (:meth:`trade_rows`) and, last at
         23:59:59, its withdrawals to the bank (:meth:`withdrawal_rows`); and what
         ``corrupt_summary`` adds to ``total_items``."""
@@ -818,8 +819,7 @@ class Sandbox:
                 out[currency] = funds
         return out
 
-    def withdrawal_rows(self, app: SandboxApp,
-                        day: dt.date) -> list[tuple[dt.datetime, dict[str, Any]]]:  # fmt: skip
+    def withdrawal_rows(self, app: SandboxApp, day: dt.date) -> list[Row]:
         """The day's withdrawals (:meth:`day_funds`' settlements) as T0400 rows."""
         rows = []
         for currency, funds in self.day_funds(app, day).items():

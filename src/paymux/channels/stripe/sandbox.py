@@ -79,9 +79,10 @@ UTC, ``status`` ``in_transit`` until then and ``paid`` after. Funds tweaks (``"b
 leaves opens the next day); ``extra_payout`` (and ``amount``/``drop``/``duplicate`` of a payout)
 is not something a Stripe account without Connect does and is **not supported** (it would only
 lower the payout); ``corrupt_summary`` and ``bad_row`` of the funds bill have no effect (use the
-trade ones: it is the same file). A ``settlement_amount`` above the balance would make Stripe
-debit the bank account; the sandbox then lists a ``payout`` with a positive amount [unverified:
-Stripe's form of an automatic debit].
+trade ones: it is the same file). A negative balance (a day whose refunds outweigh its
+charges, or a negative ``settlement_amount``) would make Stripe debit the bank account; the
+sandbox then lists a ``payout`` with a positive amount [unverified: Stripe's form of an
+automatic debit].
 
 Lines the sandbox holds no object for get ids derived from the account, the day and their
 place, so a day listed twice (or paged) is the same listing.
