@@ -148,6 +148,23 @@ async def test_sandbox_payout_object(env: Env, tmp_path: Path) -> None:
     assert later.json()["status"] == "paid"
     missing = await env.client.get("/v1/payouts/po_nothing", headers=headers)
     assert missing.status_code == 404
+    # the official client reads it as a Payout
+    with days_later(1):
+        sdk = await env.sdk().v1.payouts.retrieve_async(str(line.channel_trade_no))
+        listing = await env.sdk().v1.payouts.list_async({"limit": 1})
+    assert (sdk.object, sdk.amount, sdk.arrival_date) == ("payout", -line.amount,
+                                                          payout["arrival_date"])  # fmt: skip
+    assert [p.id for p in listing.data] == [line.channel_trade_no]
+
+
+async def test_a_day_of_refunds_only_debits_the_bank(env: Env, tmp_path: Path) -> None:
+    """A day whose refunds outweigh its charges ends below zero: the payout is positive (the
+    bank account debited), and the funds still net to zero."""
+    req, pi = await paid(env, amount=1000)
+    await env.adapter.create_refund(refund_request(req, pi, 1000))
+    lines, _ = await fetch_funds(env, today(), tmp_path / "funds.jsonl")
+    (payout,) = settlements(lines)
+    assert payout.amount == 1000 * 290 // 10_000 + 30 and sum(x.net for x in lines) == 0
 
 
 async def test_settlement_amount_tweak_shows_and_carries(env: Env, tmp_path: Path) -> None:
