@@ -40,8 +40,11 @@ lint: dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The suite on every core (pytest-xdist; each worker has its own databases): TEST_WORKERS=0 runs
+# it in one process.
+TEST_WORKERS ?= auto
 test: dev lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The lifecycle bench prints each figure beside its target (issue 11); the long forms are flags:
 # bench/lifecycle.py --only postgresql --soak-seconds 1800, --payments 3000, --feature NAME=off.

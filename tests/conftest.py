@@ -23,6 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from paymux.app import create_app
 from paymux.config import Environment, Settings
@@ -45,8 +46,29 @@ BACKENDS = ["sqlite"]
 if os.environ.get("PAYMUX_TEST_DATABASE_URL"):
     BACKENDS.append("postgresql")
 
+_ADMIN_URL = os.environ.get("PAYMUX_TEST_DATABASE_URL", "")
+"""The PostgreSQL database the suite was given; with pytest-xdist each worker tests in a
+database of its own next to it (``test_gw0``, ``test_gw1``, …), made on first use, and every
+test that reads PAYMUX_TEST_DATABASE_URL sees its worker's."""
+if _ADMIN_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+    _base = make_url(_ADMIN_URL)
+    os.environ["PAYMUX_TEST_DATABASE_URL"] = _base.set(
+        database=f"{_base.database}_{os.environ['PYTEST_XDIST_WORKER']}"
+    ).render_as_string(hide_password=False)
+
 
 async def _reset_postgres(url: str) -> None:
+    if url != _ADMIN_URL:  # a worker's own database: made once, from the given one
+        name = make_url(url).database
+        admin = create_engine(_ADMIN_URL)
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            exists = await conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
+            if not exists:
+                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        await admin.dispose()
     engine = create_engine(url)
     async with engine.begin() as conn:
         await conn.execute(sa.text("DROP SCHEMA public CASCADE"))

@@ -45,6 +45,7 @@ def loopback(database_url: str) -> Iterator[Loopback]:
             env=Environment.test, database_url=database_url, public_url=base,
             channel_timeout_seconds=1.0, worker_poll_seconds=0.05, log_level="WARNING",
             egress_allow_nets=["127.0.0.0/8", "::1/128"],
+            recon_schedule=False,  # the shared test database: other tests' accounts and days
         )  # fmt: skip
         sandboxes = make_sandboxes(httpx.AsyncClient(timeout=5.0))
         for sandbox in sandboxes.values():

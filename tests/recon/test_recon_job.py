@@ -34,13 +34,19 @@ async def test_the_job_runs_each_published_day_once(stack: Stack, clock: Any) ->
     publication = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(10, 5), tzinfo=CHINA)
     clock.advance((publication - now).total_seconds())
     ran = await tasks.reconcile_due(stack.runtime, only={account}, force=True)
-    assert ran == 3  # the lookback's three days, the payment's among them
+    assert ran == 6  # the lookback's three days, each bill, the payment's among them
     assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 0
     r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
-                               params={"bill_date": day.isoformat()})  # fmt: skip
+                               params={"bill_date": day.isoformat(), "bill": "trade"})  # fmt: skip
     runs = r.json()["data"]
     assert [(x["run_no"], x["status"], x["verdict"]) for x in runs] == [
         (2, "done", "reconciled"), (1, "waiting", None)]  # fmt: skip
+    # Its funds bill (资金账单) too, after the trade bill: the day's settlement is booked.
+    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
+                               params={"bill_date": day.isoformat(), "bill": "funds"})  # fmt: skip
+    (funds,) = r.json()["data"]
+    assert (funds["run_no"], funds["verdict"]) == (1, "reconciled"), funds["reasons"]
+    assert funds["totals"]["settlements"][0]["amount"] == 2_000 - 12
 
 
 async def test_a_run_that_died_running_is_run_again(stack: Stack, clock: Any) -> None:
@@ -61,7 +67,8 @@ async def test_a_run_that_died_running_is_run_again(stack: Stack, clock: Any) ->
                 run_no=1, source="scheduled", status=RunStatus.running, reasons=[], problems=[],
                 checks=[], totals={}, started_at=started, created_by="test",
             ))  # fmt: skip
-    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 1
-    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers,
-                               params={"bill_date": days[0].isoformat()})  # fmt: skip
+    # The dead trade run's day again, and each day's funds bill (no run of it was started).
+    assert await tasks.reconcile_due(stack.runtime, only={account}, force=True) == 1 + len(days)
+    query = {"bill_date": days[0].isoformat(), "bill": "trade"}
+    r = await stack.client.get("/v1/recon/runs", headers=tenant.headers, params=query)
     assert [(x["run_no"], x["status"]) for x in r.json()["data"]] == [(2, "done"), (1, "running")]

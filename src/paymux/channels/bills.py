@@ -86,13 +86,20 @@ class BillReader(ABC):
         self.problem_count = 0
         self.checks: list[BillCheck] = []
         self.finished = False
+        self.balances: dict[str, int] = {}
+        """Per currency, the balance after the last line that gave one (funds bills): the
+        channel's closing balance of the day."""
 
     @abstractmethod
     def read(self) -> Iterator[StatementLine]:
         """The file's lines, in file order (the channel's implementation)."""
 
     def lines(self) -> Iterator[StatementLine]:
-        yield from self.read()
+        balances = self.balances
+        for line in self.read():
+            if line.balance is not None:
+                balances[line.currency] = line.balance
+            yield line
         self.finished = True
 
     def problem(self, position: int, text: str, reason: str) -> None:

@@ -47,7 +47,6 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from paymux.channels.bills import BillKind
 from paymux.channels.sandbox_kit import (
     OrderStatus,
     RefundScript,
@@ -77,7 +76,7 @@ class BillTweak(BaseModel):
     day: dt.date
     """The bill day (the channel's time zone) the tweak changes."""
     kind: BillTweakKind
-    bill: BillKind = BillKind.trade
+    bill: Literal["trade", "funds"] = "trade"
     """Which of the day's bills it changes (``funds``: the fund-flow bill only)."""
     out_trade_no: str | None = None
     """The order whose row is changed (the merchant's number as the channel knows it)."""
@@ -150,7 +149,7 @@ def day_bill(
                                      refund.created_at, refund))  # fmt: skip
     bill = DayBill(entries)
     for tweak in tweaks:
-        if tweak.day == day and tweak.bill is BillKind.trade:
+        if tweak.day == day and tweak.bill == "trade":
             _apply(core, bill, tweak, fee_of)
     bill.entries.sort(key=lambda e: e.at)
     return bill
@@ -267,7 +266,7 @@ def day_funds(
     funds.entries.extend(payouts(day))
     settle = None
     for tweak in tweaks_of(core):
-        if tweak.day != day or tweak.bill is not BillKind.funds:
+        if tweak.day != day or tweak.bill != "funds":
             continue
         if tweak.kind is BillTweakKind.settlement_amount:
             settle = tweak.amount
@@ -282,7 +281,7 @@ def day_funds(
     paid = balance if settle is None else settle
     if paid:
         at = dt.datetime.combine(day, SETTLED_AT, tzinfo=tz)
-        ref = "settle" + hashlib.sha256(f"{day}|{paid}".encode()).hexdigest()[:20]
+        ref = "settle" + hashlib.sha256(f"{day}".encode()).hexdigest()[:20]
         funds.entries.append(FundsEntry("settlement", -paid, 0, at, None, ref, balance - paid,
                                         _flow_no(day, len(funds.entries) + 1, None)))  # fmt: skip
     return funds
@@ -312,7 +311,7 @@ def _carried(
 ) -> int:  # fmt: skip
     """What the day before left in the balance: only a ``settlement_amount`` tweak leaves
     anything (the newest such day before ``day`` is read, which opens on its own carry)."""
-    earlier = [t.day for t in tweaks_of(core) if t.bill is BillKind.funds
+    earlier = [t.day for t in tweaks_of(core) if t.bill == "funds"
                and t.kind is BillTweakKind.settlement_amount and t.day < day]  # fmt: skip
     if not earlier:
         return 0
@@ -325,7 +324,7 @@ def _apply_funds(funds: DayFunds, tweak: BillTweak, tz: dt.tzinfo) -> None:
     if kind is BillTweakKind.amount and rows and tweak.amount is not None:
         rows[0].amount = -abs(tweak.amount)
     elif kind is BillTweakKind.duplicate and rows:
-        funds.entries.append(replace(rows[0], flow_no=rows[0].flow_no + "d"))
+        funds.entries.append(replace(rows[0]))  # its own 资金流水单号 (another position)
     elif kind is BillTweakKind.drop and rows:
         funds.entries.remove(rows[0])
     elif kind is BillTweakKind.extra_payout:

@@ -22,8 +22,10 @@ Account = Annotated[str, typer.Option("--account", help="The channel account id 
 Day = Annotated[str, typer.Option("--date", help="The bill day, YYYY-MM-DD (channel time).")]
 Actor = Annotated[str, typer.Option("--actor", help="Who you are (recorded with the action).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (required, kept in the history).")]
-RUN_COLUMNS = ("id", "bill_date", "run_no", "status", "verdict", "line_count", "break_count",
-               "pending_count")  # fmt: skip
+Bill = Annotated[str, typer.Option("--bill", help="trade (payments, refunds) or funds "
+                                   "(payouts, settlements).")]  # fmt: skip
+RUN_COLUMNS = ("id", "bill_date", "bill", "run_no", "status", "verdict", "line_count",
+               "break_count", "pending_count")  # fmt: skip
 BREAK_COLUMNS = ("id", "class", "priority", "state", "key", "currency", "channel_amount",
                  "local_amount", "delta", "last_bill_date")  # fmt: skip
 
@@ -33,6 +35,15 @@ def _day(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         fail("parameter_invalid", f"--date: not a YYYY-MM-DD day: {text!r}")
+
+
+def _bill(text: str) -> Any:
+    from paymux.channels.bills import BillKind
+
+    try:
+        return BillKind(text)
+    except ValueError:
+        fail("parameter_invalid", f"--bill: trade or funds, not {text!r}")
 
 
 def _who(actor: str) -> str:
@@ -48,14 +59,15 @@ def _run_out(r: Any) -> dict[str, Any]:
 
 
 @recon_app.command("run")
-def recon_run(account: Account, date: Day, actor: Actor = "cli") -> None:
+def recon_run(account: Account, date: Day, actor: Actor = "cli", bill: Bill = "trade") -> None:
     """Fetch the account's bill of the day from the channel now and reconcile it."""
     from paymux.recon import service
 
-    day = _day(date)
+    day, kind = _day(date), _bill(bill)
 
     async def go(rt: Runtime) -> dict[str, Any]:
-        return _run_out(await service.run(rt, account, day, source="manual", actor=_who(actor)))
+        return _run_out(await service.run(rt, account, day, bill=kind, source="manual",
+                                          actor=_who(actor)))  # fmt: skip
 
     emit(run(go), title="recon run")
 
@@ -79,18 +91,19 @@ def recon_due(
 def recon_upload(
     file: Annotated[Path, typer.Argument(help="The bill file as the channel gave it.",
                                          exists=True, dir_okay=False, readable=True)],
-    account: Account, date: Day, actor: Actor = "cli",
+    account: Account, date: Day, actor: Actor = "cli", bill: Bill = "trade",
 ) -> None:  # fmt: skip
     """Reconcile a bill file downloaded from the channel's merchant portal."""
     from paymux.recon import service
 
-    day = _day(date)
+    day, kind = _day(date), _bill(bill)
     if file.stat().st_size == 0:
         fail("file_empty", f"{file} is empty.")
 
     async def go(rt: Runtime) -> dict[str, Any]:
         upload = service.Upload(file, file.name)
-        return _run_out(await service.run(rt, account, day, actor=_who(actor), upload=upload))
+        return _run_out(await service.run(rt, account, day, bill=kind, actor=_who(actor),
+                                          upload=upload))  # fmt: skip
 
     emit(run(go), title="recon run")
 
@@ -99,18 +112,20 @@ def recon_upload(
 def recon_runs(
     account: Annotated[str | None, typer.Option("--account")] = None,
     date: Annotated[str | None, typer.Option("--date")] = None,
+    bill: Annotated[str | None, typer.Option("--bill", help="trade or funds.")] = None,
     limit: Limit = 20, starting_after: After = None,
 ) -> None:  # fmt: skip
     """Runs, newest first."""
     from paymux.recon.repository import ReconRepository
 
     day = _day(date) if date else None
+    kind = _bill(bill).value if bill else None
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.read() as s:
             rows, more = await ReconRepository(s).runs(
                 app_id=None, livemode=None, account_id=account, day=day, limit=limit,
-                starting_after=starting_after,
+                starting_after=starting_after, bill=kind,
             )  # fmt: skip
         return page_of([_run_out(r) for r in rows], more)
 

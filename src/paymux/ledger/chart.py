@@ -21,6 +21,9 @@ Credit-normal (what the platform owes), never below zero unless noted:
 - ``platform/<mode>/suspense``, ``…/fee_rounding`` — debit-normal, may go negative: where a
   reconciliation adjustment books a difference between a channel's bill and the books until it
   is explained (docs/reconciliation.md).
+- ``platform/<mode>/settlement_in_transit`` — debit-normal: money a channel says it paid from
+  its balance to the platform's bank account (a settlement in a funds bill), on its way to the
+  bank; reconciliation books it from the channel account's clearing account.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ class Purpose(StrEnum):
     points_issued = "points_issued"
     suspense = "suspense"
     fee_rounding = "fee_rounding"
+    settlement_in_transit = "settlement_in_transit"
 
 
 _DEBIT_NORMAL = {Purpose.clearing, Purpose.channel_cost, Purpose.points_issued,
-                 Purpose.suspense, Purpose.fee_rounding}  # fmt: skip
+                 Purpose.suspense, Purpose.fee_rounding,
+                 Purpose.settlement_in_transit}  # fmt: skip
 
 
 def mode_owner(owner_id: str, livemode: bool) -> str:

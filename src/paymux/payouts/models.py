@@ -47,6 +47,7 @@ class Payout(Base):
         sa.Index("ix_payouts_app", "app_id", "livemode", "id"),
         sa.Index("ix_payouts_source_day", "source_id", "created_at"),
         sa.Index("ix_payouts_due", "status", "due_at"),
+        sa.Index("ix_payouts_account_succeeded", "channel_account_id", "succeeded_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

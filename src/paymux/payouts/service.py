@@ -41,6 +41,10 @@ CHANNEL_FOR: dict[base.PayeeType, str] = {
 }
 """Which channel pays which kind of destination (bank cards: no channel yet)."""
 
+PAYOUT_PAID_KEY_PREFIX = "payout_paid:"
+"""Key prefix of a paid payout's ledger transaction (its money leaving the channel account's
+clearing account); reconciliation finds a payout's books by it."""
+
 QUERY_BACKOFF = (10, 60, 300, 1800, 3600, 6 * 3600)
 
 
@@ -205,7 +209,7 @@ async def record(
                                           payout.currency)  # fmt: skip
         clearing = await chart.clearing(session, payout.channel_account_id, payout.currency)
         await ledger.transfer(
-            session, key=f"payout_paid:{payout.id}",
+            session, key=f"{PAYOUT_PAID_KEY_PREFIX}{payout.id}",
             legs=[ledger.debit(in_transit, payout.amount), ledger.credit(clearing, payout.amount)],
             description=f"payout {payout.id} paid by {payout.channel}",
             metadata={"payout": payout.id, "kind": "payout"},

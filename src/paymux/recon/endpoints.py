@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from paymux.channels.bills import BillKind
 from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
@@ -61,10 +62,11 @@ ActorHeader = Annotated[str | None, Header(alias="Paymux-Actor")]
 @operator_router.post("/runs", status_code=201, response_model=RunOut)
 async def create_run(body: RunCreate, _: OperatorDep, rt: RuntimeDep,
                      actor: ActorHeader = None) -> RunOut:  # fmt: skip
-    """Fetch the channel account's bill of ``bill_date`` now and reconcile it (a new run number
-    each time). A bill the channel has not published yet gives a run in status ``waiting``."""
-    r = await service.run(rt, body.channel_account_id, body.bill_date, source="manual",
-                          actor=_actor(actor))  # fmt: skip
+    """Fetch the channel account's bill (``trade`` or ``funds``) of ``bill_date`` now and
+    reconcile it (a new run number each time). A bill the channel has not published yet gives a
+    run in status ``waiting``."""
+    r = await service.run(rt, body.channel_account_id, body.bill_date, bill=body.bill,
+                          source="manual", actor=_actor(actor))  # fmt: skip
     return RunOut.of(r)
 
 
@@ -74,6 +76,7 @@ async def upload_run(
     channel_account_id: Annotated[str, Query(max_length=40)],
     bill_date: Annotated[dt.date, Query()],
     filename: Annotated[str, Query(max_length=255)] = "upload",
+    bill: Annotated[BillKind, Query()] = BillKind.trade,
     actor: ActorHeader = None,
 ) -> RunOut:  # fmt: skip
     """Reconcile a bill file a person downloaded from the channel's merchant portal: the body
@@ -94,16 +97,17 @@ async def upload_run(
         if size == 0:
             raise InvalidRequest("file_empty", "The body is empty: send the bill file.")
         handle.flush()
-        r = await service.run(rt, channel_account_id, bill_date, actor=who,
+        r = await service.run(rt, channel_account_id, bill_date, bill=bill, actor=who,
                               upload=service.Upload(Path(handle.name), filename))  # fmt: skip
     return RunOut.of(r)
 
 
 async def _runs(session: ReadSessionDep, scope: Scope, page: PageDep, account: str | None,
-                day: dt.date | None) -> ListResponse[RunOut]:  # fmt: skip
+                day: dt.date | None, bill: BillKind | None) -> ListResponse[RunOut]:  # fmt: skip
     rows, more = await ReconRepository(session).runs(
         app_id=scope.app_id, livemode=scope.livemode, account_id=account, day=day,
         limit=page.limit, starting_after=page.starting_after,
+        bill=bill.value if bill is not None else None,
     )  # fmt: skip
     return ListResponse[RunOut](data=[RunOut.of(r) for r in rows], has_more=more)
 
@@ -122,7 +126,7 @@ async def _report(session: ReadSessionDep, scope: Scope, run_id: str,
     if r is None or not scope.sees(r.app_id, r.livemode):
         raise NotFound("run", run_id)
     document = reports.run_document(r, await repo.run_breaks(r.id))
-    name = f"recon_{r.channel_account_id}_{r.bill_date}_{r.run_no}"
+    name = f"recon_{r.channel_account_id}_{r.bill_date}_{r.bill}_{r.run_no}"
     headers = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"',
                "Paymux-Report-Sha256": reports.digest(document)}  # fmt: skip
     if fmt == "csv":
@@ -138,10 +142,10 @@ async def _report(session: ReadSessionDep, scope: Scope, run_id: str,
 async def list_runs(
     _: OperatorDep, session: ReadSessionDep, page: PageDep,
     channel_account_id: Annotated[str | None, Query(max_length=40)] = None,
-    bill_date: dt.date | None = None,
+    bill_date: dt.date | None = None, bill: BillKind | None = None,
 ) -> ListResponse[RunOut]:  # fmt: skip
     """Runs, newest first."""
-    return await _runs(session, OPERATOR, page, channel_account_id, bill_date)
+    return await _runs(session, OPERATOR, page, channel_account_id, bill_date, bill)
 
 
 @operator_router.get("/runs/{run_id}", response_model=RunOut)
@@ -237,7 +241,8 @@ async def put_config(channel_account_id: str, body: ConfigIn, _: OperatorDep,
                      session: SessionDep) -> ConfigIn:  # fmt: skip
     """How the account is reconciled: the daily job on/off, when it fetches (minutes after the
     end of the bill day; default the channel's publication time), the grace period of records
-    missing from a bill, and the adjustment amount above which a second approver is needed."""
+    missing from a bill, the adjustment amount above which a second approver is needed, and
+    what the channel account held before paymux (the funds bill's balance check)."""
     return await actions.configure(session, channel_account_id, body)
 
 
@@ -246,11 +251,11 @@ async def put_config(channel_account_id: str, body: ConfigIn, _: OperatorDep,
 async def merchant_runs(
     auth: AuthDep, session: ReadSessionDep, page: PageDep,
     channel_account_id: Annotated[str | None, Query(max_length=40)] = None,
-    bill_date: dt.date | None = None,
+    bill_date: dt.date | None = None, bill: BillKind | None = None,
 ) -> ListResponse[RunOut]:  # fmt: skip
     """Reconciliation runs of this app's channel accounts in this key's mode."""
     scope = Scope(auth.app_id, auth.livemode)
-    return await _runs(session, scope, page, channel_account_id, bill_date)
+    return await _runs(session, scope, page, channel_account_id, bill_date, bill)
 
 
 @merchant_router.get("/runs/{run_id}", response_model=RunOut)

@@ -21,6 +21,7 @@ from paymux.recon.models import (
     ReconBreakEvent,
     ReconRun,
     Resolution,
+    bill_of_kind,
 )
 from paymux.recon.repository import ReconRepository
 
@@ -37,7 +38,7 @@ def break_id(account_id: str, kind: str, key: str) -> str:
 @dataclass
 class Finding:
     kind: str
-    """``payment``, ``refund``, ``duplicate_payment`` or ``duplicate_refund``."""
+    """``payment``, ``refund``, ``payout``, ``settlement``, or ``duplicate_`` and one of them."""
     key: str
     """Our number (attempt or refund id), else the channel's."""
     klass: BreakClass | None
@@ -173,13 +174,14 @@ async def _resolve_gone(
     and any break whose record this bill now matches (a row that came a day late)."""
     carried = {break_id(run.channel_account_id, f.kind, f.key) for f in findings
                if f.klass is None}  # fmt: skip
-    candidates = [b for b in await repo.open_breaks(run.channel_account_id) if b.id not in present]
+    candidates = [b for b in await repo.open_breaks(run.channel_account_id)
+                  if b.id not in present and bill_of_kind(b.kind) == run.bill]  # fmt: skip
     if not candidates:
         return
     today = [b for b in candidates if b.last_bill_date == run.bill_date or b.id in carried]
     by_kind: dict[str, list[ReconBreak]] = {}
     for b in candidates:
-        if b not in today and b.kind in ("payment", "refund"):
+        if b not in today and b.kind in ("payment", "refund", "payout"):
             by_kind.setdefault(b.kind, []).append(b)
     matched: list[ReconBreak] = []
     for kind, group in by_kind.items():

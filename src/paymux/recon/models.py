@@ -117,6 +117,10 @@ class ReconConfig(Base):
     """Days a record may be missing from the bill before it is a break (carried meanwhile)."""
     approval_threshold: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     """Adjustments above this (minor units) need a second approver; refunds always do."""
+    opening_balances: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict,
+                                                             server_default="{}")  # fmt: skip
+    """Per currency, what the channel account held before paymux booked anything on it (the
+    funds bill's balance check compares the channel's balance with our books plus this)."""
     updated_at: Mapped[dt.datetime] = updated_at_column()
 
 
@@ -140,10 +144,20 @@ class ReconFile(Base):
     created_at: Mapped[dt.datetime] = created_at_column()
 
 
+FUNDS_KINDS = frozenset({"payout", "settlement", "duplicate_payout", "duplicate_settlement",
+                         "funds_other"})  # fmt: skip
+"""Break kinds a funds (资金账单) run finds; every other kind is a trade run's."""
+
+
+def bill_of_kind(kind: str) -> str:
+    """The bill (``trade`` or ``funds``) whose runs find breaks of ``kind``."""
+    return "funds" if kind in FUNDS_KINDS else "trade"
+
+
 class ReconRun(Base):
     __tablename__ = "recon_runs"
     __table_args__ = (
-        sa.UniqueConstraint("channel_account_id", "bill_date", "run_no"),
+        sa.UniqueConstraint("channel_account_id", "bill_date", "bill", "run_no"),
         sa.Index("ix_recon_runs_app", "app_id", "livemode", "id"),
     )
 
@@ -153,7 +167,11 @@ class ReconRun(Base):
     livemode: Mapped[bool] = mapped_column(sa.Boolean)
     channel: Mapped[str] = mapped_column(sa.String(32))
     bill_date: Mapped[dt.date] = mapped_column(sa.Date)
+    bill: Mapped[str] = mapped_column(sa.String(8), default="trade", server_default="trade")
+    """Which of the day's bills (:class:`paymux.channels.bills.BillKind`): ``trade`` (payments
+    and refunds) or ``funds`` (the balance's movements: payouts and settlements)."""
     run_no: Mapped[int] = mapped_column(sa.Integer)
+    """1, 2, … per (channel account, bill day, bill)."""
     source: Mapped[str] = mapped_column(sa.String(16))
     """``scheduled``, ``manual`` (fetched on request) or ``upload``."""
     status: Mapped[RunStatus] = mapped_column(sa.String(16))
@@ -183,8 +201,9 @@ class ReconLine(Base):
 
     run_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.String(8))
-    """``payment``, ``refund``, ``fee`` or ``other``."""
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    """A :class:`paymux.channels.base.StatementLineKind`: ``payment``, ``refund``, ``payout``,
+    ``settlement``, ``fee`` or ``other``."""
     reference: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     """Our number on the line (attempt id for a payment, refund id for a refund)."""
     channel_ref: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -210,7 +229,8 @@ class ReconBreak(Base):
     merchant_id: Mapped[str] = mapped_column(sa.String(40))
     livemode: Mapped[bool] = mapped_column(sa.Boolean)
     kind: Mapped[str] = mapped_column(sa.String(24))
-    """``payment``, ``refund``, ``duplicate_payment``, ``duplicate_refund``."""
+    """``payment``, ``refund`` (trade bills), ``payout``, ``settlement``, ``funds_other`` (funds
+    bills), or ``duplicate_`` and one of them."""
     key: Mapped[str] = mapped_column(sa.String(128))
     klass: Mapped[BreakClass] = mapped_column("class", sa.String(32))
     priority: Mapped[int] = mapped_column(sa.Integer)
@@ -243,6 +263,33 @@ class ReconBreak(Base):
     @property
     def delta(self) -> int:
         return self.channel_amount - self.local_amount
+
+
+class ReconSettlement(Base):
+    """A settlement of the channel's: it paid the balance it held for us out to our own bank
+    account (WeChat 提现, a Stripe payout, …), as its funds bill states it. Booked in the ledger
+    once (the channel account's clearing account to the platform's ``settlement_in_transit``,
+    where it waits for the bank's side), keyed by the channel's id of it; a later line with the
+    same id and another amount is a break, never a second booking."""
+
+    __tablename__ = "recon_settlements"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_account_id", "channel_ref"),
+        sa.Index("ix_recon_settlements_day", "channel_account_id", "bill_date"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    channel_account_id: Mapped[str] = mapped_column(sa.ForeignKey("channel_accounts.id"))
+    channel_ref: Mapped[str] = mapped_column(sa.String(64))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    """Minor units paid out to the bank (negative: the channel took money back from it)."""
+    bill_date: Mapped[dt.date] = mapped_column(sa.Date)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    run_id: Mapped[str] = mapped_column(sa.String(40))
+    """The run that booked it."""
+    ledger_transaction_id: Mapped[str] = mapped_column(sa.String(40))
+    created_at: Mapped[dt.datetime] = created_at_column()
 
 
 class ReconBreakEvent(Base):

@@ -43,7 +43,8 @@ def batches(run_id: str, reader: BillReader) -> Iterator[list[LineRecord]]:
 
 def _outcome(reader: BillReader) -> dict[str, Any]:
     return {"problems": reader.problems, "problem_count": reader.problem_count,
-            "checks": reader.checks, "finished": reader.finished}  # fmt: skip
+            "checks": reader.checks, "finished": reader.finished,
+            "balances": reader.balances}  # fmt: skip
 
 
 def _parse_into(run_id: str, reader: BillReader, out: Any) -> None:

@@ -7,12 +7,17 @@ gets a suggested refund instead. A refund we still have pending is asked about t
 refunds janitor (:func:`paymux.refunds.service.resolve`), which settles it through the refund
 state machine. A success of ours is never flipped by reconciliation.
 
+A payout (a transfer) a funds bill lists while ours is still pending or processing is asked
+about too (:func:`confirm_payout`): a confirmed transfer of the same amount is recorded through
+the payouts' own path (:func:`paymux.payouts.service.record`, as its notification would be).
+
 No query here runs inside a database transaction (invariant 6).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import cast
 
 import structlog
 
@@ -22,6 +27,9 @@ from paymux.payments import transitions
 from paymux.payments.models import Attempt
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.states import FINAL_ATTEMPT, AttemptStatus, PaymentStatus
+from paymux.payouts import service as payouts
+from paymux.payouts.models import Payout, PayoutStatus
+from paymux.payouts.repository import PayoutRepository
 from paymux.refunds import service as refunds
 from paymux.refunds.models import Refund, RefundStatus
 from paymux.runtime import Runtime
@@ -103,3 +111,40 @@ async def settle_refund(rt: Runtime, refund_id: str) -> tuple[RefundStatus | Non
     if status == RefundStatus.pending:
         return None, "the refund is still pending at the channel (or it could not be asked)"
     return status, f"the channel's query settled the refund as {status.value}"
+
+
+async def confirm_payout(rt: Runtime, payout_id: str) -> tuple[Confirmed, str]:
+    """Ask the channel about a payout a funds bill lists as paid while ours is not final;
+    record a confirmed transfer of the same amount. Returns the outcome and a sentence."""
+    async with rt.db.read() as session:
+        payout = await session.get(Payout, payout_id)
+        assert payout is not None
+        account = await channel_service.account_of(session, payout.channel_account_id)
+    adapter = channel_service.adapter_for(rt.vault, account, rt.channel_http)
+    if not callable(getattr(adapter, "query_transfer", None)):
+        return Confirmed.unreachable, "the channel cannot be asked about transfers"
+    payer = cast(base.TransferCapable, adapter)
+    try:
+        state = await payer.query_transfer(payout_id)
+    except base.ChannelError as exc:
+        log.info("recon_query_failed", payout=payout_id, code=exc.code)
+        return Confirmed.unreachable, f"the channel could not be asked ({exc.code})"
+    if state.status is not base.ChannelTransferStatus.succeeded:
+        return Confirmed.disagrees, f"the channel's query says {state.status.value}"
+    if state.amount is not None and state.amount != payout.amount:
+        return Confirmed.disagrees, (
+            f"the channel's query says {state.amount} was paid, not {payout.amount}"
+        )
+    async with rt.db.transaction() as session:
+        locked = await PayoutRepository(session).lock(payout_id)
+        assert locked is not None
+        if locked.status == PayoutStatus.succeeded:
+            return Confirmed.already, "the payout had succeeded here meanwhile"
+        if locked.status == PayoutStatus.failed:
+            return Confirmed.closed_here, (
+                "the channel confirms the transfer, but the payout failed here and its money "
+                "went back to the balance"
+            )
+        await payouts.record(session, locked, state)
+    log.warning("recon_repaired_payout", payout=payout_id)
+    return Confirmed.repaired, "the channel's query confirmed the transfer; recorded"

@@ -43,12 +43,16 @@ def run_document(r: ReconRun, breaks: Sequence[ReconBreak]) -> dict[str, Any]:
     rows = _break_rows(r, breaks)
     return {
         "run": {"id": r.id, "channel_account_id": r.channel_account_id, "channel": r.channel,
-                "bill_date": r.bill_date.isoformat(), "run_no": r.run_no,
+                "bill_date": r.bill_date.isoformat(), "bill": r.bill or "trade",
+                "run_no": r.run_no,
                 "verdict": r.verdict, "reasons": list(r.reasons or []),
                 "checks": list(r.checks or []), "problems": list(r.problems or []),
                 "line_count": r.line_count},
         "statement": dict(sorted((r.totals or {}).get("currencies", {}).items())),
         "other_lines": (r.totals or {}).get("other_lines", 0),
+        "counted": (r.totals or {}).get("counted", []),
+        "settlements": (r.totals or {}).get("settlements", []),
+        "balance": (r.totals or {}).get("balance", {}),
         "ageing": _ageing(rows),
         "breaks": rows,
     }  # fmt: skip

@@ -1,6 +1,6 @@
 """Every query of reconciliation: staging bill lines (COPY on PostgreSQL, executemany on SQLite),
-matching them to our payments and refunds in SQL, the local side of a bill day, the books
-bridge, and the runs, breaks and their history.
+matching them to our payments and refunds (trade bills) or payouts (funds bills) in SQL, the
+local side of a bill day, the books bridge, and the runs, breaks and their history.
 
 Matching is exact, by key: a payment line names our attempt id, a refund line our refund id
 (each channel's reader maps its own fields to them); the channel's number is a check. Amounts,
@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.channel_accounts.models import ChannelAccount
 from paymux.funds.service import PAYMENT_KEY_PREFIX, REFUND_KEY_PREFIX
 from paymux.kit.db import UTCDateTime
-from paymux.ledger.models import LedgerAccount
+from paymux.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction
+from paymux.payouts.service import PAYOUT_PAID_KEY_PREFIX
 from paymux.recon.models import (
     ApprovalState,
     BreakState,
@@ -32,6 +33,7 @@ from paymux.recon.models import (
     ReconFile,
     ReconLine,
     ReconRun,
+    ReconSettlement,
     RunStatus,
 )
 
@@ -220,6 +222,100 @@ WHERE r.channel_account_id = :account
 """
 
 
+# Funds bills (资金账单): every payout line with its code, like _CODED for trade lines. Our
+# payout id is the out_biz_no the channel echoes; the channel's transfer number is a check; the
+# amount is the payout's own (its fee is ours, not the channel's: a fee on the line is the
+# channel's and must be zero). The books are the payout's movement of the clearing account
+# (posted when it succeeded).
+_PAYOUT_BOOKS = f"""COALESCE((
+  SELECT SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END)
+  FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id
+  WHERE t.key = '{PAYOUT_PAID_KEY_PREFIX}' || o.id AND t.status = 'posted'
+  AND e.account_id IN :clearing), 0)"""
+_PAYOUTS_CODED = f"""
+WITH dups AS (
+  SELECT kind, COALESCE(reference, channel_ref, '') AS k, MIN(position) AS first
+  FROM recon_lines WHERE run_id = :run AND kind = 'payout'
+  GROUP BY kind, COALESCE(reference, channel_ref, '') HAVING COUNT(*) > 1
+), coded AS (
+  SELECT {_LINE_COLUMNS},
+    o.id AS record_id, o.status AS record_status, -o.amount AS record_amount,
+    o.currency AS record_currency, 0 AS record_fee, o.channel_transfer_no AS record_channel_ref,
+    o.channel_account_id AS record_account, NULL AS payment_id, ap.merchant_id, o.app_id,
+    o.succeeded_at AS paid_at,
+    CASE WHEN o.id IS NULL THEN 0 ELSE {_PAYOUT_BOOKS} END AS books
+  FROM recon_lines l {_DUP_JOIN}
+  LEFT JOIN payouts o ON o.id = l.reference
+  LEFT JOIN apps ap ON ap.id = o.app_id
+  WHERE l.run_id = :run AND l.kind = 'payout'
+), classed AS (
+  SELECT coded.*, CASE
+    WHEN dup = 1 THEN 'duplicate'
+    WHEN record_id IS NULL THEN 'channel_only'
+    WHEN record_account <> :account THEN 'unclassified'
+    WHEN record_status <> 'succeeded' THEN 'status_channel_success'
+    WHEN currency <> record_currency THEN 'currency_mismatch'
+    WHEN ABS(amount) > ABS(record_amount) THEN 'amount_over'
+    WHEN ABS(amount) < ABS(record_amount) THEN 'amount_under'
+    WHEN record_channel_ref IS NOT NULL AND channel_ref IS NOT NULL
+         AND channel_ref <> record_channel_ref THEN 'unclassified'
+    WHEN fee <> 0 THEN 'fee_mismatch'
+    WHEN paid_at < :start OR paid_at >= :end THEN 'outside'
+    ELSE 'ok' END AS code
+  FROM coded
+)
+SELECT CASE WHEN code = 'ok' THEN 'tally' ELSE 'line' END AS part, code, kind, currency,
+  COUNT(*) AS n, SUM(amount) AS amount, SUM(fee) AS fee,
+  SUM(CASE WHEN code = 'duplicate' THEN 0 ELSE books END) AS books,
+  MIN(record_account) AS record_account, MIN(position) AS position,
+  MIN(reference) AS reference, MIN(channel_ref) AS channel_ref, MIN(record_id) AS record_id,
+  MIN(record_status) AS record_status, MIN(record_amount) AS record_amount,
+  MIN(record_currency) AS record_currency, MIN(record_fee) AS record_fee,
+  MIN(record_channel_ref) AS record_channel_ref, MIN(payment_id) AS payment_id,
+  MIN(merchant_id) AS merchant_id, MIN(app_id) AS app_id, MIN(paid_at) AS paid_at,
+  MIN(occurred_at) AS occurred_at
+FROM classed
+GROUP BY code, kind, currency, CASE WHEN code = 'ok' THEN NULL ELSE position END
+"""
+
+_LOCAL_PAYOUTS = f"""
+SELECT o.id, o.id, ap.merchant_id, o.app_id, o.status, -o.amount, 0, o.currency,
+  o.succeeded_at, {_PAYOUT_BOOKS}
+FROM payouts o JOIN apps ap ON ap.id = o.app_id
+WHERE o.channel_account_id = :account AND o.status = 'succeeded'
+  AND o.succeeded_at >= :since AND o.succeeded_at < :end
+  AND NOT EXISTS (SELECT 1 FROM recon_lines l WHERE l.run_id IN :runs
+                  AND l.reference = o.id AND l.kind = 'payout')
+"""
+
+# The lines of a funds bill reconciliation does not match one by one (trade money, the
+# channel's own fees, anything else), counted and summed per kind and currency.
+_FUNDS_OTHERS = """
+SELECT kind, currency, COUNT(*), SUM(amount), SUM(fee) FROM recon_lines
+WHERE run_id = :run AND kind NOT IN ('payout', 'settlement')
+GROUP BY kind, currency ORDER BY kind, currency
+"""
+
+
+# Money our books posted after a cut for records that happened before it: a payment the
+# trade run repaired (掉单), a refund or a payout settled by a query the next morning. The
+# channel moved it before the cut, so the balance as of the cut counts it.
+_LATE = f"""
+SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)
+FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+JOIN ledger_accounts la ON la.id = e.account_id
+WHERE la.owner_type = 'channel_account' AND la.owner_id = :account
+  AND la.purpose = 'clearing' AND la.currency = :currency
+  AND t.status = 'posted' AND t.posted_at >= :end AND (
+    EXISTS (SELECT 1 FROM payments p WHERE t.key = '{PAYMENT_KEY_PREFIX}' || p.id
+            AND p.paid_at < :end)
+    OR EXISTS (SELECT 1 FROM refunds r WHERE t.key = '{REFUND_KEY_PREFIX}' || r.id
+               AND r.succeeded_at < :end)
+    OR EXISTS (SELECT 1 FROM payouts o WHERE t.key = '{PAYOUT_PAID_KEY_PREFIX}' || o.id
+               AND o.succeeded_at < :end))
+"""
+
+
 def _window(stmt: str, *names: str) -> sa.TextClause:
     text = sa.text(stmt).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in names))
     for name in ("runs", "clearing"):
@@ -231,6 +327,9 @@ def _window(stmt: str, *names: str) -> sa.TextClause:
 _CODED_SQL = _window(_CODED, "start", "end")
 _LOCAL_PAYMENTS_SQL = _window(_LOCAL_PAYMENTS, "since", "end")
 _LOCAL_REFUNDS_SQL = _window(_LOCAL_REFUNDS, "since", "end")
+_PAYOUTS_CODED_SQL = _window(_PAYOUTS_CODED, "start", "end")
+_LOCAL_PAYOUTS_SQL = _window(_LOCAL_PAYOUTS, "since", "end")
+_LATE_SQL = _window(_LATE, "end")
 
 
 class ReconRepository:
@@ -295,24 +394,114 @@ class ReconRepository:
             # In a transaction (see the caller): the join's hashes and the grouping in memory,
             # not in temporary files, for this statement only.
             await self.session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-        rows = await self.session.execute(_CODED_SQL, params)
-        tallies, coded = [], []
-        for r in rows:
-            if r.part == "tally":
-                tallies.append(Tally(r.code, r.kind, r.currency, int(r.n), int(r.amount),
-                                     int(r.fee), int(r.books)))  # fmt: skip
-            else:
-                coded.append(Coded(
-                    position=int(r.position), kind=r.kind, code=r.code, reference=r.reference,
-                    channel_ref=r.channel_ref, amount=int(r.amount), fee=int(r.fee),
-                    currency=r.currency, record_id=r.record_id, record_status=r.record_status,
-                    record_amount=_int(r.record_amount), record_currency=r.record_currency,
-                    record_fee=_int(r.record_fee), record_channel_ref=r.record_channel_ref,
-                    payment_id=r.payment_id, merchant_id=r.merchant_id, app_id=r.app_id,
-                    paid_at=_time(r.paid_at), books=int(r.books),
-                    record_account=r.record_account, occurred_at=_time(r.occurred_at),
-                ))  # fmt: skip
-        return tallies, coded
+        return _coded(await self.session.execute(_CODED_SQL, params))
+
+    async def code_payouts(
+        self, run_id: str, account_id: str, start: dt.datetime, end: dt.datetime
+    ) -> tuple[list[Tally], list[Coded]]:
+        """A funds run's matched payout lines summed per currency, and every other payout line
+        with its code and our payout."""
+        params = {"run": run_id, "account": account_id, "start": start, "end": end,
+                  "clearing": await self.clearing_ids(account_id)}  # fmt: skip
+        return _coded(await self.session.execute(_PAYOUTS_CODED_SQL, params))
+
+    async def funds_lines(self, run_id: str, kind: str) -> list[ReconLine]:
+        """A funds run's lines of one kind (settlements: a few a day), in file order."""
+        stmt = (
+            sa.select(ReconLine)
+            .where(ReconLine.run_id == run_id, ReconLine.kind == kind)
+            .order_by(ReconLine.position)
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def funds_others(self, run_id: str) -> list[tuple[str, str, int, int, int]]:
+        """(kind, currency, count, amount, fee) of the lines a funds run only counts."""
+        rows = await self.session.execute(sa.text(_FUNDS_OTHERS), {"run": run_id})
+        return [(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    async def local_payouts(
+        self, account_id: str, run_ids: Sequence[str], since: dt.datetime, end: dt.datetime
+    ) -> list[LocalItem]:
+        """Our succeeded payouts (in [since, end)) through the account that no payout line of
+        ``run_ids`` names."""
+        params = {"account": account_id, "runs": list(run_ids), "since": since, "end": end,
+                  "clearing": await self.clearing_ids(account_id)}  # fmt: skip
+        return [
+            LocalItem("payout", r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), r[7],
+                      _time(r[8]), int(r[9]))
+            for r in await self.session.execute(_LOCAL_PAYOUTS_SQL, params)
+        ]  # fmt: skip
+
+    async def settlements(self, account_id: str, refs: Sequence[str]) -> dict[str, ReconSettlement]:
+        """The channel's settlements booked already, by the channel's id."""
+        if not refs:
+            return {}
+        stmt = sa.select(ReconSettlement).where(
+            ReconSettlement.channel_account_id == account_id,
+            ReconSettlement.channel_ref.in_(refs),
+        )
+        return {s.channel_ref: s for s in await self.session.scalars(stmt)}
+
+    async def clearing_balance(
+        self, account_id: str, currency: str, end: dt.datetime, settlement_prefix: str
+    ) -> int:
+        """The channel account's clearing balance in ``currency`` as of ``end`` by our books:
+        every posted transaction before ``end``, and after it those of records that happened
+        before it (:data:`_LATE`); settlements count by when the channel made them (their
+        booking comes later, from the funds bill)."""
+        movement = sa.func.coalesce(sa.func.sum(sa.case(
+            (LedgerEntry.side == "debit", LedgerEntry.amount), else_=-LedgerEntry.amount
+        )), 0)  # fmt: skip
+        clearing = sa.select(LedgerAccount.id).where(
+            LedgerAccount.owner_type == "channel_account", LedgerAccount.owner_id == account_id,
+            LedgerAccount.purpose == "clearing", LedgerAccount.currency == currency,
+        )  # fmt: skip
+        booked = (
+            sa.select(movement)
+            .select_from(LedgerEntry)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(LedgerEntry.account_id.in_(clearing.scalar_subquery()),
+                   LedgerTransaction.status == "posted", LedgerTransaction.posted_at < end,
+                   LedgerTransaction.key.not_like(f"{settlement_prefix}%"))
+        )  # fmt: skip
+        settled = sa.select(sa.func.coalesce(sa.func.sum(ReconSettlement.amount), 0)).where(
+            ReconSettlement.channel_account_id == account_id,
+            ReconSettlement.currency == currency, ReconSettlement.occurred_at < end,
+        )  # fmt: skip
+        before = int((await self.session.execute(booked)).scalar_one())
+        late = await self.session.execute(_LATE_SQL, {
+            "account": account_id, "currency": currency, "end": end,
+        })  # fmt: skip
+        return (before + int(late.scalar_one())
+                - int((await self.session.execute(settled)).scalar_one()))  # fmt: skip
+
+    async def line_nets(self, run_id: str) -> dict[str, int]:
+        """Σ (amount − fee) of every line of a run, per currency."""
+        stmt = (
+            sa.select(ReconLine.currency, sa.func.sum(ReconLine.amount - ReconLine.fee))
+            .where(ReconLine.run_id == run_id)
+            .group_by(ReconLine.currency)
+        )
+        return {c: int(n) for c, n in await self.session.execute(stmt)}
+
+    async def open_deltas(self, account_id: str, currency: str, day: dt.date) -> int:
+        """Σ (channel − ours) of the account's open and accepted breaks of ``day`` or before."""
+        stmt = sa.select(
+            sa.func.coalesce(sa.func.sum(ReconBreak.channel_amount - ReconBreak.local_amount), 0)
+        ).where(
+            ReconBreak.channel_account_id == account_id, ReconBreak.currency == currency,
+            ReconBreak.state.in_((BreakState.open, BreakState.accepted)),
+            ReconBreak.first_bill_date <= day,
+        )  # fmt: skip
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def run_settlements(self, run_id: str) -> list[ReconSettlement]:
+        stmt = (
+            sa.select(ReconSettlement)
+            .where(ReconSettlement.run_id == run_id)
+            .order_by(ReconSettlement.channel_ref)
+        )
+        return list(await self.session.scalars(stmt))
 
     async def listed_in(
         self, run_ids: Sequence[str], kind: str, references: Sequence[str]
@@ -345,10 +534,11 @@ class ReconRepository:
     async def config(self, account_id: str) -> ReconConfig | None:
         return await self.session.get(ReconConfig, account_id)
 
-    async def next_run_no(self, account_id: str, day: dt.date) -> int:
+    async def next_run_no(self, account_id: str, day: dt.date, bill: str) -> int:
         stmt = sa.select(sa.func.coalesce(sa.func.max(ReconRun.run_no), 0)).where(
-            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day
-        )
+            ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
+            ReconRun.bill == bill,
+        )  # fmt: skip
         return int((await self.session.execute(stmt)).scalar_one()) + 1
 
     async def get_run(self, run_id: str) -> ReconRun | None:
@@ -358,14 +548,16 @@ class ReconRepository:
         return await self.session.get(ReconFile, file_id)
 
     async def latest_runs(
-        self, account_id: str, first: dt.date, last: dt.date, *, exclude: dt.date | None = None
-    ) -> dict[dt.date, str]:
+        self, account_id: str, first: dt.date, last: dt.date, *, exclude: dt.date | None = None,
+        bill: str = "trade",
+    ) -> dict[dt.date, str]:  # fmt: skip
         """The latest finished run of each bill day in [first, last] (its lines stand for the
-        day's bill)."""
+        day's bill of that kind)."""
         stmt = (
             sa.select(ReconRun.bill_date, ReconRun.id)
             .where(ReconRun.channel_account_id == account_id, ReconRun.bill_date >= first,
-                   ReconRun.bill_date <= last, ReconRun.status == RunStatus.done)
+                   ReconRun.bill_date <= last, ReconRun.status == RunStatus.done,
+                   ReconRun.bill == bill)
             .order_by(ReconRun.bill_date, ReconRun.run_no)
         )  # fmt: skip
         out: dict[dt.date, str] = {}
@@ -376,9 +568,11 @@ class ReconRepository:
 
     async def runs(
         self, *, app_id: str | None, livemode: bool | None, account_id: str | None,
-        day: dt.date | None, limit: int, starting_after: str | None,
+        day: dt.date | None, limit: int, starting_after: str | None, bill: str | None = None,
     ) -> tuple[list[ReconRun], bool]:  # fmt: skip
         stmt = sa.select(ReconRun)
+        if bill is not None:
+            stmt = stmt.where(ReconRun.bill == bill)
         if app_id is not None:
             stmt = stmt.where(ReconRun.app_id == app_id)
         if livemode is not None:
@@ -406,19 +600,21 @@ class ReconRepository:
 
     async def has_run(
         self, account_id: str, day: dt.date, statuses: Sequence[str], *,
-        started_after: dt.datetime | None = None,
+        started_after: dt.datetime | None = None, bill: str = "trade",
     ) -> bool:  # fmt: skip
         where = [ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
-                 ReconRun.status.in_(statuses)]  # fmt: skip
+                 ReconRun.status.in_(statuses), ReconRun.bill == bill]  # fmt: skip
         if started_after is not None:
             where.append(ReconRun.started_at > started_after)
         stmt = sa.select(sa.exists().where(*where))
         return bool((await self.session.execute(stmt)).scalar_one())
 
-    async def count_runs(self, account_id: str, day: dt.date, status: str) -> int:
+    async def count_runs(
+        self, account_id: str, day: dt.date, status: str, bill: str = "trade"
+    ) -> int:
         stmt = sa.select(sa.func.count()).where(
             ReconRun.channel_account_id == account_id, ReconRun.bill_date == day,
-            ReconRun.status == status,
+            ReconRun.status == status, ReconRun.bill == bill,
         )  # fmt: skip
         return int((await self.session.execute(stmt)).scalar_one())
 
@@ -497,6 +693,27 @@ class ReconRepository:
             ReconApproval.break_id == break_id, ReconApproval.state == ApprovalState.pending
         )
         return (await self.session.scalars(stmt)).first()
+
+
+def _coded(rows: Any) -> tuple[list[Tally], list[Coded]]:
+    """Rows of a coding query (:data:`_CODED`, :data:`_PAYOUTS_CODED`): tallies and lines."""
+    tallies, coded = [], []
+    for r in rows:
+        if r.part == "tally":
+            tallies.append(Tally(r.code, r.kind, r.currency, int(r.n), int(r.amount),
+                                 int(r.fee), int(r.books)))  # fmt: skip
+        else:
+            coded.append(Coded(
+                position=int(r.position), kind=r.kind, code=r.code, reference=r.reference,
+                channel_ref=r.channel_ref, amount=int(r.amount), fee=int(r.fee),
+                currency=r.currency, record_id=r.record_id, record_status=r.record_status,
+                record_amount=_int(r.record_amount), record_currency=r.record_currency,
+                record_fee=_int(r.record_fee), record_channel_ref=r.record_channel_ref,
+                payment_id=r.payment_id, merchant_id=r.merchant_id, app_id=r.app_id,
+                paid_at=_time(r.paid_at), books=int(r.books),
+                record_account=r.record_account, occurred_at=_time(r.occurred_at),
+            ))  # fmt: skip
+    return tallies, coded
 
 
 def _int(value: Any) -> int | None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from paymux.channels.bills import BillKind
 from paymux.recon.models import ReconApproval, ReconBreak, ReconBreakEvent, ReconRun
 
 
@@ -36,6 +37,7 @@ class RunOut(BaseModel):
     channel: str
     livemode: bool
     bill_date: dt.date
+    bill: str
     run_no: int
     source: str
     status: str
@@ -57,7 +59,8 @@ class RunOut(BaseModel):
     def of(cls, r: ReconRun) -> RunOut:
         return cls(
             id=r.id, channel_account_id=r.channel_account_id, channel=r.channel,
-            livemode=r.livemode, bill_date=r.bill_date, run_no=r.run_no, source=r.source,
+            livemode=r.livemode, bill_date=r.bill_date, bill=r.bill or "trade", run_no=r.run_no,
+            source=r.source,
             status=r.status, verdict=r.verdict, reasons=list(r.reasons or []),
             file_id=r.file_id, checks=list(r.checks or []), problems=list(r.problems or []),
             totals=dict(r.totals or {}), line_count=r.line_count or 0,
@@ -162,6 +165,8 @@ class BreakDetail(BreakOut):
 class RunCreate(BaseModel):
     channel_account_id: str = Field(max_length=40)
     bill_date: dt.date
+    bill: BillKind = BillKind.trade
+    """``trade`` (payments and refunds) or ``funds`` (payouts and settlements)."""
 
 
 class BreakAction(BaseModel):
@@ -189,3 +194,8 @@ class ConfigIn(BaseModel):
     fetch_after_minutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
     grace_days: int = Field(default=1, ge=0, le=30)
     approval_threshold: int = Field(default=0, ge=0)
+    opening_balances: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")],
+                           Annotated[int, Field(ge=-(10**15), le=10**15)]] = Field(
+        default_factory=dict, max_length=20)  # fmt: skip
+    """Per currency, what the channel account held before paymux booked anything on it: the
+    funds bill's balance check compares the channel's balance with our books plus this."""

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 import structlog
@@ -32,10 +32,20 @@ from prometheus_client import Counter, Gauge
 from paymux.channel_accounts import service as channel_service
 from paymux.channel_accounts.repository import ChannelAccountRepository
 from paymux.channels import base
-from paymux.channels.bills import BillCapable, BillReader, FetchedBill, bill_capable_of
+from paymux.channels.bills import (
+    BillCapable,
+    BillKind,
+    BillReader,
+    FetchedBill,
+    bill_capable_of,
+    bills_of,
+)
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
+from paymux.ledger import chart
+from paymux.ledger import service as ledger
+from paymux.ledger.chart import Purpose
 from paymux.recon import archive, findings, parsing, repair, reports
 from paymux.recon.findings import Finding
 from paymux.recon.models import (
@@ -43,6 +53,7 @@ from paymux.recon.models import (
     BreakState,
     ReconFile,
     ReconRun,
+    ReconSettlement,
     Resolution,
     RunStatus,
     Verdict,
@@ -131,11 +142,16 @@ async def _adapter(rt: Runtime, account_id: str) -> tuple[Any, BillCapable]:
 
 
 async def run(
-    rt: Runtime, account_id: str, day: dt.date, *, source: str = "manual", actor: str,
-    upload: Upload | None = None,
+    rt: Runtime, account_id: str, day: dt.date, *, bill: BillKind = BillKind.trade,
+    source: str = "manual", actor: str, upload: Upload | None = None,
 ) -> ReconRun:  # fmt: skip
-    """Reconcile one channel account's bill day (a new run number each time)."""
+    """Reconcile one channel account's bill of one day — its trade bill, or its funds bill —
+    (a new run number each time)."""
     account, adapter = await _adapter(rt, account_id)
+    if bill not in bills_of(adapter):
+        raise InvalidRequest("recon_bill_not_supported",
+                             f"{account.channel} publishes no {bill.value} bill.",
+                             param="bill")  # fmt: skip
     try:
         async with rt.db.transaction() as session:
             repo = ReconRepository(session)
@@ -143,7 +159,7 @@ async def run(
             r = ReconRun(
                 id=new_id("rcr"), channel_account_id=account_id, app_id=account.app_id,
                 livemode=account.mode == "live", channel=account.channel, bill_date=day,
-                run_no=await repo.next_run_no(account_id, day),
+                bill=bill.value, run_no=await repo.next_run_no(account_id, day, bill.value),
                 source="upload" if upload else source, status=RunStatus.running, reasons=[],
                 problems=[], checks=[], totals={}, started_at=clock.now(), created_by=actor,
             )  # fmt: skip
@@ -174,7 +190,7 @@ async def _run(
     else:
         with tempfile.TemporaryFile(prefix="paymux-bill-") as handle:
             try:
-                fetched = await adapter.fetch_bill(r.bill_date, handle)
+                fetched = await _fetch(adapter, r, handle)
             except base.RetryableError as exc:
                 if exc.code == "statement_not_ready":
                     waiting = ["the channel has not published the bill yet"]
@@ -196,9 +212,21 @@ async def _run(
         session.add(file)
         r.file_id = file.id
         await session.merge(r)
-    reader = adapter.bill_reader(stored.path, fetched.expected) if fetched.exists else None
+    reader = _reader(adapter, r, stored.path, fetched.expected) if fetched.exists else None
     line_count = await _stage(rt, r, reader)
     return await _reconcile(rt, r, adapter, grace, reader, line_count)
+
+
+async def _fetch(adapter: BillCapable, r: ReconRun, handle: IO[bytes]) -> FetchedBill:
+    if r.bill == BillKind.trade:
+        return await adapter.fetch_bill(r.bill_date, handle)
+    return await adapter.fetch_bill(r.bill_date, handle, BillKind(r.bill))
+
+
+def _reader(adapter: BillCapable, r: ReconRun, path: Path, expected: dict[str, str]) -> BillReader:
+    if r.bill == BillKind.trade:
+        return adapter.bill_reader(path, expected)
+    return adapter.bill_reader(path, expected, BillKind(r.bill))
 
 
 async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
@@ -235,6 +263,18 @@ def _local_net(c: Coded, account_id: str) -> int:
 
 
 def _describe(c: Coded) -> str:
+    if c.kind == "payout":
+        return {
+            "channel_only": "the bill has a transfer (payout) we have no record of",
+            "status_channel_success": f"the bill has the transfer; here it is {c.record_status}",
+            "amount_over": f"the bill says {c.amount}, our payout {c.record_amount}",
+            "amount_under": f"the bill says {c.amount}, our payout {c.record_amount}",
+            "fee_mismatch": f"the channel charged {c.fee} on the transfer; we booked none",
+        }.get(c.code) or _describe_trade(c)
+    return _describe_trade(c)
+
+
+def _describe_trade(c: Coded) -> str:
     return {
         "channel_only": "the bill has a payment we have no record of",
         "refund_channel_only": "the bill has a refund we have no record of",
@@ -263,6 +303,11 @@ def _finding(c: Coded, account_id: str, klass: BreakClass, detail: str = "") -> 
     )  # fmt: skip
 
 
+MATCHED_KINDS = {BillKind.trade: ("payment", "refund"), BillKind.funds: ("payout",)}
+"""The line kinds each bill's run matches one by one to our records (a funds run books its
+``settlement`` lines, and only counts the rest)."""
+
+
 async def _match(
     rt: Runtime, r: ReconRun, start: dt.datetime, end: dt.datetime
 ) -> tuple[list[Tally], list[Coded]]:
@@ -270,7 +315,10 @@ async def _match(
     # would take the write lock for the whole match).
     reading = rt.db.read() if rt.db.is_sqlite else rt.db.transaction()
     async with reading as session:
-        return await ReconRepository(session).code_lines(r.id, r.channel_account_id, start, end)
+        repo = ReconRepository(session)
+        if r.bill == BillKind.funds:
+            return await repo.code_payouts(r.id, r.channel_account_id, start, end)
+        return await repo.code_lines(r.id, r.channel_account_id, start, end)
 
 
 async def _reconcile(
@@ -285,7 +333,12 @@ async def _reconcile(
     unreachable = 0
     repaired_at: set[int] = set()
     for c in coded:  # 4. repair: only what the channel itself confirms
-        if c.code == "status_channel_success" and c.kind == "payment" and c.record_id:
+        if c.code == "status_channel_success" and c.kind == "payout" and c.record_id:
+            outcome, notes[c.position] = await repair.confirm_payout(rt, c.record_id)
+            unreachable += outcome is repair.Confirmed.unreachable
+            if outcome in (repair.Confirmed.repaired, repair.Confirmed.already):
+                repaired_at.add(c.position)
+        elif c.code == "status_channel_success" and c.kind == "payment" and c.record_id:
             outcome, notes[c.position] = await repair.confirm_payment(rt, c.record_id)
             unreachable += outcome is repair.Confirmed.unreachable
             if outcome in (repair.Confirmed.repaired, repair.Confirmed.already):
@@ -318,9 +371,10 @@ async def _reconcile(
         b.matched_net += t.amount - t.fee
     outside = [c for c in coded if c.code == "outside"]
     seen_elsewhere = await _cross_day(rt, r, outside)
+    matched_kinds = MATCHED_KINDS[BillKind(r.bill)]
     for c in coded:
         b = books[c.currency]
-        if c.kind not in ("payment", "refund"):
+        if c.kind not in matched_kinds:
             continue
         b.channel_count += 1
         b.channel_amount += c.amount
@@ -356,9 +410,29 @@ async def _reconcile(
             out.append(f)
         else:
             still.repaired = f.note
+    if r.bill == BillKind.funds:
+        local = await _local_payouts(rt, r, adapter.statement_timezone, grace, start, end)
+        settle = await _settlements(rt, r, books, out, reader is not None and reader.intact)
+        counted = await _counted(rt, r)
+        return await _conclude(rt, r, reader, reasons, books, out, local, unreachable,
+                               line_count, {"counted": counted}, settle,
+                               (start, end))  # fmt: skip
     local, unreached = await _local_side(rt, r, adapter.statement_timezone, grace, start, end)
     unreachable += unreached
     _suggest(out, local)
+    others = line_count - sum(t.count for t in tallies) - len(coded)
+    return await _conclude(rt, r, reader, reasons, books, out, local, unreachable, line_count,
+                           {"other_lines": others})  # fmt: skip
+
+
+async def _conclude(
+    rt: Runtime, r: ReconRun, reader: BillReader | None, reasons: list[str],
+    books: dict[str, _Books], out: list[Finding], local: list[Finding], unreachable: int,
+    line_count: int, extra: dict[str, Any], settle: Any = None,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
+) -> ReconRun:  # fmt: skip
+    """The bridge, the verdict and the breaks, in one transaction with ``settle(session)``
+    (a funds run's bookings of the channel's settlements)."""
     for f in out + local:
         b = books[f.currency]
         if f.resolved is not None:
@@ -371,7 +445,6 @@ async def _reconcile(
             b.explained[f.klass.value][1] += f.delta
     for f in local:
         books[f.currency].books += f.books
-    others = line_count - sum(t.count for t in tallies) - len(coded)
     if unreachable:
         reasons.append(f"the channel could not be asked about {unreachable} record(s)")
     for currency, b in sorted(books.items()):
@@ -379,8 +452,15 @@ async def _reconcile(
             reasons.append(f"{currency}: the books bridge leaves {b.residual} unexplained")
     async with rt.db.transaction() as session:
         r = await session.merge(r)
+        if settle is not None and not reasons:
+            extra = {**extra, "settlements": await settle(session, r)}
         overdue = [f for f in local if f.klass is not None]
         kept, opened = await findings.record(session, r, out + overdue)
+        if r.bill == BillKind.funds and reader is not None and reader.intact:
+            assert window is not None
+            balance = await _balance_check(session, r, reader.balances, books, *window)
+            extra = {**extra, "balance": balance}
+            reasons += [f"{c}: {b['detail']}" for c, b in sorted(balance.items()) if not b["ok"]]
         open_now = [k for k in kept if k.state == BreakState.open]
         pending = sum(1 for f in local + out if f.klass is None)
         kept = [k for k in kept if k.state != BreakState.resolved or k.last_run_id == r.id]
@@ -394,10 +474,7 @@ async def _reconcile(
             verdict = Verdict.reconciled
         r.status, r.verdict, r.reasons = RunStatus.done, verdict, reasons
         r.line_count, r.break_count, r.pending_count = line_count, len(kept), pending
-        r.totals = {
-            "currencies": {c: b.out() for c, b in sorted(books.items())},
-            "other_lines": others,
-        }
+        r.totals = {"currencies": {c: b.out() for c, b in sorted(books.items())}, **extra}
         if reader is not None:
             r.problems = [{"position": p.position, "text": p.text, "reason": p.reason}
                           for p in reader.problems]  # fmt: skip
@@ -406,8 +483,67 @@ async def _reconcile(
         r.report_sha256 = reports.digest(reports.run_document(r, kept))
         await _emit(session, r, opened)
     _count(r, opened)
-    log.info("recon_run_done", run=r.id, verdict=verdict, breaks=len(kept), lines=line_count)
+    log.info("recon_run_done", run=r.id, bill=r.bill, verdict=verdict, breaks=len(kept),
+             lines=line_count)  # fmt: skip
     return r
+
+
+async def _balance_check(
+    session: Any, r: ReconRun, closing: dict[str, int], books: dict[str, _Books],
+    start: dt.datetime, end: dt.datetime,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The three-way leg: the channel's own balance at the end of the day against our clearing
+    account as of the same moment (plus what the account held before paymux, its
+    ``opening_balances``). The gap must be exactly what the account's open breaks (of either
+    bill, this run's included) and the day's carried records explain.
+
+    The channel's balance is its funds bill's last line's where the bill gives one (WeChat Pay,
+    Alipay); else the previous day's balance plus every line of the day (Stripe's balance
+    transactions, PayPal's rows, UnionPay's ZM and its settlement) — on an account's first
+    funds day, the day opens where our books stand, so that day checks its movement only."""
+    repo = ReconRepository(session)
+    account = r.channel_account_id
+    config = await repo.config(account)
+    opening = dict(config.opening_balances or {}) if config is not None else {}
+    trade = await repo.latest_runs(account, r.bill_date, r.bill_date)
+    trade_pending: dict[str, int] = {}
+    if trade:
+        found = await repo.get_run(trade[r.bill_date])
+        for currency, t in ((found.totals or {}).get("currencies", {}) if found else {}).items():
+            trade_pending[currency] = int(t.get("pending", {}).get("delta", 0))
+    yesterday = r.bill_date - dt.timedelta(days=1)
+    before = await repo.latest_runs(account, yesterday, yesterday, bill=BillKind.funds.value)
+    previous: dict[str, Any] = {}
+    if before:
+        found = await repo.get_run(before[yesterday])
+        previous = dict((found.totals or {}).get("balance", {})) if found else {}
+    nets = await repo.line_nets(r.id)
+    out: dict[str, dict[str, Any]] = {}
+    for currency in sorted(set(closing) | set(nets)):
+        base = int(opening.get(currency, 0))
+        ours = base + await repo.clearing_balance(account, currency, end, SETTLEMENT_KEY_PREFIX)
+        if currency in closing:
+            channel, source = closing[currency], "bill"
+        elif currency in previous:
+            channel = int(previous[currency]["channel"]) + nets.get(currency, 0)
+            source = "previous day + lines"
+        else:
+            at_start = base + await repo.clearing_balance(account, currency, start,
+                                                          SETTLEMENT_KEY_PREFIX)  # fmt: skip
+            channel, source = at_start + nets.get(currency, 0), "our books at the start + lines"
+        explained = (await repo.open_deltas(account, currency, r.bill_date)
+                     + books[currency].pending_delta + trade_pending.get(currency, 0))  # fmt: skip
+        residual = channel - ours - explained
+        out[currency] = {
+            "channel": channel, "source": source, "books": ours, "explained": explained,
+            "residual": residual, "ok": residual == 0,
+            "detail": "" if residual == 0 else (
+                f"the channel's balance is {channel}, our books say {ours}; "
+                f"{residual} unexplained"
+                + ("" if trade else " (the day's trade bill has no finished run)")
+            ),
+        }  # fmt: skip
+    return out
 
 
 def _count(r: ReconRun, opened: list[Any]) -> None:
@@ -467,17 +603,18 @@ def _merge_duplicates(found: list[Finding]) -> list[Finding]:
 
 async def _cross_day(rt: Runtime, r: ReconRun, outside: list[Coded]) -> dict[tuple[str, Any], str]:
     """Lines our records date on another day: listed in that day's (or a nearby day's) bill
-    already? (kind, reference) → the other bill day."""
+    of the same kind already? (kind, reference) → the other bill day."""
     if not outside:
         return {}
     span = dt.timedelta(days=CROSS_DAY_WINDOW)
     async with rt.db.read() as session:
         repo = ReconRepository(session)
         runs = await repo.latest_runs(r.channel_account_id, r.bill_date - span,
-                                      r.bill_date + span, exclude=r.bill_date)  # fmt: skip
+                                      r.bill_date + span, exclude=r.bill_date,
+                                      bill=r.bill)  # fmt: skip
         out: dict[tuple[str, Any], str] = {}
         for day, run_id in sorted(runs.items()):
-            for kind in ("payment", "refund"):
+            for kind in MATCHED_KINDS[BillKind(r.bill)]:
                 refs = [c.reference for c in outside if c.kind == kind and c.reference]
                 for ref in await repo.listed_in([run_id], kind, refs):
                     out.setdefault((kind, ref), day.isoformat())
@@ -516,6 +653,132 @@ async def _local_side(
     return out, unreachable
 
 
+async def _local_payouts(
+    rt: Runtime, r: ReconRun, zone: dt.tzinfo, grace: int, start: dt.datetime,
+    end: dt.datetime,
+) -> list[Finding]:  # fmt: skip
+    """Our payouts of the day (and of the grace period before it) that paid out through the
+    account and that no funds bill names: carried while within ``grace_days``, breaks after."""
+    since = start - dt.timedelta(days=grace)
+    span = dt.timedelta(days=grace + 1)
+    async with rt.db.read() as session:
+        repo = ReconRepository(session)
+        runs = await repo.latest_runs(r.channel_account_id, r.bill_date - span,
+                                      r.bill_date + span, exclude=r.bill_date,
+                                      bill=r.bill)  # fmt: skip
+        items = await repo.local_payouts(r.channel_account_id, [r.id, *runs.values()], since,
+                                         end)  # fmt: skip
+    return [_local_finding(item, zone, r.bill_date, grace, "")
+            for item in sorted(items, key=lambda i: i.record_id)]  # fmt: skip
+
+
+async def _counted(rt: Runtime, r: ReconRun) -> list[dict[str, Any]]:
+    """What a funds bill lists besides payouts and settlements (its trade money — which the
+    trade bill reconciles —, the channel's own fees, anything else): counted and summed."""
+    async with rt.db.read() as session:
+        rows = await ReconRepository(session).funds_others(r.id)
+    return [{"kind": kind, "currency": currency, "count": n, "amount": amount, "fee": fee,
+             "net": amount - fee} for kind, currency, n, amount, fee in rows]  # fmt: skip
+
+
+SETTLEMENT_KEY_PREFIX = "channel_settlement:"
+
+
+async def _settlements(
+    rt: Runtime, r: ReconRun, books: dict[str, _Books], out: list[Finding], intact: bool
+) -> Any:
+    """The funds bill's settlement lines against the settlements booked already. A new one is
+    booked once (by the returned function, in the run's own transaction, and only when the bill
+    is intact and the run otherwise complete); one booked before with the same amount matches;
+    one booked before with another amount, a line listed twice, or a line without the channel's
+    id is a break. Its money joins the books bridge either way."""
+    async with rt.db.read() as session:
+        repo = ReconRepository(session)
+        lines = await repo.funds_lines(r.id, "settlement")
+        refs = [x.channel_ref for x in lines if x.channel_ref]
+        booked = await repo.settlements(r.channel_account_id, refs)
+    seen: dict[str, int] = {}
+    new: list[Any] = []
+    for line in lines:
+        b = books[line.currency]
+        net = line.amount - line.fee
+        b.channel_count += 1
+        b.channel_amount += line.amount
+        b.channel_fee += line.fee
+        ref = line.channel_ref
+        f = Finding(kind="settlement", key=ref or f"line:{line.position}", klass=None,
+                    currency=line.currency, channel_amount=net, local_amount=0,
+                    channel_fee=line.fee, channel_ref=ref, app_id=r.app_id,
+                    at=line.occurred_at)  # fmt: skip
+        if ref is None:
+            f.klass, f.detail = (
+                BreakClass.unclassified,
+                "a settlement line without the channel's id",
+            )
+            out.append(f)
+            continue
+        if ref in seen:
+            f.kind, f.klass = "duplicate_settlement", BreakClass.duplicate
+            f.detail = f"settlement {ref} is listed again (first on line {seen[ref]})"
+            out.append(f)
+            continue
+        seen[ref] = line.position
+        before = booked.get(ref)
+        if before is None or (before.amount == -net and before.currency == line.currency):
+            if before is None:
+                new.append(line)  # booked by the run: it moves ``net`` out of clearing
+            b.books += net
+            b.matched_count += 1
+            b.matched_net += net
+            continue
+        b.books += -before.amount
+        f.local_amount = -before.amount
+        f.klass = (BreakClass.currency_mismatch if before.currency != line.currency
+                   else BreakClass.amount_over if abs(net) > abs(before.amount)
+                   else BreakClass.amount_under)  # fmt: skip
+        f.detail = (
+            f"settlement {ref} was booked as {before.amount} {before.currency} on "
+            f"{before.bill_date}; this bill says {-net} {line.currency}"
+        )
+        out.append(f)
+    if not new or not intact:
+        return None
+
+    async def settle(session: Any, run: ReconRun) -> list[dict[str, Any]]:
+        done = []
+        for line in new:
+            amount = -(line.amount - line.fee)
+            txn = await _book_settlement(session, run, line.channel_ref, line.currency, amount)
+            session.add(ReconSettlement(
+                id=new_id("rst"), channel_account_id=run.channel_account_id,
+                channel_ref=line.channel_ref, currency=line.currency, amount=amount,
+                bill_date=run.bill_date, occurred_at=line.occurred_at, run_id=run.id,
+                ledger_transaction_id=txn,
+            ))  # fmt: skip
+            done.append({"channel_ref": line.channel_ref, "currency": line.currency,
+                         "amount": amount, "ledger_transaction_id": txn})  # fmt: skip
+        return done
+
+    return settle
+
+
+async def _book_settlement(session: Any, r: ReconRun, ref: str, currency: str, amount: int) -> str:
+    """The channel paid ``amount`` of its balance to our bank: out of the channel account's
+    clearing account into the platform's ``settlement_in_transit`` (a negative amount — the
+    channel took money back from the bank — the other way)."""
+    clearing = await chart.clearing(session, r.channel_account_id, currency)
+    transit = await chart.platform(session, r.livemode, Purpose.settlement_in_transit, currency)
+    into, out_of = (transit, clearing) if amount > 0 else (clearing, transit)
+    txn = await ledger.transfer(
+        session, key=f"{SETTLEMENT_KEY_PREFIX}{r.channel_account_id}:{ref}",
+        legs=[ledger.debit(into, abs(amount)), ledger.credit(out_of, abs(amount))],
+        description=f"{r.channel} settlement {ref} to the bank",
+        metadata={"kind": "channel_settlement", "channel_account": r.channel_account_id,
+                  "settlement": ref, "run": r.id},
+    )  # fmt: skip
+    return str(txn.id)
+
+
 async def _refreshed(rt: Runtime, item: LocalItem) -> LocalItem:
     """A refund just settled by a query: its time and books now."""
     async with rt.db.read() as session:
@@ -533,7 +796,8 @@ def _local_finding(
     overdue = (day - at).days >= grace
     klass = None
     if overdue:
-        klass = BreakClass.local_only if item.kind == "payment" else BreakClass.refund_local_only
+        klass = (BreakClass.refund_local_only if item.kind == "refund"
+                 else BreakClass.local_only)  # fmt: skip
     net = item.amount - item.fee
     return Finding(
         kind=item.kind, key=item.record_id, klass=klass, currency=item.currency,

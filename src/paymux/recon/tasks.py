@@ -1,6 +1,7 @@
-"""The daily reconciliation job: for every enabled channel account, the bill of each recent
-day once the channel has published it (``bill_ready_after``, or the account's
-``fetch_after_minutes``), asked again while the channel says it is not ready."""
+"""The daily reconciliation job: for every enabled channel account, each bill (trade, and
+funds where the channel has one) of each recent day once the channel has published it
+(``bill_ready_after``, or the account's ``fetch_after_minutes``), asked again while the channel
+says it is not ready."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Collection
 import structlog
 
 from paymux.channel_accounts import service as channel_service
-from paymux.channels.bills import bill_capable_of
+from paymux.channels.bills import BillKind, bill_capable_of, bills_of
 from paymux.kit import clock
 from paymux.recon import service
 from paymux.recon.models import RunStatus
@@ -66,17 +67,25 @@ async def reconcile_due(rt: Runtime, *, only: Collection[str] | None = None,
         if config is not None and config.fetch_after_minutes is not None:
             after = dt.timedelta(minutes=config.fetch_after_minutes)
         for day in due_days(now, adapter.statement_timezone, after):
-            async with rt.db.read() as session:
-                repo = ReconRepository(session)
-                if await repo.has_run(account_id, day, [RunStatus.done]) or await repo.has_run(
-                    account_id, day, [RunStatus.running], started_after=now - STALE_RUNNING
-                ):
-                    continue
-                if await repo.count_runs(account_id, day, RunStatus.failed) >= MAX_FAILED:
-                    continue
-            try:
-                await service.run(rt, account_id, day, source="scheduled", actor=ACTOR)
-            except Exception:
-                log.exception("recon_job_run_failed", account=account_id, day=str(day))
-            ran += 1
+            for bill in sorted(bills_of(adapter), key=lambda b: b is not BillKind.trade):
+                ran += await _run_due(rt, account_id, day, bill, now)
     return ran
+
+
+async def _run_due(
+    rt: Runtime, account_id: str, day: dt.date, bill: BillKind, now: dt.datetime
+) -> int:
+    """Run one bill of one day unless it is done, running, or failed too often (1 if it ran)."""
+    async with rt.db.read() as session:
+        repo = ReconRepository(session)
+        if await repo.has_run(account_id, day, [RunStatus.done], bill=bill) or await repo.has_run(
+            account_id, day, [RunStatus.running], started_after=now - STALE_RUNNING, bill=bill
+        ):
+            return 0
+        if await repo.count_runs(account_id, day, RunStatus.failed, bill) >= MAX_FAILED:
+            return 0
+    try:
+        await service.run(rt, account_id, day, bill=bill, source="scheduled", actor=ACTOR)
+    except Exception:
+        log.exception("recon_job_run_failed", account=account_id, day=str(day), bill=bill)
+    return 1

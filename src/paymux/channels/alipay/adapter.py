@@ -37,7 +37,7 @@ The adapter is composed of one mixin per feature, each in its own module of this
 - :mod:`.wallet`: the sandbox's stand-ins of the Alipay app (JS bridge, app SDK sheet);
 - :mod:`.codes`: payment codes (``alipay.trade.pay`` / ``alipay.trade.cancel``);
 - :mod:`.refunds`, :mod:`.transfers`, :mod:`.splits`: refunds, payouts, profit sharing;
-- :mod:`.statement`: the day's trade bill.
+- :mod:`.statement`: the day's trade bill and fund-flow bill (账务明细, :mod:`.funds`).
 
 This module registers the one ``alipay`` adapter: what it offers, payment creation per method
 and notifications.

@@ -26,8 +26,8 @@ Methods, each with its feature (see those modules):
 - :mod:`.sandbox_codes`: ``alipay.trade.pay`` / ``alipay.trade.cancel`` (payment codes);
 - :mod:`.sandbox_isv`: ISV mode (``app_auth_token``) and ``alipay.trade.create`` (JSAPI);
 - :mod:`.sandbox_bills`: ``alipay.data.dataservice.bill.downloadurl.query`` and the day's
-  zip, with the bill tweaks of ``POST /_sandbox/bill_tweaks`` (each one's effect is listed
-  there);
+  zip (the trade bill, or the 账务明细 with ``bill_type=signcustomer``), with the bill
+  tweaks of ``POST /_sandbox/bill_tweaks`` (each one's effect is listed there);
 - :mod:`.sandbox_apps`: the apps (public-key and certificate mode) and the payees;
 - :mod:`.sandbox_wallet`: ``alipay.system.oauth.token``, the ``auth_base`` authorize page and the
   stand-ins of the Alipay app's payment sheets (JSAPI ``tradePay``, app SDK).

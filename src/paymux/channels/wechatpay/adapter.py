@@ -8,7 +8,8 @@ per feature, each a mixin over :class:`~paymux.channels.wechatpay.client.WechatP
 - :mod:`.client` — transport, signing, verification, error classification, decoding;
 - :mod:`.refunds` — refunds; :mod:`.transfers` — payouts (商家转账);
 - :mod:`.profitsharing` — profit sharing (分账); :mod:`.codepay` — payment codes (付款码支付);
-- :mod:`.statement` — the daily trade bill (交易账单);
+- :mod:`.statement` — the daily trade bill (交易账单) and fund-flow bill (资金账单,
+  :mod:`.fundflow`);
 - :mod:`.oauth` — the payer's openid by web OAuth (``snsapi_base``);
 - :mod:`.wallet` — the sandbox's stand-ins of the WeChat app (JS bridge, payment sheets);
 - :mod:`.partner_adapter` — what a service provider's sub-merchant (partner mode) does

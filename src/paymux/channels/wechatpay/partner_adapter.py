@@ -15,10 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from paymux.channels import bills
 from paymux.channels.base import (
     BusinessError,
     ChannelError,
@@ -34,7 +33,9 @@ from paymux.channels.base import (
     TransferState,
     UnknownOutcome,
 )
-from paymux.channels.wechatpay import bill, protocol
+from paymux.channels.bills import BillKind, BillReader
+from paymux.channels.wechatpay import protocol
+from paymux.channels.wechatpay.bill import TradeBillReader
 from paymux.channels.wechatpay.client import _DESCRIPTION_MAX, _Classifier, classify_answer
 from paymux.channels.wechatpay.codepay import CodePayCalls
 from paymux.channels.wechatpay.partner import WechatPayPartnerCredentials
@@ -121,12 +122,22 @@ class PartnerCalls(RefundCalls, TransferCalls, ProfitSharingCalls, CodePayCalls,
         """A sub-merchant's bill file is named by its service provider and itself."""
         return f"{self.credentials.sp_mchid}_{self.credentials.sub_mchid}"
 
-    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bills.BillReader:
+    bills: ClassVar[frozenset[BillKind]] = frozenset({BillKind.trade})
+    """Trade bills only. A sub-merchant's money is in its own account: the provider reads its
+    fund flow through ``GET /v3/bill/sub-merchant-fundflowbill`` (``sub_mchid``), which answers
+    a list of encrypted files (AEAD_AES_256_GCM keys per file) rather than one download — not
+    built; the sub-merchant's own direct account reads it as a direct merchant."""
+
+    def bill_reader(
+        self, path: Path, expected: Mapping[str, str], bill: BillKind = BillKind.trade
+    ) -> BillReader:
         """A reader of this sub-merchant's bill: 商户号 is the service provider, 特约商户号
         the sub-merchant; a row of another (a sibling's, in a provider-wide bill) is a
         problem."""
+        if bill not in self.bills:
+            raise ValueError(f"WeChat Pay has no {bill} bill for a partner account")
         creds = self.credentials
-        return bill.TradeBillReader(path, expected, mchid=creds.sp_mchid, sub_mchid=creds.sub_mchid)
+        return TradeBillReader(path, expected, mchid=creds.sp_mchid, sub_mchid=creds.sub_mchid)
 
     # ------------------------------------------------------------ payments
     async def create_payment(self, request: CreatePayment) -> CreatedPayment:

@@ -25,7 +25,9 @@ writes the row twice, ``next_day`` moves the row to the next day's bill, ``drop`
 ``extra_payment`` adds a SUCCESS row of an order never made, ``extra_refund`` a REFUND row with a
 refund number never issued, ``corrupt_summary`` puts 应结订单总金额 off (the SHA1 is of that file)
 and ``bad_row`` adds a row cut short (10 fields) outside the summary: see
-:mod:`.sandbox_bills`.
+:mod:`.sandbox_bills`. The fund-flow bill (``/v3/bill/fundflowbill``, BASIC) lists the same
+day's money, the 商家转账 bills that succeeded and the day's 提现 from
+:func:`paymux.channels.sandbox_bills.day_funds` (tweaks with ``"bill": "funds"``).
 
 Profit sharing enforces what WeChat does: only orders created with
 ``settle_info.profit_sharing`` split, receivers must be added first, at most

@@ -24,6 +24,25 @@ day, and apply to every merchant's bill of that day) render as:
   fields), not counted in the summary.
 
 A day without any row (and no ``bad_row``) has no bill: 400 ``NO_STATEMENT_EXIST``.
+
+**Fund-flow bills** (``GET /v3/bill/fundflowbill?bill_date=…&account_type=BASIC``, the same
+download and SHA1) render :func:`paymux.channels.sandbox_bills.day_funds` of a direct merchant's
+own orders and its 商家转账 bills that ended ``SUCCESS`` that day (China time, by their
+``update_time``), with :mod:`paymux.channels.wechatpay.fundflow`: a payment is a 交易 收入 line of
+what the balance got (its fee in 备注), a refund a 退款 支出 line (the fee it gives back in 备注),
+a payout a 商家转账 支出 line (业务凭证号 the ``out_bill_no``, 微信支付业务单号 the
+``transfer_bill_no``; a tweak names the payout by our payout id, ``po_…``), and the day's
+settlement a 提现 支出 line at 23:59:59. Funds tweaks (``"bill": "funds"``):
+
+- ``drop`` / ``amount`` / ``duplicate``: the payout's 商家转账 line is missing / shows the amount
+  (账户结余 follows it) / is written twice (its own 资金流水单号);
+- ``extra_payout``: a 商家转账 line at 15:00 of a transfer the gateway never made;
+- ``settlement_amount``: the 提现 line pays the amount; what is left opens the next day;
+- ``corrupt_summary``: 收入金额 is off by the amount (``summary_income`` fails);
+- ``bad_row``: a 交易 line cut short (5 fields) after the detail, outside the summary.
+
+``OPERATION`` and ``FEES`` accounts hold nothing in the sandbox (NO_STATEMENT_EXIST); a service
+provider's sub-merchants are not in its BASIC bill (their money is theirs).
 """
 
 from __future__ import annotations
@@ -37,9 +56,9 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request, Response
 
 from paymux.channels import sandbox_bills
-from paymux.channels.sandbox_bills import BillEntry
+from paymux.channels.sandbox_bills import BillEntry, FundsEntry
 from paymux.channels.sandbox_kit import SandboxOrder
-from paymux.channels.wechatpay import bill, protocol
+from paymux.channels.wechatpay import bill, fundflow, protocol
 from paymux.channels.wechatpay.sandbox_base import (
     _TRADE_TYPES,
     SandboxBase,
@@ -56,6 +75,16 @@ def _bill_owner(order: SandboxOrder) -> str:
 
 def _sub_merchant(order: SandboxOrder) -> str | None:
     return order.merchant_id if order.extra.get("sp_mchid") else None
+
+
+def _voucher(entry: FundsEntry) -> str:
+    """业务凭证号 of a fund-flow line: our number, a payout's as the ``out_bill_no`` we sent."""
+    if entry.kind == "payout" and entry.reference:
+        try:
+            return protocol.transfer_bill_no(entry.reference)
+        except ValueError:
+            return entry.reference
+    return entry.reference or ""
 
 
 class BillEndpoints(SandboxBase):
@@ -153,6 +182,107 @@ class BillEndpoints(SandboxBase):
                   f"unreadable{day:%Y%m%d}", "", "NATIVE", bill.STATE_PAID]  # fmt: skip
         return "`" + ",`".join(fields)
 
+    # ------------------------------------------------------------ fund-flow bills (资金账单)
+    def day_funds(self, mchid: str, day: dt.date) -> sandbox_bills.DayFunds:
+        """The shared fund-flow day of a direct merchant's BASIC account, tweaks applied."""
+
+        def listed(order: SandboxOrder) -> bool:
+            return _bill_owner(order) == mchid and _sub_merchant(order) is None
+
+        def payouts(on: dt.date) -> list[FundsEntry]:
+            transfers = getattr(self, "transfers", {})
+            return [
+                FundsEntry("payout", -t.amount, 0, t.updated_at,
+                           protocol.payout_id_of(t.out_bill_no), t.transfer_bill_no)
+                for t in transfers.values()
+                if t.merchant_id == mchid and t.state == "SUCCESS"
+                and t.updated_at.astimezone(bill.CHINA).date() == on
+            ]  # fmt: skip
+
+        return sandbox_bills.day_funds(
+            self.core, day, bill.CHINA, lambda amount: bill.fee_of(amount, self.bill_fee_bps),
+            payouts, listed,
+        )  # fmt: skip
+
+    @staticmethod
+    def funds_rows(mchid: str, funds: sandbox_bills.DayFunds) -> Iterator[dict[str, str]]:
+        """The fund-flow lines of a day's entries, in order."""
+        names = {"payment": fundflow.TRADE, "refund": fundflow.REFUND,
+                 "payout": fundflow.PAYOUT, "settlement": fundflow.SETTLEMENT}  # fmt: skip
+        for e in funds.entries:
+            moved = e.net
+            name = names[e.kind]
+            if e.kind == "payment":
+                note = fundflow.note_of(fundflow.TRADE, abs(moved), e.fee)
+            elif e.kind == "refund":
+                note = fundflow.note_of(fundflow.REFUND, abs(moved), -e.fee)
+            else:
+                note = "自动提现" if e.kind == "settlement" else name
+            yield {
+                "记账时间": e.at.astimezone(bill.CHINA).strftime(bill.TIME_FORMAT),
+                "微信支付业务单号": e.channel_ref, "资金流水单号": e.flow_no, "业务名称": name,
+                "业务类型": name, "收支类型": fundflow.INCOME if moved >= 0 else fundflow.EXPENSE,
+                "收支金额（元）": bill.yuan(abs(moved)), "账户结余（元）": bill.yuan(e.balance),
+                "资金变更提交申请人": "system" if e.kind in ("payment", "settlement")
+                else f"{mchid}API",
+                "备注": note, "业务凭证号": _voucher(e),
+            }  # fmt: skip
+
+    def fundflow_bill(self, mchid: str, day: dt.date) -> bytes | None:
+        """The BASIC fund-flow bill file (uncompressed); None when there is none."""
+        funds = self.day_funds(mchid, day)
+        if not funds.entries and not funds.bad_rows and not funds.summary_offset:
+            return None
+        when = dt.datetime.combine(day, dt.time(12), tzinfo=bill.CHINA)
+        bad = ["`" + ",`".join([when.strftime(bill.TIME_FORMAT), f"4200{day:%Y%m%d}000000",
+                                f"{day:%Y%m%d}unreadable", fundflow.TRADE, fundflow.TRADE])
+               for _ in range(funds.bad_rows)]  # fmt: skip
+        out = io.BytesIO()
+        fundflow.write_fundflow(self.funds_rows(mchid, funds), out,
+                                summary_offset=funds.summary_offset, unreadable=bad)  # fmt: skip
+        return out.getvalue()
+
+    async def _fundflowbill(self, request: Request) -> Response:
+        merchant = self._authenticate(request, b"")
+        params = request.query_params
+        try:
+            day = dt.date.fromisoformat(params.get("bill_date", ""))
+        except ValueError:
+            raise WxError(400, "PARAM_ERROR", "bill_date 格式应为 yyyy-MM-DD") from None
+        account = params.get("account_type", fundflow.ACCOUNT_TYPE)
+        if account not in (fundflow.ACCOUNT_TYPE, "OPERATION", "FEES"):
+            raise WxError(400, "PARAM_ERROR", "account_type 无效")
+        data = None
+        self._check_bill_day(day)
+        if account == fundflow.ACCOUNT_TYPE:
+            data = self.fundflow_bill(merchant.mchid, day)
+        if data is None:
+            raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
+        return self._offer_download(request, merchant.mchid, data)
+
+    def _check_bill_day(self, day: dt.date) -> None:
+        today = clock.now().astimezone(bill.CHINA).date()
+        if day >= today:
+            raise WxError(400, "STATEMENT_CREATING", "账单生成中")
+        if day < today - dt.timedelta(days=90):
+            raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
+
+    def _offer_download(self, request: Request, mchid: str, data: bytes) -> Response:
+        """A download token for ``data`` (gzipped when ``tar_type=GZIP``) and its SHA1."""
+        tar_type = request.query_params.get("tar_type")
+        if tar_type not in (None, bill.TAR_GZIP):
+            raise WxError(400, "PARAM_ERROR", "tar_type 无效")
+        payload = gzip.compress(data, mtime=0) if tar_type == bill.TAR_GZIP else data
+        token = secrets.token_urlsafe(32)
+        if self._bill_downloads is None:
+            self._bill_downloads = {}
+        expires = clock.now() + dt.timedelta(seconds=self.bill_url_seconds)
+        self._bill_downloads[token] = (mchid, payload, expires)
+        return self._respond(200, {
+            "hash_type": bill.HASH_TYPE, "hash_value": bill.sha1_hex(data),
+            "download_url": f"{self._base_url(request)}{bill.DOWNLOAD_PATH}?token={token}",
+        })  # fmt: skip
+
     def _check_sub_merchant(self, sp_mchid: str, sub_mchid: str) -> None:
         """Only a service provider names a sub-merchant, and only one of its own (wording
         of the refusal unverified)."""
@@ -173,14 +303,9 @@ class BillEndpoints(SandboxBase):
         bill_type = params.get("bill_type", "ALL")
         if bill_type not in ("ALL", "SUCCESS", "REFUND"):
             raise WxError(400, "PARAM_ERROR", "bill_type 无效")
-        tar_type = params.get("tar_type")
-        if tar_type not in (None, bill.TAR_GZIP):
+        if params.get("tar_type") not in (None, bill.TAR_GZIP):
             raise WxError(400, "PARAM_ERROR", "tar_type 无效")
-        today = clock.now().astimezone(bill.CHINA).date()
-        if day >= today:
-            raise WxError(400, "STATEMENT_CREATING", "账单生成中")
-        if day < today - dt.timedelta(days=90):
-            raise WxError(400, "INVALID_REQUEST", "仅支持三个月内的账单下载申请")
+        self._check_bill_day(day)
         # A service provider's bill of one of its sub-merchants names it.
         sub_mchid = params.get("sub_mchid") or None
         if sub_mchid is not None:
@@ -188,16 +313,7 @@ class BillEndpoints(SandboxBase):
         data = self.trade_bill(merchant.mchid, day, bill_type, sub_mchid)
         if data is None:
             raise WxError(400, "NO_STATEMENT_EXIST", "账单文件不存在")
-        payload = gzip.compress(data, mtime=0) if tar_type == bill.TAR_GZIP else data
-        token = secrets.token_urlsafe(32)
-        if self._bill_downloads is None:
-            self._bill_downloads = {}
-        expires = clock.now() + dt.timedelta(seconds=self.bill_url_seconds)
-        self._bill_downloads[token] = (merchant.mchid, payload, expires)
-        return self._respond(200, {
-            "hash_type": bill.HASH_TYPE, "hash_value": bill.sha1_hex(data),
-            "download_url": f"{self._base_url(request)}{bill.DOWNLOAD_PATH}?token={token}",
-        })  # fmt: skip
+        return self._offer_download(request, merchant.mchid, data)
 
     async def _bill_download(self, request: Request) -> Response:
         merchant = self._authenticate(request, b"")
@@ -214,6 +330,10 @@ class BillEndpoints(SandboxBase):
         @router.get(bill.BILL_PATH)
         async def tradebill(request: Request) -> Response:
             return await self._tradebill(request)
+
+        @router.get(fundflow.BILL_PATH)
+        async def fundflowbill(request: Request) -> Response:
+            return await self._fundflowbill(request)
 
         @router.get(bill.DOWNLOAD_PATH)
         async def download(request: Request) -> Response:
