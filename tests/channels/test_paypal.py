@@ -721,19 +721,20 @@ async def test_days_bill_from_transaction_search(env: Env, tmp_path: Path) -> No
         empty = await env.adapter.fetch_bill(day - dt.timedelta(days=2), io.BytesIO())
     assert fetched.exists and fetched.filename.endswith(".jsonl") and not empty.exists
     file_lines = path.read_bytes().splitlines()
-    assert len(file_lines) == 4  # header, two pages of one row, end
-    assert json.loads(file_lines[-1]) == {"object": "end", "pages": 2, "count": 2}
+    assert len(file_lines) == 5  # header, three pages of one row, end
+    assert json.loads(file_lines[-1]) == {"object": "end", "pages": 3, "count": 3}
     reader = env.adapter.bill_reader(path, fetched.expected)
     lines = list(reader.lines())
     assert reader.intact, reader.failures()
     assert [(x.raw["transaction_info"]["transaction_event_code"], x.amount, x.currency)
-            for x in lines] == [("T0006", 10000, "USD"), ("T1107", -2500, "USD")]  # fmt: skip
-    sale, refund = lines
+            for x in lines] == [("T0006", 10000, "USD"), ("T1107", -2500, "USD"),
+                                ("T0400", -(10000 - 349 - 2500), "USD")]  # fmt: skip
+    sale, refund, _withdrawal = lines  # the day's withdrawal to the bank
     assert sale.fee == 10000 * env.sandbox.fee_bps // 10_000
     assert sale.out_trade_no == request.out_trade_no and sale.channel_trade_no == order_id
     assert refund.out_refund_no is not None and refund.out_refund_no.startswith("re_")
     calls = [r for r in env.sent if r.url.path == "/v1/reporting/transactions"]
-    assert len(calls) == 4  # not ready (1), page_size 1: two pages, the empty day (1)
+    assert len(calls) == 5  # not ready (1), page_size 1: three pages, the empty day (1)
 
 
 async def test_statement_normalises_transaction_search(env: Env) -> None:
@@ -747,11 +748,13 @@ async def test_statement_normalises_transaction_search(env: Env) -> None:
         lines = await env.adapter.statement(day)
         assert await env.adapter.statement(day - dt.timedelta(days=2)) == []
     fee = 10000 * env.sandbox.fee_bps // 10_000
+    # the last: the day's withdrawal to the bank (T0400), an other line of the trade bill
     assert [(x.kind, x.reference, x.out_trade_no, x.amount, x.fee, x.currency)
             for x in lines] == [
         (base.StatementLineKind.payment, request.out_trade_no, request.out_trade_no, 10000, fee,
          "USD"),
         (base.StatementLineKind.refund, refund.out_refund_no, request.out_trade_no, -2500, 0,
          "USD"),
+        (base.StatementLineKind.other, None, None, -(10000 - fee - 2500), 0, "USD"),
     ]  # fmt: skip
     assert lines[0].channel_trade_no == order_id and lines[1].channel_refund_no

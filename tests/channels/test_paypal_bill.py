@@ -119,11 +119,13 @@ async def test_untweaked_day_not_ready_and_no_bill(env: Env, tmp_path: Path) -> 
     fetched, lines, reader = await fetch(env, today(), tmp_path / "day.jsonl", page_size=1)
     assert reader.intact, reader.failures()
     assert fetched.filename == f"paypal_transactions_{today()}.jsonl"
+    # the last: the day's withdrawal to the bank (T0400; test_paypal_funds)
     assert [(x.kind, x.amount, x.fee, x.reference) for x in lines] == [
         (StatementLineKind.payment, 10000, 10000 * FEE_BPS // 10_000, request.out_trade_no),
         (StatementLineKind.refund, -2500, 0, refund.out_refund_no),
+        (StatementLineKind.other, -(10000 - 10000 * FEE_BPS // 10_000 - 2500), 0, None),
     ]  # fmt: skip
-    assert len((tmp_path / "day.jsonl").read_bytes().splitlines()) == 4  # two pages
+    assert len((tmp_path / "day.jsonl").read_bytes().splitlines()) == 5  # three pages
     empty = tmp_path / "empty.jsonl"
     none, _, _ = await fetch(env, today() - dt.timedelta(days=3), empty)
     assert not none.exists and empty.read_bytes() == b""
@@ -181,16 +183,18 @@ async def test_corrupt_summary_is_total_items_off(env: Env, tmp_path: Path) -> N
     await paid(env, amount=2000)
     await tweak(env, today(), "corrupt_summary", amount=3)
     _, lines, reader = await fetch(env, today(), tmp_path / "bill.jsonl")
-    assert len(lines) == 1
+    assert len(lines) == 2  # the payment and the day's withdrawal
     assert [(c.name, c.detail) for c in reader.checks if not c.ok] == [
-        ("total_items", "rows: summary 4, detail 1")]  # fmt: skip
+        ("total_items", "rows: summary 5, detail 2")]  # fmt: skip
 
 
 async def test_bad_row_is_one_problem(env: Env, tmp_path: Path) -> None:
     request, _ = await paid(env, amount=2000)
     await tweak(env, today(), "bad_row")
     _, lines, reader = await fetch(env, today(), tmp_path / "bill.jsonl")
-    assert [x.out_trade_no for x in lines] == [request.out_trade_no]
+    # the other line is the day's withdrawal
+    assert [x.out_trade_no for x in lines if x.kind is not StatementLineKind.other] == [
+        request.out_trade_no]  # fmt: skip
     assert [p.reason for p in reader.problems] == ["transaction detail without transaction_amount"]
     assert all(c.ok for c in reader.checks) and not reader.intact
 

@@ -110,7 +110,9 @@ def test_official_sdk_against_the_sandbox() -> None:
         codes = [(d.transaction_info.transaction_event_code,
                   d.transaction_info.transaction_amount.value)
                  for d in found.transaction_details]  # fmt: skip
-        assert codes == [("T0006", "12.34"), ("T1107", "-2.34")]
+        # the day's withdrawal to the bank: what the sale left after its fee and the refund
+        net = 1234 - 1234 * 349 // 10_000 - 234
+        assert codes == [("T0006", "12.34"), ("T1107", "-2.34"), ("T0400", f"-{net / 100:.2f}")]
         # A currency PayPal does not take, and decimals where PayPal takes none, are refused.
         for value, currency, issue in (("100", "KRW", "CURRENCY_NOT_SUPPORTED"),
                                        ("100.50", "JPY", "DECIMAL_PRECISION")):  # fmt: skip

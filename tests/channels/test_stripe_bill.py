@@ -130,9 +130,11 @@ async def test_untweaked_day_not_ready_and_no_bill(env: Env, tmp_path: Path) -> 
     fetched, lines, reader = await fetch(env, today(), tmp_path / "day.jsonl")
     assert reader.intact, reader.failures()
     assert fetched.filename == f"stripe_balance_transactions_{today()}.jsonl"
+    # the day's automatic payout is an ``other`` line of the trade reading (test_stripe_funds)
     assert sorted((x.kind, x.amount, x.fee, x.reference) for x in lines) == sorted([
         (StatementLineKind.payment, 10000, 320, req.out_trade_no),
         (StatementLineKind.refund, -2500, 0, refund.out_refund_no),
+        (StatementLineKind.other, -(10000 - 320 - 2500), 0, None),
     ])  # fmt: skip
     empty = tmp_path / "empty.jsonl"
     none, _, _ = await fetch(env, today() - dt.timedelta(days=3), empty)
@@ -205,7 +207,9 @@ async def test_bad_row_is_one_problem(env: Env, tmp_path: Path) -> None:
     req, _ = await paid(env, amount=2000)
     await tweak(env, today(), "bad_row")
     _, lines, reader = await fetch(env, today(), tmp_path / "bill.jsonl")
-    assert [x.out_trade_no for x in lines] == [req.out_trade_no]
+    # the other line is the day's payout
+    assert [x.out_trade_no for x in lines if x.kind is not StatementLineKind.other] == [
+        req.out_trade_no]  # fmt: skip
     assert [p.reason for p in reader.problems] == ["balance transaction without amount"]
     assert all(c.ok for c in reader.checks) and not reader.intact
     day = today()
@@ -222,11 +226,12 @@ async def test_listing_pages_through_the_adapter(env: Env, tmp_path: Path) -> No
     path = tmp_path / "bill.jsonl"
     fetched, lines, reader = await fetch(env, today(), path)
     assert reader.intact, reader.failures()
-    assert len(lines) == 122 and fetched.expected == {"count": "122"}
+    # 122 charges and the day's payout
+    assert len(lines) == 123 and fetched.expected == {"count": "123"}
     file_lines = path.read_bytes().splitlines()
     assert len(file_lines) == 4 and json.loads(file_lines[-1]) == {
-        "object": "end", "pages": 2, "count": 122}  # fmt: skip
-    assert len({x.raw["id"] for x in lines}) == 122
+        "object": "end", "pages": 2, "count": 123}  # fmt: skip
+    assert len({x.raw["id"] for x in lines}) == 123
 
 
 # ---------------------------------------------------------------- bounded memory

@@ -246,23 +246,23 @@ def day_funds(
     core: SandboxCore, day: dt.date, tz: dt.tzinfo, fee_of: Callable[[int], int],
     payouts: Callable[[dt.date], list[FundsEntry]],
     listed: Callable[[SandboxOrder], bool] = lambda order: True,
+    trade: Callable[[dt.date], list[FundsEntry]] | None = None,
 ) -> DayFunds:  # fmt: skip
     """The fund-flow bill of ``day`` (see the module's docstring): the trade money of
     :func:`day_bill`, the payouts ``payouts(day)`` gives (the channel's successful transfers
     finished that day, ``amount`` negative), the day's funds tweaks, and the settlement of what
-    is left at :data:`SETTLED_AT`; each line with the balance after it."""
-    opening = _carried(core, day, tz, fee_of, payouts, listed)
+    is left at :data:`SETTLED_AT`; each line with the balance after it.
+
+    ``trade(day)``, when given, is the day's trade money as the channel's own bill renders it,
+    in place of :func:`day_bill`'s fee rule: a channel whose fees differ (Stripe adds a fixed
+    part per payment; Stripe and PayPal keep their fee when a payment is refunded) settles what
+    its own bill lists."""
+    opening = _carried(core, day, tz, fee_of, payouts, listed, trade)
     funds = DayFunds(opening)
-    for t in day_bill(core, day, tz, fee_of, listed).entries:
-        if t.kind == "payment":
-            funds.entries.append(FundsEntry("payment", t.amount, t.fee, t.at,
-                                            t.order.out_trade_no,
-                                            t.order.channel_trade_no))  # fmt: skip
-        else:
-            assert t.refund is not None
-            funds.entries.append(FundsEntry("refund", -t.amount, -t.fee, t.at,
-                                            t.refund.out_refund_no,
-                                            t.refund.refund_no))  # fmt: skip
+    if trade is not None:
+        funds.entries.extend(trade(day))
+    else:
+        funds.entries.extend(_trade_money(core, day, tz, fee_of, listed))
     funds.entries.extend(payouts(day))
     settle = None
     for tweak in tweaks_of(core):
@@ -287,9 +287,27 @@ def day_funds(
     return funds
 
 
+def _trade_money(
+    core: SandboxCore, day: dt.date, tz: dt.tzinfo, fee_of: Callable[[int], int],
+    listed: Callable[[SandboxOrder], bool],
+) -> list[FundsEntry]:  # fmt: skip
+    """The day bill's payments and refunds as fund-flow lines (a refund returns its fee)."""
+    out = []
+    for t in day_bill(core, day, tz, fee_of, listed).entries:
+        if t.kind == "payment":
+            out.append(FundsEntry("payment", t.amount, t.fee, t.at, t.order.out_trade_no,
+                                  t.order.channel_trade_no))  # fmt: skip
+        else:
+            assert t.refund is not None
+            out.append(FundsEntry("refund", -t.amount, -t.fee, t.at, t.refund.out_refund_no,
+                                  t.refund.refund_no))  # fmt: skip
+    return out
+
+
 def _carried(
     core: SandboxCore, day: dt.date, tz: dt.tzinfo, fee_of: Callable[[int], int],
     payouts: Callable[[dt.date], list[FundsEntry]], listed: Callable[[SandboxOrder], bool],
+    trade: Callable[[dt.date], list[FundsEntry]] | None,
 ) -> int:  # fmt: skip
     """What the day before left in the balance: only a ``settlement_amount`` tweak leaves
     anything (the newest such day before ``day`` is read, which opens on its own carry)."""
@@ -297,7 +315,7 @@ def _carried(
                and t.kind is BillTweakKind.settlement_amount and t.day < day]  # fmt: skip
     if not earlier:
         return 0
-    return day_funds(core, max(earlier), tz, fee_of, payouts, listed).closing
+    return day_funds(core, max(earlier), tz, fee_of, payouts, listed, trade).closing
 
 
 def _apply_funds(funds: DayFunds, tweak: BillTweak, tz: dt.tzinfo) -> None:

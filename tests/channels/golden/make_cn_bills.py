@@ -171,7 +171,7 @@ O1, O2, O3 = (
 OR1, OR2 = "re01kb0000000000000000000001", "re01kb0000000000000000000002"
 
 
-def zm(code, order, amount, query, time, fee, orig="", txn=("01", "01", "000201")):
+def zm(code, order, amount, query, time, fee, orig="", txn=("01", "01", "000201"), settle=""):
     return (
         p.zm_line(
             {
@@ -189,6 +189,7 @@ def zm(code, order, amount, query, time, fee, orig="", txn=("01", "01", "000201"
                 "origQryId": orig,
                 "merId": MER,
                 "merFee": fee,
+                "settleAmt": settle,
             }
         )
         + b"\r\n"
@@ -222,6 +223,18 @@ bad_amount = zm("S22", O2, 2500, Q2, "1130113010", "D000000000015").replace(
 bad_fee = zm("S22", O3, 999, Q3, "1130120000", "X000000000006")
 unionpay("bad_row.zip", [PAY1, bad_amount, "S22 截断的记录\r\n".encode("gbk"), bad_fee])
 unionpay("zme.zip", [PAY1], zme=b"E74 00000049998 612611301000050000001 000000000100\r\n")
+# settleAmt (结算金额) on two records, C (credited) and D (debited); the third has none: its
+# amount net of merFee clears (the funds reading's settlement: -(9940 - 3976 + 2485))
+unionpay(
+    "settle_amt.zip",
+    [
+        zm("S22", O1, 10000, Q1, "1130100005", "D000000000060", settle="C000000009940"),
+        zm(
+            "S30", OR1, 4000, QR1, "1130140000", "C000000000024", Q1, REFUND, settle="D000000003976"
+        ),
+        PAY2,
+    ],
+)
 open(OUT + "unionpay/not_a_bill.zip", "wb").write(
     zipped([(f"{PID}_20261130_业务明细.csv", HEAD.encode("gbk"))])
 )

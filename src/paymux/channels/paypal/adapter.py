@@ -71,8 +71,9 @@ from paymux.channels.base import (
     RoutableDecline,
     UnknownOutcome,
 )
-from paymux.channels.bills import FetchedBill
-from paymux.channels.paypal import bill, protocol
+from paymux.channels.bills import BillKind, FetchedBill
+from paymux.channels.paypal import bill as paypal_bill
+from paymux.channels.paypal import protocol
 from paymux.kit import clock
 from paymux.kit.money import EXPONENTS
 
@@ -820,12 +821,18 @@ class PayPalAdapter:
                 return
             page += 1
 
+    bills: ClassVar[frozenset[BillKind]] = frozenset({BillKind.trade, BillKind.funds})
+    """One file holds both: Transaction Search lists every movement of the balance."""
+
     async def fetch_bill(
-        self, day: dt.date, into: IO[bytes], *, page_size: int = 500
-    ) -> FetchedBill:
+        self, day: dt.date, into: IO[bytes], bill: BillKind = BillKind.trade, *,
+        page_size: int = 500,
+    ) -> FetchedBill:  # fmt: skip
         """The UTC day's Transaction Search rows, written page by page as :mod:`.bill`
-        describes. Refused as ``statement_not_ready`` while PayPal's data is older than the
-        day's end (``last_refreshed_datetime``); a day without any transaction is no bill."""
+        describes; the trade and the funds bill are the same file. Refused as
+        ``statement_not_ready`` while PayPal's data is older than the day's end
+        (``last_refreshed_datetime``); a day without any transaction is no bill."""
+        _bill_kind(bill)
         name = f"paypal_transactions_{day.isoformat()}.jsonl"
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
         pages = count = 0
@@ -839,19 +846,30 @@ class PayPalAdapter:
                     )
                 if not rows and answer.get("total_items") in (0, None):
                     return FetchedBill(name, exists=False)
-                into.write(bill.header(day))
-            into.write(bill.page_line(raw))
+                into.write(paypal_bill.header(day))
+            into.write(paypal_bill.page_line(raw))
             pages += 1
             count += len(rows) if isinstance(rows, list) else 0
-        into.write(bill.trailer(pages, count))
+        into.write(paypal_bill.trailer(pages, count))
         return FetchedBill(name, {"count": str(count)})
 
-    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bill.PayPalBillReader:
-        return bill.PayPalBillReader(path, expected)
+    def bill_reader(
+        self, path: Path, expected: Mapping[str, str], bill: BillKind = BillKind.trade
+    ) -> paypal_bill.PayPalBillReader:
+        """The file read for the ``bill`` kind's lines (funds: withdrawals as settlement)."""
+        funds = _bill_kind(bill) is BillKind.funds
+        return paypal_bill.PayPalBillReader(path, expected, funds=funds)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
         """The UTC day's Transaction Search rows as statement lines (:mod:`.bill`)."""
         return await bills.statement_of(self, day)
+
+
+def _bill_kind(bill: BillKind | str) -> BillKind:
+    """``bill`` as a kind this channel publishes (both are the one listing); ValueError else."""
+    if bill not in PayPalAdapter.bills:
+        raise ValueError(f"paypal has no {bill} bill")
+    return BillKind(bill)
 
 
 def _refreshed(answer: Mapping[str, Any]) -> dt.datetime | None:

@@ -25,6 +25,17 @@ Mapping: T00xx → payment (fee = −``fee_amount``: positive when charged), T11
 (denied: no money moved) — → other. ``custom_field`` is our
 attempt id on every row, ``channel_trade_no`` the ``paypal_reference_id``.
 
+The same file is the **funds** bill (:attr:`~paymux.channels.bills.BillKind.funds`):
+Transaction Search lists every movement of the account's balance. Read for its funds lines
+(``PayPalBillReader(..., funds=True)``), a T04xx row — a withdrawal from the PayPal balance to
+the account's bank (T0400 general withdrawal; T0403, a transfer to the bank account, is seen
+in integrations [unverified: the full T04xx table]) — is a ``settlement`` line whose
+``channel_trade_no`` is the row's ``transaction_id`` and whose amount is signed as PayPal gives
+it (negative; positive would be a withdrawal coming back [unverified]); a denied (D) one moved
+no money and stays ``other``. Payments and refunds are as in the trade reading, where a T04xx
+row stays ``other``. The balance after each row (``transaction_info.ending_balance``, only
+with ``fields=all`` or ``balance_affecting_records_only``) is not read [unverified].
+
 The file is a listing bill (:mod:`paymux.channels.bill_listing`: JSON Lines, UTF-8, read line
 by line in bounded memory):
 
@@ -43,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from paymux.channels import base
@@ -83,8 +95,9 @@ def write_bill(into: IO[bytes], day: dt.date, pages: list[bytes]) -> None:
 
 
 # ---------------------------------------------------------------- reading
-def statement_line(detail: Any) -> base.StatementLine:
-    """One transaction detail → a statement line; ValueError says why it cannot be read."""
+def statement_line(detail: Any, *, funds: bool = False) -> base.StatementLine:
+    """One transaction detail → a statement line; ValueError says why it cannot be read.
+    ``funds``: the funds reading (a T04xx withdrawal is a ``settlement`` line)."""
     if not isinstance(detail, Mapping) or not isinstance(detail.get("transaction_info"),
                                                          Mapping):  # fmt: skip
         raise ValueError("transaction detail lacks transaction_info")
@@ -99,6 +112,14 @@ def statement_line(detail: Any) -> base.StatementLine:
     kind = k.refund if refund else k.payment if line.event_code.startswith("T00") else k.other
     if line.status == "D":  # denied: no money moved
         kind = k.other
+    elif funds and line.event_code.startswith("T04"):
+        if not line.transaction_id:
+            raise ValueError("withdrawal without transaction_id")
+        return base.StatementLine(
+            kind=k.settlement, amount=line.amount, currency=line.currency, fee=-line.fee,
+            channel_trade_no=line.transaction_id, occurred_at=line.initiated_at,
+            raw=detail if isinstance(detail, dict) else dict(detail),
+        )  # fmt: skip
     return base.StatementLine(
         kind=kind, amount=line.amount, currency=line.currency, fee=-line.fee,
         out_trade_no=line.custom_field,
@@ -110,19 +131,25 @@ def statement_line(detail: Any) -> base.StatementLine:
 
 
 class PayPalBillReader(ListingBillReader):
-    """Reads a bill written by :meth:`PayPalAdapter.fetch_bill`, one page (line) at a time."""
+    """Reads a bill written by :meth:`PayPalAdapter.fetch_bill`, one page (line) at a time;
+    ``funds``: for its funds lines (T04xx withdrawals as ``settlement``)."""
 
     bill_object = BILL_OBJECT
     not_a_bill = "not a PayPal transaction search bill"
     max_line = MAX_LINE
     remembered = ("page", "total_pages", "total_items")
 
+    def __init__(self, path: Path, expected: Mapping[str, str] | None = None, *,
+                 funds: bool = False) -> None:  # fmt: skip
+        super().__init__(path, expected)
+        self.funds = funds
+
     def page_rows(self, page: Mapping[str, Any]) -> list[Any] | None:
         rows = page.get("transaction_details", [])
         return rows if isinstance(rows, list) and integer(page.get("page")) is not None else None
 
     def statement_line(self, row: Any) -> base.StatementLine:
-        return statement_line(row)
+        return statement_line(row, funds=self.funds)
 
     def check_complete(self, last: Mapping[str, Any]) -> None:
         page, total_pages = integer(last.get("page")), integer(last.get("total_pages"))

@@ -47,6 +47,19 @@ T1107 per completed refund (gross negative, no fee returned), in time order;
 
 Rows the sandbox holds no object for get ids derived from the app, the day and their place, so
 a day listed twice (or paged) is the same listing.
+
+Withdrawals (the funds bill is the same listing): each UTC day the app's balance of each
+currency is withdrawn to its bank at 23:59:59 UTC, the shared rule of
+:func:`~paymux.channels.sandbox_bills.day_funds` applied to the day's rows as rendered here (a
+refund gives no fee back): a T0400 row, ``transaction_amount`` negative, no fee, status S, a
+``bank_reference_id``, no invoice or custom field. Funds tweaks (``"bill": "funds"``):
+``settlement_amount`` makes the day's withdrawal of each currency ``amount`` (what it leaves
+is withdrawn the next day); ``extra_payout`` (and ``amount``/``drop``/``duplicate`` of a
+payout) is not a movement the gateway makes through PayPal here and is **not supported** (it
+would only lower the withdrawal); ``corrupt_summary`` and ``bad_row`` of the funds bill have
+no effect (use the trade ones: it is the same listing). A negative balance (refunds outweigh
+the day's sales) is listed as a T0400 with a positive amount, money taken back from the bank
+[unverified: PayPal would rather leave the balance negative or debit the bank as a T03xx].
 """
 
 from __future__ import annotations
@@ -73,7 +86,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paymux.channels.paypal import protocol
-from paymux.channels.sandbox_bills import BillTweakKind, bill_router, day_bill, tweaks_of
+from paymux.channels.sandbox_bills import (
+    BillTweakKind,
+    DayFunds,
+    FundsEntry,
+    bill_router,
+    day_bill,
+    day_funds,
+    tweaks_of,
+)
 from paymux.channels.sandbox_kit import (
     NotifyMode,
     OrderStatus,
@@ -94,6 +115,24 @@ RETRY_SCHEDULE: tuple[float, ...] = (
 )  # fmt: skip
 TOKEN_LIFETIME = 32_400
 _ID_ALPHABET = string.ascii_uppercase + string.digits
+
+
+Row = tuple[dt.datetime, dict[str, Any]]
+"""A Transaction Search row and when it happened."""
+
+
+def _funds_entry(row: Row) -> FundsEntry | None:
+    """A rendered payment or refund row as a line of the day's fund flow (its ``channel_ref``
+    is ``<currency>:<transaction_id>``); None for a row without an amount (``bad_row``)."""
+    when, detail = row
+    try:
+        line = protocol.statement_line(detail)
+    except protocol.ProtocolError:
+        return None
+    ref = f"{line.currency}:{line.transaction_id}"
+    if line.event_code == "T1107":
+        return FundsEntry("refund", line.amount, -line.fee, when, None, ref)
+    return FundsEntry("payment", line.amount, -line.fee, when, None, ref)
 
 
 def _synthetic_id(seed: str) -> str:
@@ -755,14 +794,64 @@ class Sandbox:
             day += dt.timedelta(days=1)
         return [row for _, row in rows], offset
 
-    def day_rows(self, app: SandboxApp,
-                 day: dt.date) -> tuple[list[tuple[dt.datetime, dict[str, Any]]], int]:  # fmt: skip
-        """One UTC day's rows rendered from the shared day bill
+    def day_rows(self, app: SandboxApp, day: dt.date) -> tuple[list[Row], int]:
+        """One UTC day's rows: its payments and refunds (:meth:`trade_rows`) and, last at
+        23:59:59, its withdrawals to the bank (:meth:`withdrawal_rows`); and what
+        ``corrupt_summary`` adds to ``total_items``."""
+        rows, offset = self.trade_rows(app, day)
+        return rows + self.withdrawal_rows(app, day), offset
+
+    def day_funds(self, app: SandboxApp, day: dt.date) -> dict[str, DayFunds]:
+        """The app's fund flow of one UTC day per currency: the shared rule
+        (:func:`~paymux.channels.sandbox_bills.day_funds`) over the day's payments and refunds
+        as :meth:`trade_rows` renders them; its ``settlement`` line is the day's withdrawal."""
+        currencies = {o.currency for o in self.core.orders.values()
+                      if o.merchant_id == app.client_id}  # fmt: skip
+        out = {}
+        for currency in sorted(currencies):
+
+            def trade(d: dt.date, currency: str = currency) -> list[FundsEntry]:
+                return [e for e in map(_funds_entry, self.trade_rows(app, d)[0])
+                        if e is not None and e.channel_ref.startswith(currency + ":")]  # fmt: skip
+
+            funds = day_funds(self.core, day, dt.UTC, self._fee, lambda d: [], trade=trade)
+            if funds.entries:
+                out[currency] = funds
+        return out
+
+    def withdrawal_rows(self, app: SandboxApp, day: dt.date) -> list[Row]:
+        """The day's withdrawals (:meth:`day_funds`' settlements) as T0400 rows."""
+        rows = []
+        for currency, funds in self.day_funds(app, day).items():
+            for e in funds.entries:
+                if e.kind != "settlement":
+                    continue
+                seed = hashlib.sha256(f"{app.client_id}:{currency}:{e.channel_ref}".encode())
+                hex_seed = seed.hexdigest()
+                sign = "-" if e.amount < 0 else ""
+                rows.append((e.at, {"transaction_info": {
+                    "paypal_account_id": app.payer_id,
+                    "transaction_id": _synthetic_id(hex_seed),
+                    "transaction_event_code": "T0400",
+                    "transaction_initiation_date": protocol.rfc3339(e.at),
+                    "transaction_updated_date": protocol.rfc3339(e.at),
+                    "transaction_amount": self._money(abs(e.amount), currency, sign=sign),
+                    "transaction_status": "S",
+                    "bank_reference_id": _synthetic_id(hex_seed[30:] + hex_seed[:30])[:16],
+                    "protection_eligibility": "02",
+                }}))  # fmt: skip
+        return rows
+
+    def _fee(self, amount: int) -> int:
+        return amount * self.fee_bps // 10_000
+
+    def trade_rows(self, app: SandboxApp, day: dt.date) -> tuple[list[Row], int]:
+        """One UTC day's payments and refunds rendered from the shared day bill
         (:func:`~paymux.channels.sandbox_bills.day_bill`): T0006 per completed capture (fee
         negative), T1107 per completed refund (gross negative, no fee returned); the day's
         tweaks as the module docstring lists. Rows the sandbox has no object for get ids
         derived from the app, the day and their place (the same on every read)."""
-        bill = day_bill(self.core, day, dt.UTC, lambda amount: amount * self.fee_bps // 10_000,
+        bill = day_bill(self.core, day, dt.UTC, self._fee,
                         listed=lambda order: order.merchant_id == app.client_id)  # fmt: skip
         named = {t.out_trade_no for t in tweaks_of(self.core)
                  if t.day == day and t.kind is BillTweakKind.extra_payment}  # fmt: skip

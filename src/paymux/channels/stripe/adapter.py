@@ -83,8 +83,8 @@ from paymux.channels.base import (
     RetryableError,
     UnknownOutcome,
 )
-from paymux.channels.bills import FetchedBill
-from paymux.channels.stripe import bill
+from paymux.channels.bills import BillKind, FetchedBill
+from paymux.channels.stripe import bill as stripe_bill
 from paymux.channels.stripe import protocol as p
 from paymux.kit import clock
 
@@ -202,6 +202,13 @@ def classify(error: p.StripeError) -> ChannelError:
     if error.status >= 500:
         return UnknownOutcome("http_5xx", message, raw=raw)
     return UnknownOutcome("unexpected_response", f"{error.status} {error.type}: {message}", raw=raw)
+
+
+def _bill_kind(bill: BillKind | str) -> BillKind:
+    """``bill`` as a kind this channel publishes (both are the one listing); ValueError else."""
+    if bill not in StripeAdapter.bills:
+        raise ValueError(f"stripe has no {bill} bill")
+    return BillKind(bill)
 
 
 def _backstop(timeout: httpx.Timeout) -> float | None:
@@ -702,13 +709,20 @@ class StripeAdapter:
     """Stripe lists a balance transaction when it is made; the day is fetched 3 h after its
     end (UTC) so that late webhooks and the janitor have settled what the gateway knows."""
 
-    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> FetchedBill:
-        """The UTC day's balance transactions, written page by page as :mod:`.bill` describes.
+    bills: ClassVar[frozenset[BillKind]] = frozenset({BillKind.trade, BillKind.funds})
+    """One file holds both: the balance transactions are the balance's movements too."""
+
+    async def fetch_bill(
+        self, day: dt.date, into: IO[bytes], bill: BillKind = BillKind.trade
+    ) -> FetchedBill:
+        """The UTC day's balance transactions, written page by page as :mod:`.bill` describes;
+        the trade and the funds bill are the same file (``bill`` changes nothing fetched).
         Sources are expanded with their PaymentIntent so each line carries our attempt id
         (``metadata[paymux_attempt]``) and the intent id paymux keeps as channel_trade_no. A
         day without any is no bill (``exists`` False, nothing written). Stripe lists a day's
         transactions as they happen, so a day not over yet is ``statement_not_ready``: its
         listing would be a part of the bill."""
+        _bill_kind(bill)
         start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1)
         if clock.now() < end:
@@ -720,15 +734,19 @@ class StripeAdapter:
             if not pages:
                 if not data and not page.get("has_more"):
                     return FetchedBill(name, exists=False)
-                into.write(bill.header(day, start, end))
-            into.write(bill.page_line(raw))
+                into.write(stripe_bill.header(day, start, end))
+            into.write(stripe_bill.page_line(raw))
             pages += 1
             count += len(data)
-        into.write(bill.trailer(pages, count))
+        into.write(stripe_bill.trailer(pages, count))
         return FetchedBill(name, {"count": str(count)})
 
-    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bill.StripeBillReader:
-        return bill.StripeBillReader(path, expected)
+    def bill_reader(
+        self, path: Path, expected: Mapping[str, str], bill: BillKind = BillKind.trade
+    ) -> stripe_bill.StripeBillReader:
+        """The file read for the ``bill`` kind's lines (funds: payouts as settlement)."""
+        funds = _bill_kind(bill) is BillKind.funds
+        return stripe_bill.StripeBillReader(path, expected, funds=funds)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
         """The UTC day's balance transactions as statement lines (:mod:`.bill`): ``charge`` →

@@ -33,6 +33,17 @@ by line in bounded memory):
 
 A day without any balance transaction is no file at all (``FetchedBill.exists`` False).
 
+The same file is the **funds** bill (:attr:`~paymux.channels.bills.BillKind.funds`): the
+balance's movements are the same balance transactions. Read for its funds lines
+(``StripeBillReader(..., funds=True)``), a balance transaction of type ``payout`` (Stripe paid
+the balance to our bank account; ``amount`` negative), ``payout_cancel`` or ``payout_failure``
+(the money came back; positive) is a ``settlement`` line whose ``channel_trade_no`` is the
+payout's id (``po_…``, the transaction's ``source``, an id or the expanded payout object), with
+the amount signed as Stripe gives it and Stripe's ``fee`` on it (0 for a standard payout).
+Charges and refunds are payment and refund lines as in the trade reading. The trade reading is
+unchanged: a payout there is an ``other`` line. Stripe gives no balance after each transaction
+(``balance`` stays None).
+
 Integrity checks, as the listing offers no summary: ``end_line`` (the trailer exists: the
 listing was written to its end), ``listing_complete`` (the last page says ``has_more: false``),
 ``page_count`` and ``row_count`` (the trailer against what was read), and ``fetched_count``
@@ -43,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from paymux.channels import base
@@ -78,6 +90,9 @@ _KINDS = {
     "payment_refund": base.StatementLineKind.refund,
     "stripe_fee": base.StatementLineKind.fee,
 }
+SETTLEMENT_TYPES = frozenset({"payout", "payout_cancel", "payout_failure"})
+"""Balance transaction types of a payout to our bank account and its return (the funds
+reading's ``settlement`` lines)."""
 
 
 # ---------------------------------------------------------------- writing
@@ -94,8 +109,9 @@ def write_bill(into: IO[bytes], day: dt.date, start: dt.datetime, end: dt.dateti
 
 
 # ---------------------------------------------------------------- reading
-def statement_line(row: Any) -> base.StatementLine:
-    """One balance transaction → a statement line; ValueError says why it cannot be read."""
+def statement_line(row: Any, *, funds: bool = False) -> base.StatementLine:
+    """One balance transaction → a statement line; ValueError says why it cannot be read.
+    ``funds``: the funds reading (a payout is a ``settlement`` line, see the module)."""
     if not isinstance(row, Mapping) or row.get("object", "balance_transaction") != \
             "balance_transaction":  # fmt: skip
         raise ValueError("not a balance transaction")
@@ -109,6 +125,15 @@ def statement_line(row: Any) -> base.StatementLine:
     occurred = p.from_unix(row.get("created"))
     kind = _KINDS.get(str(row.get("type")), base.StatementLineKind.other)
     raw_source = row.get("source")
+    if funds and row.get("type") in SETTLEMENT_TYPES:
+        payout = raw_source.get("id") if isinstance(raw_source, Mapping) else raw_source
+        if not isinstance(payout, str) or not payout:
+            raise ValueError("payout balance transaction without its payout")
+        return base.StatementLine(
+            kind=base.StatementLineKind.settlement, amount=amount, currency=currency, fee=fee,
+            channel_trade_no=payout, occurred_at=occurred,
+            raw=row if isinstance(row, dict) else dict(row),
+        )  # fmt: skip
     source: Mapping[str, Any] = raw_source if isinstance(raw_source, Mapping) else {}
     intent = source.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, Mapping) else intent
@@ -129,19 +154,25 @@ def statement_line(row: Any) -> base.StatementLine:
 
 
 class StripeBillReader(ListingBillReader):
-    """Reads a bill written by :meth:`StripeAdapter.fetch_bill`, one page (line) at a time."""
+    """Reads a bill written by :meth:`StripeAdapter.fetch_bill`, one page (line) at a time;
+    ``funds``: for its funds lines (payouts as ``settlement``)."""
 
     bill_object = BILL_OBJECT
     not_a_bill = "not a Stripe balance transactions bill"
     max_line = MAX_LINE
     remembered = ("has_more",)
 
+    def __init__(self, path: Path, expected: Mapping[str, str] | None = None, *,
+                 funds: bool = False) -> None:  # fmt: skip
+        super().__init__(path, expected)
+        self.funds = funds
+
     def page_rows(self, page: Mapping[str, Any]) -> list[Any] | None:
         data = page.get("data")
         return data if page.get("object") == "list" and isinstance(data, list) else None
 
     def statement_line(self, row: Any) -> base.StatementLine:
-        return statement_line(row)
+        return statement_line(row, funds=self.funds)
 
     def check_complete(self, last: Mapping[str, Any]) -> None:
         has_more = last.get("has_more")

@@ -67,6 +67,23 @@ as they show in the balance transactions of the tweaked UTC day:
   to be wrong;
 - ``bad_row``: a ``charge`` balance transaction without ``amount`` at 23:59:59 UTC.
 
+Payouts (the funds bill is the same listing): each UTC day the account's balance of each
+currency is paid to its bank account at 23:59:59 UTC, the shared rule of
+:func:`~paymux.channels.sandbox_bills.day_funds` applied to the day's charges and refunds as
+this listing renders them (fee 2.9 % + 30, none returned on a refund). The payout is a
+``payout`` balance transaction (``amount`` negative, ``fee`` 0, ``source`` the payout) and a
+payout object (``GET /v1/payouts/{id}``, ``GET /v1/payouts`` with ``created``, ``status``,
+``limit``, ``starting_after``): ``automatic`` true, ``arrival_date`` two days later at 00:00
+UTC, ``status`` ``in_transit`` until then and ``paid`` after. Funds tweaks (``"bill":
+"funds"``): ``settlement_amount`` makes the day's payout of each currency ``amount`` (what it
+leaves opens the next day); ``extra_payout`` (and ``amount``/``drop``/``duplicate`` of a payout)
+is not something a Stripe account without Connect does and is **not supported** (it would only
+lower the payout); ``corrupt_summary`` and ``bad_row`` of the funds bill have no effect (use the
+trade ones: it is the same file). A negative balance (a day whose refunds outweigh its
+charges, or a negative ``settlement_amount``) would make Stripe debit the bank account; the
+sandbox then lists a ``payout`` with a positive amount [unverified: Stripe's form of an
+automatic debit].
+
 Lines the sandbox holds no object for get ids derived from the account, the day and their
 place, so a day listed twice (or paged) is the same listing.
 """
@@ -94,8 +111,11 @@ from pydantic import BaseModel
 from paymux.channels.sandbox_bills import (
     BillEntry,
     BillTweakKind,
+    DayFunds,
+    FundsEntry,
     bill_router,
     day_bill,
+    day_funds,
     tweaks_of,
 )
 from paymux.channels.sandbox_kit import (
@@ -156,6 +176,20 @@ _STATIC = Path(__file__).parent / "static"
 Answer = tuple[int, dict[str, Any]]
 """An HTTP status and its JSON body."""
 _SEARCH = re.compile(r"^\s*metadata\['([A-Za-z0-9_]+)'\]\s*:\s*'([^']*)'\s*$")
+
+
+_OPS = {"gte": int.__ge__, "gt": int.__gt__, "lte": int.__le__, "lt": int.__lt__,
+        "eq": int.__eq__}  # fmt: skip
+"""The comparisons of a ``created[…]`` filter."""
+
+
+def _funds_entry(row: Mapping[str, Any]) -> FundsEntry:
+    """A charge or refund balance transaction as a line of the day's fund flow."""
+    at = dt.datetime.fromtimestamp(int(row["created"]), dt.UTC)
+    amount, fee, ref = int(row["amount"]), int(row["fee"]), str(row["id"])
+    if row["type"] == "charge":
+        return FundsEntry("payment", amount, fee, at, None, ref)
+    return FundsEntry("refund", amount, fee, at, None, ref)
 
 
 def _fee_pct(amount: int) -> int:
@@ -958,7 +992,8 @@ class Sandbox:
         moments = [o.paid_at for o in self.core.orders.values()] + [
             r.finished_at or r.created_at for r in self.core.refunds.values()]  # fmt: skip
         days = {m.astimezone(dt.UTC).date() for m in moments if m is not None}
-        days |= {d + dt.timedelta(days=1) for d in days} | {t.day for t in tweaks_of(self.core)}
+        tweaked = {t.day for t in tweaks_of(self.core)}
+        days |= {d + dt.timedelta(days=1) for d in days | tweaked} | tweaked
         out = []
         for day in sorted(days):
             start = int(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC).timestamp())
@@ -966,22 +1001,24 @@ class Sandbox:
                 out.append(day)
         return out
 
-    async def _balance_transactions(
-        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
-    ) -> Answer:
+    @staticmethod
+    def _created(params: Mapping[str, Any]) -> list[tuple[str, int]]:
+        """The ``created[…]`` filter as (operator, Unix seconds) pairs."""
         created = params.get("created") or {}
         if not isinstance(created, dict):
             created = {"eq": created}
-        ops = {"gte": int.__ge__, "gt": int.__gt__, "lte": int.__le__, "lt": int.__lt__,
-               "eq": int.__eq__}  # fmt: skip
         bounds: list[tuple[str, int]] = []
         for op, bound in created.items():
-            if op not in ops:
+            if op not in _OPS:
                 raise _invalid(f"Invalid created[{op}].", param="created")
             try:
                 bounds.append((op, int(str(bound))))
             except ValueError:
                 raise _invalid("Invalid timestamp.", param=f"created[{op}]") from None
+        return bounds
+
+    def _listed(self, account: Account, bounds: list[tuple[str, int]]) -> list[Txn]:
+        """The account's balance transactions created within ``bounds``, newest first."""
         lows = [v + (op == "gt") for op, v in bounds if op in ("gte", "gt", "eq")]
         highs = [v + (op != "lt") for op, v in bounds if op in ("lt", "lte", "eq")]
         listed: list[Txn] = []
@@ -989,7 +1026,12 @@ class Sandbox:
             listed += self.day_transactions(account, day)
         listed.reverse()
         listed.sort(key=lambda t: -int(t.row["created"]))  # newest first, as Stripe lists
-        rows = [t for t in listed if all(ops[op](t.row["created"], v) for op, v in bounds)]
+        return [t for t in listed if all(_OPS[op](t.row["created"], v) for op, v in bounds)]
+
+    async def _balance_transactions(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        rows = self._listed(account, self._created(params))
         if params.get("type"):
             rows = [t for t in rows if t.row.get("type") == params["type"]]
         after = params.get("starting_after")
@@ -1015,9 +1057,96 @@ class Sandbox:
             source["payment_intent"] = txn.intent
         return {**txn.row, "source": source}
 
+    # ------------------------------------------------------------ payouts
+    async def _list_payouts(
+        self, account: Account, params: dict[str, Any], _base: str, _publishable: bool
+    ) -> Answer:
+        bounds = self._created(params)
+        rows = [t.source for t in self._listed(account, []) if t.row["type"] == "payout"
+                and t.source is not None and all(_OPS[op](t.source["created"], v)
+                                                 for op, v in bounds)]  # fmt: skip
+        if params.get("status"):
+            rows = [r for r in rows if r["status"] == params["status"]]
+        after = params.get("starting_after")
+        if after:
+            ids = [r["id"] for r in rows]
+            if after not in ids:
+                raise _missing("payout", str(after), "starting_after")
+            rows = rows[ids.index(after) + 1 :]
+        limit = self._limit(params)
+        return 200, {"object": "list", "url": "/v1/payouts", "has_more": len(rows) > limit,
+                     "data": rows[:limit]}  # fmt: skip
+
+    async def _retrieve_payout(
+        self, account: Account, _params: dict[str, Any], _base: str, _publishable: bool,
+        payout_id: str,
+    ) -> Answer:  # fmt: skip
+        for txn in self._listed(account, []):
+            if txn.source is not None and txn.source.get("id") == payout_id:
+                return 200, txn.source
+        raise _missing("payout", payout_id, "id")
+
+    def day_funds(self, account: Account, day: dt.date) -> dict[str, DayFunds]:
+        """The account's fund flow of one UTC day per (lower-case) currency: the shared rule
+        (:func:`~paymux.channels.sandbox_bills.day_funds`) over the day's charges and refunds
+        as :meth:`trade_transactions` renders them; its ``settlement`` line is the day's
+        automatic payout."""
+        currencies = {i.currency for i in self.intents.values() if i.account is account}
+        currencies |= {t.row["currency"] for t in self.trade_transactions(account, day)}
+        out = {}
+        for currency in sorted(currencies):
+
+            def trade(d: dt.date, currency: str = currency) -> list[FundsEntry]:
+                return [_funds_entry(t.row) for t in self.trade_transactions(account, d)
+                        if t.row["currency"] == currency and "amount" in t.row]  # fmt: skip
+
+            funds = day_funds(self.core, day, dt.UTC, _fee_pct, lambda d: [], trade=trade)
+            if funds.entries:
+                out[currency] = funds
+        return out
+
+    def payout_transactions(self, account: Account, day: dt.date) -> list[Txn]:
+        """The day's automatic payouts (:meth:`day_funds`' settlements) as ``payout`` balance
+        transactions with their payout objects."""
+        out = []
+        for currency, funds in self.day_funds(account, day).items():
+            for e in funds.entries:
+                if e.kind != "settlement":
+                    continue
+                seed = f"{account.id}:{currency}:{e.channel_ref}"
+                payout_id = "po_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+                txn_id = "txn_" + hashlib.sha256(f"{seed}:txn".encode()).hexdigest()[:24]
+                created = int(e.at.timestamp())
+                row = _txn_row(txn_id, "payout", e.amount, 0, currency, created, payout_id)
+                row.update(available_on=created, description="STRIPE PAYOUT",
+                           status="available")  # fmt: skip
+                arrival = int(dt.datetime.combine(day + dt.timedelta(days=2), dt.time(0),
+                                                  tzinfo=dt.UTC).timestamp())  # fmt: skip
+                destination = "ba_" + hashlib.sha256(account.id.encode()).hexdigest()[:24]
+                payout = {
+                    "id": payout_id, "object": "payout", "amount": -e.amount,
+                    "arrival_date": arrival, "automatic": True, "balance_transaction": txn_id,
+                    "created": created, "currency": currency, "description": "STRIPE PAYOUT",
+                    "destination": destination, "failure_balance_transaction": None,
+                    "failure_code": None, "failure_message": None, "livemode": False,
+                    "metadata": {}, "method": "standard", "original_payout": None,
+                    "reconciliation_status": "completed", "reversed_by": None,
+                    "source_type": "card", "statement_descriptor": None,
+                    "status": "paid" if clock.now().timestamp() >= arrival else "in_transit",
+                    "type": "bank_account",
+                }  # fmt: skip
+                out.append(Txn(row, payout))
+        return out
+
     # ------------------------------------------------------------ the day bill
     def day_transactions(self, account: Account, day: dt.date) -> list[Txn]:
-        """The account's balance transactions of one UTC day, oldest first, rendered from the
+        """The account's balance transactions of one UTC day, oldest first: its charges and
+        refunds (:meth:`trade_transactions`) and its automatic payouts
+        (:meth:`payout_transactions`), last at 23:59:59."""
+        return self.trade_transactions(account, day) + self.payout_transactions(account, day)
+
+    def trade_transactions(self, account: Account, day: dt.date) -> list[Txn]:
+        """The account's charges and refunds of one UTC day, oldest first, rendered from the
         shared day bill (:func:`~paymux.channels.sandbox_bills.day_bill`) with its tweaks.
         Rows that are not a real charge or refund of the sandbox (duplicates, extras, bad
         rows) get ids derived from the account, the day and their place, so the listing is the
@@ -1181,6 +1310,14 @@ class Sandbox:
         @app.get("/v1/balance_transactions")
         async def balance(request: Request) -> Response:
             return await serve(request, self._balance_transactions)
+
+        @app.get("/v1/payouts")
+        async def payouts(request: Request) -> Response:
+            return await serve(request, self._list_payouts)
+
+        @app.get("/v1/payouts/{payout_id}")
+        async def payout(request: Request, payout_id: str) -> Response:
+            return await serve(request, self._retrieve_payout, payout_id)
 
         @app.get("/_sandbox/3ds/{intent_id}", response_class=HTMLResponse)
         async def challenge(intent_id: str) -> HTMLResponse:

@@ -56,7 +56,7 @@ import httpx
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paymux.channels import base, bills, registry
+from paymux.channels import base, registry
 from paymux.channels.base import (
     Ack,
     BusinessError,
@@ -75,6 +75,7 @@ from paymux.channels.base import (
     RetryableError,
     UnknownOutcome,
 )
+from paymux.channels.bills import BillKind, BillReader, FetchedBill, statement_of
 from paymux.channels.unionpay import protocol as p
 from paymux.channels.unionpay.bill import UnionPayBillReader
 from paymux.kit import clock
@@ -530,12 +531,20 @@ class UnionPayAdapter:
     statement_timezone: ClassVar[dt.tzinfo] = p.CHINA
     bill_ready_after: ClassVar[dt.timedelta] = dt.timedelta(hours=10)
 
-    async def fetch_bill(self, day: dt.date, into: IO[bytes]) -> bills.FetchedBill:
+    bills: ClassVar[frozenset[BillKind]] = frozenset({BillKind.trade, BillKind.funds})
+    """One file holds both: the ZM file of a settlement date is what UnionPay clears that
+    date (:mod:`paymux.channels.unionpay.bill`)."""
+
+    async def fetch_bill(
+        self, day: dt.date, into: IO[bytes], bill: BillKind = BillKind.trade
+    ) -> FetchedBill:
         """The zip of one settlement day (``txnType 76``, ``fileType 00``, ``settleDate``
-        MMdd), written into ``into`` as ``fileContent`` holds it (decoded from base64/zlib).
+        MMdd), written into ``into`` as ``fileContent`` holds it (decoded from base64/zlib);
+        the trade and the funds bill are the same file.
         The answer is one signed message, verified whole before the file is trusted, so it is
         read into memory, not streamed. UnionPay makes a day's file the next day: today or
         later raises RetryableError ``statement_not_ready``."""
+        _bill_kind(bill)
         if day >= clock.now().astimezone(p.CHINA).date():
             raise RetryableError("statement_not_ready", f"UnionPay has no bill for {day} yet")
         form = self._signed(
@@ -553,16 +562,28 @@ class UnionPayAdapter:
         name = answer.get("fileName") or ""
         if not name or "/" in name or "\\" in name:
             name = f"unionpay_{day:%Y%m%d}_{self.credentials.mer_id}.zip"
-        return bills.FetchedBill(name)
+        return FetchedBill(name)
 
-    def bill_reader(self, path: Path, expected: Mapping[str, str]) -> bills.BillReader:
-        """A reader of a ``fileTransfer`` zip (fetched, or uploaded by a person)."""
-        return UnionPayBillReader(path, expected)
+    def bill_reader(
+        self, path: Path, expected: Mapping[str, str],
+        bill: BillKind = BillKind.trade,
+    ) -> BillReader:  # fmt: skip
+        """A reader of a ``fileTransfer`` zip (fetched, or uploaded by a person), for the
+        ``bill`` kind's lines (funds: the records and the day's settlement)."""
+        funds = _bill_kind(bill) is BillKind.funds
+        return UnionPayBillReader(path, expected, funds=funds)
 
     async def statement(self, day: dt.date) -> list[base.StatementLine]:
         """The settlement day's (China time) ZM records as statement lines (see
         :class:`~paymux.channels.unionpay.bill.UnionPayBillReader`)."""
-        return await bills.statement_of(self, day)
+        return await statement_of(self, day)
+
+
+def _bill_kind(bill: BillKind | str) -> BillKind:
+    """``bill`` as a kind this channel publishes (both are the one zip); ValueError else."""
+    if bill not in UnionPayAdapter.bills:
+        raise ValueError(f"unionpay has no {bill} bill")
+    return BillKind(bill)
 
 
 def auto_submit_form(action: str, fields: Mapping[str, str]) -> str:

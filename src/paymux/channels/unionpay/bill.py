@@ -25,13 +25,31 @@ the channel states, and the sandbox's ``corrupt_summary`` has nothing to corrupt
 ZME records are not read [their layout is not in the sources above]: each non-blank ZME line
 is a problem (``position`` = its line in the ZME file), so a bill with adjustments is never
 taken as intact while they are unread.
+
+**Funds.** UnionPay publishes no separate fund-flow file: the ZM file of a settlement date is
+what UnionPay clears to the merchant's bank account for that date (清算). The funds reading of
+the same zip (``UnionPayBillReader(..., funds=True)``) yields the ZM records as in the trade
+reading (payments and refunds: reconciliation counts them only) and, after them, one
+``settlement`` line: ``amount`` = −Σ of what each record clears — its ``settleAmt`` (结算金额)
+when the record carries one, else its amount net of ``merFee`` (商户手续费) — so a day whose
+payments outweigh its refunds pays out (negative); ``channel_trade_no`` =
+``settle:<merId>:<yyyyMMdd>`` (merchant and settlement date from the ZM file's name: the file
+carries no id of the settlement itself); ``occurred_at`` the settlement date's 23:59:59 China
+time. A day that clears nothing has no settlement line; a bill with a record that could not be
+read (or an unread ZME record) has none either — a settlement that cannot be known is not
+guessed (the reader is not intact anyway). ``settleAmt`` is read as 12–13 digits of fen with an
+optional ``C`` (credited to the merchant) or ``D`` (debited) in front; without a letter it
+takes the sign of the record (S30 out) [unverified: the sources give its width, not its form;
+the sandbox leaves it blank]. Because the settlement is derived from the same records, a
+settlement that differs from the day's records cannot appear in this format.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import IO
 
 from paymux.channels.base import StatementLine, StatementLineKind
@@ -40,6 +58,13 @@ from paymux.channels.unionpay import protocol as p
 
 _KINDS = {p.TRADE_CODE_CONSUME: StatementLineKind.payment,
           p.TRADE_CODE_REFUND: StatementLineKind.refund}  # fmt: skip
+SETTLED_AT = dt.time(23, 59, 59)
+"""The funds reading's time of a settlement: the end of its settlement date (China time)."""
+
+
+def _mer_id(name: str) -> str:
+    """The merchant of a ``INN<yyMMdd>88ZM_<merId>`` file."""
+    return name.rsplit("ZM_", 1)[-1]
 
 
 def zm_time(day: dt.date, text: str) -> dt.datetime | None:
@@ -73,13 +98,40 @@ def _lines(member: IO[bytes]) -> Iterator[tuple[int, bytes]]:
             yield position, line
 
 
+def settle_amount(record: dict[str, str], refund: bool) -> int | None:
+    """What a ZM record clears, signed (into the merchant's account positive), from its
+    ``settleAmt``; None when blank. ProtocolError when it is not a form this reader knows."""
+    text = record.get("settleAmt", "").strip()
+    if not text:
+        return None
+    letter = text[0] if text[0] in "CD" else ""
+    digits = text[1:] if letter else text
+    if not (digits.isascii() and digits.isdigit() and 12 <= len(digits) <= 13):
+        raise p.ProtocolError(f"settleAmt {text!r} is malformed")
+    if letter:
+        return int(digits) if letter == "C" else -int(digits)
+    return -int(digits) if refund else int(digits)
+
+
+def settlement_id(mer_id: str, day: dt.date) -> str:
+    """The funds reading's id of a settlement: the merchant and the settlement date."""
+    return f"settle:{mer_id}:{day:%Y%m%d}"
+
+
 class UnionPayBillReader(BillReader):
     """One pass over a ``fileTransfer`` zip: the ZM member streamed record by record (positions
     are its line numbers), then the ZME member (see the module's note). S22 is a payment, S30
     a refund (negative amount), any other ``tradeCode`` a line of kind ``other``; ``merFee``
     is the fee (``D`` charged, ``C`` returned). ``orderId`` is mapped back to our attempt or
     refund id; ``queryId`` is the channel's payment id, or the refund's own on a refund line
-    (whose payment is ``origQryId``)."""
+    (whose payment is ``origQryId``). ``funds``: the funds reading, the same lines and then
+    the day's ``settlement`` (see the module)."""
+
+    def __init__(self, path: Path, expected: Mapping[str, str] | None = None, *,
+                 funds: bool = False) -> None:  # fmt: skip
+        super().__init__(path, expected)
+        self.funds = funds
+        self._cleared = 0
 
     def read(self) -> Iterator[StatementLine]:
         try:
@@ -108,6 +160,13 @@ class UnionPayBillReader(BillReader):
                                              f"{other}: 差错 (ZME) record not read")  # fmt: skip
             except (zipfile.BadZipFile, EOFError) as exc:  # a CRC mismatch or a cut member
                 self.problem(0, name, f"the zip member cannot be read: {exc}")
+                return
+        if self.funds and self._cleared and not self.problem_count:
+            yield StatementLine(
+                kind=StatementLineKind.settlement, amount=-self._cleared, currency=p.CURRENCY,
+                channel_trade_no=settlement_id(_mer_id(name), day),
+                occurred_at=dt.datetime.combine(day, SETTLED_AT, tzinfo=p.CHINA),
+            )  # fmt: skip
 
     def _record(self, position: int, line: bytes, day: dt.date) -> StatementLine | None:
         try:
@@ -127,6 +186,14 @@ class UnionPayBillReader(BillReader):
         kind = _KINDS.get(record["tradeCode"], StatementLineKind.other)
         refund = kind is StatementLineKind.refund
         ours = _our(record["orderId"]) if record["orderId"] else None
+        if self.funds:
+            try:
+                cleared = settle_amount(record, refund)
+            except p.ProtocolError as exc:
+                self.problem(position, line.decode("gbk", "replace"), str(exc))
+                return None
+            signed = -amount if refund else amount
+            self._cleared += signed - fee if cleared is None else cleared
         return StatementLine(
             kind=kind, amount=-amount if refund else amount, currency=p.CURRENCY, fee=fee,
             out_trade_no=None if refund else ours, out_refund_no=ours if refund else None,

@@ -46,6 +46,12 @@ Paths (under the mount point, ``/sandbox/unionpay``):
   one problem; ``corrupt_summary`` → **nothing**: the ZM file has no summary or total record
   and the answer no count or hash (:mod:`paymux.channels.unionpay.bill`), so there is no total
   to be off — the file is the same as without the tweak.
+  The same zip is the funds bill: its records are what UnionPay clears on the settlement date
+  (the funds reading derives the settlement from them, which is what
+  :func:`paymux.channels.sandbox_bills.day_funds` says for this bill's fee rule). Funds tweaks
+  (``"bill": "funds"``) have **no effect**: ``settlement_amount`` cannot show, as a settlement
+  that differs from the day's records cannot be written in this format (and UnionPay makes no
+  transfers for us here, so ``extra_payout`` and the payout tweaks have nothing to change).
 
 Back notifications (URL-encoded form POST to ``backUrl``) are sent for successful payments and
 refunds only ("失败的交易银联不会发送后台通知"), acknowledged by HTTP 200 (or 302), retried at
