@@ -299,7 +299,8 @@ GROUP BY kind, currency ORDER BY kind, currency
 
 # Money our books posted after a cut for records that happened before it: a payment the
 # trade run repaired (掉单), a refund or a payout settled by a query the next morning. The
-# channel moved it before the cut, so the balance as of the cut counts it.
+# channel moved it before the cut — its record says so, or a line of the day's bills (``:runs``)
+# names it — so the balance as of the cut counts it.
 _LATE = f"""
 SELECT COALESCE(SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END), 0)
 FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
@@ -312,7 +313,13 @@ WHERE la.owner_type = 'channel_account' AND la.owner_id = :account
     OR EXISTS (SELECT 1 FROM refunds r WHERE t.key = '{REFUND_KEY_PREFIX}' || r.id
                AND r.succeeded_at < :end)
     OR EXISTS (SELECT 1 FROM payouts o WHERE t.key = '{PAYOUT_PAID_KEY_PREFIX}' || o.id
-               AND o.succeeded_at < :end))
+               AND o.succeeded_at < :end)
+    OR EXISTS (SELECT 1 FROM recon_lines l JOIN payment_attempts a ON a.id = l.reference
+               WHERE l.run_id IN :runs AND l.kind = 'payment'
+               AND t.key = '{PAYMENT_KEY_PREFIX}' || a.payment_id)
+    OR EXISTS (SELECT 1 FROM recon_lines l WHERE l.run_id IN :runs AND (
+               (l.kind = 'refund' AND t.key = '{REFUND_KEY_PREFIX}' || l.reference)
+               OR (l.kind = 'payout' AND t.key = '{PAYOUT_PAID_KEY_PREFIX}' || l.reference))))
 """
 
 
@@ -443,8 +450,9 @@ class ReconRepository:
         return {s.channel_ref: s for s in await self.session.scalars(stmt)}
 
     async def clearing_balance(
-        self, account_id: str, currency: str, end: dt.datetime, settlement_prefix: str
-    ) -> int:
+        self, account_id: str, currency: str, end: dt.datetime, settlement_prefix: str,
+        run_ids: Sequence[str] = (),
+    ) -> int:  # fmt: skip
         """The channel account's clearing balance in ``currency`` as of ``end`` by our books:
         every posted transaction before ``end``, and after it those of records that happened
         before it (:data:`_LATE`); settlements count by when the channel made them (their
@@ -471,6 +479,7 @@ class ReconRepository:
         before = int((await self.session.execute(booked)).scalar_one())
         late = await self.session.execute(_LATE_SQL, {
             "account": account_id, "currency": currency, "end": end,
+            "runs": list(run_ids) or [""],
         })  # fmt: skip
         return (before + int(late.scalar_one())
                 - int((await self.session.execute(settled)).scalar_one()))  # fmt: skip

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -190,7 +190,7 @@ async def _run(
     else:
         with tempfile.TemporaryFile(prefix="paymux-bill-") as handle:
             try:
-                fetched = await _fetch(adapter, r, handle)
+                fetched = await adapter.fetch_bill(r.bill_date, handle, BillKind(r.bill))
             except base.RetryableError as exc:
                 if exc.code == "statement_not_ready":
                     waiting = ["the channel has not published the bill yet"]
@@ -212,21 +212,10 @@ async def _run(
         session.add(file)
         r.file_id = file.id
         await session.merge(r)
-    reader = _reader(adapter, r, stored.path, fetched.expected) if fetched.exists else None
+    reader = (adapter.bill_reader(stored.path, fetched.expected, BillKind(r.bill))
+              if fetched.exists else None)  # fmt: skip
     line_count = await _stage(rt, r, reader)
     return await _reconcile(rt, r, adapter, grace, reader, line_count)
-
-
-async def _fetch(adapter: BillCapable, r: ReconRun, handle: IO[bytes]) -> FetchedBill:
-    if r.bill == BillKind.trade:
-        return await adapter.fetch_bill(r.bill_date, handle)
-    return await adapter.fetch_bill(r.bill_date, handle, BillKind(r.bill))
-
-
-def _reader(adapter: BillCapable, r: ReconRun, path: Path, expected: dict[str, str]) -> BillReader:
-    if r.bill == BillKind.trade:
-        return adapter.bill_reader(path, expected)
-    return adapter.bill_reader(path, expected, BillKind(r.bill))
 
 
 async def _stage(rt: Runtime, r: ReconRun, reader: BillReader | None) -> int:
@@ -521,7 +510,8 @@ async def _balance_check(
     out: dict[str, dict[str, Any]] = {}
     for currency in sorted(set(closing) | set(nets)):
         base = int(opening.get(currency, 0))
-        ours = base + await repo.clearing_balance(account, currency, end, SETTLEMENT_KEY_PREFIX)
+        ours = base + await repo.clearing_balance(account, currency, end, SETTLEMENT_KEY_PREFIX,
+                                                  [r.id, *trade.values()])  # fmt: skip
         if currency in closing:
             channel, source = closing[currency], "bill"
         elif currency in previous:
