@@ -701,10 +701,8 @@ async def _settlements(
                     channel_fee=line.fee, channel_ref=ref, app_id=r.app_id,
                     at=line.occurred_at)  # fmt: skip
         if ref is None:
-            f.klass, f.detail = (
-                BreakClass.unclassified,
-                "a settlement line without the channel's id",
-            )
+            f.klass = BreakClass.unclassified
+            f.detail = "a settlement line without the channel's id"
             out.append(f)
             continue
         if ref in seen:
@@ -715,7 +713,7 @@ async def _settlements(
         seen[ref] = line.position
         before = booked.get(ref)
         if before is None or (before.amount == -net and before.currency == line.currency):
-            if before is None:
+            if before is None and net:
                 new.append(line)  # booked by the run: it moves ``net`` out of clearing
             b.books += net
             b.matched_count += 1
