@@ -223,3 +223,34 @@ async def test_a_bill_kind_the_channel_does_not_publish_is_refused(stack: Stack)
             "bill_date": today().isoformat(), "bill": "ledger"}  # fmt: skip
     r = await stack.client.post("/v1/operator/recon/runs", headers=operator(), json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == "bill", r.text
+
+
+async def test_the_balance_check_finds_money_no_record_explains(stack: Stack, clock: Any) -> None:
+    """Our clearing account moved without a record either bill names (here: money booked on it
+    by hand): the channel's balance disagrees with the books, and nothing explains it."""
+    from paymux.ledger import chart
+    from paymux.ledger import service as ledger
+
+    day = today()
+    tenant, _ = await payout_day(stack)
+    account = tenant.accounts["wechatpay"]
+    async with stack.runtime.db.transaction() as session:
+        clearing = await chart.clearing(session, account, "CNY")
+        suspense = await chart.platform(session, False, Purpose.suspense, "CNY")
+        legs = [ledger.debit(clearing, 250), ledger.credit(suspense, 250)]
+        await ledger.transfer(session, key=f"test-stray:{account}", legs=legs)
+    clock.advance(86_400)
+    run = await funds_run(stack, tenant, day)
+    assert run["verdict"] == "incomplete", run
+    balance = run["totals"]["balance"]["CNY"]
+    assert (balance["ok"], balance["residual"]) == (False, -250), balance
+    assert any("unexplained" in reason for reason in run["reasons"])
+    # What the account held before paymux is part of the books' side: said so, it agrees.
+    r = await stack.client.put(f"/v1/operator/recon/configs/{account}", headers=operator(),
+                               json={"opening_balances": {"CNY": -250}})  # fmt: skip
+    assert r.status_code == 200, r.text
+    again = await funds_run(stack, tenant, day)
+    assert again["verdict"] == "reconciled", again["reasons"]
+    r = await stack.client.put(f"/v1/operator/recon/configs/{account}", headers=operator(),
+                               json={"opening_balances": {"cny": 1}})  # fmt: skip
+    assert r.status_code == 400, r.text
