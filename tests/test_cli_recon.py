@@ -35,8 +35,14 @@ def test_a_bill_day_from_the_command_line(shop: Shop, tmp_path: Path) -> None:
     assert result.exit_code == 0 and out.stat().st_size > 0, result.output
     assert f"sha256 {run['report_sha256']}" in result.output
     assert cli("--json", "recon", "breaks", "--account", account)["data"] == []
-    config = cli("--json", "recon", "config", "--account", account, "--grace-days", "2")
-    assert config["grace_days"] == 2
+    config = cli("--json", "recon", "config", "--account", account, "--grace-days", "2",
+                 "--opening-balance", "CNY=1500")  # fmt: skip
+    assert (config["grace_days"], config["opening_balances"]) == (2, {"CNY": 1500})
+    funds = cli("--json", "recon", "run", "--account", account, "--date", day, "--bill", "funds",
+                "--actor", "ann")  # fmt: skip
+    assert (funds["bill"], funds["status"]) == ("funds", "done")
+    assert [r["bill"] for r in cli("--json", "recon", "runs", "--account", account,
+                                   "--bill", "funds")["data"]] == ["funds"]  # fmt: skip
     assert cli("--json", "recon", "due", "--account", account)["object"] == "recon.due"
 
 
@@ -46,6 +52,10 @@ def test_bad_input_is_refused_before_anything_runs(shop: Shop) -> None:
     refused("recon", "run", "--account", "chn_nope", "--date", "2026-11-01",
             code="resource_missing")  # fmt: skip
     refused("recon", "breaks", "--class", "nonsense", code="parameter_invalid")
+    refused("recon", "run", "--account", account, "--date", "2026-11-01", "--bill", "ledger",
+            code="parameter_invalid")  # fmt: skip
+    refused("recon", "config", "--account", account, "--opening-balance", "CNY=lots",
+            code="parameter_invalid")  # fmt: skip
     refused("recon", "act", "brk_nope", "ignore", "--reason", "x", "--actor", "a",
             code="parameter_invalid")  # fmt: skip
     refused("recon", "approve", "rap_nope", "--reason", "fine", "--actor", "a",

@@ -300,13 +300,21 @@ def recon_config(
     grace_days: Annotated[int, typer.Option(help="Days a record may be missing.")] = 1,
     approval_threshold: Annotated[int, typer.Option(
         help="Adjustments above this (minor units) need a second approver.")] = 0,
+    opening_balance: Annotated[list[str] | None, typer.Option(
+        help="CUR=AMOUNT (minor units): what the channel account held before paymux, for the "
+             "funds bill's balance check; repeat per currency.")] = None,
 ) -> None:  # fmt: skip
-    """How the account is reconciled (the daily job, grace, approvals)."""
+    """How the account is reconciled (the daily job, grace, approvals, opening balances)."""
     from paymux.recon import actions
     from paymux.recon.schemas import ConfigIn
 
+    opening: dict[str, Any] = {}
+    for item in opening_balance or []:
+        currency, _, amount = item.partition("=")
+        opening[currency.strip()] = amount.strip()
     body = parse_body(ConfigIn, enabled=enabled, fetch_after_minutes=fetch_after_minutes,
-                      grace_days=grace_days, approval_threshold=approval_threshold)  # fmt: skip
+                      grace_days=grace_days, approval_threshold=approval_threshold,
+                      opening_balances=opening)  # fmt: skip
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.transaction() as s:
