@@ -268,7 +268,7 @@ class ReconRepository:
         sql = (f"INSERT INTO recon_lines ({', '.join(LINE_COLUMNS)}) VALUES "
                f"({', '.join('?' * len(LINE_COLUMNS))})")  # fmt: skip
         async for batch in records:
-            await raw.executemany(sql, [_sqlite_row(row) for row in batch])
+            await raw.executemany(sql, _sqlite_rows(batch))
             count += len(batch)
         return count
 
@@ -518,7 +518,19 @@ def _time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
 
 
-def _sqlite_row(row: LineRecord) -> tuple[Any, ...]:
-    at = row[8]
-    stamp = None if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return (*row[:8], stamp)
+def _sqlite_rows(batch: Sequence[LineRecord]) -> list[tuple[Any, ...]]:
+    """The records as SQLite stores them: the time as UTC text. A bill is in time order and a
+    busy second has many lines (the reader hands them the same time), so each time is
+    rendered once for its run of lines."""
+    out = []
+    last: dt.datetime | None = None
+    stamp = None
+    for row in batch:
+        at = row[8]
+        if at is None:
+            out.append((*row[:8], None))
+            continue
+        if at is not last:
+            last, stamp = at, at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        out.append((*row[:8], stamp))
+    return out
