@@ -522,9 +522,9 @@ def _sqlite_rows(batch: Sequence[LineRecord]) -> list[tuple[Any, ...]]:
     """The records as SQLite stores them: the time as UTC text. A bill is in time order and a
     busy second has many lines (the reader hands them the same time), so each time is
     rendered once for its run of lines."""
-    out = []
+    out: list[tuple[Any, ...]] = []
     last: dt.datetime | None = None
-    stamp = None
+    stamp: str | None = None
     for row in batch:
         at = row[8]
         if at is None:
