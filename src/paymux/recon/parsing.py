@@ -12,11 +12,13 @@ import multiprocessing
 import queue as queues
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paymux.channels import base
 from paymux.channels.bills import BillReader
-from paymux.recon.repository import LineRecord
+
+if TYPE_CHECKING:  # the parsing process imports this module: not the database layer too
+    from paymux.recon.repository import LineRecord
 
 BATCH = 20_000
 PROCESS_FROM_BYTES = 16 * 1024 * 1024
