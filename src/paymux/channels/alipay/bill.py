@@ -241,6 +241,56 @@ class _Footer:
     ended: bool = False
 
 
+class DetailMember:
+    """The detail member of an Alipay bill zip (业务明细 or 账务明细), read line by line (GBK):
+    the title line, ``#`` comment lines until the ``listing`` header (``#…业务明细列表…``), its
+    column line (must be ``columns``), then :meth:`rows` — the data lines as (position, text)
+    until ``listing`` + 结束 — and :attr:`footer`, the few lines after it. A file that is not
+    of this kind is one problem at 0 of ``reader``, and :attr:`known` is False."""
+
+    def __init__(
+        self, reader: BillReader, archive: zipfile.ZipFile, name: str, *, title: str,
+        listing: str, columns: tuple[str, ...], what: str,
+    ) -> None:  # fmt: skip
+        self.reader, self.archive, self.name = reader, archive, name
+        self.title, self.listing, self.columns, self.what = title, listing, columns, what
+        self.known = True
+        self.ended = False
+        """The listing's end line was there (a cut file has none)."""
+        self.footer: list[str] = []
+
+    def rows(self) -> Iterator[tuple[int, str]]:
+        kind = self.title.lstrip("#").removeprefix("支付宝").removesuffix("查询")
+        with self.archive.open(self.name) as raw:
+            text = io.TextIOWrapper(raw, encoding=ENCODING, errors="replace", newline="")
+            state = "head"
+            for position, physical in enumerate(text, start=1):
+                line = physical.rstrip("\r\n")
+                if state == "head":
+                    if position == 1 and line.lstrip("\ufeff").strip() != self.title:
+                        self.reader.problem(0, line, f"not an Alipay {kind} file (no title line)")
+                        self.known = False
+                        return
+                    if line.startswith("#") and self.listing in line:
+                        state = "columns"
+                elif state == "columns":
+                    if tuple(f.strip() for f in next(csv.reader([line]), [])) != self.columns:
+                        self.reader.problem(0, line, f"detail header is not {self.what}")
+                        self.known = False
+                        return
+                    state = "rows"
+                elif state == "rows":
+                    if line.startswith("#") and f"{self.listing}结束" in line:
+                        state, self.ended = "footer", True
+                    else:
+                        yield position, line
+                else:
+                    self.footer.append(line)
+            if state in ("head", "columns"):
+                self.reader.problem(0, "", f"no {self.listing} in the file")
+                self.known = False
+
+
 class AlipayBillReader(BillReader):
     """One pass over a trade-bill zip as downloaded: the ``_业务明细.csv`` member streamed line
     by line (GBK), then the small ``_业务明细(汇总).csv`` member for its totals.
@@ -278,40 +328,19 @@ class AlipayBillReader(BillReader):
         self, archive: zipfile.ZipFile, name: str, totals: _Totals, footer: _Footer
     ) -> Generator[StatementLine, None, bool]:
         """The detail's lines; False (after one problem at 0) when it is not a 业务明细."""
-        with archive.open(name) as raw:
-            text = io.TextIOWrapper(raw, encoding=ENCODING, errors="replace", newline="")
-            state = "head"
-            for position, physical in enumerate(text, start=1):
-                line = physical.rstrip("\r\n")
-                if state == "head":
-                    if position == 1 and line.lstrip("\ufeff").strip() != DETAIL_TITLE:
-                        self.problem(0, line, "not an Alipay 业务明细 file (no title line)")
-                        return False
-                    if line.startswith("#") and "业务明细列表" in line:
-                        state = "columns"
-                    continue
-                if state == "columns":
-                    if tuple(f.strip() for f in next(csv.reader([line]), [])) != COLUMNS:
-                        self.problem(0, line, "detail header is not the trade bill's 25 columns")
-                        return False
-                    state = "rows"
-                    continue
-                if state == "rows":
-                    if line.startswith("#") and "业务明细列表结束" in line:
-                        state, footer.ended = "footer", True
-                        continue
-                    parsed = self._row(position, line, totals)
-                    if parsed is not None:
-                        yield parsed
-                    continue
-                if match := _TRADE_TOTAL.match(line):
-                    footer.trades = (int(match[1]), to_fen(match[2]))
-                elif match := _REFUND_TOTAL.match(line):
-                    footer.refunds = (int(match[1]), to_fen(match[2]))
-            if state in ("head", "columns"):
-                self.problem(0, "", "no 业务明细列表 in the file")
-                return False
-        return True
+        member = DetailMember(self, archive, name, title=DETAIL_TITLE, listing="业务明细列表",
+                              columns=COLUMNS, what="the trade bill's 25 columns")  # fmt: skip
+        for position, line in member.rows():
+            parsed = self._row(position, line, totals)
+            if parsed is not None:
+                yield parsed
+        footer.ended = member.ended
+        for line in member.footer:
+            if match := _TRADE_TOTAL.match(line):
+                footer.trades = (int(match[1]), to_fen(match[2]))
+            elif match := _REFUND_TOTAL.match(line):
+                footer.refunds = (int(match[1]), to_fen(match[2]))
+        return member.known
 
     def _row(self, position: int, line: str, totals: _Totals) -> StatementLine | None:
         if not line.strip():

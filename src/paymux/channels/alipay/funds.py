@@ -41,6 +41,7 @@ from paymux.channels.alipay.bill import (
     CHINA,
     ENCODING,
     BillError,
+    DetailMember,
     _csv_line,
     _head,
     _time,
@@ -183,47 +184,25 @@ class AccountBillReader(BillReader):
         self, archive: zipfile.ZipFile, name: str, totals: _Totals,
         footer: dict[str, tuple[int, int]],
     ) -> Generator[StatementLine, None, bool]:  # fmt: skip
-        with archive.open(name) as raw:
-            text = io.TextIOWrapper(raw, encoding=ENCODING, errors="replace", newline="")
-            state = "head"
-            previous: int | None = None
-            for position, physical in enumerate(text, start=1):
-                line = physical.rstrip("\r\n")
-                if state == "head":
-                    if position == 1 and line.lstrip("\ufeff").strip() != TITLE:
-                        self.problem(0, line, "not an Alipay 账务明细 file (no title line)")
-                        return False
-                    if line.startswith("#") and "账务明细列表" in line:
-                        state = "columns"
-                    continue
-                if state == "columns":
-                    if tuple(f.strip() for f in next(csv.reader([line]), [])) != COLUMNS:
-                        self.problem(0, line, "detail header is not the 账务明细's 12 columns")
-                        return False
-                    state = "rows"
-                    continue
-                if state == "rows":
-                    if line.startswith("#") and "账务明细列表结束" in line:
-                        state = "footer"
-                        continue
-                    parsed = self._row(position, line)
-                    if parsed is None:
-                        continue
-                    signed, balance = parsed.amount, parsed.balance
-                    assert balance is not None
-                    totals.add(max(signed, 0), max(-signed, 0))
-                    if previous is not None and previous + signed != balance and not totals.chain:
-                        totals.chain.append(f"line {position}: 账户余额 {yuan(balance)}, "
-                                            f"expected {yuan(previous + signed)}")  # fmt: skip
-                    previous = balance
-                    yield parsed
-                    continue
-                if match := _TOTAL.match(line):
-                    footer[match[1]] = (int(match[2]), abs(to_fen(match[3])))
-            if state in ("head", "columns"):
-                self.problem(0, "", "no 账务明细列表 in the file")
-                return False
-        return True
+        member = DetailMember(self, archive, name, title=TITLE, listing="账务明细列表",
+                              columns=COLUMNS, what="the 账务明细's 12 columns")  # fmt: skip
+        previous: int | None = None
+        for position, line in member.rows():
+            parsed = self._row(position, line)
+            if parsed is None:
+                continue
+            signed, balance = parsed.amount, parsed.balance
+            assert balance is not None
+            totals.add(max(signed, 0), max(-signed, 0))
+            if previous is not None and previous + signed != balance and not totals.chain:
+                totals.chain.append(f"line {position}: 账户余额 {yuan(balance)}, "
+                                    f"expected {yuan(previous + signed)}")  # fmt: skip
+            previous = balance
+            yield parsed
+        for line in member.footer:
+            if match := _TOTAL.match(line):
+                footer[match[1]] = (int(match[2]), abs(to_fen(match[3])))
+        return member.known
 
     def _row(self, position: int, line: str) -> StatementLine | None:
         if not line.strip():

@@ -271,47 +271,18 @@ class TradeBillReader(BillReader):
                 self.problem(0, header, "not a WeChat Pay trade bill (no ALL bill header)")
                 return
             count, sums = 0, [0] * len(TOTALS)
-            summary: list[str] | None = None
-            phase = "detail"  # → "summary" after the summary header → "after" its values
-            position = 1
-            while True:
-                raw = handle.readline(MAX_LINE)
-                if not raw:
-                    break
-                position += 1
-                digest.update(raw)
-                if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
-                    raw += _skip_rest(handle, digest)
-                    self.problem(position, raw[:500].decode("utf-8", "replace"), "line too long")
-                    continue
+            body = BillBody(self, handle, digest, SUMMARY_LINE, len(SUMMARY_COLUMNS))
+            for position, text in body.detail():
                 try:
-                    text = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    self.problem(position, raw.decode("utf-8", "replace"), "not UTF-8")
+                    line, amounts = self._line(text)
+                except BillError as exc:
+                    self.problem(position, text, str(exc))
                     continue
-                if not text.strip():
-                    continue
-                if phase == "detail":
-                    if text == SUMMARY_LINE:
-                        phase = "summary"
-                        continue
-                    try:
-                        line, amounts = self._line(text)
-                    except BillError as exc:
-                        self.problem(position, text, str(exc))
-                        continue
-                    count += 1
-                    for i, amount in enumerate(amounts):
-                        sums[i] += amount
-                    yield line
-                elif phase == "summary":
-                    phase = "after"
-                    summary = _fields(text)
-                    if len(summary) != len(SUMMARY_COLUMNS):
-                        self.problem(position, text, "summary line is malformed")
-                        summary = None
-                else:
-                    self.problem(position, text, "text after the summary")
+                count += 1
+                for i, amount in enumerate(amounts):
+                    sums[i] += amount
+                yield line
+        summary = body.summary
         self._checks(digest.hexdigest(), count, sums, summary)
 
     def _line(self, text: str) -> tuple[StatementLine, list[int]]:
@@ -362,6 +333,60 @@ class TradeBillReader(BillReader):
                 self.check_totals(name, to_fen(text), total, column)
             except BillError as exc:
                 self.check(name, False, f"{column}: {exc}")
+
+
+class BillBody:
+    """The lines after a WeChat bill's header line, read in bounded memory: every byte fed to
+    ``digest`` (the SHA1 WeChat gives covers the whole file); a line longer than
+    :data:`MAX_LINE` or not UTF-8 is a problem of ``reader``; blank lines are skipped. The
+    detail lines come from :meth:`detail` as (position, text) until ``summary_line`` (the
+    summary's header), whose values line is then :attr:`summary` (None when missing or not
+    ``summary_width`` fields wide); text after it is a problem. Shared by the trade bill and
+    the fund-flow bill, which differ only in their columns."""
+
+    def __init__(
+        self, reader: BillReader, handle: IO[bytes], digest: hashlib._Hash, summary_line: str,
+        summary_width: int,
+    ) -> None:  # fmt: skip
+        self.reader, self.handle, self.digest = reader, handle, digest
+        self.summary_line, self.summary_width = summary_line, summary_width
+        self.summary: list[str] | None = None
+
+    def detail(self) -> Iterator[tuple[int, str]]:
+        handle, digest, problem = self.handle, self.digest, self.reader.problem
+        phase = "detail"  # → "summary" after the summary header → "after" its values
+        position = 1
+        while True:
+            raw = handle.readline(MAX_LINE)
+            if not raw:
+                return
+            position += 1
+            digest.update(raw)
+            if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
+                raw += _skip_rest(handle, digest)
+                problem(position, raw[:500].decode("utf-8", "replace"), "line too long")
+                continue
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                problem(position, raw.decode("utf-8", "replace"), "not UTF-8")
+                continue
+            if not text.strip():
+                continue
+            if phase == "detail":
+                if text == self.summary_line:
+                    phase = "summary"
+                    continue
+                yield position, text
+            elif phase == "summary":
+                phase = "after"
+                summary = _fields(text)
+                if len(summary) == self.summary_width:
+                    self.summary = summary
+                else:
+                    problem(position, text, "summary line is malformed")
+            else:
+                problem(position, text, "text after the summary")
 
 
 def _skip_rest(handle: IO[bytes], digest: hashlib._Hash) -> bytes:

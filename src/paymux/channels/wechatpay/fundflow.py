@@ -45,8 +45,8 @@ from paymux.channels.bills import BillReader
 from paymux.channels.wechatpay.bill import (
     CHINA,
     MAX_LINE,
+    BillBody,
     BillError,
-    _skip_rest,
     to_fen,
     yuan,
 )
@@ -174,52 +174,23 @@ class FundFlowBillReader(BillReader):
             sums = {INCOME: 0, EXPENSE: 0}
             chain: list[str] = []
             previous: int | None = None
-            summary: list[str] | None = None
-            phase = "detail"
-            position = 1
-            while True:
-                raw = handle.readline(MAX_LINE)
-                if not raw:
-                    break
-                position += 1
-                digest.update(raw)
-                if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
-                    raw += _skip_rest(handle, digest)
-                    self.problem(position, raw[:500].decode("utf-8", "replace"), "line too long")
-                    continue
+            body = BillBody(self, handle, digest, SUMMARY_LINE, len(SUMMARY_COLUMNS))
+            for position, text in body.detail():
                 try:
-                    text = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    self.problem(position, raw.decode("utf-8", "replace"), "not UTF-8")
+                    line, side, moved = self._line(text)
+                except BillError as exc:
+                    self.problem(position, text, str(exc))
                     continue
-                if not text.strip():
-                    continue
-                if phase == "detail":
-                    if text == SUMMARY_LINE:
-                        phase = "summary"
-                        continue
-                    try:
-                        line, side, moved = self._line(text)
-                    except BillError as exc:
-                        self.problem(position, text, str(exc))
-                        continue
-                    counts[side] += 1
-                    sums[side] += moved
-                    signed = moved if side == INCOME else -moved
-                    assert line.balance is not None
-                    if previous is not None and previous + signed != line.balance and not chain:
-                        chain.append(f"line {position}: 账户结余 {yuan(line.balance)}, expected "
-                                     f"{yuan(previous + signed)}")  # fmt: skip
-                    previous = line.balance
-                    yield line
-                elif phase == "summary":
-                    phase = "after"
-                    summary = _fields(text)
-                    if len(summary) != len(SUMMARY_COLUMNS):
-                        self.problem(position, text, "summary line is malformed")
-                        summary = None
-                else:
-                    self.problem(position, text, "text after the summary")
+                counts[side] += 1
+                sums[side] += moved
+                signed = moved if side == INCOME else -moved
+                assert line.balance is not None
+                if previous is not None and previous + signed != line.balance and not chain:
+                    chain.append(f"line {position}: 账户结余 {yuan(line.balance)}, expected "
+                                 f"{yuan(previous + signed)}")  # fmt: skip
+                previous = line.balance
+                yield line
+        summary = body.summary
         self._checks(digest.hexdigest(), counts, sums, summary, chain)
 
     def _line(self, text: str) -> tuple[StatementLine, str, int]:
