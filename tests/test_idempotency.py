@@ -35,6 +35,7 @@ from paymux.recon.models import (
     ReconRun,
 )
 from paymux.refunds.models import Refund
+from paymux.risk.models import RiskList, RiskListItem
 from paymux.splits.models import Split
 from paymux.store_codes.models import StoreCode
 from paymux.wallets.models import Wallet
@@ -451,6 +452,62 @@ async def _recon_config(c: Ctx) -> Call:
     return Call("PUT", f"/v1/operator/recon/configs/{account}", {"grace_days": 2},
                 lambda: c.count(ReconConfig, ReconConfig.channel_account_id == account),
                 operator=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ risk
+def _risk_base(operator: bool) -> str:
+    return "/v1/operator/risk" if operator else "/v1/risk"
+
+
+async def _risk_list(c: Ctx, operator: bool, kind: str = "ip") -> str:
+    body = {"name": f"l_{no()[-12:].lower()}", "type": kind, "livemode": False}
+    headers = {**OPERATOR, **ACTOR} if operator else c.tenant.headers
+    r = await c.stack.client.post(f"{_risk_base(operator)}/lists", headers=headers, json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _risk_items(c: Ctx, list_id: str) -> Effect:
+    return lambda: c.count(RiskListItem, RiskListItem.list_id == list_id)
+
+
+for _operator in (False, True):
+    _base = _risk_base(_operator)
+
+    @scenario(f"POST {_base}/lists")
+    async def _risk_create(c: Ctx, operator: bool = _operator) -> Call:
+        body = {"name": f"l_{no()[-12:].lower()}", "type": "sku", "livemode": False}
+        return Call("POST", f"{_risk_base(operator)}/lists", body,
+                    lambda: c.count(RiskList, RiskList.name == body["name"]), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+    @scenario(f"POST {_base}/lists/{{list_id}}/items")
+    async def _risk_add(c: Ctx, operator: bool = _operator) -> Call:
+        list_id = await _risk_list(c, operator)
+        return Call("POST", f"{_risk_base(operator)}/lists/{list_id}/items",
+                    {"items": [{"value": "203.0.113.9", "reason": "abuse"}]},
+                    _risk_items(c, list_id), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+    @scenario(f"POST {_base}/lists/{{list_id}}/items/import")
+    async def _risk_import(c: Ctx, operator: bool = _operator) -> Call:
+        list_id = await _risk_list(c, operator)
+        return Call("POST", f"{_risk_base(operator)}/lists/{list_id}/items/import", None,
+                    _risk_items(c, list_id), operator=operator,
+                    headers={**(ACTOR if operator else {}), "Content-Type": "text/csv"},
+                    content=b"value,reason\n203.0.113.10,abuse")  # fmt: skip
+
+    @scenario(f"DELETE {_base}/lists/{{list_id}}/items")
+    async def _risk_remove(c: Ctx, operator: bool = _operator) -> Call:
+        list_id = await _risk_list(c, operator)
+        headers = {**OPERATOR, **ACTOR} if operator else c.tenant.headers
+        item = {"value": "203.0.113.11", "reason": "abuse"}
+        r = await c.stack.client.post(f"{_risk_base(operator)}/lists/{list_id}/items",
+                                      headers=headers, json={"items": [item]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return Call("DELETE", f"{_risk_base(operator)}/lists/{list_id}/items?value=203.0.113.11",
+                    None, _risk_items(c, list_id), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ the tests

@@ -90,6 +90,8 @@ def create_app(
     from paymux.recon.endpoints import merchant_router as recon_router
     from paymux.recon.endpoints import operator_router as recon_operator_router
     from paymux.refunds.endpoints import router as refunds_router
+    from paymux.risk.endpoints import operator_router as risk_operator_router
+    from paymux.risk.endpoints import router as risk_router
     from paymux.routing.endpoints import router as routing_router
     from paymux.settlement.endpoints import router as settlement_router
     from paymux.splits.endpoints import router as splits_router
@@ -118,6 +120,8 @@ def create_app(
     app.include_router(store_code_pages_router)
     app.include_router(recon_router)
     app.include_router(recon_operator_router)
+    app.include_router(risk_router)
+    app.include_router(risk_operator_router)
     for router in extra_routers or []:
         app.include_router(router)
     install_openapi(app)

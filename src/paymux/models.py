@@ -11,6 +11,7 @@ from paymux.payments import models as payments_models
 from paymux.payouts import models as payouts_models
 from paymux.recon import models as recon_models
 from paymux.refunds import models as refunds_models
+from paymux.risk import models as risk_models
 from paymux.routing import models as routing_models
 from paymux.settlement import models as settlement_models
 from paymux.splits import models as splits_models
@@ -30,6 +31,7 @@ __all__ = [
     "payouts_models",
     "recon_models",
     "refunds_models",
+    "risk_models",
     "routing_models",
     "settlement_models",
     "splits_models",

@@ -1,0 +1,1 @@
+"""Risk control (风控): lists, rules in CEL, decisions."""

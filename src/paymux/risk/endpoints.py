@@ -1,0 +1,137 @@
+"""``/v1/risk/lists`` (a merchant's key: its own lists, in its key's mode, and reading the
+platform's) and ``/v1/operator/risk/lists`` (the operator token: the platform's lists, which
+every merchant's rules may read and no merchant may change; the ``Paymux-Actor`` header names
+who changes them). The same operations on both."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+
+from paymux.kit.errors import InvalidRequest
+from paymux.kit.idempotency import IdempotentRoute
+from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, SessionDep
+from paymux.merchants.auth import AuthDep, OperatorDep
+from paymux.risk import service
+from paymux.risk.repository import RiskListRepository
+from paymux.risk.schemas import (
+    ItemCheck,
+    ItemOut,
+    ItemRemoved,
+    ItemsAdded,
+    ItemsIn,
+    ListCreate,
+    ListOut,
+)
+from paymux.risk.service import Owner
+
+MAX_CSV_BYTES = 16 * 1024 * 1024
+
+router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=IdempotentRoute)
+operator_router = APIRouter(prefix="/v1/operator/risk", tags=["risk"],
+                            route_class=IdempotentRoute)  # fmt: skip
+
+
+async def _merchant(auth: AuthDep) -> Owner:
+    return Owner(auth.merchant_id, auth.livemode, f"merchant:{auth.merchant_id}:{auth.key_id}")
+
+
+async def _operator(
+    _: OperatorDep, actor: Annotated[str | None, Header(alias="Paymux-Actor")] = None
+) -> Owner:
+    return Owner(None, None, f"operator:{actor.strip()}" if actor and actor.strip() else "")
+
+
+def _changing(who: Owner) -> Owner:
+    if not who.actor or len(who.actor) > 110:
+        raise InvalidRequest("actor_required", "Name yourself in the Paymux-Actor header "
+                             "(1–100 characters).", param="Paymux-Actor")  # fmt: skip
+    return who
+
+
+def _routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
+    Who = Annotated[Owner, Depends(owner)]
+    Mode = Annotated[bool | None, Query(description="Operator: the list's mode, if not both.")]
+
+    @r.post("/lists", status_code=201, response_model=ListOut)
+    async def create_list(body: ListCreate, who: Who, session: SessionDep) -> ListOut:
+        """A new list (its name is what rules call it by, unique per owner and mode)."""
+        return ListOut.of(await service.create_list(session, _changing(who), body))
+
+    @r.get("/lists", response_model=ListResponse[ListOut])
+    async def list_lists(
+        who: Who, session: ReadSessionDep, page: PageDep, livemode: Mode = None
+    ) -> ListResponse[ListOut]:
+        """The lists the caller's rules may read (a merchant's: its own and the platform's)."""
+        mode = who.livemode if who.livemode is not None else livemode
+        rows, more = await RiskListRepository(session).lists(
+            who.readable(), mode, limit=page.limit, starting_after=page.starting_after
+        )
+        return ListResponse[ListOut](data=[ListOut.of(x) for x in rows], has_more=more)
+
+    @r.get("/lists/{list_id}", response_model=ListOut)
+    async def retrieve_list(list_id: str, who: Who, session: ReadSessionDep,
+                            livemode: Mode = None) -> ListOut:  # fmt: skip
+        return ListOut.of(await service.get_list(session, who, list_id, livemode))
+
+    @r.post("/lists/{list_id}/items", response_model=ItemsAdded)
+    async def add_items(list_id: str, body: ItemsIn, who: Who, session: SessionDep,
+                        livemode: Mode = None) -> ItemsAdded:  # fmt: skip
+        """Add up to 1,000 items (a value there already gets the new reason and expiry). One
+        bad value and nothing is added."""
+        found = await service.get_list(session, _changing(who), list_id, livemode,
+                                       changing=True)  # fmt: skip
+        added, updated = await service.add_items(session, who, found, body.items)
+        return ItemsAdded(list_id=found.id, added=added, updated=updated)
+
+    @r.post("/lists/{list_id}/items/import", response_model=ItemsAdded,
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "text/csv": {"schema": {"type": "string"}}}}})  # fmt: skip
+    async def import_items(list_id: str, request: Request, who: Who, session: SessionDep,
+                           livemode: Mode = None) -> ItemsAdded:  # fmt: skip
+        """Add items from a CSV file (``text/csv``, UTF-8): a header line naming ``value``,
+        ``reason`` and, optionally, ``expires_at`` (ISO 8601); up to 100,000 rows. One bad
+        line and nothing is added: the error names the lines."""
+        found = await service.get_list(session, _changing(who), list_id, livemode,
+                                       changing=True)  # fmt: skip
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_CSV_BYTES:
+                raise InvalidRequest("file_too_large", f"At most {MAX_CSV_BYTES} bytes a file.")
+        added, updated = await service.import_csv(session, who, found, bytes(data))
+        return ItemsAdded(list_id=found.id, added=added, updated=updated)
+
+    @r.get("/lists/{list_id}/items", response_model=ListResponse[ItemOut])
+    async def list_items(list_id: str, who: Who, session: ReadSessionDep, page: PageDep,
+                         livemode: Mode = None) -> ListResponse[ItemOut]:  # fmt: skip
+        found = await service.get_list(session, who, list_id, livemode)
+        rows, more = await RiskListRepository(session).items(
+            found.id, limit=page.limit, starting_after=page.starting_after
+        )
+        return ListResponse[ItemOut](data=[ItemOut.of(x) for x in rows], has_more=more)
+
+    @r.delete("/lists/{list_id}/items", response_model=ItemRemoved)
+    async def remove_item(list_id: str, who: Who, session: SessionDep,
+                          value: Annotated[str, Query(min_length=1, max_length=320)],
+                          livemode: Mode = None) -> ItemRemoved:  # fmt: skip
+        """Remove the item of ``value`` (given as it was added: it is normalised again)."""
+        found = await service.get_list(session, _changing(who), list_id, livemode,
+                                       changing=True)  # fmt: skip
+        form = await service.remove_item(session, found, value)
+        return ItemRemoved(list_id=found.id, value=form)
+
+    @r.get("/lists/{list_id}/check", response_model=ItemCheck)
+    async def check_value(list_id: str, who: Who, session: ReadSessionDep,
+                          value: Annotated[str, Query(min_length=1, max_length=320)],
+                          livemode: Mode = None) -> ItemCheck:  # fmt: skip
+        """Whether ``value`` is in the list now (an address: or in one of its networks) — what
+        a rule's ``list("name")`` sees."""
+        found = await service.get_list(session, who, list_id, livemode)
+        form, item = await service.check(session, found, value)
+        return ItemCheck(list_id=found.id, value=form, listed=item is not None,
+                         item=ItemOut.of(item) if item else None)  # fmt: skip
+
+
+_routes(router, _merchant)
+_routes(operator_router, _operator)

@@ -1,0 +1,70 @@
+"""Risk control (风控): the lists rules look values up in (block and allow lists of IPs,
+customers, devices, payer accounts, hashed phones and emails, SKUs, regions), of the platform or
+of one merchant, in one mode, each item with why, who added it and until when."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from paymux.kit.db import Base, UTCDateTime
+from paymux.kit.models import created_at_column, updated_at_column
+
+
+class ListType(StrEnum):
+    """What a list holds; each type has its own normal form (:mod:`paymux.risk.values`)."""
+
+    ip = "ip"
+    """IPv4/IPv6 addresses and networks (CIDR): an address is in the list when it is one of
+    its addresses or inside one of its networks."""
+    customer_id = "customer_id"
+    device_id = "device_id"
+    payer_account = "payer_account"
+    """The payer's account at the channel (an openid, an Alipay buyer id, a card fingerprint)."""
+    email_hash = "email_hash"
+    """SHA-256 of the trimmed, lower-cased e-mail address: the address itself is never kept."""
+    phone_hash = "phone_hash"
+    """SHA-256 of the phone number's digits (a leading + kept): the number is never kept."""
+    sku = "sku"
+    region = "region"
+    """ISO 3166 country (``CN``) or subdivision (``CN-44``) codes, upper case."""
+
+
+class RiskList(Base):
+    __tablename__ = "risk_lists"
+    __table_args__ = (
+        sa.UniqueConstraint("owner", "livemode", "name"),
+        sa.Index("ix_risk_lists_owner", "owner", "livemode", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(40))
+    """``platform``, or the merchant's id: whose rules may read it and who may change it."""
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    """What rules call it by: ``list("blocked_regions")``."""
+    type: Mapped[ListType] = mapped_column(sa.String(16))
+    description: Mapped[str] = mapped_column(sa.String(500), default="")
+    created_by: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class RiskListItem(Base):
+    __tablename__ = "risk_list_items"
+    __table_args__ = (sa.UniqueConstraint("list_id", "value"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    list_id: Mapped[str] = mapped_column(sa.ForeignKey("risk_lists.id"))
+    value: Mapped[str] = mapped_column(sa.String(128))
+    """The normal form of the value (:func:`paymux.risk.values.normal`)."""
+    network: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    """An IP network (CIDR) rather than one address: looked up by containment."""
+    reason: Mapped[str] = mapped_column(sa.String(500))
+    added_by: Mapped[str] = mapped_column(sa.String(128))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """After this the item no longer counts (null: until removed)."""
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = updated_at_column()

@@ -1,0 +1,115 @@
+"""Every query of risk lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.kit import clock
+from paymux.kit.db import insert_of
+from paymux.kit.ids import new_ids
+from paymux.risk.models import RiskList, RiskListItem
+
+BATCH = 1_000
+"""Items written per statement (a bulk import is a few hundred statements at most)."""
+
+
+class RiskListRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, obj: Any) -> None:
+        self.session.add(obj)
+
+    async def get(self, owners: Sequence[str], livemode: bool, list_id: str) -> RiskList | None:
+        """A list of one of ``owners`` in the mode (None: not there, or not theirs)."""
+        stmt = sa.select(RiskList).where(RiskList.id == list_id, RiskList.owner.in_(owners),
+                                         RiskList.livemode == livemode)  # fmt: skip
+        return (await self.session.scalars(stmt)).first()
+
+    async def lists(
+        self, owners: Sequence[str], livemode: bool | None, *, limit: int,
+        starting_after: str | None,
+    ) -> tuple[list[RiskList], bool]:  # fmt: skip
+        """The owners' lists in the mode (``None``: both)."""
+        stmt = sa.select(RiskList).where(RiskList.owner.in_(owners))
+        if livemode is not None:
+            stmt = stmt.where(RiskList.livemode == livemode)
+        if starting_after is not None:
+            stmt = stmt.where(RiskList.id > starting_after)
+        rows = list(await self.session.scalars(stmt.order_by(RiskList.id).limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+
+    async def upsert_items(self, list_id: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Add the items, or update the reason, expiry and who of those there already; returns
+        (added, updated). ``rows``: value, network, reason, added_by, expires_at."""
+        values = [r["value"] for r in rows]
+        there: set[str] = set()
+        for start in range(0, len(values), BATCH):
+            stmt = sa.select(RiskListItem.value).where(
+                RiskListItem.list_id == list_id,
+                RiskListItem.value.in_(values[start : start + BATCH]),
+            )
+            there.update(await self.session.scalars(stmt))
+        insert = insert_of(self.session.get_bind().dialect.name)(RiskListItem)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["list_id", "value"],
+            set_={"reason": insert.excluded.reason, "added_by": insert.excluded.added_by,
+                  "expires_at": insert.excluded.expires_at,
+                  "updated_at": insert.excluded.updated_at},
+        )  # fmt: skip
+        ids = new_ids("rli", len(rows))
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            now = clock.now()
+            await self.session.execute(stmt, [
+                {"id": ids[start + n], "list_id": list_id, "created_at": now, "updated_at": now,
+                 **row} for n, row in enumerate(chunk)
+            ])  # fmt: skip
+        return len(set(values) - there), len(there & set(values))
+
+    async def remove_item(self, list_id: str, value: str) -> bool:
+        result = await self.session.execute(
+            sa.delete(RiskListItem).where(
+                RiskListItem.list_id == list_id, RiskListItem.value == value
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def items(
+        self, list_id: str, *, limit: int, starting_after: str | None
+    ) -> tuple[list[RiskListItem], bool]:
+        stmt = sa.select(RiskListItem).where(RiskListItem.list_id == list_id)
+        if starting_after is not None:
+            stmt = stmt.where(RiskListItem.id > starting_after)
+        rows = list(await self.session.scalars(stmt.order_by(RiskListItem.id).limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+
+    async def count_items(self, list_id: str) -> int:
+        stmt = sa.select(sa.func.count()).where(RiskListItem.list_id == list_id)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def holds(
+        self, list_id: str, form: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+        | None, now: dt.datetime,
+    ) -> RiskListItem | None:  # fmt: skip
+        """The list's item that ``form`` is (or, for an address, whose network holds it), not
+        expired at ``now``."""
+        live = sa.or_(RiskListItem.expires_at.is_(None), RiskListItem.expires_at > now)
+        stmt = sa.select(RiskListItem).where(RiskListItem.list_id == list_id,
+                                             RiskListItem.value == form, live)  # fmt: skip
+        found = (await self.session.scalars(stmt)).first()
+        if found is not None or address is None:
+            return found
+        networks = sa.select(RiskListItem).where(RiskListItem.list_id == list_id,
+                                                 RiskListItem.network.is_(True), live)  # fmt: skip
+        for item in await self.session.scalars(networks):
+            network = ipaddress.ip_network(item.value)
+            if network.version == address.version and address in network:
+                return item
+        return None

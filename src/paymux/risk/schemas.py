@@ -1,0 +1,93 @@
+"""The public shapes of risk lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from paymux.risk.models import ListType, RiskList, RiskListItem
+
+NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class ListCreate(BaseModel):
+    name: str = Field(pattern=NAME, description='What rules call it by: list("name").')
+    type: ListType
+    description: str = Field(default="", max_length=500)
+    livemode: bool | None = None
+    """Operator lists only: the mode (a merchant's list is in its key's mode)."""
+
+
+class ListOut(BaseModel):
+    object: Literal["risk.list"] = "risk.list"
+    id: str
+    owner: str
+    """``platform`` or the merchant's id."""
+    livemode: bool
+    name: str
+    type: str
+    description: str
+    created_by: str
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, x: RiskList) -> ListOut:
+        return cls(id=x.id, owner=x.owner, livemode=x.livemode, name=x.name, type=x.type,
+                   description=x.description, created_by=x.created_by,
+                   created_at=x.created_at)  # fmt: skip
+
+
+class ItemIn(BaseModel):
+    value: str = Field(min_length=1, max_length=320)
+    """In the list's type: an IP or CIDR, an id, an e-mail or phone (hashed here, never kept)
+    or its SHA-256, a SKU, a region code."""
+    reason: str = Field(min_length=3, max_length=500)
+    expires_at: dt.datetime | None = None
+
+
+class ItemsIn(BaseModel):
+    items: list[ItemIn] = Field(min_length=1, max_length=1000)
+
+
+class ItemOut(BaseModel):
+    object: Literal["risk.list_item"] = "risk.list_item"
+    id: str
+    value: str
+    network: bool
+    reason: str
+    added_by: str
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(cls, x: RiskListItem) -> ItemOut:
+        return cls(id=x.id, value=x.value, network=x.network, reason=x.reason,
+                   added_by=x.added_by, expires_at=x.expires_at, created_at=x.created_at,
+                   updated_at=x.updated_at)  # fmt: skip
+
+
+class ItemsAdded(BaseModel):
+    object: Literal["risk.list_items_added"] = "risk.list_items_added"
+    list_id: str
+    added: int
+    updated: int
+    """Values there already: their reason, expiry and who were replaced."""
+
+
+class ItemRemoved(BaseModel):
+    object: Literal["risk.list_item"] = "risk.list_item"
+    list_id: str
+    value: str
+    deleted: Literal[True] = True
+
+
+class ItemCheck(BaseModel):
+    object: Literal["risk.list_check"] = "risk.list_check"
+    list_id: str
+    value: str
+    """The value's normal form (a hash for e-mails and phones)."""
+    listed: bool
+    item: ItemOut | None
