@@ -120,6 +120,15 @@ class TestCompileRefuses:
         err = refused("customer.is_new ? false : amount == 'x' + 1")
         assert err.code == RuleErrorCode.rule_type
 
+    def test_equality_with_a_literal_of_another_type(self) -> None:
+        # CEL answers `amount == "500"` with false rather than an error: refused at save.
+        for expression in ('amount == "500"', "1 == currency", "customer.is_new != 1"):
+            err = refused(expression)
+            assert err.code == RuleErrorCode.rule_type, expression
+            assert err.position is not None
+        rule = compile_rule('amount == 500.0 && currency == "CNY" + ""', "payment.create")
+        assert evaluate(rule, {"amount": 500, "currency": "CNY"}, LISTS).result is RuleResult.hit
+
     def test_not_boolean(self) -> None:
         assert refused("amount * 2").code == RuleErrorCode.rule_not_boolean
         assert refused("currency").code == RuleErrorCode.rule_not_boolean
@@ -144,6 +153,10 @@ class TestCompileRefuses:
         assert refused("os.system('id') == 0").code == RuleErrorCode.rule_unknown_function
         assert refused("__builtins__ == 1").code == RuleErrorCode.rule_unknown_attribute
         assert refused(".amount > 1").code == RuleErrorCode.rule_syntax
+        assert refused("ip in .amount").code == RuleErrorCode.rule_syntax
+        # A raw string ends at its first quote: nothing after it hides from the check.
+        assert refused(r'r"\" + secret == ""').code == RuleErrorCode.rule_unknown_attribute
+        assert refused("__paymux_in_list(ip, 'x')").code == RuleErrorCode.rule_unknown_function
 
     def test_comprehension_variable_may_not_hide_an_attribute(self) -> None:
         assert refused("[1, 2].exists(amount, amount > 1)").code == RuleErrorCode.rule_syntax

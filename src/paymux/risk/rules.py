@@ -46,7 +46,7 @@ from paymux.risk.attributes import GROUPS, Attribute, CelType, EventType, attrib
 MAX_LENGTH = 2000
 """The longest expression accepted, in characters."""
 
-MAX_DEPTH = 12
+MAX_DEPTH = 16
 """The deepest nesting of parentheses, brackets and braces accepted."""
 
 LIST_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -154,7 +154,9 @@ def _functions(lists: Mapping[str, Collection[str]]) -> dict[str, Callable[..., 
             items = lists[name]
         except KeyError:
             raise LookupError(f"unknown list {name!r}") from None
-        return value in items
+        # List items are strings: anything else is in no list (as in CEL, where a value of
+        # another type never equals a string), and never hashed against it.
+        return isinstance(value, str) and value in items
 
     def cidr_in_list(ip: str, name: str) -> bool:
         try:
@@ -176,9 +178,13 @@ def _functions(lists: Mapping[str, Collection[str]]) -> dict[str, Callable[..., 
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+|//[^\n]*)
-  | (?P<str>(?:[rR][bB]?|[bB][rR]?)?(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''
-        |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
-  | (?P<num>0[xX][0-9a-fA-F]+[uU]?|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[uU]?)
+  | (?P<str>
+        [bB]?[rR][bB]?(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"[^"\n]*"|'[^'\n]*')
+      | [bB]?(?:\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\"|'''(?:\\[\s\S]|[^\\])*?'''
+             |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')
+    )
+  | (?P<num>0[xX][0-9a-fA-F]+[uU]?|\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+
+        |\.\d+(?:[eE][+-]?\d+)?|\d+[uU]?)
   | (?P<ident>[_A-Za-z][_A-Za-z0-9]*)
   | (?P<op>&&|\|\||==|!=|<=|>=|[!<>+\-*/%?:.,\[\]{}()])
     """,
@@ -195,7 +201,9 @@ class _Tok:
     @property
     def ends_value(self) -> bool:
         """Whether a ``.`` after this token selects a member of a value."""
-        return self.kind in ("str", "num", "ident") or self.text in (")", "]", "}")
+        if self.kind == "ident":
+            return self.text != "in"
+        return self.kind in ("str", "num") or self.text in (")", "]", "}")
 
 
 def _lex(expression: str) -> list[_Tok]:
@@ -346,25 +354,27 @@ class _Scan:
             )
         if len(names) == 1 and root in _TYPE_NAMES:
             return j + 1
-        self._attribute(names, parts[0].pos)
+        attr = self._attribute(names, parts[0].pos)
+        if attr is not None:
+            self._check_equality(i, j, attr)
         self._maybe_rewrite_in(i, j)
         return j + 1
 
-    def _attribute(self, names: list[str], pos: int) -> None:
+    def _attribute(self, names: list[str], pos: int) -> Attribute | None:
+        """Record the attribute ``names`` reads (None for a comprehension variable's path)."""
         if names[0] in self.bound:
-            return
+            return None
         for n in range(len(names), 0, -1):
             name = ".".join(names[:n])
             if name in self.attrs:
                 if n < len(names):
                     raise RuleInvalid(
                         RuleErrorCode.rule_unknown_attribute,
-                        f"{name!r} is a {self.attrs[name].type.value} and has no field "
-                        f"{names[n]!r}",
+                        f"{name!r} ({self.attrs[name].type.value}) has no field {names[n]!r}",
                         pos,
                     )
                 self.read.add(name)
-                return
+                return self.attrs[name]
         full = ".".join(names)
         if names[0] in GROUPS and len(names) == 1:
             fields = sorted(a for a in self.attrs if a.startswith(names[0] + "."))
@@ -374,6 +384,33 @@ class _Scan:
                 pos,
             )
         raise RuleInvalid(RuleErrorCode.rule_unknown_attribute, f"unknown attribute {full!r}", pos)
+
+    def _check_equality(self, start: int, end: int, attr: Attribute) -> None:
+        """``amount == "500"`` is silently false in CEL (no overload error for ``==``): refuse
+        an attribute compared for equality with a literal of another type, when the two are
+        the whole operands (nothing binding tighter on either side)."""
+        if self.is_op(end + 1, "==", "!=") and self._bounded(start - 1, end + 3):
+            literal = self.tok(end + 2)
+        elif self.is_op(start - 1, "==", "!=") and self._bounded(start - 3, end + 1):
+            literal = self.tok(start - 2)
+        else:
+            return
+        kind = _literal_type(literal) if literal is not None else None
+        if kind is None or kind in _COMPATIBLE[attr.type]:
+            return
+        assert literal is not None
+        raise RuleInvalid(
+            RuleErrorCode.rule_type,
+            f"{attr.name!r} ({attr.type.value}) is compared with a {kind} literal: "
+            "the two are never equal",
+            literal.pos,
+        )
+
+    def _bounded(self, before: int, after: int) -> bool:
+        """Whether tokens ``before`` and ``after`` bind looser than a relation (or are absent)."""
+        return (self.tok(before) is None or self.is_op(before, *_LOOSER_BEFORE)) and (
+            self.tok(after) is None or self.is_op(after, *_LOOSER_AFTER)
+        )
 
     def _check_method(self, name: _Tok) -> None:
         if name.text not in _METHODS:
@@ -419,18 +456,11 @@ class _Scan:
         """``<path> in list("n")`` → a set lookup, when nothing binds tighter on either side:
         ``in`` shares its precedence with the relations and associates left, so the path
         must follow an operator of lower precedence and the call must precede one."""
-        before, after = start - 1, end + 6
         if (self.tok(end + 1) or _NONE).text != "in":
             return
         if (self.tok(end + 2) or _NONE).text != "list" or not self.is_op(end + 3, "("):
             return
-        if self.tok(before) is not None and not self.is_op(
-            before, "(", ",", "&&", "||", "?", ":", "[", "{"
-        ):
-            return
-        if self.tok(after) is not None and not self.is_op(
-            after, ")", ",", "&&", "||", "?", ":", "]", "}", "==", "!=", "<", "<=", ">", ">="
-        ):
+        if not self._bounded(start - 1, end + 6):
             return
         name = self._list_name(end + 2)
         path = self.expression[self.toks[start].pos : self.toks[end].pos + len(self.toks[end].text)]
@@ -468,6 +498,36 @@ class _Scan:
 
 
 _NONE = _Tok("op", "", -1)
+
+_LOOSER_BEFORE = ("(", ",", "&&", "||", "?", ":", "[", "{")
+"""Tokens after which an operand of a relation starts (``a && x == 1``: ``x`` is one)."""
+_LOOSER_AFTER = (")", ",", "&&", "||", "?", ":", "]", "}", "==", "!=", "<", "<=", ">", ">=")
+"""Tokens before which an operand of a relation ends; relations associate left, so another
+relation after it applies to the whole, not to this operand."""
+
+_COMPATIBLE: Mapping[CelType, frozenset[str]] = {
+    CelType.int: frozenset({"int", "uint", "double"}),
+    CelType.double: frozenset({"int", "uint", "double"}),
+    CelType.string: frozenset({"string"}),
+    CelType.bool: frozenset({"bool"}),
+}
+"""The literal types an attribute of each type can equal (CEL compares numbers across types)."""
+
+
+def _literal_type(tok: _Tok) -> str | None:
+    """The CEL type of a literal token, None when the token is not a literal."""
+    if tok.kind == "str":
+        return "bytes" if "b" in tok.text[:2].lower() else "string"
+    if tok.kind == "num":
+        text = tok.text.lower()
+        if text.endswith("u"):
+            return "uint"
+        if not text.startswith("0x") and ("." in text or "e" in text):
+            return "double"
+        return "int"
+    if tok.kind == "ident":
+        return {"true": "bool", "false": "bool", "null": "null"}.get(tok.text)
+    return None
 
 
 def _check_depth(tokens: list[_Tok]) -> None:
@@ -523,6 +583,9 @@ def compile_rule(expression: str, event: EventType | str) -> CompiledRule:
     for name in checked.functions():
         if not _OPERATOR.fullmatch(name) and name not in _GLOBAL_FUNCTIONS | _METHODS:
             raise RuleInvalid(RuleErrorCode.rule_unknown_function, f"unknown function {name!r}")
+    for name in checked.variables():
+        if name not in scan.roots | GROUPS | scan.bound | _TYPE_NAMES:
+            raise RuleInvalid(RuleErrorCode.rule_unknown_attribute, f"unknown attribute {name!r}")
     source = scan.executable()
     program = checked if source == expression else _parse(source)
     rule = CompiledRule(
