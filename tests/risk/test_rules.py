@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from paymux.risk.rules import (
     RuleErrorCode,
     RuleInvalid,
     RuleResult,
+    _context,
     compile_rule,
     evaluate,
     evaluate_all,
@@ -129,6 +131,11 @@ class TestCompileRefuses:
         rule = compile_rule('amount == 500.0 && currency == "CNY" + ""', "payment.create")
         assert evaluate(rule, {"amount": 500, "currency": "CNY"}, LISTS).result is RuleResult.hit
 
+    def test_lists_and_networks_take_strings(self) -> None:
+        assert refused('amount in list("hot_skus")').code == RuleErrorCode.rule_type
+        assert refused('cidr_match(quantity, list("office_nets"))').code == RuleErrorCode.rule_type
+        assert refused('cidr_match(amount, ["10.0.0.0/8"])').code == RuleErrorCode.rule_type
+
     def test_not_boolean(self) -> None:
         assert refused("amount * 2").code == RuleErrorCode.rule_not_boolean
         assert refused("currency").code == RuleErrorCode.rule_not_boolean
@@ -231,6 +238,35 @@ class TestIssueExamples:
         assert evaluate(rule, {"ip": "192.0.2.1"}, LISTS).result is RuleResult.no_hit
         inline = compile_rule('cidr_match(ip, ["192.0.2.0/24"])', "payment.create")
         assert evaluate(inline, {"ip": "192.0.2.1"}, LISTS).result is RuleResult.hit
+
+
+class TestRewrites:
+    """The list forms compiled into direct set lookups answer exactly as the expression does
+    through the generic ``list()`` function."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        region=st.sampled_from(["KP", "XX-01", "CN-44", ""]),
+        ip=st.sampled_from(["10.1.2.3", "192.0.2.1", "2001:db8::5", "::1"]),
+        sku=st.sampled_from(["sku_card_100", "sku_other"]),
+        hour=st.integers(0, 23),
+    )
+    def test_same_answers(self, region: str, ip: str, sku: str, hour: int) -> None:
+        activation = {"ip_region": region, "ip": ip, "sku": sku, "local_hour": hour}
+        for expression in (
+            'ip_region in list("blocked_regions")',
+            '!(ip_region in list("blocked_regions")) || local_hour < 6',
+            'local_hour > 3 && sku in list("hot_skus") ? true'
+            ' : ip_region in list("blocked_regions")',
+            'cidr_match(ip, list("office_nets")) && [sku in list("hot_skus")][0]',
+            'ip_region in list("blocked_regions") == (sku in list("hot_skus"))',
+        ):
+            rule = compile_rule(expression, "payment.create")
+            assert rule.program.source != expression  # the fast form is what runs
+            plain = cel.compile(expression).execute(_context(activation, LISTS))
+            assert evaluate(rule, activation, LISTS).result is (
+                RuleResult.hit if plain else RuleResult.no_hit
+            ), expression
 
 
 class TestRunTimeErrors:

@@ -137,6 +137,8 @@ def _networks(items: frozenset[str]) -> tuple[ipaddress.IPv4Network | ipaddress.
 
 def _cidr_match(ip: str, cidrs: Collection[str]) -> bool:
     """Whether ``ip`` is inside any of ``cidrs`` (``"10.0.0.0/8"``; a bare address is a /32)."""
+    if not isinstance(ip, str):  # ip_address() would take an int as an address
+        raise TypeError(f"cidr_match() takes an IP address string, not {type(ip).__name__}")
     address = ipaddress.ip_address(ip)
     nets = _networks(cidrs if isinstance(cidrs, frozenset) else frozenset(cidrs))
     return any(address in net for net in nets if net.version == address.version)
@@ -452,6 +454,17 @@ class _Scan:
         name = "".join(x.text for x in self.toks[i : j + 1])
         return j if name in self.attrs else None
 
+    def _require_string(self, start: int, end: int, why: str) -> None:
+        """The attribute path ``start..end`` (whole operand) must be a string attribute."""
+        name = "".join(t.text for t in self.toks[start : end + 1])
+        attr = self.attrs.get(name)
+        if attr is not None and attr.type is not CelType.string:
+            raise RuleInvalid(
+                RuleErrorCode.rule_type,
+                f"{name!r} is {attr.type.value}; {why}",
+                self.toks[start].pos,
+            )
+
     def _maybe_rewrite_in(self, start: int, end: int) -> None:
         """``<path> in list("n")`` → a set lookup, when nothing binds tighter on either side:
         ``in`` shares its precedence with the relations and associates left, so the path
@@ -462,6 +475,7 @@ class _Scan:
             return
         if not self._bounded(start - 1, end + 6):
             return
+        self._require_string(start, end, "risk lists hold strings")
         name = self._list_name(end + 2)
         path = self.expression[self.toks[start].pos : self.toks[end].pos + len(self.toks[end].text)]
         close = self.toks[end + 5]
@@ -474,6 +488,7 @@ class _Scan:
         end = self._simple_path_end(i + 2)
         if end is None or not self.is_op(end + 1, ","):
             return
+        self._require_string(i + 2, end, "cidr_match() takes an IP address string")
         if (self.tok(end + 2) or _NONE).text != "list" or not self.is_op(end + 3, "("):
             return
         if not self.is_op(end + 5, ")") or not self.is_op(end + 6, ")"):
