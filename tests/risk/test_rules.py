@@ -167,6 +167,9 @@ class TestCompileRefuses:
 
     def test_comprehension_variable_may_not_hide_an_attribute(self) -> None:
         assert refused("[1, 2].exists(amount, amount > 1)").code == RuleErrorCode.rule_syntax
+        # ...nor be read outside its comprehension.
+        err = refused("[1, 2].exists(x, x > 1) && x > 0")
+        assert err.code == RuleErrorCode.rule_unknown_attribute
 
 
 class TestCompileReads:

@@ -13,8 +13,10 @@ result, an expression too long or too deeply nested. The package exposes no AST 
 checker (0.10: ``Program.references()`` names only the root identifiers and the functions),
 so this module lexes the expression itself to find every attribute path, function and list
 name, and type-checks by running the expression on sample inputs built from the attributes'
-examples — a type error on a branch no sample reaches is found only at run time, where it is
-an ``error`` outcome like any other.
+examples (plus a static check of ``==``/``!=`` against literals, which CEL answers with false
+rather than an error) — a type error on a branch no sample reaches is found only at run time,
+where it is an ``error`` outcome like any other. Errors found by running carry no position:
+the package reports none for run-time errors.
 
 :func:`evaluate` and :func:`evaluate_all` never raise: a missing value, a division by zero or a
 type error on real data is an ``error`` outcome with the error's text, for the caller's
@@ -253,6 +255,8 @@ class CompiledRule:
 
 
 _PARSE_POSITION = re.compile(r"<input>:(\d+):(\d+):")
+_UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
+"""How the package reports a name with no value (its error texts are all it offers)."""
 
 
 def _parse(expression: str) -> cel.Program:
@@ -626,6 +630,14 @@ def _try_samples(rule: CompiledRule, attrs: Mapping[str, Attribute]) -> None:
             value = rule.program.execute(_context(sample, lists))
         except TypeError as exc:
             raise RuleInvalid(RuleErrorCode.rule_type, str(exc)) from None
+        except RuntimeError as exc:
+            # Every attribute has a sample value, so an undefined name is one the scan let
+            # through: a comprehension variable used outside its comprehension.
+            if m := _UNDEFINED.search(str(exc)):
+                raise RuleInvalid(
+                    RuleErrorCode.rule_unknown_attribute, f"unknown attribute {m.group(1)!r}"
+                ) from None
+            continue
         except Exception:  # noqa: S112 - value-dependent errors are run-time outcomes
             continue
         if not isinstance(value, bool):
@@ -661,9 +673,6 @@ def _context(activation: Mapping[str, Any], lists: Mapping[str, Collection[str]]
     context = cel.Context(functions=_functions(lists))
     context.set_variable_resolver(resolve)
     return context
-
-
-_UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
 
 
 def _run(rule: CompiledRule, context: cel.Context) -> Outcome:
