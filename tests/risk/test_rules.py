@@ -361,3 +361,72 @@ def test_random_values_never_raise(activation: dict[str, Any]) -> None:
         outcome = evaluate(rule, activation, LISTS)
         assert outcome.result in RuleResult
         assert (outcome.error is None) == (outcome.result is not RuleResult.error)
+
+
+# Random well-formed rules over the payment.create attributes: whatever compiles reads no
+# attribute outside `.attributes`, and its compiled (rewritten) form answers like the plain
+# expression run through the generic list() function.
+_A = attributes_for("payment.create")
+_INTS = st.sampled_from(["amount", "quantity", "local_hour", "customer.kyc_level"]) | st.integers(
+    -5, 10**6
+).map(str)
+_STRS = st.sampled_from(["ip_region", "customer.id", "sku", "currency"]) | st.sampled_from(
+    ['"KP"', "'CN-44'", 'r"x"']
+)
+_INT_EXPR = st.recursive(
+    _INTS,
+    lambda c: st.tuples(c, st.sampled_from(["+", "-", "*", "/", "%"]), c).map(
+        lambda t: f"({t[0]} {t[1]} {t[2]})"
+    ),
+    max_leaves=3,
+)
+_BOOL_ATOM = (
+    st.sampled_from(["customer.is_new", "customer.has_paid"])
+    | st.tuples(_INT_EXPR, st.sampled_from(["<", ">", "==", "!=", ">="]), _INT_EXPR).map(" ".join)
+    | st.tuples(_STRS, st.sampled_from(["==", "!="]), _STRS).map(" ".join)
+    | _STRS.map(lambda s: f'{s} in list("blocked_regions")')
+    | st.just('cidr_match(ip, list("office_nets"))')
+    | st.just("[1, 2].exists(x, x < quantity)")
+)
+_BOOL_EXPR = st.recursive(
+    _BOOL_ATOM,
+    lambda c: (
+        st.tuples(c, st.sampled_from(["&&", "||", "=="]), c).map(" ".join)
+        | c.map(lambda x: f"!({x})")
+        | st.tuples(c, c, c).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})")
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(expression=_BOOL_EXPR, data=st.data())
+def test_compiled_rules_read_what_they_declare_and_answer_like_plain_cel(
+    expression: str, data: st.DataObject
+) -> None:
+    try:
+        rule = compile_rule(expression, "payment.create")
+    except RuleInvalid as err:
+        assert err.code in (RuleErrorCode.rule_type, RuleErrorCode.rule_too_long), err.message
+        return
+    activation: dict[str, Any] = {}
+    for name in rule.attributes:
+        example = _A[name].example
+        if isinstance(example, bool):
+            activation[name] = data.draw(st.booleans())
+        elif isinstance(example, int):
+            activation[name] = data.draw(st.sampled_from([0, 1, 5, 600000, example]))
+        elif name == "ip":
+            activation[name] = data.draw(st.sampled_from(["10.0.0.1", "192.0.2.1"]))
+        else:
+            activation[name] = data.draw(st.sampled_from([example, "KP", "CN-44"]))
+    outcome = evaluate(rule, activation, LISTS)
+    assert not (outcome.error or "").startswith("missing attribute"), (expression, outcome)
+    try:
+        plain = cel.compile(expression).execute(_context(activation, LISTS))
+        expected = (
+            RuleResult.hit if plain is True else RuleResult.no_hit if plain is False else None
+        ) or RuleResult.error
+    except Exception:
+        expected = RuleResult.error
+    assert outcome.result is expected, (expression, activation, outcome)
