@@ -3,6 +3,8 @@ issue's examples decide, and that evaluation never raises whatever the data."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import cel
@@ -430,3 +432,20 @@ def test_compiled_rules_read_what_they_declare_and_answer_like_plain_cel(
     except Exception:
         expected = RuleResult.error
     assert outcome.result is expected, (expression, activation, outcome)
+
+
+def test_the_rules_module_loads_cel_without_its_command_line_tool() -> None:
+    # `import cel` would bring typer, rich and prompt_toolkit into every API process; the
+    # package imported afterwards (the `cel` tool, tests) still works on the same extension.
+    code = (
+        "import sys\n"
+        "from paymux.risk.rules import compile_rule, evaluate\n"
+        "rule = compile_rule('amount > 1', 'payment.create')\n"
+        "assert evaluate(rule, {'amount': 2}, {}).result == 'hit'\n"
+        "heavy = {m.split('.')[0] for m in sys.modules} & {'typer', 'rich', 'prompt_toolkit'}\n"
+        "assert not heavy, heavy\n"
+        "import cel\n"
+        "assert cel.evaluate('1 + 2') == 3\n"
+        "assert evaluate(rule, {'amount': 0}, {}).result == 'no_hit'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

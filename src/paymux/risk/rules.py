@@ -31,19 +31,58 @@ membership in the caller's Python set without converting the list.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import ipaddress
 import re
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
-
-import cel
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from paymux.kit.errors import InvalidRequest
 from paymux.risk.attributes import GROUPS, Attribute, CelType, EventType, attributes_for
+
+
+def _native_cel() -> ModuleType:
+    """The package's Rust extension (``cel.cel``) without the package's ``__init__``.
+
+    ``import cel`` also imports its command-line tool (typer, rich, prompt_toolkit, pygments:
+    ~0.2 s and their memory), which an API process must not carry (tests/test_lean_imports.py).
+    The extension is loaded from the package's directory and registered as ``cel.cel``, so a
+    later ``import cel`` (tests, the ``cel`` tool) reuses it — PyO3 cannot initialise it twice.
+    One wart: that later package has no ``cel.cel`` attribute (its names still work).
+    """
+    if "cel.cel" in sys.modules:
+        return sys.modules["cel.cel"]
+    package = importlib.util.find_spec("cel")  # finds the package without running it
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the common-expression-language package is not installed")
+    finder = importlib.machinery.FileFinder(
+        package.submodule_search_locations[0],
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+    )
+    spec = finder.find_spec("cel.cel")
+    if spec is None or spec.loader is None:
+        raise ImportError("the common-expression-language package has no cel.cel extension")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cel.cel"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["cel.cel"]
+        raise
+    return module
+
+
+if TYPE_CHECKING:
+    from cel import cel as _cel
+else:
+    _cel = _native_cel()
 
 MAX_LENGTH = 2000
 """The longest expression accepted, in characters."""
@@ -251,7 +290,7 @@ class CompiledRule:
     event: EventType
     attributes: frozenset[str]
     lists: frozenset[str]
-    program: cel.Program = field(repr=False, compare=False)
+    program: _cel.Program = field(repr=False, compare=False)
 
 
 _PARSE_POSITION = re.compile(r"<input>:(\d+):(\d+):")
@@ -259,9 +298,9 @@ _UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
 """How the package reports a name with no value (its error texts are all it offers)."""
 
 
-def _parse(expression: str) -> cel.Program:
+def _parse(expression: str) -> _cel.Program:
     try:
-        return cel.compile(expression)
+        return _cel.compile(expression)
     except Exception as exc:
         message = str(exc).removeprefix(f"Failed to parse expression {expression!r}: ")
         position = None
@@ -650,7 +689,7 @@ def _try_samples(rule: CompiledRule, attrs: Mapping[str, Attribute]) -> None:
 # -- evaluating --------------------------------------------------------------------------------
 
 
-def _context(activation: Mapping[str, Any], lists: Mapping[str, Collection[str]]) -> cel.Context:
+def _context(activation: Mapping[str, Any], lists: Mapping[str, Collection[str]]) -> _cel.Context:
     """A context whose variables are resolved lazily from ``activation`` (flat names:
     ``customer.is_new``), so a rule converts only what it reads. A missing attribute resolves
     to nothing, which the package reports as an undefined variable: an ``error`` outcome."""
@@ -670,12 +709,12 @@ def _context(activation: Mapping[str, Any], lists: Mapping[str, Collection[str]]
             return group
         return activation.get(name)
 
-    context = cel.Context(functions=_functions(lists))
+    context = _cel.Context(functions=_functions(lists))
     context.set_variable_resolver(resolve)
     return context
 
 
-def _run(rule: CompiledRule, context: cel.Context) -> Outcome:
+def _run(rule: CompiledRule, context: _cel.Context) -> Outcome:
     try:
         value = rule.program.execute(context)
     except (KeyboardInterrupt, SystemExit):
