@@ -37,7 +37,7 @@ from paymux.risk.rules import (
 
 LISTS = {
     "blocked_regions": frozenset({"KP", "XX-01"}),
-    "office_nets": frozenset({"10.0.0.0/8", "2001:db8::/32"}),
+    "office_nets": frozenset({"10.0.0.0/8", "172.16.4.0/22", "198.51.100.7", "2001:db8::/32"}),
     "hot_skus": frozenset({"sku_card_100"}),
 }
 
@@ -241,6 +241,10 @@ class TestIssueExamples:
         assert evaluate(rule, {"ip": "10.20.30.40"}, LISTS).result is RuleResult.hit
         assert evaluate(rule, {"ip": "2001:db8::1"}, LISTS).result is RuleResult.hit
         assert evaluate(rule, {"ip": "192.0.2.1"}, LISTS).result is RuleResult.no_hit
+        assert evaluate(rule, {"ip": "172.16.7.255"}, LISTS).result is RuleResult.hit
+        assert evaluate(rule, {"ip": "172.16.8.0"}, LISTS).result is RuleResult.no_hit
+        assert evaluate(rule, {"ip": "198.51.100.7"}, LISTS).result is RuleResult.hit
+        assert evaluate(rule, {"ip": "198.51.100.8"}, LISTS).result is RuleResult.no_hit
         inline = compile_rule('cidr_match(ip, ["192.0.2.0/24"])', "payment.create")
         assert evaluate(inline, {"ip": "192.0.2.1"}, LISTS).result is RuleResult.hit
 
