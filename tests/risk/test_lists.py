@@ -162,3 +162,35 @@ async def test_platform_lists_are_read_only_to_merchants_and_tenants_are_apart(
     r = await stack.client.post("/v1/risk/lists", headers=shop.headers,
                                 json={"name": "Bad Name", "type": "sku"})  # fmt: skip
     assert r.status_code == 400, r.text
+
+
+async def test_rules_read_the_lists_that_count_now(stack: Stack, clock: Any) -> None:
+    """What a compiled rule's ``list("name")`` sees: a merchant's own list before the
+    platform's of the same name, the platform's otherwise, expired items gone."""
+    from paymux.risk import rules
+    from paymux.risk.service import lists_for
+
+    shop = await make_tenant(stack)
+    mine = await new_list(stack, shop.headers, "blocked_ips", "ip")
+    await stack.client.post(f"/v1/risk/lists/{mine['id']}/items", headers=shop.headers, json={
+        "items": [{"value": "198.51.100.0/24", "reason": "proxy farm"},
+                  {"value": "192.0.2.1", "reason": "for an hour",
+                   "expires_at": "2000-01-01T00:00:00Z"}]})  # fmt: skip
+    platform = await new_list(stack, OPERATOR, "blocked_regions", "region", livemode=False)
+    await stack.client.post(f"/v1/operator/risk/lists/{platform['id']}/items", headers=OPERATOR,
+                            json={"items": [{"value": "KP", "reason": "sanctions"}]})  # fmt: skip
+    by_ip = rules.compile_rule('cidr_match(ip, list("blocked_ips"))', "payment.create")
+    by_region = rules.compile_rule('ip_region in list("blocked_regions")', "payment.create")
+    names = by_ip.lists | by_region.lists
+    async with stack.runtime.db.read() as session:
+        seen = await lists_for(session, shop.merchant_id, False, names)
+        platform_only = await lists_for(session, None, False, names)
+        live = await lists_for(session, shop.merchant_id, True, names)
+    assert seen == {"blocked_ips": frozenset({"198.51.100.0/24"}),
+                    "blocked_regions": frozenset({"KP"})}  # fmt: skip
+    assert platform_only["blocked_ips"] == frozenset() and live["blocked_regions"] == frozenset()
+    hit = {"ip": "198.51.100.77", "ip_region": "KP"}
+    miss = {"ip": "192.0.2.1", "ip_region": "CN"}
+    for rule in (by_ip, by_region):
+        assert rules.evaluate(rule, hit, seen).result is rules.RuleResult.hit
+        assert rules.evaluate(rule, miss, seen).result is rules.RuleResult.no_hit

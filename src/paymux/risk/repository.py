@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,6 +93,32 @@ class RiskListRepository:
     async def count_items(self, list_id: str) -> int:
         stmt = sa.select(sa.func.count()).where(RiskListItem.list_id == list_id)
         return int((await self.session.execute(stmt)).scalar_one())
+
+    async def live_values(
+        self, owners: Sequence[str], livemode: bool, names: Collection[str], now: dt.datetime
+    ) -> dict[tuple[str, str], set[str]]:
+        """The items of the owners' lists of ``names`` in the mode that count at ``now``, by
+        (owner, name); a list without items is there, empty."""
+        if not names:
+            return {}
+        found = sa.select(RiskList.id, RiskList.owner, RiskList.name).where(
+            RiskList.owner.in_(owners), RiskList.livemode == livemode,
+            RiskList.name.in_(sorted(names)),
+        )  # fmt: skip
+        out: dict[tuple[str, str], set[str]] = {}
+        by_id: dict[str, tuple[str, str]] = {}
+        for list_id, owner, name in await self.session.execute(found):
+            out[(owner, name)] = set()
+            by_id[list_id] = (owner, name)
+        if not by_id:
+            return out
+        live = sa.or_(RiskListItem.expires_at.is_(None), RiskListItem.expires_at > now)
+        items = sa.select(RiskListItem.list_id, RiskListItem.value).where(
+            RiskListItem.list_id.in_(list(by_id)), live
+        )
+        for list_id, value in await self.session.execute(items):
+            out[by_id[list_id]].add(value)
+        return out
 
     async def holds(
         self, list_id: str, form: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,3 +194,27 @@ async def check(
         raise InvalidRequest("list_value_invalid", str(exc), param="value") from None
     item = await RiskListRepository(session).holds(found.id, form, address, clock.now())
     return form, item
+
+
+async def lists_for(
+    session: AsyncSession, merchant_id: str | None, livemode: bool, names: Collection[str]
+) -> dict[str, frozenset[str]]:
+    """What a rule's ``list("name")`` sees, for :func:`paymux.risk.rules.evaluate`: the items
+    that count now of each named list, as frozensets. A merchant's rules (``merchant_id``) see
+    its own lists and the platform's — its own first, when both have the name; the platform's
+    rules (None) see the platform's only. A name no list has is an empty list (the rule set's
+    validation is where an unknown list is refused). Addresses and networks are the items'
+    normal forms: ``ip in list("n")`` matches addresses exactly, ``cidr_match(ip, list("n"))``
+    networks too."""
+    who = Owner(merchant_id, livemode, "")
+    found = await RiskListRepository(session).live_values(who.readable(), livemode, names,
+                                                          clock.now())  # fmt: skip
+    out: dict[str, frozenset[str]] = {}
+    for name in names:
+        for owner in who.readable():  # the merchant's own first
+            if (owner, name) in found:
+                out[name] = frozenset(found[(owner, name)])
+                break
+        else:
+            out[name] = frozenset()
+    return out
