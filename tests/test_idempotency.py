@@ -35,7 +35,7 @@ from paymux.recon.models import (
     ReconRun,
 )
 from paymux.refunds.models import Refund
-from paymux.risk.models import RiskList, RiskListItem
+from paymux.risk.models import RiskList, RiskListItem, RuleSet
 from paymux.splits.models import Split
 from paymux.store_codes.models import StoreCode
 from paymux.wallets.models import Wallet
@@ -507,6 +507,38 @@ for _operator in (False, True):
         assert r.status_code == 200, r.text
         return Call("DELETE", f"{_risk_base(operator)}/lists/{list_id}/items?value=203.0.113.11",
                     None, _risk_items(c, list_id), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+
+_RULE = {"name": "big", "event": "payment.create", "expression": "amount > 500000",
+         "action": "review"}  # fmt: skip
+
+
+async def _rule_set(c: Ctx, operator: bool) -> str:
+    headers = {**OPERATOR, **ACTOR} if operator else c.tenant.headers
+    r = await c.stack.client.post(f"{_risk_base(operator)}/rule_sets", headers=headers,
+                                  json={"rules": [_RULE], "livemode": False})  # fmt: skip
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+for _operator in (False, True):
+    _base = _risk_base(_operator)
+
+    @scenario(f"POST {_base}/rule_sets")
+    async def _rule_set_create(c: Ctx, operator: bool = _operator) -> Call:
+        note = f"idem {no()}"
+        return Call("POST", f"{_risk_base(operator)}/rule_sets",
+                    {"rules": [_RULE], "note": note, "livemode": False},
+                    lambda: c.count(RuleSet, RuleSet.note == note), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+    @scenario(f"POST {_base}/rule_sets/{{rule_set_id}}/publish")
+    async def _rule_set_publish(c: Ctx, operator: bool = _operator) -> Call:
+        rule_set = await _rule_set(c, operator)
+        return Call("POST", f"{_risk_base(operator)}/rule_sets/{rule_set}/publish", None,
+                    lambda: c.count(RuleSet, RuleSet.id == rule_set,
+                                    RuleSet.state == "published"), operator=operator,
                     headers=ACTOR if operator else None)  # fmt: skip
 
 

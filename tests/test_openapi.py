@@ -220,9 +220,10 @@ async def test_a_generator_creates_payments_from_the_document_alone(stack: Stack
 
 UNIQUE_PER_REQUEST = frozenset({
     "out_trade_no", "out_refund_no", "out_transfer_no", "out_payout_no", "out_request_no",
-    "reference",
+    "reference", "name",
 })  # fmt: skip
-"""Body fields the server keeps unique per app: a repeat is a 409 however valid the request."""
+"""Body fields the server keeps unique per app (``name``: of a risk list): a repeat is a 409
+however valid the request."""
 
 
 async def test_stateful_runs_follow_the_links(stack: Stack) -> None:

@@ -12,7 +12,7 @@ from paymux.kit.errors import InvalidRequest
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
-from paymux.risk import service
+from paymux.risk import rulesets, service
 from paymux.risk.repository import RiskListRepository
 from paymux.risk.schemas import (
     ItemCheck,
@@ -22,6 +22,8 @@ from paymux.risk.schemas import (
     ItemsIn,
     ListCreate,
     ListOut,
+    RuleSetCreate,
+    RuleSetOut,
 )
 from paymux.risk.service import Owner
 
@@ -133,5 +135,39 @@ def _routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
                          item=ItemOut.of(item) if item else None)  # fmt: skip
 
 
+def _rule_set_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
+    Who = Annotated[Owner, Depends(owner)]
+
+    @r.post("/rule_sets", status_code=201, response_model=RuleSetOut)
+    async def create_rule_set(body: RuleSetCreate, who: Who, session: SessionDep) -> RuleSetOut:
+        """A draft rule set, every rule validated now (syntax, attributes, functions, types, a
+        run on sample input; the lists it reads must exist). Nothing is in force until it is
+        published."""
+        found = await rulesets.create_draft(session, _changing(who), body)
+        return await rulesets.out(session, found)
+
+    @r.get("/rule_sets", response_model=ListResponse[RuleSetOut])
+    async def list_rule_sets(who: Who, session: ReadSessionDep,
+                             page: PageDep) -> ListResponse[RuleSetOut]:  # fmt: skip
+        """The caller's rule sets, newest first: drafts, the one in force, the retired."""
+        rows, more = await rulesets.listed(session, who, limit=page.limit,
+                                           starting_after=page.starting_after)  # fmt: skip
+        return ListResponse[RuleSetOut](data=[await rulesets.out(session, x) for x in rows],
+                                        has_more=more)  # fmt: skip
+
+    @r.get("/rule_sets/{rule_set_id}", response_model=RuleSetOut)
+    async def retrieve_rule_set(rule_set_id: str, who: Who,
+                                session: ReadSessionDep) -> RuleSetOut:  # fmt: skip
+        return await rulesets.out(session, await rulesets.get(session, who, rule_set_id))
+
+    @r.post("/rule_sets/{rule_set_id}/publish", response_model=RuleSetOut)
+    async def publish_rule_set(rule_set_id: str, who: Who, session: SessionDep) -> RuleSetOut:
+        """Put a draft in force as the next version; the version in force before is retired."""
+        found = await rulesets.publish(session, _changing(who), rule_set_id)
+        return await rulesets.out(session, found)
+
+
 _routes(router, _merchant)
+_rule_set_routes(router, _merchant)
+_rule_set_routes(operator_router, _operator)
 _routes(operator_router, _operator)

@@ -68,3 +68,75 @@ class RiskListItem(Base):
     """After this the item no longer counts (null: until removed)."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
+
+
+class RuleSetState(StrEnum):
+    draft = "draft"
+    published = "published"
+    """The owner's rule set in force (at most one per owner and mode)."""
+    retired = "retired"
+    """Was in force; a later version replaced it."""
+
+
+class RuleAction(StrEnum):
+    allow = "allow"
+    block = "block"
+    review = "review"
+    hold = "hold"
+    challenge = "challenge"
+    score = "score"
+    """Adds ``score`` to the decision's score instead of deciding."""
+
+
+class RuleMode(StrEnum):
+    active = "active"
+    shadow = "shadow"
+    """Evaluated and recorded, never deciding."""
+    disabled = "disabled"
+
+
+class OnError(StrEnum):
+    ignore = "ignore"
+    review = "review"
+    block = "block"
+
+
+class RuleSet(Base):
+    """An immutable, versioned set of rules of the platform or of a merchant, in one mode. A
+    change is a new draft; publishing it gives it the next version and retires the one in
+    force. Who made and who published each version is kept with it (its audit)."""
+
+    __tablename__ = "risk_rule_sets"
+    __table_args__ = (
+        sa.UniqueConstraint("owner", "livemode", "version"),
+        sa.Index("ix_risk_rule_sets_owner", "owner", "livemode", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(40))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    """1, 2, … per owner and mode, given when published (null while a draft)."""
+    state: Mapped[RuleSetState] = mapped_column(sa.String(16))
+    note: Mapped[str] = mapped_column(sa.String(500), default="")
+    created_by: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[dt.datetime] = created_at_column()
+    published_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Rule(Base):
+    __tablename__ = "risk_rules"
+    __table_args__ = (sa.UniqueConstraint("rule_set_id", "position"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    rule_set_id: Mapped[str] = mapped_column(sa.ForeignKey("risk_rule_sets.id"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    event: Mapped[str] = mapped_column(sa.String(32))
+    expression: Mapped[str] = mapped_column(sa.String(2000))
+    action: Mapped[RuleAction] = mapped_column(sa.String(16))
+    score: Mapped[int] = mapped_column(sa.Integer, default=0)
+    mode: Mapped[RuleMode] = mapped_column(sa.String(16))
+    on_error: Mapped[OnError] = mapped_column(sa.String(16))

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.kit import clock
 from paymux.kit.db import insert_of
 from paymux.kit.ids import new_ids
-from paymux.risk.models import RiskList, RiskListItem
+from paymux.risk.models import RiskList, RiskListItem, Rule, RuleSet, RuleSetState
 
 BATCH = 1_000
 """Items written per statement (a bulk import is a few hundred statements at most)."""
@@ -139,3 +139,47 @@ class RiskListRepository:
             if network.version == address.version and address in network:
                 return item
         return None
+
+
+class RuleSetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(
+        self, owner: str, livemode: bool | None, rule_set_id: str, *, lock: bool = False
+    ) -> RuleSet | None:
+        stmt = sa.select(RuleSet).where(RuleSet.id == rule_set_id, RuleSet.owner == owner)
+        if livemode is not None:
+            stmt = stmt.where(RuleSet.livemode == livemode)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def published(self, owner: str, livemode: bool) -> list[RuleSet]:
+        """The owner's rule set(s) in force, locked (publishing replaces them)."""
+        stmt = sa.select(RuleSet).where(
+            RuleSet.owner == owner, RuleSet.livemode == livemode,
+            RuleSet.state == RuleSetState.published,
+        ).with_for_update()  # fmt: skip
+        return list(await self.session.scalars(stmt))
+
+    async def last_version(self, owner: str, livemode: bool) -> int:
+        stmt = sa.select(sa.func.coalesce(sa.func.max(RuleSet.version), 0)).where(
+            RuleSet.owner == owner, RuleSet.livemode == livemode
+        )
+        return int((await self.session.execute(stmt)).scalar_one() or 0)
+
+    async def rules_of(self, rule_set_id: str) -> list[Rule]:
+        stmt = sa.select(Rule).where(Rule.rule_set_id == rule_set_id).order_by(Rule.position)
+        return list(await self.session.scalars(stmt))
+
+    async def listed(
+        self, owner: str, livemode: bool | None, *, limit: int, starting_after: str | None
+    ) -> tuple[list[RuleSet], bool]:
+        stmt = sa.select(RuleSet).where(RuleSet.owner == owner)
+        if livemode is not None:
+            stmt = stmt.where(RuleSet.livemode == livemode)
+        if starting_after is not None:
+            stmt = stmt.where(RuleSet.id < starting_after)
+        rows = list(await self.session.scalars(stmt.order_by(RuleSet.id.desc()).limit(limit + 1)))
+        return rows[:limit], len(rows) > limit

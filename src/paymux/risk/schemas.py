@@ -7,7 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from paymux.risk.models import ListType, RiskList, RiskListItem
+from paymux.risk.attributes import EventType
+from paymux.risk.models import (
+    ListType,
+    OnError,
+    RiskList,
+    RiskListItem,
+    RuleAction,
+    RuleMode,
+)
 
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -91,3 +99,50 @@ class ItemCheck(BaseModel):
     """The value's normal form (a hash for e-mails and phones)."""
     listed: bool
     item: ItemOut | None
+
+
+class RuleIn(BaseModel):
+    name: str = Field(pattern=NAME)
+    event: EventType
+    expression: str = Field(min_length=1, max_length=2000)
+    action: RuleAction
+    score: int = Field(default=0, ge=-1000, le=1000)
+    """``action: score`` only: what a hit adds to the decision's score."""
+    mode: RuleMode = RuleMode.active
+    on_error: OnError | None = None
+    """What an evaluation error does (default: ``review`` for a block rule, else ``ignore``)."""
+
+
+class RuleSetCreate(BaseModel):
+    rules: list[RuleIn] = Field(min_length=1, max_length=200)
+    note: str = Field(default="", max_length=500)
+    livemode: bool | None = None
+    """Operator rule sets only: the mode."""
+
+
+class RuleOut(BaseModel):
+    name: str
+    event: str
+    expression: str
+    action: str
+    score: int
+    mode: str
+    on_error: str
+    attributes: list[str]
+    lists: list[str]
+
+
+class RuleSetOut(BaseModel):
+    object: Literal["risk.rule_set"] = "risk.rule_set"
+    id: str
+    owner: str
+    livemode: bool
+    version: int | None
+    state: str
+    note: str
+    rules: list[RuleOut]
+    created_by: str
+    created_at: dt.datetime
+    published_by: str | None
+    published_at: dt.datetime | None
+    retired_at: dt.datetime | None
