@@ -114,15 +114,19 @@ async def test_a_wrong_account_kind_costs_only_the_fast_path(stack: Stack, postg
     await _check_invariants(stack, [clearing, merchant, payee])
 
 
-async def _waiting_for_a_lock(stack: Stack) -> None:
+async def _waiting_for_a_lock(stack: Stack, task: asyncio.Task[Any]) -> None:
+    """Until ``task``'s statement waits for a row lock; if the task ends first, what it did
+    is the failure (not a timeout that hides it)."""
     async with stack.runtime.db.engine.connect() as conn:
-        for _ in range(500):
+        for _ in range(3000):
             waiting = await conn.scalar(sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND datname = current_database()"
             ))  # fmt: skip
             if waiting:
                 return
+            if task.done():
+                raise AssertionError(f"the second batch ended without waiting: {task.result()!r}")
             await asyncio.sleep(0.01)
     raise AssertionError("the second batch never waited for the first one's row locks")
 
@@ -143,7 +147,7 @@ async def test_a_key_recorded_while_the_batch_waited_is_a_replay_and_leaves_no_t
             s, [pay(f"{k}-before", merchant, payee, 1), shared,
                 pay(f"{k}-after", merchant, payee, 2)]
         )))  # fmt: skip
-        await _waiting_for_a_lock(stack)
+        await _waiting_for_a_lock(stack, second)
     posted = await second
     assert [p.replayed for p in posted] == [False, True, False]
     assert posted[1].id == first[0].id
