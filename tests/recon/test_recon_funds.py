@@ -215,7 +215,7 @@ async def test_a_transfer_the_channel_paid_without_telling_us_is_repaired_by_a_q
     await books_balance(stack)
 
 
-async def test_a_bill_kind_the_channel_does_not_publish_is_refused(stack: Stack) -> None:
+async def test_an_unknown_bill_kind_is_refused(stack: Stack) -> None:
     from tests.conftest import make_tenant
 
     tenant = await make_tenant(stack)

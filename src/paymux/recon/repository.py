@@ -101,12 +101,17 @@ class LocalItem:
     books: int
 
 
-def _books(prefix: str, id_column: str, tx_column: str, *, hold: bool) -> str:
+def _books(prefix: str, id_column: str, tx_column: str | None, *, hold: bool = False) -> str:
     """The posted movement of the account's clearing accounts (``:clearing``, their ids) by
     the record's ledger transaction: named by ``tx_column`` (one index lookup: a payment's
     success posting is posted when written; a refund's hold only once the refund succeeded,
-    hence ``hold``), else found by its key (records from before the column was kept)."""
+    hence ``hold``), else found by its key (records from before the column was kept, and
+    records that keep no column: a payout's posting is found by its key only)."""
     movement = "SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END)"
+    if tx_column is None:
+        return (f"COALESCE((SELECT {movement} FROM ledger_transactions t JOIN ledger_entries e"
+                f" ON e.transaction_id = t.id WHERE t.key = '{prefix}' || {id_column}"
+                " AND t.status = 'posted' AND e.account_id IN :clearing), 0)")  # fmt: skip
     by_id = (
         f"(SELECT {movement} FROM ledger_entries e JOIN ledger_transactions t ON t.id ="
         f" e.transaction_id WHERE e.transaction_id = {tx_column} AND t.status = 'posted'"
@@ -244,11 +249,7 @@ WHERE r.channel_account_id = :account
 # amount is the payout's own (its fee is ours, not the channel's: a fee on the line is the
 # channel's and must be zero). The books are the payout's movement of the clearing account
 # (posted when it succeeded).
-_PAYOUT_BOOKS = f"""COALESCE((
-  SELECT SUM(CASE WHEN e.side = 'debit' THEN e.amount ELSE -e.amount END)
-  FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id
-  WHERE t.key = '{PAYOUT_PAID_KEY_PREFIX}' || o.id AND t.status = 'posted'
-  AND e.account_id IN :clearing), 0)"""
+_PAYOUT_BOOKS = _books(PAYOUT_PAID_KEY_PREFIX, "o.id", None)
 _PAYOUTS_CODED = f"""
 WITH coded AS (
   SELECT b.*, {_CODE} AS code FROM (

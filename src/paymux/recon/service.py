@@ -321,18 +321,14 @@ async def _reconcile(
     suggestions: dict[int, dict[str, Any]] = {}
     unreachable = 0
     repaired_at: set[int] = set()
+    confirm = {"payment": repair.confirm_payment, "payout": repair.confirm_payout}
     for c in coded:  # 4. repair: only what the channel itself confirms
-        if c.code == "status_channel_success" and c.kind == "payout" and c.record_id:
-            outcome, notes[c.position] = await repair.confirm_payout(rt, c.record_id)
+        if c.code == "status_channel_success" and c.kind in confirm and c.record_id:
+            outcome, notes[c.position] = await confirm[c.kind](rt, c.record_id)
             unreachable += outcome is repair.Confirmed.unreachable
             if outcome in (repair.Confirmed.repaired, repair.Confirmed.already):
                 repaired_at.add(c.position)
-        elif c.code == "status_channel_success" and c.kind == "payment" and c.record_id:
-            outcome, notes[c.position] = await repair.confirm_payment(rt, c.record_id)
-            unreachable += outcome is repair.Confirmed.unreachable
-            if outcome in (repair.Confirmed.repaired, repair.Confirmed.already):
-                repaired_at.add(c.position)
-            if outcome is repair.Confirmed.closed_here:
+            if outcome is repair.Confirmed.closed_here and c.kind == "payment":
                 suggestions[c.position] = {"action": "refund", "payment": c.payment_id,
                                            "amount": c.amount}  # fmt: skip
         elif c.code == "pending" and c.record_id:

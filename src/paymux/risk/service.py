@@ -87,6 +87,15 @@ async def get_list(
     raise NotFound("list", list_id)
 
 
+def _refuse(problems: Sequence[str]) -> None:
+    """Nothing is added when any value is bad: the error names the first ones."""
+    if problems:
+        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        raise InvalidRequest("list_value_invalid", f"Nothing was added. {shown}"
+                             + (f"; and {more} more" if more > 0 else ""))  # fmt: skip
+
+
 def _rows(kind: ListType, items: Sequence[ItemIn], actor: str, *,
           where: Sequence[str]) -> list[dict[str, Any]]:  # fmt: skip
     """The items in normal form, or InvalidRequest naming the bad ones (``where``: how to name
@@ -102,11 +111,7 @@ def _rows(kind: ListType, items: Sequence[ItemIn], actor: str, *,
         expires = clock.aware(item.expires_at) if item.expires_at else None
         rows[form] = {"value": form, "network": network, "reason": item.reason,
                       "added_by": actor, "expires_at": expires}  # fmt: skip
-    if problems:
-        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = len(problems) - MAX_LISTED_PROBLEMS
-        raise InvalidRequest("list_value_invalid", f"Nothing was added. {shown}"
-                             + (f"; and {more} more" if more > 0 else ""))  # fmt: skip
+    _refuse(problems)
     return list(rows.values())
 
 
@@ -147,11 +152,7 @@ def parse_csv(data: bytes) -> tuple[list[ItemIn], list[str]]:
                 problems.append(f"{line}: {_short(exc)}")
     except csv.Error as exc:
         raise InvalidRequest("csv_invalid", f"The file is not CSV: {exc}") from None
-    if problems:
-        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = len(problems) - MAX_LISTED_PROBLEMS
-        raise InvalidRequest("list_value_invalid", f"Nothing was added. {shown}"
-                             + (f"; and {more} more" if more > 0 else ""))  # fmt: skip
+    _refuse(problems)
     if not items:
         raise InvalidRequest("csv_invalid", "The file has no rows.")
     return items, where
