@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.risk import rules
+from paymux.channels import registry
+from paymux.risk import decisions, rules
 from paymux.risk.models import OnError, Rule, RuleAction, RuleSet, RuleSetState
 from paymux.risk.repository import RiskListRepository, RuleSetRepository
-from paymux.risk.schemas import RuleOut, RuleSetCreate, RuleSetOut
+from paymux.risk.schemas import RuleIn, RuleOut, RuleSetCreate, RuleSetOut
 from paymux.risk.service import Owner, _mode
 
 
@@ -24,6 +25,28 @@ def default_on_error(action: RuleAction) -> OnError:
     """A block rule that cannot be evaluated sends the request to review; any other is
     ignored (issue 14's failure policy)."""
     return OnError.review if action is RuleAction.block else OnError.ignore
+
+
+def _check_restrict(rule: RuleIn, n: int) -> None:
+    """A restrict rule names what it leaves (known methods, channels); no other rule does."""
+    restricting = rule.restrict_methods is not None or rule.restrict_channels is not None
+    if rule.action is not RuleAction.restrict:
+        if restricting:
+            raise InvalidRequest("parameter_invalid", "restrict_methods and restrict_channels "
+                                 "need action restrict.", param=f"rules[{n}].action")  # fmt: skip
+        return
+    if not rule.restrict_methods and not rule.restrict_channels:
+        raise InvalidRequest("parameter_missing", "A restrict rule names the methods or "
+                             "channels it leaves.", param=f"rules[{n}].restrict_methods")  # fmt: skip
+    known_methods = registry.all_methods() | {"wallet"}
+    for name in rule.restrict_methods or ():
+        if name not in known_methods:
+            raise InvalidRequest("unsupported_method", f"Unknown method {name!r}.",
+                                 param=f"rules[{n}].restrict_methods")  # fmt: skip
+    for name in rule.restrict_channels or ():
+        if name not in registry.all_channels():
+            raise InvalidRequest("unknown_channel", f"Unknown channel {name!r}.",
+                                 param=f"rules[{n}].restrict_channels")  # fmt: skip
 
 
 async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -> RuleSet:
@@ -37,6 +60,7 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
         except rules.RuleInvalid as exc:
             raise InvalidRequest(exc.code, f"rules[{n}] ({rule.name}): {exc.message}",
                                  param=where) from None  # fmt: skip
+        _check_restrict(rule, n)
         if rule.name in names:
             raise InvalidRequest("rule_name_repeated", f"Two rules are named {rule.name!r}.",
                                  param=f"rules[{n}].name")  # fmt: skip
@@ -52,7 +76,8 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
                                  "which its owner's rules cannot read (no such list).",
                                  param=f"rules[{n}].expression")  # fmt: skip
     found = RuleSet(id=new_id("rrs"), owner=who.owner, livemode=livemode, version=None,
-                    state=RuleSetState.draft, note=body.note, created_by=who.actor)  # fmt: skip
+                    state=RuleSetState.draft, note=body.note, created_by=who.actor,
+                    review_score=body.review_score, block_score=body.block_score)  # fmt: skip
     session.add(found)
     await session.flush()  # the set before its rules (their foreign key)
     for n, rule in enumerate(body.rules):
@@ -61,6 +86,7 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
             event=rule.event.value, expression=rule.expression, action=rule.action,
             score=rule.score if rule.action is RuleAction.score else 0, mode=rule.mode,
             on_error=rule.on_error or default_on_error(rule.action),
+            restrict_methods=rule.restrict_methods, restrict_channels=rule.restrict_channels,
         ))  # fmt: skip
     await session.flush()
     return found
@@ -95,6 +121,7 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
     except sa.exc.IntegrityError:
         raise Conflict("rule_set_publish_conflict", "Another rule set was published at the same "
                        "moment; try again.") from None  # fmt: skip
+    decisions.forget(found.owner, found.livemode)
     return found
 
 
@@ -104,10 +131,13 @@ async def out(session: AsyncSession, found: RuleSet) -> RuleSetOut:
         compiled = rules.compile_rule(rule.expression, rule.event)
         shown.append(RuleOut(name=rule.name, event=rule.event, expression=rule.expression,
                              action=rule.action, score=rule.score, mode=rule.mode,
-                             on_error=rule.on_error, attributes=sorted(compiled.attributes),
+                             on_error=rule.on_error, restrict_methods=rule.restrict_methods,
+                             restrict_channels=rule.restrict_channels,
+                             attributes=sorted(compiled.attributes),
                              lists=sorted(compiled.lists)))  # fmt: skip
     return RuleSetOut(id=found.id, owner=found.owner, livemode=found.livemode,
                       version=found.version, state=found.state, note=found.note, rules=shown,
+                      review_score=found.review_score, block_score=found.block_score,
                       created_by=found.created_by, created_at=found.created_at,
                       published_by=found.published_by, published_at=found.published_at,
                       retired_at=found.retired_at)  # fmt: skip

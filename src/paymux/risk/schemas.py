@@ -111,6 +111,10 @@ class RuleIn(BaseModel):
     mode: RuleMode = RuleMode.active
     on_error: OnError | None = None
     """What an evaluation error does (default: ``review`` for a block rule, else ``ignore``)."""
+    restrict_methods: list[str] | None = Field(default=None, max_length=50)
+    """``action: restrict`` only: the payment methods the request may still use."""
+    restrict_channels: list[str] | None = Field(default=None, max_length=20)
+    """``action: restrict`` only: the channels the request may still be routed to."""
 
 
 class RuleSetCreate(BaseModel):
@@ -118,6 +122,11 @@ class RuleSetCreate(BaseModel):
     note: str = Field(default="", max_length=500)
     livemode: bool | None = None
     """Operator rule sets only: the mode."""
+    review_score: int | None = Field(default=None, ge=1, le=100_000)
+    """A decision whose score (the sum of the hit ``score`` rules) reaches this opens a review
+    (default 50; of two rule sets in force, the lower counts)."""
+    block_score: int | None = Field(default=None, ge=1, le=100_000)
+    """A decision whose score reaches this is blocked (default 100)."""
 
 
 class RuleOut(BaseModel):
@@ -128,6 +137,8 @@ class RuleOut(BaseModel):
     score: int
     mode: str
     on_error: str
+    restrict_methods: list[str] | None = None
+    restrict_channels: list[str] | None = None
     attributes: list[str]
     lists: list[str]
 
@@ -140,6 +151,8 @@ class RuleSetOut(BaseModel):
     version: int | None
     state: str
     note: str
+    review_score: int | None = None
+    block_score: int | None = None
     rules: list[RuleOut]
     created_by: str
     created_at: dt.datetime
