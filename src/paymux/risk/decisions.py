@@ -24,10 +24,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
-from paymux.kit.cache import TtlCache
 from paymux.kit.errors import PaymuxError
 from paymux.kit.ids import new_id
-from paymux.risk import engine, service, signals
+from paymux.risk import engine, rulesets, service, signals
 from paymux.risk.attributes import EventType
 from paymux.risk.models import RiskDecision, Verdict
 from paymux.risk.repository import DecisionRepository, RuleSetRepository
@@ -69,18 +68,6 @@ class Screening:
 
 _sets: dict[str, engine.LoadedSet] = {}
 """Compiled published sets by id: a published set never changes, so this never goes stale."""
-_in_force: TtlCache[tuple[str, bool], tuple[str, ...]] = TtlCache("risk_rule_sets")
-"""The owner's published set (an empty tuple: none). A set published in another process is
-in force here within a second; in this one at once (:func:`forget`)."""
-
-
-def forget(owner: str | None = None, livemode: bool | None = None) -> None:
-    """This process published a rule set, or changed a list: use the new one now."""
-    if owner is None or livemode is None:
-        _in_force.forget()
-    else:
-        _in_force.forget((owner, livemode))
-    service.lists_cache.forget()
 
 
 async def _load(session: AsyncSession, owner: str, livemode: bool) -> tuple[str, ...]:
@@ -101,7 +88,7 @@ async def policy(session: AsyncSession, event: EventType, merchant_id: str,
                  livemode: bool) -> engine.Policy:  # fmt: skip
     sets: list[engine.LoadedSet] = []
     for owner in (PLATFORM, merchant_id):
-        ids = await _in_force.get_or_load((owner, livemode),
+        ids = await rulesets.in_force.get_or_load((owner, livemode),
                                           lambda o=owner: _load(session, o, livemode))  # type: ignore[misc]  # fmt: skip
         sets.extend(_sets[i] for i in ids)
     return engine.policy(event, sets)
@@ -130,7 +117,8 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
             return out
         names = pol.attributes
         features = await signals.features(session, request, names, clock.now())
-        lists = await service.cached_lists(session, request.merchant_id, request.livemode, pol.lists)
+        lists = await service.cached_lists(session, request.merchant_id, request.livemode,
+                                           pol.lists)  # fmt: skip
         evaluation = evaluate_all([r.compiled for r in pol.rules], features, lists)
         decided = engine.decide(pol, evaluation.outcomes)
         elapsed = time.perf_counter() - started
@@ -141,10 +129,12 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
                     detail=str(exc)[:200])  # fmt: skip
         return _unevaluated(out, started)
     out.verdict = decided.verdict
-    out.restrict_methods, out.restrict_channels = decided.restrict_methods, decided.restrict_channels
+    out.restrict_methods = decided.restrict_methods
+    out.restrict_channels = decided.restrict_channels
     out.features = {n: features.get(n) for n in sorted(names)}
+    results = _results(pol, evaluation.outcomes)
     out.decision = _decision(request, out, score=decided.score, versions=pol.versions,
-                             results=_results(pol, evaluation.outcomes), started=started)  # fmt: skip
+                             results=results, started=started)  # fmt: skip
     errors = sum(1 for o in evaluation.outcomes if o.result is RuleResult.error)
     if errors:
         log.info("risk_rule_errors", event=request.event.value, errors=errors)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
-
-from typing import Any
 
 from paymux.kit.db import Base, JSONType, UTCDateTime
 from paymux.kit.models import created_at_column, updated_at_column
@@ -237,8 +236,6 @@ class RiskReview(Base):
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
-
-    __mapper_args__ = {"version_id_col": version}
 
 
 class RiskCustomer(Base):

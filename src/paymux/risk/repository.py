@@ -224,8 +224,10 @@ class DecisionRepository:
                 .order_by(RiskDecision.created_at.desc()).limit(1))  # fmt: skip
         return (await self.session.scalars(stmt)).first()
 
-    async def in_range(self, merchant_id: str | None, livemode: bool, event: str,
-                       start: dt.datetime, end: dt.datetime, limit: int) -> list[RiskDecision]:  # fmt: skip
+    async def in_range(
+        self, merchant_id: str | None, livemode: bool, event: str, start: dt.datetime,
+        end: dt.datetime, limit: int,
+    ) -> list[RiskDecision]:  # fmt: skip
         stmt = sa.select(RiskDecision).where(
             RiskDecision.livemode == livemode, RiskDecision.event == event,
             RiskDecision.created_at >= start, RiskDecision.created_at < end,
@@ -262,7 +264,8 @@ class DecisionRepository:
             stmt = stmt.where(RiskReview.state == state)
         if starting_after is not None:
             stmt = stmt.where(RiskReview.id < starting_after)
-        rows = list(await self.session.scalars(stmt.order_by(RiskReview.id.desc()).limit(limit + 1)))
+        stmt = stmt.order_by(RiskReview.id.desc()).limit(limit + 1)
+        rows = list(await self.session.scalars(stmt))
         return rows[:limit], len(rows) > limit
 
     async def overdue(self, now: dt.datetime, limit: int) -> list[str]:

@@ -10,15 +10,30 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channels import registry
 from paymux.kit import clock
+from paymux.kit.cache import TtlCache
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.channels import registry
-from paymux.risk import decisions, rules
+from paymux.risk import rules, service
 from paymux.risk.models import OnError, Rule, RuleAction, RuleSet, RuleSetState
 from paymux.risk.repository import RiskListRepository, RuleSetRepository
 from paymux.risk.schemas import RuleIn, RuleOut, RuleSetCreate, RuleSetOut
 from paymux.risk.service import Owner, _mode
+
+in_force: TtlCache[tuple[str, bool], tuple[str, ...]] = TtlCache("risk_rule_sets")
+"""The id of each owner's (and mode's) published rule set, for the engine (an empty tuple:
+none). A set published in another process is in force everywhere within a second; in the
+publishing process at once (:func:`forget`)."""
+
+
+def forget(owner: str | None = None, livemode: bool | None = None) -> None:
+    """This process published a rule set or changed a list: the engine uses the new one now."""
+    if owner is None or livemode is None:
+        in_force.forget()
+    else:
+        in_force.forget((owner, livemode))
+    service.lists_cache.forget()
 
 
 def default_on_error(action: RuleAction) -> OnError:
@@ -37,7 +52,8 @@ def _check_restrict(rule: RuleIn, n: int) -> None:
         return
     if not rule.restrict_methods and not rule.restrict_channels:
         raise InvalidRequest("parameter_missing", "A restrict rule names the methods or "
-                             "channels it leaves.", param=f"rules[{n}].restrict_methods")  # fmt: skip
+                             "channels it leaves.",
+                             param=f"rules[{n}].restrict_methods")  # fmt: skip
     known_methods = registry.all_methods() | {"wallet"}
     for name in rule.restrict_methods or ():
         if name not in known_methods:
@@ -121,7 +137,7 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
     except sa.exc.IntegrityError:
         raise Conflict("rule_set_publish_conflict", "Another rule set was published at the same "
                        "moment; try again.") from None  # fmt: skip
-    decisions.forget(found.owner, found.livemode)
+    forget(found.owner, found.livemode)
     return found
 
 

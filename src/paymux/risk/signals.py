@@ -100,7 +100,7 @@ async def count(session: AsyncSession, req: Request, measure: str | None,
     remember its customer, in the caller's transaction."""
     if measure is not None:
         await velocity.record(session, req.subjects(), measure, req.amount, now)
-    if req.customer_ref is not None and req.event in (EventType.payment_create,
-                                                      EventType.payment_succeeded):  # fmt: skip
+    paid = req.event is EventType.payment_succeeded
+    if req.customer_ref is not None and (paid or req.event is EventType.payment_create):
         await DecisionRepository(session).seen(req.merchant_id, req.livemode, req.customer_ref,
-                                               now, paid=req.event is EventType.payment_succeeded)  # fmt: skip
+                                               now, paid=paid)  # fmt: skip

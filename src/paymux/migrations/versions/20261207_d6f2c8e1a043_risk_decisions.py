@@ -25,8 +25,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("review_score", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("block_score", sa.Integer(), nullable=True))
     with op.batch_alter_table("risk_rules", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("restrict_methods", paymux.kit.db.JSONType(), nullable=True))
-        batch_op.add_column(sa.Column("restrict_channels", paymux.kit.db.JSONType(), nullable=True))
+        batch_op.add_column(sa.Column("restrict_methods", paymux.kit.db.JSONType, nullable=True))
+        batch_op.add_column(sa.Column("restrict_channels", paymux.kit.db.JSONType, nullable=True))
     op.create_table(
         "risk_decisions",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -40,18 +40,20 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("score", sa.Integer(), nullable=False),
-        sa.Column("restrict_methods", paymux.kit.db.JSONType(), nullable=True),
-        sa.Column("restrict_channels", paymux.kit.db.JSONType(), nullable=True),
-        sa.Column("versions", paymux.kit.db.JSONType(), nullable=False),
-        sa.Column("results", paymux.kit.db.JSONType(), nullable=False),
-        sa.Column("features", paymux.kit.db.JSONType(), nullable=False),
+        sa.Column("restrict_methods", paymux.kit.db.JSONType, nullable=True),
+        sa.Column("restrict_channels", paymux.kit.db.JSONType, nullable=True),
+        sa.Column("versions", paymux.kit.db.JSONType, nullable=False),
+        sa.Column("results", paymux.kit.db.JSONType, nullable=False),
+        sa.Column("features", paymux.kit.db.JSONType, nullable=False),
         sa.Column("latency_us", sa.Integer(), nullable=False),
         sa.Column("unevaluated", sa.Boolean(), nullable=False),
         sa.Column("created_at", _AT, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_decisions")),
     )
     with op.batch_alter_table("risk_decisions", schema=None) as batch_op:
-        batch_op.create_index("ix_risk_decisions_merchant", ["merchant_id", "livemode", "created_at"])
+        batch_op.create_index(
+            "ix_risk_decisions_merchant", ["merchant_id", "livemode", "created_at"]
+        )
         batch_op.create_index("ix_risk_decisions_subject", ["subject_id"])
     op.create_table(
         "risk_reviews",
@@ -73,13 +75,18 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("created_at", _AT, nullable=False),
         sa.Column("updated_at", _AT, nullable=False),
-        sa.ForeignKeyConstraint(["decision_id"], ["risk_decisions.id"],
-                                name=op.f("fk_risk_reviews_decision_id_risk_decisions")),
+        sa.ForeignKeyConstraint(
+            ["decision_id"],
+            ["risk_decisions.id"],
+            name=op.f("fk_risk_reviews_decision_id_risk_decisions"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_reviews")),
         sa.UniqueConstraint("decision_id", name=op.f("uq_risk_reviews_decision_id")),
     )
     with op.batch_alter_table("risk_reviews", schema=None) as batch_op:
-        batch_op.create_index("ix_risk_reviews_merchant", ["merchant_id", "livemode", "state", "id"])
+        batch_op.create_index(
+            "ix_risk_reviews_merchant", ["merchant_id", "livemode", "state", "id"]
+        )
         batch_op.create_index("ix_risk_reviews_due", ["state", "deadline"])
     op.create_table(
         "risk_customers",
@@ -88,8 +95,9 @@ def upgrade() -> None:
         sa.Column("customer_ref", sa.String(length=128), nullable=False),
         sa.Column("first_seen_at", _AT, nullable=False),
         sa.Column("first_paid_at", _AT, nullable=True),
-        sa.PrimaryKeyConstraint("merchant_id", "livemode", "customer_ref",
-                                name=op.f("pk_risk_customers")),
+        sa.PrimaryKeyConstraint(
+            "merchant_id", "livemode", "customer_ref", name=op.f("pk_risk_customers")
+        ),
     )
 
 
