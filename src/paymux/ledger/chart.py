@@ -56,6 +56,8 @@ class Purpose(StrEnum):
     suspense = "suspense"
     fee_rounding = "fee_rounding"
     settlement_in_transit = "settlement_in_transit"
+    risk_hold = "risk_hold"
+    """A merchant's money held by a risk decision until a review releases it."""
 
 
 _DEBIT_NORMAL = {Purpose.clearing, Purpose.channel_cost, Purpose.points_issued,

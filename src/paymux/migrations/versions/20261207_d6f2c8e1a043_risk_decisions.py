@@ -21,6 +21,12 @@ _AT = paymux.kit.db.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("risk", paymux.kit.db.JSONType, nullable=True))
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("risk_held", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     with op.batch_alter_table("risk_rule_sets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("review_score", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("block_score", sa.Integer(), nullable=True))
@@ -102,6 +108,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.drop_column("risk_held")
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.drop_column("risk")
     op.drop_table("risk_customers")
     with op.batch_alter_table("risk_reviews", schema=None) as batch_op:
         batch_op.drop_index("ix_risk_reviews_due")
