@@ -32,9 +32,13 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("total", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "subject", "key", "measure", "resolution", "bucket_start",
+            "subject",
+            "key",
+            "measure",
+            "resolution",
+            "bucket_start",
             name=op.f("pk_risk_counters"),
-        ),  # fmt: skip
+        ),
     )
     op.create_table(
         "risk_links",
@@ -45,9 +49,12 @@ def upgrade() -> None:
         sa.Column("first_seen", paymux.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_seen", paymux.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint(
-            "per_subject", "per_key", "counted_subject", "counted_key",
+            "per_subject",
+            "per_key",
+            "counted_subject",
+            "counted_key",
             name=op.f("pk_risk_links"),
-        ),  # fmt: skip
+        ),
     )
     with op.batch_alter_table("risk_links", schema=None) as batch_op:
         batch_op.create_index(

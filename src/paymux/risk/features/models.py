@@ -71,9 +71,7 @@ class RiskLink(Base):
     __table_args__ = (
         # A distinct count in a window is a range scan on last_seen within one per-subject
         # value, answered from this index alone (it holds every column the count reads).
-        sa.Index(
-            "ix_risk_links_window", "per_subject", "per_key", "counted_subject", "last_seen"
-        ),
+        sa.Index("ix_risk_links_window", "per_subject", "per_key", "counted_subject", "last_seen"),
     )
 
     per_subject: Mapped[str] = mapped_column(sa.String(16), primary_key=True)

@@ -95,8 +95,12 @@ class FeatureRepository:
         for window in windows:
             oldest[window.resolution] = min(oldest.get(window.resolution, at), window.start)
         ranges = [
-            sa.and_(c.subject == subject, c.key == key, c.resolution == resolution.value,
-                    c.bucket_start >= start)  # fmt: skip
+            sa.and_(
+                c.subject == subject,
+                c.key == key,
+                c.resolution == resolution.value,
+                c.bucket_start >= start,
+            )
             for subject, key in sorted(keys.items())
             for resolution, start in sorted(oldest.items())
         ]
@@ -128,8 +132,12 @@ class FeatureRepository:
             for n, start in enumerate(windows.values())
         ]
         ranges = [
-            sa.and_(link.per_subject == per, link.per_key == key,
-                    link.counted_subject == counted, link.last_seen >= oldest)  # fmt: skip
+            sa.and_(
+                link.per_subject == per,
+                link.per_key == key,
+                link.counted_subject == counted,
+                link.last_seen >= oldest,
+            )
             for per, key, counted in sorted(pairs)
         ]
         stmt = (
@@ -139,7 +147,5 @@ class FeatureRepository:
         )
         out: dict[tuple[str, str], dict[str, int]] = {}
         for row in await self.session.execute(stmt):
-            out[(row[0], row[1])] = {
-                name: int(row[2 + n] or 0) for n, name in enumerate(windows)
-            }
+            out[(row[0], row[1])] = {name: int(row[2 + n] or 0) for n, name in enumerate(windows)}
         return out

@@ -93,9 +93,7 @@ WINDOWS: Mapping[str, tuple[dt.timedelta, Resolution]] = MappingProxyType(
 )
 """Each velocity window's length and the bucket resolution it reads."""
 
-LINK_LENGTHS: Mapping[str, dt.timedelta] = MappingProxyType(
-    {w: _length(w) for w in LINK_WINDOWS}
-)
+LINK_LENGTHS: Mapping[str, dt.timedelta] = MappingProxyType({w: _length(w) for w in LINK_WINDOWS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +265,15 @@ async def read(
         sums = await repo.window_sums(
             {n.subject: keys[n.subject] for n in known}, {n.measure for n in known}, windows, at
         )
-        for n in known:
-            count, total = sums.get((n.subject, n.measure), {}).get(n.window, (0, 0))
-            out[n.name] = count if n.aggregate == "count" else total
-    pairs = [n for n in linked if n.per in keys]
+        for v in known:
+            count, total = sums.get((v.subject, v.measure), {}).get(v.window, (0, 0))
+            out[v.name] = count if v.aggregate == "count" else total
+    pairs = [link for link in linked if link.per in keys]
     if pairs:
-        starts = {w: at - LINK_LENGTHS[w] for w in dict.fromkeys(n.window for n in pairs)}
+        starts = {w: at - LINK_LENGTHS[w] for w in dict.fromkeys(p.window for p in pairs)}
         counts = await repo.distinct_counts(
-            {(n.per, keys[n.per], n.counted) for n in pairs}, starts
+            {(p.per, keys[p.per], p.counted) for p in pairs}, starts
         )
-        for n in pairs:
-            out[n.name] = counts.get((n.per, n.counted), {}).get(n.window, 0)
+        for p in pairs:
+            out[p.name] = counts.get((p.per, p.counted), {}).get(p.window, 0)
     return out
