@@ -124,7 +124,8 @@ async def merchant_balances(
     repo = LedgerRepository(session)
     owner = mode_owner(merchant_id, livemode)
     return {p: await repo.find_account("merchant", owner, p.value, currency)
-            for p in (Purpose.escrow, Purpose.pending, Purpose.available)}  # fmt: skip
+            for p in (Purpose.escrow, Purpose.pending, Purpose.available,
+                      Purpose.risk_hold)}  # fmt: skip
 
 
 # The accounts as objects (balances read in this transaction), and by id only (the hot path).

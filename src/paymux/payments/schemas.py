@@ -46,8 +46,9 @@ class RiskSignals(BaseModel):
     account_created_at: dt.datetime | None = Field(
         default=None, description="When the buyer's account at the merchant was opened."
     )
-    kyc_level: int | None = Field(default=None, ge=0, le=9,
-                                  description="The buyer's verification level at the merchant.")  # fmt: skip
+    kyc_level: int | None = Field(
+        default=None, ge=0, le=9, description="The buyer's verification level at the merchant."
+    )
 
 
 class EscrowSpec(BaseModel):

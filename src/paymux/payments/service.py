@@ -161,8 +161,9 @@ async def _create_cashier_payment(
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     expires_at = clock.now() + dt.timedelta(seconds=ttl)
     async with _screened(rt) as session:
-        screened = await risk.screen_payment(session, req, app_id=app_id,
-                                             merchant_id=merchant_id, livemode=livemode)  # fmt: skip
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
         allowed = risk.allowed_methods(screened, allowed)
         if req.customer.get("wallet"):  # the balance the cashier may offer (wallets/pay.py)
             await payable_wallet(session, req.customer["wallet"], app_id=app_id,
@@ -307,8 +308,9 @@ async def create(
     expires_at = now + dt.timedelta(seconds=ttl)
     started = time.monotonic()
     async with _screened(rt) as session:
-        screened = await risk.screen_payment(session, req, app_id=app_id,
-                                             merchant_id=merchant_id, livemode=livemode)  # fmt: skip
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
         risk.check_method(screened, req.method)
         refusals = risk.refusals(screened, req.method, refusals)
         plan = await routing.plan(

@@ -88,8 +88,9 @@ async def policy(session: AsyncSession, event: EventType, merchant_id: str,
                  livemode: bool) -> engine.Policy:  # fmt: skip
     sets: list[engine.LoadedSet] = []
     for owner in (PLATFORM, merchant_id):
-        ids = await rulesets.in_force.get_or_load((owner, livemode),
-                                          lambda o=owner: _load(session, o, livemode))  # type: ignore[misc]  # fmt: skip
+        found, ids = rulesets.in_force.get((owner, livemode))
+        if not found or ids is None:
+            ids = rulesets.in_force.put((owner, livemode), await _load(session, owner, livemode))
         sets.extend(_sets[i] for i in ids)
     return engine.policy(event, sets)
 
@@ -125,7 +126,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
         if elapsed > BUDGET_SECONDS:
             raise TimeoutError(f"risk evaluation took {elapsed * 1000:.1f} ms")
     except Exception as exc:  # the failure policy, never a 500
-        log.warning("risk_engine_failed", event=request.event.value, error=type(exc).__name__,
+        log.warning("risk_engine_failed", risk_event=request.event.value, error=type(exc).__name__,
                     detail=str(exc)[:200])  # fmt: skip
         return _unevaluated(out, started)
     out.verdict = decided.verdict
@@ -137,7 +138,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
                              results=results, started=started)  # fmt: skip
     errors = sum(1 for o in evaluation.outcomes if o.result is RuleResult.error)
     if errors:
-        log.info("risk_rule_errors", event=request.event.value, errors=errors)
+        log.info("risk_rule_errors", risk_event=request.event.value, errors=errors)
     return out
 
 

@@ -25,7 +25,7 @@ PAYER_FIELDS = ("payer_account", "openid", "sub_openid", "buyer_id", "buyer_open
 """Which ``customer`` field names the payer's account at the channel, first found wins."""
 
 
-class Blocked(Exception):  # noqa: N818 - control flow, never shown
+class Blocked(Exception):
     """Raised inside the create transaction so that it rolls back: nothing is created."""
 
     def __init__(self, screened: Screening) -> None:
@@ -129,7 +129,7 @@ async def payment_created(
     if decision is not None:
         risk.update(decision=decision.id, outcome=decision.outcome.value,
                     unevaluated=decision.unevaluated)  # fmt: skip
-        if decision.outcome is Verdict.review:
+        if decision.outcome == Verdict.review:
             review = await reviews.open_review(session, decision, Verdict.review)
             risk["review"] = review.id
     payment.risk = risk
@@ -159,9 +159,7 @@ async def payment_succeeded(session: AsyncSession, payment: Payment) -> bool:
     or now; a post-payment ``block`` cannot refuse money already taken, so it holds too)."""
     screened = await decisions.screen(session, _success_request(payment))
     await decisions.note(session, screened, payment.id, None)
-    request = screened.request
-    await signals.count(session, request, "payments" if request.subjects().payer_account
-                        else None, payment.paid_at or payment.created_at)  # fmt: skip
+    await signals.count_payer(session, screened.request, payment.paid_at or payment.created_at)
     risk = dict(payment.risk or {})
     held_at_create = risk.get("outcome") == Verdict.hold.value
     post = screened.verdict

@@ -87,7 +87,7 @@ async def get(session: AsyncSession, merchant_id: str | None, livemode: bool | N
 
 
 async def assign(session: AsyncSession, review: RiskReview, assignee: str | None) -> RiskReview:
-    if review.state is not ReviewState.open:
+    if review.state != ReviewState.open:
         raise Conflict("review_closed", f"Review {review.id} is {review.state}.")
     review.assignee = assignee
     review.updated_at = clock.now()
@@ -99,7 +99,7 @@ async def close(session: AsyncSession, review: RiskReview, state: ReviewState, *
     """Close an open review (the caller holds its row lock) and emit ``risk.review.closed``."""
     from paymux.webhooks import service as webhooks
 
-    if review.state is not ReviewState.open:
+    if review.state != ReviewState.open:
         raise Conflict("review_closed", f"Review {review.id} is already {review.state}.")
     now = clock.now()
     review.state, review.reason, review.closed_by, review.closed_at = state, reason, by, now

@@ -94,6 +94,14 @@ async def _customer(session: AsyncSession, req: Request, now: dt.datetime) -> di
     return out
 
 
+async def count_payer(session: AsyncSession, req: Request, now: dt.datetime) -> None:
+    """A success: count it toward its payer account (and link the payer to the customer,
+    device and IP); the other subjects were counted when the payment was created."""
+    if req.subjects().payer_account is not None:
+        await velocity.record(session, req.subjects(), "payments", req.amount, now,
+                              only=("payer_account",))  # fmt: skip
+
+
 async def count(session: AsyncSession, req: Request, measure: str | None,
                 now: dt.datetime) -> None:  # fmt: skip
     """Count ``req`` toward ``measure`` (a velocity measure noun; None: nothing to count) and

@@ -1,7 +1,7 @@
 """risk decisions, reviews and customers; restrict rules and score thresholds
 
 Revision ID: d6f2c8e1a043
-Revises: 3c9d5f1a7e62
+Revises: b4e1a9c07d35
 Create Date: 2026-12-07 14:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import paymux.kit.db
 
 revision: str = "d6f2c8e1a043"
-down_revision: str | None = "3c9d5f1a7e62"
+down_revision: str | None = "b4e1a9c07d35"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -195,7 +195,13 @@ def _bucket(at: dt.datetime, resolution: Resolution) -> dt.datetime:
 
 
 async def record(
-    session: AsyncSession, subjects: Subjects, measure: str, amount: int, at: dt.datetime
+    session: AsyncSession,
+    subjects: Subjects,
+    measure: str,
+    amount: int,
+    at: dt.datetime,
+    *,
+    only: Collection[str] | None = None,
 ) -> None:
     """Count one event of ``measure`` (a MEASURES noun) with ``amount`` for every subject that
     is known, at every resolution, and touch every link whose two subjects are known.
@@ -203,7 +209,9 @@ async def record(
     Two statements (one round trip each): every counter row in one upsert, every link in
     another. The rows stay locked until ``session`` commits — a merchant's own counter is
     touched by each of its payments, so call this late in the transaction, or after it with
-    :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum)."""
+    :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum).
+    ``only``: count these subjects alone (the links still join every known subject) — a
+    success counts the payer, whose other subjects were counted when it was created."""
     if measure not in MEASURE_NOUNS:
         raise ValueError(f"not a measure: {measure!r}")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
@@ -213,7 +221,8 @@ async def record(
     counters = sorted(
         ({"subject": subject, "key": key, "measure": measure, "resolution": res.value,
           "bucket_start": _bucket(at, res), "count": 1, "total": amount}
-         for subject, key in keys.items() for res in Resolution),
+         for subject, key in keys.items() if only is None or subject in only
+         for res in Resolution),
         key=lambda r: (r["key"], r["subject"], r["resolution"]),
     )  # fmt: skip
     repo = FeatureRepository(session)
