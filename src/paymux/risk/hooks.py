@@ -171,3 +171,55 @@ async def payment_succeeded(session: AsyncSession, payment: Payment) -> bool:
         risk["held"] = True
     payment.risk = risk
     return outcome is Verdict.hold
+
+
+# -- money out: payouts, wallet transfers, refunds --------------------------------------------
+
+WAITS = frozenset({Verdict.review, Verdict.hold, Verdict.challenge})
+"""For money out, these mean: not sent until a reviewer approves (issue 14)."""
+
+
+async def screen_money_out(session: AsyncSession, request: signals.Request) -> Screening:
+    """Screen a payout, transfer or refund; a block is :func:`decisions.refuse`. If the
+    engine fails, money out waits for review (the failure policy)."""
+    screened = await decisions.screen(session, request)
+    if screened.verdict is Verdict.block:
+        decisions.refuse(session, screened)
+    return screened
+
+
+def waits(screened: Screening) -> bool:
+    return screened.verdict in WAITS
+
+
+async def money_out_created(
+    session: AsyncSession, screened: Screening, subject_id: str, measure: str | None
+) -> str | None:
+    """The payout, transfer or refund exists: its decision and counters; the id of the review
+    it waits for, if it waits."""
+    decision = await decisions.note(session, screened, subject_id, measure)
+    if decision is None or not waits(screened):
+        return None
+    outcome = Verdict.hold if screened.verdict is Verdict.hold else Verdict.review
+    return (await reviews.open_review(session, decision, outcome)).id
+
+
+async def screen_refund(session: AsyncSession, payment: Payment, amount: int) -> Screening:
+    """Screen a refund of ``payment``."""
+    from paymux.kit import clock
+
+    stored = (payment.risk or {}).get("signals", {})
+    paid = payment.paid_at or payment.created_at
+    values: dict[str, Any] = {
+        "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
+        "sku": stored.get("sku"), "quantity": stored.get("quantity"),
+        "device_id": stored.get("device_id"), "payer_account": _payer(payment.customer or {}),
+        "payment_amount": payment.amount, "refunded_amount": payment.amount_refunded or 0,
+        "payment_age_hours": int((clock.now() - paid).total_seconds() // 3600),
+    }  # fmt: skip
+    return await screen_money_out(session, signals.Request(
+        event=EventType.refund_create, merchant_id=payment.merchant_id, app_id=payment.app_id,
+        livemode=payment.livemode, subject_type="refund", amount=amount,
+        currency=payment.currency, values={k: v for k, v in values.items() if v is not None},
+        customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
+    ))  # fmt: skip

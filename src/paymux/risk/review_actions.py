@@ -5,8 +5,7 @@
 - a ``hold``: approved, the held money goes where it would have gone (escrow or pending, its
   settlement clock starting now); declined, it is refunded in full through the channel.
 - money out (payouts, transfers, refunds) waiting for approval: approved, it is sent;
-  declined, it is cancelled and its hold returned (:data:`RELEASERS`, registered by those
-  domains, so this module knows none of them).
+  declined, it is cancelled and its hold returned (each domain's ``review_closed``).
 
 The review closes in one transaction with the ledger moves it causes; a refund it asks for is
 made after that commit with a deterministic ``out_refund_no`` (``risk_<review>``), so a retry —
@@ -27,6 +26,7 @@ from paymux.kit.errors import Conflict
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.states import PaymentStatus
+from paymux.payouts import service as payouts
 from paymux.refunds import service as refunds
 from paymux.refunds.schemas import RefundCreate
 from paymux.risk import reviews, service
@@ -34,13 +34,18 @@ from paymux.risk.models import ReviewState, RiskReview, Verdict
 from paymux.risk.repository import DecisionRepository
 from paymux.risk.schemas import ItemIn, ListAddition
 from paymux.runtime import Runtime
+from paymux.wallets import service as wallets
 
 log = structlog.get_logger(__name__)
 
-Releaser = Callable[[AsyncSession, RiskReview, bool], Awaitable[None]]
-"""Called in the closing transaction with (session, review, approved) for money out."""
-RELEASERS: dict[str, Releaser] = {}
-"""Per subject type other than ``payment``: what approving or declining does."""
+Releaser = Callable[[AsyncSession, str, bool], Awaitable[None]]
+RELEASERS: dict[str, Releaser] = {
+    "payout": payouts.review_closed,
+    "transfer": wallets.transfer_review_closed,
+    "refund": refunds.review_closed,
+}
+"""What approving (True) or declining money out does, per subject type, in the closing
+transaction."""
 
 
 def refund_number(review: RiskReview) -> str:
@@ -91,11 +96,13 @@ async def close(
         if review.subject_type == "payment":
             refund_due = await _payment_effect(session, review, approved)
         else:
-            await RELEASERS[review.subject_type](session, review, approved)
+            await RELEASERS[review.subject_type](session, review.subject_id, approved)
         if add_to_list is not None:
             who = service.Owner(merchant_id, review.livemode, by)
             await _add_to_list(session, review, who, add_to_list)
     refund = await _refund(rt, review) if refund_due else None
+    if review.subject_type == "refund" and approved:
+        await refunds.resolve(rt, review.subject_id)  # ask the channel now (else: the janitor)
     return Closed(review, refund)
 
 
@@ -105,7 +112,8 @@ async def _refund(rt: Runtime, review: RiskReview) -> str | None:
         made = await refunds.create(rt, app_id=review.app_id, livemode=review.livemode,
                                     req=RefundCreate(payment=review.subject_id,
                                                      out_refund_no=refund_number(review),
-                                                     reason="risk review declined"))  # fmt: skip
+                                                     reason="risk review declined"),
+                                    screen=False)  # fmt: skip
     except Exception as exc:  # the worker's finish_declines tries again
         log.warning("risk_decline_refund_failed", review=review.id, error=type(exc).__name__)
         return None
