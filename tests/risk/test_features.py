@@ -315,3 +315,47 @@ async def test_concurrent_writers_lose_no_event(stack: Stack, frozen: FrozenCloc
         "count_payments_device_10m": 50, "sum_payments_merchant_30d": 550,
         "count_payments_ip_24h": 50, "distinct_customers_per_device_1h": 50,
         "distinct_customers_per_ip_30d": 50}  # fmt: skip
+
+
+async def _rows_of(stack: Stack, who: Subjects) -> dict[str, int]:
+    keys = list(velocity.subject_keys(who).values())
+    async with stack.runtime.db.read() as session:
+        counted = await session.execute(
+            sa.select(RiskCounter.resolution, sa.func.count())
+            .where(RiskCounter.key.in_(keys))
+            .group_by(RiskCounter.resolution)
+        )
+        out = {str(resolution): int(n) for resolution, n in counted}
+        links = await session.scalar(
+            sa.select(sa.func.count()).select_from(RiskLink).where(RiskLink.per_key.in_(keys))
+        )
+    return out | {"links": int(links or 0)}
+
+
+async def test_purge_deletes_only_what_no_window_reads(stack: Stack, frozen: FrozenClock) -> None:
+    """Each resolution's buckets go once its widest window no longer reads them, links once
+    the widest link window is past; a read gives the same before and after a purge."""
+    who = everyone()
+    await record(stack, who)
+    await record(stack, who, "declined")
+    names = [f"count_{m}_{s.name}_{w}" for m in ("payments", "declined") for s in SUBJECTS
+             for w in VELOCITY_WINDOWS] + list(velocity._LINKS)  # fmt: skip
+    per_resolution = 6 * 2  # six subjects × two measures
+    full = {"minute": per_resolution, "hour": per_resolution, "day": per_resolution, "links": 5}
+    hours_and_days = {"hour": per_resolution, "day": per_resolution, "links": 5}
+    steps = [
+        (dt.timedelta(hours=1), full),
+        (dt.timedelta(hours=1, seconds=1), hours_and_days),
+        (dt.timedelta(days=7), hours_and_days),
+        (dt.timedelta(days=7, seconds=1), {"day": per_resolution, "links": 5}),
+        (dt.timedelta(days=30), {"day": per_resolution, "links": 5}),
+        (dt.timedelta(days=30, minutes=1), {"links": 0}),
+    ]
+    for since, rows in steps:
+        frozen.set(BASE + since)
+        before = await read(stack, who, names)
+        async with stack.runtime.db.transaction() as session:
+            while await velocity.purge(session, kit_clock.now(), limit=5):
+                pass
+        assert await _rows_of(stack, who) == rows, since
+        assert await read(stack, who, names) == before, since

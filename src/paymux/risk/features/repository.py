@@ -87,6 +87,28 @@ class FeatureRepository:
         if rows:
             await self.session.execute(_touch_links(self._dialect), list(rows))
 
+    async def purge_counters(self, resolution: Resolution, before: dt.datetime,
+                             limit: int) -> int:  # fmt: skip
+        """Delete up to ``limit`` buckets of ``resolution`` that start before ``before``;
+        how many."""
+        c = RiskCounter
+        pk = (c.subject, c.key, c.measure, c.resolution, c.bucket_start)
+        old = (
+            sa.select(*pk)
+            .where(c.resolution == resolution.value, c.bucket_start < before)
+            .limit(limit)
+        )
+        result = await self.session.execute(sa.delete(c).where(sa.tuple_(*pk).in_(old)))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def purge_links(self, before: dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` links last seen before ``before``; how many."""
+        link = RiskLink
+        pk = (link.per_subject, link.per_key, link.counted_subject, link.counted_key)
+        old = sa.select(*pk).where(link.last_seen < before).limit(limit)
+        result = await self.session.execute(sa.delete(link).where(sa.tuple_(*pk).in_(old)))
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def window_sums(
         self,
         keys: Mapping[str, str],

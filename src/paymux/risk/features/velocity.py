@@ -246,6 +246,29 @@ def record_after_commit(
     after_commit(session, work)
 
 
+RETENTION: Mapping[Resolution, dt.timedelta] = MappingProxyType({
+    resolution: max(length for length, r in WINDOWS.values() if r is resolution)
+    for resolution in {r for _, r in WINDOWS.values()}
+})  # fmt: skip
+"""How long a bucket of each resolution is read: its widest window (older ones are purged)."""
+
+
+async def purge(session: AsyncSession, at: dt.datetime, *, limit: int = 10_000) -> int:
+    """Delete what no window reads any more at ``at``: buckets older than their resolution's
+    widest window, links last seen before the widest link window. At most ``limit`` rows of
+    each resolution and of links, so a transaction stays short; returns how many were
+    deleted — the caller (a scheduled job) repeats, each time in a transaction of its own,
+    until it is 0."""
+    at = clock.aware(at)
+    repo = FeatureRepository(session)
+    deleted = 0
+    for resolution, kept in sorted(RETENTION.items()):
+        deleted += await repo.purge_counters(resolution, at - kept, limit)
+    if LINK_LENGTHS:
+        deleted += await repo.purge_links(at - max(LINK_LENGTHS.values()), limit)
+    return deleted
+
+
 async def read(
     session: AsyncSession, subjects: Subjects, names: Collection[str], at: dt.datetime
 ) -> dict[str, int]:
