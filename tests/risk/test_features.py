@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import uuid
 from collections.abc import Collection, Iterator
 
@@ -48,8 +49,8 @@ def fresh(prefix: str) -> str:
 
 def everyone(merchant_id: str | None = None, *, livemode: bool = False, **given: str) -> Subjects:
     """Subjects with every value known and unique to the test (``given`` replaces some)."""
-    n = uuid.uuid4().int % 250 + 1
-    values = {"customer": fresh("cus"), "device": fresh("dev"), "ip": f"10.{n}.{n}.{n}",
+    ip = str(ipaddress.IPv6Address(0x20010DB8 << 96 | uuid.uuid4().int >> 32))  # 2001:db8::/32
+    values = {"customer": fresh("cus"), "device": fresh("dev"), "ip": ip,
               "payer_account": fresh("o"), "sku": fresh("sku")} | given  # fmt: skip
     return Subjects(merchant_id or fresh("mer"), livemode, **values)
 
@@ -294,6 +295,8 @@ async def test_recorded_after_commit_only_when_it_commits(
     async with stack.runtime.db.read() as session:
         with pytest.raises(ValueError):
             velocity.record_after_commit(session, who, "payment", 1, kit_clock.now())
+        with pytest.raises(ValueError):
+            velocity.record_after_commit(session, who, "payments", -1, kit_clock.now())
 
 
 async def test_concurrent_writers_lose_no_event(stack: Stack, frozen: FrozenClock) -> None:

@@ -60,7 +60,8 @@ class Subjects:
 
 _FIELD = {s.name: "merchant_id" if s.name == "merchant" else s.name for s in SUBJECTS}
 _MISSING = set(_FIELD.values()) - {f.name for f in fields(Subjects)}
-assert not _MISSING, f"Subjects has no field for the subjects {sorted(_MISSING)}"
+if _MISSING:  # a subject added to attributes.py needs its field here before anything runs
+    raise RuntimeError(f"Subjects has no field for the subjects {sorted(_MISSING)}")
 
 _MERCHANT_SCOPED = frozenset({"customer", "sku"})
 """Subjects whose values are the merchant's own ids: scoped by the merchant."""
@@ -194,6 +195,13 @@ def _bucket(at: dt.datetime, resolution: Resolution) -> dt.datetime:
 # -- the service ------------------------------------------------------------------------------
 
 
+def _check(measure: str, amount: int) -> None:
+    if measure not in MEASURE_NOUNS:
+        raise ValueError(f"not a measure: {measure!r}")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise ValueError(f"amount must be an int ≥ 0 of minor units, not {amount!r}")
+
+
 async def record(
     session: AsyncSession, subjects: Subjects, measure: str, amount: int, at: dt.datetime
 ) -> None:
@@ -204,10 +212,7 @@ async def record(
     another. The rows stay locked until ``session`` commits — a merchant's own counter is
     touched by each of its payments, so call this late in the transaction, or after it with
     :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum)."""
-    if measure not in MEASURE_NOUNS:
-        raise ValueError(f"not a measure: {measure!r}")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise ValueError(f"amount must be an int ≥ 0 of minor units, not {amount!r}")
+    _check(measure, amount)
     at = clock.aware(at)
     keys = subject_keys(subjects)
     counters = sorted(
@@ -236,8 +241,7 @@ def record_after_commit(
     locked for one statement, not for the rest of a payment's transaction. A crash between
     the two commits loses that event's count — acceptable for a risk signal, never for
     money."""
-    if measure not in MEASURE_NOUNS:  # refuse now, not in a task nobody awaits
-        raise ValueError(f"not a measure: {measure!r}")
+    _check(measure, amount)  # refuse now: after the commit, an error is only logged
 
     async def work(db: Database) -> None:
         async with db.statement() as later:
