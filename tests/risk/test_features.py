@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import random
 import uuid
 from collections.abc import Collection, Iterator
 
@@ -362,3 +363,47 @@ async def test_purge_deletes_only_what_no_window_reads(stack: Stack, frozen: Fro
                 pass
         assert await _rows_of(stack, who) == rows, since
         assert await read(stack, who, names) == before, since
+
+
+def _floor(at: dt.datetime, seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(at.timestamp()) // seconds * seconds, dt.UTC)
+
+
+async def test_reads_agree_with_an_oracle_over_random_histories(stack: Stack) -> None:
+    """Random events over 40 days, read at a random later moment, against the rule the docs
+    state, computed here from the events themselves: a window counts the events whose bucket
+    (minute for ≤ 1 h, hour for ≤ 7 d, else day) starts at or after ``at`` − window; a link
+    counts the customers whose last event's minute is at or after ``at`` − window."""
+    rng = random.Random(14)
+    bucket = {"minute": 60, "hour": 3600, "day": 86400}
+    for _case in range(12):
+        merchant, device = fresh("mer"), fresh("dev")
+        events = []
+        for _ in range(rng.randint(1, 30)):
+            at = BASE + dt.timedelta(seconds=rng.randint(0, 40 * 86400))
+            events.append((at, rng.choice(["payments", "refunds"]), rng.randint(0, 10_000),
+                           f"cus_{rng.randint(0, 4)}"))  # fmt: skip
+        for at, measure, amount, customer in events:
+            await record(stack, Subjects(merchant, False, customer=customer, device=device),
+                         measure, amount, at)  # fmt: skip
+        now = max(e[0] for e in events) + dt.timedelta(seconds=rng.randint(0, 3 * 86400))
+        names = [f"{agg}_{m}_device_{w}" for m in ("payments", "refunds")
+                 for w in VELOCITY_WINDOWS for agg in ("count", "sum")] + [
+            f"distinct_customers_per_device_{w}" for w in LINK_WINDOWS]  # fmt: skip
+        expected: dict[str, int] = {}
+        for w, (length, resolution) in velocity.WINDOWS.items():
+            for m in ("payments", "refunds"):
+                inside = [e for e in events if e[1] == m
+                          and _floor(e[0], bucket[resolution.value]) >= now - length]  # fmt: skip
+                expected[f"count_{m}_device_{w}"] = len(inside)
+                expected[f"sum_{m}_device_{w}"] = sum(e[2] for e in inside)
+        last_seen: dict[str, dt.datetime] = {}
+        for at, _, _, customer in events:
+            last_seen[customer] = max(last_seen.get(customer, BASE), _floor(at, 60))
+        for w, length in velocity.LINK_LENGTHS.items():
+            expected[f"distinct_customers_per_device_{w}"] = sum(
+                1 for seen in last_seen.values() if seen >= now - length)  # fmt: skip
+        async with stack.runtime.db.read() as session:
+            got = await velocity.read(session, Subjects(merchant, False, device=device), names,
+                                      now)  # fmt: skip
+        assert got == expected, (events, now)
