@@ -175,6 +175,9 @@ async def test_scopes_merchant_ids_platform_subjects_and_modes(
     await record(stack, spelled)
     again = Subjects(fresh("mer"), False, ip="2001:db8::7")
     assert (await read(stack, again, ["count_payments_ip_1h"])) == {"count_payments_ip_1h": 1}
+    await record(stack, Subjects(fresh("mer"), False, ip="::ffff:192.0.2.77"))  # IPv4-mapped
+    v4 = Subjects(fresh("mer"), False, ip="192.0.2.77")
+    assert (await read(stack, v4, ["count_payments_ip_1h"])) == {"count_payments_ip_1h": 1}
 
 
 async def test_no_raw_value_is_stored(stack: Stack, frozen: FrozenClock) -> None:
