@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -45,6 +47,8 @@ from paymux.payments.transitions import (
     move_payment,
     next_query_at,
 )
+from paymux.risk import decisions
+from paymux.risk import hooks as risk
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 from paymux.splits import service as splits
@@ -156,7 +160,11 @@ async def _create_cashier_payment(
     allowed = _allowed_methods(req)
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     expires_at = clock.now() + dt.timedelta(seconds=ttl)
-    async with rt.db.transaction() as session:
+    async with _screened(rt) as session:
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        allowed = risk.allowed_methods(screened, allowed)
         if req.customer.get("wallet"):  # the balance the cashier may offer (wallets/pay.py)
             await payable_wallet(session, req.customer["wallet"], app_id=app_id,
                                  livemode=livemode, currency=req.currency)  # fmt: skip
@@ -165,7 +173,21 @@ async def _create_cashier_payment(
         payment.cashier_methods = allowed
         payment.next_action = cashier_action(rt.settings.public_url, payment)
         await _insert(session, payment, req, None)
+        await risk.payment_created(session, screened, payment, req)
     return payment
+
+
+@asynccontextmanager
+async def _screened(rt: Runtime) -> AsyncIterator[AsyncSession]:
+    """The create transaction, screened by risk first: a block rolls it back (nothing is
+    created), is recorded in a transaction of its own and is the generic ``risk_declined``."""
+    try:
+        async with rt.db.transaction() as session:
+            yield session
+    except risk.Blocked as blocked:
+        async with rt.db.transaction() as session:
+            await decisions.record_block(session, blocked.screened)
+        raise decisions.RiskDeclined() from None
 
 
 def _new_payment(
@@ -285,7 +307,12 @@ async def create(
     call_seconds = rt.settings.channel_timeout_seconds
     expires_at = now + dt.timedelta(seconds=ttl)
     started = time.monotonic()
-    async with rt.db.transaction() as session:
+    async with _screened(rt) as session:
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        risk.check_method(screened, req.method)
+        refusals = risk.refusals(screened, req.method, refusals)
         plan = await routing.plan(
             session, app_id=app_id, livemode=livemode, method=req.method,
             currency=req.currency, amount=req.amount, pinned=req.channel,
@@ -299,6 +326,7 @@ async def create(
         attempt = new_attempt(payment, pick, call_seconds)
         point_at(payment, attempt)
         await _insert(session, payment, req, top_up_wallet_id, attempt)
+        await risk.payment_created(session, screened, payment, req)
     return await run_attempts(rt, payment, attempt, plan, started=started,
                               profit_sharing=profit_sharing)  # fmt: skip
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from paymux.kit.db import Base, UTCDateTime
+from paymux.kit.db import Base, JSONType, UTCDateTime
 from paymux.kit.models import created_at_column, updated_at_column
 
 
@@ -86,6 +87,9 @@ class RuleAction(StrEnum):
     challenge = "challenge"
     score = "score"
     """Adds ``score`` to the decision's score instead of deciding."""
+    restrict = "restrict"
+    """Limits the methods or channels the request may use (``restrict_methods``,
+    ``restrict_channels``) instead of deciding; routing obeys."""
 
 
 class RuleMode(StrEnum):
@@ -124,6 +128,10 @@ class RuleSet(Base):
     published_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
     published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    review_score: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    """A decision whose score reaches this goes to review (null: the default)."""
+    block_score: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    """A decision whose score reaches this is blocked (null: the default)."""
 
 
 class Rule(Base):
@@ -140,3 +148,105 @@ class Rule(Base):
     score: Mapped[int] = mapped_column(sa.Integer, default=0)
     mode: Mapped[RuleMode] = mapped_column(sa.String(16))
     on_error: Mapped[OnError] = mapped_column(sa.String(16))
+    restrict_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    restrict_channels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+
+
+class Verdict(StrEnum):
+    """What a decision lets the request do."""
+
+    allow = "allow"
+    block = "block"
+    hold = "hold"
+    """Money in: taken, kept in the merchant's risk-hold account until a review releases it.
+    Money out: not sent until a review approves it."""
+    challenge = "challenge"
+    review = "review"
+    """Money in: proceeds, and a review opens. Money out: not sent until approved."""
+
+
+class RiskDecision(Base):
+    """What the rules said about one request: the versions in force, every rule's result, the
+    feature values they read and the time taken (a backtest replays ``features``)."""
+
+    __tablename__ = "risk_decisions"
+    __table_args__ = (
+        sa.Index("ix_risk_decisions_merchant", "merchant_id", "livemode", "created_at"),
+        sa.Index("ix_risk_decisions_subject", "subject_id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(sa.String(40))
+    app_id: Mapped[str] = mapped_column(sa.String(40))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    event: Mapped[str] = mapped_column(sa.String(32))
+    subject_type: Mapped[str] = mapped_column(sa.String(16))
+    """``payment``, ``refund``, ``payout`` or ``transfer``."""
+    subject_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    """The object decided on (null when it was blocked: nothing was created)."""
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    outcome: Mapped[Verdict] = mapped_column(sa.String(16))
+    score: Mapped[int] = mapped_column(sa.Integer, default=0)
+    restrict_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    restrict_channels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    """The rule set in force per owner: ``{"platform": {"id", "version"}, "merchant": …}``."""
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    """Per rule: owner, name, action, mode, result (hit / no_hit / error), error."""
+    features: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    latency_us: Mapped[int] = mapped_column(sa.Integer, default=0)
+    unevaluated: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    """The engine failed or ran out of time: the outcome is the failure policy's."""
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class ReviewState(StrEnum):
+    open = "open"
+    approved = "approved"
+    declined = "declined"
+
+
+class RiskReview(Base):
+    """A decision a person must look at: a held payment, a payout or transfer waiting, a
+    payment that went through but looked wrong. ``deadline`` passes to ``on_expiry``."""
+
+    __tablename__ = "risk_reviews"
+    __table_args__ = (
+        sa.Index("ix_risk_reviews_merchant", "merchant_id", "livemode", "state", "id"),
+        sa.Index("ix_risk_reviews_due", "state", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(sa.ForeignKey("risk_decisions.id"), unique=True)
+    merchant_id: Mapped[str] = mapped_column(sa.String(40))
+    app_id: Mapped[str] = mapped_column(sa.String(40))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    subject_type: Mapped[str] = mapped_column(sa.String(16))
+    subject_id: Mapped[str] = mapped_column(sa.String(64))
+    outcome: Mapped[Verdict] = mapped_column(sa.String(16))
+    """``review`` or ``hold``: what the review releases when approved."""
+    state: Mapped[ReviewState] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.String(500), default="")
+    assignee: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    on_expiry: Mapped[ReviewState] = mapped_column(sa.String(16))
+    closed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = updated_at_column()
+
+
+class RiskCustomer(Base):
+    """When a merchant's customer was first seen and first paid (the ``customer.*``
+    attributes); the merchant may say the account's age and KYC level in the request."""
+
+    __tablename__ = "risk_customers"
+    __table_args__ = (sa.PrimaryKeyConstraint("merchant_id", "livemode", "customer_ref"),)
+
+    merchant_id: Mapped[str] = mapped_column(sa.String(40))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean)
+    customer_ref: Mapped[str] = mapped_column(sa.String(128))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    first_paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,4 +1,4 @@
-"""Every query of risk lists."""
+"""Every query of the risk domain: lists, rule sets, decisions, reviews, customers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.kit import clock
 from paymux.kit.db import insert_of
 from paymux.kit.ids import new_ids
-from paymux.risk.models import RiskList, RiskListItem, Rule, RuleSet, RuleSetState
+from paymux.risk.models import (
+    ReviewState,
+    RiskCustomer,
+    RiskDecision,
+    RiskList,
+    RiskListItem,
+    RiskReview,
+    Rule,
+    RuleSet,
+    RuleSetState,
+)
 
 BATCH = 1_000
 """Items written per statement (a bulk import is a few hundred statements at most)."""
@@ -183,3 +193,119 @@ class RuleSetRepository:
             stmt = stmt.where(RuleSet.id < starting_after)
         rows = list(await self.session.scalars(stmt.order_by(RuleSet.id.desc()).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
+
+    async def in_force(self, owner: str, livemode: bool) -> RuleSet | None:
+        """The owner's published rule set (unlocked: what the engine runs)."""
+        stmt = sa.select(RuleSet).where(
+            RuleSet.owner == owner, RuleSet.livemode == livemode,
+            RuleSet.state == RuleSetState.published,
+        )  # fmt: skip
+        return (await self.session.scalars(stmt)).first()
+
+
+class DecisionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, obj: Any) -> None:
+        self.session.add(obj)
+
+    async def get(self, merchant_id: str | None, livemode: bool | None,
+                  decision_id: str) -> RiskDecision | None:  # fmt: skip
+        stmt = sa.select(RiskDecision).where(RiskDecision.id == decision_id)
+        if merchant_id is not None:
+            stmt = stmt.where(RiskDecision.merchant_id == merchant_id)
+        if livemode is not None:
+            stmt = stmt.where(RiskDecision.livemode == livemode)
+        return (await self.session.scalars(stmt)).first()
+
+    async def of_subject(self, subject_id: str) -> RiskDecision | None:
+        stmt = (sa.select(RiskDecision).where(RiskDecision.subject_id == subject_id)
+                .order_by(RiskDecision.created_at.desc()).limit(1))  # fmt: skip
+        return (await self.session.scalars(stmt)).first()
+
+    async def in_range(
+        self, merchant_id: str | None, livemode: bool, event: str, start: dt.datetime,
+        end: dt.datetime, limit: int,
+    ) -> list[RiskDecision]:  # fmt: skip
+        stmt = sa.select(RiskDecision).where(
+            RiskDecision.livemode == livemode, RiskDecision.event == event,
+            RiskDecision.created_at >= start, RiskDecision.created_at < end,
+        )  # fmt: skip
+        if merchant_id is not None:
+            stmt = stmt.where(RiskDecision.merchant_id == merchant_id)
+        return list(await self.session.scalars(stmt.order_by(RiskDecision.created_at).limit(limit)))
+
+    # -- reviews
+    async def review(self, merchant_id: str | None, livemode: bool | None, review_id: str, *,
+                     lock: bool = False) -> RiskReview | None:  # fmt: skip
+        stmt = sa.select(RiskReview).where(RiskReview.id == review_id)
+        if merchant_id is not None:
+            stmt = stmt.where(RiskReview.merchant_id == merchant_id)
+        if livemode is not None:
+            stmt = stmt.where(RiskReview.livemode == livemode)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def review_of(self, subject_id: str) -> RiskReview | None:
+        stmt = sa.select(RiskReview).where(RiskReview.subject_id == subject_id)
+        return (await self.session.scalars(stmt.order_by(RiskReview.id.desc()).limit(1))).first()
+
+    async def reviews(self, merchant_id: str | None, livemode: bool | None,
+                      state: ReviewState | None, *, limit: int,
+                      starting_after: str | None) -> tuple[list[RiskReview], bool]:  # fmt: skip
+        stmt = sa.select(RiskReview)
+        if merchant_id is not None:
+            stmt = stmt.where(RiskReview.merchant_id == merchant_id)
+        if livemode is not None:
+            stmt = stmt.where(RiskReview.livemode == livemode)
+        if state is not None:
+            stmt = stmt.where(RiskReview.state == state)
+        if starting_after is not None:
+            stmt = stmt.where(RiskReview.id < starting_after)
+        stmt = stmt.order_by(RiskReview.id.desc()).limit(limit + 1)
+        rows = list(await self.session.scalars(stmt))
+        return rows[:limit], len(rows) > limit
+
+    async def overdue(self, now: dt.datetime, limit: int) -> list[str]:
+        stmt = (sa.select(RiskReview.id).where(RiskReview.state == ReviewState.open,
+                                               RiskReview.deadline <= now)
+                .order_by(RiskReview.deadline).limit(limit))  # fmt: skip
+        return list(await self.session.scalars(stmt))
+
+    async def declined_holds(self, limit: int) -> list[RiskReview]:
+        """Declined reviews of payments whose money is still held with nothing refunded."""
+        from paymux.funds.models import PaymentFunds
+
+        stmt = (
+            sa.select(RiskReview)
+            .join(PaymentFunds, PaymentFunds.payment_id == RiskReview.subject_id)
+            .where(RiskReview.state == ReviewState.declined,
+                   RiskReview.subject_type == "payment", PaymentFunds.risk_held.is_(True),
+                   PaymentFunds.refunded + PaymentFunds.refund_reserved < PaymentFunds.gross)
+            .order_by(RiskReview.id).limit(limit)
+        )  # fmt: skip
+        return list(await self.session.scalars(stmt))
+
+    # -- customers
+    async def customer(self, merchant_id: str, livemode: bool, ref: str) -> RiskCustomer | None:
+        return await self.session.get(RiskCustomer, (merchant_id, livemode, ref))
+
+    async def seen(self, merchant_id: str, livemode: bool, ref: str, now: dt.datetime,
+                   paid: bool) -> None:  # fmt: skip
+        """First sight of a customer (a no-op after it) and, once, its first payment."""
+        dialect = self.session.get_bind().dialect.name
+        stmt = insert_of(dialect)(RiskCustomer).values(
+            merchant_id=merchant_id, livemode=livemode, customer_ref=ref, first_seen_at=now,
+            first_paid_at=now if paid else None,
+        )  # fmt: skip
+        if paid:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["merchant_id", "livemode", "customer_ref"],
+                set_={"first_paid_at": sa.func.coalesce(RiskCustomer.first_paid_at,
+                                                        stmt.excluded.first_paid_at)},
+            )  # fmt: skip
+        else:
+            stmt = stmt.on_conflict_do_nothing()
+        await self.session.execute(stmt)

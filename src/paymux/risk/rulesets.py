@@ -10,20 +10,59 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.channels import registry
 from paymux.kit import clock
+from paymux.kit.cache import TtlCache
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.risk import rules
+from paymux.risk import rules, service
 from paymux.risk.models import OnError, Rule, RuleAction, RuleSet, RuleSetState
 from paymux.risk.repository import RiskListRepository, RuleSetRepository
-from paymux.risk.schemas import RuleOut, RuleSetCreate, RuleSetOut
+from paymux.risk.schemas import RuleIn, RuleOut, RuleSetCreate, RuleSetOut
 from paymux.risk.service import Owner, _mode
+
+in_force: TtlCache[tuple[str, bool], tuple[str, ...]] = TtlCache("risk_rule_sets")
+"""The id of each owner's (and mode's) published rule set, for the engine (an empty tuple:
+none). A set published in another process is in force everywhere within a second; in the
+publishing process at once (:func:`forget`)."""
+
+
+def forget(owner: str | None = None, livemode: bool | None = None) -> None:
+    """This process published a rule set or changed a list: the engine uses the new one now."""
+    if owner is None or livemode is None:
+        in_force.forget()
+    else:
+        in_force.forget((owner, livemode))
+    service.lists_cache.forget()
 
 
 def default_on_error(action: RuleAction) -> OnError:
     """A block rule that cannot be evaluated sends the request to review; any other is
     ignored (issue 14's failure policy)."""
     return OnError.review if action is RuleAction.block else OnError.ignore
+
+
+def _check_restrict(rule: RuleIn, n: int) -> None:
+    """A restrict rule names what it leaves (known methods, channels); no other rule does."""
+    restricting = rule.restrict_methods is not None or rule.restrict_channels is not None
+    if rule.action is not RuleAction.restrict:
+        if restricting:
+            raise InvalidRequest("parameter_invalid", "restrict_methods and restrict_channels "
+                                 "need action restrict.", param=f"rules[{n}].action")  # fmt: skip
+        return
+    if not rule.restrict_methods and not rule.restrict_channels:
+        raise InvalidRequest("parameter_missing", "A restrict rule names the methods or "
+                             "channels it leaves.",
+                             param=f"rules[{n}].restrict_methods")  # fmt: skip
+    known_methods = registry.all_methods() | {"wallet"}
+    for name in rule.restrict_methods or ():
+        if name not in known_methods:
+            raise InvalidRequest("unsupported_method", f"Unknown method {name!r}.",
+                                 param=f"rules[{n}].restrict_methods")  # fmt: skip
+    for name in rule.restrict_channels or ():
+        if name not in registry.all_channels():
+            raise InvalidRequest("unknown_channel", f"Unknown channel {name!r}.",
+                                 param=f"rules[{n}].restrict_channels")  # fmt: skip
 
 
 async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -> RuleSet:
@@ -37,6 +76,7 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
         except rules.RuleInvalid as exc:
             raise InvalidRequest(exc.code, f"rules[{n}] ({rule.name}): {exc.message}",
                                  param=where) from None  # fmt: skip
+        _check_restrict(rule, n)
         if rule.name in names:
             raise InvalidRequest("rule_name_repeated", f"Two rules are named {rule.name!r}.",
                                  param=f"rules[{n}].name")  # fmt: skip
@@ -52,7 +92,8 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
                                  "which its owner's rules cannot read (no such list).",
                                  param=f"rules[{n}].expression")  # fmt: skip
     found = RuleSet(id=new_id("rrs"), owner=who.owner, livemode=livemode, version=None,
-                    state=RuleSetState.draft, note=body.note, created_by=who.actor)  # fmt: skip
+                    state=RuleSetState.draft, note=body.note, created_by=who.actor,
+                    review_score=body.review_score, block_score=body.block_score)  # fmt: skip
     session.add(found)
     await session.flush()  # the set before its rules (their foreign key)
     for n, rule in enumerate(body.rules):
@@ -61,6 +102,7 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
             event=rule.event.value, expression=rule.expression, action=rule.action,
             score=rule.score if rule.action is RuleAction.score else 0, mode=rule.mode,
             on_error=rule.on_error or default_on_error(rule.action),
+            restrict_methods=rule.restrict_methods, restrict_channels=rule.restrict_channels,
         ))  # fmt: skip
     await session.flush()
     return found
@@ -95,6 +137,7 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
     except sa.exc.IntegrityError:
         raise Conflict("rule_set_publish_conflict", "Another rule set was published at the same "
                        "moment; try again.") from None  # fmt: skip
+    forget(found.owner, found.livemode)
     return found
 
 
@@ -104,10 +147,13 @@ async def out(session: AsyncSession, found: RuleSet) -> RuleSetOut:
         compiled = rules.compile_rule(rule.expression, rule.event)
         shown.append(RuleOut(name=rule.name, event=rule.event, expression=rule.expression,
                              action=rule.action, score=rule.score, mode=rule.mode,
-                             on_error=rule.on_error, attributes=sorted(compiled.attributes),
+                             on_error=rule.on_error, restrict_methods=rule.restrict_methods,
+                             restrict_channels=rule.restrict_channels,
+                             attributes=sorted(compiled.attributes),
                              lists=sorted(compiled.lists)))  # fmt: skip
     return RuleSetOut(id=found.id, owner=found.owner, livemode=found.livemode,
                       version=found.version, state=found.state, note=found.note, rules=shown,
+                      review_score=found.review_score, block_score=found.block_score,
                       created_by=found.created_by, created_at=found.created_at,
                       published_by=found.published_by, published_at=found.published_at,
                       retired_at=found.retired_at)  # fmt: skip

@@ -174,4 +174,5 @@ async def merchant_balance(
         "pending": pending.available if pending else 0,
         "available": available.available if available else 0,
         "held": sum(a.pending_out for a in accounts.values() if a is not None),
+        "risk_hold": risk.balance if (risk := accounts[Purpose.risk_hold]) else 0,
     }

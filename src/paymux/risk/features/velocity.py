@@ -203,7 +203,13 @@ def _check(measure: str, amount: int) -> None:
 
 
 async def record(
-    session: AsyncSession, subjects: Subjects, measure: str, amount: int, at: dt.datetime
+    session: AsyncSession,
+    subjects: Subjects,
+    measure: str,
+    amount: int,
+    at: dt.datetime,
+    *,
+    only: Collection[str] | None = None,
 ) -> None:
     """Count one event of ``measure`` (a MEASURES noun) with ``amount`` for every subject that
     is known, at every resolution, and touch every link whose two subjects are known.
@@ -211,14 +217,17 @@ async def record(
     Two statements (one round trip each): every counter row in one upsert, every link in
     another. The rows stay locked until ``session`` commits — a merchant's own counter is
     touched by each of its payments, so call this late in the transaction, or after it with
-    :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum)."""
+    :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum).
+    ``only``: count these subjects alone (the links still join every known subject) — a
+    success counts the payer, whose other subjects were counted when it was created."""
     _check(measure, amount)
     at = clock.aware(at)
     keys = subject_keys(subjects)
     counters = sorted(
         ({"subject": subject, "key": key, "measure": measure, "resolution": res.value,
           "bucket_start": _bucket(at, res), "count": 1, "total": amount}
-         for subject, key in keys.items() for res in Resolution),
+         for subject, key in keys.items() if only is None or subject in only
+         for res in Resolution),
         key=lambda r: (r["key"], r["subject"], r["resolution"]),
     )  # fmt: skip
     repo = FeatureRepository(session)
@@ -234,7 +243,13 @@ async def record(
 
 
 def record_after_commit(
-    session: AsyncSession, subjects: Subjects, measure: str, amount: int, at: dt.datetime
+    session: AsyncSession,
+    subjects: Subjects,
+    measure: str,
+    amount: int,
+    at: dt.datetime,
+    *,
+    only: Collection[str] | None = None,
 ) -> None:
     """:func:`record` once ``session``'s transaction has committed (never if it rolls back),
     each statement atomic by itself (:meth:`Database.statement`): the counter rows are then
@@ -245,7 +260,7 @@ def record_after_commit(
 
     async def work(db: Database) -> None:
         async with db.statement() as later:
-            await record(later, subjects, measure, amount, at)
+            await record(later, subjects, measure, amount, at, only=only)
 
     after_commit(session, work)
 

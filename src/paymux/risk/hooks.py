@@ -1,0 +1,182 @@
+"""Where payments meet the risk engine: the request's features, what a decision does to the
+create path (block, restrict, review) and to a success (hold, post-payment rules).
+
+Called by :mod:`paymux.payments.service` inside its create transaction (before routing) and by
+:mod:`paymux.funds.hooks` inside the success transaction; nothing here does network I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.channels import base, registry
+from paymux.kit.errors import InvalidRequest
+from paymux.payments.models import Payment
+from paymux.payments.schemas import PaymentCreate
+from paymux.risk import decisions, reviews, signals
+from paymux.risk.attributes import EventType
+from paymux.risk.decisions import Screening
+from paymux.risk.models import Verdict
+
+PAYER_FIELDS = ("payer_account", "openid", "sub_openid", "buyer_id", "buyer_open_id")
+"""Which ``customer`` field names the payer's account at the channel, first found wins."""
+
+
+class Blocked(Exception):
+    """Raised inside the create transaction so that it rolls back: nothing is created."""
+
+    def __init__(self, screened: Screening) -> None:
+        super().__init__("risk_declined")
+        self.screened = screened
+
+
+def _signals(req: PaymentCreate) -> dict[str, Any]:
+    sig = req.risk
+    values: dict[str, Any] = {
+        "method": req.method, "channel": req.channel,
+        "ip": req.client_ip or req.customer.get("ip"),
+    }  # fmt: skip
+    if sig is not None:
+        values.update(device_id=sig.device_id, user_agent=sig.user_agent, sku=sig.sku,
+                      quantity=sig.quantity)  # fmt: skip
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _payer(customer: Mapping[str, Any]) -> str | None:
+    return next((str(customer[f]) for f in PAYER_FIELDS if customer.get(f)), None)
+
+
+def payment_request(
+    req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool
+) -> signals.Request:
+    sig = req.risk
+    return signals.Request(
+        event=EventType.payment_create, merchant_id=merchant_id, app_id=app_id,
+        livemode=livemode, subject_type="payment", amount=req.amount, currency=req.currency,
+        values=_signals(req), customer_ref=req.customer.get("id"),
+        kyc_level=sig.kyc_level if sig else None,
+        customer_since=sig.account_created_at if sig else None,
+    )  # fmt: skip
+
+
+async def screen_payment(
+    session: AsyncSession, req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool
+) -> Screening:
+    """Screen a new payment; a block raises :class:`Blocked` (the caller's transaction rolls
+    back, then :func:`decisions.record_block` runs in one of its own)."""
+    screened = await decisions.screen(
+        session, payment_request(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode)
+    )
+    if screened.verdict is Verdict.block:
+        raise Blocked(screened)
+    return screened
+
+
+def check_method(screened: Screening, method: str) -> None:
+    """A method the decision does not leave is a 400 naming the ones it does."""
+    allowed = screened.restrict_methods
+    if allowed is not None and method not in allowed:
+        raise InvalidRequest("risk_method_restricted", "This payment may only use "
+                             f"{', '.join(sorted(allowed)) or 'no method'}.",
+                             param="method")  # fmt: skip
+
+
+def allowed_methods(screened: Screening, methods: list[str]) -> list[str]:
+    """A cashier's methods, less those the decision does not leave (none left: a 400)."""
+    allowed = screened.restrict_methods
+    if allowed is None:
+        return methods
+    kept = [m for m in methods if m in allowed] if methods else sorted(allowed)
+    if not kept:
+        check_method(screened, methods[0])
+    return kept
+
+
+def refusals(
+    screened: Screening, method: str, refused: dict[str, base.RequestProblem]
+) -> dict[str, base.RequestProblem]:
+    """Routing leaves out the channels the decision does not leave, as if they refused."""
+    allowed = screened.restrict_channels
+    if allowed is None:
+        return refused
+    problem = base.RequestProblem("risk_channel_restricted", "This payment may only be routed "
+                                  f"to {', '.join(sorted(allowed))}.", "channel")  # fmt: skip
+    out = dict(refused)
+    for channel in registry.channels_for_method(method):
+        if channel not in allowed:
+            out.setdefault(channel, problem)
+    return out
+
+
+def _stored_signals(req: PaymentCreate) -> dict[str, Any]:
+    sig = req.risk
+    return sig.model_dump(mode="json", exclude_none=True) if sig is not None else {}
+
+
+async def payment_created(
+    session: AsyncSession, screened: Screening, payment: Payment, req: PaymentCreate
+) -> None:
+    """The payment is inserted: its decision and counters, in the same transaction; a review
+    opens now for ``review`` (a ``hold`` opens its review when the money is taken)."""
+    decision = await decisions.note(session, screened, payment.id, "payments")
+    stored = _stored_signals(req)
+    if decision is None and not stored:
+        return
+    risk: dict[str, Any] = {"signals": stored} if stored else {}
+    if decision is not None:
+        risk.update(decision=decision.id, outcome=decision.outcome.value,
+                    unevaluated=decision.unevaluated)  # fmt: skip
+        if decision.outcome == Verdict.review:
+            review = await reviews.open_review(session, decision, Verdict.review)
+            risk["review"] = review.id
+    payment.risk = risk
+
+
+def _success_request(payment: Payment) -> signals.Request:
+    stored = (payment.risk or {}).get("signals", {})
+    values: dict[str, Any] = {
+        "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
+        "payer_account": _payer(payment.customer or {}), **stored,
+    }  # fmt: skip
+    values.pop("account_created_at", None)
+    values.pop("kyc_level", None)
+    return signals.Request(
+        event=EventType.payment_succeeded, merchant_id=payment.merchant_id,
+        app_id=payment.app_id, livemode=payment.livemode, subject_type="payment",
+        amount=payment.amount, currency=payment.currency,
+        values={k: v for k, v in values.items() if v is not None},
+        customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
+        subject_id=payment.id,
+    )  # fmt: skip
+
+
+async def payment_succeeded(session: AsyncSession, payment: Payment) -> bool:
+    """The payment's money was taken: run the post-payment rules, count the success toward
+    the payer's features, and say whether the money is held (a ``hold`` decision at create
+    or now; a post-payment ``block`` cannot refuse money already taken, so it holds too)."""
+    screened = await decisions.screen(session, _success_request(payment))
+    await decisions.note(session, screened, payment.id, None)
+    await signals.count_payer(session, screened.request, payment.paid_at or payment.created_at)
+    risk = dict(payment.risk or {})
+    held_at_create = risk.get("outcome") == Verdict.hold.value
+    post = screened.verdict
+    if not held_at_create and post not in (Verdict.hold, Verdict.block, Verdict.review):
+        return False
+    decision = screened.decision
+    if held_at_create or decision is None:
+        found = await decisions.get(session, payment.merchant_id, payment.livemode,
+                                    risk["decision"])  # fmt: skip
+        assert found is not None
+        decision, outcome = found, Verdict.hold
+    else:
+        outcome = Verdict.review if post is Verdict.review else Verdict.hold
+    if "review" not in risk:
+        review = await reviews.open_review(session, decision, outcome)
+        risk["review"] = review.id
+    if outcome is Verdict.hold:
+        risk["held"] = True
+    payment.risk = risk
+    return outcome is Verdict.hold
