@@ -40,10 +40,6 @@ def upgrade() -> None:
             name=op.f("pk_risk_counters"),
         ),
     )
-    with op.batch_alter_table("risk_counters", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_risk_counters_expiry", ["resolution", "bucket_start"], unique=False
-        )
     op.create_table(
         "risk_links",
         sa.Column("per_subject", sa.String(length=16), nullable=False),
@@ -66,14 +62,10 @@ def upgrade() -> None:
             ["per_subject", "per_key", "counted_subject", "last_seen"],
             unique=False,
         )
-        batch_op.create_index("ix_risk_links_expiry", ["last_seen"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("risk_links", schema=None) as batch_op:
-        batch_op.drop_index("ix_risk_links_expiry")
         batch_op.drop_index("ix_risk_links_window")
     op.drop_table("risk_links")
-    with op.batch_alter_table("risk_counters", schema=None) as batch_op:
-        batch_op.drop_index("ix_risk_counters_expiry")
     op.drop_table("risk_counters")
