@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -47,7 +45,6 @@ from paymux.payments.transitions import (
     move_payment,
     next_query_at,
 )
-from paymux.risk import decisions
 from paymux.risk import hooks as risk
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
@@ -160,7 +157,7 @@ async def _create_cashier_payment(
     allowed = _allowed_methods(req)
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     expires_at = clock.now() + dt.timedelta(seconds=ttl)
-    async with _screened(rt) as session:
+    async with rt.db.transaction() as session:
         screened = await risk.screen_payment(
             session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
         )
@@ -175,19 +172,6 @@ async def _create_cashier_payment(
         await _insert(session, payment, req, None)
         await risk.payment_created(session, screened, payment, req)
     return payment
-
-
-@asynccontextmanager
-async def _screened(rt: Runtime) -> AsyncIterator[AsyncSession]:
-    """The create transaction, screened by risk first: a block rolls it back (nothing is
-    created), is recorded in a transaction of its own and is the generic ``risk_declined``."""
-    try:
-        async with rt.db.transaction() as session:
-            yield session
-    except risk.Blocked as blocked:
-        async with rt.db.transaction() as session:
-            await decisions.record_block(session, blocked.screened)
-        raise decisions.RiskDeclined() from None
 
 
 def _new_payment(
@@ -307,7 +291,7 @@ async def create(
     call_seconds = rt.settings.channel_timeout_seconds
     expires_at = now + dt.timedelta(seconds=ttl)
     started = time.monotonic()
-    async with _screened(rt) as session:
+    async with rt.db.transaction() as session:
         screened = await risk.screen_payment(
             session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
         )

@@ -18,12 +18,13 @@ import datetime as dt
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
+from paymux.kit.db import Database, after_rollback
 from paymux.kit.errors import PaymuxError
 from paymux.kit.ids import new_id
 from paymux.risk import engine, rulesets, service, signals
@@ -179,6 +180,19 @@ async def note(session: AsyncSession, screened: Screening, subject_id: str,
         session.add(screened.decision)
     await signals.count(session, request, measure, clock.now())
     return screened.decision
+
+
+def refuse(session: AsyncSession, screened: Screening) -> NoReturn:
+    """A blocked request: raise the generic ``risk_declined``, so that the caller's
+    transaction rolls back and creates nothing; once it has, :func:`record_block` keeps the
+    decision in a transaction of its own."""
+
+    async def record(db: Database) -> None:
+        async with db.transaction() as later:
+            await record_block(later, screened)
+
+    after_rollback(session, record)
+    raise RiskDeclined()
 
 
 async def record_block(session: AsyncSession, screened: Screening) -> RiskDecision:

@@ -25,14 +25,6 @@ PAYER_FIELDS = ("payer_account", "openid", "sub_openid", "buyer_id", "buyer_open
 """Which ``customer`` field names the payer's account at the channel, first found wins."""
 
 
-class Blocked(Exception):
-    """Raised inside the create transaction so that it rolls back: nothing is created."""
-
-    def __init__(self, screened: Screening) -> None:
-        super().__init__("risk_declined")
-        self.screened = screened
-
-
 def _signals(req: PaymentCreate) -> dict[str, Any]:
     sig = req.risk
     values: dict[str, Any] = {
@@ -65,13 +57,12 @@ def payment_request(
 async def screen_payment(
     session: AsyncSession, req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool
 ) -> Screening:
-    """Screen a new payment; a block raises :class:`Blocked` (the caller's transaction rolls
-    back, then :func:`decisions.record_block` runs in one of its own)."""
+    """Screen a new payment; a block is :func:`decisions.refuse` (nothing is created)."""
     screened = await decisions.screen(
         session, payment_request(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode)
     )
     if screened.verdict is Verdict.block:
-        raise Blocked(screened)
+        decisions.refuse(session, screened)
     return screened
 
 

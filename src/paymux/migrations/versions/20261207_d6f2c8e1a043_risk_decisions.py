@@ -21,8 +21,9 @@ _AT = paymux.kit.db.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("payments", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("risk", paymux.kit.db.JSONType, nullable=True))
+    # Plain ALTERs (SQLite has ADD and DROP COLUMN): a batch copy of ``payments`` would lose
+    # its expression index ix_payments_store_code, which reflection cannot see.
+    op.add_column("payments", sa.Column("risk", paymux.kit.db.JSONType, nullable=True))
     with op.batch_alter_table("payment_funds", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("risk_held", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -110,8 +111,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("payment_funds", schema=None) as batch_op:
         batch_op.drop_column("risk_held")
-    with op.batch_alter_table("payments", schema=None) as batch_op:
-        batch_op.drop_column("risk")
+    op.drop_column("payments", "risk")
     op.drop_table("risk_customers")
     with op.batch_alter_table("risk_reviews", schema=None) as batch_op:
         batch_op.drop_index("ix_risk_reviews_due")
