@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
+import random
 import uuid
 from collections.abc import Collection, Iterator
 
@@ -48,8 +50,8 @@ def fresh(prefix: str) -> str:
 
 def everyone(merchant_id: str | None = None, *, livemode: bool = False, **given: str) -> Subjects:
     """Subjects with every value known and unique to the test (``given`` replaces some)."""
-    n = uuid.uuid4().int % 250 + 1
-    values = {"customer": fresh("cus"), "device": fresh("dev"), "ip": f"10.{n}.{n}.{n}",
+    ip = str(ipaddress.IPv6Address(0x20010DB8 << 96 | uuid.uuid4().int >> 32))  # 2001:db8::/32
+    values = {"customer": fresh("cus"), "device": fresh("dev"), "ip": ip,
               "payer_account": fresh("o"), "sku": fresh("sku")} | given  # fmt: skip
     return Subjects(merchant_id or fresh("mer"), livemode, **values)
 
@@ -173,6 +175,9 @@ async def test_scopes_merchant_ids_platform_subjects_and_modes(
     await record(stack, spelled)
     again = Subjects(fresh("mer"), False, ip="2001:db8::7")
     assert (await read(stack, again, ["count_payments_ip_1h"])) == {"count_payments_ip_1h": 1}
+    await record(stack, Subjects(fresh("mer"), False, ip="::ffff:192.0.2.77"))  # IPv4-mapped
+    v4 = Subjects(fresh("mer"), False, ip="192.0.2.77")
+    assert (await read(stack, v4, ["count_payments_ip_1h"])) == {"count_payments_ip_1h": 1}
 
 
 async def test_no_raw_value_is_stored(stack: Stack, frozen: FrozenClock) -> None:
@@ -294,6 +299,8 @@ async def test_recorded_after_commit_only_when_it_commits(
     async with stack.runtime.db.read() as session:
         with pytest.raises(ValueError):
             velocity.record_after_commit(session, who, "payment", 1, kit_clock.now())
+        with pytest.raises(ValueError):
+            velocity.record_after_commit(session, who, "payments", -1, kit_clock.now())
 
 
 async def test_concurrent_writers_lose_no_event(stack: Stack, frozen: FrozenClock) -> None:
@@ -315,3 +322,91 @@ async def test_concurrent_writers_lose_no_event(stack: Stack, frozen: FrozenCloc
         "count_payments_device_10m": 50, "sum_payments_merchant_30d": 550,
         "count_payments_ip_24h": 50, "distinct_customers_per_device_1h": 50,
         "distinct_customers_per_ip_30d": 50}  # fmt: skip
+
+
+async def _rows_of(stack: Stack, who: Subjects) -> dict[str, int]:
+    keys = list(velocity.subject_keys(who).values())
+    async with stack.runtime.db.read() as session:
+        counted = await session.execute(
+            sa.select(RiskCounter.resolution, sa.func.count())
+            .where(RiskCounter.key.in_(keys))
+            .group_by(RiskCounter.resolution)
+        )
+        out = {str(resolution): int(n) for resolution, n in counted}
+        links = await session.scalar(
+            sa.select(sa.func.count()).select_from(RiskLink).where(RiskLink.per_key.in_(keys))
+        )
+    return out | {"links": int(links or 0)}
+
+
+async def test_purge_deletes_only_what_no_window_reads(stack: Stack, frozen: FrozenClock) -> None:
+    """Each resolution's buckets go once its widest window no longer reads them, links once
+    the widest link window is past; a read gives the same before and after a purge."""
+    who = everyone()
+    await record(stack, who)
+    await record(stack, who, "declined")
+    names = [f"count_{m}_{s.name}_{w}" for m in ("payments", "declined") for s in SUBJECTS
+             for w in VELOCITY_WINDOWS] + list(velocity._LINKS)  # fmt: skip
+    per_resolution = 6 * 2  # six subjects × two measures
+    full = {"minute": per_resolution, "hour": per_resolution, "day": per_resolution, "links": 5}
+    hours_and_days = {"hour": per_resolution, "day": per_resolution, "links": 5}
+    steps = [
+        (dt.timedelta(hours=1), full),
+        (dt.timedelta(hours=1, seconds=1), hours_and_days),
+        (dt.timedelta(days=7), hours_and_days),
+        (dt.timedelta(days=7, seconds=1), {"day": per_resolution, "links": 5}),
+        (dt.timedelta(days=30), {"day": per_resolution, "links": 5}),
+        (dt.timedelta(days=30, minutes=1), {"links": 0}),
+    ]
+    for since, rows in steps:
+        frozen.set(BASE + since)
+        before = await read(stack, who, names)
+        async with stack.runtime.db.transaction() as session:
+            while await velocity.purge(session, kit_clock.now(), limit=5):
+                pass
+        assert await _rows_of(stack, who) == rows, since
+        assert await read(stack, who, names) == before, since
+
+
+def _floor(at: dt.datetime, seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(at.timestamp()) // seconds * seconds, dt.UTC)
+
+
+async def test_reads_agree_with_an_oracle_over_random_histories(stack: Stack) -> None:
+    """Random events over 40 days, read at a random later moment, against the rule the docs
+    state, computed here from the events themselves: a window counts the events whose bucket
+    (minute for ≤ 1 h, hour for ≤ 7 d, else day) starts at or after ``at`` − window; a link
+    counts the customers whose last event's minute is at or after ``at`` − window."""
+    rng = random.Random(14)
+    bucket = {"minute": 60, "hour": 3600, "day": 86400}
+    for _case in range(12):
+        merchant, device = fresh("mer"), fresh("dev")
+        events = []
+        for _ in range(rng.randint(1, 30)):
+            at = BASE + dt.timedelta(seconds=rng.randint(0, 40 * 86400))
+            events.append((at, rng.choice(["payments", "refunds"]), rng.randint(0, 10_000),
+                           f"cus_{rng.randint(0, 4)}"))  # fmt: skip
+        for at, measure, amount, customer in events:
+            await record(stack, Subjects(merchant, False, customer=customer, device=device),
+                         measure, amount, at)  # fmt: skip
+        now = max(e[0] for e in events) + dt.timedelta(seconds=rng.randint(0, 3 * 86400))
+        names = [f"{agg}_{m}_device_{w}" for m in ("payments", "refunds")
+                 for w in VELOCITY_WINDOWS for agg in ("count", "sum")] + [
+            f"distinct_customers_per_device_{w}" for w in LINK_WINDOWS]  # fmt: skip
+        expected: dict[str, int] = {}
+        for w, (length, resolution) in velocity.WINDOWS.items():
+            for m in ("payments", "refunds"):
+                inside = [e for e in events if e[1] == m
+                          and _floor(e[0], bucket[resolution.value]) >= now - length]  # fmt: skip
+                expected[f"count_{m}_device_{w}"] = len(inside)
+                expected[f"sum_{m}_device_{w}"] = sum(e[2] for e in inside)
+        last_seen: dict[str, dt.datetime] = {}
+        for at, _, _, customer in events:
+            last_seen[customer] = max(last_seen.get(customer, BASE), _floor(at, 60))
+        for w, length in velocity.LINK_LENGTHS.items():
+            expected[f"distinct_customers_per_device_{w}"] = sum(
+                1 for seen in last_seen.values() if seen >= now - length)  # fmt: skip
+        async with stack.runtime.db.read() as session:
+            got = await velocity.read(session, Subjects(merchant, False, device=device), names,
+                                      now)  # fmt: skip
+        assert got == expected, (events, now)

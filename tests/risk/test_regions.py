@@ -4,6 +4,9 @@ setting, and a broken database refused when loaded."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,30 @@ def test_the_setting_names_the_database(monkeypatch: pytest.MonkeyPatch) -> None
     assert Settings().risk_ip_db == "/srv/paymux/ip_regions.csv"
     monkeypatch.delenv("PAYMUX_RISK_IP_DB")
     assert Settings().risk_ip_db is None
+
+
+def _docs_section(title: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "risk.md").read_text("utf-8")
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _fenced(section: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```$", section, flags=re.M | re.S)
+
+
+def test_the_docs_examples_hold() -> None:
+    """docs/risk.md, "IP regions": the sample file means what the text says, and the script
+    that builds a database from IP ranges builds one that answers like the ranges."""
+    section = _docs_section("IP regions")
+    (sample,) = _fenced(section, "text")
+    db = regions.parse(sample.splitlines())
+    assert db.region_of("203.0.113.200") == "CN-31" and db.region_of("203.0.113.1") == "CN-44"
+    (script,) = _fenced(section, "python")
+    ranges = "1.0.0.0,1.0.0.255,AU\n1.0.1.0,1.0.3.255,cn\n2001:db8::,2001:db8::ffff,US\n"
+    done = subprocess.run([sys.executable, "-c", script], input=ranges, capture_output=True,
+                          text=True, check=True, timeout=60)  # fmt: skip
+    built = regions.parse(done.stdout.splitlines())
+    assert done.stdout.startswith("network,region\n1.0.0.0/24,AU\n1.0.1.0/24,CN\n1.0.2.0/23,CN\n")
+    for ip, region in (("1.0.0.255", "AU"), ("1.0.3.255", "CN"), ("1.0.4.0", None),
+                       ("2001:db8::ffff", "US"), ("2001:db8::1:0", None)):  # fmt: skip
+        assert built.region_of(ip) == region, ip

@@ -48,6 +48,12 @@ class RiskCounter(Base):
     bucket of one resolution."""
 
     __tablename__ = "risk_counters"
+    __table_args__ = (
+        # What :func:`paymux.risk.features.velocity.purge` deletes: buckets older than any
+        # window of their resolution reads. Neither column ever changes, so updates of the
+        # counts stay HOT (no index write) on PostgreSQL.
+        sa.Index("ix_risk_counters_expiry", "resolution", "bucket_start"),
+    )
 
     subject: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
     """A :data:`paymux.risk.attributes.SUBJECTS` name (``customer``, ``device``, …)."""
@@ -72,6 +78,7 @@ class RiskLink(Base):
         # A distinct count in a window is a range scan on last_seen within one per-subject
         # value, answered from this index alone (it holds every column the count reads).
         sa.Index("ix_risk_links_window", "per_subject", "per_key", "counted_subject", "last_seen"),
+        sa.Index("ix_risk_links_expiry", "last_seen"),
     )
 
     per_subject: Mapped[str] = mapped_column(sa.String(16), primary_key=True)

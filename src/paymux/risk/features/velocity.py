@@ -60,7 +60,8 @@ class Subjects:
 
 _FIELD = {s.name: "merchant_id" if s.name == "merchant" else s.name for s in SUBJECTS}
 _MISSING = set(_FIELD.values()) - {f.name for f in fields(Subjects)}
-assert not _MISSING, f"Subjects has no field for the subjects {sorted(_MISSING)}"
+if _MISSING:  # a subject added to attributes.py needs its field here before anything runs
+    raise RuntimeError(f"Subjects has no field for the subjects {sorted(_MISSING)}")
 
 _MERCHANT_SCOPED = frozenset({"customer", "sku"})
 """Subjects whose values are the merchant's own ids: scoped by the merchant."""
@@ -194,6 +195,13 @@ def _bucket(at: dt.datetime, resolution: Resolution) -> dt.datetime:
 # -- the service ------------------------------------------------------------------------------
 
 
+def _check(measure: str, amount: int) -> None:
+    if measure not in MEASURE_NOUNS:
+        raise ValueError(f"not a measure: {measure!r}")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise ValueError(f"amount must be an int ≥ 0 of minor units, not {amount!r}")
+
+
 async def record(
     session: AsyncSession,
     subjects: Subjects,
@@ -212,10 +220,7 @@ async def record(
     :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum).
     ``only``: count these subjects alone (the links still join every known subject) — a
     success counts the payer, whose other subjects were counted when it was created."""
-    if measure not in MEASURE_NOUNS:
-        raise ValueError(f"not a measure: {measure!r}")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise ValueError(f"amount must be an int ≥ 0 of minor units, not {amount!r}")
+    _check(measure, amount)
     at = clock.aware(at)
     keys = subject_keys(subjects)
     counters = sorted(
@@ -238,21 +243,49 @@ async def record(
 
 
 def record_after_commit(
-    session: AsyncSession, subjects: Subjects, measure: str, amount: int, at: dt.datetime
+    session: AsyncSession,
+    subjects: Subjects,
+    measure: str,
+    amount: int,
+    at: dt.datetime,
+    *,
+    only: Collection[str] | None = None,
 ) -> None:
     """:func:`record` once ``session``'s transaction has committed (never if it rolls back),
     each statement atomic by itself (:meth:`Database.statement`): the counter rows are then
     locked for one statement, not for the rest of a payment's transaction. A crash between
     the two commits loses that event's count — acceptable for a risk signal, never for
     money."""
-    if measure not in MEASURE_NOUNS:  # refuse now, not in a task nobody awaits
-        raise ValueError(f"not a measure: {measure!r}")
+    _check(measure, amount)  # refuse now: after the commit, an error is only logged
 
     async def work(db: Database) -> None:
         async with db.statement() as later:
-            await record(later, subjects, measure, amount, at)
+            await record(later, subjects, measure, amount, at, only=only)
 
     after_commit(session, work)
+
+
+RETENTION: Mapping[Resolution, dt.timedelta] = MappingProxyType({
+    resolution: max(length for length, r in WINDOWS.values() if r is resolution)
+    for resolution in {r for _, r in WINDOWS.values()}
+})  # fmt: skip
+"""How long a bucket of each resolution is read: its widest window (older ones are purged)."""
+
+
+async def purge(session: AsyncSession, at: dt.datetime, *, limit: int = 10_000) -> int:
+    """Delete what no window reads any more at ``at``: buckets older than their resolution's
+    widest window, links last seen before the widest link window. At most ``limit`` rows of
+    each resolution and of links, so a transaction stays short; returns how many were
+    deleted — the caller (a scheduled job) repeats, each time in a transaction of its own,
+    until it is 0."""
+    at = clock.aware(at)
+    repo = FeatureRepository(session)
+    deleted = 0
+    for resolution, kept in sorted(RETENTION.items()):
+        deleted += await repo.purge_counters(resolution, at - kept, limit)
+    if LINK_LENGTHS:
+        deleted += await repo.purge_links(at - max(LINK_LENGTHS.values()), limit)
+    return deleted
 
 
 async def read(
