@@ -300,3 +300,36 @@ async def test_a_new_version_is_in_force_at_once_and_shadow_never_decides(stack:
         "result": "hit", "error": None}  # fmt: skip
     await publish(stack, shop.headers, [rule("strict", "amount > 10", "block")])
     assert (await create(stack, shop, amount=100)).status_code == 402
+
+
+async def test_reviews_past_their_deadline_close_with_their_default(stack: Stack) -> None:
+    from paymux.kit import clock as kit_clock
+    from paymux.risk import review_actions
+
+    shop = await make_tenant(stack)
+    await publish(stack, shop.headers, [rule("watch", "amount == 1234", "review"),
+                                        rule("hold_it", "amount == 4321", "hold")])  # fmt: skip
+    watched = (await create(stack, shop, amount=1234)).json()
+    held = await paid(stack, shop, (await create(stack, shop, amount=4321)).json())
+    shifted = kit_clock.OffsetClock()
+    previous = kit_clock.set_clock(shifted)
+    try:
+        shifted.advance(71 * 3600)
+        await review_actions.expire(stack.runtime)
+        r = await stack.client.get(f"/v1/risk/reviews/{watched['risk']['review']}",
+                                   headers=shop.headers)  # fmt: skip
+        assert r.json()["state"] == "open"
+        shifted.advance(2 * 3600)
+        assert await review_actions.expire(stack.runtime) >= 2
+    finally:
+        kit_clock.set_clock(previous)
+    approved = (await stack.client.get(f"/v1/risk/reviews/{watched['risk']['review']}",
+                                       headers=shop.headers)).json()  # fmt: skip
+    assert (approved["state"], approved["closed_by"]) == ("approved", "system:deadline")
+    declined = (await stack.client.get(f"/v1/risk/reviews/{held['risk']['review']}",
+                                       headers=shop.headers)).json()  # fmt: skip
+    assert declined["state"] == "declined"
+    refunds = (await stack.client.get(f"/v1/refunds?payment={held['id']}",
+                                      headers=shop.headers)).json()["data"]  # fmt: skip
+    assert [x["out_refund_no"] for x in refunds] == [f"risk_{declined['id']}"]
+    assert await review_actions.finish_declines(stack.runtime) == 0  # refunded: nothing to do

@@ -68,7 +68,12 @@ async def create(rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate,
 
 
 async def _reserve(
-    session: AsyncSession, rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate,
+    session: AsyncSession,
+    rt: Runtime,
+    *,
+    app_id: str,
+    livemode: bool,
+    req: RefundCreate,
     screen: bool = True,
 ) -> tuple[Refund, bool]:
     payments = PaymentRepository(session)

@@ -75,7 +75,7 @@ async def _payment_effect(session: AsyncSession, review: RiskReview, approved: b
 
 def _mark(payment: Payment, review: RiskReview) -> None:
     risk = dict(payment.risk or {})
-    risk["review_state"] = review.state.value
+    risk["review_state"] = str(review.state)
     if review.state == ReviewState.approved:
         risk.pop("held", None)
     payment.risk = risk
@@ -162,7 +162,7 @@ async def expire(rt: Runtime, now_limit: int = 100) -> int:
     for review_id in due:
         async with rt.db.transaction() as session:
             review = await reviews.get(session, None, None, review_id)
-            state = review.on_expiry
+            state = ReviewState(review.on_expiry)
         try:
             await close(rt, review_id, state, merchant_id=None, livemode=None,
                         by="system:deadline", reason="the review's deadline passed")  # fmt: skip

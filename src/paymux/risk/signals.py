@@ -27,6 +27,14 @@ ip_db: str | None = None
 """The IP→region database in use (the setting ``risk_ip_db``; None: the shipped one)."""
 
 
+def configure(path: str | None) -> None:
+    """Use the IP→region database at ``path`` (None: the shipped one), loaded now so that a
+    broken file stops the process at boot rather than failing a payment."""
+    global ip_db
+    regions.load(path)
+    ip_db = path
+
+
 @dataclass(slots=True)
 class Request:
     """One request as the risk engine sees it."""
