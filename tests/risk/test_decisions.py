@@ -34,7 +34,8 @@ async def publish(stack: Stack, headers: dict[str, str], rules: list[dict[str, A
     body = {"rules": rules, **({"livemode": False} if operator else {}), **extra}
     r = await stack.client.post(f"{base}/rule_sets", headers=headers, json=body)
     assert r.status_code == 201, r.text
-    r = await stack.client.post(f"{base}/rule_sets/{r.json()['id']}/publish", headers=headers)
+    r = await stack.client.post(f"{base}/rule_sets/{r.json()['id']}/publish", headers=headers,
+                                json={"confirm": True})  # fmt: skip
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -182,13 +183,15 @@ async def test_hold_decline_refunds_through_the_channel(stack: Stack) -> None:
                             risk={"device_id": "dev-bad"})).json()  # fmt: skip
     done = await paid(stack, shop, payment)
     review_id = done["risk"]["review"]
-    devices = await new_list(stack, shop.headers, "bad_devices", "device_id")
+    skus = await new_list(stack, shop.headers, "bad_skus", "sku")
     r = await stack.client.post(
         f"/v1/risk/reviews/{review_id}/decline", headers=shop.headers,
         json={"reason": "stolen account",
-              "add_to_list": {"list": devices["id"], "attribute": "device_id"}},
+              "add_to_list": {"list": skus["id"], "attribute": "sku"}},
     )  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["code"] == "attribute_unknown", r.text
+    review = (await stack.client.get(f"/v1/risk/reviews/{review_id}", headers=shop.headers))
+    assert review.json()["state"] == "open"  # a refused close changes nothing
     r = await stack.client.post(f"/v1/risk/reviews/{review_id}/decline", headers=shop.headers,
                                 json={"reason": "stolen account"})  # fmt: skip
     assert r.status_code == 200, r.text

@@ -27,11 +27,11 @@ from paymux.kit import clock
 from paymux.kit.db import Database, after_rollback
 from paymux.kit.errors import PaymuxError
 from paymux.kit.ids import new_id
-from paymux.risk import engine, rulesets, service, signals
+from paymux.risk import breaker, engine, rulesets, service, signals
 from paymux.risk.attributes import EventType
-from paymux.risk.models import RiskDecision, Verdict
+from paymux.risk.models import RiskDecision, RuleAction, RuleSetState, Verdict
 from paymux.risk.repository import DecisionRepository, RuleSetRepository
-from paymux.risk.rules import RuleResult, evaluate_all
+from paymux.risk.rules import Outcome, RuleResult, evaluate_all
 from paymux.risk.service import PLATFORM
 
 log = structlog.get_logger(__name__)
@@ -72,17 +72,23 @@ _sets: dict[str, engine.LoadedSet] = {}
 
 
 async def _load(session: AsyncSession, owner: str, livemode: bool) -> tuple[str, ...]:
+    """The keys of the owner's sets to run: the published one (with its tripped rules) and a
+    draft in shadow. Published sets never change, so each compiled form is cached by a key
+    naming what it depends on."""
     repo = RuleSetRepository(session)
-    found = await repo.in_force(owner, livemode)
-    if found is None:
-        return ()
-    if found.id not in _sets:
-        assert found.version is not None
-        _sets[found.id] = engine.load(
-            found.id, owner if owner == PLATFORM else engine.MERCHANT, found.version,
-            found.review_score, found.block_score, await repo.rules_of(found.id),
-        )  # fmt: skip
-    return (found.id,)
+    keys = []
+    tag = owner if owner == PLATFORM else engine.MERCHANT
+    for found in await repo.in_force(owner, livemode):
+        shadow = found.state == RuleSetState.draft
+        tripped = frozenset() if shadow else await repo.tripped(found.id)
+        key = f"{found.id}|shadow" if shadow else f"{found.id}|{','.join(sorted(tripped))}"
+        if key not in _sets:
+            _sets[key] = engine.load(
+                found.id, tag, found.version or 0, found.review_score, found.block_score,
+                await repo.rules_of(found.id), shadow=shadow, tripped=tripped,
+            )  # fmt: skip
+        keys.append(key)
+    return tuple(keys)
 
 
 async def policy(session: AsyncSession, event: EventType, merchant_id: str,
@@ -99,12 +105,23 @@ async def policy(session: AsyncSession, event: EventType, merchant_id: str,
 # -- screening ------------------------------------------------------------------------------------
 
 
-def _results(pol: engine.Policy, outcomes: Collection[Any]) -> list[dict[str, Any]]:
-    return [
-        {"owner": r.owner, "name": r.name, "action": r.action.value, "mode": r.mode.value,
-         "result": o.result.value, **({"error": o.error} if o.error else {})}
-        for r, o in zip(pol.rules, outcomes, strict=True)
-    ]  # fmt: skip
+def _result(rule: engine.LoadedRule, outcome: Outcome) -> dict[str, Any]:
+    out: dict[str, Any] = {"owner": rule.owner, "name": rule.name, "action": rule.action.value,
+                           "mode": rule.mode.value, "result": outcome.result.value}  # fmt: skip
+    if outcome.error:
+        out["error"] = outcome.error
+        out["on_error"] = rule.on_error.value
+    if rule.action is RuleAction.score:
+        out["score"] = rule.score
+    if rule.shadow_set:
+        out["shadow_set"] = True
+    if rule.tripped:
+        out["tripped"] = True
+    return out
+
+
+def _results(pol: engine.Policy, outcomes: Collection[Outcome]) -> list[dict[str, Any]]:
+    return [_result(r, o) for r, o in zip(pol.rules, outcomes, strict=True)]
 
 
 async def screen(session: AsyncSession, request: signals.Request) -> Screening:
@@ -121,8 +138,9 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
         features = await signals.features(session, request, names, clock.now())
         lists = await service.cached_lists(session, request.merchant_id, request.livemode,
                                            pol.lists)  # fmt: skip
-        evaluation = evaluate_all([r.compiled for r in pol.rules], features, lists)
+        evaluation = evaluate_all(pol.compiled, features, lists)
         decided = engine.decide(pol, evaluation.outcomes)
+        breaker.observe(session, pol.rules, evaluation.outcomes, request.event.value)
         elapsed = time.perf_counter() - started
         if elapsed > BUDGET_SECONDS:
             raise TimeoutError(f"risk evaluation took {elapsed * 1000:.1f} ms")
@@ -133,7 +151,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
     out.verdict = decided.verdict
     out.restrict_methods = decided.restrict_methods
     out.restrict_channels = decided.restrict_channels
-    out.features = {n: features.get(n) for n in sorted(names)}
+    out.features = dict(sorted(features.items()))  # all computed: what a backtest replays
     results = _results(pol, evaluation.outcomes)
     out.decision = _decision(request, out, score=decided.score, versions=pol.versions,
                              results=results, started=started)  # fmt: skip

@@ -12,10 +12,12 @@ from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
-from paymux.risk import decisions, review_actions, reviews, rulesets, service
+from paymux.risk import backtests, decisions, review_actions, reviews, rulesets, service
 from paymux.risk.models import ReviewState
 from paymux.risk.repository import DecisionRepository, RiskListRepository
 from paymux.risk.schemas import (
+    BacktestCreate,
+    BacktestOut,
     DecisionOut,
     ItemCheck,
     ItemOut,
@@ -24,11 +26,13 @@ from paymux.risk.schemas import (
     ItemsIn,
     ListCreate,
     ListOut,
+    PublishOptions,
     ReviewAssign,
     ReviewClose,
     ReviewOut,
     RuleSetCreate,
     RuleSetOut,
+    ShadowSet,
 )
 from paymux.risk.service import Owner
 from paymux.runtime import Runtime
@@ -167,10 +171,31 @@ def _rule_set_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> No
         return await rulesets.out(session, await rulesets.get(session, who, rule_set_id))
 
     @r.post("/rule_sets/{rule_set_id}/publish", response_model=RuleSetOut)
-    async def publish_rule_set(rule_set_id: str, who: Who, session: SessionDep) -> RuleSetOut:
-        """Put a draft in force as the next version; the version in force before is retired."""
-        found = await rulesets.publish(session, _changing(who), rule_set_id)
+    async def publish_rule_set(rule_set_id: str, who: Who, session: SessionDep,
+                               body: PublishOptions | None = None) -> RuleSetOut:  # fmt: skip
+        """Put a draft in force as the next version; the version in force before is retired.
+        A draft with block rules is first replayed over the last 7 days: if it would have
+        blocked more than 5% of that traffic beyond what was blocked, it needs ``confirm``."""
+        found = await backtests.publish(session, _changing(who), rule_set_id,
+                                        confirm=bool(body and body.confirm))  # fmt: skip
         return await rulesets.out(session, found)
+
+    @r.post("/rule_sets/{rule_set_id}/shadow", response_model=RuleSetOut)
+    async def shadow_rule_set(rule_set_id: str, body: ShadowSet, who: Who,
+                              session: SessionDep) -> RuleSetOut:  # fmt: skip
+        """Run a draft in shadow on live traffic (``enabled: false`` stops): its rules are
+        evaluated and recorded with every decision, and decide nothing."""
+        found = await rulesets.shadow(session, _changing(who), rule_set_id, body.enabled)
+        return await rulesets.out(session, found)
+
+    @r.post("/backtests", response_model=BacktestOut)
+    async def create_backtest(body: BacktestCreate, who: Who,
+                              session: ReadSessionDep) -> BacktestOut:  # fmt: skip
+        """Replay a rule set over the decisions of ``[start, end)`` in place of the one that was
+        in force: hits per rule, outcomes, changes against live, overlap with refunds and
+        reviews. Changes nothing."""
+        return await backtests.run(session, who, body.rule_set, body.start, body.end,
+                                   limit=body.limit)  # fmt: skip
 
 
 def _review_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:

@@ -44,7 +44,13 @@ class LoadedRule:
     on_error: OnError
     restrict_methods: frozenset[str] | None
     restrict_channels: frozenset[str] | None
-    compiled: CompiledRule = field(repr=False)
+    compiled: CompiledRule | None = field(repr=False)
+    """None only for a rule rebuilt from a stored decision (a backtest's other owner)."""
+    shadow_set: bool = False
+    """A rule of a draft running in shadow (recorded, never deciding)."""
+    tripped: bool = False
+    """Moved to shadow by its error rate (:mod:`paymux.risk.breaker`)."""
+    set_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,32 +59,40 @@ class LoadedSet:
 
     id: str
     owner: str
-    version: int
+    version: int | None
     review_score: int | None
     block_score: int | None
     rules: Mapping[EventType, tuple[LoadedRule, ...]]
+    shadow: bool = False
 
 
 def load(set_id: str, owner: str, version: int, review_score: int | None,
-         block_score: int | None, rows: Iterable[Rule]) -> LoadedSet:  # fmt: skip
-    """Compile a published set's rules (they were validated when saved)."""
+         block_score: int | None, rows: Iterable[Rule], *, shadow: bool = False,
+         tripped: frozenset[str] = frozenset()) -> LoadedSet:  # fmt: skip
+    """Compile a set's rules (they were validated when saved). ``shadow``: a draft running in
+    shadow, every rule recorded and none deciding; ``tripped``: rules its error breaker moved
+    to shadow."""
     by_event: dict[EventType, list[LoadedRule]] = {}
     for row in rows:
         if row.mode == RuleMode.disabled:
             continue
         event = EventType(row.event)
+        quiet = shadow or row.name in tripped
         by_event.setdefault(event, []).append(
             LoadedRule(
                 owner=owner, name=row.name, action=RuleAction(row.action), score=row.score,
-                mode=RuleMode(row.mode), on_error=OnError(row.on_error),
+                mode=RuleMode.shadow if quiet else RuleMode(row.mode),
+                on_error=OnError(row.on_error),
                 restrict_methods=frozenset(row.restrict_methods) if row.restrict_methods else None,
                 restrict_channels=(frozenset(row.restrict_channels)
                                    if row.restrict_channels else None),
-                compiled=compile_rule(row.expression, event),
+                compiled=compile_rule(row.expression, event), shadow_set=shadow,
+                tripped=row.name in tripped, set_id=set_id,
             )
         )  # fmt: skip
     frozen = {event: tuple(rules) for event, rules in by_event.items()}
-    return LoadedSet(set_id, owner, version, review_score, block_score, MappingProxyType(frozen))
+    return LoadedSet(set_id, owner, None if shadow else version, review_score, block_score,
+                     MappingProxyType(frozen), shadow)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,25 +107,33 @@ class Policy:
 
     @property
     def attributes(self) -> frozenset[str]:
-        return frozenset(a for r in self.rules for a in r.compiled.attributes)
+        return frozenset(a for r in self.rules if r.compiled for a in r.compiled.attributes)
 
     @property
     def lists(self) -> frozenset[str]:
-        return frozenset(n for r in self.rules for n in r.compiled.lists)
+        return frozenset(n for r in self.rules if r.compiled for n in r.compiled.lists)
+
+    @property
+    def compiled(self) -> list[CompiledRule]:
+        return [r.compiled for r in self.rules if r.compiled is not None]
 
     @property
     def versions(self) -> dict[str, dict[str, Any]]:
-        return {s.owner: {"id": s.id, "version": s.version} for s in self.sets}
+        """The published set in force per owner, and a draft in shadow as ``<owner>_shadow``."""
+        return {(f"{s.owner}_shadow" if s.shadow else s.owner): {
+            "id": s.id, "version": s.version, "review_score": s.review_score,
+            "block_score": s.block_score} for s in self.sets}  # fmt: skip
 
 
 def policy(event: EventType, sets: Sequence[LoadedSet]) -> Policy:
     """The policy of ``event`` from the sets in force (platform first). Thresholds: the
     stricter (lower) of the sets' own, so a merchant cannot loosen the platform's."""
-    ordered = sorted(sets, key=lambda s: s.owner != PLATFORM)
+    ordered = sorted(sets, key=lambda s: (s.owner != PLATFORM, s.shadow))
     rules = tuple(r for s in ordered for r in s.rules.get(event, ()))
-    review = min((s.review_score for s in ordered if s.review_score is not None),
+    live = [s for s in ordered if not s.shadow]
+    review = min((s.review_score for s in live if s.review_score is not None),
                  default=DEFAULT_REVIEW_SCORE)  # fmt: skip
-    block = min((s.block_score for s in ordered if s.block_score is not None),
+    block = min((s.block_score for s in live if s.block_score is not None),
                 default=DEFAULT_BLOCK_SCORE)  # fmt: skip
     return Policy(event, tuple(ordered), rules, review, block)
 
@@ -147,6 +169,14 @@ def _intersect(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[
 
 def decide(pol: Policy, outcomes: Sequence[Outcome]) -> Decided:
     """Apply the precedence to the outcomes of ``pol.rules`` (same order)."""
+    return decide_pairs(list(zip(pol.rules, outcomes, strict=True)), pol.review_score,
+                        pol.block_score)  # fmt: skip
+
+
+def decide_pairs(pairs: Sequence[tuple[LoadedRule, Outcome]], review_score: int,
+                 block_score: int) -> Decided:  # fmt: skip
+    """The precedence over rules and their outcomes (a backtest mixes a draft's rules with
+    the other owner's results as recorded)."""
     platform_block: list[str] = []
     allows: list[str] = []
     blocks: list[str] = []
@@ -154,7 +184,7 @@ def decide(pol: Policy, outcomes: Sequence[Outcome]) -> Decided:
     score = 0
     methods: frozenset[str] | None = None
     channels: frozenset[str] | None = None
-    for rule, outcome in zip(pol.rules, outcomes, strict=True):
+    for rule, outcome in pairs:
         if rule.mode is not RuleMode.active:
             continue
         action = _effective(rule, outcome)
@@ -184,8 +214,8 @@ def decide(pol: Policy, outcomes: Sequence[Outcome]) -> Decided:
         return out(Verdict.block, blocks)
     for verdict in sorted(ranked, key=_RANK.__getitem__, reverse=True):
         return out(verdict, ranked[verdict])
-    if score >= pol.block_score:
+    if score >= block_score:
         return out(Verdict.block, [f"score:{score}"])
-    if score >= pol.review_score:
+    if score >= review_score:
         return out(Verdict.review, [f"score:{score}"])
     return out(Verdict.allow, [])

@@ -223,3 +223,50 @@ async def screen_refund(session: AsyncSession, payment: Payment, amount: int) ->
         currency=payment.currency, values={k: v for k, v in values.items() if v is not None},
         customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
     ))  # fmt: skip
+
+
+# -- the failure policy's second look ------------------------------------------------------------
+
+
+def _request_of(payment: Payment) -> signals.Request:
+    stored = (payment.risk or {}).get("signals", {})
+    values: dict[str, Any] = {
+        "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
+        "device_id": stored.get("device_id"), "user_agent": stored.get("user_agent"),
+        "sku": stored.get("sku"), "quantity": stored.get("quantity"),
+    }  # fmt: skip
+    return signals.Request(
+        event=EventType.payment_create, merchant_id=payment.merchant_id,
+        app_id=payment.app_id, livemode=payment.livemode, subject_type="payment",
+        amount=payment.amount, currency=payment.currency,
+        values={k: v for k, v in values.items() if v is not None},
+        customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
+        subject_id=payment.id,
+    )  # fmt: skip
+
+
+async def reevaluate_payment(session: AsyncSession, decision_id: str) -> Verdict | None:
+    """Screen again a payment that went ahead unevaluated (the engine had failed): the
+    decision gets the rules' results; what they would have stopped opens a review (the money
+    is already moving). None when the engine fails again (tried again later)."""
+    from paymux.kit import clock
+    from paymux.payments.repository import PaymentRepository
+    from paymux.risk.repository import DecisionRepository
+
+    decision = await DecisionRepository(session).get(None, None, decision_id)
+    if decision is None or decision.reevaluated_at is not None or decision.subject_id is None:
+        return None
+    payment = await PaymentRepository(session).lock(decision.subject_id)
+    screened = await decisions.screen(session, _request_of(payment))
+    second = screened.decision
+    if second is None or second.unevaluated:
+        return None if second is not None else Verdict.allow
+    decision.results, decision.features = second.results, second.features
+    decision.versions, decision.score = second.versions, second.score
+    decision.reevaluated_at = clock.now()
+    if screened.verdict in (Verdict.block, Verdict.hold, Verdict.review, Verdict.challenge):
+        risk = dict(payment.risk or {})
+        if "review" not in risk:
+            risk["review"] = (await reviews.open_review(session, decision, Verdict.review)).id
+            payment.risk = risk
+    return screened.verdict

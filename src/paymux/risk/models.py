@@ -132,6 +132,9 @@ class RuleSet(Base):
     """A decision whose score reaches this goes to review (null: the default)."""
     block_score: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     """A decision whose score reaches this is blocked (null: the default)."""
+    shadow_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """A draft running in shadow on live traffic since then (at most one per owner and mode):
+    every rule evaluated and recorded with each decision, none deciding."""
 
 
 class Rule(Base):
@@ -173,6 +176,12 @@ class RiskDecision(Base):
     __table_args__ = (
         sa.Index("ix_risk_decisions_merchant", "merchant_id", "livemode", "created_at"),
         sa.Index("ix_risk_decisions_subject", "subject_id"),
+        sa.Index(
+            "ix_risk_decisions_unevaluated",
+            "created_at",
+            postgresql_where=sa.text("unevaluated AND reevaluated_at IS NULL"),
+            sqlite_where=sa.text("unevaluated AND reevaluated_at IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -198,6 +207,9 @@ class RiskDecision(Base):
     latency_us: Mapped[int] = mapped_column(sa.Integer, default=0)
     unevaluated: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     """The engine failed or ran out of time: the outcome is the failure policy's."""
+    reevaluated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """An unevaluated decision, screened again afterwards by the worker (then its ``results``
+    are the second screening's)."""
     created_at: Mapped[dt.datetime] = created_at_column()
 
 
@@ -250,3 +262,17 @@ class RiskCustomer(Base):
     customer_ref: Mapped[str] = mapped_column(sa.String(128))
     first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     first_paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RuleTrip(Base):
+    """A rule of a published set that erred on too many evaluations: it runs in shadow from
+    then on (the set itself never changes), until a new version replaces the set."""
+
+    __tablename__ = "risk_rule_trips"
+    __table_args__ = (sa.PrimaryKeyConstraint("rule_set_id", "rule_name"),)
+
+    rule_set_id: Mapped[str] = mapped_column(sa.String(40))
+    rule_name: Mapped[str] = mapped_column(sa.String(64))
+    evaluations: Mapped[int] = mapped_column(sa.Integer)
+    errors: Mapped[int] = mapped_column(sa.Integer)
+    tripped_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

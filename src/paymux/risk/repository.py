@@ -23,6 +23,7 @@ from paymux.risk.models import (
     Rule,
     RuleSet,
     RuleSetState,
+    RuleTrip,
 )
 
 BATCH = 1_000
@@ -194,13 +195,20 @@ class RuleSetRepository:
         rows = list(await self.session.scalars(stmt.order_by(RuleSet.id.desc()).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
 
-    async def in_force(self, owner: str, livemode: bool) -> RuleSet | None:
-        """The owner's published rule set (unlocked: what the engine runs)."""
+    async def in_force(self, owner: str, livemode: bool) -> list[RuleSet]:
+        """The owner's published rule set and its draft in shadow, if any (unlocked: what the
+        engine runs)."""
         stmt = sa.select(RuleSet).where(
             RuleSet.owner == owner, RuleSet.livemode == livemode,
-            RuleSet.state == RuleSetState.published,
+            sa.or_(RuleSet.state == RuleSetState.published,
+                   sa.and_(RuleSet.state == RuleSetState.draft,
+                           RuleSet.shadow_since.is_not(None))),
         )  # fmt: skip
-        return (await self.session.scalars(stmt)).first()
+        return list(await self.session.scalars(stmt))
+
+    async def tripped(self, rule_set_id: str) -> frozenset[str]:
+        stmt = sa.select(RuleTrip.rule_name).where(RuleTrip.rule_set_id == rule_set_id)
+        return frozenset(await self.session.scalars(stmt))
 
 
 class DecisionRepository:
@@ -225,16 +233,51 @@ class DecisionRepository:
         return (await self.session.scalars(stmt)).first()
 
     async def in_range(
-        self, merchant_id: str | None, livemode: bool, event: str, start: dt.datetime,
-        end: dt.datetime, limit: int,
+        self, merchant_id: str | None, livemode: bool, events: Sequence[str],
+        start: dt.datetime, end: dt.datetime, limit: int,
     ) -> list[RiskDecision]:  # fmt: skip
+        """The decisions of ``events`` in ``[start, end)``, oldest first (all merchants' when
+        ``merchant_id`` is None: the platform's backtests)."""
         stmt = sa.select(RiskDecision).where(
-            RiskDecision.livemode == livemode, RiskDecision.event == event,
+            RiskDecision.livemode == livemode, RiskDecision.event.in_(events),
             RiskDecision.created_at >= start, RiskDecision.created_at < end,
         )  # fmt: skip
         if merchant_id is not None:
             stmt = stmt.where(RiskDecision.merchant_id == merchant_id)
         return list(await self.session.scalars(stmt.order_by(RiskDecision.created_at).limit(limit)))
+
+    async def unevaluated(self, limit: int) -> list[str]:
+        """Payments' decisions the engine could not make, not yet made again."""
+        stmt = (sa.select(RiskDecision.id)
+                .where(RiskDecision.unevaluated.is_(True), RiskDecision.reevaluated_at.is_(None),
+                       RiskDecision.event == "payment.create",
+                       RiskDecision.subject_id.is_not(None))
+                .order_by(RiskDecision.created_at).limit(limit))  # fmt: skip
+        return list(await self.session.scalars(stmt))
+
+    async def refunded_payments(self, payment_ids: Sequence[str]) -> int:
+        from paymux.payments.models import Payment
+
+        total = 0
+        for at in range(0, len(payment_ids), BATCH):
+            stmt = (
+                sa.select(sa.func.count())
+                .select_from(Payment)
+                .where(Payment.id.in_(payment_ids[at : at + BATCH]), Payment.amount_refunded > 0)
+            )
+            total += int(await self.session.scalar(stmt) or 0)
+        return total
+
+    async def reviewed_decisions(self, decision_ids: Sequence[str]) -> int:
+        total = 0
+        for at in range(0, len(decision_ids), BATCH):
+            stmt = (
+                sa.select(sa.func.count())
+                .select_from(RiskReview)
+                .where(RiskReview.decision_id.in_(decision_ids[at : at + BATCH]))
+            )
+            total += int(await self.session.scalar(stmt) or 0)
+        return total
 
     # -- reviews
     async def review(self, merchant_id: str | None, livemode: bool | None, review_id: str, *,

@@ -131,12 +131,35 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
         old.state, old.retired_at = RuleSetState.retired, now
     found.version = await repo.last_version(found.owner, found.livemode) + 1
     found.state, found.published_by, found.published_at = RuleSetState.published, who.actor, now
+    found.shadow_since = None
     try:
         async with session.begin_nested():
             await session.flush()
     except sa.exc.IntegrityError:
         raise Conflict("rule_set_publish_conflict", "Another rule set was published at the same "
                        "moment; try again.") from None  # fmt: skip
+    forget(found.owner, found.livemode)
+    return found
+
+
+async def shadow(session: AsyncSession, who: Owner, rule_set_id: str, enabled: bool) -> RuleSet:
+    """Run a draft in shadow on live traffic (every rule recorded with each decision, none
+    deciding), replacing the owner's draft in shadow before; or stop."""
+    repo = RuleSetRepository(session)
+    found = await repo.get(who.owner, who.livemode, rule_set_id, lock=True)
+    if found is None:
+        raise NotFound("rule set", rule_set_id)
+    if found.state != RuleSetState.draft:
+        raise Conflict("rule_set_not_draft", f"Rule set {found.id} is {found.state}: only a "
+                       "draft runs in shadow.")  # fmt: skip
+    if enabled:
+        for other in await repo.in_force(found.owner, found.livemode):
+            if other.state == RuleSetState.draft and other.id != found.id:
+                other.shadow_since = None
+        found.shadow_since = found.shadow_since or clock.now()
+    else:
+        found.shadow_since = None
+    await session.flush()
     forget(found.owner, found.livemode)
     return found
 
@@ -154,6 +177,8 @@ async def out(session: AsyncSession, found: RuleSet) -> RuleSetOut:
     return RuleSetOut(id=found.id, owner=found.owner, livemode=found.livemode,
                       version=found.version, state=found.state, note=found.note, rules=shown,
                       review_score=found.review_score, block_score=found.block_score,
+                      shadow_since=found.shadow_since,
+                      tripped=sorted(await RuleSetRepository(session).tripped(found.id)),
                       created_by=found.created_by, created_at=found.created_at,
                       published_by=found.published_by, published_at=found.published_at,
                       retired_at=found.retired_at)  # fmt: skip

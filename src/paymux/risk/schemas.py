@@ -153,6 +153,10 @@ class RuleSetOut(BaseModel):
     note: str
     review_score: int | None = None
     block_score: int | None = None
+    shadow_since: dt.datetime | None = None
+    """A draft running in shadow on live traffic: since when."""
+    tripped: list[str] = []
+    """The rules its error breaker moved to shadow."""
     rules: list[RuleOut]
     created_by: str
     created_at: dt.datetime
@@ -230,3 +234,64 @@ class ReviewAssign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     assignee: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class ShadowSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+class PublishOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: bool = False
+    """Publish although its block rules would have blocked more than the allowed share of the
+    last days' traffic (the backtest run on publishing)."""
+
+
+class BacktestCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule_set: str = Field(min_length=1, max_length=40)
+    """A rule set of the caller's (a draft, usually) to replay in place of the one in force."""
+    start: dt.datetime
+    end: dt.datetime
+    limit: int = Field(default=50_000, ge=1, le=200_000)
+    """At most this many stored decisions (oldest first)."""
+
+
+class BacktestRule(BaseModel):
+    name: str
+    event: str
+    action: str
+    mode: str
+    hits: int
+    hit_amount: int
+    errors: int
+    unavailable: int
+    """Decisions whose stored features lack an attribute this rule reads."""
+
+
+class BacktestOut(BaseModel):
+    object: Literal["risk.backtest"] = "risk.backtest"
+    rule_set: str
+    start: dt.datetime
+    end: dt.datetime
+    decisions: int
+    """Stored decisions replayed (of the events the rule set has rules for)."""
+    skipped: int
+    """Decisions that could not be replayed (the engine had failed: no features)."""
+    truncated: bool
+    rules: list[BacktestRule]
+    outcomes: dict[str, int]
+    """The draft's outcomes: how many decisions each."""
+    changes: dict[str, int]
+    """``live→draft`` pairs that differ, with their counts."""
+    changed_amount: int
+    block_share: float
+    """Of the replayed decisions, the share the draft blocks that live did not."""
+    hits_refunded: int
+    """Payments a draft rule hit (other than allow) that were refunded since."""
+    hits_reviewed: int
+    """Decisions a draft rule hit that had a review."""

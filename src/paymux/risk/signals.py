@@ -76,9 +76,8 @@ async def features(session: AsyncSession, req: Request, names: Collection[str],
         region = regions.region_of(str(out["ip"]), ip_db)
         if region is not None:
             out["ip_region"] = region
-    if Family.time in wanted:
-        local = now.astimezone(TIMEZONE)
-        out["local_hour"], out["weekday"] = local.hour, local.isoweekday()
+    local = now.astimezone(TIMEZONE)  # always: cheap, and a backtest may want it
+    out["local_hour"], out["weekday"] = local.hour, local.isoweekday()
     if Family.customer in wanted:
         out.update(await _customer(session, req, now))
     if wanted & {Family.velocity, Family.link}:
