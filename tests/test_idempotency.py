@@ -582,6 +582,28 @@ for _operator in (False, True):
                     headers=ACTOR if operator else None)  # fmt: skip
 
 
+for _operator in (False, True):
+    _base = _risk_base(_operator)
+
+    @scenario(f"POST {_base}/rule_sets/{{rule_set_id}}/shadow")
+    async def _rule_set_shadow(c: Ctx, operator: bool = _operator) -> Call:
+        rule_set = await _rule_set(c, operator)
+        return Call("POST", f"{_risk_base(operator)}/rule_sets/{rule_set}/shadow",
+                    {"enabled": True},
+                    lambda: c.count(RuleSet, RuleSet.id == rule_set,
+                                    RuleSet.shadow_since.is_not(None)), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+    @scenario(f"POST {_base}/backtests")
+    async def _backtest(c: Ctx, operator: bool = _operator) -> Call:
+        rule_set = await _rule_set(c, operator)
+        now = clock.now()
+        body = {"rule_set": rule_set, "start": (now - dt.timedelta(days=1)).isoformat(),
+                "end": now.isoformat()}  # fmt: skip
+        return Call("POST", f"{_risk_base(operator)}/backtests", body, None, operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ the tests
 def _mutating(stack: Stack) -> dict[str, Any]:
     """Every mutating operation of an authenticated caller, as the app routes it."""

@@ -190,7 +190,7 @@ async def test_hold_decline_refunds_through_the_channel(stack: Stack) -> None:
               "add_to_list": {"list": skus["id"], "attribute": "sku"}},
     )  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["code"] == "attribute_unknown", r.text
-    review = (await stack.client.get(f"/v1/risk/reviews/{review_id}", headers=shop.headers))
+    review = await stack.client.get(f"/v1/risk/reviews/{review_id}", headers=shop.headers)
     assert review.json()["state"] == "open"  # a refused close changes nothing
     r = await stack.client.post(f"/v1/risk/reviews/{review_id}/decline", headers=shop.headers,
                                 json={"reason": "stolen account"})  # fmt: skip

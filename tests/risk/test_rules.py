@@ -132,6 +132,12 @@ class TestCompileRefuses:
             assert err.position is not None
         rule = compile_rule('amount == 500.0 && currency == "CNY" + ""', "payment.create")
         assert evaluate(rule, {"amount": 500, "currency": "CNY"}, LISTS).result is RuleResult.hit
+        # A string whose text starts with b or r is a string; b"…" and rb'…' are bytes.
+        for text in ('"banned"', "'BR'", '"rb"', "r'bank'"):
+            rule = compile_rule(f"sku == {text}", "payment.create")
+            assert rule.attributes == {"sku"}, text
+        for text in ('b"banned"', "B'x'"):
+            assert refused(f"sku == {text}").code == RuleErrorCode.rule_type, text
 
     def test_lists_and_networks_take_strings(self) -> None:
         assert refused('amount in list("hot_skus")').code == RuleErrorCode.rule_type

@@ -60,7 +60,7 @@ def observe(session: AsyncSession, rules: Sequence[LoadedRule],
             window = _windows[key] = _Window(now)
         window.evaluations += 1
         window.errors += erred
-        if (erred and window.evaluations >= MIN_EVALUATIONS and key not in _tripped
+        if (window.evaluations >= MIN_EVALUATIONS and key not in _tripped
                 and window.errors > ERROR_SHARE * window.evaluations):  # fmt: skip
             _trip(session, rule, window)
 

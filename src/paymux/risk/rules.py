@@ -595,8 +595,9 @@ _COMPATIBLE: Mapping[CelType, frozenset[str]] = {
 
 def _literal_type(tok: _Tok) -> str | None:
     """The CEL type of a literal token, None when the token is not a literal."""
-    if tok.kind == "str":
-        return "bytes" if "b" in tok.text[:2].lower() else "string"
+    if tok.kind == "str":  # b"…", rb'…': a b among the letters before the quote
+        prefix = tok.text[: len(tok.text) - len(tok.text.lstrip("bBrR"))]
+        return "bytes" if "b" in prefix.lower() else "string"
     if tok.kind == "num":
         text = tok.text.lower()
         if text.endswith("u"):
