@@ -132,6 +132,12 @@ class TestCompileRefuses:
             assert err.position is not None
         rule = compile_rule('amount == 500.0 && currency == "CNY" + ""', "payment.create")
         assert evaluate(rule, {"amount": 500, "currency": "CNY"}, LISTS).result is RuleResult.hit
+        # The issue's spelling of the IP's region reads the attribute ip_region.
+        rule = compile_rule('ip.region in list("blocked_regions") && ip != ""', "payment.create")
+        assert rule.attributes == {"ip_region", "ip"} and rule.lists == {"blocked_regions"}
+        lists = {"blocked_regions": frozenset({"KP"})}
+        assert evaluate(rule, {"ip_region": "KP", "ip": "1.2.3.4"}, lists).result is RuleResult.hit
+        assert refused("ip.country == 'KP'").code == RuleErrorCode.rule_unknown_attribute
         # A string whose text starts with b or r is a string; b"…" and rb'…' are bytes.
         for text in ('"banned"', "'BR'", '"rb"', "r'bank'"):
             rule = compile_rule(f"sku == {text}", "payment.create")

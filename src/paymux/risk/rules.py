@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from paymux.kit.errors import InvalidRequest
@@ -636,6 +636,32 @@ def _samples(attrs: Mapping[str, Attribute]) -> list[dict[str, Any]]:
     return variants
 
 
+ALIASES: Mapping[str, str] = MappingProxyType({"ip.region": "ip_region"})
+"""Dotted spellings of flat attributes (``ip.region in list("blocked_regions")``): the dot
+is read as the underscore. ``ip`` itself stays a string attribute."""
+assert all(len(k) == len(v) for k, v in ALIASES.items()), "an alias keeps the length"
+
+
+def _spelled(expression: str, tokens: list[_Tok]) -> tuple[str, list[_Tok]]:
+    """The expression with every alias spelled as its attribute (same length, so positions in
+    error messages still point into what the user wrote) and its tokens."""
+    text = list(expression)
+    changed = False
+    for i in range(len(tokens) - 2):
+        a, dot, b = tokens[i], tokens[i + 1], tokens[i + 2]
+        after_dot = i > 0 and tokens[i - 1].kind == "op" and tokens[i - 1].text == "."
+        if (a.kind == "ident" and dot.text == "." and b.kind == "ident" and not after_dot
+                and f"{a.text}.{b.text}" in ALIASES and dot.pos == a.pos + len(a.text)
+                and b.pos == dot.pos + 1):  # fmt: skip
+            alias = ALIASES[f"{a.text}.{b.text}"]
+            text[a.pos : b.pos + len(b.text)] = alias
+            changed = True
+    if not changed:
+        return expression, tokens
+    spelled = "".join(text)
+    return spelled, _lex(spelled)
+
+
 def compile_rule(expression: str, event: EventType | str) -> CompiledRule:
     """Validate ``expression`` as a rule of ``event`` and compile it; raises :class:`RuleInvalid`.
 
@@ -653,11 +679,11 @@ def compile_rule(expression: str, event: EventType | str) -> CompiledRule:
         )
     if not expression.strip():
         raise RuleInvalid(RuleErrorCode.rule_syntax, "the expression is empty", 0)
-    tokens = _lex(expression)
+    source, tokens = _spelled(expression, _lex(expression))
     _check_depth(tokens)
-    checked = _parse(expression)
+    checked = _parse(source)
     attrs = attributes_for(event)
-    scan = _Scan(expression, tokens, attrs)
+    scan = _Scan(source, tokens, attrs)
     scan.run()
     # Belt and braces: every function the package's own parser saw must be allowed too.
     for name in checked.functions():
@@ -666,8 +692,8 @@ def compile_rule(expression: str, event: EventType | str) -> CompiledRule:
     for name in checked.variables():
         if name not in scan.roots | GROUPS | scan.bound | _TYPE_NAMES:
             raise RuleInvalid(RuleErrorCode.rule_unknown_attribute, f"unknown attribute {name!r}")
-    source = scan.executable()
-    program = checked if source == expression else _parse(source)
+    executable = scan.executable()
+    program = checked if executable == source else _parse(executable)
     rule = CompiledRule(
         expression=expression,
         event=event,
