@@ -514,10 +514,19 @@ _RULE = {"name": "big", "event": "payment.create", "expression": "amount > 50000
          "action": "review"}  # fmt: skip
 
 
+_PLATFORM_RULE = {"name": "t_huge_payout", "event": "payout.create",
+                  "expression": "amount > 99999999", "action": "review"}  # fmt: skip
+
+
 async def _rule_set(c: Ctx, operator: bool) -> str:
+    """A draft; the platform's keeps the rules in force (the withdrawal limits other tests of
+    this database rely on), as a platform team's next version would."""
+    from tests.risk.test_decisions import platform_rules
+
     headers = {**OPERATOR, **ACTOR} if operator else c.tenant.headers
+    rules = [*await platform_rules(c.stack), _PLATFORM_RULE] if operator else [_RULE]
     r = await c.stack.client.post(f"{_risk_base(operator)}/rule_sets", headers=headers,
-                                  json={"rules": [_RULE], "livemode": False})  # fmt: skip
+                                  json={"rules": rules, "livemode": False})  # fmt: skip
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 

@@ -10,6 +10,13 @@ from typing import Any
 from tests.conftest import Stack, make_tenant
 from tests.risk.test_lists import OPERATOR, new_list
 
+
+async def platform_rules(stack: Stack) -> list[dict[str, Any]]:
+    from tests.risk.test_decisions import platform_rules as kept
+
+    return await kept(stack)
+
+
 BIG_NEW = {"name": "big_new_customer", "event": "payment.create",
            "expression": "amount > 500000 && customer.is_new", "action": "review"}  # fmt: skip
 
@@ -82,7 +89,16 @@ async def test_publishing_versions_and_retires_and_nothing_published_changes(
     r = await stack.client.post(f"/v1/risk/rule_sets/{second['id']}/publish",
                                 headers=other.headers)  # fmt: skip
     assert r.status_code == 404, r.text
-    platform = await draft(stack, OPERATOR, [BIG_NEW], livemode=False)
+    # The platform's rules run for every tenant of this database: a harmless one, beside the
+    # rules in force.
+    mine = {
+        "name": "t_huge_payout",
+        "event": "payout.create",
+        "action": "review",
+        "expression": f'merchant_id == "{shop.merchant_id}" && amount > 99999999',
+    }
+    platform = await draft(stack, OPERATOR, [*await platform_rules(stack), mine],
+                           livemode=False)  # fmt: skip
     assert platform.status_code == 201 and platform.json()["owner"] == "platform", platform.text
     r = await stack.client.post(f"/v1/operator/risk/rule_sets/{platform.json()['id']}/publish",
                                 headers=OPERATOR)  # fmt: skip

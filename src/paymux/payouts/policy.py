@@ -1,31 +1,16 @@
-"""Withdrawal limits by verification level and fee tiers (pure; no I/O)."""
+"""Payout fees and schedules (pure; no I/O). Limits by verification level are risk rules: the
+platform's rule set (its first version: the migration ``a9d3e5f7b1c2``), see docs/risk.md."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from paymux.kit import money
 from paymux.payouts.models import Speed
 from paymux.settlement.policy import TIMEZONE
 
-
-@dataclass(frozen=True)
-class Limits:
-    per_payout: int
-    daily_count: int
-    daily_amount: int
-
-
-LIMITS: dict[int, Limits] = {
-    0: Limits(per_payout=500_00, daily_count=3, daily_amount=1_000_00),
-    1: Limits(per_payout=50_000_00, daily_count=10, daily_amount=200_000_00),
-    2: Limits(per_payout=500_000_00, daily_count=20, daily_amount=1_000_000_00),
-}
-"""Per verification level (0 none, 1 real name, 2 real name + card), in fen."""
-
 MERCHANT_LEVEL = 2
-"""Merchants are verified when they are onboarded."""
+"""Merchants are verified when they are onboarded (their KYC level for the limit rules)."""
 
 MIN_PAYOUT = 1_00
 EXPRESS_RATE_BPS = 10
@@ -49,8 +34,3 @@ def send_at(speed: Speed, now: dt.datetime) -> dt.datetime:
     batch = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(BATCH_HOUR),
                                 TIMEZONE)  # fmt: skip
     return batch.astimezone(dt.UTC)
-
-
-def day_start(now: dt.datetime) -> dt.datetime:
-    local = now.astimezone(TIMEZONE)
-    return dt.datetime.combine(local.date(), dt.time(), TIMEZONE).astimezone(dt.UTC)

@@ -38,15 +38,6 @@ class PayoutRepository:
         )  # fmt: skip
         return (await self.session.scalars(stmt)).first()
 
-    async def used_today(self, source_id: str, since: dt.datetime) -> tuple[int, int]:
-        """(count, amount) of the source's payouts since ``since`` that were not failed."""
-        stmt = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Payout.amount), 0)).where(
-            Payout.source_id == source_id, Payout.created_at >= since,
-            Payout.status != PayoutStatus.failed,
-        )  # fmt: skip
-        count, amount = (await self.session.execute(stmt)).one()
-        return int(count), int(amount)
-
     async def due(self, now: dt.datetime, limit: int) -> list[str]:
         stmt = (
             sa.select(Payout.id)

@@ -99,25 +99,18 @@ async def create(
         source_type, source_id, level = "wallet", wallet.id, wallet.verification_level
         customer = wallet.reference
         src = await chart.wallet(session, wallet.id, Purpose.available, wallet.currency)
-    # Limits are counted under the source account's row lock: concurrent payouts of one
-    # balance queue here, so neither the limits nor the balance can be overrun.
+    # Limits are risk rules (by KYC level, over the source's payout counters), screened under
+    # the source account's row lock: concurrent payouts of one balance queue here and each
+    # sees the counters of the one before, so neither a limit nor the balance is overrun.
     await LedgerRepository(session).lock_accounts([src.id])
     now = clock.now()
-    limits = policy.LIMITS[level]
-    count, total = await repo.used_today(source_id, policy.day_start(now))
-    if body.amount > limits.per_payout:
-        raise Conflict("payout_limit_exceeded", f"At most {limits.per_payout} per payout at "
-                       f"verification level {level}.", param="amount")  # fmt: skip
-    if count + 1 > limits.daily_count or total + body.amount > limits.daily_amount:
-        raise Conflict("payout_daily_limit_exceeded", f"Daily payout limits at level {level}: "
-                       f"{limits.daily_count} payouts, {limits.daily_amount} in all.")  # fmt: skip
     screened = await risk.screen_money_out(session, signals.Request(
         event=EventType.payout_create, merchant_id=merchant_id, app_id=app_id,
         livemode=livemode, subject_type="payout", amount=body.amount, currency=body.currency,
         values={"payee_account": body.destination.account,
                 "payee_type": body.destination.type.value,
                 "balance": (await ledger.get_account(session, src.id)).available},
-        customer_ref=customer, kyc_level=level,
+        customer_ref=customer or f"merchant:{merchant_id}", kyc_level=level,
     ))  # fmt: skip
     fee = policy.fee(body.speed, body.amount)
     payout_id = new_id("po")

@@ -18,6 +18,7 @@ from paymux.risk.repository import DecisionRepository, RiskListRepository
 from paymux.risk.schemas import (
     BacktestCreate,
     BacktestOut,
+    ChangeOut,
     DecisionOut,
     ItemCheck,
     ItemOut,
@@ -130,7 +131,7 @@ def _routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
         """Remove the item of ``value`` (given as it was added: it is normalised again)."""
         found = await service.get_list(session, _changing(who), list_id, livemode,
                                        changing=True)  # fmt: skip
-        form = await service.remove_item(session, found, value)
+        form = await service.remove_item(session, who, found, value)
         return ItemRemoved(list_id=found.id, value=form)
 
     @r.get("/lists/{list_id}/check", response_model=ItemCheck)
@@ -211,6 +212,16 @@ def _review_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None
             raise NotFound("decision", decision_id)
         return DecisionOut(**decisions.decision_view(found))
 
+    @r.get("/changes", response_model=ListResponse[ChangeOut])
+    async def list_changes(who: Who, session: ReadSessionDep,
+                           page: PageDep) -> ListResponse[ChangeOut]:  # fmt: skip
+        """The audit trail of the caller's lists, rule sets and reviews, newest first."""
+        rows, more = await DecisionRepository(session).changes(
+            who.owner, limit=page.limit, starting_after=page.starting_after)  # fmt: skip
+        return ListResponse[ChangeOut](
+            data=[ChangeOut.model_validate(x, from_attributes=True) for x in rows],
+            has_more=more)  # fmt: skip
+
     @r.get("/reviews", response_model=ListResponse[ReviewOut])
     async def list_reviews(
         who: Who, session: ReadSessionDep, page: PageDep,
@@ -233,7 +244,8 @@ def _review_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None
     async def assign_review(review_id: str, body: ReviewAssign, who: Who,
                             session: SessionDep) -> ReviewOut:  # fmt: skip
         found = await reviews.get(session, who.merchant_id, who.livemode, review_id, lock=True)
-        return ReviewOut(**reviews.view(await reviews.assign(session, found, body.assignee)))
+        assigned = await reviews.assign(session, found, body.assignee, by=_changing(who).actor)
+        return ReviewOut(**reviews.view(assigned))
 
     async def _close(review_id: str, state: ReviewState, body: ReviewClose, who: Owner,
                      rt: Runtime) -> ReviewOut:  # fmt: skip

@@ -276,3 +276,22 @@ class RuleTrip(Base):
     evaluations: Mapped[int] = mapped_column(sa.Integer)
     errors: Mapped[int] = mapped_column(sa.Integer)
     tripped_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class RiskChange(Base):
+    """The risk domain's audit trail: every change to lists, rule sets and reviews — who, when,
+    what (append-only; nothing updates or deletes a row)."""
+
+    __tablename__ = "risk_changes"
+    __table_args__ = (sa.Index("ix_risk_changes_owner", "owner", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(40))
+    """``platform`` or the merchant whose object changed."""
+    livemode: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    action: Mapped[str] = mapped_column(sa.String(40))
+    object_type: Mapped[str] = mapped_column(sa.String(20))
+    object_id: Mapped[str] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[dt.datetime] = created_at_column()

@@ -15,6 +15,7 @@ from paymux.kit.db import insert_of
 from paymux.kit.ids import new_ids
 from paymux.risk.models import (
     ReviewState,
+    RiskChange,
     RiskCustomer,
     RiskDecision,
     RiskList,
@@ -330,6 +331,16 @@ class DecisionRepository:
             .order_by(RiskReview.id).limit(limit)
         )  # fmt: skip
         return list(await self.session.scalars(stmt))
+
+    # -- the audit trail
+    async def changes(self, owner: str, *, limit: int,
+                      starting_after: str | None) -> tuple[list[RiskChange], bool]:  # fmt: skip
+        stmt = sa.select(RiskChange).where(RiskChange.owner == owner)
+        if starting_after is not None:
+            stmt = stmt.where(RiskChange.id < starting_after)
+        stmt = stmt.order_by(RiskChange.id.desc()).limit(limit + 1)
+        rows = list(await self.session.scalars(stmt))
+        return rows[:limit], len(rows) > limit
 
     # -- customers
     async def customer(self, merchant_id: str, livemode: bool, ref: str) -> RiskCustomer | None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.kit import clock
 from paymux.kit.errors import Conflict, NotFound
 from paymux.kit.ids import new_id
+from paymux.risk import audit
 from paymux.risk.attributes import EventType
 from paymux.risk.models import ReviewState, RiskDecision, RiskReview, Verdict
 from paymux.risk.repository import DecisionRepository
@@ -86,12 +87,28 @@ async def get(session: AsyncSession, merchant_id: str | None, livemode: bool | N
     return found
 
 
-async def assign(session: AsyncSession, review: RiskReview, assignee: str | None) -> RiskReview:
+async def assign(session: AsyncSession, review: RiskReview, assignee: str | None, *,
+                 by: str) -> RiskReview:  # fmt: skip
     if review.state != ReviewState.open:
         raise Conflict("review_closed", f"Review {review.id} is {review.state}.")
+    before = review.assignee
     review.assignee = assignee
     review.updated_at = clock.now()
+    _audit(session, review, by, "review.assigned", before=before, after=assignee)
     return review
+
+
+def _audit(session: AsyncSession, review: RiskReview, by: str, action: str, **detail: Any) -> None:
+    audit.record(
+        session,
+        owner=review.merchant_id,
+        livemode=review.livemode,
+        actor=by,
+        action=action,
+        object_type="risk.review",
+        object_id=review.id,
+        **detail,
+    )
 
 
 async def close(session: AsyncSession, review: RiskReview, state: ReviewState, *, by: str,
@@ -104,6 +121,7 @@ async def close(session: AsyncSession, review: RiskReview, state: ReviewState, *
     now = clock.now()
     review.state, review.reason, review.closed_by, review.closed_at = state, reason, by, now
     review.updated_at = now
+    _audit(session, review, by, f"review.{state}", reason=reason)
     await session.flush()
     await webhooks.emit(session, app_id=review.app_id, livemode=review.livemode,
                         type="risk.review.closed", data=view(review))  # fmt: skip

@@ -7,6 +7,8 @@ draft: nothing published is ever edited."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +17,7 @@ from paymux.kit import clock
 from paymux.kit.cache import TtlCache
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.risk import rules, service
+from paymux.risk import audit, rules, service
 from paymux.risk.models import OnError, Rule, RuleAction, RuleSet, RuleSetState
 from paymux.risk.repository import RiskListRepository, RuleSetRepository
 from paymux.risk.schemas import RuleIn, RuleOut, RuleSetCreate, RuleSetOut
@@ -105,7 +107,22 @@ async def create_draft(session: AsyncSession, who: Owner, body: RuleSetCreate) -
             restrict_methods=rule.restrict_methods, restrict_channels=rule.restrict_channels,
         ))  # fmt: skip
     await session.flush()
+    _audit(session, who, found, "rule_set.created", rules=[r.name for r in body.rules],
+           note=body.note)  # fmt: skip
     return found
+
+
+def _audit(session: AsyncSession, who: Owner, found: RuleSet, action: str, **detail: Any) -> None:
+    audit.record(
+        session,
+        owner=found.owner,
+        livemode=found.livemode,
+        actor=who.actor,
+        action=action,
+        object_type="risk.rule_set",
+        object_id=found.id,
+        **detail,
+    )
 
 
 async def get(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSet:
@@ -127,8 +144,10 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
         raise Conflict("rule_set_not_draft", f"Rule set {found.id} is {found.state}: only a "
                        "draft can be published (make a new draft to change it).")  # fmt: skip
     now = clock.now()
+    retired = []
     for old in await repo.published(found.owner, found.livemode):
         old.state, old.retired_at = RuleSetState.retired, now
+        retired.append(old.id)
     found.version = await repo.last_version(found.owner, found.livemode) + 1
     found.state, found.published_by, found.published_at = RuleSetState.published, who.actor, now
     found.shadow_since = None
@@ -139,6 +158,7 @@ async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSe
         raise Conflict("rule_set_publish_conflict", "Another rule set was published at the same "
                        "moment; try again.") from None  # fmt: skip
     forget(found.owner, found.livemode)
+    _audit(session, who, found, "rule_set.published", version=found.version, retired=retired)
     return found
 
 
@@ -161,6 +181,7 @@ async def shadow(session: AsyncSession, who: Owner, rule_set_id: str, enabled: b
         found.shadow_since = None
     await session.flush()
     forget(found.owner, found.livemode)
+    _audit(session, who, found, "rule_set.shadow", enabled=enabled)
     return found
 
 

@@ -295,3 +295,20 @@ class BacktestOut(BaseModel):
     """Payments a draft rule hit (other than allow) that were refunded since."""
     hits_reviewed: int
     """Decisions a draft rule hit that had a review."""
+
+
+class ChangeOut(BaseModel):
+    """One change to the risk configuration: who, when, what."""
+
+    id: str
+    object: Literal["risk.change"] = "risk.change"
+    livemode: bool | None
+    actor: str
+    action: str
+    """``list.created``, ``list.items_added``, ``list.item_removed``, ``rule_set.created``,
+    ``rule_set.published``, ``rule_set.shadow``, ``review.assigned``, ``review.approved``,
+    ``review.declined``."""
+    object_type: str
+    object_id: str
+    detail: dict[str, Any]
+    created_at: dt.datetime

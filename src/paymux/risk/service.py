@@ -19,7 +19,7 @@ from paymux.kit import clock
 from paymux.kit.cache import TtlCache
 from paymux.kit.errors import Conflict, InvalidRequest, NotFound
 from paymux.kit.ids import new_id
-from paymux.risk import values
+from paymux.risk import audit, values
 from paymux.risk.models import ListType, RiskList, RiskListItem
 from paymux.risk.repository import RiskListRepository
 from paymux.risk.schemas import ItemIn, ListCreate
@@ -74,7 +74,21 @@ async def create_list(session: AsyncSession, who: Owner, body: ListCreate) -> Ri
     except sa.exc.IntegrityError:
         raise Conflict("list_exists", f"A list named {body.name!r} exists already.",
                        param="name") from None  # fmt: skip
+    _audit(session, who, found, "list.created", name=found.name, type=found.type)
     return found
+
+
+def _audit(session: AsyncSession, who: Owner, found: RiskList, action: str, **detail: Any) -> None:
+    audit.record(session, owner=found.owner, livemode=found.livemode, actor=who.actor,
+                 action=action, object_type="risk.list", object_id=found.id, **detail)  # fmt: skip
+
+
+async def _add(session: AsyncSession, who: Owner, found: RiskList,
+               rows: list[dict[str, Any]], how: str) -> tuple[int, int]:  # fmt: skip
+    lists_cache.forget()
+    shown = [row["value"] for row in rows[: audit.MAX_VALUES]]
+    _audit(session, who, found, "list.items_added", how=how, count=len(rows), values=shown)
+    return await RiskListRepository(session).upsert_items(found.id, rows)
 
 
 async def get_list(
@@ -127,8 +141,7 @@ async def add_items(
 ) -> tuple[int, int]:
     rows = _rows(ListType(found.type), items, who.actor,
                  where=[f"items[{n}]" for n in range(len(items))])  # fmt: skip
-    lists_cache.forget()
-    return await RiskListRepository(session).upsert_items(found.id, rows)
+    return await _add(session, who, found, rows, "api")
 
 
 def parse_csv(data: bytes) -> tuple[list[ItemIn], list[str]]:
@@ -178,11 +191,10 @@ async def import_csv(session: AsyncSession, who: Owner, found: RiskList,
                      data: bytes) -> tuple[int, int]:  # fmt: skip
     items, where = parse_csv(data)
     rows = _rows(ListType(found.type), items, who.actor, where=where)
-    lists_cache.forget()
-    return await RiskListRepository(session).upsert_items(found.id, rows)
+    return await _add(session, who, found, rows, "csv")
 
 
-async def remove_item(session: AsyncSession, found: RiskList, value: str) -> str:
+async def remove_item(session: AsyncSession, who: Owner, found: RiskList, value: str) -> str:
     """Remove the item of ``value``; its normal form."""
     try:
         form, _ = values.normal(ListType(found.type), value)
@@ -191,6 +203,7 @@ async def remove_item(session: AsyncSession, found: RiskList, value: str) -> str
     if not await RiskListRepository(session).remove_item(found.id, form):
         raise NotFound("list item", form)
     lists_cache.forget()
+    _audit(session, who, found, "list.item_removed", value=form)
     return form
 
 
