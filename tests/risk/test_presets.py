@@ -8,6 +8,7 @@ Platform presets are applied in live mode here: test-mode platform lists are oth
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -112,6 +113,13 @@ def test_the_kyc_rules_are_the_payout_policy_limits() -> None:
             room = {summed: limits.daily_amount - 1_00}
             assert not _hit(total, base | room | {"amount": 1_00})
             assert _hit(total, base | room | {"amount": 1_01})
+
+
+def test_the_docs_list_every_preset_rule_with_its_expression() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "risk.md").read_text(encoding="utf-8")
+    for preset, r in ALL:
+        assert f"- **`{r.rule.name}`** ({r.rule.event.value}, " in page, r.rule.name
+        assert f"`{r.rule.expression}`" in page, (preset.name, r.rule.name)
 
 
 # ---------------------------------------------------------------------------- through the API
