@@ -84,22 +84,23 @@ def test_lists_from_the_command_line(merchant: str, tmp_path: Path) -> None:
     assert removed == {"object": "risk.list_item", "list_id": made["id"], "value": "192.0.2.1",
                        "deleted": True}  # fmt: skip
     assert not cli("--json", "risk", "list", "check", "blocked_ips", "192.0.2.1", *m)["listed"]
-    platform = _name()
-    cli("--json", "risk", "list", "create", platform, "--type", "region", "--actor", "rita")
-    cli("--json", "risk", "list", "add", platform, "KP", "--reason", "sanctions")
-    mine = _lists(*m)
-    assert {(x["name"], x["owner"]) for x in mine} >= {("blocked_ips", merchant),
-                                                       (platform, "platform")}  # fmt: skip
-    assert cli("--json", "risk", "list", "check", platform, "kp", *m)["listed"]  # it reads it
+    platform = _name()  # live: the test-mode platform lists are tests/risk's
+    cli("--json", "risk", "list", "create", platform, "--type", "region", "--live", "--actor",
+        "rita")  # fmt: skip
+    cli("--json", "risk", "list", "add", platform, "KP", "--reason", "sanctions", "--livemode")
+    assert ("blocked_ips", merchant) in {(x["name"], x["owner"]) for x in _lists(*m)}
+    live = {(x["name"], x["owner"]) for x in _lists(*m, "--live")}
+    assert (platform, "platform") in live and merchant not in {owner for _, owner in live}
+    assert cli("--json", "risk", "list", "check", platform, "kp", *m, "--live")["listed"]
     assert merchant not in {x["owner"] for x in _lists()}
-    assert merchant not in {x["owner"] for x in _lists(*m, "--live")}
+    refused("risk", "list", "check", platform, "KP", *m, code="resource_missing")  # test mode
 
     # one refusal each: nothing changes
     refused("risk", "list", "create", "blocked_ips", "--type", "ip", *m, code="list_exists")
     refused("risk", "list", "create", _name(), "--type", "colour", code="parameter_invalid")
     refused("risk", "list", "add", "nope", "1.2.3.4", "--reason", "abuse", *m,
             code="resource_missing")  # fmt: skip
-    refused("risk", "list", "add", platform, "CN", "--reason", "mine", *m,
+    refused("risk", "list", "add", platform, "CN", "--reason", "mine", *m, "--live",
             code="resource_missing")  # a platform list is read-only to a merchant  # fmt: skip
     bad = tmp_path / "bad.csv"
     bad.write_text("value,reason\n203.0.113.8,fine\nnot-an-ip,typo\n")
