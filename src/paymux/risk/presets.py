@@ -37,7 +37,7 @@ from paymux.kit.errors import Conflict, NotFound
 from paymux.payouts.policy import LIMITS, Limits
 from paymux.risk import rulesets, service
 from paymux.risk.attributes import EventType
-from paymux.risk.models import ListType, RiskList, RuleAction, RuleMode, RuleSet
+from paymux.risk.models import ListType, OnError, RiskList, RuleAction, RuleMode, RuleSet
 from paymux.risk.repository import RiskListRepository
 from paymux.risk.schemas import ListCreate, RuleIn, RuleSetCreate
 from paymux.risk.service import Owner, _mode
@@ -370,9 +370,30 @@ class PresetListOut(BaseModel):
     description: str
 
 
-class PresetRuleOut(RuleIn):
+class PresetRuleOut(BaseModel):
+    """A rule as a draft takes it (``RuleIn``'s fields, ``on_error`` made explicit) and why;
+    in the order a person reads a table of them."""
+
+    name: str
+    event: EventType
+    action: RuleAction
+    score: int
+    mode: RuleMode
+    expression: str
     why: str
     """What the rule catches and why its threshold is where it is."""
+    on_error: OnError
+    restrict_methods: list[str] | None = None
+    restrict_channels: list[str] | None = None
+
+    @classmethod
+    def of(cls, r: PresetRule) -> PresetRuleOut:
+        x = r.rule
+        return cls(name=x.name, event=x.event, action=x.action, score=x.score, mode=x.mode,
+                   expression=x.expression, why=r.why,
+                   on_error=x.on_error or rulesets.default_on_error(x.action),
+                   restrict_methods=x.restrict_methods,
+                   restrict_channels=x.restrict_channels)  # fmt: skip
 
 
 class PresetOut(BaseModel):
@@ -394,8 +415,7 @@ class PresetOut(BaseModel):
                    note=p.note, review_score=p.review_score, block_score=p.block_score,
                    lists=[PresetListOut(name=x.name, type=x.type, description=x.description)
                           for x in p.lists],
-                   rules=[PresetRuleOut(**r.rule.model_dump(), why=r.why)
-                          for r in p.rules])  # fmt: skip
+                   rules=[PresetRuleOut.of(r) for r in p.rules])  # fmt: skip
 
 
 class PresetApply(BaseModel):
