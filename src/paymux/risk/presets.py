@@ -63,6 +63,8 @@ class PresetRule:
 
 @dataclass(frozen=True, slots=True)
 class Preset:
+    """A starter rule set: its rules, the lists they read and the thresholds of the scores."""
+
     name: str
     version: int
     """Bumped when the preset's rules change; the draft's note says which was applied."""
@@ -80,18 +82,20 @@ class Preset:
 
 _PAY, _REFUND = EventType.payment_create, EventType.refund_create
 _PAYOUT, _TRANSFER = EventType.payout_create, EventType.wallet_transfer
-BANK_METHODS = ["unionpay_gateway", "unionpay_wap"]
+BANK_METHODS = ("unionpay_gateway", "unionpay_wap")
 """What high-value goods may still be paid with: UnionPay online banking (网银), where the
 payer signs in to their own bank, so a stolen wallet balance or a card number alone cannot pay."""
 
 
 def _rule(name: str, event: EventType, expression: str, action: RuleAction, why: str, *,
           score: int = 0, mode: RuleMode = RuleMode.active,
-          restrict_methods: list[str] | None = None,
-          restrict_channels: list[str] | None = None) -> PresetRule:  # fmt: skip
+          restrict_methods: tuple[str, ...] | None = None,
+          restrict_channels: tuple[str, ...] | None = None) -> PresetRule:  # fmt: skip
+    methods = list(restrict_methods) if restrict_methods else None
+    channels = list(restrict_channels) if restrict_channels else None
     return PresetRule(RuleIn(name=name, event=event, expression=expression, action=action,
-                             score=score, mode=mode, restrict_methods=restrict_methods,
-                             restrict_channels=restrict_channels), why)  # fmt: skip
+                             score=score, mode=mode, restrict_methods=methods,
+                             restrict_channels=channels), why)  # fmt: skip
 
 
 _A = RuleAction
