@@ -35,7 +35,7 @@ from paymux.recon.models import (
     ReconRun,
 )
 from paymux.refunds.models import Refund
-from paymux.risk.models import RiskList, RiskListItem, RuleSet
+from paymux.risk.models import RiskList, RiskListItem, RiskReview, RuleSet
 from paymux.splits.models import Split
 from paymux.store_codes.models import StoreCode
 from paymux.wallets.models import Wallet
@@ -539,6 +539,46 @@ for _operator in (False, True):
         return Call("POST", f"{_risk_base(operator)}/rule_sets/{rule_set}/publish", None,
                     lambda: c.count(RuleSet, RuleSet.id == rule_set,
                                     RuleSet.state == "published"), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
+
+_REVIEWED = {"name": "watch", "event": "payment.create", "expression": "amount == 4242",
+             "action": "review"}  # fmt: skip
+
+
+async def _review(c: Ctx) -> str:
+    """An open review: the tenant's rules send a payment of 4242 to review."""
+    found = await c.stack.client.get("/v1/risk/rule_sets", headers=c.tenant.headers)
+    if not any(x["state"] == "published" for x in found.json()["data"]):
+        draft = await c.post("/v1/risk/rule_sets", {"rules": [_REVIEWED]})
+        await c.post(f"/v1/risk/rule_sets/{draft['id']}/publish")
+    payment = await c.post("/v1/payments", {"amount": 4242, "currency": "CNY",
+                                            "method": "wechat_native", "out_trade_no": no(),
+                                            "subject": "watched"})  # fmt: skip
+    return str(payment["risk"]["review"])
+
+
+for _operator in (False, True):
+    _base = _risk_base(_operator)
+    for _verb, _state in (("approve", "approved"), ("decline", "declined")):
+
+        @scenario(f"POST {_base}/reviews/{{review_id}}/{_verb}")
+        async def _review_close(c: Ctx, operator: bool = _operator, verb: str = _verb,
+                                state: str = _state) -> Call:  # fmt: skip
+            review = await _review(c)
+            return Call("POST", f"{_risk_base(operator)}/reviews/{review}/{verb}",
+                        {"reason": "looked at it"},
+                        lambda: c.count(RiskReview, RiskReview.id == review,
+                                        RiskReview.state == state), operator=operator,
+                        headers=ACTOR if operator else None)  # fmt: skip
+
+    @scenario(f"POST {_base}/reviews/{{review_id}}/assign")
+    async def _review_assign(c: Ctx, operator: bool = _operator) -> Call:
+        review = await _review(c)
+        return Call("POST", f"{_risk_base(operator)}/reviews/{review}/assign",
+                    {"assignee": "ana"},
+                    lambda: c.count(RiskReview, RiskReview.id == review,
+                                    RiskReview.assignee == "ana"), operator=operator,
                     headers=ACTOR if operator else None)  # fmt: skip
 
 

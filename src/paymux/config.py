@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     recon_schedule: bool = True
     """Run the daily reconciliation job in the worker (off: runs only on request)."""
     """The largest bill file the upload API accepts."""
+    risk_ip_db: str | None = None
+    """A CSV file of ``network,region`` lines for the rules' ``ip_region`` (docs/risk.md, "IP
+    regions"); unset: the bundled database of documentation ranges, for tests and the demo."""
     worker_batch_size: int = 50
     worker_poll_seconds: float = 0.5
     db_pool_size: int = 10

@@ -12,6 +12,7 @@ from paymux.payouts import models as payouts_models
 from paymux.recon import models as recon_models
 from paymux.refunds import models as refunds_models
 from paymux.risk import models as risk_models
+from paymux.risk.features import models as risk_features_models
 from paymux.routing import models as routing_models
 from paymux.settlement import models as settlement_models
 from paymux.splits import models as splits_models
@@ -31,6 +32,7 @@ __all__ = [
     "payouts_models",
     "recon_models",
     "refunds_models",
+    "risk_features_models",
     "risk_models",
     "routing_models",
     "settlement_models",

@@ -41,6 +41,9 @@ class Runtime:
     ) -> Runtime:
         """``egress`` defaults to the settings' allowed ranges and the system resolver; an
         injected ``webhook_http`` must connect through the same guard (tests do)."""
+        from paymux.risk import signals
+
+        signals.configure(settings.risk_ip_db)  # a broken IP database fails the boot, not a payment
         owned: list[httpx.AsyncClient] = []
         if egress is None:
             egress = EgressGuard(settings.egress_allow_nets)

@@ -96,7 +96,7 @@ async def test_refund_holds_then_posts_or_voids(stack: Stack) -> None:
     assert (await settled(stack, tenant, failing["id"]))["status"] == "failed"
     assert (await merchant_balance(stack, tenant)) | {"object": None} == {
         "object": None, "livemode": False, "currency": "CNY", "escrow": 0, "pending": 1000,
-        "available": 0, "held": 0,
+        "available": 0, "held": 0, "risk_hold": 0,
     }  # fmt: skip
     ok = (await refund(stack, tenant, payment["id"], 300)).json()
     assert (await settled(stack, tenant, ok["id"]))["status"] == "succeeded"

@@ -234,6 +234,7 @@ def wallet_transfer(
     description: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Move money from SOURCE's available balance to DESTINATION (wallets of one app)."""
+    from paymux.merchants.models import App
     from paymux.wallets import service
     from paymux.wallets.models import Wallet
     from paymux.wallets.schemas import TransferCreate
@@ -245,8 +246,10 @@ def wallet_transfer(
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.db.transaction() as s:
             wallet = await find_object(s, Wallet, "wallet", source)
+            app = await s.get(App, wallet.app_id)
+            assert app is not None
             out = await service.transfer(s, app_id=wallet.app_id, livemode=wallet.livemode,
-                                         body=body)  # fmt: skip
+                                         body=body, merchant_id=app.merchant_id)  # fmt: skip
             return out.model_dump(mode="json")
 
     emit(run(go))

@@ -11,6 +11,7 @@ from paymux.funds import service as funds_service
 from paymux.kit import clock
 from paymux.ledger.models import LedgerAccount
 from paymux.payments.models import Payment
+from paymux.risk import hooks as risk_hooks
 from paymux.settlement import policy
 from paymux.settlement import service as settlement
 from paymux.splits import service as splits
@@ -24,10 +25,20 @@ async def payment_succeeded(
         account = await session.get(ChannelAccount, payment.channel_account_id)
         fee_bps = account.fee_rate_bps if account is not None else 0
     terms = await settlement.terms_of(session, payment.merchant_id)
+    held = await risk_hooks.payment_succeeded(session, payment)
     funds = await funds_service.on_payment_succeeded(
         session, payment, source=source, channel_fee_bps=fee_bps,
-        settle_after=policy.due_at(terms, clock.now()),
+        settle_after=policy.due_at(terms, clock.now()), risk_hold=held,
     )  # fmt: skip
+    if not held:
+        await splits.on_money_moved(session, payment, funds)
+
+
+async def risk_hold_released(session: AsyncSession, payment: Payment) -> None:
+    terms = await settlement.terms_of(session, payment.merchant_id)
+    funds = await funds_service.release_risk_hold(
+        session, payment, settle_after=policy.due_at(terms, clock.now())
+    )
     await splits.on_money_moved(session, payment, funds)
 
 

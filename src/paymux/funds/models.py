@@ -59,6 +59,9 @@ class PaymentFunds(Base):
     settle_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     """When the money may move from pending to available; null while in escrow."""
     settlement_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    risk_held: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    """Held by a risk decision: in the merchant's ``risk_hold`` account, not settleable, not
+    split, until a reviewer releases it (or declines it: refunded)."""
     fee: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     """The settlement fee charged on it."""
     created_at: Mapped[dt.datetime] = created_at_column()

@@ -69,7 +69,9 @@ async def location_id(session: AsyncSession, funds: PaymentFunds) -> str:
     if funds.top_up_wallet_id is not None:
         return await chart.wallet_account_id(session, funds.top_up_wallet_id, Purpose.available,
                                              funds.currency)  # fmt: skip
-    if funds.escrow_state == EscrowState.held:
+    if funds.risk_held:
+        purpose = Purpose.risk_hold
+    elif funds.escrow_state == EscrowState.held:
         purpose = Purpose.escrow
     elif funds.settlement_id is None:
         purpose = Purpose.pending
@@ -79,6 +81,18 @@ async def location_id(session: AsyncSession, funds: PaymentFunds) -> str:
                                            funds.currency)  # fmt: skip
 
 
+def _start_clocks(funds: PaymentFunds, now: dt.datetime, settle_after: dt.datetime) -> None:
+    """The money is the merchant's to come: escrow's auto-confirm deadline, or the day it
+    settles (a wallet top-up neither)."""
+    if funds.escrow_state == EscrowState.held:
+        seconds = funds.escrow_seconds
+        funds.escrow_deadline = now + (
+            dt.timedelta(seconds=seconds) if seconds else DEFAULT_AUTO_CONFIRM
+        )
+    elif funds.top_up_wallet_id is None:
+        funds.settle_due_at = settle_after
+
+
 def _channel_fee(amount: int, rate_bps: int) -> int:
     """The channel's fee, rounded half up to the minor unit (what WeChat and Alipay do)."""
     return money.bps_of(amount, rate_bps)
@@ -86,7 +100,7 @@ def _channel_fee(amount: int, rate_bps: int) -> int:
 
 async def on_payment_succeeded(
     session: AsyncSession, payment: Payment, *, source: LedgerAccount | None = None,
-    channel_fee_bps: int = 0, settle_after: dt.datetime | None = None,
+    channel_fee_bps: int = 0, settle_after: dt.datetime | None = None, risk_hold: bool = False,
 ) -> PaymentFunds:  # fmt: skip
     """Post the money of a payment that just succeeded (once: the ledger key is the payment).
     ``source`` is the paying wallet for wallet payments; by default the channel account's
@@ -107,13 +121,9 @@ async def on_payment_succeeded(
     now = clock.now()
     funds.source_account_id = source_id
     funds.gross = payment.amount
-    if funds.escrow_state == EscrowState.held:
-        seconds = funds.escrow_seconds
-        funds.escrow_deadline = now + (
-            dt.timedelta(seconds=seconds) if seconds else DEFAULT_AUTO_CONFIRM
-        )
-    elif funds.top_up_wallet_id is None:
-        funds.settle_due_at = settle_after or now
+    funds.risk_held = risk_hold
+    if not risk_hold:  # held: the escrow and settlement clocks start when it is released
+        _start_clocks(funds, now, settle_after or now)
     target = await location_id(session, funds)
     legs = [ledger.credit(target, payment.amount)]
     if funds.channel_fee:
@@ -217,6 +227,31 @@ async def finish_refund(
         await ledger.void_hold(session, hold_id)
         funds.split_out += returned
     return True
+
+
+# ------------------------------------------------------------------ risk holds
+async def release_risk_hold(
+    session: AsyncSession, payment: Payment, *, settle_after: dt.datetime
+) -> PaymentFunds:
+    """A reviewer released a held payment: what is left goes where it would have gone (escrow,
+    pending) and its escrow and settlement clocks start now."""
+    funds = await _funds(session, payment)
+    if not funds.risk_held:
+        raise Conflict("payment_not_held", "The payment's money is not held by risk.")
+    if funds.refund_reserved:
+        raise Conflict("refund_in_progress", "Wait for the payment's refunds to finish.")
+    held_id = await location_id(session, funds)
+    funds.risk_held = False
+    _start_clocks(funds, clock.now(), settle_after)
+    amount = funds.remaining
+    if amount:
+        target = await location_id(session, funds)
+        await ledger.transfer(
+            session, key=f"risk_release:{payment.id}",
+            legs=[ledger.debit(held_id, amount), ledger.credit(target, amount)],
+            description=f"risk hold of {payment.id} released", metadata={"payment": payment.id},
+        )  # fmt: skip
+    return funds
 
 
 # ------------------------------------------------------------------ escrow

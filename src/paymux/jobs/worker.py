@@ -28,6 +28,7 @@ from paymux.payments import tasks as payment_tasks
 from paymux.payouts import tasks as payout_tasks
 from paymux.recon import tasks as recon_tasks
 from paymux.refunds import tasks as refund_tasks
+from paymux.risk import tasks as risk_tasks
 from paymux.runtime import Runtime
 from paymux.settlement import tasks as settlement_tasks
 from paymux.splits import tasks as split_tasks
@@ -60,6 +61,8 @@ async def _purge_idempotency_keys(rt: Runtime) -> int:
 PERIODIC: tuple[Periodic, ...] = (
     Periodic("purge_idempotency_keys", 3600.0, _purge_idempotency_keys),
     Periodic("recon_daily", recon_tasks.EVERY_SECONDS, recon_tasks.reconcile_due),
+    Periodic("risk_reviews", risk_tasks.EVERY_SECONDS, risk_tasks.reviews_due),
+    Periodic("risk_purge_features", risk_tasks.PURGE_EVERY_SECONDS, risk_tasks.purge_features),
 )
 
 

@@ -131,6 +131,7 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
 Later = Callable[["Database"], Awaitable[None]]
 _AFTER_COMMIT = "paymux.after_commit"
+_AFTER_ROLLBACK = "paymux.after_rollback"
 
 
 def after_commit(session: AsyncSession, work: Later) -> None:
@@ -141,6 +142,14 @@ def after_commit(session: AsyncSession, work: Later) -> None:
     otherwise stay locked, and so queue every other request, until the caller's commit. Never
     for money or state: a crash between the two commits loses the work."""
     session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+def after_rollback(session: AsyncSession, work: Later) -> None:
+    """Run ``work`` once ``session``'s transaction has rolled back because an exception left
+    it (never if it commits), after its connection — and SQLite's write lock — is released.
+    For the record of a request that was refused *because of* what the transaction found (a
+    risk block: nothing it would have created may stay, but the refusal is kept)."""
+    session.info.setdefault(_AFTER_ROLLBACK, []).append(work)
 
 
 class Database:
@@ -171,10 +180,19 @@ class Database:
         Never open one inside another in the same task: on SQLite that waits for itself.
         Work handed to :func:`after_commit` runs once it has committed.
         """
-        async with self._write_lock or contextlib.nullcontext(), self.sessionmaker() as session:
-            async with session.begin():
-                yield session
-            later = session.info.pop(_AFTER_COMMIT, ())
+        undone: Sequence[Later] = ()
+        try:
+            async with self._write_lock or contextlib.nullcontext(), self.sessionmaker() as session:
+                try:
+                    async with session.begin():
+                        yield session
+                except BaseException:
+                    undone = session.info.pop(_AFTER_ROLLBACK, ())
+                    raise
+                later = session.info.pop(_AFTER_COMMIT, ())
+        finally:
+            if undone:
+                await self._run_later(undone)
         if later:
             await self._run_later(later)
 

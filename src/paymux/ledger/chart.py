@@ -56,6 +56,8 @@ class Purpose(StrEnum):
     suspense = "suspense"
     fee_rounding = "fee_rounding"
     settlement_in_transit = "settlement_in_transit"
+    risk_hold = "risk_hold"
+    """A merchant's money held by a risk decision until a review releases it."""
 
 
 _DEBIT_NORMAL = {Purpose.clearing, Purpose.channel_cost, Purpose.points_issued,
@@ -122,7 +124,8 @@ async def merchant_balances(
     repo = LedgerRepository(session)
     owner = mode_owner(merchant_id, livemode)
     return {p: await repo.find_account("merchant", owner, p.value, currency)
-            for p in (Purpose.escrow, Purpose.pending, Purpose.available)}  # fmt: skip
+            for p in (Purpose.escrow, Purpose.pending, Purpose.available,
+                      Purpose.risk_hold)}  # fmt: skip
 
 
 # The accounts as objects (balances read in this transaction), and by id only (the hot path).

@@ -44,6 +44,9 @@ class Payment(Base):
     successful channel)."""
     return_url: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
     client_ip: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    risk: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """Risk: the request's signals (``signals``) and the decision (``decision``, ``outcome``,
+    ``review``) when rules ran; null when neither."""
     channel: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     channel_account_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
     channel_trade_no: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -67,6 +70,13 @@ class Payment(Base):
     its payment by it instead of a ``duplicate_out_trade_no``. Null without a key."""
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
+
+    def risk_view(self) -> dict[str, Any] | None:
+        """The risk decision as the payment shows it (its signals stay internal)."""
+        risk = self.risk or {}
+        if "decision" not in risk:
+            return None
+        return {k: risk.get(k) for k in ("decision", "outcome", "review", "unevaluated")}
 
 
 class metadata_text(FunctionElement[str]):

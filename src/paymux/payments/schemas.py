@@ -33,6 +33,24 @@ OutTradeNo = Annotated[
 """The merchant's own order number. 32 characters is the tightest channel limit (WeChat)."""
 
 
+class RiskSignals(BaseModel):
+    """What the merchant knows about the buyer and the goods, for risk rules (every field
+    optional; a rule reading a missing one applies its ``on_error``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    user_agent: Annotated[str, StringConstraints(max_length=512)] | None = None
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    quantity: int | None = Field(default=None, ge=1, le=1_000_000)
+    account_created_at: dt.datetime | None = Field(
+        default=None, description="When the buyer's account at the merchant was opened."
+    )
+    kyc_level: int | None = Field(
+        default=None, ge=0, le=9, description="The buyer's verification level at the merchant."
+    )
+
+
 class EscrowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,6 +97,9 @@ class PaymentCreate(BaseModel):
     )
     return_url: ReturnUrl | None = None
     client_ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+    risk: RiskSignals | None = Field(
+        default=None, description="Signals for risk rules: device, goods, the buyer's account."
+    )
     channel: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         default=None, description="Pin a channel (`wechatpay`) or a channel account (`chn_…`)."
     )
@@ -159,6 +180,8 @@ class PaymentOut(BaseModel):
     paid_at: dt.datetime | None
     closed_at: dt.datetime | None
     created_at: dt.datetime
+    risk: dict[str, Any] | None = None
+    """The risk decision on this payment (``decision``, ``outcome``, ``review``), if rules ran."""
     funds: dict[str, Any] | None = None
     """Where the money is (escrow, refunds, splits, settlement): on retrieve only."""
     attempts: list[AttemptOut] | None = None
@@ -197,6 +220,7 @@ class PaymentOut(BaseModel):
             paid_at=payment.paid_at,
             closed_at=payment.closed_at,
             created_at=payment.created_at,
+            risk=payment.risk_view(),
         )
 
 

@@ -45,6 +45,7 @@ from paymux.payments.transitions import (
     move_payment,
     next_query_at,
 )
+from paymux.risk import hooks as risk
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 from paymux.splits import service as splits
@@ -157,6 +158,10 @@ async def _create_cashier_payment(
     ttl = req.expires_in or rt.settings.payment_expiry_seconds
     expires_at = clock.now() + dt.timedelta(seconds=ttl)
     async with rt.db.transaction() as session:
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        allowed = risk.allowed_methods(screened, allowed)
         if req.customer.get("wallet"):  # the balance the cashier may offer (wallets/pay.py)
             await payable_wallet(session, req.customer["wallet"], app_id=app_id,
                                  livemode=livemode, currency=req.currency)  # fmt: skip
@@ -165,6 +170,7 @@ async def _create_cashier_payment(
         payment.cashier_methods = allowed
         payment.next_action = cashier_action(rt.settings.public_url, payment)
         await _insert(session, payment, req, None)
+        await risk.payment_created(session, screened, payment, req)
     return payment
 
 
@@ -286,6 +292,11 @@ async def create(
     expires_at = now + dt.timedelta(seconds=ttl)
     started = time.monotonic()
     async with rt.db.transaction() as session:
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        risk.check_method(screened, req.method)
+        refusals = risk.refusals(screened, req.method, refusals)
         plan = await routing.plan(
             session, app_id=app_id, livemode=livemode, method=req.method,
             currency=req.currency, amount=req.amount, pinned=req.channel,
@@ -299,6 +310,7 @@ async def create(
         attempt = new_attempt(payment, pick, call_seconds)
         point_at(payment, attempt)
         await _insert(session, payment, req, top_up_wallet_id, attempt)
+        await risk.payment_created(session, screened, payment, req)
     return await run_attempts(rt, payment, attempt, plan, started=started,
                               profit_sharing=profit_sharing)  # fmt: skip
 

@@ -16,6 +16,8 @@ from paymux.kit.models import created_at_column, updated_at_column
 class PayoutStatus(StrEnum):
     pending = "pending"
     """Requested; the amount (and fee) is held; waits for its batch or is being sent."""
+    review = "review"
+    """Held like ``pending`` but not sent: a risk review must approve it first."""
     processing = "processing"
     """The channel accepted it (or we do not know yet); queried until final."""
     succeeded = "succeeded"
@@ -24,6 +26,7 @@ class PayoutStatus(StrEnum):
 
 
 PAYOUT_TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
+    PayoutStatus.review: frozenset({PayoutStatus.pending, PayoutStatus.failed}),
     PayoutStatus.pending: frozenset(
         {PayoutStatus.processing, PayoutStatus.succeeded, PayoutStatus.failed}
     ),

@@ -24,9 +24,12 @@ from paymux.ledger import service as ledger
 from paymux.ledger.chart import Purpose
 from paymux.ledger.repository import LedgerRepository
 from paymux.payouts import policy
-from paymux.payouts.models import PAYOUT_TRANSITIONS, Payout, PayoutStatus
+from paymux.payouts.models import PAYOUT_TRANSITIONS, Payout, PayoutStatus, Speed
 from paymux.payouts.repository import PayoutRepository
 from paymux.payouts.schemas import PayoutCreate, PayoutOut
+from paymux.risk import hooks as risk
+from paymux.risk import signals
+from paymux.risk.attributes import EventType
 from paymux.runtime import Runtime
 from paymux.wallets.models import Wallet
 from paymux.webhooks import service as webhooks
@@ -81,6 +84,7 @@ async def create(
     if body.amount < policy.MIN_PAYOUT:
         raise InvalidRequest("amount_too_small", f"Payouts start at {policy.MIN_PAYOUT}.",
                              param="amount")  # fmt: skip
+    customer: str | None = None
     if body.source == "merchant":
         source_type, source_id, level = "merchant", merchant_id, policy.MERCHANT_LEVEL
         src = await chart.merchant(session, merchant_id, livemode, Purpose.available,
@@ -93,6 +97,7 @@ async def create(
             raise InvalidRequest("currency_mismatch", f"The wallet holds {wallet.currency}.",
                                  param="currency")  # fmt: skip
         source_type, source_id, level = "wallet", wallet.id, wallet.verification_level
+        customer = wallet.reference
         src = await chart.wallet(session, wallet.id, Purpose.available, wallet.currency)
     # Limits are counted under the source account's row lock: concurrent payouts of one
     # balance queue here, so neither the limits nor the balance can be overrun.
@@ -106,6 +111,14 @@ async def create(
     if count + 1 > limits.daily_count or total + body.amount > limits.daily_amount:
         raise Conflict("payout_daily_limit_exceeded", f"Daily payout limits at level {level}: "
                        f"{limits.daily_count} payouts, {limits.daily_amount} in all.")  # fmt: skip
+    screened = await risk.screen_money_out(session, signals.Request(
+        event=EventType.payout_create, merchant_id=merchant_id, app_id=app_id,
+        livemode=livemode, subject_type="payout", amount=body.amount, currency=body.currency,
+        values={"payee_account": body.destination.account,
+                "payee_type": body.destination.type.value,
+                "balance": (await ledger.get_account(session, src.id)).available},
+        customer_ref=customer, kyc_level=level,
+    ))  # fmt: skip
     fee = policy.fee(body.speed, body.amount)
     payout_id = new_id("po")
     in_transit = await chart.platform(session, livemode, Purpose.payouts_in_transit,
@@ -125,7 +138,8 @@ async def create(
         source_type=source_type, source_id=source_id, currency=body.currency,
         amount=body.amount, fee=fee, speed=body.speed, destination_type=body.destination.type,
         destination_account=body.destination.account, destination_name=body.destination.name,
-        channel=channel, channel_account_id=account.id, status=PayoutStatus.pending,
+        channel=channel, channel_account_id=account.id,
+        status=PayoutStatus.review if risk.waits(screened) else PayoutStatus.pending,
         ledger_hold_id=hold.id, due_at=policy.send_at(body.speed, now), sent_count=0,
     )  # fmt: skip
     repo.add(payout)
@@ -134,7 +148,24 @@ async def create(
             await session.flush()
     except sa.exc.IntegrityError:
         raise _duplicate(body.out_payout_no) from None
+    await risk.money_out_created(session, screened, payout.id, "payouts")
     return payout, True
+
+
+async def review_closed(session: AsyncSession, payout_id: str, approved: bool) -> None:
+    """A risk review of a waiting payout closed: approved, it goes out as requested (express
+    now, standard in the next batch); declined, its hold is voided."""
+    payout = await PayoutRepository(session).lock(payout_id)
+    assert payout is not None
+    if payout.status != PayoutStatus.review:
+        return
+    if approved:
+        payout.due_at = policy.send_at(Speed(payout.speed), clock.now())
+        payout.status = PayoutStatus.pending
+        return
+    await ledger.void_hold(session, payout.ledger_hold_id)
+    payout.failure_code, payout.failure_message = "risk_declined", "Declined by risk review."
+    await _move(session, payout, PayoutStatus.failed)
 
 
 async def send(rt: Runtime, payout_id: str) -> None:

@@ -16,12 +16,15 @@ class RefundStatus(StrEnum):
     pending = "pending"
     """Asked for (or being asked); the money may still be on its way back. Counts against the
     payment's refundable amount."""
+    review = "review"
+    """Reserved like ``pending`` but not asked for: a risk review must approve it first."""
     succeeded = "succeeded"
     failed = "failed"
     """The channel refused or closed it; the amount is refundable again."""
 
 
 REFUND_TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
+    RefundStatus.review: frozenset({RefundStatus.pending, RefundStatus.failed}),
     RefundStatus.pending: frozenset({RefundStatus.succeeded, RefundStatus.failed}),
     RefundStatus.succeeded: frozenset(),
     RefundStatus.failed: frozenset(),

@@ -40,12 +40,13 @@ class RefundRepository:
         return (await self.session.scalars(stmt)).first()
 
     async def committed_amount(self, payment_id: str, attempt_id: str | None) -> int:
-        """What of the payment's money (taken by ``attempt_id``, its paid attempt) is refunded or
-        on its way back (pending + succeeded); a second order's automatic refund is apart."""
+        """What of the payment's money (taken by ``attempt_id``, its paid attempt) is refunded,
+        on its way back or waiting for a risk review; a second order's automatic refund is
+        apart."""
         stmt = sa.select(sa.func.coalesce(sa.func.sum(Refund.amount), 0)).where(
             Refund.payment_id == payment_id,
             Refund.attempt_id.is_not_distinct_from(attempt_id),
-            Refund.status.in_([RefundStatus.pending, RefundStatus.succeeded]),
+            Refund.status.in_([RefundStatus.review, RefundStatus.pending, RefundStatus.succeeded]),
         )
         return int(await self.session.scalar(stmt) or 0)
 
@@ -54,7 +55,7 @@ class RefundRepository:
         stmt = sa.select(sa.func.coalesce(sa.func.sum(Refund.fee_returned), 0)).where(
             Refund.payment_id == payment_id,
             Refund.attempt_id.is_not_distinct_from(attempt_id),
-            Refund.status.in_([RefundStatus.pending, RefundStatus.succeeded]),
+            Refund.status.in_([RefundStatus.review, RefundStatus.pending, RefundStatus.succeeded]),
         )
         return int(await self.session.scalar(stmt) or 0)
 

@@ -28,6 +28,7 @@ from paymux.payments.transitions import next_query_at
 from paymux.refunds.models import REFUND_TRANSITIONS, Refund, RefundStatus
 from paymux.refunds.repository import RefundRepository
 from paymux.refunds.schemas import RefundCreate, RefundOut
+from paymux.risk import hooks as risk
 from paymux.runtime import Runtime
 from paymux.splits import service as splits
 from paymux.webhooks import service as webhooks
@@ -45,9 +46,15 @@ async def get(session: AsyncSession, *, app_id: str, livemode: bool, refund_id: 
     return refund
 
 
-async def create(rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate) -> Refund:
+async def create(rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate,
+                 screen: bool = True) -> Refund:  # fmt: skip
+    """Reserve and ask for a refund. ``screen``: run the risk rules (not for the refund a
+    declined risk review makes itself)."""
     async with rt.db.transaction() as session:
-        refund, fresh = await _reserve(session, rt, app_id=app_id, livemode=livemode, req=req)
+        refund, fresh = await _reserve(session, rt, app_id=app_id, livemode=livemode, req=req,
+                                       screen=screen)  # fmt: skip
+        if refund.status == RefundStatus.review:
+            return refund
         if refund.channel_account_id is None:  # a wallet payment: the ledger is the channel
             if fresh:
                 await _move(session, refund, RefundStatus.succeeded)
@@ -61,7 +68,13 @@ async def create(rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate)
 
 
 async def _reserve(
-    session: AsyncSession, rt: Runtime, *, app_id: str, livemode: bool, req: RefundCreate
+    session: AsyncSession,
+    rt: Runtime,
+    *,
+    app_id: str,
+    livemode: bool,
+    req: RefundCreate,
+    screen: bool = True,
 ) -> tuple[Refund, bool]:
     payments = PaymentRepository(session)
     found = await payments.get(app_id, livemode, req.payment)
@@ -97,6 +110,8 @@ async def _reserve(
     if payment.current_attempt_id is not None:
         attempt = await payments.get_attempt(payment.current_attempt_id)
         assert attempt is not None and attempt.status == AttemptStatus.succeeded
+    screened = await risk.screen_refund(session, payment, amount) if screen else None
+    waits = screened is not None and risk.waits(screened)
     call_seconds = rt.settings.channel_timeout_seconds
     refund = Refund(
         id=new_id("re"), app_id=app_id, livemode=livemode, payment_id=payment.id,
@@ -104,8 +119,10 @@ async def _reserve(
         channel=attempt.channel if attempt else payment.channel or "wallet",
         channel_account_id=attempt.channel_account_id if attempt else None,
         out_refund_no=req.out_refund_no, amount=amount, currency=payment.currency,
-        reason=req.reason, status=RefundStatus.pending, query_count=0, split_returns={},
-        query_due_at=clock.now() + dt.timedelta(seconds=call_seconds + 5) if attempt else None,
+        reason=req.reason, status=RefundStatus.review if waits else RefundStatus.pending,
+        query_count=0, split_returns={},
+        query_due_at=(clock.now() + dt.timedelta(seconds=call_seconds + 5)
+                      if attempt and not waits else None),
     )  # fmt: skip
     repo.add(refund)
     try:
@@ -129,7 +146,25 @@ async def _reserve(
     refund.ledger_hold_id = await funds_service.reserve_refund(
         session, payment, refund.id, amount, returns=legs, fee_returned=refund.fee_returned or 0
     )
+    if screened is not None:
+        await risk.money_out_created(session, screened, refund.id, "refunds")
     return refund, True
+
+
+async def review_closed(session: AsyncSession, refund_id: str, approved: bool) -> None:
+    """A risk review of a waiting refund closed: approved, it is asked for (by
+    :func:`resolve`, which the caller runs after this commits); declined, it fails and its
+    reservation is released."""
+    refund = await RefundRepository(session).lock(refund_id)
+    assert refund is not None
+    if refund.status != RefundStatus.review:
+        return
+    if approved:
+        refund.status = RefundStatus.pending
+        refund.query_due_at = clock.now() if refund.attempt_id else None
+        return
+    await _move(session, refund, RefundStatus.failed,
+                failure=("risk_declined", "Declined by risk review."))  # fmt: skip
 
 
 async def _paid_attempt(session: AsyncSession, refund: Refund) -> Attempt:

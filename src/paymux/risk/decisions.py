@@ -18,12 +18,13 @@ import datetime as dt
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
+from paymux.kit.db import Database, after_rollback
 from paymux.kit.errors import PaymuxError
 from paymux.kit.ids import new_id
 from paymux.risk import engine, rulesets, service, signals
@@ -88,8 +89,9 @@ async def policy(session: AsyncSession, event: EventType, merchant_id: str,
                  livemode: bool) -> engine.Policy:  # fmt: skip
     sets: list[engine.LoadedSet] = []
     for owner in (PLATFORM, merchant_id):
-        ids = await rulesets.in_force.get_or_load((owner, livemode),
-                                          lambda o=owner: _load(session, o, livemode))  # type: ignore[misc]  # fmt: skip
+        found, ids = rulesets.in_force.get((owner, livemode))
+        if not found or ids is None:
+            ids = rulesets.in_force.put((owner, livemode), await _load(session, owner, livemode))
         sets.extend(_sets[i] for i in ids)
     return engine.policy(event, sets)
 
@@ -125,7 +127,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
         if elapsed > BUDGET_SECONDS:
             raise TimeoutError(f"risk evaluation took {elapsed * 1000:.1f} ms")
     except Exception as exc:  # the failure policy, never a 500
-        log.warning("risk_engine_failed", event=request.event.value, error=type(exc).__name__,
+        log.warning("risk_engine_failed", risk_event=request.event.value, error=type(exc).__name__,
                     detail=str(exc)[:200])  # fmt: skip
         return _unevaluated(out, started)
     out.verdict = decided.verdict
@@ -137,7 +139,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
                              results=results, started=started)  # fmt: skip
     errors = sum(1 for o in evaluation.outcomes if o.result is RuleResult.error)
     if errors:
-        log.info("risk_rule_errors", event=request.event.value, errors=errors)
+        log.info("risk_rule_errors", risk_event=request.event.value, errors=errors)
     return out
 
 
@@ -178,6 +180,19 @@ async def note(session: AsyncSession, screened: Screening, subject_id: str,
         session.add(screened.decision)
     await signals.count(session, request, measure, clock.now())
     return screened.decision
+
+
+def refuse(session: AsyncSession, screened: Screening) -> NoReturn:
+    """A blocked request: raise the generic ``risk_declined``, so that the caller's
+    transaction rolls back and creates nothing; once it has, :func:`record_block` keeps the
+    decision in a transaction of its own."""
+
+    async def record(db: Database) -> None:
+        async with db.transaction() as later:
+            await record_block(later, screened)
+
+    after_rollback(session, record)
+    raise RiskDeclined()
 
 
 async def record_block(session: AsyncSession, screened: Screening) -> RiskDecision:

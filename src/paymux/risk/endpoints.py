@@ -8,13 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from paymux.kit.errors import InvalidRequest
+from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.idempotency import IdempotentRoute
-from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, SessionDep
+from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
-from paymux.risk import presets, rulesets, service
-from paymux.risk.repository import RiskListRepository
+from paymux.risk import decisions, presets, review_actions, reviews, rulesets, service
+from paymux.risk.models import ReviewState
+from paymux.risk.repository import DecisionRepository, RiskListRepository
 from paymux.risk.schemas import (
+    DecisionOut,
     ItemCheck,
     ItemOut,
     ItemRemoved,
@@ -22,10 +24,14 @@ from paymux.risk.schemas import (
     ItemsIn,
     ListCreate,
     ListOut,
+    ReviewAssign,
+    ReviewClose,
+    ReviewOut,
     RuleSetCreate,
     RuleSetOut,
 )
 from paymux.risk.service import Owner
+from paymux.runtime import Runtime
 
 MAX_CSV_BYTES = 16 * 1024 * 1024
 
@@ -167,6 +173,65 @@ def _rule_set_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> No
         return await rulesets.out(session, found)
 
 
+def _review_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
+    Who = Annotated[Owner, Depends(owner)]
+
+    @r.get("/decisions/{decision_id}", response_model=DecisionOut)
+    async def retrieve_decision(decision_id: str, who: Who,
+                                session: ReadSessionDep) -> DecisionOut:  # fmt: skip
+        """One decision: the rule set versions in force, each rule's result, the feature values
+        read and the time taken."""
+        found = await decisions.get(session, who.merchant_id, who.livemode, decision_id)
+        if found is None:
+            raise NotFound("decision", decision_id)
+        return DecisionOut(**decisions.decision_view(found))
+
+    @r.get("/reviews", response_model=ListResponse[ReviewOut])
+    async def list_reviews(
+        who: Who, session: ReadSessionDep, page: PageDep,
+        state: Annotated[ReviewState | None, Query(description="open, approved, declined")] = None,
+    ) -> ListResponse[ReviewOut]:  # fmt: skip
+        """The review queue, newest first."""
+        rows, more = await DecisionRepository(session).reviews(
+            who.merchant_id, who.livemode, state, limit=page.limit,
+            starting_after=page.starting_after,
+        )  # fmt: skip
+        return ListResponse[ReviewOut](data=[ReviewOut(**reviews.view(x)) for x in rows],
+                                       has_more=more)  # fmt: skip
+
+    @r.get("/reviews/{review_id}", response_model=ReviewOut)
+    async def retrieve_review(review_id: str, who: Who, session: ReadSessionDep) -> ReviewOut:
+        found = await reviews.get(session, who.merchant_id, who.livemode, review_id)
+        return ReviewOut(**reviews.view(found))
+
+    @r.post("/reviews/{review_id}/assign", response_model=ReviewOut)
+    async def assign_review(review_id: str, body: ReviewAssign, who: Who,
+                            session: SessionDep) -> ReviewOut:  # fmt: skip
+        found = await reviews.get(session, who.merchant_id, who.livemode, review_id, lock=True)
+        return ReviewOut(**reviews.view(await reviews.assign(session, found, body.assignee)))
+
+    async def _close(review_id: str, state: ReviewState, body: ReviewClose, who: Owner,
+                     rt: Runtime) -> ReviewOut:  # fmt: skip
+        closed = await review_actions.close(
+            rt, review_id, state, merchant_id=who.merchant_id, livemode=who.livemode,
+            by=_changing(who).actor, reason=body.reason, add_to_list=body.add_to_list,
+        )  # fmt: skip
+        return ReviewOut(**reviews.view(closed.review), refund=closed.refund)
+
+    @r.post("/reviews/{review_id}/approve", response_model=ReviewOut)
+    async def approve_review(review_id: str, body: ReviewClose, who: Who,
+                             rt: RuntimeDep) -> ReviewOut:  # fmt: skip
+        """Approve: held money is released, money waiting to go out is sent."""
+        return await _close(review_id, ReviewState.approved, body, who, rt)
+
+    @r.post("/reviews/{review_id}/decline", response_model=ReviewOut)
+    async def decline_review(review_id: str, body: ReviewClose, who: Who,
+                             rt: RuntimeDep) -> ReviewOut:  # fmt: skip
+        """Decline: a held or succeeded payment is refunded in full, money waiting to go out
+        is cancelled. ``add_to_list`` puts one of the decision's values on a list."""
+        return await _close(review_id, ReviewState.declined, body, who, rt)
+
+
 def _preset_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
     Who = Annotated[Owner, Depends(owner)]
 
@@ -195,6 +260,8 @@ def _preset_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None
 
 
 _routes(router, _merchant)
+_review_routes(router, _merchant)
+_review_routes(operator_router, _operator)
 _rule_set_routes(router, _merchant)
 _preset_routes(router, _merchant)
 _rule_set_routes(operator_router, _operator)

@@ -282,6 +282,20 @@ class DecisionRepository:
                 .order_by(RiskReview.deadline).limit(limit))  # fmt: skip
         return list(await self.session.scalars(stmt))
 
+    async def declined_holds(self, limit: int) -> list[RiskReview]:
+        """Declined reviews of payments whose money is still held with nothing refunded."""
+        from paymux.funds.models import PaymentFunds
+
+        stmt = (
+            sa.select(RiskReview)
+            .join(PaymentFunds, PaymentFunds.payment_id == RiskReview.subject_id)
+            .where(RiskReview.state == ReviewState.declined,
+                   RiskReview.subject_type == "payment", PaymentFunds.risk_held.is_(True),
+                   PaymentFunds.refunded + PaymentFunds.refund_reserved < PaymentFunds.gross)
+            .order_by(RiskReview.id).limit(limit)
+        )  # fmt: skip
+        return list(await self.session.scalars(stmt))
+
     # -- customers
     async def customer(self, merchant_id: str, livemode: bool, ref: str) -> RiskCustomer | None:
         return await self.session.get(RiskCustomer, (merchant_id, livemode, ref))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from paymux.risk.attributes import EventType
 from paymux.risk.models import (
@@ -159,3 +159,74 @@ class RuleSetOut(BaseModel):
     published_by: str | None
     published_at: dt.datetime | None
     retired_at: dt.datetime | None
+
+
+class DecisionOut(BaseModel):
+    """What the rules said about one request."""
+
+    id: str
+    object: Literal["risk.decision"] = "risk.decision"
+    livemode: bool
+    event: str
+    subject_type: str
+    subject_id: str | None
+    amount: int
+    currency: str
+    outcome: str
+    score: int
+    restrict_methods: list[str] | None
+    restrict_channels: list[str] | None
+    rule_sets: dict[str, Any]
+    """The rule set in force per owner (``platform``, ``merchant``): id and version."""
+    rules: list[dict[str, Any]]
+    """Each rule's result: owner, name, action, mode, result (hit / no_hit / error), error."""
+    features: dict[str, Any]
+    """The feature values the rules read."""
+    latency_us: int
+    unevaluated: bool
+    created: int
+
+
+class ReviewOut(BaseModel):
+    id: str
+    object: Literal["risk.review"] = "risk.review"
+    livemode: bool
+    decision: str
+    subject_type: str
+    subject_id: str
+    outcome: str
+    state: str
+    reason: str
+    assignee: str | None
+    deadline: int
+    on_expiry: str
+    closed_by: str | None
+    closed_at: int | None
+    created: int
+    refund: str | None = None
+    """On a decline that refunded the payment: the refund."""
+
+
+class ListAddition(BaseModel):
+    """Put one of the decision's feature values on a list while closing its review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    list: str = Field(min_length=1, max_length=40, description="The list's id (rls_…).")
+    attribute: str = Field(
+        min_length=1, max_length=64, description="The feature whose value to add: device_id, ip, …"
+    )
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ReviewClose(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+    add_to_list: ListAddition | None = None
+
+
+class ReviewAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee: str | None = Field(default=None, min_length=1, max_length=128)

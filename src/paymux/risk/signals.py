@@ -27,6 +27,14 @@ ip_db: str | None = None
 """The IP→region database in use (the setting ``risk_ip_db``; None: the shipped one)."""
 
 
+def configure(path: str | None) -> None:
+    """Use the IP→region database at ``path`` (None: the shipped one), loaded now so that a
+    broken file stops the process at boot rather than failing a payment."""
+    global ip_db
+    regions.load(path)
+    ip_db = path
+
+
 @dataclass(slots=True)
 class Request:
     """One request as the risk engine sees it."""
@@ -92,6 +100,14 @@ async def _customer(session: AsyncSession, req: Request, now: dt.datetime) -> di
         "customer.has_paid": bool(found and found.first_paid_at is not None),
     })  # fmt: skip
     return out
+
+
+async def count_payer(session: AsyncSession, req: Request, now: dt.datetime) -> None:
+    """A success: count it toward its payer account (and link the payer to the customer,
+    device and IP); the other subjects were counted when the payment was created."""
+    if req.subjects().payer_account is not None:
+        await velocity.record(session, req.subjects(), "payments", req.amount, now,
+                              only=("payer_account",))  # fmt: skip
 
 
 async def count(session: AsyncSession, req: Request, measure: str | None,

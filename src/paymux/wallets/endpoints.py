@@ -110,7 +110,8 @@ async def top_up_wallet(
 async def create_transfer(body: TransferCreate, auth: AuthDep, session: SessionDep) -> TransferOut:
     """Move money between two wallets of the app; ``out_transfer_no`` makes a retry the same
     transfer."""
-    return await service.transfer(session, app_id=auth.app_id, livemode=auth.livemode, body=body)
+    return await service.transfer(session, app_id=auth.app_id, livemode=auth.livemode, body=body,
+                                  merchant_id=auth.merchant_id)  # fmt: skip
 
 
 @router.get("/balance")

@@ -79,6 +79,9 @@ class TransferOut(BaseModel):
     amount: int
     currency: str
     out_transfer_no: str
+    status: Literal["succeeded", "review", "canceled"] = "succeeded"
+    """``review``: risk holds it on the source until a reviewer approves (then it succeeds)
+    or declines it (canceled, the money stays with the source)."""
     created_at: dt.datetime
 
 

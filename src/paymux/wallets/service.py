@@ -11,8 +11,11 @@ from paymux.kit.ids import new_id
 from paymux.ledger import chart
 from paymux.ledger import service as ledger
 from paymux.ledger.chart import POINTS, Purpose
-from paymux.ledger.models import LedgerAccount, LedgerTransaction
+from paymux.ledger.models import LedgerAccount, LedgerTransaction, TxStatus
 from paymux.ledger.repository import LedgerRepository
+from paymux.risk import hooks as risk
+from paymux.risk import signals
+from paymux.risk.attributes import EventType
 from paymux.wallets.models import Wallet
 from paymux.wallets.schemas import (
     Balances,
@@ -92,7 +95,7 @@ async def balances(session: AsyncSession, wallet: Wallet) -> Balances:
 
 
 async def transfer(session: AsyncSession, *, app_id: str, livemode: bool,
-                   body: TransferCreate) -> TransferOut:  # fmt: skip
+                   body: TransferCreate, merchant_id: str) -> TransferOut:  # fmt: skip
     if body.source == body.destination:
         raise InvalidRequest("same_wallet", "Source and destination are the same wallet.",
                              param="destination")  # fmt: skip
@@ -103,16 +106,43 @@ async def transfer(session: AsyncSession, *, app_id: str, livemode: bool,
                              param="destination")  # fmt: skip
     src = await chart.wallet(session, source.id, Purpose.available, source.currency)
     dst = await chart.wallet(session, destination.id, Purpose.available, destination.currency)
-    tx = await ledger.transfer(
-        session, key=f"wallet_transfer:{app_id}:{livemode}:{body.out_transfer_no}",
+    key = f"wallet_transfer:{app_id}:{livemode}:{body.out_transfer_no}"
+    done = await LedgerRepository(session).transaction_by_key(key)
+    screened = None
+    if done is None:
+        screened = await risk.screen_money_out(session, signals.Request(
+            event=EventType.wallet_transfer, merchant_id=merchant_id, app_id=app_id,
+            livemode=livemode, subject_type="transfer", amount=body.amount,
+            currency=source.currency,
+            values={"counterparty_id": destination.reference, "balance": src.available},
+            customer_ref=source.reference, kyc_level=source.verification_level,
+        ))  # fmt: skip
+    post = ledger.hold if screened is not None and risk.waits(screened) else ledger.transfer
+    tx = done or await post(
+        session, key=key,
         legs=[ledger.debit(src, body.amount), ledger.credit(dst, body.amount)],
         description=body.description or f"transfer {source.id} → {destination.id}",
         metadata={"out_transfer_no": body.out_transfer_no, "kind": "wallet_transfer"},
     )  # fmt: skip
+    if screened is not None:
+        await risk.money_out_created(session, screened, tx.id, "transfers")
+    return _transfer_out(tx, source, destination, body)
+
+
+def _transfer_out(tx: LedgerTransaction, source: Wallet, destination: Wallet,
+                  body: TransferCreate) -> TransferOut:  # fmt: skip
+    status = {TxStatus.pending: "review", TxStatus.voided: "canceled"}.get(
+        TxStatus(tx.status), "succeeded")  # fmt: skip
     return TransferOut(
         id=tx.id, source=source.id, destination=destination.id, amount=body.amount,
-        currency=source.currency, out_transfer_no=body.out_transfer_no, created_at=tx.created_at,
+        currency=source.currency, out_transfer_no=body.out_transfer_no, status=status,
+        created_at=tx.created_at,
     )  # fmt: skip
+
+
+async def transfer_review_closed(session: AsyncSession, tx_id: str, approved: bool) -> None:
+    """A risk review of a waiting transfer closed: approved, it is posted; declined, voided."""
+    await (ledger.post_hold if approved else ledger.void_hold)(session, tx_id)
 
 
 async def freeze(session: AsyncSession, wallet: Wallet, body: FreezeCreate) -> LedgerTransaction:
@@ -174,4 +204,5 @@ async def merchant_balance(
         "pending": pending.available if pending else 0,
         "available": available.available if available else 0,
         "held": sum(a.pending_out for a in accounts.values() if a is not None),
+        "risk_hold": held.balance if (held := accounts[Purpose.risk_hold]) else 0,
     }

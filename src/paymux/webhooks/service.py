@@ -59,6 +59,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "payout.failed",
     "recon.run.completed",
     "recon.break.opened",
+    "risk.blocked",
+    "risk.review.opened",
+    "risk.review.closed",
 )
 """Every event type paymux emits; endpoints subscribe to some of them or to ``*``."""
 

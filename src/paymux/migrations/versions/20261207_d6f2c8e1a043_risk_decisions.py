@@ -1,7 +1,7 @@
 """risk decisions, reviews and customers; restrict rules and score thresholds
 
 Revision ID: d6f2c8e1a043
-Revises: 3c9d5f1a7e62
+Revises: b4e1a9c07d35
 Create Date: 2026-12-07 14:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import paymux.kit.db
 
 revision: str = "d6f2c8e1a043"
-down_revision: str | None = "3c9d5f1a7e62"
+down_revision: str | None = "b4e1a9c07d35"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -21,6 +21,13 @@ _AT = paymux.kit.db.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # Plain ALTERs (SQLite has ADD and DROP COLUMN): a batch copy of ``payments`` would lose
+    # its expression index ix_payments_store_code, which reflection cannot see.
+    op.add_column("payments", sa.Column("risk", paymux.kit.db.JSONType, nullable=True))
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("risk_held", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     with op.batch_alter_table("risk_rule_sets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("review_score", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("block_score", sa.Integer(), nullable=True))
@@ -102,6 +109,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("payment_funds", schema=None) as batch_op:
+        batch_op.drop_column("risk_held")
+    op.drop_column("payments", "risk")
     op.drop_table("risk_customers")
     with op.batch_alter_table("risk_reviews", schema=None) as batch_op:
         batch_op.drop_index("ix_risk_reviews_due")
