@@ -612,6 +612,16 @@ for _operator in (False, True):
         return Call("POST", f"{_risk_base(operator)}/backtests", body, None, operator=operator,
                     headers=ACTOR if operator else None)  # fmt: skip
 
+    @scenario(f"POST {_base}/presets/{{name}}/apply")
+    async def _preset_apply(c: Ctx, operator: bool = _operator) -> Call:
+        # The platform's in live mode: test-mode platform lists are other tests' (tests/risk).
+        owner = "platform" if operator else c.tenant.merchant_id
+        return Call("POST", f"{_risk_base(operator)}/presets/card_shop/apply",
+                    {"livemode": True} if operator else None,
+                    lambda: c.count(RuleSet, RuleSet.owner == owner,
+                                    RuleSet.note == "preset card_shop v1"), operator=operator,
+                    headers=ACTOR if operator else None)  # fmt: skip
+
 
 # ------------------------------------------------------------------------------------ the tests
 def _mutating(stack: Stack) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from paymux.kit.errors import InvalidRequest, NotFound
 from paymux.kit.idempotency import IdempotentRoute
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep, SessionDep
 from paymux.merchants.auth import AuthDep, OperatorDep
-from paymux.risk import backtests, decisions, review_actions, reviews, rulesets, service
+from paymux.risk import backtests, decisions, presets, review_actions, reviews, rulesets, service
 from paymux.risk.models import ReviewState
 from paymux.risk.repository import DecisionRepository, RiskListRepository
 from paymux.risk.schemas import (
@@ -269,9 +269,38 @@ def _review_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None
         return await _close(review_id, ReviewState.declined, body, who, rt)
 
 
+def _preset_routes(r: APIRouter, owner: Callable[..., Awaitable[Owner]]) -> None:
+    Who = Annotated[Owner, Depends(owner)]
+
+    @r.get("/presets", response_model=ListResponse[presets.PresetOut])
+    async def list_presets(_: Who) -> ListResponse[presets.PresetOut]:
+        """The starter rule sets paymux ships: each rule with what it catches and why its
+        threshold, and the lists the rules read."""
+        return ListResponse[presets.PresetOut](
+            data=[presets.PresetOut.of(p) for p in presets.PRESETS.values()], has_more=False
+        )
+
+    @r.get("/presets/{name}", response_model=presets.PresetOut)
+    async def retrieve_preset(name: str, _: Who) -> presets.PresetOut:
+        return presets.PresetOut.of(presets.get_preset(name))
+
+    @r.post("/presets/{name}/apply", status_code=201, response_model=RuleSetOut)
+    async def apply_preset(name: str, who: Who, session: SessionDep,
+                           body: presets.PresetApply | None = None) -> RuleSetOut:  # fmt: skip
+        """Make the lists the preset reads (empty, where the caller's rules cannot read one of
+        that name) and a draft rule set of its rules, noted ``preset <name> v<version>``.
+        Nothing is in force until the draft is published; applying again makes another
+        draft. The operator names the mode (``livemode``)."""
+        found = await presets.apply_preset(session, _changing(who), name,
+                                           livemode=body.livemode if body else None)  # fmt: skip
+        return await rulesets.out(session, found)
+
+
 _routes(router, _merchant)
 _review_routes(router, _merchant)
 _review_routes(operator_router, _operator)
 _rule_set_routes(router, _merchant)
+_preset_routes(router, _merchant)
 _rule_set_routes(operator_router, _operator)
 _routes(operator_router, _operator)
+_preset_routes(operator_router, _operator)

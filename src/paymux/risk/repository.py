@@ -57,6 +57,14 @@ class RiskListRepository:
         rows = list(await self.session.scalars(stmt.order_by(RiskList.id).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
 
+    async def named(
+        self, owners: Sequence[str], livemode: bool, names: Collection[str]
+    ) -> list[RiskList]:
+        """The owners' lists of ``names`` in the mode (a preset reuses what is there)."""
+        stmt = sa.select(RiskList).where(RiskList.owner.in_(owners), RiskList.livemode == livemode,
+                                         RiskList.name.in_(sorted(names)))  # fmt: skip
+        return list(await self.session.scalars(stmt.order_by(RiskList.id)))
+
     async def upsert_items(self, list_id: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Add the items, or update the reason, expiry and who of those there already; returns
         (added, updated). ``rows``: value, network, reason, added_by, expires_at."""
