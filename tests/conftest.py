@@ -99,6 +99,7 @@ def settings(database_url: str, tmp_path_factory: Any) -> Settings:
         egress_allow_nets=LOOPBACK_NETS,
         recon_archive_dir=str(tmp_path_factory.mktemp("bills")),
         recon_schedule=False,  # tests run reconciliation explicitly (tests/recon)
+        risk_budget_ms=10_000,  # a loaded test machine is not an engine failure (its own test)
     )
 
 

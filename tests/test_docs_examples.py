@@ -248,6 +248,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         NO_COLOR="1",
         COLUMNS="200",
         PAYMUX_OPERATOR_TOKEN=OPERATOR_TOKEN,
+        PAYMUX_RISK_BUDGET_MS="10000",  # a loaded test machine is no engine failure
     )
     log = directory / "demo.log"
     with log.open("wb") as out:

@@ -63,9 +63,12 @@ class Settings(BaseSettings):
     recon_archive_dir: str = "./paymux-bills"
     """Where reconciliation archives every bill file, named by its SHA-256."""
     recon_max_upload_bytes: int = 512 * 1024 * 1024
+    """The largest bill file the upload API accepts."""
     recon_schedule: bool = True
     """Run the daily reconciliation job in the worker (off: runs only on request)."""
-    """The largest bill file the upload API accepts."""
+    risk_budget_ms: float = Field(default=50.0, gt=0)
+    """A risk evaluation (features and rules, once the rule sets are loaded) slower than this
+    is an engine failure: money in proceeds unevaluated, money out waits for review."""
     risk_ip_db: str | None = None
     """A CSV file of ``network,region`` lines for the rules' ``ip_region`` (docs/risk.md, "IP
     regions"); unset: the bundled database of documentation ranges, for tests and the demo."""

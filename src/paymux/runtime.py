@@ -41,9 +41,10 @@ class Runtime:
     ) -> Runtime:
         """``egress`` defaults to the settings' allowed ranges and the system resolver; an
         injected ``webhook_http`` must connect through the same guard (tests do)."""
-        from paymux.risk import signals
+        from paymux.risk import decisions, signals
 
         signals.configure(settings.risk_ip_db)  # a broken IP database fails the boot, not a payment
+        decisions.BUDGET_SECONDS = settings.risk_budget_ms / 1000
         owned: list[httpx.AsyncClient] = []
         if egress is None:
             egress = EgressGuard(settings.egress_allow_nets)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from paymux.channels.sandbox_kit import RefundScript
+from paymux.wallets.models import Wallet
 from tests.conftest import Stack, make_tenant
 from tests.money.test_payouts import OPENID, funded_wallet, payout_tenant, request_payout
 from tests.payments.test_payments import create
@@ -55,7 +57,13 @@ async def test_the_withdrawal_limits_are_the_platforms_rules(stack: Stack) -> No
         "customer.kyc_level == 0 && count_payouts_customer_24h >= 3")  # fmt: skip
     assert {r["event"] for r in kept.values() if r["name"].startswith("kyc")} == {"payout.create"}
     tenant = await payout_tenant(stack)
-    source = await funded_wallet(stack, tenant, 30_000)  # KYC level 1: at most 500 a payout
-    r = await request_payout(stack, tenant, source, 50_001, {"type": "wechat_openid",
-                                                             "account": OPENID})  # fmt: skip
+    source = await funded_wallet(stack, tenant, 150_000)
+    async with stack.runtime.db.transaction() as session:  # unverified: KYC level 0
+        (await session.get(Wallet, source)).verification_level = 0  # type: ignore[union-attr]
+    to = {"type": "wechat_openid", "account": OPENID}
+    r = await request_payout(stack, tenant, source, 50_001, to)  # level 0: 500.00 a payout
     assert r.status_code == 402 and r.json()["error"]["code"] == "risk_declined", r.text
+    for n, amount in enumerate((30_000, 40_000, 40_000)):  # and 1,000.00 a day
+        stack.sandboxes["wechatpay"].add_transfer_script(RefundScript())
+        r = await request_payout(stack, tenant, source, amount, to, speed="standard")
+        assert r.status_code == (201 if n < 2 else 402), r.text

@@ -37,7 +37,8 @@ from paymux.risk.service import PLATFORM
 log = structlog.get_logger(__name__)
 
 BUDGET_SECONDS = 0.05
-"""An evaluation slower than this is treated as an engine failure (the failure policy)."""
+"""An evaluation slower than this is treated as an engine failure (the failure policy): the
+setting ``risk_budget_ms``, set when the runtime is built."""
 
 MONEY_OUT = frozenset({EventType.payout_create, EventType.wallet_transfer})
 
@@ -134,6 +135,7 @@ async def screen(session: AsyncSession, request: signals.Request) -> Screening:
         pol = await policy(session, request.event, request.merchant_id, request.livemode)
         if not pol.rules:
             return out
+        started = time.perf_counter()  # the budget is the evaluation's, not a set's first load
         names = pol.attributes
         features = await signals.features(session, request, names, clock.now())
         lists = await service.cached_lists(session, request.merchant_id, request.livemode,
