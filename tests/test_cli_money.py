@@ -396,7 +396,7 @@ def test_settlement_terms_run_and_report(shop: Shop, tmp_path: Path) -> None:
             batch["net"]) == (2, 11_000, 400, 70, 10_530)  # fmt: skip
     assert merchant_balance(shop) | {"object": None} == {
         "object": None, "merchant": shop.merchant, "livemode": False, "currency": "CNY",
-        "escrow": 0, "pending": 0, "available": 10_530, "held": 0}  # fmt: skip
+        "escrow": 0, "pending": 0, "available": 10_530, "held": 0, "risk_hold": 0}  # fmt: skip
     assert not [b for b in cli("settlement", "run") if b["merchant"] == shop.merchant]
     assert [b["id"] for b in cli("settlement", "list", shop.merchant)["data"]] == [batch["id"]]
     assert cli("settlement", "show", batch["id"]) == batch

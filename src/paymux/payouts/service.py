@@ -23,13 +23,12 @@ from paymux.ledger import chart
 from paymux.ledger import service as ledger
 from paymux.ledger.chart import Purpose
 from paymux.ledger.repository import LedgerRepository
+from paymux.merchants.models import App
 from paymux.payouts import policy
 from paymux.payouts.models import PAYOUT_TRANSITIONS, Payout, PayoutStatus, Speed
 from paymux.payouts.repository import PayoutRepository
 from paymux.payouts.schemas import PayoutCreate, PayoutOut
 from paymux.risk import hooks as risk
-from paymux.risk import signals
-from paymux.risk.attributes import EventType
 from paymux.runtime import Runtime
 from paymux.wallets.models import Wallet
 from paymux.webhooks import service as webhooks
@@ -104,13 +103,12 @@ async def create(
     # sees the counters of the one before, so neither a limit nor the balance is overrun.
     await LedgerRepository(session).lock_accounts([src.id])
     now = clock.now()
-    screened = await risk.screen_money_out(session, signals.Request(
-        event=EventType.payout_create, merchant_id=merchant_id, app_id=app_id,
-        livemode=livemode, subject_type="payout", amount=body.amount, currency=body.currency,
-        values={"payee_account": body.destination.account,
-                "payee_type": body.destination.type.value,
-                "balance": (await ledger.get_account(session, src.id)).available},
-        customer_ref=customer or f"merchant:{merchant_id}", kyc_level=level,
+    screened = await risk.screen_money_out(session, risk.payout_request(
+        merchant_id=merchant_id, app_id=app_id, livemode=livemode, amount=body.amount,
+        currency=body.currency, customer_ref=customer or f"merchant:{merchant_id}",
+        kyc_level=level, payee_account=body.destination.account,
+        payee_type=body.destination.type.value,
+        balance=(await ledger.get_account(session, src.id)).available,
     ))  # fmt: skip
     fee = policy.fee(body.speed, body.amount)
     payout_id = new_id("po")
@@ -261,9 +259,29 @@ async def _move(session: AsyncSession, payout: Payout, target: PayoutStatus) -> 
     payout.status = target
     if target in (PayoutStatus.succeeded, PayoutStatus.failed):
         payout.due_at = None
+    if target == PayoutStatus.failed:
+        await _give_back_limits(session, payout)
     await webhooks.emit(session, app_id=payout.app_id, livemode=payout.livemode,
                         type=f"payout.{target.value}",
                         data=PayoutOut.of(payout).model_dump(mode="json"))  # fmt: skip
+
+
+async def _give_back_limits(session: AsyncSession, payout: Payout) -> None:
+    """A failed payout stops counting toward its source's withdrawal limits."""
+    app = await session.get(App, payout.app_id)
+    assert app is not None
+    if payout.source_type == "wallet":
+        wallet = await session.get(Wallet, payout.source_id)
+        assert wallet is not None
+        customer, level = wallet.reference, wallet.verification_level
+    else:
+        customer, level = f"merchant:{app.merchant_id}", policy.MERCHANT_LEVEL
+    await risk.payout_failed(session, risk.payout_request(
+        merchant_id=app.merchant_id, app_id=payout.app_id, livemode=payout.livemode,
+        amount=payout.amount, currency=payout.currency, customer_ref=customer, kyc_level=level,
+        payee_account=payout.destination_account, payee_type=payout.destination_type,
+        balance=0,
+    ), payout.created_at)  # fmt: skip
 
 
 async def get(session: AsyncSession, app_id: str, livemode: bool, payout_id: str) -> Payout:

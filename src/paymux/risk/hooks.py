@@ -7,6 +7,7 @@ Called by :mod:`paymux.payments.service` inside its create transaction (before r
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from paymux.payments.schemas import PaymentCreate
 from paymux.risk import decisions, reviews, signals
 from paymux.risk.attributes import EventType
 from paymux.risk.decisions import Screening
+from paymux.risk.features import velocity
 from paymux.risk.models import Verdict
 
 PAYER_FIELDS = ("payer_account", "openid", "sub_openid", "buyer_id", "buyer_open_id")
@@ -190,6 +192,27 @@ async def screen_money_out(session: AsyncSession, request: signals.Request) -> S
 
 def waits(screened: Screening) -> bool:
     return screened.verdict in WAITS
+
+
+def payout_request(
+    *, merchant_id: str, app_id: str, livemode: bool, amount: int, currency: str,
+    customer_ref: str, kyc_level: int, payee_account: str, payee_type: str, balance: int,
+) -> signals.Request:  # fmt: skip
+    """A payout as the rules see it (its source is the ``customer``)."""
+    return signals.Request(
+        event=EventType.payout_create, merchant_id=merchant_id, app_id=app_id,
+        livemode=livemode, subject_type="payout", amount=amount, currency=currency,
+        values={"payee_account": payee_account, "payee_type": payee_type, "balance": balance},
+        customer_ref=customer_ref, kyc_level=kyc_level,
+    )  # fmt: skip
+
+
+async def payout_failed(session: AsyncSession, request: signals.Request,
+                        created_at: dt.datetime) -> None:  # fmt: skip
+    """A payout failed or was declined: it no longer uses up its source's counters (the
+    withdrawal limits count what is paid or on its way)."""
+    await velocity.record(session, request.subjects(), "payouts", request.amount, created_at,
+                          undo=True)  # fmt: skip
 
 
 async def money_out_created(

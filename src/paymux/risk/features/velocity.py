@@ -210,6 +210,7 @@ async def record(
     at: dt.datetime,
     *,
     only: Collection[str] | None = None,
+    undo: bool = False,
 ) -> None:
     """Count one event of ``measure`` (a MEASURES noun) with ``amount`` for every subject that
     is known, at every resolution, and touch every link whose two subjects are known.
@@ -219,19 +220,24 @@ async def record(
     touched by each of its payments, so call this late in the transaction, or after it with
     :func:`record_after_commit`. ``amount``: minor units, ≥ 0 (0 for measures with no sum).
     ``only``: count these subjects alone (the links still join every known subject) — a
-    success counts the payer, whose other subjects were counted when it was created."""
+    success counts the payer, whose other subjects were counted when it was created.
+    ``undo``: take back an event counted before at ``at`` (a payout that failed no longer
+    uses up its source's limits): the same buckets, less one and less ``amount``; no links."""
     _check(measure, amount)
+    sign = -1 if undo else 1
     at = clock.aware(at)
     keys = subject_keys(subjects)
     counters = sorted(
         ({"subject": subject, "key": key, "measure": measure, "resolution": res.value,
-          "bucket_start": _bucket(at, res), "count": 1, "total": amount}
+          "bucket_start": _bucket(at, res), "count": sign, "total": sign * amount}
          for subject, key in keys.items() if only is None or subject in only
          for res in Resolution),
         key=lambda r: (r["key"], r["subject"], r["resolution"]),
     )  # fmt: skip
     repo = FeatureRepository(session)
     await repo.add_counts(counters)
+    if undo:
+        return
     seen = _bucket(at, Resolution.minute)
     links = sorted(
         ({"per_subject": per, "per_key": keys[per], "counted_subject": counted,
