@@ -31,6 +31,8 @@ from tests.risk.test_decisions import publish, rule
 
 CHALLENGED = 4321
 """The amount the tenants' rule challenges."""
+VISA = {"payment_method": "pm_card_visa"}
+"""Server-side confirmation with a card Stripe lets through without 3-D Secure by itself."""
 
 
 async def challenging(stack: Stack, channels: tuple[str, ...] = ("wechatpay",)) -> Tenant:
@@ -117,7 +119,7 @@ async def test_the_sandbox_takes_request_three_d_secure_as_stripe_does() -> None
 async def test_a_stripe_card_is_challenged_with_3ds_and_then_paid(stack: Stack) -> None:
     shop = await challenging(stack, ("stripe",))
     r = await create(stack, shop, method="card", amount=CHALLENGED, currency="USD",
-                     return_url=RETURN_URL, customer={"payment_method": "pm_card_visa"})  # fmt: skip
+                     return_url=RETURN_URL, customer=VISA)  # fmt: skip
     assert r.status_code == 201, r.text
     payment = r.json()
     # pm_card_visa is frictionless without the challenge; with it Stripe asks for 3-D Secure.
@@ -132,7 +134,7 @@ async def test_a_stripe_card_is_challenged_with_3ds_and_then_paid(stack: Stack) 
     await wait_for(stack, shop, payment["id"], "succeeded")
     # Not challenged: the same card goes through frictionless.
     plain = await create(stack, shop, method="card", amount=1999, currency="USD",
-                         return_url=RETURN_URL, customer={"payment_method": "pm_card_visa"})  # fmt: skip
+                         return_url=RETURN_URL, customer=VISA)  # fmt: skip
     assert plain.json()["status"] == "succeeded" and plain.json()["next_action"] is None
 
 
