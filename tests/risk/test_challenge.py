@@ -7,6 +7,7 @@ unverified payment expires; a challenged cashier offers only the methods that st
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from typing import Any
@@ -265,3 +266,15 @@ async def test_a_challenged_cashier_card_is_stepped_up(stack: Stack) -> None:
     assert stack.sandboxes["stripe"].intents[intent_id].request_three_d_secure == "challenge"
     await pass_3ds(stack, chosen.next_action["url"])
     await wait_for(stack, shop, payment["id"], "succeeded")
+
+
+async def test_two_verifies_at_once_open_one_order(stack: Stack) -> None:
+    shop = await challenging(stack)
+    payment = (await create(stack, shop, amount=CHALLENGED, channel="wechatpay")).json()
+    assert payment["next_action"]["type"] == "verify"  # pinned to a channel that cannot step up
+    first, second = await asyncio.gather(verify(stack, shop, payment["id"]),
+                                         verify(stack, shop, payment["id"]))  # fmt: skip
+    assert {first.status_code, second.status_code} == {200}, (first.text, second.text)
+    assert len(await attempt_ids(stack, payment["id"])) == 1
+    final = (await stack.client.get(f"/v1/payments/{payment['id']}", headers=shop.headers)).json()
+    assert final["next_action"]["type"] == "qr_code" and final["channel"] == "wechatpay"
