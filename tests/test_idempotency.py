@@ -22,7 +22,7 @@ from paymux.kit.ids import new_id
 from paymux.kit.openapi import api_routes
 from paymux.merchants import service as merchant_service
 from paymux.merchants.models import ApiKey, App, Mode
-from paymux.payments.models import Payment
+from paymux.payments.models import Attempt, Payment
 from paymux.payouts.models import Payout
 from paymux.recon.models import (
     ApprovalState,
@@ -124,6 +124,19 @@ async def _escrow(c: Ctx, action: str) -> Call:
     payment = await paid(c.stack, c.tenant, 1000, escrow={"auto_confirm_in": 86400})
     return Call("POST", f"/v1/payments/{payment['id']}/escrow/{action}", None,
                 lambda: merchant_balance(c.stack, c.tenant))  # fmt: skip
+
+
+@scenario("POST /v1/payments/{payment_id}/verify")
+async def _verify_payment(c: Ctx) -> Call:
+    # The tenant's rules challenge this amount and WeChat cannot step up: the payment waits.
+    challenge = {"name": "step_up", "event": "payment.create", "expression": "amount == 4343",
+                 "action": "challenge"}  # fmt: skip
+    draft = await c.post("/v1/risk/rule_sets", {"rules": [challenge]})
+    await c.post(f"/v1/risk/rule_sets/{draft['id']}/publish")
+    payment = await c.post("/v1/payments", _payment_body(amount=4343))
+    assert payment["next_action"]["type"] == "verify"
+    return Call("POST", f"/v1/payments/{payment['id']}/verify", {"method": "sms"},
+                lambda: c.count(Attempt, Attempt.payment_id == payment["id"]))  # fmt: skip
 
 
 @scenario("POST /v1/payments/{payment_id}/escrow/confirm")

@@ -1,6 +1,11 @@
 """The cashier: which methods can serve a cashier payment now, in which order and why
 (:func:`view`), and the customer's choice (:func:`choose`), which opens the attempt through
-routing and closes the previous one at its channel first — one payable order at a time."""
+routing and closes the previous one at its channel first — one payable order at a time.
+
+A payment risk control challenged (and the merchant has not verified, :mod:`paymux.payments.
+verification`) offers only the methods routing can serve through a channel that steps up
+(3-D Secure), and its attempts go only there; the wallet balance is not offered. With no such
+method the cashier offers none until the merchant verifies the customer."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
 from paymux.payments.transitions import move_attempt
+from paymux.risk import hooks as risk
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 from paymux.wallets import pay as wallet_pay
@@ -63,6 +69,7 @@ async def _eligible(rt: Runtime, payment: Payment) -> list[str]:
     if not payment.cashier_methods:
         wanted = sorted(registry.all_methods() - registry.barcode_methods())
     eligible: list[str] = []
+    step_up = risk.needs_step_up(payment)
     async with rt.db.read() as session:
         for method in wanted:
             request = base.PaymentRequest(
@@ -78,7 +85,7 @@ async def _eligible(rt: Runtime, payment: Payment) -> list[str]:
             if refused and len(refused) == len(registry.channels_for_method(method)):
                 continue
             try:
-                await routing.plan(
+                found = await routing.plan(
                     session, app_id=payment.app_id, livemode=payment.livemode, method=method,
                     currency=payment.currency, amount=payment.amount,
                     customer=dict(payment.customer or {}), metadata=dict(payment.metadata_ or {}),
@@ -86,6 +93,8 @@ async def _eligible(rt: Runtime, payment: Payment) -> list[str]:
                 )  # fmt: skip
             except InvalidRequest:
                 continue
+            if step_up and payments.step_up_plan(found) is None:
+                continue  # challenged: only a channel that authenticates the payer will do
             eligible.append(method)
     return eligible
 
@@ -138,7 +147,7 @@ async def view(rt: Runtime, payment_id: str, *, user_agent: str) -> CashierView 
     environment = ordering.environment_of(user_agent)
     if payment.cashier_methods is None or not _open(payment):
         return CashierView(payment, (), environment, None, False)
-    balance = await wallet_pay.available(rt, payment)
+    balance = None if risk.needs_step_up(payment) else await wallet_pay.available(rt, payment)
     options = await _options(rt, payment, environment, balance)
     current = await _current(rt, payment)
     current_method = current.method if current is not None else None
@@ -156,12 +165,15 @@ async def choose(
     customer's address as the cashier saw it (WeChat H5 requires it and checks it against the
     device that opens its page); the merchant's own value, given at creation, is kept.
     ``wallet`` pays from the customer's balance at once (:mod:`paymux.wallets.pay`)."""
-    if method == payments.WALLET_METHOD:
-        return await wallet_pay.pay(rt, payment_id)
     async with rt.db.read() as session:
         payment = await PaymentRepository(session).get_public(payment_id)
     if payment is None:
         raise NotFound("payment", payment_id)
+    if method == payments.WALLET_METHOD:
+        if risk.needs_step_up(payment):
+            raise InvalidRequest("method_unavailable", "The balance cannot serve this payment "
+                                 "now.", param="method")  # fmt: skip
+        return await wallet_pay.pay(rt, payment_id)
     if payment.cashier_methods is None:
         raise Conflict("not_a_cashier_payment", "This payment's method was fixed at creation.")
     if payment.status != PaymentStatus.pending:
@@ -200,6 +212,12 @@ async def choose(
         )  # fmt: skip
         if payer_account is not None:
             plan = routing.pin(plan, payer_account)
+        if risk.needs_step_up(payment):
+            stepping = payments.step_up_plan(plan)
+            if stepping is None:
+                raise InvalidRequest("method_unavailable", f"{method!r} cannot serve this "
+                                     "payment now.", param="method")  # fmt: skip
+            plan = stepping
         pick = await routing.next_candidate(session, plan)
         if pick is None:
             routing.raise_exhausted(plan, method, payment.currency)

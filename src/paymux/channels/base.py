@@ -167,6 +167,11 @@ class CreatePayment:
     profit_sharing: bool = False
     """Ask the channel to keep the money splittable (WeChat ``settle_info.profit_sharing``; an
     Alipay trade needs nothing at creation). Set when the channel account does splits itself."""
+    step_up: bool = False
+    """Authenticate the payer strongly where the channel can: 3-D Secure (Stripe
+    ``request_three_d_secure=challenge``). Set only for a channel whose adapter says
+    ``supports_step_up`` (:func:`supports_step_up`), when risk control challenged the payment;
+    other adapters never see it set."""
 
 
 @dataclass(frozen=True)
@@ -472,6 +477,14 @@ class Notification:
 
 
 # ---------------------------------------------------------------- the adapter contract
+def supports_step_up(adapter: object) -> bool:
+    """Whether the channel can authenticate the payer strongly when asked
+    (:attr:`CreatePayment.step_up`): its class says ``supports_step_up = True`` (Stripe's
+    3-D Secure challenge). A channel without it cannot, and a challenged payment routed there
+    waits for the merchant's own verification instead."""
+    return bool(getattr(adapter, "supports_step_up", False))
+
+
 class ChannelAdapter(Protocol):
     """One channel account's client. Built per call with decrypted credentials and an injected
     ``httpx.AsyncClient``; holds no state beyond them."""

@@ -25,6 +25,7 @@ from paymux.channels.base import (
     SplitCapable,
     StatementCapable,
     TransferCapable,
+    supports_step_up,
 )
 from paymux.kit.logging import channel_operation
 
@@ -119,6 +120,17 @@ def channels_for_method(method: str) -> list[str]:
 
 def all_methods() -> set[str]:
     return {m for f in all_channels().values() for m in f.methods}
+
+
+def can_step_up(channel: str) -> bool:
+    """Whether ``channel`` authenticates the payer strongly when a create asks it to
+    (``CreatePayment.step_up``: 3-D Secure). Risk's ``challenge`` uses it where it exists."""
+    return supports_step_up(get(channel))
+
+
+def step_up_channels(method: str) -> list[str]:
+    """The channels offering ``method`` that can step up (see :func:`can_step_up`)."""
+    return [name for name in channels_for_method(method) if can_step_up(name)]
 
 
 def request_problems(channel: str, request: PaymentRequest) -> list[RequestProblem]:

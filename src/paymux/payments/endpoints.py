@@ -13,9 +13,15 @@ from paymux.funds.schemas import FundsOut
 from paymux.kit.idempotency import IdempotentRoute, RequestKeyDep
 from paymux.kit.web import ListResponse, PageDep, ReadSessionDep, RuntimeDep
 from paymux.merchants.auth import AuthDep
-from paymux.payments import intake, lifecycle, service
+from paymux.payments import intake, lifecycle, service, verification
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.schemas import AttemptOut, PaymentCreate, PaymentFilters, PaymentOut
+from paymux.payments.schemas import (
+    AttemptOut,
+    PaymentCreate,
+    PaymentFilters,
+    PaymentOut,
+    PaymentVerify,
+)
 from paymux.payments.states import PaymentStatus
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"], route_class=IdempotentRoute)
@@ -103,5 +109,26 @@ async def close_payment(payment_id: str, auth: AuthDep, rt: RuntimeDep) -> Payme
     """Close an unpaid payment at the channel and here; closing a closed payment is a no-op."""
     payment = await lifecycle.close(
         rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id
+    )
+    return PaymentOut.of(payment, public_url=rt.settings.public_url)
+
+
+@router.post("/{payment_id}/verify", response_model=PaymentOut)
+async def verify_payment(
+    payment_id: str, body: PaymentVerify, auth: AuthDep, rt: RuntimeDep
+) -> PaymentOut:
+    """Record that you verified the customer of a challenged payment your own way (an SMS
+    code, an identity document), so that it may proceed.
+
+    A payment risk control challenged, whose channel cannot authenticate the customer itself
+    (3-D Secure), is created with no order at any channel and ``next_action: {"type":
+    "verify"}``. Once you call this, it is routed and its order opened: the answer carries the
+    usual ``next_action`` (a QR code, a redirect…). A challenged cashier payment offers only
+    the methods that can authenticate the customer until you verify it, then all of them.
+    Verifying again answers the payment as it is (nothing happens twice); a payment that does
+    not wait for a verification (never challenged, already final or expired) is a 409
+    ``payment_not_awaiting_verification``."""
+    payment = await verification.verify(
+        rt, app_id=auth.app_id, livemode=auth.livemode, payment_id=payment_id, body=body
     )
     return PaymentOut.of(payment, public_url=rt.settings.public_url)

@@ -64,6 +64,11 @@ class Payment(Base):
     cashier_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     """A cashier payment (``method: "cashier"``): the methods the customer may choose from, in
     the merchant's order (empty: any the app can serve). Null for a fixed-method payment."""
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """Risk's ``challenge`` where no channel could step up: ``{"status": "required", …}`` while
+    the payment waits, with no attempt, for the merchant to verify the customer (``POST
+    /v1/payments/{id}/verify``); then ``"verified"`` with the ``method``, ``reference`` and
+    ``verified_at`` the merchant gave. Null for a payment that never needed it."""
     request_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     """The ``Idempotency-Key`` and request that created this payment, hashed together
     (:func:`paymux.kit.idempotency.request_key`): a retry of that request after a crash finds

@@ -118,6 +118,30 @@ class PaymentCreate(BaseModel):
         return value
 
 
+class PaymentVerify(BaseModel):
+    """How the merchant verified the customer of a challenged payment, its own way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["sms", "id_document", "other"] = Field(
+        description="How the customer was verified: a code sent by SMS, an identity document, "
+        "or another way of the merchant's."
+    )
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="The merchant's own record of the check (a case or ticket id)."
+    )
+
+
+class Verification(BaseModel):
+    """A challenged payment's verification by the merchant (risk ``challenge`` where no
+    channel could step up)."""
+
+    status: Literal["required", "verified"]
+    method: str | None = None
+    reference: str | None = None
+    verified_at: dt.datetime | None = None
+
+
 class Failure(BaseModel):
     code: str
     message: str | None
@@ -182,6 +206,9 @@ class PaymentOut(BaseModel):
     created_at: dt.datetime
     risk: dict[str, Any] | None = None
     """The risk decision on this payment (``decision``, ``outcome``, ``review``), if rules ran."""
+    verification: Verification | None = None
+    """Risk ``challenge`` without a channel able to step up: ``required`` until the merchant
+    verifies the customer (``POST /v1/payments/{id}/verify``), then ``verified``."""
     funds: dict[str, Any] | None = None
     """Where the money is (escrow, refunds, splits, settlement): on retrieve only."""
     attempts: list[AttemptOut] | None = None
@@ -221,7 +248,17 @@ class PaymentOut(BaseModel):
             closed_at=payment.closed_at,
             created_at=payment.created_at,
             risk=payment.risk_view(),
+            verification=_verification(payment.verification),
         )
+
+
+def _verification(stored: dict[str, Any] | None) -> Verification | None:
+    if not stored:
+        return None
+    return Verification(
+        status=stored["status"], method=stored.get("method"), reference=stored.get("reference"),
+        verified_at=stored.get("verified_at"),
+    )  # fmt: skip
 
 
 class PaymentFilters(BaseModel):

@@ -13,6 +13,7 @@ and the janitor are :mod:`paymux.payments.lifecycle`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -129,6 +130,36 @@ def cashier_action(public_url: str, payment: Payment) -> dict[str, str]:
     return {"type": "redirect", "url": f"{public_url.rstrip('/')}/pay/{payment.id}"}
 
 
+VERIFICATION_REQUIRED = "required"
+"""``Payment.verification`` status: challenged, waiting for the merchant's own verification."""
+VERIFIED = "verified"
+"""``Payment.verification`` status: the merchant verified the customer (``POST …/verify``)."""
+
+
+def verify_action(public_url: str, payment: Payment) -> dict[str, str]:
+    """A challenged payment no channel can step up: the merchant verifies the customer its own
+    way (SMS, ID) and then calls ``verify_url``; only then is a channel called."""
+    return {"type": "verify",
+            "verify_url": f"{public_url.rstrip('/')}/v1/payments/{payment.id}/verify"}  # fmt: skip
+
+
+def step_up_plan(plan: routing.Plan) -> routing.Plan | None:
+    """Only the plan's candidates whose channel can step up (3-D Secure), in the plan's
+    order, so failover never lands where the challenge would be lost; None if there is none
+    (the payment then waits for the merchant's verification)."""
+    order = plan.decision.order
+    able = {c.account_id: registry.can_step_up(plan.accounts[c.account_id].channel) for c in order}
+    kept = [c for c in order if able[c.account_id]]
+    if not kept:
+        return None
+    skipped = [
+        {"account": c.account_id, "reason": "step_up_unsupported"}
+        for c in order if not able[c.account_id]
+    ]  # fmt: skip
+    decision = dataclasses.replace(plan.decision, order=kept)
+    return dataclasses.replace(plan, decision=decision, skipped=[*plan.skipped, *skipped])
+
+
 def _allowed_methods(req: PaymentCreate) -> list[str]:
     allowed = list(req.allowed_methods or [])
     if req.method != CASHIER_METHOD:
@@ -169,6 +200,8 @@ async def _create_cashier_payment(
                                expires_at=expires_at, request_key=request_key)  # fmt: skip
         payment.cashier_methods = allowed
         payment.next_action = cashier_action(rt.settings.public_url, payment)
+        if risk.challenged(screened):  # the cashier offers only step-up methods until verified
+            payment.verification = {"status": VERIFICATION_REQUIRED}
         await _insert(session, payment, req, None)
         await risk.payment_created(session, screened, payment, req)
     return payment
@@ -304,6 +337,16 @@ async def create(
         )  # fmt: skip
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=expires_at, request_key=request_key)  # fmt: skip
+        if risk.challenged(screened):
+            stepping = step_up_plan(plan)
+            if stepping is None:  # no candidate can step up: the merchant verifies first
+                payment.verification = {"status": VERIFICATION_REQUIRED, "channel": req.channel,
+                                        "profit_sharing": profit_sharing}  # fmt: skip
+                payment.next_action = verify_action(rt.settings.public_url, payment)
+                await _insert(session, payment, req, top_up_wallet_id)
+                await risk.payment_created(session, screened, payment, req)
+                return payment, 0
+            plan = stepping
         pick = await routing.next_candidate(session, plan)
         if pick is None:  # every candidate's daily limit or breaker probe was taken meanwhile
             routing.raise_exhausted(plan, req.method, req.currency)
@@ -373,6 +416,7 @@ async def _call_create(
         cancel_url=cancel_url(rt.settings.public_url, payment),
         client_ip=payment.client_ip, customer=payment.customer or {},
         profit_sharing=profit_sharing,
+        step_up=risk.needs_step_up(payment) and registry.can_step_up(account.channel),
     )  # fmt: skip
     started = time.perf_counter()
     created: base.CreatedPayment | None = None

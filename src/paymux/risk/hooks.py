@@ -92,7 +92,39 @@ def refusals(
     screened: Screening, method: str, refused: dict[str, base.RequestProblem]
 ) -> dict[str, base.RequestProblem]:
     """Routing leaves out the channels the decision does not leave, as if they refused."""
-    allowed = screened.restrict_channels
+    return _channel_refusals(screened.restrict_channels, method, refused)
+
+
+async def payment_refusals(
+    session: AsyncSession, payment: Payment, refused: dict[str, base.RequestProblem]
+) -> dict[str, base.RequestProblem]:
+    """:func:`refusals` for a payment routed after its creation (once the merchant verified
+    a challenged customer): the channels its decision left, read back from the decision."""
+    decision_id = (payment.risk or {}).get("decision")
+    if decision_id is None:
+        return refused
+    found = await decisions.get(session, payment.merchant_id, payment.livemode, decision_id)
+    allowed = frozenset(found.restrict_channels) if found and found.restrict_channels else None
+    return _channel_refusals(allowed, payment.method, refused)
+
+
+def challenged(screened: Screening) -> bool:
+    """A ``challenge`` decision: the payer authenticates strongly at a channel that can step
+    up (3-D Secure), or else the merchant verifies them before any channel is called."""
+    return screened.verdict is Verdict.challenge
+
+
+def needs_step_up(payment: Payment) -> bool:
+    """The payment was challenged and the merchant has not verified the customer: its
+    attempts ask their channel to step up (where the channel can)."""
+    risk = payment.risk or {}
+    verified = (payment.verification or {}).get("status") == "verified"
+    return risk.get("outcome") == Verdict.challenge.value and not verified
+
+
+def _channel_refusals(
+    allowed: frozenset[str] | None, method: str, refused: dict[str, base.RequestProblem]
+) -> dict[str, base.RequestProblem]:
     if allowed is None:
         return refused
     problem = base.RequestProblem("risk_channel_restricted", "This payment may only be routed "

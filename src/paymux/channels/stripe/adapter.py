@@ -10,6 +10,10 @@ Methods ``card``, ``apple_pay`` and ``google_pay`` all create a PaymentIntent wi
   Stripe.js / Elements / the mobile SDKs confirm it, 3-D Secure included. A decline leaves the
   intent in ``requires_payment_method`` and the customer may try another card on it, so it
   stays ``pending`` until paid or cancelled (the gateway cancels it on expiry).
+- **Step-up** (``CreatePayment.step_up``, risk control's ``challenge``): the intent is created
+  with ``payment_method_options[card][request_three_d_secure]=challenge``, so confirming it —
+  either flow — goes ``requires_action`` with a 3-D Secure challenge even for a card that would
+  pass without one.
 - **Server-side confirmation** (``customer.payment_method`` = a ``pm_…`` id made by
   Stripe.js/Elements or a wallet, or a Stripe test token such as ``pm_card_visa``): create
   with ``confirm=true`` and ``return_url``. ``succeeded`` → paid at once; ``requires_action``
@@ -247,6 +251,9 @@ class StripeAdapter:
     production_hosts: ClassVar[frozenset[str]] = p.PRODUCTION_HOSTS
     required_customer: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """``customer.payment_method`` is optional: it selects server-side confirmation."""
+    supports_step_up: ClassVar[bool] = True
+    """A create with ``step_up`` asks for a 3-D Secure challenge
+    (``payment_method_options[card][request_three_d_secure]=challenge``), whatever the card."""
 
     @staticmethod
     def check_request(request: base.PaymentRequest) -> list[base.RequestProblem]:
@@ -389,6 +396,10 @@ class StripeAdapter:
             "description": (request.description or request.subject)[:DESCRIPTION_MAX],
             "metadata": metadata,
         }
+        if request.step_up:
+            # Stripe's manual 3-D Secure: the customer is challenged even where Stripe's own
+            # engine would let the card through frictionless (risk control asked for it).
+            params["payment_method_options"] = {"card": {"request_three_d_secure": "challenge"}}
         if server:
             params |= {"payment_method": payment_method, "confirm": True,
                        "return_url": request.return_url}  # fmt: skip

@@ -26,6 +26,12 @@ Endpoints (form-encoded bodies, ``Authorization: Bearer sk_test_…``):
   ``pm_card_chargeDeclined`` (``card_declined``/``generic_decline``), ``…InsufficientFunds``,
   ``…ExpiredCard``. A decline answers HTTP 402 with the intent in the error; any other
   ``pm_…`` is ``resource_missing``.
+- ``payment_method_options[card][request_three_d_secure]`` (``automatic`` — the default —,
+  ``any`` or ``challenge``; on create or confirm; shown back in the intent's
+  ``payment_method_options.card``): ``any``/``challenge`` make confirming any test card go
+  ``requires_action`` with the 3-D Secure page, as Stripe's manual 3DS does; after a completed
+  challenge the card does what it does (a frictionless card is charged, a declining one
+  declines: authentication comes before authorisation).
 - Errors are Stripe's ``{"error": {"type", "code", "decline_code", "message", "param"}}``
   with its statuses (400, 401, 402, 404, 409, 500). Amounts are checked as Stripe does
   (minimum charge, three-decimal last digit 0, ISK whole krónur).
@@ -153,6 +159,9 @@ _DECLINE_MESSAGES = {
     "insufficient_funds": "Your card has insufficient funds.",
     "expired_card": "Your card has expired.",
 }
+THREE_D_SECURE_REQUESTS = ("any", "automatic", "challenge")
+"""The values Stripe takes for ``payment_method_options[card][request_three_d_secure]``."""
+_CHALLENGE_REQUESTS = frozenset({"any", "challenge"})
 _AUTH_FAILED = {
     "type": "invalid_request_error",
     "code": "payment_intent_authentication_failure",
@@ -283,6 +292,9 @@ class Intent:
     cancellation_reason: str | None = None
     event: str = "payment_intent.created"
     """The event the next notification announces."""
+    request_three_d_secure: str = "automatic"
+    """``payment_method_options[card][request_three_d_secure]``: ``any``/``challenge`` ask
+    for a 3-D Secure challenge whatever the card."""
 
 
 @dataclass
@@ -305,6 +317,30 @@ def _luhn(number: str) -> bool:
         d = int(digit) * (2 if i % 2 else 1)
         total += d - 9 if d > 9 else d
     return total % 10 == 0
+
+
+def _three_d_secure(params: Mapping[str, Any]) -> str | None:
+    """``payment_method_options[card][request_three_d_secure]`` if sent, checked as Stripe
+    checks it."""
+    options = params.get("payment_method_options")
+    if options is None:
+        return None
+    card = options.get("card") if isinstance(options, dict) else None
+    if not isinstance(options, dict) or (card is not None and not isinstance(card, dict)):
+        raise _invalid("Invalid payment_method_options: must be an object.",
+                       param="payment_method_options")  # fmt: skip
+    unknown = sorted(set(options) - {"card"})
+    if unknown:
+        raise _invalid(f"Received unknown parameter: payment_method_options[{unknown[0]}]",
+                       param=f"payment_method_options[{unknown[0]}]")  # fmt: skip
+    value = (card or {}).get("request_three_d_secure")
+    if value is None:
+        return None
+    if value not in THREE_D_SECURE_REQUESTS:
+        param = "payment_method_options[card][request_three_d_secure]"
+        raise _invalid(f"Invalid {param}: must be one of any, automatic, or challenge",
+                       param=param)  # fmt: skip
+    return str(value)
 
 
 def _now() -> int:
@@ -493,6 +529,14 @@ class Sandbox:
             "metadata": dict(intent.metadata),
             "next_action": next_action,
             "payment_method": intent.payment_method,
+            "payment_method_options": {
+                "card": {
+                    "installments": None,
+                    "mandate_options": None,
+                    "network": None,
+                    "request_three_d_secure": intent.request_three_d_secure,
+                }
+            },
             "payment_method_types": list(intent.payment_method_types),
             "status": status,
         }
@@ -712,6 +756,7 @@ class Sandbox:
         self.intents[intent_id] = intent
         self.core.add_order(order)
         self.core.alias(intent_id, order)
+        intent.request_three_d_secure = _three_d_secure(params) or "automatic"
         if params.get("payment_method"):
             intent.payment_method = self._payment_method(str(params["payment_method"]))
         if intent.flow_server:
@@ -792,21 +837,17 @@ class Sandbox:
                            "payment method.", code="payment_intent_unexpected_state")  # fmt: skip
         behaviour = self.behaviour_of(intent.payment_method)
         intent.last_payment_error = None
-        if behaviour[0] == "succeed":
-            self.core.settle(order, paid=True)
-        elif behaviour[0] == "3ds":
+        challenged = intent.request_three_d_secure in _CHALLENGE_REQUESTS
+        if behaviour[0] == "3ds" or challenged:
             if not intent.return_url:
                 raise _invalid("This PaymentIntent requires a return_url to handle 3D Secure.",
                                param="return_url")  # fmt: skip
             intent.wire_status = "requires_action"
             intent.event = "payment_intent.requires_action"
+        elif behaviour[0] == "succeed":
+            self.core.settle(order, paid=True)
         else:
-            _, _, code, decline_code = behaviour
-            if intent.flow_server:
-                self.core.settle(order, paid=False)
-            intent.last_payment_error = self.decline_error(intent, decline_code, code)
-            intent.wire_status = "requires_payment_method"
-            intent.event = "payment_intent.payment_failed"
+            self._decline(intent, behaviour)
         if create and order.script.outcome is Outcome.create_timeout:
             await self.core.after_create(order)  # the answer is held; the intent exists
         self.core.spawn(self.core.notify(order))
@@ -817,6 +858,14 @@ class Sandbox:
                         decline_code=error["decline_code"], payment_intent=body,
                         payment_method=error["payment_method"])  # fmt: skip
         return 200, body
+
+    def _decline(self, intent: Intent, behaviour: tuple[str, ...]) -> None:
+        _, _, code, decline_code = behaviour
+        if intent.flow_server:
+            self.core.settle(intent.order, paid=False)
+        intent.last_payment_error = self.decline_error(intent, decline_code, code)
+        intent.wire_status = "requires_payment_method"
+        intent.event = "payment_intent.payment_failed"
 
     def _intent(self, account: Account, intent_id: str) -> Intent:
         intent = self.intents.get(intent_id)
@@ -857,6 +906,7 @@ class Sandbox:
             raise _Fail(400, "invalid_request_error", "This PaymentIntent's status is "
                         f"{self.status_of(intent)}; it cannot be confirmed.",
                         code="payment_intent_unexpected_state")  # fmt: skip
+        intent.request_three_d_secure = _three_d_secure(params) or intent.request_three_d_secure
         if params.get("payment_method"):
             intent.payment_method = self._payment_method(str(params["payment_method"]))
         return await self._confirm_now(intent, params, create=False)
@@ -1236,7 +1286,11 @@ class Sandbox:
     async def _finish_challenge(self, intent: Intent, completed: bool) -> str:
         """The customer completed or failed authentication; where Stripe sends them next."""
         if self.status_of(intent) == "requires_action":
-            if completed:
+            assert intent.payment_method is not None
+            behaviour = self.behaviour_of(intent.payment_method)
+            if completed and behaviour[0] == "decline":  # authenticated, then refused
+                self._decline(intent, behaviour)
+            elif completed:
                 intent.wire_status = "processing"
                 self.core.settle(intent.order, paid=True)
             else:
