@@ -36,6 +36,10 @@ from tests.fixtures.egress import CheckedTransport, StaticResolver
 from tests.fixtures.receiver import WebhookReceiver
 
 keys.install()  # before any sandbox exists: they generate their keys when built
+os.environ.setdefault("PAYMUX_RISK_BUDGET_MS", "10000")
+"""Every runtime the tests build (in-process servers, CLI commands) gives a risk evaluation ten
+seconds: a loaded test machine is not an engine failure (tests/risk/test_replay.py tests the
+budget itself). The setting is process-wide: the last runtime built sets it."""
 
 GATEWAY = "http://gateway.test"
 MERCHANT_SITE = "http://merchant.test"
@@ -99,7 +103,6 @@ def settings(database_url: str, tmp_path_factory: Any) -> Settings:
         egress_allow_nets=LOOPBACK_NETS,
         recon_archive_dir=str(tmp_path_factory.mktemp("bills")),
         recon_schedule=False,  # tests run reconciliation explicitly (tests/recon)
-        risk_budget_ms=10_000,  # a loaded test machine is not an engine failure (its own test)
     )
 
 

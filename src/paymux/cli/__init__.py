@@ -5,7 +5,18 @@ risk control (:mod:`paymux.cli.risk`). Every command prints through :mod:`paymux
 
 from __future__ import annotations
 
-from paymux.cli import accounts, admin, demo, money, payments, recon, risk, routing, store_codes
+from paymux.cli import (
+    accounts,
+    admin,
+    demo,
+    money,
+    payments,
+    recon,
+    risk,
+    risk_reviews,
+    routing,
+    store_codes,
+)
 from paymux.cli.common import app
 
 __all__ = ["app", "main"]
@@ -19,7 +30,7 @@ for _group, _name in (
     (risk.risk_app, "risk"),
 ):  # fmt: skip
     app.add_typer(_group, name=_name)
-assert admin and demo  # their commands register themselves on import
+assert admin and demo and risk_reviews  # their commands register themselves on import
 
 
 def main() -> None:
