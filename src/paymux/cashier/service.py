@@ -23,7 +23,6 @@ from paymux.payments import lifecycle
 from paymux.payments import service as payments
 from paymux.payments.models import Attempt, Payment
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.schemas import PaymentCreate
 from paymux.payments.states import ATTEMPT_CLOSING, AttemptStatus, PaymentStatus
 from paymux.payments.transitions import move_attempt
 from paymux.risk import hooks as risk
@@ -208,7 +207,7 @@ async def choose(
             session, app_id=payment.app_id, livemode=payment.livemode, method=method,
             currency=payment.currency, amount=payment.amount, customer=dict(payment.customer),
             metadata=dict(payment.metadata_ or {}),
-            refusals=payments.prechecks(_as_request(payment), method),
+            refusals=payments.prechecks(payments.as_request(payment), method),
         )  # fmt: skip
         if payer_account is not None:
             plan = routing.pin(plan, payer_account)
@@ -250,15 +249,6 @@ def _showing(
     return (
         current.method == method and current.status == AttemptStatus.pending
         and bool(current.next_action) and same_payer
-    )  # fmt: skip
-
-
-def _as_request(payment: Payment) -> PaymentCreate:
-    return PaymentCreate(
-        amount=payment.amount, currency=payment.currency, method=payment.method,
-        out_trade_no=payment.out_trade_no, subject=payment.subject,
-        description=payment.description, customer=dict(payment.customer or {}),
-        client_ip=payment.client_ip,
     )  # fmt: skip
 
 

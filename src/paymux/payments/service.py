@@ -93,6 +93,17 @@ def prechecks(req: PaymentCreate, method: str | None = None) -> dict[str, base.R
     return refused
 
 
+def as_request(payment: Payment) -> PaymentCreate:
+    """A payment already made, as the request the channels' pre-checks judge (a cashier's
+    choice, a verified payment's first order)."""
+    return PaymentCreate(
+        amount=payment.amount, currency=payment.currency, method=payment.method,
+        out_trade_no=payment.out_trade_no, subject=payment.subject,
+        description=payment.description, customer=dict(payment.customer or {}),
+        client_ip=payment.client_ip,
+    )  # fmt: skip
+
+
 def new_attempt(payment: Payment, pick: routing.Pick, call_seconds: float) -> Attempt:
     # Due for a query shortly after the create call must have ended: if this process dies
     # mid-call, the janitor finds the attempt still ``created`` and asks the channel.

@@ -23,7 +23,7 @@ from paymux.kit.errors import Conflict
 from paymux.payments import service
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
-from paymux.payments.schemas import PaymentCreate, PaymentVerify
+from paymux.payments.schemas import PaymentVerify
 from paymux.payments.states import PaymentStatus
 from paymux.risk import hooks as risk
 from paymux.routing import service as routing
@@ -34,16 +34,6 @@ log = structlog.get_logger(__name__)
 
 def _not_waiting(why: str) -> Conflict:
     return Conflict("payment_not_awaiting_verification", why)
-
-
-def _as_request(payment: Payment) -> PaymentCreate:
-    """The payment as the request the channels' pre-checks judge."""
-    return PaymentCreate(
-        amount=payment.amount, currency=payment.currency, method=payment.method,
-        out_trade_no=payment.out_trade_no, subject=payment.subject,
-        description=payment.description, customer=dict(payment.customer or {}),
-        client_ip=payment.client_ip,
-    )  # fmt: skip
 
 
 async def verify(
@@ -78,7 +68,7 @@ async def verify(
             payment.next_action = service.cashier_action(rt.settings.public_url, payment)
             return payment
         refused = await risk.payment_refusals(
-            session, payment, service.prechecks(_as_request(payment))
+            session, payment, service.prechecks(service.as_request(payment))
         )
         plan = await routing.plan(
             session, app_id=payment.app_id, livemode=payment.livemode, method=payment.method,

@@ -160,21 +160,31 @@ async def payment_created(
     payment.risk = risk
 
 
-def _success_request(payment: Payment) -> signals.Request:
+def stored_request(
+    payment: Payment,
+    event: EventType,
+    *,
+    amount: int | None = None,
+    subject_type: str = "payment",
+    **extra: Any,
+) -> signals.Request:
+    """A request of ``event`` about a payment already made, from what it stored: its method,
+    channel, IP, the merchant's signals and the payer's account (post-payment rules, a refund,
+    a second look after the engine failed)."""
     stored = (payment.risk or {}).get("signals", {})
     values: dict[str, Any] = {
         "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
-        "payer_account": _payer(payment.customer or {}), **stored,
+        "device_id": stored.get("device_id"), "user_agent": stored.get("user_agent"),
+        "sku": stored.get("sku"), "quantity": stored.get("quantity"),
+        "payer_account": _payer(payment.customer or {}), **extra,
     }  # fmt: skip
-    values.pop("account_created_at", None)
-    values.pop("kyc_level", None)
     return signals.Request(
-        event=EventType.payment_succeeded, merchant_id=payment.merchant_id,
-        app_id=payment.app_id, livemode=payment.livemode, subject_type="payment",
-        amount=payment.amount, currency=payment.currency,
+        event=event, merchant_id=payment.merchant_id, app_id=payment.app_id,
+        livemode=payment.livemode, subject_type=subject_type,
+        amount=payment.amount if amount is None else amount, currency=payment.currency,
         values={k: v for k, v in values.items() if v is not None},
         customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
-        subject_id=payment.id,
+        subject_id=payment.id if subject_type == "payment" else None,
     )  # fmt: skip
 
 
@@ -182,7 +192,7 @@ async def payment_succeeded(session: AsyncSession, payment: Payment) -> bool:
     """The payment's money was taken: run the post-payment rules, count the success toward
     the payer's features, and say whether the money is held (a ``hold`` decision at create
     or now; a post-payment ``block`` cannot refuse money already taken, so it holds too)."""
-    screened = await decisions.screen(session, _success_request(payment))
+    screened = await decisions.screen(session, stored_request(payment, EventType.payment_succeeded))
     await decisions.note(session, screened, payment.id, None)
     await signals.count_payer(session, screened.request, payment.paid_at or payment.created_at)
     risk = dict(payment.risk or {})
@@ -263,41 +273,15 @@ async def screen_refund(session: AsyncSession, payment: Payment, amount: int) ->
     """Screen a refund of ``payment``."""
     from paymux.kit import clock
 
-    stored = (payment.risk or {}).get("signals", {})
     paid = payment.paid_at or payment.created_at
-    values: dict[str, Any] = {
-        "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
-        "sku": stored.get("sku"), "quantity": stored.get("quantity"),
-        "device_id": stored.get("device_id"), "payer_account": _payer(payment.customer or {}),
-        "payment_amount": payment.amount, "refunded_amount": payment.amount_refunded or 0,
-        "payment_age_hours": int((clock.now() - paid).total_seconds() // 3600),
-    }  # fmt: skip
-    return await screen_money_out(session, signals.Request(
-        event=EventType.refund_create, merchant_id=payment.merchant_id, app_id=payment.app_id,
-        livemode=payment.livemode, subject_type="refund", amount=amount,
-        currency=payment.currency, values={k: v for k, v in values.items() if v is not None},
-        customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
+    return await screen_money_out(session, stored_request(
+        payment, EventType.refund_create, amount=amount, subject_type="refund",
+        payment_amount=payment.amount, refunded_amount=payment.amount_refunded or 0,
+        payment_age_hours=int((clock.now() - paid).total_seconds() // 3600),
     ))  # fmt: skip
 
 
 # -- the failure policy's second look ------------------------------------------------------------
-
-
-def _request_of(payment: Payment) -> signals.Request:
-    stored = (payment.risk or {}).get("signals", {})
-    values: dict[str, Any] = {
-        "method": payment.method, "channel": payment.channel, "ip": payment.client_ip,
-        "device_id": stored.get("device_id"), "user_agent": stored.get("user_agent"),
-        "sku": stored.get("sku"), "quantity": stored.get("quantity"),
-    }  # fmt: skip
-    return signals.Request(
-        event=EventType.payment_create, merchant_id=payment.merchant_id,
-        app_id=payment.app_id, livemode=payment.livemode, subject_type="payment",
-        amount=payment.amount, currency=payment.currency,
-        values={k: v for k, v in values.items() if v is not None},
-        customer_ref=payment.customer_ref, kyc_level=stored.get("kyc_level"),
-        subject_id=payment.id,
-    )  # fmt: skip
 
 
 async def reevaluate_payment(session: AsyncSession, decision_id: str) -> Verdict | None:
@@ -312,7 +296,7 @@ async def reevaluate_payment(session: AsyncSession, decision_id: str) -> Verdict
     if decision is None or decision.reevaluated_at is not None or decision.subject_id is None:
         return None
     payment = await PaymentRepository(session).lock(decision.subject_id)
-    screened = await decisions.screen(session, _request_of(payment))
+    screened = await decisions.screen(session, stored_request(payment, EventType.payment_create))
     second = screened.decision
     if second is None or second.unevaluated:
         return None if second is not None else Verdict.allow

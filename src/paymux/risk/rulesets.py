@@ -134,15 +134,22 @@ async def get(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSet:
     return found
 
 
-async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSet:
-    """Put a draft in force: the next version; the one in force before is retired."""
-    repo = RuleSetRepository(session)
+async def _draft(repo: RuleSetRepository, who: Owner, rule_set_id: str, doing: str) -> RuleSet:
+    """The caller's draft, locked; anything else is a 404 or a 409 saying what a draft does."""
     found = await repo.get(who.owner, who.livemode, rule_set_id, lock=True)
     if found is None:
         raise NotFound("rule set", rule_set_id)
     if found.state != RuleSetState.draft:
         raise Conflict("rule_set_not_draft", f"Rule set {found.id} is {found.state}: only a "
-                       "draft can be published (make a new draft to change it).")  # fmt: skip
+                       f"draft {doing}.")  # fmt: skip
+    return found
+
+
+async def publish(session: AsyncSession, who: Owner, rule_set_id: str) -> RuleSet:
+    """Put a draft in force: the next version; the one in force before is retired."""
+    repo = RuleSetRepository(session)
+    found = await _draft(repo, who, rule_set_id,
+                         "can be published (make a new draft to change it)")  # fmt: skip
     now = clock.now()
     retired = []
     for old in await repo.published(found.owner, found.livemode):
@@ -166,12 +173,7 @@ async def shadow(session: AsyncSession, who: Owner, rule_set_id: str, enabled: b
     """Run a draft in shadow on live traffic (every rule recorded with each decision, none
     deciding), replacing the owner's draft in shadow before; or stop."""
     repo = RuleSetRepository(session)
-    found = await repo.get(who.owner, who.livemode, rule_set_id, lock=True)
-    if found is None:
-        raise NotFound("rule set", rule_set_id)
-    if found.state != RuleSetState.draft:
-        raise Conflict("rule_set_not_draft", f"Rule set {found.id} is {found.state}: only a "
-                       "draft runs in shadow.")  # fmt: skip
+    found = await _draft(repo, who, rule_set_id, "runs in shadow")
     if enabled:
         for other in await repo.in_force(found.owner, found.livemode):
             if other.state == RuleSetState.draft and other.id != found.id:
