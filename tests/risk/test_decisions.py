@@ -10,6 +10,7 @@ names its test's merchant, so other tests' payments never hit it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -348,3 +349,27 @@ async def test_reviews_past_their_deadline_close_with_their_default(stack: Stack
                                       headers=shop.headers)).json()["data"]  # fmt: skip
     assert [x["out_refund_no"] for x in refunds] == [f"risk_{declined['id']}"]
     assert await review_actions.finish_declines(stack.runtime) == 0  # refunded: nothing to do
+
+
+async def test_a_list_item_counts_until_it_expires_and_a_change_at_once(stack: Stack) -> None:
+    from paymux.kit import cache
+    from paymux.kit import clock as kit_clock
+
+    shop = await make_tenant(stack)
+    devices = await new_list(stack, shop.headers, "bad_devices", "device_id")
+    await publish(stack, shop.headers, [rule("listed", 'device_id in list("bad_devices")',
+                                             "block")])  # fmt: skip
+    shifted = kit_clock.OffsetClock()
+    previous = kit_clock.set_clock(shifted)
+    try:
+        soon = (kit_clock.now() + dt.timedelta(hours=1)).isoformat()
+        r = await stack.client.post(f"/v1/risk/lists/{devices['id']}/items", headers=shop.headers,
+                                    json={"items": [{"value": "dev-1", "reason": "farm",
+                                                     "expires_at": soon}]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert (await create(stack, shop, risk={"device_id": "dev-1"})).status_code == 402
+        shifted.advance(2 * 3600)
+        cache.forget_all()  # a second later, as far as the per-process caches go
+        assert (await create(stack, shop, risk={"device_id": "dev-1"})).status_code == 201
+    finally:
+        kit_clock.set_clock(previous)

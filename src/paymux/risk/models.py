@@ -51,6 +51,8 @@ class RiskList(Base):
     description: Mapped[str] = mapped_column(sa.String(500), default="")
     created_by: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[dt.datetime] = created_at_column()
+    revision: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    """Bumped with every change to its items: the engine reloads a list only when it moved."""
 
 
 class RiskListItem(Base):

@@ -91,7 +91,12 @@ class RiskListRepository:
                 {"id": ids[start + n], "list_id": list_id, "created_at": now, "updated_at": now,
                  **row} for n, row in enumerate(chunk)
             ])  # fmt: skip
+        await self._bump(list_id)
         return len(set(values) - there), len(there & set(values))
+
+    async def _bump(self, list_id: str) -> None:
+        await self.session.execute(sa.update(RiskList).where(RiskList.id == list_id)
+                                   .values(revision=RiskList.revision + 1))  # fmt: skip
 
     async def remove_item(self, list_id: str, value: str) -> bool:
         result = await self.session.execute(
@@ -99,7 +104,35 @@ class RiskListRepository:
                 RiskListItem.list_id == list_id, RiskListItem.value == value
             )
         )
-        return bool(getattr(result, "rowcount", 0))
+        removed = bool(getattr(result, "rowcount", 0))
+        if removed:
+            await self._bump(list_id)
+        return removed
+
+    async def heads(
+        self, owners: Sequence[str], livemode: bool, names: Collection[str]
+    ) -> list[tuple[str, str, str, int]]:
+        """(id, owner, name, revision) of the owners' lists of ``names`` in the mode."""
+        stmt = sa.select(RiskList.id, RiskList.owner, RiskList.name, RiskList.revision).where(
+            RiskList.owner.in_(owners), RiskList.livemode == livemode,
+            RiskList.name.in_(sorted(names)),
+        )  # fmt: skip
+        return [tuple(row) for row in await self.session.execute(stmt)]  # type: ignore[misc]
+
+    async def live_items(
+        self, list_id: str, now: dt.datetime
+    ) -> tuple[set[str], dt.datetime | None]:
+        """The values of a list that count at ``now``, and when the next of them expires."""
+        live = sa.or_(RiskListItem.expires_at.is_(None), RiskListItem.expires_at > now)
+        stmt = sa.select(RiskListItem.value, RiskListItem.expires_at).where(
+            RiskListItem.list_id == list_id, live)  # fmt: skip
+        values: set[str] = set()
+        soonest: dt.datetime | None = None
+        for value, expires in await self.session.execute(stmt):
+            values.add(value)
+            if expires is not None and (soonest is None or expires < soonest):
+                soonest = expires
+        return values, soonest
 
     async def items(
         self, list_id: str, *, limit: int, starting_after: str | None

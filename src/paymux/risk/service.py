@@ -220,15 +220,56 @@ async def check(
     return form, item
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    revision: int
+    values: frozenset[str]
+    until: dt.datetime | None
+    """When its next item expires (then it is read again)."""
+
+
+_loaded: dict[str, _Loaded] = {}
+"""Each list's items as last read, by list id: read again only when its revision moved or an
+item expired, so a large list is not reloaded every second — and keeps being the same
+frozenset, whose parsed networks (:mod:`paymux.risk.rules`) are cached by it."""
+_LOADED_MAX = 10_000
+
+
 async def cached_lists(
     session: AsyncSession, merchant_id: str, livemode: bool, names: frozenset[str]
 ) -> Mapping[str, frozenset[str]]:
-    """:func:`lists_for`, cached for the engine's hot path."""
+    """What a rule's ``list("name")`` sees (:func:`lists_for`), for the engine's hot path:
+    which lists exist and their revisions are checked once a second (one small query), their
+    items read only when they changed."""
     if not names:
         return {}
-    return await lists_cache.get_or_load(
-        (merchant_id, livemode, names), lambda: lists_for(session, merchant_id, livemode, names)
-    )
+
+    async def load() -> Mapping[str, frozenset[str]]:
+        who = Owner(merchant_id, livemode, "")
+        repo = RiskListRepository(session)
+        heads = {
+            (owner, name): (list_id, revision)
+            for list_id, owner, name, revision in await repo.heads(who.readable(), livemode, names)
+        }
+        now = clock.now()
+        out: dict[str, frozenset[str]] = {}
+        for name in names:
+            head = next((heads[(o, name)] for o in who.readable() if (o, name) in heads), None)
+            if head is None:
+                out[name] = frozenset()
+                continue
+            list_id, revision = head
+            known = _loaded.get(list_id)
+            if known is None or known.revision != revision or (
+                    known.until is not None and known.until <= now):  # fmt: skip
+                values, until = await repo.live_items(list_id, now)
+                if len(_loaded) >= _LOADED_MAX:
+                    _loaded.clear()
+                known = _loaded[list_id] = _Loaded(revision, frozenset(values), until)
+            out[name] = known.values
+        return out
+
+    return await lists_cache.get_or_load((merchant_id, livemode, names), load)
 
 
 async def lists_for(

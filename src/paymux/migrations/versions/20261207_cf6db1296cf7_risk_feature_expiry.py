@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Neither bucket column ever changes, so updates of the counts stay HOT on PostgreSQL.
     with op.batch_alter_table("risk_counters", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_risk_counters_expiry", ["resolution", "bucket_start"], unique=False
-        )
+        batch_op.create_index("ix_risk_counters_expiry", ["bucket_start"], unique=False)
     with op.batch_alter_table("risk_links", schema=None) as batch_op:
         batch_op.create_index("ix_risk_links_expiry", ["last_seen"], unique=False)
 
