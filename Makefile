@@ -55,6 +55,7 @@ bench: dev
 	$(BIN)/python bench/routing.py --json
 	$(BIN)/python bench/cashier.py --json
 	$(BIN)/python bench/recon.py --json
+	$(BIN)/python bench/risk.py --json
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache paymux-demo.db*
