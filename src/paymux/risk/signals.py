@@ -91,12 +91,12 @@ async def _customer(session: AsyncSession, req: Request, now: dt.datetime) -> di
         return out
     found = await DecisionRepository(session).customer(req.merchant_id, req.livemode,
                                                        req.customer_ref)  # fmt: skip
-    since = req.customer_since or (found.first_seen_at if found else now)
+    since = req.customer_since or (found[0] if found else now)
     age = max(now - since, dt.timedelta())
     out.update({
         "customer.id": req.customer_ref, "customer.is_new": age < NEW_CUSTOMER,
         "customer.age_days": age.days,
-        "customer.has_paid": bool(found and found.first_paid_at is not None),
+        "customer.has_paid": bool(found and found[1] is not None),
     })  # fmt: skip
     return out
 
