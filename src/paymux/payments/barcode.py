@@ -50,6 +50,7 @@ from paymux.payments.states import (
     AttemptStatus,
     PaymentStatus,
 )
+from paymux.risk import hooks as risk
 from paymux.routing import service as routing
 from paymux.runtime import Runtime
 
@@ -133,6 +134,12 @@ async def create(
     now = clock.now()
     expires_at = now + dt.timedelta(seconds=req.expires_in or rt.settings.payment_expiry_seconds)
     async with rt.db.transaction() as session:
+        screened = await risk.screen_payment(
+            session, stored, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        risk.at_the_counter(screened)
+        risk.check_method(screened, method)
+        refusals = risk.refusals(screened, method, refusals)
         try:
             plan = await routing.plan(
                 session, app_id=app_id, livemode=livemode, method=method,
@@ -159,6 +166,7 @@ async def create(
         attempt = service.new_attempt(payment, pick, rt.settings.channel_timeout_seconds)
         service.point_at(payment, attempt)
         await service._insert(session, payment, stored, None, attempt)
+        await risk.payment_created(session, screened, payment, stored)
     outcome = await _charge(rt, payment, attempt, account, auth_code)
     payment, _ = await service._record_create(
         rt, payment.id, attempt.id, outcome, plan=None,

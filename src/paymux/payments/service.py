@@ -291,10 +291,16 @@ async def _create_wallet_payment(
     async with rt.db.transaction() as session:
         wallet = await payable_wallet(session, wallet_id, app_id=app_id, livemode=livemode,
                                       currency=req.currency)  # fmt: skip
+        screened = await risk.screen_payment(
+            session, req, app_id=app_id, merchant_id=merchant_id, livemode=livemode
+        )
+        risk.at_the_counter(screened)  # nothing to step up: paid at once
+        risk.check_method(screened, req.method)
         payment = _new_payment(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode,
                                expires_at=now, request_key=request_key)  # fmt: skip
         payment.channel = "wallet"
         await _insert(session, payment, req, None)
+        await risk.payment_created(session, screened, payment, req)
         source = await chart.wallet(session, wallet.id, Purpose.available, wallet.currency)
         payment.paid_at = now
         await move_payment(session, payment, PaymentStatus.succeeded, rt.settings.public_url,

@@ -68,6 +68,15 @@ async def screen_payment(
     return screened
 
 
+def at_the_counter(screened: Screening) -> None:
+    """A payment that cannot be challenged (a payment code at the till, a wallet balance paid
+    at once): a ``challenge`` goes through and opens a review instead."""
+    if screened.verdict is Verdict.challenge:
+        screened.verdict = Verdict.review
+        if screened.decision is not None:
+            screened.decision.outcome = Verdict.review
+
+
 def check_method(screened: Screening, method: str) -> None:
     """A method the decision does not leave is a 400 naming the ones it does."""
     allowed = screened.restrict_methods
