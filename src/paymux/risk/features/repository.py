@@ -123,13 +123,7 @@ class FeatureRepository:
             return {}
         subjects = tuple(sorted(keys))
         stmt = _window_sums(subjects, tuple((w.name, w.resolution) for w in windows))
-        oldest: dict[Resolution, dt.datetime] = {}
-        for window in windows:
-            oldest[window.resolution] = min(oldest.get(window.resolution, at), window.start)
-        params: dict[str, Any] = {"at": at, "measures": sorted(measures)}
-        params |= {f"key_{n}": keys[subject] for n, subject in enumerate(subjects)}
-        params |= {f"start_{n}": window.start for n, window in enumerate(windows)}
-        params |= {f"oldest_{resolution.value}": start for resolution, start in oldest.items()}
+        params = _window_params(keys, subjects, measures, windows, at)
         out: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
         for row in await self.session.execute(stmt, params):
             out[(row[0], row[1])] = {
@@ -149,13 +143,59 @@ class FeatureRepository:
         ordered = sorted(pairs)
         stmt = _distinct_counts(tuple((per, counted) for per, _, counted in ordered),
                                 len(windows))  # fmt: skip
-        params: dict[str, Any] = {"oldest": min(windows.values())}
-        params |= {f"key_{n}": key for n, (_, key, _) in enumerate(ordered)}
-        params |= {f"start_{n}": start for n, start in enumerate(windows.values())}
         out: dict[tuple[str, str], dict[str, int]] = {}
-        for row in await self.session.execute(stmt, params):
+        for row in await self.session.execute(stmt, _link_params(ordered, windows)):
             out[(row[0], row[1])] = {name: int(row[2 + n] or 0) for n, name in enumerate(windows)}
         return out
+
+    async def both(
+        self, keys: Mapping[str, str], measures: Collection[str], windows: Sequence[Window],
+        at: dt.datetime, pairs: Collection[tuple[str, str, str]],
+        link_windows: Mapping[str, dt.datetime],
+    ) -> tuple[dict[tuple[str, str], dict[str, tuple[int, int]]],
+               dict[tuple[str, str], dict[str, int]]]:  # fmt: skip
+        """:meth:`window_sums` and :meth:`distinct_counts` in one statement (``UNION ALL``):
+        one round trip where a screening reads both."""
+        subjects = tuple(sorted(keys))
+        ordered = sorted(pairs)
+        shape = tuple((w.name, w.resolution) for w in windows)
+        link_shape = tuple((per, counted) for per, _, counted in ordered)
+        stmt = _both(subjects, shape, link_shape, len(link_windows))
+        params = _window_params(keys, subjects, measures, windows, at)
+        params |= _link_params(ordered, link_windows)
+        sums: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        width = 2 * len(windows)
+        for row in await self.session.execute(stmt, params):
+            if row[0] == "v":
+                sums[(row[1], row[2])] = {
+                    window.name: (int(row[3 + 2 * n] or 0), int(row[4 + 2 * n] or 0))
+                    for n, window in enumerate(windows)
+                }  # fmt: skip
+            else:
+                counts[(row[1], row[2])] = {name: int(row[3 + width + n] or 0)
+                                            for n, name in enumerate(link_windows)}  # fmt: skip
+        return sums, counts
+
+
+def _window_params(keys: Mapping[str, str], subjects: Sequence[str], measures: Collection[str],
+                   windows: Sequence[Window], at: dt.datetime) -> dict[str, Any]:  # fmt: skip
+    oldest: dict[Resolution, dt.datetime] = {}
+    for window in windows:
+        oldest[window.resolution] = min(oldest.get(window.resolution, at), window.start)
+    params: dict[str, Any] = {"at": at, "measures": sorted(measures)}
+    params |= {f"key_{n}": keys[subject] for n, subject in enumerate(subjects)}
+    params |= {f"start_{n}": window.start for n, window in enumerate(windows)}
+    params |= {f"oldest_{resolution.value}": start for resolution, start in oldest.items()}
+    return params
+
+
+def _link_params(ordered: Sequence[tuple[str, str, str]],
+                 windows: Mapping[str, dt.datetime]) -> dict[str, Any]:  # fmt: skip
+    params: dict[str, Any] = {"l_oldest": min(windows.values())}
+    params |= {f"l_key_{n}": key for n, (_, key, _) in enumerate(ordered)}
+    params |= {f"l_start_{n}": start for n, start in enumerate(windows.values())}
+    return params
 
 
 # The reads are built once per shape (which subjects, which windows) with their values as
@@ -198,24 +238,54 @@ def _window_sums(subjects: tuple[str, ...], windows: tuple[tuple[str, Resolution
 
 @functools.lru_cache(maxsize=256)
 def _distinct_counts(pairs: tuple[tuple[str, str], ...], windows: int) -> Any:
+    columns, where = _link_parts(pairs, windows)
+    link = RiskLink
+    return (
+        sa.select(link.per_subject, link.counted_subject, *columns)
+        .where(where)
+        .group_by(link.per_subject, link.counted_subject)
+    )
+
+
+def _link_parts(pairs: tuple[tuple[str, str], ...], windows: int) -> tuple[list[Any], Any]:
     link = RiskLink
     columns = [
-        sa.func.sum(sa.case((link.last_seen >= sa.bindparam(f"start_{n}"), 1), else_=0)).label(
-            f"w{n}"
-        )
+        sa.func.sum(sa.case((link.last_seen >= sa.bindparam(f"l_start_{n}"), 1), else_=0))
+        .label(f"w{n}")
         for n in range(windows)
-    ]
+    ]  # fmt: skip
     ranges = [
         sa.and_(
             link.per_subject == per,
-            link.per_key == sa.bindparam(f"key_{n}"),
+            link.per_key == sa.bindparam(f"l_key_{n}"),
             link.counted_subject == counted,
-            link.last_seen >= sa.bindparam("oldest"),
+            link.last_seen >= sa.bindparam("l_oldest"),
         )
         for n, (per, counted) in enumerate(pairs)
     ]
-    return (
-        sa.select(link.per_subject, link.counted_subject, *columns)
-        .where(sa.or_(*ranges))
-        .group_by(link.per_subject, link.counted_subject)
-    )
+    return columns, sa.or_(*ranges)
+
+
+@functools.lru_cache(maxsize=256)
+def _both(subjects: tuple[str, ...], windows: tuple[tuple[str, Resolution], ...],
+          pairs: tuple[tuple[str, str], ...], link_windows: int) -> Any:  # fmt: skip
+    """The counters' select and the links' side by side: a kind column ("v" or "l"), two
+    names, the counters' 2 × windows sums, then the links' counts; each side's other columns
+    are NULL."""
+    sums = _window_sums(subjects, windows)
+    columns, where = _link_parts(pairs, link_windows)
+    nothing = sa.cast(sa.null(), sa.BigInteger)
+    counters = sa.select(sa.literal("v").label("kind"), *sums.selected_columns,
+                         *[nothing.label(f"n{n}") for n in range(link_windows)])  # fmt: skip
+    counters = counters.where(sums.whereclause)
+    counters = counters.group_by(RiskCounter.subject, RiskCounter.measure)
+    link = RiskLink
+    links = sa.select(
+        sa.literal("l").label("kind"),
+        link.per_subject,
+        link.counted_subject,
+        *[nothing.label(f"m{n}") for n in range(2 * len(windows))],
+        *columns,
+    ).where(where)
+    links = links.group_by(link.per_subject, link.counted_subject)
+    return sa.union_all(counters, links)

@@ -299,7 +299,7 @@ async def read(
 ) -> dict[str, int]:
     """Values of the velocity and link attribute names among ``names`` (other names ignored);
     a subject that is unknown gives 0. One query for the velocity names, one for the links
-    (none when no name needs it)."""
+    (none when no name needs it) — both in one statement when both are needed."""
     at = clock.aware(at)
     keys = subject_keys(subjects)
     wanted = velocity_names(names)
@@ -307,21 +307,21 @@ async def read(
     out = {n.name: 0 for n in wanted} | {n.name: 0 for n in linked}
     known = [n for n in wanted if n.subject in keys]
     repo = FeatureRepository(session)
-    if known:
-        windows = [Window(w, WINDOWS[w][1], at - WINDOWS[w][0])
-                   for w in dict.fromkeys(n.window for n in known)]  # fmt: skip
-        sums = await repo.window_sums(
-            {n.subject: keys[n.subject] for n in known}, {n.measure for n in known}, windows, at
-        )
-        for v in known:
-            count, total = sums.get((v.subject, v.measure), {}).get(v.window, (0, 0))
-            out[v.name] = count if v.aggregate == "count" else total
     pairs = [link for link in linked if link.per in keys]
-    if pairs:
-        starts = {w: at - LINK_LENGTHS[w] for w in dict.fromkeys(p.window for p in pairs)}
-        counts = await repo.distinct_counts(
-            {(p.per, keys[p.per], p.counted) for p in pairs}, starts
-        )
-        for p in pairs:
-            out[p.name] = counts.get((p.per, p.counted), {}).get(p.window, 0)
+    windows = [Window(w, WINDOWS[w][1], at - WINDOWS[w][0])
+               for w in dict.fromkeys(n.window for n in known)]  # fmt: skip
+    subject_keys_ = {n.subject: keys[n.subject] for n in known}
+    measures = {n.measure for n in known}
+    starts = {w: at - LINK_LENGTHS[w] for w in dict.fromkeys(p.window for p in pairs)}
+    links = {(p.per, keys[p.per], p.counted) for p in pairs}
+    if known and pairs:  # one round trip for both
+        sums, counts = await repo.both(subject_keys_, measures, windows, at, links, starts)
+    else:
+        sums = await repo.window_sums(subject_keys_, measures, windows, at) if known else {}
+        counts = await repo.distinct_counts(links, starts) if pairs else {}
+    for v in known:
+        count, total = sums.get((v.subject, v.measure), {}).get(v.window, (0, 0))
+        out[v.name] = count if v.aggregate == "count" else total
+    for p in pairs:
+        out[p.name] = counts.get((p.per, p.counted), {}).get(p.window, 0)
     return out
