@@ -46,7 +46,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kit.pg import ensure_database, reachable
+from kit.pg import fresh_schema, reachable
+from kit.stack import LazyTransport
 
 from paymux.risk import decisions, engine, service, signals
 from paymux.risk.attributes import EventType
@@ -291,38 +292,20 @@ class Gateway:
             await close()
 
 
-class _Lazy(httpx.AsyncBaseTransport):
-    def __init__(self, holder: dict[str, httpx.AsyncBaseTransport]) -> None:
-        self.holder = holder
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.holder["t"].handle_async_request(request)
-
-
 async def gateway(url: str) -> Gateway:
     """A fresh schema and the in-process gateway on it, with the WeChat Pay sandbox."""
-    import sqlalchemy as sa
-
     from paymux.app import create_app
     from paymux.channels.wechatpay.sandbox import Sandbox
     from paymux.config import Environment, Settings
-    from paymux.kit import migrate
-    from paymux.kit.db import create_engine
     from paymux.runtime import Runtime
 
-    await ensure_database(url)
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        await conn.execute(sa.text("CREATE SCHEMA public"))
-    await engine.dispose()
-    await migrate.upgrade(url)
+    await fresh_schema(url)
     settings = Settings(env=Environment.test, database_url=url, public_url=GATEWAY,
                         log_level="WARNING", channel_timeout_seconds=5.0,
                         egress_allow_nets=["127.0.0.0/8"])  # fmt: skip
     holder: dict[str, httpx.AsyncBaseTransport] = {}
-    channel_http = httpx.AsyncClient(mounts={GATEWAY: _Lazy(holder)}, timeout=5.0)
-    webhook_http = httpx.AsyncClient(mounts={GATEWAY: _Lazy(holder)}, timeout=5.0)
+    channel_http = httpx.AsyncClient(mounts={GATEWAY: LazyTransport(holder)}, timeout=5.0)
+    webhook_http = httpx.AsyncClient(mounts={GATEWAY: LazyTransport(holder)}, timeout=5.0)
     sandbox = Sandbox(http=channel_http)
     rt = Runtime.build(settings, channel_http=channel_http, webhook_http=webhook_http)
     app = create_app(settings, runtime=rt, sandboxes={"wechatpay": sandbox})

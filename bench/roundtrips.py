@@ -27,12 +27,12 @@ import asyncpg
 import httpx
 from asyncpg import prepared_stmt
 from fastapi import APIRouter
-from kit.pg import ensure_database, reachable
+from kit.pg import fresh_schema, reachable
+from kit.stack import LazyTransport
 
 from paymux.app import create_app
 from paymux.config import Environment, Settings
 from paymux.demo import make_sandboxes, provision
-from paymux.kit import migrate
 from paymux.runtime import Runtime
 
 PG_URL = os.environ.get(
@@ -68,39 +68,17 @@ def instrument() -> None:
         _count(prepared_stmt.PreparedStatement, name, "statement")
 
 
-class _Lazy(httpx.AsyncBaseTransport):
-    def __init__(self, holder: dict[str, httpx.AsyncBaseTransport]) -> None:
-        self.holder = holder
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.holder["t"].handle_async_request(request)
-
-
-async def _reset(url: str) -> None:
-    import sqlalchemy as sa
-
-    from paymux.kit.db import create_engine
-
-    await ensure_database(url)
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        await conn.execute(sa.text("CREATE SCHEMA public"))
-    await engine.dispose()
-    await migrate.upgrade(url)
-
-
 async def run(payments: int, warmup: int) -> dict[str, Any]:
     from paymux.payments.repository import PaymentRepository
     from paymux.webhooks import tasks
 
-    await _reset(PG_URL)
+    await fresh_schema(PG_URL)
     settings = Settings(env=Environment.test, database_url=PG_URL, public_url=GATEWAY,
                         log_level="WARNING", channel_timeout_seconds=5.0,
                         egress_allow_nets=["127.0.0.0/8"])  # fmt: skip
     holder: dict[str, httpx.AsyncBaseTransport] = {}
-    channel_http = httpx.AsyncClient(mounts={GATEWAY: _Lazy(holder)}, timeout=5.0)
-    webhook_http = httpx.AsyncClient(mounts={GATEWAY: _Lazy(holder)}, timeout=5.0)
+    channel_http = httpx.AsyncClient(mounts={GATEWAY: LazyTransport(holder)}, timeout=5.0)
+    webhook_http = httpx.AsyncClient(mounts={GATEWAY: LazyTransport(holder)}, timeout=5.0)
     sandboxes = make_sandboxes(channel_http)
     rt = Runtime.build(settings, channel_http=channel_http, webhook_http=webhook_http)
     received: list[str] = []

@@ -97,6 +97,22 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
+async def fresh_schema(url: str) -> None:
+    """The database ``url`` names, with an empty public schema migrated to head."""
+    import sqlalchemy as sa
+
+    from paymux.kit import migrate
+    from paymux.kit.db import create_engine
+
+    await ensure_database(url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await conn.execute(sa.text("CREATE SCHEMA public"))
+    await engine.dispose()
+    await migrate.upgrade(url)
+
+
 def reachable(url: str) -> bool:
     """Whether something listens where ``url`` points (a quick check before a PostgreSQL run)."""
     target = make_url(url)

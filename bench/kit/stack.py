@@ -133,6 +133,17 @@ class Usage:
 
 
 # ------------------------------------------------------------------ the processes
+class LazyTransport(httpx.AsyncBaseTransport):
+    """A transport to the in-process gateway, set in ``holder["t"]`` once the app exists (its
+    sandboxes' clients are built before it)."""
+
+    def __init__(self, holder: dict[str, httpx.AsyncBaseTransport]) -> None:
+        self.holder = holder
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.holder["t"].handle_async_request(request)
+
+
 def free_port() -> int:
     import socket
 
