@@ -155,6 +155,9 @@ async def test_a_rule_erring_too_often_moves_itself_to_shadow(stack: Stack) -> N
         assert r.status_code == 201, r.text
     shown = await stack.client.get(f"/v1/risk/rule_sets/{live['id']}", headers=shop.headers)
     assert shown.json()["tripped"] == ["needs_sku"], shown.text
+    trail = (await stack.client.get("/v1/risk/changes", headers=shop.headers)).json()["data"]
+    assert (trail[0]["action"], trail[0]["actor"], trail[0]["detail"]["rule"]) == (
+        "rule.tripped", "system:breaker", "needs_sku")  # fmt: skip
     r = await create(stack, shop, amount=100, risk={"sku": "banned"})
     assert r.status_code == 201, r.text  # in shadow now: it hits and decides nothing
     seen = await decision(stack, shop, r.json()["risk"]["decision"])

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit import clock
 from paymux.kit.db import Database, after_commit, after_rollback, insert_of
+from paymux.risk import audit
 from paymux.risk.engine import LoadedRule
-from paymux.risk.models import RuleMode, RuleTrip
+from paymux.risk.models import RuleMode, RuleSet, RuleTrip
 from paymux.risk.rules import Outcome, RuleResult
 
 log = structlog.get_logger(__name__)
@@ -79,8 +80,14 @@ def _trip(session: AsyncSession, rule: LoadedRule, window: _Window) -> None:
 
         async with db.transaction() as later:
             dialect = later.get_bind().dialect.name
-            await later.execute(insert_of(dialect)(RuleTrip).values(**values)
-                                .on_conflict_do_nothing())  # fmt: skip
+            done = await later.execute(insert_of(dialect)(RuleTrip).values(**values)
+                                       .on_conflict_do_nothing())  # fmt: skip
+            found = await later.get(RuleSet, rule.set_id)
+            if getattr(done, "rowcount", 0) and found is not None:  # once, in the audit trail
+                audit.record(later, owner=found.owner, livemode=found.livemode,
+                             actor="system:breaker", action="rule.tripped",
+                             object_type="risk.rule_set", object_id=found.id, rule=rule.name,
+                             evaluations=window.evaluations, errors=window.errors)  # fmt: skip
         rulesets.forget()
 
     after_commit(session, record)

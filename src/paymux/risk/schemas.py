@@ -306,8 +306,8 @@ class ChangeOut(BaseModel):
     actor: str
     action: str
     """``list.created``, ``list.items_added``, ``list.item_removed``, ``rule_set.created``,
-    ``rule_set.published``, ``rule_set.shadow``, ``review.assigned``, ``review.approved``,
-    ``review.declined``."""
+    ``rule_set.published``, ``rule_set.shadow``, ``rule.tripped`` (by ``system:breaker``),
+    ``review.assigned``, ``review.approved``, ``review.declined``."""
     object_type: str
     object_id: str
     detail: dict[str, Any]
