@@ -3,7 +3,8 @@
 Every payment updates its merchant's (and device's, customer's…) bucket rows. With full pages
 each update is a new row version elsewhere and a new index entry, and a window read walks
 them all until vacuum; with room on the page the update stays on it (HOT), the indexes are not
-touched, and the read stays on few pages (bench/risk.py: the counters' read 2.1 → 2.0 ms at p50, the screening's p99 6.2 → 5.6–6.0 ms).
+touched, and the read stays on few pages (bench/risk.py: the counters' read 2.1 → 2.0 ms at
+p50, the screening's p99 6.2 → 5.6–6.0 ms).
 SQLite has no such setting: nothing to do there.
 
 Revision ID: d4e6f8a0b2c3
