@@ -52,6 +52,12 @@ async def test_unusual_hours_and_a_new_customer_with_a_large_amount(stack: Stack
         r = await create(stack, shop, amount=100000, customer={"id": "old-1"},
                          risk={"account_created_at": old})  # fmt: skip
         assert r.json()["risk"]["outcome"] == "allow", r.text  # the hour alone: 30 < 50
+        clock.set_clock(clock.FrozenClock(night + dt.timedelta(days=2)))  # new-1 seen before
+        r = await create(stack, shop, amount=100000, customer={"id": "new-1"})
+        seen = await decision(stack, shop, r.json()["risk"]["decision"])
+        assert (seen["features"]["customer.is_new"], seen["features"]["customer.age_days"],
+                seen["features"]["customer.has_paid"]) == (False, 2, False)  # fmt: skip
+        assert r.json()["risk"]["outcome"] == "allow", r.text
     finally:
         clock.set_clock(previous)
 

@@ -384,18 +384,6 @@ class DecisionRepository:
         return rows[:limit], len(rows) > limit
 
     # -- customers
-    async def customer(
-        self, merchant_id: str, livemode: bool, ref: str
-    ) -> tuple[dt.datetime, dt.datetime | None] | None:
-        """(first seen, first paid) of a customer; a plain row, not an ORM object (the hot
-        path: no identity map, no instance built)."""
-        c = RiskCustomer
-        stmt = sa.select(c.first_seen_at, c.first_paid_at).where(
-            c.merchant_id == merchant_id, c.livemode == livemode, c.customer_ref == ref
-        )
-        row = (await self.session.execute(stmt)).first()
-        return (row[0], row[1]) if row is not None else None
-
     async def seen(self, merchant_id: str, livemode: bool, ref: str, now: dt.datetime,
                    paid: bool) -> None:  # fmt: skip
         """First sight of a customer (a no-op after it) and, once, its first payment."""

@@ -78,19 +78,24 @@ async def features(session: AsyncSession, req: Request, names: Collection[str],
             out["ip_region"] = region
     local = now.astimezone(TIMEZONE)  # always: cheap, and a backtest may want it
     out["local_hour"], out["weekday"] = local.hour, local.isoweekday()
+    ref = None
+    if Family.customer in wanted and req.customer_ref is not None:
+        ref = (req.merchant_id, req.livemode, req.customer_ref)
+    found = None
+    if ref is not None or wanted & {Family.velocity, Family.link}:  # one statement for all
+        values, found = await velocity.read_with_customer(session, req.subjects(), names, now,
+                                                          ref)  # fmt: skip
+        out.update(values)
     if Family.customer in wanted:
-        out.update(await _customer(session, req, now))
-    if wanted & {Family.velocity, Family.link}:
-        out.update(await velocity.read(session, req.subjects(), names, now))
+        out.update(_customer(req, found, now))
     return out
 
 
-async def _customer(session: AsyncSession, req: Request, now: dt.datetime) -> dict[str, Any]:
+def _customer(req: Request, found: tuple[dt.datetime, dt.datetime | None] | None,
+              now: dt.datetime) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"customer.kyc_level": req.kyc_level or 0}
     if req.customer_ref is None:
         return out
-    found = await DecisionRepository(session).customer(req.merchant_id, req.livemode,
-                                                       req.customer_ref)  # fmt: skip
     since = req.customer_since or (found[0] if found else now)
     age = max(now - since, dt.timedelta())
     out.update({

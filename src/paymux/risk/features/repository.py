@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.kit.db import insert_of
 from paymux.risk.features.models import Resolution, RiskCounter, RiskLink
+from paymux.risk.models import RiskCustomer
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,73 +110,65 @@ class FeatureRepository:
         result = await self.session.execute(sa.delete(link).where(sa.tuple_(*pk).in_(old)))
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def window_sums(
-        self,
-        keys: Mapping[str, str],
-        measures: Collection[str],
-        windows: Sequence[Window],
-        at: dt.datetime,
-    ) -> dict[tuple[str, str], dict[str, tuple[int, int]]]:
-        """(count, total) per window for each (subject, measure), in one query: the buckets
-        of each subject's key (``keys``: subject → key) of ``measures`` whose start is in a
-        window (≥ its start, ≤ ``at``). A pair with no bucket is absent."""
-        if not keys or not measures or not windows:
-            return {}
-        subjects = tuple(sorted(keys))
-        stmt = _window_sums(subjects, tuple((w.name, w.resolution) for w in windows))
-        params = _window_params(keys, subjects, measures, windows, at)
-        out: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
-        for row in await self.session.execute(stmt, params):
-            out[(row[0], row[1])] = {
-                window.name: (int(row[2 + 2 * n] or 0), int(row[3 + 2 * n] or 0))
-                for n, window in enumerate(windows)
-            }
-        return out
-
-    async def distinct_counts(
-        self, pairs: Collection[tuple[str, str, str]], windows: Mapping[str, dt.datetime]
-    ) -> dict[tuple[str, str], dict[str, int]]:
-        """How many distinct counted values each per-subject value was seen with since each
-        window's start, in one query. ``pairs``: (per_subject, per_key, counted_subject);
-        ``windows``: name → start. Answered by (per_subject, counted_subject)."""
-        if not pairs or not windows:
-            return {}
-        ordered = sorted(pairs)
-        stmt = _distinct_counts(tuple((per, counted) for per, _, counted in ordered),
-                                len(windows))  # fmt: skip
-        out: dict[tuple[str, str], dict[str, int]] = {}
-        for row in await self.session.execute(stmt, _link_params(ordered, windows)):
-            out[(row[0], row[1])] = {name: int(row[2 + n] or 0) for n, name in enumerate(windows)}
-        return out
-
-    async def both(
+    async def read(
         self, keys: Mapping[str, str], measures: Collection[str], windows: Sequence[Window],
         at: dt.datetime, pairs: Collection[tuple[str, str, str]],
-        link_windows: Mapping[str, dt.datetime],
-    ) -> tuple[dict[tuple[str, str], dict[str, tuple[int, int]]],
-               dict[tuple[str, str], dict[str, int]]]:  # fmt: skip
-        """:meth:`window_sums` and :meth:`distinct_counts` in one statement (``UNION ALL``):
-        one round trip where a screening reads both."""
-        subjects = tuple(sorted(keys))
+        link_windows: Mapping[str, dt.datetime], customer: CustomerRef | None = None,
+    ) -> Reads:  # fmt: skip
+        """:meth:`window_sums`, :meth:`distinct_counts` and the customer's first sight and
+        first payment, in one statement (``UNION ALL`` of the parts asked for): a screening's
+        features in one round trip."""
+        subjects = tuple(sorted(keys)) if windows else ()
         ordered = sorted(pairs)
-        shape = tuple((w.name, w.resolution) for w in windows)
+        shape = tuple((w.name, w.resolution) for w in windows) if subjects else ()
         link_shape = tuple((per, counted) for per, _, counted in ordered)
-        stmt = _both(subjects, shape, link_shape, len(link_windows))
-        params = _window_params(keys, subjects, measures, windows, at)
-        params |= _link_params(ordered, link_windows)
-        sums: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
-        counts: dict[tuple[str, str], dict[str, int]] = {}
-        width = 2 * len(windows)
+        nlinks = len(link_windows) if ordered else 0
+        out = Reads()
+        if not shape and not link_shape and customer is None:
+            return out
+        stmt = _union(subjects, shape, measures_given=bool(measures), pairs=link_shape,
+                      link_windows=nlinks, customer=customer is not None,
+                      dialect=self._dialect)  # fmt: skip
+        params: dict[str, Any] = {}
+        if shape:
+            params |= _window_params(keys, subjects, measures, windows, at)
+        if link_shape:
+            params |= _link_params(ordered, link_windows)
+        if customer is not None:
+            params |= {"c_merchant": customer[0], "c_livemode": customer[1],
+                       "c_ref": customer[2]}  # fmt: skip
+        width = 2 * len(shape)
         for row in await self.session.execute(stmt, params):
             if row[0] == "v":
-                sums[(row[1], row[2])] = {
-                    window.name: (int(row[3 + 2 * n] or 0), int(row[4 + 2 * n] or 0))
-                    for n, window in enumerate(windows)
+                out.sums[(row[1], row[2])] = {
+                    name: (int(row[3 + 2 * n] or 0), int(row[4 + 2 * n] or 0))
+                    for n, (name, _) in enumerate(shape)
                 }  # fmt: skip
+            elif row[0] == "l":
+                out.counts[(row[1], row[2])] = {name: int(row[3 + width + n] or 0)
+                                                for n, name in enumerate(link_windows)}  # fmt: skip
             else:
-                counts[(row[1], row[2])] = {name: int(row[3 + width + n] or 0)
-                                            for n, name in enumerate(link_windows)}  # fmt: skip
-        return sums, counts
+                seen, paid = row[3 + width + nlinks], row[4 + width + nlinks]
+                out.customer = (_epoch(seen), _epoch(paid) if paid is not None else None)
+        return out
+
+
+CustomerRef = tuple[str, bool, str]
+"""A customer as ``risk_customers`` keys it: merchant, mode, the merchant's customer id."""
+
+
+@dataclass(slots=True)
+class Reads:
+    """What :meth:`FeatureRepository.read` found."""
+
+    sums: dict[tuple[str, str], dict[str, tuple[int, int]]] = field(default_factory=dict)
+    counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    customer: tuple[dt.datetime, dt.datetime | None] | None = None
+    """(first seen, first paid), to the second; None: never seen."""
+
+
+def _epoch(seconds: Any) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC)
 
 
 def _window_params(keys: Mapping[str, str], subjects: Sequence[str], measures: Collection[str],
@@ -266,26 +259,51 @@ def _link_parts(pairs: tuple[tuple[str, str], ...], windows: int) -> tuple[list[
     return columns, sa.or_(*ranges)
 
 
+def _seconds(column: Any, dialect: str) -> Any:
+    """A timestamp as whole seconds since the epoch (SQLite keeps it as naive UTC text)."""
+    if dialect == "sqlite":
+        return sa.cast(sa.func.strftime("%s", column), sa.BigInteger)
+    return sa.cast(sa.func.extract("epoch", column), sa.BigInteger)
+
+
 @functools.lru_cache(maxsize=256)
-def _both(subjects: tuple[str, ...], windows: tuple[tuple[str, Resolution], ...],
-          pairs: tuple[tuple[str, str], ...], link_windows: int) -> Any:  # fmt: skip
-    """The counters' select and the links' side by side: a kind column ("v" or "l"), two
-    names, the counters' 2 × windows sums, then the links' counts; each side's other columns
-    are NULL."""
-    sums = _window_sums(subjects, windows)
-    columns, where = _link_parts(pairs, link_windows)
+def _union(subjects: tuple[str, ...], windows: tuple[tuple[str, Resolution], ...], *,
+           measures_given: bool, pairs: tuple[tuple[str, str], ...], link_windows: int,
+           customer: bool, dialect: str) -> Any:  # fmt: skip
+    """The parts asked for side by side: a kind column ("v" counters, "l" links, "c" the
+    customer), two names, the counters' 2 × windows sums, the links' counts, the customer's
+    two times; each part's other columns are NULL."""
     nothing = sa.cast(sa.null(), sa.BigInteger)
-    counters = sa.select(sa.literal("v").label("kind"), *sums.selected_columns,
-                         *[nothing.label(f"n{n}") for n in range(link_windows)])  # fmt: skip
-    counters = counters.where(sums.whereclause)
-    counters = counters.group_by(RiskCounter.subject, RiskCounter.measure)
-    link = RiskLink
-    links = sa.select(
-        sa.literal("l").label("kind"),
-        link.per_subject,
-        link.counted_subject,
-        *[nothing.label(f"m{n}") for n in range(2 * len(windows))],
-        *columns,
-    ).where(where)
-    links = links.group_by(link.per_subject, link.counted_subject)
-    return sa.union_all(counters, links)
+    text = sa.cast(sa.null(), sa.String)
+
+    def pad(n: int, tag: str) -> list[Any]:
+        return [nothing.label(f"{tag}{k}") for k in range(n)]
+
+    width = 2 * len(windows)
+    parts: list[Any] = []
+    if windows and measures_given:
+        sums = _window_sums(subjects, windows)
+        parts.append(
+            sa.select(sa.literal("v").label("kind"), *sums.selected_columns,
+                      *pad(link_windows, "n"), *pad(2 if customer else 0, "q"))
+            .where(sums.whereclause).group_by(RiskCounter.subject, RiskCounter.measure)
+        )  # fmt: skip
+    if pairs:
+        columns, where = _link_parts(pairs, link_windows)
+        link = RiskLink
+        parts.append(
+            sa.select(sa.literal("l").label("kind"), link.per_subject, link.counted_subject,
+                      *pad(width, "m"), *columns, *pad(2 if customer else 0, "r"))
+            .where(where).group_by(link.per_subject, link.counted_subject)
+        )  # fmt: skip
+    if customer:
+        c = RiskCustomer
+        parts.append(
+            sa.select(sa.literal("c").label("kind"), text.label("a"), text.label("b"),
+                      *pad(width, "s"), *pad(link_windows, "t"),
+                      _seconds(c.first_seen_at, dialect), _seconds(c.first_paid_at, dialect))
+            .where(c.merchant_id == sa.bindparam("c_merchant"),
+                   c.livemode == sa.bindparam("c_livemode"),
+                   c.customer_ref == sa.bindparam("c_ref"))
+        )  # fmt: skip
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)

@@ -37,7 +37,7 @@ from paymux.kit import clock
 from paymux.kit.db import Database, after_commit
 from paymux.risk.attributes import LINK_WINDOWS, LINKS, MEASURES, SUBJECTS, VELOCITY_WINDOWS
 from paymux.risk.features.models import Resolution
-from paymux.risk.features.repository import FeatureRepository, Window
+from paymux.risk.features.repository import CustomerRef, FeatureRepository, Window
 
 KEY_CHARS = 32
 """Hex digits of SHA-256 kept as a subject's key (128 bits: no collisions in practice)."""
@@ -298,30 +298,37 @@ async def read(
     session: AsyncSession, subjects: Subjects, names: Collection[str], at: dt.datetime
 ) -> dict[str, int]:
     """Values of the velocity and link attribute names among ``names`` (other names ignored);
-    a subject that is unknown gives 0. One query for the velocity names, one for the links
-    (none when no name needs it) — both in one statement when both are needed."""
+    a subject that is unknown gives 0. One statement for all of them."""
+    values, _ = await read_with_customer(session, subjects, names, at, None)
+    return values
+
+
+async def read_with_customer(
+    session: AsyncSession,
+    subjects: Subjects,
+    names: Collection[str],
+    at: dt.datetime,
+    customer: CustomerRef | None,
+) -> tuple[dict[str, int], tuple[dt.datetime, dt.datetime | None] | None]:
+    """:func:`read`, and in the same statement the customer's first sight and first payment
+    (``customer``: merchant, mode, customer id), when asked: a screening's one round trip."""
     at = clock.aware(at)
     keys = subject_keys(subjects)
     wanted = velocity_names(names)
     linked = link_names(names)
     out = {n.name: 0 for n in wanted} | {n.name: 0 for n in linked}
     known = [n for n in wanted if n.subject in keys]
-    repo = FeatureRepository(session)
     pairs = [link for link in linked if link.per in keys]
     windows = [Window(w, WINDOWS[w][1], at - WINDOWS[w][0])
                for w in dict.fromkeys(n.window for n in known)]  # fmt: skip
-    subject_keys_ = {n.subject: keys[n.subject] for n in known}
-    measures = {n.measure for n in known}
     starts = {w: at - LINK_LENGTHS[w] for w in dict.fromkeys(p.window for p in pairs)}
-    links = {(p.per, keys[p.per], p.counted) for p in pairs}
-    if known and pairs:  # one round trip for both
-        sums, counts = await repo.both(subject_keys_, measures, windows, at, links, starts)
-    else:
-        sums = await repo.window_sums(subject_keys_, measures, windows, at) if known else {}
-        counts = await repo.distinct_counts(links, starts) if pairs else {}
+    found = await FeatureRepository(session).read(
+        {n.subject: keys[n.subject] for n in known}, {n.measure for n in known}, windows, at,
+        {(p.per, keys[p.per], p.counted) for p in pairs}, starts, customer,
+    )  # fmt: skip
     for v in known:
-        count, total = sums.get((v.subject, v.measure), {}).get(v.window, (0, 0))
+        count, total = found.sums.get((v.subject, v.measure), {}).get(v.window, (0, 0))
         out[v.name] = count if v.aggregate == "count" else total
     for p in pairs:
-        out[p.name] = counts.get((p.per, p.counted), {}).get(p.window, 0)
-    return out
+        out[p.name] = found.counts.get((p.per, p.counted), {}).get(p.window, 0)
+    return out, found.customer
