@@ -487,8 +487,7 @@ def phases() -> Iterator[dict[str, list[float]]]:
 
     wrap(decisions, "policy", "policy (rule sets in force)")
     wrap(signals, "features", "features, all")
-    wrap(signals, "_customer", "  customer (risk_customers)")
-    wrap(velocity, "read", "  velocity + links (counters)")
+    wrap(velocity, "read_with_customer", "  customer, counters, links (one statement)")
     wrap(service, "cached_lists", "lists (cached)")
     wrap(service, "lists_for", "  lists reloaded (cache expired)")
     wrap(decisions, "evaluate_all", "evaluate_all (100 rules)")
