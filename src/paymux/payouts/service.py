@@ -103,7 +103,7 @@ async def create(
     # sees the counters of the one before, so neither a limit nor the balance is overrun.
     await LedgerRepository(session).lock_accounts([src.id])
     now = clock.now()
-    screened = await risk.screen_money_out(session, risk.payout_request(
+    screened = await risk.screen_or_refuse(session, risk.payout_request(
         merchant_id=merchant_id, app_id=app_id, livemode=livemode, amount=body.amount,
         currency=body.currency, customer_ref=customer or f"merchant:{merchant_id}",
         kyc_level=level, payee_account=body.destination.account,

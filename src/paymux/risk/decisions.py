@@ -33,6 +33,7 @@ from paymux.risk.models import RiskDecision, RuleAction, RuleSetState, Verdict
 from paymux.risk.repository import DecisionRepository, RuleSetRepository
 from paymux.risk.rules import Outcome, RuleResult, evaluate_all
 from paymux.risk.service import PLATFORM
+from paymux.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -217,8 +218,6 @@ def refuse(session: AsyncSession, screened: Screening) -> NoReturn:
 
 async def record_block(session: AsyncSession, screened: Screening) -> RiskDecision:
     """A blocked request: its decision, its ``blocked`` count and ``risk.blocked``."""
-    from paymux.webhooks import service as webhooks
-
     decision = screened.decision
     assert decision is not None
     session.add(decision)

@@ -14,14 +14,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.channels import base, registry
+from paymux.kit import clock
 from paymux.kit.errors import InvalidRequest
 from paymux.payments.models import Payment
+from paymux.payments.repository import PaymentRepository
 from paymux.payments.schemas import PaymentCreate
 from paymux.risk import decisions, reviews, signals
 from paymux.risk.attributes import EventType
 from paymux.risk.decisions import Screening
 from paymux.risk.features import velocity
 from paymux.risk.models import Verdict
+from paymux.risk.repository import DecisionRepository
 
 PAYER_FIELDS = ("payer_account", "openid", "sub_openid", "buyer_id", "buyer_open_id")
 """Which ``customer`` field names the payer's account at the channel, first found wins."""
@@ -60,9 +63,15 @@ async def screen_payment(
     session: AsyncSession, req: PaymentCreate, *, app_id: str, merchant_id: str, livemode: bool
 ) -> Screening:
     """Screen a new payment; a block is :func:`decisions.refuse` (nothing is created)."""
-    screened = await decisions.screen(
+    return await screen_or_refuse(
         session, payment_request(req, app_id=app_id, merchant_id=merchant_id, livemode=livemode)
     )
+
+
+async def screen_or_refuse(session: AsyncSession, request: signals.Request) -> Screening:
+    """Screen a payment, payout, transfer or refund; a block is :func:`decisions.refuse`. If
+    the engine fails, money in proceeds and money out waits for review (the failure policy)."""
+    screened = await decisions.screen(session, request)
     if screened.verdict is Verdict.block:
         decisions.refuse(session, screened)
     return screened
@@ -232,15 +241,6 @@ WAITS = frozenset({Verdict.review, Verdict.hold, Verdict.challenge})
 """For money out, these mean: not sent until a reviewer approves (issue 14)."""
 
 
-async def screen_money_out(session: AsyncSession, request: signals.Request) -> Screening:
-    """Screen a payout, transfer or refund; a block is :func:`decisions.refuse`. If the
-    engine fails, money out waits for review (the failure policy)."""
-    screened = await decisions.screen(session, request)
-    if screened.verdict is Verdict.block:
-        decisions.refuse(session, screened)
-    return screened
-
-
 def waits(screened: Screening) -> bool:
     return screened.verdict in WAITS
 
@@ -280,10 +280,8 @@ async def money_out_created(
 
 async def screen_refund(session: AsyncSession, payment: Payment, amount: int) -> Screening:
     """Screen a refund of ``payment``."""
-    from paymux.kit import clock
-
     paid = payment.paid_at or payment.created_at
-    return await screen_money_out(session, stored_request(
+    return await screen_or_refuse(session, stored_request(
         payment, EventType.refund_create, amount=amount, subject_type="refund",
         payment_amount=payment.amount, refunded_amount=payment.amount_refunded or 0,
         payment_age_hours=int((clock.now() - paid).total_seconds() // 3600),
@@ -297,21 +295,19 @@ async def reevaluate_payment(session: AsyncSession, decision_id: str) -> Verdict
     """Screen again a payment that went ahead unevaluated (the engine had failed): the
     decision gets the rules' results; what they would have stopped opens a review (the money
     is already moving). None when the engine fails again (tried again later)."""
-    from paymux.kit import clock
-    from paymux.payments.repository import PaymentRepository
-    from paymux.risk.repository import DecisionRepository
-
     decision = await DecisionRepository(session).get(None, None, decision_id)
     if decision is None or decision.reevaluated_at is not None or decision.subject_id is None:
         return None
     payment = await PaymentRepository(session).lock(decision.subject_id)
     screened = await decisions.screen(session, stored_request(payment, EventType.payment_create))
     second = screened.decision
-    if second is None or second.unevaluated:
-        return None if second is not None else Verdict.allow
+    if second is not None and second.unevaluated:
+        return None
+    decision.reevaluated_at = clock.now()
+    if second is None:  # no rules in force any more: nothing to look at again
+        return Verdict.allow
     decision.results, decision.features = second.results, second.features
     decision.versions, decision.score = second.versions, second.score
-    decision.reevaluated_at = clock.now()
     if screened.verdict in (Verdict.block, Verdict.hold, Verdict.review, Verdict.challenge):
         risk = dict(payment.risk or {})
         if "review" not in risk:

@@ -353,11 +353,12 @@ class DecisionRepository:
         rows = list(await self.session.scalars(stmt))
         return rows[:limit], len(rows) > limit
 
-    async def overdue(self, now: dt.datetime, limit: int) -> list[str]:
-        stmt = (sa.select(RiskReview.id).where(RiskReview.state == ReviewState.open,
-                                               RiskReview.deadline <= now)
+    async def overdue(self, now: dt.datetime, limit: int) -> list[tuple[str, str]]:
+        """(id, on_expiry) of the open reviews whose deadline has passed, oldest first."""
+        stmt = (sa.select(RiskReview.id, RiskReview.on_expiry)
+                .where(RiskReview.state == ReviewState.open, RiskReview.deadline <= now)
                 .order_by(RiskReview.deadline).limit(limit))  # fmt: skip
-        return list(await self.session.scalars(stmt))
+        return [(row[0], row[1]) for row in await self.session.execute(stmt)]
 
     async def declined_holds(self, limit: int) -> list[RiskReview]:
         """Declined reviews of payments whose money is still held with nothing refunded."""

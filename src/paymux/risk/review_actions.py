@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.funds import hooks as funds_hooks
 from paymux.funds.repository import FundsRepository
-from paymux.kit.errors import Conflict
+from paymux.kit import clock
+from paymux.kit.errors import Conflict, InvalidRequest
 from paymux.payments.models import Payment
 from paymux.payments.repository import PaymentRepository
 from paymux.payments.states import PaymentStatus
@@ -30,7 +31,7 @@ from paymux.payouts import service as payouts
 from paymux.refunds import service as refunds
 from paymux.refunds.schemas import RefundCreate
 from paymux.risk import reviews, service
-from paymux.risk.models import ReviewState, RiskReview, Verdict
+from paymux.risk.models import ReviewState, RiskReview
 from paymux.risk.repository import DecisionRepository
 from paymux.risk.schemas import ItemIn, ListAddition
 from paymux.runtime import Runtime
@@ -63,13 +64,11 @@ async def _payment_effect(session: AsyncSession, review: RiskReview, approved: b
     """The payment side of a closing review; True when a refund must follow."""
     payment = await PaymentRepository(session).lock(review.subject_id)
     funds = await FundsRepository(session).lock(payment.id)
-    held = funds is not None and funds.risk_held
-    if approved:
-        if held:
-            await funds_hooks.risk_hold_released(session, payment)
-        _mark(payment, review)
-        return False
     _mark(payment, review)
+    if approved:
+        if funds is not None and funds.risk_held:
+            await funds_hooks.risk_hold_released(session, payment)
+        return False
     return payment.status == PaymentStatus.succeeded and payment.amount_refunded < payment.amount
 
 
@@ -124,8 +123,6 @@ async def _add_to_list(
     session: AsyncSession, review: RiskReview, who: service.Owner, addition: ListAddition
 ) -> None:
     """Put one of the decision's feature values (``attribute``) on one of the owner's lists."""
-    from paymux.kit.errors import InvalidRequest
-
     decision = await DecisionRepository(session).get(review.merchant_id, review.livemode,
                                                      review.decision_id)  # fmt: skip
     assert decision is not None
@@ -144,7 +141,7 @@ async def _add_to_list(
 async def finish_declines(rt: Runtime, limit: int = 100) -> int:
     """Declined reviews of payments whose money is still held and unrefunded: refund them
     (a crash between the decline and its refund)."""
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         due = await DecisionRepository(session).declined_holds(limit)
     made = 0
     for review in due:
@@ -154,15 +151,11 @@ async def finish_declines(rt: Runtime, limit: int = 100) -> int:
 
 async def expire(rt: Runtime, now_limit: int = 100) -> int:
     """Close the reviews past their deadline with their default (the worker, every minute)."""
-    from paymux.kit import clock
-
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         due = await DecisionRepository(session).overdue(clock.now(), now_limit)
     closed = 0
-    for review_id in due:
-        async with rt.db.transaction() as session:
-            review = await reviews.get(session, None, None, review_id)
-            state = ReviewState(review.on_expiry)
+    for review_id, on_expiry in due:
+        state = ReviewState(on_expiry)
         try:
             await close(rt, review_id, state, merchant_id=None, livemode=None,
                         by="system:deadline", reason="the review's deadline passed")  # fmt: skip
@@ -172,4 +165,4 @@ async def expire(rt: Runtime, now_limit: int = 100) -> int:
     return closed
 
 
-__all__ = ["RELEASERS", "Closed", "Verdict", "close", "expire", "finish_declines"]
+__all__ = ["RELEASERS", "Closed", "close", "expire", "finish_declines"]

@@ -21,6 +21,7 @@ from paymux.risk import audit
 from paymux.risk.attributes import EventType
 from paymux.risk.models import ReviewState, RiskDecision, RiskReview, Verdict
 from paymux.risk.repository import DecisionRepository
+from paymux.webhooks import service as webhooks
 
 DEADLINES: dict[tuple[EventType, Verdict], dt.timedelta] = {
     (EventType.payment_create, Verdict.review): dt.timedelta(hours=72),
@@ -46,8 +47,6 @@ async def open_review(
     session: AsyncSession, decision: RiskDecision, outcome: Verdict
 ) -> RiskReview:
     """A review of ``decision`` (one per decision), and ``risk.review.opened``."""
-    from paymux.webhooks import service as webhooks
-
     now = clock.now()
     assert decision.subject_id is not None
     review = RiskReview(
@@ -114,8 +113,6 @@ def _audit(session: AsyncSession, review: RiskReview, by: str, action: str, **de
 async def close(session: AsyncSession, review: RiskReview, state: ReviewState, *, by: str,
                 reason: str) -> RiskReview:  # fmt: skip
     """Close an open review (the caller holds its row lock) and emit ``risk.review.closed``."""
-    from paymux.webhooks import service as webhooks
-
     if review.state != ReviewState.open:
         raise Conflict("review_closed", f"Review {review.id} is already {review.state}.")
     now = clock.now()

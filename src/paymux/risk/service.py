@@ -238,38 +238,12 @@ _LOADED_MAX = 10_000
 async def cached_lists(
     session: AsyncSession, merchant_id: str, livemode: bool, names: frozenset[str]
 ) -> Mapping[str, frozenset[str]]:
-    """What a rule's ``list("name")`` sees (:func:`lists_for`), for the engine's hot path:
-    which lists exist and their revisions are checked once a second (one small query), their
-    items read only when they changed."""
+    """:func:`lists_for`, for the engine's hot path: asked again once a second."""
     if not names:
         return {}
-
-    async def load() -> Mapping[str, frozenset[str]]:
-        who = Owner(merchant_id, livemode, "")
-        repo = RiskListRepository(session)
-        heads = {
-            (owner, name): (list_id, revision)
-            for list_id, owner, name, revision in await repo.heads(who.readable(), livemode, names)
-        }
-        now = clock.now()
-        out: dict[str, frozenset[str]] = {}
-        for name in names:
-            head = next((heads[(o, name)] for o in who.readable() if (o, name) in heads), None)
-            if head is None:
-                out[name] = frozenset()
-                continue
-            list_id, revision = head
-            known = _loaded.get(list_id)
-            if known is None or known.revision != revision or (
-                    known.until is not None and known.until <= now):  # fmt: skip
-                values, until = await repo.live_items(list_id, now)
-                if len(_loaded) >= _LOADED_MAX:
-                    _loaded.clear()
-                known = _loaded[list_id] = _Loaded(revision, frozenset(values), until)
-            out[name] = known.values
-        return out
-
-    return await lists_cache.get_or_load((merchant_id, livemode, names), load)
+    return await lists_cache.get_or_load(
+        (merchant_id, livemode, names), lambda: lists_for(session, merchant_id, livemode, names)
+    )
 
 
 async def lists_for(
@@ -281,16 +255,26 @@ async def lists_for(
     rules (None) see the platform's only. A name no list has is an empty list (the rule set's
     validation is where an unknown list is refused). Addresses and networks are the items'
     normal forms: ``ip in list("n")`` matches addresses exactly, ``cidr_match(ip, list("n"))``
-    networks too."""
+    networks too. Which lists exist and their revisions are read each time (one small query);
+    a list's items only when it changed or one of them expired."""
     who = Owner(merchant_id, livemode, "")
-    found = await RiskListRepository(session).live_values(who.readable(), livemode, names,
-                                                          clock.now())  # fmt: skip
+    repo = RiskListRepository(session)
+    rows = await repo.heads(who.readable(), livemode, names)
+    heads = {(owner, name): (list_id, revision) for list_id, owner, name, revision in rows}
+    now = clock.now()
     out: dict[str, frozenset[str]] = {}
     for name in names:
-        for owner in who.readable():  # the merchant's own first
-            if (owner, name) in found:
-                out[name] = frozenset(found[(owner, name)])
-                break
-        else:
+        head = next((heads[(o, name)] for o in who.readable() if (o, name) in heads), None)
+        if head is None:
             out[name] = frozenset()
+            continue
+        list_id, revision = head
+        known = _loaded.get(list_id)
+        if known is None or known.revision != revision or (
+                known.until is not None and known.until <= now):  # fmt: skip
+            values, until = await repo.live_items(list_id, now)
+            if len(_loaded) >= _LOADED_MAX:
+                _loaded.clear()
+            known = _loaded[list_id] = _Loaded(revision, frozenset(values), until)
+        out[name] = known.values
     return out

@@ -110,7 +110,7 @@ async def transfer(session: AsyncSession, *, app_id: str, livemode: bool,
     done = await LedgerRepository(session).transaction_by_key(key)
     screened = None
     if done is None:
-        screened = await risk.screen_money_out(session, signals.Request(
+        screened = await risk.screen_or_refuse(session, signals.Request(
             event=EventType.wallet_transfer, merchant_id=merchant_id, app_id=app_id,
             livemode=livemode, subject_type="transfer", amount=body.amount,
             currency=source.currency,
